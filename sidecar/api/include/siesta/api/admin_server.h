@@ -1,0 +1,45 @@
+// AdminServer: the control plane on one cpp-httplib server — the seed's admin API under
+// /admin, GET /metrics and GET /healthz. Every error is {"error":{"code","message","source"}}.
+// Thread-safe: handlers run on httplib's pool and go through the Registry and Controller.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/registry.h"
+#include "siesta/core/status.h"
+#include "siesta/metrics/metrics.h"
+#include "siesta/runtime/controller.h"
+#include "siesta/runtime/persister.h"
+
+namespace siesta {
+
+struct AdminOptions {
+  size_t max_body_bytes = 64 * 1024;
+  std::chrono::seconds read_timeout{5};  // a client that sends nothing for this long is dropped
+  size_t threads = 8;
+};
+
+class AdminServer {
+ public:
+  using MonitorStatusFn = std::function<MonitorStatus()>;
+
+  AdminServer(Registry& registry, Controller& controller, Persister& persister,
+              const Metrics& metrics, const Clock& clock, MonitorStatusFn monitor,
+              AdminOptions options = {});
+  ~AdminServer();
+
+  // Binds host:port (port 0: any free port). Returns the bound port, or why it failed.
+  Result<int> bind(const std::string& host, int port);
+  // Serves until stop(); call from its own thread after bind().
+  void serve();
+  void stop();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace siesta

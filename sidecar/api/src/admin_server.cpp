@@ -1,0 +1,482 @@
+#include "siesta/api/admin_server.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "siesta/api/status_json.h"
+#include "siesta/config/config.h"
+#include "siesta/core/decide.h"
+
+namespace siesta {
+
+using nlohmann::json;
+
+namespace {
+
+struct Reply {
+  int status = 200;
+  json body;
+  std::string text;  // sent as-is when body is null
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+Reply error_reply(int status, const std::string& code, const std::string& message) {
+  Reply r;
+  r.status = status;
+  r.body = error_json(code, message);
+  return r;
+}
+
+int http_status(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kOk:
+      return 200;
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kConflict:
+      return 409;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kTimeout:
+      return 503;
+    case ErrorCode::kFailed:
+      return 500;
+    case ErrorCode::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+Reply status_reply(const Status& st) {
+  Reply r = error_reply(http_status(st.code()), error_code_name(st.code()), st.message());
+  if (st.code() == ErrorCode::kTimeout || st.code() == ErrorCode::kUnavailable) {
+    r.headers.emplace_back("Retry-After", "5");
+  }
+  return r;
+}
+
+// A request body: absent or empty means {}; otherwise a JSON object.
+Result<json> body_object(const httplib::Request& req) {
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return Status{ErrorCode::kInvalidArgument, "the request body is not valid JSON"};
+  }
+  if (!body.is_object())
+    return Status{ErrorCode::kInvalidArgument, "the request body must be a JSON object"};
+  return body;
+}
+
+Status only_keys(const json& body, const std::set<std::string>& allowed) {
+  for (const auto& [key, value] : body.items()) {
+    if (allowed.count(key) == 0) {
+      std::string known;
+      for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+      return {ErrorCode::kInvalidArgument,
+              "unknown field \"" + key + "\"" +
+                  (known.empty() ? " (this endpoint takes no fields)" : " (known: " + known + ")")};
+    }
+  }
+  return Status::ok();
+}
+
+using Handler = std::function<Reply(const httplib::Request&, const std::smatch&)>;
+
+struct Route {
+  std::string text;
+  std::regex pattern;
+  std::map<std::string, Handler> methods;
+};
+
+}  // namespace
+
+class AdminServer::Impl {
+ public:
+  Impl(Registry& registry, Controller& controller, Persister& persister, const Metrics& metrics,
+       const Clock& clock, MonitorStatusFn monitor, AdminOptions options)
+      : registry_(registry),
+        controller_(controller),
+        persister_(persister),
+        metrics_(metrics),
+        clock_(clock),
+        monitor_(std::move(monitor)),
+        options_(options) {
+    add_routes();
+    server_.new_task_queue = [n = options_.threads] { return new httplib::ThreadPool(n); };
+    server_.set_payload_max_length(options_.max_body_bytes);
+    server_.set_read_timeout(options_.read_timeout);
+    server_.set_keep_alive_timeout(5);
+    auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
+      send(res, route(req));
+    };
+    // One catch-all per method; our own router gives 404 vs 405 and the JSON error shape.
+    server_.Get(".*", dispatch);
+    server_.Post(".*", dispatch);
+    server_.Put(".*", dispatch);
+    server_.Patch(".*", dispatch);
+    server_.Delete(".*", dispatch);
+    server_.Options(".*", dispatch);
+    // Errors httplib produces itself (413, 400 for a malformed request line, ...).
+    server_.set_error_handler(
+        httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          std::string code = res.status == 413   ? "payload_too_large"
+                             : res.status == 404 ? "not_found"
+                             : res.status == 405 ? "method_not_allowed"
+                                                 : "bad_request";
+          std::string message = res.status == 413   ? "the request body is too large"
+                                : res.status == 400 ? "malformed HTTP request"
+                                                    : "HTTP error " + std::to_string(res.status);
+          res.set_content(error_json(code, message).dump(), "application/json");
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    server_.set_exception_handler(
+        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown error";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          spdlog::error("Admin API: {} {} failed: {}", req.method, req.path, what);
+          res.status = 500;
+          res.set_content(error_json("internal", "internal error").dump(), "application/json");
+        });
+    server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+      spdlog::debug("Admin API: {} {} -> {}", req.method, req.path, res.status);
+    });
+  }
+
+  Result<int> bind(const std::string& host, int port) {
+    int bound =
+        port == 0 ? server_.bind_to_any_port(host) : (server_.bind_to_port(host, port) ? port : -1);
+    if (bound < 0) {
+      return Status{ErrorCode::kUnavailable,
+                    "cannot listen on " + host + ":" + std::to_string(port) +
+                        " (address in use, or not an address of this machine)"};
+    }
+    return bound;
+  }
+  void serve() { server_.listen_after_bind(); }
+  void stop() { server_.stop(); }
+
+ private:
+  static void send(httplib::Response& res, const Reply& reply) {
+    res.status = reply.status;
+    for (const auto& [k, v] : reply.headers) res.set_header(k, v);
+    if (!reply.body.is_null()) {
+      res.set_content(reply.body.dump(2) + "\n", reply.content_type);
+    } else {
+      res.set_content(reply.text, reply.content_type);
+    }
+  }
+
+  Reply route(const httplib::Request& req) {
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    for (const auto& r : routes_) {
+      std::smatch match;
+      if (!std::regex_match(req.path, match, r.pattern)) continue;
+      auto it = r.methods.find(method);
+      if (it == r.methods.end()) {
+        std::string allow;
+        for (const auto& [m, h] : r.methods) allow += (allow.empty() ? "" : ", ") + m;
+        Reply reply = error_reply(
+            405, "method_not_allowed",
+            req.method + " is not allowed on " + req.path + " (allowed: " + allow + ")");
+        reply.headers.emplace_back("Allow", allow);
+        return reply;
+      }
+      return it->second(req, match);
+    }
+    return error_reply(404, "not_found", "no such endpoint: " + req.path);
+  }
+
+  void on(const std::string& pattern, const std::string& method, Handler handler) {
+    for (auto& r : routes_) {
+      if (r.text == pattern) {
+        r.methods[method] = std::move(handler);
+        return;
+      }
+    }
+    routes_.push_back({pattern, std::regex(pattern), {{method, std::move(handler)}}});
+  }
+
+  // Names in paths: unknown is 404, but names that could never be valid are a 400.
+  std::optional<Reply> check_service(const std::string& name) {
+    if (!valid_service_name(name)) {
+      return error_reply(400, "invalid_argument", "invalid service name: " + json(name).dump());
+    }
+    if (!registry_.service(name)) return error_reply(404, "not_found", "unknown service: " + name);
+    return std::nullopt;
+  }
+  std::optional<Reply> check_model(const std::string& name) {
+    if (!valid_model_name(name)) {
+      return error_reply(400, "invalid_argument", "invalid model name: " + json(name).dump());
+    }
+    if (!registry_.model(name)) return error_reply(404, "not_found", "unknown model: " + name);
+    return std::nullopt;
+  }
+
+  Decision current_decision(Snapshot& snapshot) {
+    snapshot = registry_.snapshot();
+    return decide(snapshot, clock_.wall_now());
+  }
+
+  Reply service_reply(const std::string& name) {
+    Snapshot snapshot;
+    Decision d = current_decision(snapshot);
+    for (size_t i = 0; i < d.services.size(); ++i) {
+      if (d.services[i].name == name) {
+        Reply r;
+        r.body = service_json(snapshot.services[i], d.services[i]);
+        r.body["name"] = name;
+        return r;
+      }
+    }
+    return error_reply(404, "not_found", "unknown service: " + name);
+  }
+
+  Reply model_reply(const std::string& name) {
+    Snapshot snapshot;
+    Decision d = current_decision(snapshot);
+    for (size_t i = 0; i < d.models.size(); ++i) {
+      if (d.models[i].name == name) {
+        Reply r;
+        r.body = model_json(snapshot.models[i], d.models[i]);
+        r.body["name"] = name;
+        return r;
+      }
+    }
+    return error_reply(404, "not_found", "unknown model: " + name);
+  }
+
+  Reply settings_post(const httplib::Request& req) {
+    auto body = body_object(req);
+    if (!body) return status_reply(body.status());
+    // The seed's camelCase keys, and the config file's snake_case ones.
+    static const std::map<std::string, std::string> kKeys = {
+        {"idleSleepEnabled", "idle_sleep_enabled"},
+        {"idle_sleep_enabled", "idle_sleep_enabled"},
+        {"idleTimeout", "idle_timeout_minutes"},
+        {"idle_timeout_minutes", "idle_timeout_minutes"},
+        {"modelKeepAlive", "model_keep_alive_hours"},
+        {"model_keep_alive_hours", "model_keep_alive_hours"},
+        {"idleCheckInterval", "idle_check_interval_minutes"},
+        {"idle_check_interval_minutes", "idle_check_interval_minutes"}};
+    std::map<std::string, std::pair<std::string, json>> changes;  // canonical -> (given, value)
+    for (const auto& [key, value] : body->items()) {
+      auto it = kKeys.find(key);
+      if (it == kKeys.end()) {
+        return error_reply(400, "invalid_argument",
+                           "unknown setting \"" + key +
+                               "\" (known: idleSleepEnabled, idleTimeout, modelKeepAlive, "
+                               "idleCheckInterval, or their snake_case names)");
+      }
+      if (changes.count(it->second) != 0) {
+        return error_reply(400, "invalid_argument",
+                           "\"" + key + "\" and \"" + changes[it->second].first +
+                               "\" set the same setting; give one");
+      }
+      changes[it->second] = {key, value};
+    }
+    if (changes.empty()) {
+      return error_reply(400, "invalid_argument", "no settings given");
+    }
+    struct Rule {
+      double min;
+      bool min_exclusive;
+      double max;
+      const char* unit;
+    };
+    static const std::map<std::string, Rule> kRules = {
+        {"idle_timeout_minutes", {0, true, kMaxMinutes, "minutes"}},
+        {"model_keep_alive_hours", {0, false, kMaxHours, "hours"}},
+        {"idle_check_interval_minutes", {0, true, kMaxMinutes, "minutes"}}};
+    for (const auto& [canonical, given] : changes) {
+      const auto& [key, value] = given;
+      if (canonical == "idle_sleep_enabled") {
+        if (!value.is_boolean()) {
+          return error_reply(400, "invalid_argument",
+                             "\"" + key + "\" must be true or false, got " + value.dump());
+        }
+        continue;
+      }
+      const Rule& rule = kRules.at(canonical);
+      if (!value.is_number() || !std::isfinite(value.get<double>())) {
+        return error_reply(
+            400, "invalid_argument",
+            "\"" + key + "\" must be a number of " + rule.unit + ", got " + value.dump());
+      }
+      double d = value.get<double>();
+      if ((rule.min_exclusive ? d <= rule.min : d < rule.min) || d > rule.max) {
+        return error_reply(400, "invalid_argument",
+                           "\"" + key + "\" must be " +
+                               (rule.min_exclusive ? "greater than 0" : "at least 0") +
+                               " and at most " + fmt::format("{:g}", rule.max) + " " + rule.unit +
+                               ", got " + value.dump());
+      }
+    }
+    // Everything is valid: apply all of it at once.
+    Status st = controller_.update_settings([&](Settings& s) {
+      for (const auto& [canonical, given] : changes) {
+        const json& v = given.second;
+        if (canonical == "idle_sleep_enabled") s.idle_sleep_enabled = v.get<bool>();
+        if (canonical == "idle_timeout_minutes") s.idle_timeout_minutes = v.get<double>();
+        if (canonical == "model_keep_alive_hours") s.model_keep_alive_hours = v.get<double>();
+        if (canonical == "idle_check_interval_minutes") {
+          s.idle_check_interval_minutes = v.get<double>();
+        }
+      }
+    });
+    if (!st) return status_reply(st);
+    Reply r;
+    r.body = settings_json(registry_.settings());
+    return r;
+  }
+
+  // POST /admin/services/{name}/{action}
+  Reply service_action(const httplib::Request& req, const std::string& name,
+                       const std::string& action) {
+    if (auto bad = check_service(name)) return *bad;
+    auto body = body_object(req);
+    if (!body) return status_reply(body.status());
+    Status st;
+    if (action == "idle-sleep") {
+      if (Status keys = only_keys(*body, {"enabled"}); !keys) return status_reply(keys);
+      if (!body->contains("enabled") || !(*body)["enabled"].is_boolean()) {
+        return error_reply(400, "invalid_argument",
+                           "\"enabled\" is required and must be true or false");
+      }
+      st = controller_.set_idle_sleep(name, (*body)["enabled"].get<bool>());
+    } else if (action == "desired") {
+      if (Status keys = only_keys(*body, {"desired"}); !keys) return status_reply(keys);
+      const json& d = body->value("desired", json());
+      auto desired = d.is_string() ? parse_desired(d.get<std::string>()) : std::nullopt;
+      if (!desired) {
+        return error_reply(400, "invalid_argument",
+                           "\"desired\" is required and must be \"on\" or \"off\"");
+      }
+      st = controller_.set_desired(name, *desired);
+    } else {
+      if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
+      if (action == "wake") st = controller_.wake(name, "manual");
+      if (action == "sleep") st = controller_.sleep(name);
+      if (action == "touch") st = controller_.touch_service(name);
+    }
+    if (!st) return status_reply(st);
+    return service_reply(name);
+  }
+
+  Reply model_action(const httplib::Request& req, const std::string& name,
+                     const std::string& action) {
+    if (auto bad = check_model(name)) return *bad;
+    auto body = body_object(req);
+    if (!body) return status_reply(body.status());
+    if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
+    Status st = action == "unload" ? controller_.unload_model(name) : controller_.touch_model(name);
+    if (!st) return status_reply(st);
+    return model_reply(name);
+  }
+
+  void add_routes() {
+    on("/healthz", "GET", [](const auto&, const auto&) {
+      Reply r;
+      r.body = {{"status", "ok"}};
+      return r;
+    });
+    on("/metrics", "GET", [this](const auto&, const auto&) {
+      Snapshot snapshot;
+      Decision d = current_decision(snapshot);
+      Reply r;
+      r.body = nullptr;
+      r.text = metrics_.render(snapshot, d, monitor_());
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      return r;
+    });
+    on("/admin/idle-status", "GET", [this](const auto&, const auto&) {
+      Snapshot snapshot;
+      Decision d = current_decision(snapshot);
+      Reply r;
+      r.body = idle_status_json(snapshot, d, monitor_());
+      r.body["state_file"] = persister_.enabled() ? json(true) : json(false);
+      return r;
+    });
+    on("/admin/settings", "GET", [this](const auto&, const auto&) {
+      Reply r;
+      r.body = settings_json(registry_.settings());
+      return r;
+    });
+    on("/admin/settings", "POST",
+       [this](const auto& req, const auto&) { return settings_post(req); });
+    on("/admin/services", "GET", [this](const auto&, const auto&) {
+      Snapshot snapshot;
+      Decision d = current_decision(snapshot);
+      Reply r;
+      r.body = json::object();
+      for (size_t i = 0; i < d.services.size(); ++i) {
+        r.body[d.services[i].name] = service_json(snapshot.services[i], d.services[i]);
+      }
+      return r;
+    });
+    on(R"(/admin/services/([^/]+)/(idle-sleep|wake|sleep|desired|touch))", "POST",
+       [this](const auto& req, const std::smatch& m) {
+         return service_action(req, m[1].str(), m[2].str());
+       });
+    on(R"(/admin/services/([^/]+))", "GET", [this](const auto&, const std::smatch& m) {
+      if (auto bad = check_service(m[1].str())) return *bad;
+      return service_reply(m[1].str());
+    });
+    on("/admin/models", "GET", [this](const auto&, const auto&) {
+      Snapshot snapshot;
+      Decision d = current_decision(snapshot);
+      Reply r;
+      r.body = json::object();
+      for (size_t i = 0; i < d.models.size(); ++i) {
+        r.body[d.models[i].name] = model_json(snapshot.models[i], d.models[i]);
+      }
+      return r;
+    });
+    // Model names hold ':' and may hold '/' (sent as %2F; httplib decodes the path).
+    on(R"(/admin/models/(.+)/(unload|touch))", "POST",
+       [this](const auto& req, const std::smatch& m) {
+         return model_action(req, m[1].str(), m[2].str());
+       });
+    on(R"(/admin/models/(.+))", "GET", [this](const auto&, const std::smatch& m) {
+      if (auto bad = check_model(m[1].str())) return *bad;
+      return model_reply(m[1].str());
+    });
+  }
+
+  Registry& registry_;
+  Controller& controller_;
+  Persister& persister_;
+  const Metrics& metrics_;
+  const Clock& clock_;
+  MonitorStatusFn monitor_;
+  AdminOptions options_;
+  httplib::Server server_;
+  std::vector<Route> routes_;
+};
+
+AdminServer::AdminServer(Registry& registry, Controller& controller, Persister& persister,
+                         const Metrics& metrics, const Clock& clock, MonitorStatusFn monitor,
+                         AdminOptions options)
+    : impl_(std::make_unique<Impl>(registry, controller, persister, metrics, clock,
+                                   std::move(monitor), options)) {}
+
+AdminServer::~AdminServer() = default;
+
+Result<int> AdminServer::bind(const std::string& host, int port) { return impl_->bind(host, port); }
+void AdminServer::serve() { impl_->serve(); }
+void AdminServer::stop() { impl_->stop(); }
+
+}  // namespace siesta

@@ -1,0 +1,42 @@
+// ProcessBackend: runs each service as a local process from its argv, in a process group of
+// its own, with its output in siesta's log. Stop is SIGTERM to the group, then SIGKILL after
+// stop_timeout_seconds; every child is reaped. A process started by an earlier siesta (on_exit
+// "leave") is adopted again from its saved handle (pid and kernel start time, so a reused pid
+// is never mistaken for it). Thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "siesta/core/service_backend.h"
+
+namespace siesta {
+
+class ProcessBackend final : public ServiceBackend {
+ public:
+  ProcessBackend();
+  ~ProcessBackend() override;
+
+  Status start(const ServiceSpec& spec) override;
+  Result<Readiness> check_ready(const ServiceSpec& spec) override;
+  Status stop(const ServiceSpec& spec) override;
+  Result<Inspection> inspect(const ServiceSpec& spec) override;
+  nlohmann::json save_handle(const ServiceSpec& spec) override;
+  void restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) override;
+
+  // The pid of the service's process, or -1. For tests and the status API.
+  pid_t pid_of(const std::string& service) const;
+
+ private:
+  struct Child;
+  std::shared_ptr<Child> find(const std::string& service) const;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Child>> children_;
+};
+
+}  // namespace siesta

@@ -1,0 +1,295 @@
+#include "siesta/backends/process_backend.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "siesta/probe/health_probe.h"
+
+extern char** environ;
+
+namespace siesta {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// Field 22 of /proc/<pid>/stat: the process's start time in clock ticks since boot. With the
+// pid it identifies a process for good: a reused pid has a different start time.
+long long proc_start_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return -1;
+  auto close_paren = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (close_paren == std::string::npos) return -1;
+  std::istringstream fields(text.substr(close_paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) {
+    if (!(fields >> field)) return -1;
+  }
+  try {
+    return std::stoll(field);
+  } catch (...) {
+    return -1;
+  }
+}
+
+char proc_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return '\0';
+  auto close_paren = text.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= text.size()) return '\0';
+  return text[close_paren + 2];
+}
+
+bool group_alive(pid_t pgid) { return ::kill(-pgid, 0) == 0; }
+
+std::string exit_text(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "ended with status " + std::to_string(status);
+}
+
+// Logs the child's output line by line. Owns the read end of the pipe.
+void pump_output(int fd, std::string service) {
+  std::string pending;
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      spdlog::info("[{}] {}", service, pending.substr(0, nl));
+      pending.erase(0, nl + 1);
+    }
+    if (pending.size() > 16384) {  // a very long line is logged in pieces
+      spdlog::info("[{}] {}", service, pending);
+      pending.clear();
+    }
+  }
+  if (!pending.empty()) spdlog::info("[{}] {}", service, pending);
+  ::close(fd);
+}
+
+}  // namespace
+
+struct ProcessBackend::Child {
+  pid_t pid = -1;
+  bool adopted = false;  // started by an earlier siesta: not our child, cannot be waited for
+  long long start_ticks = -1;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool exited = false;  // guarded by mu
+  int status = 0;       // guarded by mu
+  std::thread waiter;
+
+  bool alive() {
+    if (adopted) {
+      char state = proc_state(pid);
+      return state != '\0' && state != 'Z' && proc_start_ticks(pid) == start_ticks;
+    }
+    std::lock_guard lock(mu);
+    return !exited;
+  }
+
+  // Waits up to `timeout` for the process to end; true if it has.
+  bool wait_exit(milliseconds timeout) {
+    if (adopted) {
+      auto deadline = std::chrono::steady_clock::now() + timeout;
+      while (alive()) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(milliseconds(10));
+      }
+      return true;
+    }
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return exited; });
+  }
+
+  std::string exit_detail() {
+    if (adopted) return "exited";
+    std::lock_guard lock(mu);
+    return exit_text(status);
+  }
+};
+
+ProcessBackend::ProcessBackend() = default;
+
+ProcessBackend::~ProcessBackend() {
+  // Children are left as they are (on_exit decides); the waiters are only detached from them.
+  std::lock_guard lock(mu_);
+  for (auto& [name, child] : children_) {
+    if (child->waiter.joinable()) child->waiter.detach();
+  }
+}
+
+std::shared_ptr<ProcessBackend::Child> ProcessBackend::find(const std::string& service) const {
+  std::lock_guard lock(mu_);
+  auto it = children_.find(service);
+  return it == children_.end() ? nullptr : it->second;
+}
+
+pid_t ProcessBackend::pid_of(const std::string& service) const {
+  auto child = find(service);
+  return child && child->alive() ? child->pid : -1;
+}
+
+Status ProcessBackend::start(const ServiceSpec& spec) {
+  if (auto existing = find(spec.name); existing && existing->alive()) return Status::ok();
+
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    return {ErrorCode::kInternal, std::string("pipe: ") + std::strerror(errno)};
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Own process group: a stop reaches the service's own children too. Signal mask and
+  // dispositions are reset, since siesta blocks SIGTERM/SIGINT for its signal thread.
+  sigset_t empty;
+  sigemptyset(&empty);
+  sigset_t defaults;
+  sigfillset(&defaults);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<char*> argv;
+  for (const auto& arg : spec.command) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    return {ErrorCode::kFailed, "cannot run " + spec.command[0] + ": " + std::strerror(rc)};
+  }
+
+  std::thread(pump_output, out[0], spec.name).detach();
+  auto child = std::make_shared<Child>();
+  child->pid = pid;
+  child->start_ticks = proc_start_ticks(pid);
+  child->waiter = std::thread([child, name = spec.name] {
+    int status = 0;
+    while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    {
+      std::lock_guard lock(child->mu);
+      child->exited = true;
+      child->status = status;
+    }
+    child->cv.notify_all();
+    spdlog::info("Service {}: process {} {}", name, child->pid, exit_text(status));
+  });
+  spdlog::info("Service {}: started process {} ({})", spec.name, pid, spec.command[0]);
+
+  std::shared_ptr<Child> previous;
+  {
+    std::lock_guard lock(mu_);
+    previous = std::exchange(children_[spec.name], child);
+  }
+  if (previous && previous->waiter.joinable()) previous->waiter.join();
+  return Status::ok();
+}
+
+Result<Readiness> ProcessBackend::check_ready(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child) return Status{ErrorCode::kFailed, "no process was started"};
+  if (!child->alive()) {
+    return Status{ErrorCode::kFailed, "process " + child->exit_detail() + " before it was ready"};
+  }
+  return probe_health(spec, milliseconds(500)) ? Readiness::kReady : Readiness::kNotYet;
+}
+
+Status ProcessBackend::stop(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child) return Status::ok();
+  const pid_t pgid = child->pid;
+  const auto grace = std::chrono::duration_cast<milliseconds>(Seconds(spec.stop_timeout_seconds));
+  const auto t0 = std::chrono::steady_clock::now();
+
+  if (child->alive()) {
+    ::kill(-pgid, SIGTERM);
+    if (!child->wait_exit(grace)) {
+      spdlog::warn("Service {}: process {} still running {:g} s after SIGTERM; sending SIGKILL",
+                   spec.name, pgid, spec.stop_timeout_seconds);
+      ::kill(-pgid, SIGKILL);
+      if (!child->wait_exit(milliseconds(5000))) {
+        return {ErrorCode::kTimeout, "process " + std::to_string(pgid) + " survived SIGKILL"};
+      }
+    }
+  }
+  // The leader is gone; what is left of its group gets the rest of the grace period.
+  while (group_alive(pgid) && std::chrono::steady_clock::now() - t0 < grace) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  if (group_alive(pgid)) ::kill(-pgid, SIGKILL);
+
+  std::shared_ptr<Child> removed;
+  {
+    std::lock_guard lock(mu_);
+    auto it = children_.find(spec.name);
+    if (it != children_.end() && it->second == child) {
+      removed = it->second;
+      children_.erase(it);
+    }
+  }
+  if (removed && removed->waiter.joinable()) removed->waiter.join();
+  return Status::ok();
+}
+
+Result<Inspection> ProcessBackend::inspect(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child) return Inspection{false, ""};
+  if (child->alive()) return Inspection{true, "pid " + std::to_string(child->pid)};
+  return Inspection{false, "process " + std::to_string(child->pid) + " " + child->exit_detail()};
+}
+
+nlohmann::json ProcessBackend::save_handle(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child || !child->alive()) return nullptr;
+  return {{"pid", child->pid}, {"start_ticks", child->start_ticks}};
+}
+
+void ProcessBackend::restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) {
+  if (!handle.is_object() || !handle.value("pid", nlohmann::json()).is_number_integer() ||
+      !handle.value("start_ticks", nlohmann::json()).is_number_integer()) {
+    return;
+  }
+  auto child = std::make_shared<Child>();
+  child->pid = handle["pid"].get<pid_t>();
+  child->start_ticks = handle["start_ticks"].get<long long>();
+  child->adopted = true;
+  if (child->pid <= 1 || !child->alive()) return;  // gone, or the pid now belongs to another
+  spdlog::info("Service {}: adopted process {} left running by an earlier siesta", spec.name,
+               child->pid);
+  std::lock_guard lock(mu_);
+  children_[spec.name] = child;
+}
+
+}  // namespace siesta

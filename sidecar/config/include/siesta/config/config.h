@@ -1,0 +1,58 @@
+// The config file: one JSON document (with // comments) holding the seed's settings, the
+// listen address, the state file and the services and models to manage.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "siesta/core/model.h"
+#include "siesta/core/service.h"
+#include "siesta/core/settings.h"
+
+namespace siesta {
+
+// Thrown by the loader only; main() turns it into exit code 2.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  int port = 8081;
+  std::string to_string() const;
+};
+
+// What a service starts with before runtime changes (state file, admin API) apply.
+struct ServiceConfig {
+  ServiceSpec spec;
+  bool idle_sleep_enabled = true;
+  Desired desired = Desired::kOff;
+};
+
+enum class OnExit { kStop, kLeave };
+
+struct Config {
+  std::string source = "(defaults)";  // the file it came from, for messages
+  Settings settings;
+  ListenAddress listen;
+  std::string state_file;  // empty: runtime changes are not persisted
+  OnExit on_exit = OnExit::kStop;
+  std::vector<ServiceConfig> services;
+  std::vector<ModelSpec> models;
+};
+
+// The seed's Balanced defaults and an empty registry.
+Config default_config();
+// Parses `text`; `source` names it in error messages. Throws ConfigError.
+Config parse_config(const std::string& text, const std::string& source);
+// Reads and parses a file. Throws ConfigError naming the file.
+Config load_config_file(const std::string& path);
+
+// Shared with the admin API, which validates the same names and values.
+bool valid_service_name(const std::string& name);
+bool valid_model_name(const std::string& name);
+bool parse_listen(const std::string& text, ListenAddress& out);
+
+}  // namespace siesta

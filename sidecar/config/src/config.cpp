@@ -1,0 +1,336 @@
+#include "siesta/config/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace siesta {
+
+using nlohmann::json;
+
+namespace {
+
+// Walks one JSON object, remembering the key path for messages and rejecting unknown keys.
+class ObjectReader {
+ public:
+  ObjectReader(const json& object, std::string path, const std::string& source)
+      : object_(object), path_(std::move(path)), source_(source) {
+    if (!object_.is_object()) fail(path_.empty() ? "(top level)" : path_, "must be a JSON object");
+  }
+
+  [[noreturn]] void fail(const std::string& key_path, const std::string& what) const {
+    throw ConfigError("config error in " + source_ + ": " + key_path + ": " + what);
+  }
+
+  std::string key_path(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
+
+  void allow_only(const std::set<std::string>& allowed) const {
+    for (const auto& [key, value] : object_.items()) {
+      if (allowed.count(key) == 0) {
+        std::string known;
+        for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+        fail(key_path(key), "unknown key (known keys: " + known + ")");
+      }
+    }
+  }
+
+  const json* find(const std::string& key) const {
+    auto it = object_.find(key);
+    return it == object_.end() ? nullptr : &*it;
+  }
+
+  void read_bool(const std::string& key, bool& out) const {
+    if (const json* v = find(key)) {
+      if (!v->is_boolean()) fail(key_path(key), "must be true or false, got " + v->dump());
+      out = v->get<bool>();
+    }
+  }
+
+  // Numbers must be finite and within [min, max]; `min_exclusive` rejects min itself.
+  std::optional<double> read_number(const std::string& key, double min, bool min_exclusive,
+                                    double max) const {
+    const json* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_number()) fail(key_path(key), "must be a number, got " + v->dump());
+    double d = v->get<double>();
+    if (!std::isfinite(d)) fail(key_path(key), "must be a finite number");
+    std::ostringstream bound;
+    bound << min;
+    if (min_exclusive ? d <= min : d < min) {
+      fail(key_path(key), std::string("must be ") +
+                              (min_exclusive ? "greater than " : "at least ") + bound.str() +
+                              ", got " + v->dump());
+    }
+    if (d > max) {
+      std::ostringstream m;
+      m << max;
+      fail(key_path(key), "must be at most " + m.str() + ", got " + v->dump());
+    }
+    return d;
+  }
+
+  std::optional<std::string> read_string(const std::string& key) const {
+    const json* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_string()) fail(key_path(key), "must be a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+
+  const json& object() const { return object_; }
+
+ private:
+  const json& object_;
+  std::string path_;
+  const std::string& source_;
+};
+
+void read_settings(const ObjectReader& r, Settings& s) {
+  r.read_bool("idle_sleep_enabled", s.idle_sleep_enabled);
+  if (auto v = r.read_number("idle_timeout_minutes", 0, true, kMaxMinutes)) {
+    s.idle_timeout_minutes = *v;
+  }
+  if (auto v = r.read_number("model_keep_alive_hours", 0, false, kMaxHours)) {
+    s.model_keep_alive_hours = *v;
+  }
+  if (auto v = r.read_number("idle_check_interval_minutes", 0, true, kMaxMinutes)) {
+    s.idle_check_interval_minutes = *v;
+  }
+}
+
+bool parse_host_port(const std::string& text, std::string& host, int& port) {
+  std::string h;
+  std::string p;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return false;
+    }
+    h = text.substr(1, close - 1);
+    p = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) return false;
+    h = text.substr(0, colon);
+    p = text.substr(colon + 1);
+    if (h.find(':') != std::string::npos) return false;  // IPv6 needs brackets
+  }
+  if (h.empty() || p.empty() || p.size() > 5) return false;
+  for (char c : p) {
+    if (c < '0' || c > '9') return false;
+  }
+  int n = std::stoi(p);
+  if (n > 65535) return false;
+  for (char c : h) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == '/' || c == '@') return false;
+  }
+  host = h;
+  port = n;
+  return true;
+}
+
+ServiceConfig read_service(const std::string& name, const json& value, const std::string& source) {
+  ObjectReader r(value, "services." + name, source);
+  r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
+                "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds"});
+  ServiceConfig sc;
+  ServiceSpec& spec = sc.spec;
+  spec.name = name;
+  r.read_bool("idle_sleep_enabled", sc.idle_sleep_enabled);
+  if (auto d = r.read_string("desired")) {
+    auto parsed = parse_desired(*d);
+    if (!parsed) r.fail(r.key_path("desired"), "must be \"on\" or \"off\", got \"" + *d + "\"");
+    sc.desired = *parsed;
+  }
+  spec.idle_timeout_minutes = r.read_number("idle_timeout_minutes", 0, true, kMaxMinutes);
+  if (auto v = r.read_number("start_timeout_seconds", 0, true, 86400)) {
+    spec.start_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("stop_timeout_seconds", 0, false, 86400)) {
+    spec.stop_timeout_seconds = *v;
+  }
+  if (const json* cmd = r.find("command")) {
+    if (!cmd->is_array() || cmd->empty()) {
+      r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");
+    }
+    for (const auto& arg : *cmd) {
+      if (!arg.is_string())
+        r.fail(r.key_path("command"), "must hold strings only, got " + arg.dump());
+      spec.command.push_back(arg.get<std::string>());
+    }
+    if (spec.command.front().empty()) r.fail(r.key_path("command"), "argv[0] must not be empty");
+  }
+  // A service without a command is a container: the Docker backend's convention.
+  spec.backend = r.read_string("backend").value_or(spec.command.empty() ? "docker" : "process");
+  if (spec.backend != "process" && spec.backend != "docker") {
+    r.fail(r.key_path("backend"),
+           "must be \"process\" or \"docker\", got \"" + spec.backend + "\"");
+  }
+  if (spec.backend == "process" && spec.command.empty()) {
+    r.fail(r.key_path("command"), "is required for backend \"process\"");
+  }
+  if (auto up = r.read_string("upstream")) {
+    if (!parse_host_port(*up, spec.upstream_host, spec.upstream_port) || spec.upstream_port == 0) {
+      r.fail(r.key_path("upstream"),
+             "must be \"host:port\" with a port from 1 to 65535, got \"" + *up + "\"");
+    }
+  }
+  auto health = r.read_string("health");
+  if (!health) {
+    spec.health.kind = spec.upstream_port != 0 ? HealthCheck::Kind::kTcp : HealthCheck::Kind::kNone;
+  } else if (*health == "none") {
+    spec.health.kind = HealthCheck::Kind::kNone;
+  } else if (*health == "tcp") {
+    spec.health.kind = HealthCheck::Kind::kTcp;
+  } else if (!health->empty() && health->front() == '/') {
+    for (char c : *health) {
+      if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+        r.fail(r.key_path("health"), "must not contain spaces or control characters");
+      }
+    }
+    spec.health.kind = HealthCheck::Kind::kHttp;
+    spec.health.http_path = *health;
+  } else {
+    r.fail(
+        r.key_path("health"),
+        "must be \"tcp\", \"none\" or an HTTP path starting with \"/\", got \"" + *health + "\"");
+  }
+  if (spec.health.kind != HealthCheck::Kind::kNone && spec.upstream_port == 0) {
+    r.fail(r.key_path("health"), "needs \"upstream\" (the host:port to probe)");
+  }
+  return sc;
+}
+
+ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
+  ObjectReader r(value, "models." + name, source);
+  r.allow_only({"provider", "keep_alive_hours"});
+  ModelSpec spec;
+  spec.name = name;
+  auto provider = r.read_string("provider");
+  if (!provider) r.fail(r.key_path("provider"), "is required (the service that serves the model)");
+  spec.provider = *provider;
+  spec.keep_alive_hours = r.read_number("keep_alive_hours", 0, false, kMaxHours);
+  return spec;
+}
+
+}  // namespace
+
+std::string ListenAddress::to_string() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+bool parse_listen(const std::string& text, ListenAddress& out) {
+  return parse_host_port(text, out.host, out.port);
+}
+
+bool valid_service_name(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  if (!std::isalnum(static_cast<unsigned char>(name.front()))) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool valid_model_name(const std::string& name) {
+  if (name.empty() || name.size() > 256) return false;
+  if (!std::isalnum(static_cast<unsigned char>(name.front()))) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.' &&
+        c != ':' && c != '/') {
+      return false;
+    }
+  }
+  // Path tricks: no empty, "." or ".." segments.
+  std::istringstream segments(name);
+  std::string segment;
+  while (std::getline(segments, segment, '/')) {
+    if (segment.empty() || segment == "." || segment == "..") return false;
+  }
+  return name.back() != '/';
+}
+
+Config default_config() { return Config{}; }
+
+Config parse_config(const std::string& text, const std::string& source) {
+  json doc;
+  try {
+    doc = json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    throw ConfigError("config error in " + source + ": (top level): invalid JSON: " + e.what());
+  }
+  Config config;
+  config.source = source;
+  ObjectReader top(doc, "", source);
+  top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
+                  "idle_check_interval_minutes", "listen", "state_file", "on_exit", "services",
+                  "models"});
+  read_settings(top, config.settings);
+  if (auto listen = top.read_string("listen")) {
+    if (!parse_listen(*listen, config.listen)) {
+      top.fail("listen", "must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"" + *listen + "\"");
+    }
+  }
+  if (auto state_file = top.read_string("state_file")) {
+    if (state_file->empty()) top.fail("state_file", "must not be empty (omit it to disable)");
+    config.state_file = *state_file;
+  }
+  if (auto on_exit = top.read_string("on_exit")) {
+    if (*on_exit == "stop") {
+      config.on_exit = OnExit::kStop;
+    } else if (*on_exit == "leave") {
+      config.on_exit = OnExit::kLeave;
+    } else {
+      top.fail("on_exit", "must be \"stop\" or \"leave\", got \"" + *on_exit + "\"");
+    }
+  }
+  if (const json* services = top.find("services")) {
+    ObjectReader sr(*services, "services", source);
+    for (const auto& [name, value] : services->items()) {
+      if (!valid_service_name(name)) {
+        sr.fail(sr.key_path(name),
+                "invalid service name (letters, digits, '.', '-', '_'; "
+                "starting with a letter or digit; at most 128)");
+      }
+      config.services.push_back(read_service(name, value, source));
+    }
+  }
+  if (const json* models = top.find("models")) {
+    ObjectReader mr(*models, "models", source);
+    for (const auto& [name, value] : models->items()) {
+      if (!valid_model_name(name)) {
+        mr.fail(mr.key_path(name),
+                "invalid model name (letters, digits, '.', '-', '_', ':', '/'; "
+                "no empty, '.' or '..' path segments; at most 256)");
+      }
+      ModelSpec spec = read_model(name, value, source);
+      bool provider_known = false;
+      for (const auto& s : config.services) provider_known |= s.spec.name == spec.provider;
+      if (!provider_known) {
+        mr.fail(mr.key_path(name) + ".provider",
+                "names no service: \"" + spec.provider + "\" is not under \"services\"");
+      }
+      config.models.push_back(std::move(spec));
+    }
+  }
+  return config;
+}
+
+Config load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("config error in " + path + ": cannot open the file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError("config error in " + path + ": cannot read the file");
+  return parse_config(text.str(), path);
+}
+
+}  // namespace siesta

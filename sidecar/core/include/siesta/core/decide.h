@@ -1,0 +1,97 @@
+// decide(): the one pure function that turns a snapshot of the registry and `now` into every
+// timer and every action due. The monitor acts on its result; GET /admin/idle-status and
+// /metrics render the same result, so what a dashboard shows is what the monitor does.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/registry.h"
+
+namespace siesta {
+
+// Why a service will not be put to sleep (kNone: it will, at sleeps_at).
+enum class SleepBlocker {
+  kNone,
+  kGlobalDisabled,   // idle_sleep_enabled is false in the settings
+  kServiceDisabled,  // the service's idle_sleep_enabled is false
+  kDesiredOn,        // desired is "on"
+  kNotRunning,       // stopped, starting, stopping or in error: no idle timer runs
+  kInFlight,         // a request or connection is open
+};
+inline constexpr SleepBlocker kAllSleepBlockers[] = {
+    SleepBlocker::kGlobalDisabled, SleepBlocker::kServiceDisabled, SleepBlocker::kDesiredOn,
+    SleepBlocker::kNotRunning, SleepBlocker::kInFlight};
+const char* to_string(SleepBlocker blocker);  // stable snake_case, used as a metric label
+const char* describe(SleepBlocker blocker);   // a sentence for people
+
+enum class UnloadBlocker {
+  kNone,
+  kGlobalDisabled,
+  kNotLoaded,
+  kInFlight,
+  kUnloading,
+  kRetryWait,  // the last unload failed; retried at retry_at
+};
+const char* to_string(UnloadBlocker blocker);
+const char* describe(UnloadBlocker blocker);
+
+struct ServiceTimer {
+  std::string name;
+  ServiceState state = ServiceState::kStopped;
+  Seconds timeout{0};                 // the effective idle timeout
+  std::optional<Seconds> idle_for;    // since last_used; absent if never used
+  std::optional<WallTime> sleeps_at;  // absent when it will not sleep
+  std::optional<Seconds> sleeps_in;   // sleeps_at - now, never negative
+  SleepBlocker blocker = SleepBlocker::kNone;
+};
+
+struct ModelTimer {
+  std::string name;
+  std::string provider;
+  bool loaded = false;
+  Seconds keep_alive{0};                     // the effective keep-alive
+  std::optional<WallTime> keep_alive_until;  // absent when not loaded
+  std::optional<Seconds> unloads_in;         // keep_alive_until - now, never negative
+  UnloadBlocker blocker = UnloadBlocker::kNone;
+};
+
+enum class ActionKind { kSleepService, kStartService, kUnloadModel };
+const char* to_string(ActionKind kind);
+
+struct Action {
+  ActionKind kind;
+  std::string name;
+  std::string reason;  // "idle", "desired", "expired"
+  bool operator==(const Action&) const = default;
+};
+
+struct Decision {
+  WallTime now{};
+  std::vector<ServiceTimer> services;  // same order as the snapshot
+  std::vector<ModelTimer> models;
+  std::vector<Action> actions;            // everything due at `now`
+  std::optional<WallTime> next_deadline;  // the earliest future instant something is due
+};
+
+Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec);
+Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
+                             const ModelRuntime& runtime);
+
+// A failed start of a desired-on service, or a failed unload, is retried this long later.
+Seconds retry_delay(const Settings& settings);
+
+// The rules decide() applies to one entry, for callers that must re-check a claim
+// atomically under the registry lock (a use may have arrived since the decision).
+SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& runtime);
+bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
+               WallTime now);
+UnloadBlocker unload_blocker(const Settings& settings, const ModelRuntime& runtime, WallTime now);
+bool unload_due(const Settings& settings, const ModelSpec& spec, const ModelRuntime& runtime,
+                WallTime now);
+
+Decision decide(const Snapshot& snapshot, WallTime now);
+
+}  // namespace siesta

@@ -1,0 +1,30 @@
+// ModelProvider: loads and unloads models on the service that serves them (Ollama gets its own
+// implementation). Implementations are thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/status.h"
+
+namespace siesta {
+
+struct LoadedModel {
+  std::string name;
+  std::optional<double> size_bytes;
+  std::optional<double> vram_bytes;
+};
+
+class ModelProvider {
+ public:
+  virtual ~ModelProvider() = default;
+  // Loads `model` and asks the provider to keep it for `keep_alive_seconds`.
+  virtual Status load(const std::string& model, double keep_alive_seconds) = 0;
+  // Unloads `model` from memory (VRAM). Unloading a model that is not loaded is not an error.
+  virtual Status unload(const std::string& model) = 0;
+  // The models the provider has in memory right now.
+  virtual Result<std::vector<LoadedModel>> loaded() = 0;
+};
+
+}  // namespace siesta

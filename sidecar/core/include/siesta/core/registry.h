@@ -1,0 +1,101 @@
+// Registry: every service and model siesta knows, the settings, and a change signal. It holds
+// state only; decisions are made by decide() on a Snapshot, actions by the Controller.
+// Thread-safe: every method takes the registry's one mutex; callbacks run under it and must not
+// call back into the registry.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/model.h"
+#include "siesta/core/service.h"
+#include "siesta/core/settings.h"
+
+namespace siesta {
+
+// Wakes waiters when anything changed. Thread-safe.
+class ChangeSignal {
+ public:
+  void notify();
+  std::uint64_t generation() const;
+  // Waits until the generation differs from `seen` or `deadline` passes; returns the generation.
+  std::uint64_t wait(std::uint64_t seen, MonoTime deadline) const;
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::uint64_t generation_ = 0;
+};
+
+struct ServiceView {
+  std::shared_ptr<const ServiceSpec> spec;
+  ServiceRuntime runtime;
+};
+
+struct ModelView {
+  std::shared_ptr<const ModelSpec> spec;
+  ModelRuntime runtime;
+};
+
+// A consistent copy of the registry at one instant, sorted by name.
+struct Snapshot {
+  Settings settings;
+  std::vector<ServiceView> services;
+  std::vector<ModelView> models;
+};
+
+void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now);
+
+class Registry {
+ public:
+  using ServiceFn = std::function<void(const ServiceSpec&, ServiceRuntime&)>;
+  using ModelFn = std::function<void(const ModelSpec&, ModelRuntime&)>;
+
+  Registry(Settings settings, const std::vector<ServiceSpec>& services,
+           const std::vector<ModelSpec>& models);
+
+  Snapshot snapshot() const;
+  Settings settings() const;
+  void set_settings(const Settings& settings);
+  // Read-modify-write of the settings under the lock, so concurrent partial updates compose.
+  void update_settings(const std::function<void(Settings&)>& fn);
+
+  std::optional<ServiceView> service(const std::string& name) const;
+  std::optional<ModelView> model(const std::string& name) const;
+  std::vector<std::string> service_names() const;
+  std::vector<std::string> model_names() const;
+
+  // Runs fn on the named entry under the lock and signals a change. False if unknown.
+  bool update_service(const std::string& name, const ServiceFn& fn);
+  bool update_model(const std::string& name, const ModelFn& fn);
+  // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
+  void add_model(const ModelSpec& spec, const ModelRuntime& runtime);
+
+  ChangeSignal& changes() const { return changes_; }
+
+ private:
+  struct ServiceEntry {
+    std::shared_ptr<const ServiceSpec> spec;
+    ServiceRuntime runtime;
+  };
+  struct ModelEntry {
+    std::shared_ptr<const ModelSpec> spec;
+    ModelRuntime runtime;
+  };
+
+  mutable std::mutex mu_;
+  Settings settings_;
+  std::map<std::string, ServiceEntry> services_;
+  std::map<std::string, ModelEntry> models_;
+  mutable ChangeSignal changes_;
+};
+
+}  // namespace siesta

@@ -1,0 +1,55 @@
+// Services: what the config says about one (ServiceSpec) and what siesta knows of it now
+// (ServiceRuntime).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+
+namespace siesta {
+
+enum class ServiceState { kStopped, kStarting, kRunning, kStopping, kError };
+inline constexpr ServiceState kAllServiceStates[] = {
+    ServiceState::kStopped, ServiceState::kStarting, ServiceState::kRunning,
+    ServiceState::kStopping, ServiceState::kError};
+const char* to_string(ServiceState state);
+
+// "on": the user wants it running; siesta starts it and never puts it to sleep.
+// "off": siesta may put it to sleep when idle and wakes it on demand.
+enum class Desired { kOff, kOn };
+const char* to_string(Desired desired);
+std::optional<Desired> parse_desired(const std::string& text);
+
+struct HealthCheck {
+  enum class Kind { kNone, kTcp, kHttp };
+  Kind kind = Kind::kNone;
+  std::string http_path;  // for kHttp, e.g. "/health"
+};
+
+struct ServiceSpec {
+  std::string name;
+  std::string backend = "process";
+  std::vector<std::string> command;  // argv for the process backend
+  std::string upstream_host;         // where the service listens; empty if not given
+  int upstream_port = 0;
+  HealthCheck health;
+  std::optional<double> idle_timeout_minutes;  // overrides the global setting
+  double start_timeout_seconds = 60;
+  double stop_timeout_seconds = 10;
+};
+
+struct ServiceRuntime {
+  bool idle_sleep_enabled = true;
+  Desired desired = Desired::kOff;
+  ServiceState state = ServiceState::kStopped;
+  std::optional<WallTime> last_used;  // absent until the first use or the first sighting running
+  WallTime state_since{};             // when `state` last changed
+  int in_flight = 0;                  // requests or connections open through siesta
+  std::string last_error;             // kept after recovery, for the operator
+  std::optional<WallTime> last_error_at;
+  std::optional<WallTime> retry_at;  // after a failed start of a desired-on service
+};
+
+}  // namespace siesta

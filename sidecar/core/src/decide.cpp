@@ -1,0 +1,250 @@
+#include "siesta/core/decide.h"
+
+#include <algorithm>
+
+namespace siesta {
+
+const char* to_string(SleepBlocker blocker) {
+  switch (blocker) {
+    case SleepBlocker::kNone:
+      return "none";
+    case SleepBlocker::kGlobalDisabled:
+      return "global_disabled";
+    case SleepBlocker::kServiceDisabled:
+      return "service_disabled";
+    case SleepBlocker::kDesiredOn:
+      return "desired_on";
+    case SleepBlocker::kNotRunning:
+      return "not_running";
+    case SleepBlocker::kInFlight:
+      return "in_flight";
+  }
+  return "none";
+}
+
+const char* describe(SleepBlocker blocker) {
+  switch (blocker) {
+    case SleepBlocker::kNone:
+      return "";
+    case SleepBlocker::kGlobalDisabled:
+      return "idle sleep is disabled globally";
+    case SleepBlocker::kServiceDisabled:
+      return "idle sleep is disabled for this service";
+    case SleepBlocker::kDesiredOn:
+      return "desired is \"on\"";
+    case SleepBlocker::kNotRunning:
+      return "the service is not running";
+    case SleepBlocker::kInFlight:
+      return "requests are in flight";
+  }
+  return "";
+}
+
+const char* to_string(UnloadBlocker blocker) {
+  switch (blocker) {
+    case UnloadBlocker::kNone:
+      return "none";
+    case UnloadBlocker::kGlobalDisabled:
+      return "global_disabled";
+    case UnloadBlocker::kNotLoaded:
+      return "not_loaded";
+    case UnloadBlocker::kInFlight:
+      return "in_flight";
+    case UnloadBlocker::kUnloading:
+      return "unloading";
+    case UnloadBlocker::kRetryWait:
+      return "retry_wait";
+  }
+  return "none";
+}
+
+const char* describe(UnloadBlocker blocker) {
+  switch (blocker) {
+    case UnloadBlocker::kNone:
+      return "";
+    case UnloadBlocker::kGlobalDisabled:
+      return "idle sleep is disabled globally";
+    case UnloadBlocker::kNotLoaded:
+      return "the model is not loaded";
+    case UnloadBlocker::kInFlight:
+      return "requests are in flight";
+    case UnloadBlocker::kUnloading:
+      return "an unload is in progress";
+    case UnloadBlocker::kRetryWait:
+      return "the last unload failed; waiting to retry";
+  }
+  return "";
+}
+
+const char* to_string(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::kSleepService:
+      return "sleep_service";
+    case ActionKind::kStartService:
+      return "start_service";
+    case ActionKind::kUnloadModel:
+      return "unload_model";
+  }
+  return "";
+}
+
+Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec) {
+  return Seconds(spec.idle_timeout_minutes.value_or(settings.idle_timeout_minutes) * 60.0);
+}
+
+Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
+                             const ModelRuntime& runtime) {
+  if (runtime.keep_alive_seconds) return Seconds(*runtime.keep_alive_seconds);
+  return Seconds(spec.keep_alive_hours.value_or(settings.model_keep_alive_hours) * 3600.0);
+}
+
+Seconds retry_delay(const Settings& settings) {
+  return Seconds(settings.idle_check_interval_minutes * 60.0);
+}
+
+SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& rt) {
+  if (!settings.idle_sleep_enabled) return SleepBlocker::kGlobalDisabled;
+  if (!rt.idle_sleep_enabled) return SleepBlocker::kServiceDisabled;
+  if (rt.desired == Desired::kOn) return SleepBlocker::kDesiredOn;
+  if (rt.state != ServiceState::kRunning) return SleepBlocker::kNotRunning;
+  if (rt.in_flight > 0) return SleepBlocker::kInFlight;
+  return SleepBlocker::kNone;
+}
+
+UnloadBlocker unload_blocker(const Settings& settings, const ModelRuntime& rt, WallTime now) {
+  if (!settings.idle_sleep_enabled) return UnloadBlocker::kGlobalDisabled;
+  if (!rt.loaded) return UnloadBlocker::kNotLoaded;
+  if (rt.unloading) return UnloadBlocker::kUnloading;
+  if (rt.in_flight > 0) return UnloadBlocker::kInFlight;
+  if (rt.retry_at && now < *rt.retry_at) return UnloadBlocker::kRetryWait;
+  return UnloadBlocker::kNone;
+}
+
+namespace {
+
+// A running service nobody has used yet idles from the moment it was seen running.
+WallTime sleeps_at(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& rt) {
+  return rt.last_used.value_or(rt.state_since) +
+         to_wall_duration(effective_idle_timeout(settings, spec));
+}
+
+// A loaded model always has a last use; `now` is only a guard against a broken invariant.
+WallTime keep_alive_until(const Settings& settings, const ModelSpec& spec, const ModelRuntime& rt,
+                          WallTime now) {
+  return rt.last_used.value_or(now) + to_wall_duration(effective_keep_alive(settings, spec, rt));
+}
+
+}  // namespace
+
+bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
+               WallTime now) {
+  return sleep_blocker(settings, runtime) == SleepBlocker::kNone &&
+         now >= sleeps_at(settings, spec, runtime);
+}
+
+bool unload_due(const Settings& settings, const ModelSpec& spec, const ModelRuntime& runtime,
+                WallTime now) {
+  return unload_blocker(settings, runtime, now) == UnloadBlocker::kNone &&
+         now >= keep_alive_until(settings, spec, runtime, now);
+}
+
+namespace {
+
+class DeadlineTracker {
+ public:
+  void offer(WallTime t) {
+    if (!earliest_ || t < *earliest_) earliest_ = t;
+  }
+  std::optional<WallTime> earliest() const { return earliest_; }
+
+ private:
+  std::optional<WallTime> earliest_;
+};
+
+Seconds non_negative(WallTime::duration d) { return std::max(Seconds(0), Seconds(d)); }
+
+ServiceTimer service_timer(const Settings& settings, const ServiceView& view, WallTime now,
+                           std::vector<Action>& actions, DeadlineTracker& deadlines) {
+  const ServiceSpec& spec = *view.spec;
+  const ServiceRuntime& rt = view.runtime;
+  ServiceTimer timer;
+  timer.name = spec.name;
+  timer.state = rt.state;
+  timer.timeout = effective_idle_timeout(settings, spec);
+  if (rt.last_used) timer.idle_for = non_negative(now - *rt.last_used);
+  timer.blocker = sleep_blocker(settings, rt);
+
+  if (timer.blocker == SleepBlocker::kNone) {
+    WallTime at = sleeps_at(settings, spec, rt);
+    timer.sleeps_at = at;
+    timer.sleeps_in = non_negative(at - now);
+    if (now >= at) {
+      actions.push_back({ActionKind::kSleepService, spec.name, "idle"});
+    } else {
+      deadlines.offer(at);
+    }
+  }
+
+  if (rt.desired == Desired::kOn) {
+    if (rt.state == ServiceState::kStopped) {
+      actions.push_back({ActionKind::kStartService, spec.name, "desired"});
+    } else if (rt.state == ServiceState::kError) {
+      // Retry a failed start once per check interval, not in a tight loop.
+      WallTime retry_at = rt.retry_at.value_or(rt.state_since);
+      if (now >= retry_at) {
+        actions.push_back({ActionKind::kStartService, spec.name, "desired"});
+      } else {
+        deadlines.offer(retry_at);
+      }
+    }
+  }
+  return timer;
+}
+
+ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime now,
+                       std::vector<Action>& actions, DeadlineTracker& deadlines) {
+  const ModelSpec& spec = *view.spec;
+  const ModelRuntime& rt = view.runtime;
+  ModelTimer timer;
+  timer.name = spec.name;
+  timer.provider = spec.provider;
+  timer.loaded = rt.loaded;
+  timer.keep_alive = effective_keep_alive(settings, spec, rt);
+  timer.blocker = unload_blocker(settings, rt, now);
+  if (timer.blocker == UnloadBlocker::kRetryWait) deadlines.offer(*rt.retry_at);
+  if (rt.loaded) {
+    WallTime until = keep_alive_until(settings, spec, rt, now);
+    timer.keep_alive_until = until;
+    timer.unloads_in = non_negative(until - now);
+    if (timer.blocker == UnloadBlocker::kNone) {
+      if (now >= until) {
+        actions.push_back({ActionKind::kUnloadModel, spec.name, "expired"});
+      } else {
+        deadlines.offer(until);
+      }
+    }
+  }
+  return timer;
+}
+
+}  // namespace
+
+Decision decide(const Snapshot& snapshot, WallTime now) {
+  Decision decision;
+  decision.now = now;
+  DeadlineTracker deadlines;
+  decision.services.reserve(snapshot.services.size());
+  for (const auto& view : snapshot.services) {
+    decision.services.push_back(
+        service_timer(snapshot.settings, view, now, decision.actions, deadlines));
+  }
+  decision.models.reserve(snapshot.models.size());
+  for (const auto& view : snapshot.models) {
+    decision.models.push_back(
+        model_timer(snapshot.settings, view, now, decision.actions, deadlines));
+  }
+  decision.next_deadline = deadlines.earliest();
+  return decision;
+}
+
+}  // namespace siesta

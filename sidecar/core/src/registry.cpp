@@ -1,0 +1,133 @@
+#include "siesta/core/registry.h"
+
+namespace siesta {
+
+void ChangeSignal::notify() {
+  {
+    std::lock_guard lock(mu_);
+    ++generation_;
+  }
+  cv_.notify_all();
+}
+
+std::uint64_t ChangeSignal::generation() const {
+  std::lock_guard lock(mu_);
+  return generation_;
+}
+
+std::uint64_t ChangeSignal::wait(std::uint64_t seen, MonoTime deadline) const {
+  std::unique_lock lock(mu_);
+  cv_.wait_until(lock, deadline, [&] { return generation_ != seen; });
+  return generation_;
+}
+
+void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now) {
+  if (runtime.state != state) {
+    runtime.state = state;
+    runtime.state_since = now;
+  }
+}
+
+Registry::Registry(Settings settings, const std::vector<ServiceSpec>& services,
+                   const std::vector<ModelSpec>& models)
+    : settings_(settings) {
+  for (const auto& spec : services) {
+    services_[spec.name] = {std::make_shared<const ServiceSpec>(spec), ServiceRuntime{}};
+  }
+  for (const auto& spec : models) {
+    models_[spec.name] = {std::make_shared<const ModelSpec>(spec), ModelRuntime{}};
+  }
+}
+
+Snapshot Registry::snapshot() const {
+  std::lock_guard lock(mu_);
+  Snapshot snap;
+  snap.settings = settings_;
+  snap.services.reserve(services_.size());
+  for (const auto& [name, entry] : services_) snap.services.push_back({entry.spec, entry.runtime});
+  snap.models.reserve(models_.size());
+  for (const auto& [name, entry] : models_) snap.models.push_back({entry.spec, entry.runtime});
+  return snap;
+}
+
+Settings Registry::settings() const {
+  std::lock_guard lock(mu_);
+  return settings_;
+}
+
+void Registry::set_settings(const Settings& settings) {
+  {
+    std::lock_guard lock(mu_);
+    settings_ = settings;
+  }
+  changes_.notify();
+}
+
+void Registry::update_settings(const std::function<void(Settings&)>& fn) {
+  {
+    std::lock_guard lock(mu_);
+    fn(settings_);
+  }
+  changes_.notify();
+}
+
+std::optional<ServiceView> Registry::service(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = services_.find(name);
+  if (it == services_.end()) return std::nullopt;
+  return ServiceView{it->second.spec, it->second.runtime};
+}
+
+std::optional<ModelView> Registry::model(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return std::nullopt;
+  return ModelView{it->second.spec, it->second.runtime};
+}
+
+std::vector<std::string> Registry::service_names() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : services_) names.push_back(name);
+  return names;
+}
+
+std::vector<std::string> Registry::model_names() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : models_) names.push_back(name);
+  return names;
+}
+
+bool Registry::update_service(const std::string& name, const ServiceFn& fn) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = services_.find(name);
+    if (it == services_.end()) return false;
+    fn(*it->second.spec, it->second.runtime);
+  }
+  changes_.notify();
+  return true;
+}
+
+bool Registry::update_model(const std::string& name, const ModelFn& fn) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return false;
+    fn(*it->second.spec, it->second.runtime);
+  }
+  changes_.notify();
+  return true;
+}
+
+void Registry::add_model(const ModelSpec& spec, const ModelRuntime& runtime) {
+  {
+    std::lock_guard lock(mu_);
+    if (models_.count(spec.name) != 0) return;
+    models_[spec.name] = {std::make_shared<const ModelSpec>(spec), runtime};
+  }
+  changes_.notify();
+}
+
+}  // namespace siesta

@@ -1,0 +1,188 @@
+// siesta: wires the modules together. The only code not shared with the tests.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "siesta/api/admin_server.h"
+#include "siesta/backends/process_backend.h"
+#include "siesta/config/config.h"
+#include "siesta/core/registry.h"
+#include "siesta/log/logging.h"
+#include "siesta/metrics/metrics.h"
+#include "siesta/runtime/controller.h"
+#include "siesta/runtime/executor.h"
+#include "siesta/runtime/monitor.h"
+#include "siesta/runtime/persister.h"
+#include "siesta/state/state_store.h"
+#include "siesta/version.h"
+
+namespace {
+
+constexpr int kExitConfig = 2;   // bad command line or config: nothing was started
+constexpr int kExitRuntime = 1;  // e.g. the listen address is in use
+
+siesta::Baseline baseline_of(const siesta::Config& config) {
+  siesta::Baseline b;
+  b.settings = config.settings;
+  for (const auto& s : config.services) {
+    b.services[s.spec.name] = {s.idle_sleep_enabled, s.desired};
+  }
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "siesta: puts idle services and models to sleep and wakes them on demand.\n"
+      "Admin API, /metrics and /healthz are served on the config's \"listen\" address "
+      "(default 127.0.0.1:8081)."};
+  app.set_version_flag("--version", std::string("siesta ") + siesta::kVersion);
+  std::string config_path;
+  std::string log_format = "text";
+  std::string log_level = "info";
+  std::string listen_override;
+  bool check_only = false;
+  app.add_option("-c,--config", config_path,
+                 "JSON config file (// comments allowed). Without it: the seed's Balanced "
+                 "defaults and no services")
+      ->check(CLI::ExistingFile);
+  app.add_option("--log-format", log_format, "Log as text lines or one JSON object a line")
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--listen", listen_override, "Override the config's listen address (host:port)");
+  app.add_flag("--check-config", check_only, "Validate the config and exit (0: valid, 2: not)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitConfig;
+  }
+
+  siesta::Config config;
+  try {
+    config = config_path.empty() ? siesta::default_config() : siesta::load_config_file(config_path);
+    if (!listen_override.empty() && !siesta::parse_listen(listen_override, config.listen)) {
+      throw siesta::ConfigError("--listen: must be \"host:port\", got \"" + listen_override + "\"");
+    }
+  } catch (const siesta::ConfigError& e) {
+    std::fprintf(stderr, "siesta: %s\n", e.what());
+    return kExitConfig;
+  }
+  if (check_only) {
+    std::printf("%s: OK (%zu services, %zu models)\n", config.source.c_str(),
+                config.services.size(), config.models.size());
+    return 0;
+  }
+
+  // Signals go to one thread (sigwait below); every other thread, and so every child process
+  // until posix_spawn resets it, has them blocked.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  siesta::configure_logging(
+      log_format == "json" ? siesta::LogFormat::kJson : siesta::LogFormat::kText, log_level);
+  spdlog::info("siesta {} starting with {} ({} services, {} models)", siesta::kVersion,
+               config.source, config.services.size(), config.models.size());
+
+  std::vector<siesta::ServiceSpec> specs;
+  for (const auto& s : config.services) specs.push_back(s.spec);
+  siesta::Registry registry(config.settings, specs, config.models);
+  siesta::SystemClock clock;
+  for (const auto& s : config.services) {
+    registry.update_service(s.spec.name,
+                            [&](const siesta::ServiceSpec&, siesta::ServiceRuntime& rt) {
+                              rt.idle_sleep_enabled = s.idle_sleep_enabled;
+                              rt.desired = s.desired;
+                              rt.state_since = clock.wall_now();
+                            });
+  }
+
+  siesta::ProcessBackend process_backend;
+  siesta::Controller::BackendMap backends{{"process", &process_backend}};
+  const siesta::Baseline baseline = baseline_of(config);
+
+  std::unique_ptr<siesta::StateStore> store;
+  if (config.state_file.empty()) {
+    spdlog::warn("No state_file in the config: runtime changes will not survive a restart");
+  } else {
+    store = std::make_unique<siesta::StateStore>(config.state_file);
+    auto loaded = store->load();
+    if (!loaded) {
+      spdlog::warn("State file: {}; starting from the config alone", loaded.status().message());
+    } else if (*loaded) {
+      auto restored = siesta::restore_state(**loaded, baseline, registry);
+      if (!restored) {
+        spdlog::warn("{}; starting from the config alone", restored.status().message());
+      } else {
+        for (const auto& note : restored->notes) spdlog::info("State file: {}", note);
+        for (const auto& [name, handle] : restored->handles) {
+          if (auto view = registry.service(name); view && backends.count(view->spec->backend)) {
+            backends[view->spec->backend]->restore_handle(*view->spec, handle);
+          }
+        }
+        spdlog::info("Restored runtime state from {}", config.state_file);
+      }
+    }
+  }
+
+  siesta::Metrics metrics;
+  metrics.declare(registry.snapshot());
+  siesta::Persister persister(registry, std::move(store), baseline, [&] {
+    siesta::Handles handles;
+    for (const auto& view : registry.snapshot().services) {
+      auto it = backends.find(view.spec->backend);
+      if (it == backends.end()) continue;
+      auto handle = it->second->save_handle(*view.spec);
+      if (!handle.is_null()) handles[view.spec->name] = handle;
+    }
+    return handles;
+  });
+  siesta::Controller controller(registry, backends, /*providers=*/nullptr, clock, metrics,
+                                [&] { return persister.save(); });
+  siesta::ThreadExecutor executor;
+  siesta::Monitor monitor(registry, controller, clock, metrics, executor);
+
+  siesta::AdminServer admin(registry, controller, persister, metrics, clock, [&] {
+    return siesta::MonitorStatus{monitor.running(), monitor.last_run()};
+  });
+  auto port = admin.bind(config.listen.host, config.listen.port);
+  if (!port) {
+    spdlog::critical("{}", port.status().message());
+    return kExitRuntime;
+  }
+  if (siesta::Status st = persister.save(); !st) {
+    spdlog::warn("State file: {}; runtime changes may not survive a restart", st.message());
+  }
+  monitor.start();
+  std::thread server([&] { admin.serve(); });
+  siesta::ListenAddress bound{config.listen.host, *port};
+  spdlog::info("Admin API listening on http://{} (/admin, /metrics, /healthz)", bound.to_string());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("Received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  monitor.stop();
+  admin.stop();
+  server.join();
+  executor.join_all();
+  if (config.on_exit == siesta::OnExit::kStop) {
+    controller.stop_all();
+  } else {
+    spdlog::info("Leaving managed services running (on_exit \"leave\")");
+  }
+  if (siesta::Status st = persister.save(); !st) {
+    spdlog::error("Could not save the state file on exit: {}", st.message());
+  }
+  spdlog::info("siesta stopped");
+  return 0;
+}

@@ -1,0 +1,98 @@
+// Controller: performs every state change of a service or model — wake, sleep, unload, touch,
+// reconcile — through the backends and providers, and keeps the registry, the recorder and the
+// state file in step. The monitor decides when; the admin API asks directly.
+//
+// Thread-safe. Operations on one service are serialised by a per-service mutex, so concurrent
+// wakes share one start and a wake that arrives during a stop waits for it, then starts.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/model_provider.h"
+#include "siesta/core/recorder.h"
+#include "siesta/core/registry.h"
+#include "siesta/core/service_backend.h"
+#include "siesta/core/status.h"
+
+namespace siesta {
+
+class Controller {
+ public:
+  using BackendMap = std::map<std::string, ServiceBackend*>;  // backend name -> backend
+  // The provider for models served by the named service; nullptr when there is none.
+  using ProviderLookup = std::function<ModelProvider*(const std::string& provider_service)>;
+  // Saves the registry to the state file; an error means an acknowledged change could be lost.
+  using SaveFn = std::function<Status()>;
+
+  Controller(Registry& registry, BackendMap backends, ProviderLookup providers, const Clock& clock,
+             Recorder& recorder, SaveFn save);
+
+  // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
+  // use. reason: "manual", "desired", "request".
+  Status wake(const std::string& service, const std::string& reason);
+  // Stops the service now (reason "manual"). A desired-on service is refused (kConflict).
+  Status sleep(const std::string& service);
+  // Records a use of the service now, without waking it.
+  Status touch_service(const std::string& service);
+  // Records a use of the model now: it counts as loaded, its keep-alive restarts, and its
+  // provider service is used too.
+  Status touch_model(const std::string& model);
+  // Runtime changes from the admin API; each is saved before it returns.
+  Status set_idle_sleep(const std::string& service, bool enabled);
+  Status set_desired(const std::string& service, Desired desired);
+  Status update_settings(const std::function<void(Settings&)>& change);
+  // Unloads now through the provider (reason "forced").
+  Status unload_model(const std::string& model);
+
+  // The monitor's two-step actions: claim() re-checks under the registry lock that the action
+  // is still due and marks it in progress; finish() does the slow part. A claim cancelled in
+  // between (a wake arrived) makes finish() a no-op.
+  bool claim_sleep(const std::string& service);
+  void finish_sleep(const std::string& service);
+  bool claim_unload(const std::string& model);
+  void finish_unload(const std::string& model, const std::string& reason);
+
+  // Re-reads every service's real state from its backend and every provider's loaded models.
+  void reconcile();
+  // On shutdown with on_exit "stop": stops every running service.
+  void stop_all();
+
+  // Callers waiting for the service's operation lock (a start or stop in progress).
+  int waiters(const std::string& service);
+
+ private:
+  struct Slot {
+    std::mutex op;                         // held for the whole of a start or stop
+    std::atomic<std::uint64_t> starts{0};  // start attempts finished
+    std::atomic<int> waiting{0};           // callers queued for `op`
+    Status last_start;                     // guarded by op
+  };
+
+  Slot* slot(const std::string& service);
+  ServiceBackend* backend_for(const ServiceSpec& spec);
+  Status start_and_wait(const ServiceSpec& spec, ServiceBackend& backend);
+  Status stop_locked(const std::string& service, const std::string& reason);
+  void fail_service(const std::string& service, const std::string& operation, const Status& st,
+                    bool schedule_retry);
+  void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
+  Status unload_claimed(const std::string& model, const std::string& reason);
+  void reconcile_service(const std::string& service);
+  void reconcile_models();
+  Status save();
+
+  Registry& registry_;
+  BackendMap backends_;
+  ProviderLookup providers_;
+  const Clock& clock_;
+  Recorder& recorder_;
+  SaveFn save_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;  // fixed at construction
+};
+
+}  // namespace siesta

@@ -1,0 +1,492 @@
+#include "siesta/runtime/controller.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "siesta/core/decide.h"
+
+namespace siesta {
+
+namespace {
+
+// Minutes for log lines: whole numbers stay whole ("60"), short test timeouts stay readable.
+std::string minutes_text(Seconds s) {
+  double minutes = std::round(s.count() / 60.0 * 100.0) / 100.0;
+  return fmt::format("{:g}", minutes);
+}
+
+}  // namespace
+
+Controller::Controller(Registry& registry, BackendMap backends, ProviderLookup providers,
+                       const Clock& clock, Recorder& recorder, SaveFn save)
+    : registry_(registry),
+      backends_(std::move(backends)),
+      providers_(std::move(providers)),
+      clock_(clock),
+      recorder_(recorder),
+      save_(std::move(save)) {
+  for (const auto& name : registry_.service_names()) slots_[name] = std::make_unique<Slot>();
+}
+
+Controller::Slot* Controller::slot(const std::string& service) {
+  auto it = slots_.find(service);
+  return it == slots_.end() ? nullptr : it->second.get();
+}
+
+ServiceBackend* Controller::backend_for(const ServiceSpec& spec) {
+  auto it = backends_.find(spec.backend);
+  return it == backends_.end() ? nullptr : it->second;
+}
+
+Status Controller::save() {
+  if (!save_) return Status::ok();
+  Status st = save_();
+  if (!st) spdlog::error("Cannot save the state file: {}", st.message());
+  return st;
+}
+
+namespace {
+// An operation that succeeded but could not be persisted is reported as a failure.
+Status saved(Status op, Status save) {
+  if (!op || save) return op;
+  return {ErrorCode::kInternal, "the change was made but could not be saved: " + save.message()};
+}
+}  // namespace
+
+void Controller::fail_service(const std::string& service, const std::string& operation,
+                              const Status& st, bool schedule_retry) {
+  const WallTime now = clock_.wall_now();
+  const WallTime retry_at = now + to_wall_duration(retry_delay(registry_.settings()));
+  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_state(rt, ServiceState::kError, now);
+    rt.last_error = operation + " failed: " + st.message();
+    rt.last_error_at = now;
+    if (schedule_retry) rt.retry_at = retry_at;
+  });
+  recorder_.service_failed(service, operation);
+  spdlog::error("Service {}: {} failed: {}", service, operation, st.message());
+}
+
+Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backend) {
+  if (Status st = backend.start(spec); !st) return st;
+  const MonoTime deadline =
+      clock_.mono_now() +
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(spec.start_timeout_seconds));
+  // Poll from 10 ms, backing off to 100 ms: readiness is seen within ~100 ms of happening.
+  auto delay = std::chrono::milliseconds(10);
+  while (true) {
+    Result<Readiness> ready = backend.check_ready(spec);
+    if (!ready) {
+      (void)backend.stop(spec);
+      return ready.status();
+    }
+    if (*ready == Readiness::kReady) return Status::ok();
+    if (clock_.mono_now() >= deadline) {
+      (void)backend.stop(spec);
+      return {ErrorCode::kTimeout, fmt::format("not ready within {:g} s (start_timeout_seconds)",
+                                               spec.start_timeout_seconds)};
+    }
+    clock_.sleep_for(delay);
+    delay = std::min(delay * 3 / 2, std::chrono::milliseconds(100));
+  }
+}
+
+Status Controller::wake(const std::string& service, const std::string& reason) {
+  Slot* s = slot(service);
+  auto view = registry_.service(service);
+  if (s == nullptr || !view) return {ErrorCode::kNotFound, "unknown service: " + service};
+  ServiceBackend* backend = backend_for(*view->spec);
+  if (backend == nullptr) {
+    return {ErrorCode::kUnavailable,
+            "backend \"" + view->spec->backend + "\" is not available in this build"};
+  }
+
+  const std::uint64_t starts_seen = s->starts.load();
+  s->waiting.fetch_add(1);
+  std::unique_lock op(s->op);
+  s->waiting.fetch_sub(1);
+  const WallTime now = clock_.wall_now();
+  bool already_up = false;
+  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    // kStopping while we hold the op lock means a stop was claimed but has not begun: the
+    // process is still up, so cancelling the stop is the fastest wake there is.
+    if (rt.state == ServiceState::kRunning || rt.state == ServiceState::kStopping) {
+      set_state(rt, ServiceState::kRunning, now);
+      rt.last_used = now;
+      already_up = true;
+    }
+  });
+  if (already_up) return saved(Status::ok(), save());
+  // Someone else finished a start while we waited for the lock: share its outcome.
+  if (s->starts.load() != starts_seen) {
+    if (s->last_start) (void)touch_service(service);
+    return s->last_start;
+  }
+
+  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_state(rt, ServiceState::kStarting, now);
+  });
+  spdlog::info("Waking service {} ({})...", service, reason);
+  const MonoTime t0 = clock_.mono_now();
+  Status st = start_and_wait(*view->spec, *backend);
+  const Seconds took = clock_.mono_now() - t0;
+  s->last_start = st;
+  s->starts.fetch_add(1);
+  if (st) {
+    const WallTime ready_at = clock_.wall_now();
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kRunning, ready_at);
+      rt.last_used = ready_at;
+      rt.retry_at.reset();
+    });
+    recorder_.service_woke(service, reason, took);
+    spdlog::info("Service {} is ready after {:.3f} s", service, took.count());
+  } else {
+    fail_service(service, "start", st, /*schedule_retry=*/true);
+  }
+  return saved(st, save());
+}
+
+bool Controller::claim_sleep(const std::string& service) {
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  bool claimed = false;
+  Seconds idle{0};
+  registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    if (sleep_due(settings, spec, rt, now)) {
+      idle = now - rt.last_used.value_or(rt.state_since);
+      set_state(rt, ServiceState::kStopping, now);
+      claimed = true;
+    }
+  });
+  if (claimed) {
+    spdlog::info("Service {} has been idle for {} minutes, stopping...", service,
+                 minutes_text(idle));
+  }
+  return claimed;
+}
+
+void Controller::finish_sleep(const std::string& service) {
+  Slot* s = slot(service);
+  if (s == nullptr) return;
+  std::lock_guard op(s->op);
+  auto view = registry_.service(service);
+  if (!view || view->runtime.state != ServiceState::kStopping) {
+    spdlog::info("Stop of idle service {} cancelled: it was used again", service);
+    return;
+  }
+  if (stop_locked(service, "idle")) spdlog::info("Successfully stopped idle service {}", service);
+}
+
+Status Controller::sleep(const std::string& service) {
+  Slot* s = slot(service);
+  auto view = registry_.service(service);
+  if (s == nullptr || !view) return {ErrorCode::kNotFound, "unknown service: " + service};
+  if (view->runtime.desired == Desired::kOn) {
+    return {ErrorCode::kConflict, "service " + service +
+                                      " has desired \"on\"; set desired \"off\" before putting it "
+                                      "to sleep"};
+  }
+  std::lock_guard op(s->op);
+  view = registry_.service(service);
+  if (view->runtime.state == ServiceState::kStopped) return Status::ok();
+  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_state(rt, ServiceState::kStopping, clock_.wall_now());
+  });
+  spdlog::info("Stopping service {} (manual)...", service);
+  Status st = stop_locked(service, "manual");
+  if (st) spdlog::info("Successfully stopped service {}", service);
+  return st;
+}
+
+Status Controller::stop_locked(const std::string& service, const std::string& reason) {
+  auto view = registry_.service(service);
+  ServiceBackend* backend = backend_for(*view->spec);
+  Status st = backend != nullptr
+                  ? backend->stop(*view->spec)
+                  : Status{ErrorCode::kUnavailable, "backend \"" + view->spec->backend +
+                                                        "\" is not available in this build"};
+  if (st) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kStopped, clock_.wall_now());
+    });
+    recorder_.service_slept(service, reason);
+    mark_models_unloaded(service, "service_sleep");
+  } else {
+    fail_service(service, "stop", st, /*schedule_retry=*/false);
+  }
+  return saved(st, save());
+}
+
+void Controller::mark_models_unloaded(const std::string& provider_service,
+                                      const std::string& reason) {
+  for (const auto& name : registry_.model_names()) {
+    bool unloaded = false;
+    registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& rt) {
+      if (spec.provider == provider_service && rt.loaded) {
+        rt.loaded = false;
+        rt.keep_alive_seconds.reset();
+        unloaded = true;
+      }
+    });
+    if (unloaded) {
+      recorder_.model_unloaded(name, reason);
+      spdlog::info("Model {} unloaded: its service {} stopped", name, provider_service);
+    }
+  }
+}
+
+Status Controller::touch_service(const std::string& service) {
+  const WallTime now = clock_.wall_now();
+  bool known = registry_.update_service(
+      service, [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
+  if (!known) return {ErrorCode::kNotFound, "unknown service: " + service};
+  return saved(Status::ok(), save());
+}
+
+Status Controller::touch_model(const std::string& model) {
+  const WallTime now = clock_.wall_now();
+  std::string provider;
+  bool known = registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = now;
+    provider = spec.provider;
+  });
+  if (!known) return {ErrorCode::kNotFound, "unknown model: " + model};
+  registry_.update_service(provider,
+                           [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
+  return saved(Status::ok(), save());
+}
+
+Status Controller::set_idle_sleep(const std::string& service, bool enabled) {
+  bool known = registry_.update_service(
+      service, [&](const ServiceSpec&, ServiceRuntime& rt) { rt.idle_sleep_enabled = enabled; });
+  if (!known) return {ErrorCode::kNotFound, "unknown service: " + service};
+  spdlog::info("Idle sleep {} for service {}", enabled ? "enabled" : "disabled", service);
+  return saved(Status::ok(), save());
+}
+
+Status Controller::set_desired(const std::string& service, Desired desired) {
+  bool known = registry_.update_service(
+      service, [&](const ServiceSpec&, ServiceRuntime& rt) { rt.desired = desired; });
+  if (!known) return {ErrorCode::kNotFound, "unknown service: " + service};
+  spdlog::info("Service {} desired \"{}\"", service, to_string(desired));
+  return saved(Status::ok(), save());
+}
+
+Status Controller::update_settings(const std::function<void(Settings&)>& change) {
+  Settings after;
+  registry_.update_settings([&](Settings& s) {
+    change(s);
+    after = s;
+  });
+  spdlog::info(
+      "Settings changed: idle_sleep_enabled={} idle_timeout_minutes={:g} "
+      "model_keep_alive_hours={:g} idle_check_interval_minutes={:g}",
+      after.idle_sleep_enabled, after.idle_timeout_minutes, after.model_keep_alive_hours,
+      after.idle_check_interval_minutes);
+  return saved(Status::ok(), save());
+}
+
+bool Controller::claim_unload(const std::string& model) {
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  bool claimed = false;
+  registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    if (unload_due(settings, spec, rt, now)) {
+      rt.unloading = true;
+      claimed = true;
+    }
+  });
+  if (claimed) spdlog::info("Model {} keep-alive expired, unloading...", model);
+  return claimed;
+}
+
+void Controller::finish_unload(const std::string& model, const std::string& reason) {
+  if (unload_claimed(model, reason)) spdlog::info("Successfully unloaded idle model {}", model);
+}
+
+Status Controller::unload_model(const std::string& model) {
+  auto view = registry_.model(model);
+  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  bool claimed = false;
+  bool busy = false;
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    busy = rt.unloading;
+    if (rt.loaded && !rt.unloading) rt.unloading = claimed = true;
+  });
+  if (busy) return {ErrorCode::kConflict, "an unload of model " + model + " is in progress"};
+  if (!claimed) return Status::ok();  // not loaded: nothing to do
+  spdlog::info("Unloading model {} (forced)...", model);
+  Status st = unload_claimed(model, "forced");
+  if (st) spdlog::info("Successfully unloaded model {}", model);
+  return st;
+}
+
+Status Controller::unload_claimed(const std::string& model, const std::string& reason) {
+  auto view = registry_.model(model);
+  ModelProvider* provider = providers_ ? providers_(view->spec->provider) : nullptr;
+  Status st = Status::ok();
+  if (provider != nullptr) {
+    st = provider->unload(model);
+  } else {
+    spdlog::warn(
+        "Model {}: no model provider for service {}; marking it unloaded without "
+        "contacting the service",
+        model, view->spec->provider);
+  }
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.unloading = false;
+    if (st) {
+      rt.loaded = false;
+      rt.keep_alive_seconds.reset();
+      rt.retry_at.reset();
+    } else {
+      rt.last_error = "unload failed: " + st.message();
+      rt.last_error_at = now;
+      rt.retry_at = now + to_wall_duration(retry_delay(settings));
+    }
+  });
+  if (st) {
+    recorder_.model_unloaded(model, reason);
+  } else {
+    recorder_.model_unload_failed(model);
+    spdlog::error("Model {}: unload failed: {} (retrying in {:g} s)", model, st.message(),
+                  retry_delay(settings).count());
+  }
+  return saved(st, save());
+}
+
+void Controller::reconcile() {
+  for (const auto& name : registry_.service_names()) reconcile_service(name);
+  reconcile_models();
+}
+
+void Controller::reconcile_service(const std::string& service) {
+  Slot* s = slot(service);
+  if (s == nullptr) return;
+  std::unique_lock op(s->op, std::try_to_lock);
+  if (!op.owns_lock()) return;  // a start or stop is in progress; it sets the state itself
+  auto view = registry_.service(service);
+  if (!view) return;
+  ServiceBackend* backend = backend_for(*view->spec);
+  Result<Inspection> seen =
+      backend != nullptr ? backend->inspect(*view->spec)
+                         : Result<Inspection>(Status{ErrorCode::kUnavailable,
+                                                     "backend \"" + view->spec->backend +
+                                                         "\" is not available in this build"});
+  const WallTime now = clock_.wall_now();
+  const ServiceState before = view->runtime.state;
+  if (!seen) {
+    if (before != ServiceState::kError ||
+        view->runtime.last_error != "inspect failed: " + seen.status().message()) {
+      fail_service(service, "inspect", seen.status(), /*schedule_retry=*/false);
+      (void)save();
+    }
+    return;
+  }
+  if (seen->running && before != ServiceState::kRunning && before != ServiceState::kStopping) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kRunning, now);
+      rt.last_used = now;  // its idle timer starts when siesta first sees it up
+    });
+    if (before == ServiceState::kError) {
+      spdlog::info("Service {} is running; idle timer started", service);
+    } else {
+      spdlog::info("Service {} is running (started outside siesta); idle timer started", service);
+    }
+    (void)save();
+  } else if (!seen->running && before == ServiceState::kRunning) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kStopped, now);
+    });
+    spdlog::warn("Service {} is no longer running ({})", service,
+                 seen->detail.empty() ? "stopped outside siesta" : seen->detail);
+    mark_models_unloaded(service, "external");
+    (void)save();
+  }
+}
+
+void Controller::reconcile_models() {
+  if (!providers_) return;
+  const WallTime now = clock_.wall_now();
+  for (const auto& service : registry_.service_names()) {
+    ModelProvider* provider = providers_(service);
+    if (provider == nullptr) continue;
+    auto view = registry_.service(service);
+    if (!view || view->runtime.state != ServiceState::kRunning) continue;
+    Result<std::vector<LoadedModel>> loaded = provider->loaded();
+    if (!loaded) {
+      spdlog::warn("Service {}: cannot list loaded models: {}", service, loaded.status().message());
+      continue;
+    }
+    bool changed = false;
+    for (const auto& m : *loaded) {
+      ModelRuntime rt;
+      rt.loaded = true;
+      rt.last_used = now;
+      if (!registry_.model(m.name)) {
+        registry_.add_model(ModelSpec{m.name, service, std::nullopt}, rt);
+        spdlog::info("Model {} found loaded on {}; tracking it", m.name, service);
+        changed = true;
+      }
+      registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {
+        if (!cur.loaded) {
+          cur.loaded = true;
+          cur.last_used = now;
+          changed = true;
+        }
+      });
+    }
+    for (const auto& name : registry_.model_names()) {
+      bool gone = false;
+      registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& cur) {
+        if (spec.provider != service || !cur.loaded || cur.unloading) return;
+        bool listed = std::any_of(loaded->begin(), loaded->end(),
+                                  [&](const LoadedModel& m) { return m.name == name; });
+        if (!listed) {
+          cur.loaded = false;
+          cur.keep_alive_seconds.reset();
+          gone = true;
+        }
+      });
+      if (gone) {
+        recorder_.model_unloaded(name, "external");
+        spdlog::info("Model {} was unloaded outside siesta", name);
+        changed = true;
+      }
+    }
+    if (changed) (void)save();
+  }
+}
+
+int Controller::waiters(const std::string& service) {
+  Slot* s = slot(service);
+  return s == nullptr ? 0 : s->waiting.load();
+}
+
+void Controller::stop_all() {
+  for (const auto& name : registry_.service_names()) {
+    Slot* s = slot(name);
+    std::lock_guard op(s->op);
+    auto view = registry_.service(name);
+    if (!view || view->runtime.state == ServiceState::kStopped) continue;
+    ServiceBackend* backend = backend_for(*view->spec);
+    if (backend == nullptr) continue;
+    spdlog::info("Stopping service {} (siesta is exiting)...", name);
+    if (Status st = backend->stop(*view->spec); !st) {
+      spdlog::error("Service {}: stop failed: {}", name, st.message());
+      continue;
+    }
+    registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kStopped, clock_.wall_now());
+    });
+  }
+  (void)save();
+}
+
+}  // namespace siesta

@@ -1,0 +1,105 @@
+#include "siesta/runtime/monitor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "siesta/core/decide.h"
+
+namespace siesta {
+
+Monitor::Monitor(Registry& registry, Controller& controller, const Clock& clock, Recorder& recorder,
+                 Executor& executor)
+    : registry_(registry),
+      controller_(controller),
+      clock_(clock),
+      recorder_(recorder),
+      executor_(executor) {}
+
+Monitor::~Monitor() { stop(); }
+
+WallTime Monitor::step() {
+  WallTime now = clock_.wall_now();
+  const auto interval =
+      to_wall_duration(Seconds(registry_.settings().idle_check_interval_minutes * 60.0));
+  if (!last_reconcile_ || now >= *last_reconcile_ + interval) {
+    controller_.reconcile();
+    last_reconcile_ = now;
+  }
+
+  Decision decision = decide(registry_.snapshot(), now);
+  for (const Action& action : decision.actions) {
+    switch (action.kind) {
+      case ActionKind::kSleepService:
+        if (controller_.claim_sleep(action.name)) {
+          executor_.post([this, name = action.name] { controller_.finish_sleep(name); });
+        }
+        break;
+      case ActionKind::kUnloadModel:
+        if (controller_.claim_unload(action.name)) {
+          executor_.post([this, name = action.name, reason = action.reason] {
+            controller_.finish_unload(name, reason);
+          });
+        }
+        break;
+      case ActionKind::kStartService:
+        // wake() shares a start already in progress, so a repeated action is harmless.
+        executor_.post([this, name = action.name, reason = action.reason] {
+          (void)controller_.wake(name, reason);
+        });
+        break;
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    last_run_ = now;
+  }
+  recorder_.monitor_ran(now);
+
+  WallTime next = *last_reconcile_ + interval;
+  if (decision.next_deadline) next = std::min(next, *decision.next_deadline);
+  return next;
+}
+
+void Monitor::start() {
+  if (thread_.joinable()) return;
+  stop_requested_ = false;
+  running_ = true;
+  thread_ = std::thread([this] { loop(); });
+  spdlog::info("Idle monitor task started");
+}
+
+void Monitor::stop() {
+  if (!thread_.joinable()) return;
+  stop_requested_ = true;
+  registry_.changes().notify();
+  thread_.join();
+  spdlog::info("Idle monitor task stopped");
+}
+
+std::optional<WallTime> Monitor::last_run() const {
+  std::lock_guard lock(mu_);
+  return last_run_;
+}
+
+void Monitor::loop() {
+  while (!stop_requested_) {
+    const std::uint64_t seen = registry_.changes().generation();
+    WallTime next;
+    try {
+      next = step();
+    } catch (const std::exception& e) {
+      // The monitor never dies: log, and try again shortly.
+      spdlog::error("Error in idle monitor task: {}", e.what());
+      next = clock_.wall_now() + std::chrono::seconds(1);
+    }
+    if (stop_requested_) break;
+    auto wait = std::clamp(next - clock_.wall_now(), WallTime::duration::zero(),
+                           to_wall_duration(kMaxWait));
+    registry_.changes().wait(seen, clock_.mono_now() + wait);
+  }
+  running_ = false;
+}
+
+}  // namespace siesta

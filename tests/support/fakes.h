@@ -1,0 +1,158 @@
+// Hand-written fakes that record calls: FakeClock, FakeBackend, FakeProvider, RecordingRecorder.
+#pragma once
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/model_provider.h"
+#include "siesta/core/recorder.h"
+#include "siesta/core/service_backend.h"
+
+namespace siesta::testing {
+
+// Time moves only when a test says so; sleep_for advances it instead of blocking.
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(WallTime start = from_unix_seconds(1'700'000'000)) : wall_(start) {}
+  WallTime wall_now() const override {
+    std::lock_guard lock(mu_);
+    return wall_;
+  }
+  MonoTime mono_now() const override {
+    std::lock_guard lock(mu_);
+    return MonoTime(std::chrono::duration_cast<MonoTime::duration>(wall_.time_since_epoch()));
+  }
+  void sleep_for(std::chrono::nanoseconds d) const override { advance(d); }
+  template <typename D>
+  void advance(D d) const {
+    std::lock_guard lock(mu_);
+    wall_ += std::chrono::duration_cast<WallTime::duration>(d);
+  }
+  void advance_minutes(double m) const { advance(Seconds(m * 60)); }
+
+ private:
+  mutable std::mutex mu_;
+  mutable WallTime wall_;
+};
+
+class FakeBackend final : public ServiceBackend {
+ public:
+  Status start(const ServiceSpec& spec) override {
+    std::function<void()> hook;
+    {
+      std::lock_guard lock(mu_);
+      calls.push_back("start " + spec.name);
+      hook = on_start;
+    }
+    if (hook) hook();
+    std::lock_guard lock(mu_);
+    if (fail_start.count(spec.name)) return {ErrorCode::kFailed, "start refused"};
+    running.insert(spec.name);
+    return Status::ok();
+  }
+  Result<Readiness> check_ready(const ServiceSpec& spec) override {
+    if (on_probe) on_probe();
+    std::lock_guard lock(mu_);
+    if (never_ready.count(spec.name)) return Readiness::kNotYet;
+    return Readiness::kReady;
+  }
+  Status stop(const ServiceSpec& spec) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("stop " + spec.name);
+    if (fail_stop.count(spec.name)) return {ErrorCode::kFailed, "stop refused"};
+    running.erase(spec.name);
+    return Status::ok();
+  }
+  Result<Inspection> inspect(const ServiceSpec& spec) override {
+    std::lock_guard lock(mu_);
+    if (fail_inspect) return Status{ErrorCode::kUnavailable, "backend unreachable"};
+    return Inspection{running.count(spec.name) != 0, ""};
+  }
+
+  std::vector<std::string> take_calls() {
+    std::lock_guard lock(mu_);
+    return std::exchange(calls, {});
+  }
+  int count(const std::string& call) {
+    std::lock_guard lock(mu_);
+    int n = 0;
+    for (const auto& c : calls) n += c == call;
+    return n;
+  }
+
+  std::mutex mu_;
+  std::vector<std::string> calls;
+  std::set<std::string> running;
+  std::set<std::string> fail_start, fail_stop, never_ready;
+  bool fail_inspect = false;
+  std::function<void()> on_start;  // runs after a start is recorded, outside the lock
+  std::function<void()> on_probe;  // runs at each readiness probe, outside the lock
+};
+
+class FakeProvider final : public ModelProvider {
+ public:
+  Status load(const std::string& model, double) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("load " + model);
+    loaded_models.insert(model);
+    return Status::ok();
+  }
+  Status unload(const std::string& model) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("unload " + model);
+    if (fail_unload) return {ErrorCode::kUnavailable, "ollama did not answer"};
+    loaded_models.erase(model);
+    return Status::ok();
+  }
+  Result<std::vector<LoadedModel>> loaded() override {
+    std::lock_guard lock(mu_);
+    std::vector<LoadedModel> out;
+    for (const auto& m : loaded_models) out.push_back({m, 3e9, 3e9});
+    return out;
+  }
+  std::mutex mu_;
+  std::vector<std::string> calls;
+  std::set<std::string> loaded_models;
+  bool fail_unload = false;
+};
+
+class RecordingRecorder final : public Recorder {
+ public:
+  void service_slept(const std::string& s, const std::string& r) override {
+    add("slept " + s + " " + r);
+  }
+  void service_woke(const std::string& s, const std::string& r, Seconds) override {
+    add("woke " + s + " " + r);
+  }
+  void service_failed(const std::string& s, const std::string& op) override {
+    add("failed " + s + " " + op);
+  }
+  void model_unloaded(const std::string& m, const std::string& r) override {
+    add("unloaded " + m + " " + r);
+  }
+  void model_unload_failed(const std::string& m) override { add("unload_failed " + m); }
+  void monitor_ran(WallTime) override {}
+
+  std::vector<std::string> events() {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+
+ private:
+  void add(std::string e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(std::move(e));
+  }
+  std::mutex mu_;
+  std::vector<std::string> events_;
+};
+
+}  // namespace siesta::testing

@@ -1,0 +1,52 @@
+// siesta-testserver: a tiny HTTP service for integration tests and the demo. It can be slow to
+// become ready, ignore SIGTERM, or exit on its own, to exercise siesta's process handling.
+#include <httplib.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+int main(int argc, char** argv) {
+  CLI::App app{"siesta-testserver: a small HTTP service for siesta's tests and demo"};
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int ready_after_ms = 0;
+  int exit_after_ms = -1;
+  bool ignore_sigterm = false;
+  app.add_option("--host", host, "Address to listen on");
+  app.add_option("--port", port, "Port to listen on")->required();
+  app.add_option("--ready-after-ms", ready_after_ms, "GET /health answers 503 until then");
+  app.add_option("--exit-after-ms", exit_after_ms, "Exit with code 3 after this long");
+  app.add_flag("--ignore-sigterm", ignore_sigterm, "Ignore SIGTERM (so only SIGKILL stops it)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (ignore_sigterm) ::signal(SIGTERM, SIG_IGN);
+  const auto started = std::chrono::steady_clock::now();
+  httplib::Server server;
+  server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
+    auto up = std::chrono::steady_clock::now() - started;
+    bool ready = up >= std::chrono::milliseconds(ready_after_ms);
+    res.status = ready ? 200 : 503;
+    res.set_content(ready ? "ok\n" : "starting\n", "text/plain");
+  });
+  server.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("hello from siesta-testserver\n", "text/plain");
+  });
+  if (exit_after_ms >= 0) {
+    std::thread([exit_after_ms] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(exit_after_ms));
+      std::fprintf(stderr, "exiting on purpose after %d ms\n", exit_after_ms);
+      std::_Exit(3);
+    }).detach();
+  }
+  std::printf("siesta-testserver listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  if (!server.listen(host, port)) {
+    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(), port);
+    return 1;
+  }
+  return 0;
+}

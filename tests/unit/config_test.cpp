@@ -1,0 +1,206 @@
+// The config loader: the seed's examples load unchanged; every kind of bad input is rejected
+// with one message naming the file, the key path and what is wrong.
+#include "siesta/config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace siesta {
+namespace {
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+const std::string kExamples = SIESTA_SOURCE_DIR "/examples/seed/";
+
+TEST(SeedExamples, ConservativeLoads) {
+  Config c = load_config_file(kExamples + "conservative.json");
+  EXPECT_FALSE(c.settings.idle_sleep_enabled);
+  EXPECT_EQ(c.settings.idle_timeout_minutes, 120);
+  EXPECT_EQ(c.settings.model_keep_alive_hours, 4);
+  EXPECT_EQ(c.settings.idle_check_interval_minutes, 5);  // not given: the Balanced default
+}
+
+TEST(SeedExamples, BalancedLoadsAndEqualsTheDefaults) {
+  Config c = load_config_file(kExamples + "balanced.json");
+  EXPECT_EQ(c.settings, default_config().settings);
+  EXPECT_EQ(c.listen.to_string(), "127.0.0.1:8081");
+}
+
+TEST(SeedExamples, AggressiveLoadsWithFractionalHours) {
+  Config c = load_config_file(kExamples + "aggressive.json");
+  EXPECT_EQ(c.settings.idle_timeout_minutes, 15);
+  EXPECT_EQ(c.settings.model_keep_alive_hours, 0.5);
+  EXPECT_EQ(c.settings.idle_check_interval_minutes, 2);
+}
+
+TEST(SeedExamples, ServiceSpecificLoadsWithItsComments) {
+  Config c = load_config_file(kExamples + "service-specific.json");
+  ASSERT_EQ(c.services.size(), 4u);
+  std::map<std::string, bool> enabled;
+  for (const auto& s : c.services) enabled[s.spec.name] = s.idle_sleep_enabled;
+  EXPECT_EQ(enabled, (std::map<std::string, bool>{
+                         {"ollama", true}, {"qdrant", true}, {"redis", false}, {"whisper", true}}));
+  EXPECT_EQ(c.services[0].spec.backend, "docker");  // no command: a container
+}
+
+// The example files are the seed's own blocks, byte for byte.
+TEST(SeedExamples, FilesAreTheSeedsBlocksUnchanged) {
+  const std::string seed_path = SIESTA_SOURCE_DIR "/../shared/seed/idle-sleep-feature.md";
+  std::ifstream probe(seed_path);
+  if (!probe) GTEST_SKIP() << "the seed document is not beside this checkout: " << seed_path;
+  const std::string doc = read(seed_path);
+  const std::pair<const char*, const char*> blocks[] = {
+      {"Conservative (Always On)", "conservative"},
+      {"Balanced (Default)", "balanced"},
+      {"Aggressive (Maximum Savings)", "aggressive"},
+      {"Service-Specific Configuration", "service-specific"}};
+  for (const auto& [title, file] : blocks) {
+    auto head = doc.find(std::string("### ") + title + "\n```json\n");
+    ASSERT_NE(head, std::string::npos) << title;
+    auto start = doc.find('\n', doc.find("```json", head)) + 1;
+    auto end = doc.find("```", start);
+    EXPECT_EQ(doc.substr(start, end - start), read(kExamples + file + ".json")) << file;
+  }
+}
+
+TEST(Config, NoConfigMeansBalancedDefaultsAndAnEmptyRegistry) {
+  Config c = default_config();
+  EXPECT_TRUE(c.settings.idle_sleep_enabled);
+  EXPECT_EQ(c.settings.idle_timeout_minutes, 60);
+  EXPECT_EQ(c.settings.model_keep_alive_hours, 2);
+  EXPECT_EQ(c.settings.idle_check_interval_minutes, 5);
+  EXPECT_TRUE(c.services.empty());
+  EXPECT_TRUE(c.models.empty());
+}
+
+TEST(Config, AFullServiceAndModel) {
+  Config c = parse_config(R"({
+    "idle_timeout_minutes": 0.02, "listen": "[::1]:9000", "state_file": "/tmp/s.json",
+    "on_exit": "leave",
+    "services": {"whisper": {
+      "command": ["whisper-server", "--port", "9001"], "upstream": "127.0.0.1:9001",
+      "health": "/health", "desired": "on", "idle_timeout_minutes": 30,
+      "start_timeout_seconds": 90, "stop_timeout_seconds": 5}},
+    "models": {"library/llama3.2:3b": {"provider": "whisper", "keep_alive_hours": 0.5}}})",
+                          "x.json");
+  EXPECT_EQ(c.listen.host, "::1");
+  EXPECT_EQ(c.listen.port, 9000);
+  EXPECT_EQ(c.on_exit, OnExit::kLeave);
+  const ServiceSpec& s = c.services.at(0).spec;
+  EXPECT_EQ(s.backend, "process");
+  EXPECT_EQ(s.command.size(), 3u);
+  EXPECT_EQ(s.upstream_port, 9001);
+  EXPECT_EQ(s.health.kind, HealthCheck::Kind::kHttp);
+  EXPECT_EQ(s.health.http_path, "/health");
+  EXPECT_EQ(*s.idle_timeout_minutes, 30);
+  EXPECT_EQ(c.services[0].desired, Desired::kOn);
+  EXPECT_EQ(c.models.at(0).name, "library/llama3.2:3b");
+  EXPECT_EQ(*c.models[0].keep_alive_hours, 0.5);
+}
+
+struct BadCase {
+  const char* text;
+  const char* message;  // the whole message after "config error in bad.json: "
+};
+
+class BadConfig : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadConfig, IsRejectedWithFileKeyAndReason) {
+  try {
+    parse_config(GetParam().text, "bad.json");
+    FAIL() << "accepted: " << GetParam().text;
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              std::string("config error in bad.json: ") + GetParam().message);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadConfig,
+    ::testing::Values(
+        BadCase{R"({"idle_timeout_minutes": 0})",
+                "idle_timeout_minutes: must be greater than 0, got 0"},
+        BadCase{R"({"idle_timeout_minutes": -5})",
+                "idle_timeout_minutes: must be greater than 0, got -5"},
+        BadCase{R"({"idle_timeout_minutes": "60"})",
+                "idle_timeout_minutes: must be a number, got \"60\""},
+        BadCase{R"({"idle_timeout_minutes": 1e300})",
+                "idle_timeout_minutes: must be at most 5.256e+06, got 1e+300"},
+        BadCase{R"({"idle_check_interval_minutes": 0})",
+                "idle_check_interval_minutes: must be greater than 0, got 0"},
+        BadCase{R"({"model_keep_alive_hours": -1})",
+                "model_keep_alive_hours: must be at least 0, got -1"},
+        BadCase{R"({"idle_sleep_enabled": "yes"})",
+                "idle_sleep_enabled: must be true or false, got \"yes\""},
+        BadCase{R"({"idle_timout_minutes": 5})",
+                "idle_timout_minutes: unknown key (known keys: idle_check_interval_minutes, "
+                "idle_sleep_enabled, idle_timeout_minutes, listen, model_keep_alive_hours, "
+                "models, on_exit, services, state_file)"},
+        BadCase{R"([1, 2])", "(top level): must be a JSON object"},
+        BadCase{R"({"listen": "8081"})",
+                "listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"8081\""},
+        BadCase{R"({"on_exit": "kill"})", "on_exit: must be \"stop\" or \"leave\", got \"kill\""},
+        BadCase{R"({"services": {"a": {"command": "a"}}})",
+                "services.a.command: must be a non-empty array of strings (argv)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "desired": "maybe"}}})",
+                "services.a.desired: must be \"on\" or \"off\", got \"maybe\""},
+        BadCase{R"({"services": {"a": {"backend": "process"}}})",
+                "services.a.command: is required for backend \"process\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "upstream": "localhost"}}})",
+                "services.a.upstream: must be \"host:port\" with a port from 1 to 65535, got "
+                "\"localhost\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "health": "/x"}}})",
+                "services.a.health: needs \"upstream\" (the host:port to probe)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "stop_timeout_seconds": -1}}})",
+                "services.a.stop_timeout_seconds: must be at least 0, got -1"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
+                "services.a.colour: unknown key (known keys: backend, command, desired, health, "
+                "idle_sleep_enabled, idle_timeout_minutes, start_timeout_seconds, "
+                "stop_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"../etc": {"command": ["a"]}}})",
+                "services.../etc: invalid service name (letters, digits, '.', '-', '_'; starting "
+                "with a letter or digit; at most 128)"},
+        BadCase{R"({"services": {"a": {"command": ["a"]}}, "models": {"m": {"provider": "b"}}})",
+                "models.m.provider: names no service: \"b\" is not under \"services\""},
+        BadCase{R"({"models": {"m": {}}})",
+                "models.m.provider: is required (the service that serves the model)"},
+        BadCase{
+            R"({"services": {"a": {"command": ["a"]}}, "models": {"x/../y": {"provider": "a"}}})",
+            "models.x/../y: invalid model name (letters, digits, '.', '-', '_', ':', '/'; no "
+            "empty, '.' or '..' path segments; at most 256)"}));
+
+TEST(Config, InvalidJsonNamesTheFileAndThePosition) {
+  try {
+    parse_config("{\"idle_timeout_minutes\": 5,,}", "bad.json");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("config error in bad.json: (top level): invalid JSON"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("line 1, column 28"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, AMissingFileIsAClearError) {
+  EXPECT_THROW(
+      {
+        try {
+          load_config_file("/nonexistent/siesta.json");
+        } catch (const ConfigError& e) {
+          EXPECT_STREQ(e.what(), "config error in /nonexistent/siesta.json: cannot open the file");
+          throw;
+        }
+      },
+      ConfigError);
+}
+
+}  // namespace
+}  // namespace siesta

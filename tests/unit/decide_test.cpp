@@ -1,0 +1,219 @@
+// decide(): every skip rule and boundary, on hand-built snapshots and a fixed `now`.
+#include "siesta/core/decide.h"
+
+#include <gtest/gtest.h>
+
+namespace siesta {
+namespace {
+
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+const WallTime kNow = from_unix_seconds(1'700'000'000);
+
+ServiceView service(const std::string& name, ServiceState state, std::optional<WallTime> last_used,
+                    std::optional<double> timeout_override = std::nullopt) {
+  auto spec = std::make_shared<ServiceSpec>();
+  spec->name = name;
+  spec->idle_timeout_minutes = timeout_override;
+  ServiceRuntime rt;
+  rt.state = state;
+  rt.last_used = last_used;
+  rt.state_since = kNow - std::chrono::hours(10);
+  return {spec, rt};
+}
+
+ModelView model(const std::string& name, bool loaded, std::optional<WallTime> last_used) {
+  auto spec = std::make_shared<ModelSpec>();
+  spec->name = name;
+  spec->provider = "ollama";
+  ModelRuntime rt;
+  rt.loaded = loaded;
+  rt.last_used = last_used;
+  return {spec, rt};
+}
+
+Snapshot one(ServiceView v, Settings s = {}) {
+  Snapshot snap;
+  snap.settings = s;
+  snap.services.push_back(std::move(v));
+  return snap;
+}
+
+TEST(Decide, IdleLongerThanTimeoutSleeps) {
+  Decision d = decide(one(service("whisper", ServiceState::kRunning, kNow - minutes(120))), kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kSleepService, "whisper", "idle"}));
+  EXPECT_EQ(d.services[0].idle_for->count(), 7200.0);
+  EXPECT_EQ(d.services[0].sleeps_in->count(), 0.0);
+}
+
+TEST(Decide, ExactlyAtTheTimeoutSleepsAndJustBeforeDoesNot) {
+  auto before =
+      decide(one(service("a", ServiceState::kRunning, kNow - minutes(60) + seconds(1))), kNow);
+  EXPECT_TRUE(before.actions.empty());
+  EXPECT_DOUBLE_EQ(before.services[0].sleeps_in->count(), 1.0);
+  ASSERT_TRUE(before.next_deadline);
+  EXPECT_EQ(*before.next_deadline, kNow + seconds(1));
+
+  auto at = decide(one(service("a", ServiceState::kRunning, kNow - minutes(60))), kNow);
+  ASSERT_EQ(at.actions.size(), 1u);
+  EXPECT_EQ(at.actions[0].kind, ActionKind::kSleepService);
+  EXPECT_FALSE(at.next_deadline);  // nothing else is due later
+}
+
+TEST(Decide, MasterSwitchOffBlocksEverything) {
+  Settings s;
+  s.idle_sleep_enabled = false;
+  Snapshot snap = one(service("a", ServiceState::kRunning, kNow - minutes(600)), s);
+  snap.models.push_back(model("m", true, kNow - std::chrono::hours(10)));
+  Decision d = decide(snap, kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_EQ(d.services[0].blocker, SleepBlocker::kGlobalDisabled);
+  EXPECT_FALSE(d.services[0].sleeps_at);
+  EXPECT_EQ(d.models[0].blocker, UnloadBlocker::kGlobalDisabled);
+  EXPECT_FALSE(d.next_deadline);
+}
+
+TEST(Decide, ServiceIdleSleepDisabledIsSkipped) {
+  ServiceView v = service("redis", ServiceState::kRunning, kNow - minutes(600));
+  v.runtime.idle_sleep_enabled = false;
+  Decision d = decide(one(v), kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_EQ(d.services[0].blocker, SleepBlocker::kServiceDisabled);
+  EXPECT_STREQ(describe(d.services[0].blocker), "idle sleep is disabled for this service");
+}
+
+TEST(Decide, DesiredOnIsSkipped) {
+  ServiceView v = service("redis", ServiceState::kRunning, kNow - minutes(600));
+  v.runtime.desired = Desired::kOn;
+  Decision d = decide(one(v), kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_EQ(d.services[0].blocker, SleepBlocker::kDesiredOn);
+}
+
+TEST(Decide, DesiredOnAndStoppedIsStarted) {
+  ServiceView v = service("redis", ServiceState::kStopped, std::nullopt);
+  v.runtime.desired = Desired::kOn;
+  Decision d = decide(one(v), kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "redis", "desired"}));
+}
+
+TEST(Decide, DesiredOnInErrorIsRetriedOnlyAfterTheRetryTime) {
+  ServiceView v = service("redis", ServiceState::kError, std::nullopt);
+  v.runtime.desired = Desired::kOn;
+  v.runtime.retry_at = kNow + minutes(5);
+  Decision early = decide(one(v), kNow);
+  EXPECT_TRUE(early.actions.empty());
+  EXPECT_EQ(*early.next_deadline, kNow + minutes(5));
+  Decision later = decide(one(v), kNow + minutes(5));
+  ASSERT_EQ(later.actions.size(), 1u);
+  EXPECT_EQ(later.actions[0].kind, ActionKind::kStartService);
+}
+
+TEST(Decide, StoppedOrStartingServicesHaveNoTimer) {
+  for (ServiceState st : {ServiceState::kStopped, ServiceState::kStarting, ServiceState::kStopping,
+                          ServiceState::kError}) {
+    Decision d = decide(one(service("a", st, kNow - minutes(600))), kNow);
+    EXPECT_TRUE(d.actions.empty()) << to_string(st);
+    EXPECT_EQ(d.services[0].blocker, SleepBlocker::kNotRunning) << to_string(st);
+  }
+}
+
+TEST(Decide, InFlightRequestsBlockSleep) {
+  ServiceView v = service("ollama", ServiceState::kRunning, kNow - minutes(600));
+  v.runtime.in_flight = 1;
+  Decision d = decide(one(v), kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_EQ(d.services[0].blocker, SleepBlocker::kInFlight);
+}
+
+TEST(Decide, PerServiceOverrideBeatsTheGlobalTimeout) {
+  Decision d = decide(one(service("a", ServiceState::kRunning, kNow - minutes(20), 15.0)), kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.services[0].timeout, Seconds(900));
+  Decision d2 = decide(one(service("b", ServiceState::kRunning, kNow - minutes(20), 120.0)), kNow);
+  EXPECT_TRUE(d2.actions.empty());
+  EXPECT_DOUBLE_EQ(d2.services[0].sleeps_in->count(), 100 * 60.0);
+}
+
+TEST(Decide, FractionalSettings) {
+  Settings s;
+  s.idle_timeout_minutes = 0.02;   // 1.2 s
+  s.model_keep_alive_hours = 0.5;  // 30 min
+  Snapshot snap =
+      one(service("a", ServiceState::kRunning, kNow - std::chrono::milliseconds(1100)), s);
+  snap.models.push_back(model("m", true, kNow - minutes(29)));
+  Decision d = decide(snap, kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_NEAR(d.services[0].sleeps_in->count(), 0.1, 1e-9);
+  EXPECT_NEAR(d.models[0].unloads_in->count(), 60.0, 1e-9);
+  EXPECT_EQ(*d.next_deadline, kNow + std::chrono::milliseconds(100));
+
+  Decision later = decide(snap, kNow + std::chrono::milliseconds(100));
+  ASSERT_EQ(later.actions.size(), 1u);
+  EXPECT_EQ(later.actions[0].name, "a");
+}
+
+TEST(Decide, SettingsChangedAtRuntimeMoveTheDeadline) {
+  Snapshot snap = one(service("a", ServiceState::kRunning, kNow - minutes(40)));
+  EXPECT_TRUE(decide(snap, kNow).actions.empty());  // 60 min timeout
+  snap.settings.idle_timeout_minutes = 30;          // POST /admin/settings {"idleTimeout": 30}
+  Decision d = decide(snap, kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0].kind, ActionKind::kSleepService);
+}
+
+TEST(Decide, NeverUsedRunningServiceIdlesFromWhenItWasSeenRunning) {
+  ServiceView v = service("a", ServiceState::kRunning, std::nullopt);
+  v.runtime.state_since = kNow - minutes(59);
+  Decision d = decide(one(v), kNow);
+  EXPECT_FALSE(d.services[0].idle_for);
+  EXPECT_EQ(*d.services[0].sleeps_at, kNow + minutes(1));
+}
+
+TEST(Decide, ModelUnloadsWhenKeepAliveHasPassed) {
+  Snapshot snap;
+  snap.models.push_back(model("llama3.2:3b", true, kNow - std::chrono::hours(2)));
+  Decision d = decide(snap, kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kUnloadModel, "llama3.2:3b", "expired"}));
+  EXPECT_EQ(*d.models[0].keep_alive_until, kNow);
+}
+
+TEST(Decide, ModelKeepAliveOverridesAndBlockers) {
+  Snapshot snap;
+  ModelView per_model = model("a", true, kNow - minutes(50));
+  std::const_pointer_cast<ModelSpec>(per_model.spec)->keep_alive_hours = 1.0;
+  ModelView per_use = model("b", true, kNow - minutes(50));
+  per_use.runtime.keep_alive_seconds = 600;  // a client asked for 10 minutes
+  ModelView busy = model("c", true, kNow - std::chrono::hours(5));
+  busy.runtime.in_flight = 2;
+  ModelView unloaded = model("d", false, kNow - std::chrono::hours(5));
+  ModelView failed = model("e", true, kNow - std::chrono::hours(5));
+  failed.runtime.retry_at = kNow + minutes(3);
+  snap.models = {per_model, per_use, busy, unloaded, failed};
+  Decision d = decide(snap, kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0].name, "b");
+  EXPECT_EQ(*d.models[0].unloads_in, Seconds(600));
+  EXPECT_EQ(d.models[2].blocker, UnloadBlocker::kInFlight);
+  EXPECT_EQ(d.models[3].blocker, UnloadBlocker::kNotLoaded);
+  EXPECT_FALSE(d.models[3].keep_alive_until);
+  EXPECT_EQ(d.models[4].blocker, UnloadBlocker::kRetryWait);
+  EXPECT_EQ(*d.next_deadline, kNow + minutes(3));  // earlier than model a's 10 minutes
+}
+
+TEST(Decide, NextDeadlineIsTheEarliestAcrossServicesAndModels) {
+  Snapshot snap;
+  snap.services.push_back(service("a", ServiceState::kRunning, kNow - minutes(10)));  // +50 min
+  snap.services.push_back(service("b", ServiceState::kRunning, kNow - minutes(55)));  // +5 min
+  snap.models.push_back(model("m", true, kNow - minutes(118)));                       // +2 min
+  Decision d = decide(snap, kNow);
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_EQ(*d.next_deadline, kNow + minutes(2));
+}
+
+}  // namespace
+}  // namespace siesta

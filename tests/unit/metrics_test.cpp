@@ -1,0 +1,100 @@
+// /metrics rendering and the idle-status JSON: both read the same Decision.
+#include "siesta/metrics/metrics.h"
+
+#include <gtest/gtest.h>
+
+#include "siesta/api/status_json.h"
+#include "world.h"
+
+namespace siesta::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr const char* kConfig = R"({"idle_timeout_minutes": 60,
+  "services": {"ollama": {"command": ["o"]}, "redis": {"command": ["r"], "idle_sleep_enabled": false}},
+  "models": {"llama3.2:3b": {"provider": "ollama"}}})";
+
+TEST(Metrics, GaugesComeFromTheDecision) {
+  World w(kConfig);
+  w.run("ollama");
+  w.run("redis");
+  ASSERT_TRUE(w.controller->touch_service("ollama"));
+  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  w.clock.advance_minutes(45);
+  Metrics m;
+  Snapshot snap = w.registry->snapshot();
+  m.declare(snap);
+  m.service_slept("ollama", "idle");
+  Decision d = decide(snap, w.clock.wall_now());
+  std::string text = m.render(snap, d, MonitorStatus{true, w.clock.wall_now()});
+
+  EXPECT_THAT(text, HasSubstr("siesta_service_idle_seconds{service=\"ollama\"} 2700\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_service_sleep_in_seconds{service=\"ollama\"} 900\n"));
+  EXPECT_THAT(text, Not(HasSubstr("siesta_service_sleep_in_seconds{service=\"redis\"}")));
+  EXPECT_THAT(
+      text,
+      HasSubstr("siesta_service_sleep_blocked{service=\"redis\",reason=\"service_disabled\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_service_state{service=\"ollama\",state=\"running\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_service_state{service=\"ollama\",state=\"stopped\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_model_keep_alive_remaining_seconds{model=\"llama3.2:3b\","
+                              "provider=\"ollama\"} 4500\n"));
+  EXPECT_THAT(text,
+              HasSubstr("siesta_model_loaded{model=\"llama3.2:3b\",provider=\"ollama\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_settings_idle_timeout_seconds 3600\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_running 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("siesta_service_sleeps_total{reason=\"idle\",service=\"ollama\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("siesta_service_wakes_total{reason=\"request\",service=\"redis\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_build_info{version=\""));
+  EXPECT_THAT(text, HasSubstr("# TYPE siesta_service_wake_duration_seconds histogram\n"));
+  EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));
+}
+
+TEST(IdleStatus, HasTheSeedsShapeAndPreciseTwins) {
+  World w(kConfig);
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->touch_service("ollama"));
+  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  w.clock.advance(Seconds(45 * 60 + 30));
+  Snapshot snap = w.registry->snapshot();
+  Decision d = decide(snap, w.clock.wall_now());
+  auto j = idle_status_json(snap, d, MonitorStatus{true, std::nullopt});
+  EXPECT_EQ(j["idle_sleep_enabled"], true);
+  EXPECT_EQ(j["idle_timeout_minutes"], 60);
+  EXPECT_EQ(j["model_keep_alive_hours"], 2);
+  EXPECT_EQ(j["monitor_task_running"], true);
+  const auto& o = j["services"]["ollama"];
+  EXPECT_EQ(o["idle_for_minutes"], 45);
+  EXPECT_EQ(o["will_sleep_in_minutes"], 15);  // 14.5 rounds up: 45 + 15 = 60
+  EXPECT_EQ(o["idle_for_seconds"], 2730.0);
+  EXPECT_EQ(o["will_sleep_in_seconds"], 870.0);
+  EXPECT_EQ(o["idle_sleep_enabled"], true);
+  EXPECT_EQ(o["desired"], "off");
+  EXPECT_EQ(o["actual"], "running");
+  EXPECT_EQ(o["last_used"], 1'700'000'000);
+  EXPECT_TRUE(o["will_not_sleep_because"].is_null());
+  const auto& r = j["services"]["redis"];
+  EXPECT_TRUE(r["will_sleep_in_minutes"].is_null());
+  EXPECT_EQ(r["sleep_blocker"], "service_disabled");
+  const auto& m = j["models"]["llama3.2:3b"];
+  EXPECT_EQ(m["provider"], "ollama");
+  EXPECT_EQ(m["last_used"], 1'700'000'000);
+  EXPECT_EQ(m["keep_alive_until"], 1'700'000'000 + 7200);
+  EXPECT_EQ(m["will_unload_in_minutes"], 75);  // 74.5 rounds up
+  EXPECT_EQ(m["will_unload_in_seconds"], 4470.0);
+}
+
+TEST(IdleStatus, AnUnloadedModelHasKeepAliveUntilZero) {
+  World w(kConfig);
+  Snapshot snap = w.registry->snapshot();
+  auto j = idle_status_json(snap, decide(snap, w.clock.wall_now()), {});
+  EXPECT_EQ(j["models"]["llama3.2:3b"]["keep_alive_until"], 0);
+  EXPECT_TRUE(j["models"]["llama3.2:3b"]["will_unload_in_minutes"].is_null());
+  EXPECT_EQ(j["models"]["llama3.2:3b"]["will_not_unload_because"], "the model is not loaded");
+}
+
+}  // namespace
+}  // namespace siesta::testing

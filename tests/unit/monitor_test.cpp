@@ -1,0 +1,249 @@
+// The monitor and controller on fakes: deadlines, reconcile, claims, wakes, failures.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "world.h"
+
+namespace siesta::testing {
+namespace {
+
+using std::chrono::minutes;
+using std::chrono::seconds;
+using ::testing::ElementsAre;
+
+constexpr const char* kTwo = R"({
+  "idle_timeout_minutes": 10, "idle_check_interval_minutes": 5,
+  "services": {"a": {"command": ["a"]}, "b": {"command": ["b"], "idle_timeout_minutes": 3}}})";
+
+TEST(Monitor, StepReturnsTheNextDeadlineNotTheCheckInterval) {
+  World w(kTwo);
+  w.run("a");
+  w.run("b");
+  WallTime t0 = w.clock.wall_now();
+  WallTime next = w.monitor->step();
+  EXPECT_EQ(next, t0 + minutes(3));  // b's deadline comes before the 5-minute reconcile
+  w.clock.advance(minutes(3));
+  next = w.monitor->step();
+  EXPECT_EQ(w.service("b").state, ServiceState::kStopped);
+  EXPECT_EQ(next, t0 + minutes(5));  // now the reconcile is next (a sleeps at +10)
+}
+
+TEST(Monitor, ReconcileSeesAProcessThatDiedAndOneStartedOutside) {
+  World w(kTwo);
+  w.run("a");
+  w.monitor->step();
+  w.backend.running.erase("a");   // crashed
+  w.backend.running.insert("b");  // started by someone else
+  w.clock.advance(minutes(4));
+  w.monitor->step();  // reconcile not due yet
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  w.clock.advance(minutes(1));
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kStopped);
+  EXPECT_EQ(w.service("b").state, ServiceState::kRunning);
+  // b gets an idle timer from when it was first seen, and is put to sleep like any other.
+  EXPECT_EQ(*w.service("b").last_used, w.clock.wall_now());
+  w.clock.advance(minutes(3));
+  w.monitor->step();
+  EXPECT_EQ(w.service("b").state, ServiceState::kStopped);
+}
+
+TEST(Monitor, ATouchBetweenDecisionAndClaimCancelsTheSleep) {
+  World w(kTwo);
+  w.run("b");
+  w.clock.advance(minutes(3));
+  Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
+  ASSERT_EQ(d.actions.size(), 1u);
+  ASSERT_TRUE(w.controller->touch_service("b"));  // a request arrives
+  EXPECT_FALSE(w.controller->claim_sleep("b"));
+  EXPECT_EQ(w.service("b").state, ServiceState::kRunning);
+}
+
+TEST(Monitor, AWakeAfterTheClaimCancelsThePendingStop) {
+  World w(kTwo);
+  w.run("b");
+  w.clock.advance(minutes(3));
+  ASSERT_TRUE(w.controller->claim_sleep("b"));
+  EXPECT_EQ(w.service("b").state, ServiceState::kStopping);
+  ASSERT_TRUE(w.controller->wake("b", "request"));
+  w.controller->finish_sleep("b");  // runs after the wake: must not stop it
+  EXPECT_EQ(w.service("b").state, ServiceState::kRunning);
+  EXPECT_EQ(w.backend.count("stop b"), 0);
+  EXPECT_EQ(w.backend.count("start b"), 0);  // it never went down
+}
+
+TEST(Controller, ConcurrentWakesShareOneStart) {
+  World w(kTwo);
+  std::atomic<bool> release{false};
+  w.backend.on_start = [&] {
+    while (!release) std::this_thread::yield();
+  };
+  std::vector<std::thread> wakers;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 20; ++i) {
+    wakers.emplace_back([&] { ok += w.controller->wake("a", "request").is_ok(); });
+  }
+  while (w.backend.count("start a") == 0) std::this_thread::yield();
+  release = true;
+  for (auto& t : wakers) t.join();
+  EXPECT_EQ(ok, 20);
+  EXPECT_EQ(w.backend.count("start a"), 1);
+}
+
+TEST(Controller, ConcurrentWakesOfAFailingServiceShareTheFailure) {
+  World w(kTwo);
+  w.backend.fail_start.insert("a");
+  std::atomic<bool> release{false};
+  w.backend.on_start = [&] {
+    while (!release) std::this_thread::yield();
+  };
+  std::vector<std::thread> wakers;
+  wakers.emplace_back([&] { (void)w.controller->wake("a", "request"); });
+  while (w.backend.count("start a") == 0) std::this_thread::yield();
+  for (int i = 0; i < 9; ++i)
+    wakers.emplace_back([&] { (void)w.controller->wake("a", "request"); });
+  while (w.controller->waiters("a") < 9) std::this_thread::yield();
+  release = true;
+  for (auto& t : wakers) t.join();
+  // Wakers that queued behind the failing start share its result instead of retrying.
+  EXPECT_EQ(w.backend.count("start a"), 1);
+  EXPECT_EQ(w.service("a").state, ServiceState::kError);
+}
+
+TEST(Controller, StartFailureSetsErrorCountsAndIsRetriedForDesiredOn) {
+  World w(R"({"idle_check_interval_minutes": 5,
+              "services": {"r": {"command": ["r"], "desired": "on"}}})");
+  w.backend.fail_start.insert("r");
+  w.monitor->step();
+  EXPECT_EQ(w.service("r").state, ServiceState::kError);
+  EXPECT_EQ(w.service("r").last_error, "start failed: start refused");
+  EXPECT_THAT(w.recorder.events(), ElementsAre("failed r start"));
+  EXPECT_EQ(w.backend.count("start r"), 1);
+  w.monitor->step();  // no tight retry loop
+  EXPECT_EQ(w.backend.count("start r"), 1);
+  w.backend.fail_start.clear();
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  EXPECT_EQ(w.service("r").state, ServiceState::kRunning);
+  EXPECT_EQ(w.backend.count("start r"), 2);
+}
+
+TEST(Controller, NotReadyWithinStartTimeoutIsAnErrorAndTheProcessIsStopped) {
+  World w(R"({"services": {"a": {"command": ["a"], "start_timeout_seconds": 2}}})");
+  w.backend.never_ready.insert("a");
+  MonoTime t0 = w.clock.mono_now();
+  Status st = w.controller->wake("a", "manual");
+  EXPECT_EQ(st.code(), ErrorCode::kTimeout);
+  EXPECT_GE(w.clock.mono_now() - t0, seconds(2));  // the fake clock advanced while polling
+  EXPECT_LT(w.clock.mono_now() - t0, seconds(3));
+  EXPECT_EQ(w.service("a").state, ServiceState::kError);
+  EXPECT_EQ(w.backend.count("stop a"), 1);
+}
+
+TEST(Controller, ReadinessIsPolledFromTenMillisecondsWithACappedBackoff) {
+  World w(R"({"services": {"a": {"command": ["a"], "start_timeout_seconds": 1}}})");
+  w.backend.never_ready.insert("a");
+  std::vector<MonoTime> probes;
+  w.backend.on_probe = [&] { probes.push_back(w.clock.mono_now()); };
+  (void)w.controller->wake("a", "manual");
+  ASSERT_GT(probes.size(), 10u);
+  std::vector<std::chrono::milliseconds> gaps;
+  for (size_t i = 1; i < probes.size(); ++i) {
+    gaps.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(probes[i] - probes[i - 1]));
+  }
+  EXPECT_EQ(gaps.front(), std::chrono::milliseconds(10));
+  EXPECT_EQ(gaps[1], std::chrono::milliseconds(15));
+  EXPECT_TRUE(std::is_sorted(gaps.begin(), gaps.end()));
+  EXPECT_EQ(gaps.back(), std::chrono::milliseconds(100));  // capped
+}
+
+TEST(Controller, StopFailureIsAnErrorNotACrash) {
+  World w(kTwo);
+  w.run("b");
+  w.backend.fail_stop.insert("b");
+  w.clock.advance(minutes(3));
+  w.monitor->step();
+  EXPECT_EQ(w.service("b").state, ServiceState::kError);
+  EXPECT_THAT(w.recorder.events(), ElementsAre("failed b stop"));
+}
+
+TEST(Controller, ManualSleepOfADesiredOnServiceIsRefused) {
+  World w(R"({"services": {"r": {"command": ["r"], "desired": "on"}}})");
+  w.run("r");
+  EXPECT_EQ(w.controller->sleep("r").code(), ErrorCode::kConflict);
+  EXPECT_EQ(w.service("r").state, ServiceState::kRunning);
+}
+
+TEST(Controller, SleepingTheProviderMarksItsModelsUnloaded) {
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"llama3.2:3b": {"provider": "ollama"}}})");
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  ASSERT_TRUE(w.controller->sleep("ollama"));
+  EXPECT_FALSE(w.model("llama3.2:3b").loaded);
+  EXPECT_THAT(w.recorder.events(),
+              ElementsAre("slept ollama manual", "unloaded llama3.2:3b service_sleep"));
+}
+
+TEST(Controller, FailedUnloadIsCountedShownAndRetriedLater) {
+  World w(R"({"model_keep_alive_hours": 1, "idle_check_interval_minutes": 5,
+              "services": {"ollama": {"command": ["o"], "idle_sleep_enabled": false}},
+              "models": {"m": {"provider": "ollama"}}})");
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->touch_model("m"));
+  w.provider.loaded_models.insert("m");
+  w.provider.fail_unload = true;
+  w.clock.advance(std::chrono::hours(1));
+  w.monitor->step();
+  EXPECT_TRUE(w.model("m").loaded);
+  EXPECT_EQ(w.model("m").last_error, "unload failed: ollama did not answer");
+  w.monitor->step();
+  EXPECT_EQ(w.provider.calls.size(), 1u);  // waits for the retry time
+  w.provider.fail_unload = false;
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  EXPECT_FALSE(w.model("m").loaded);
+  EXPECT_THAT(w.recorder.events(), ElementsAre("unload_failed m", "unloaded m expired"));
+}
+
+TEST(Controller, ReconcileTracksModelsLoadedAndUnloadedOutsideSiesta) {
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"known": {"provider": "ollama"}}})");
+  w.run("ollama");
+  w.provider.loaded_models = {"known", "qwen2:7b"};
+  w.controller->reconcile();
+  EXPECT_TRUE(w.model("known").loaded);
+  ASSERT_TRUE(w.registry->model("qwen2:7b"));
+  EXPECT_EQ(w.registry->model("qwen2:7b")->spec->provider, "ollama");
+  w.provider.loaded_models = {"qwen2:7b"};
+  w.controller->reconcile();
+  EXPECT_FALSE(w.model("known").loaded);
+  EXPECT_THAT(w.recorder.events(), ElementsAre("unloaded known external"));
+}
+
+TEST(Controller, ForcedUnloadOfAnUnloadedModelIsANoOp) {
+  World w(
+      R"({"services": {"ollama": {"command": ["o"]}}, "models": {"m": {"provider": "ollama"}}})");
+  EXPECT_TRUE(w.controller->unload_model("m"));
+  EXPECT_TRUE(w.provider.calls.empty());
+  EXPECT_EQ(w.controller->unload_model("nope").code(), ErrorCode::kNotFound);
+}
+
+TEST(Controller, InspectFailureShowsAnErrorAndTheMonitorGoesOn) {
+  World w(kTwo);
+  w.run("a");
+  w.run("b");
+  w.backend.fail_inspect = true;
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kError);
+  EXPECT_EQ(w.service("a").last_error, "inspect failed: backend unreachable");
+  w.backend.fail_inspect = false;
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);  // picked up again
+}
+
+}  // namespace
+}  // namespace siesta::testing
