@@ -2,6 +2,7 @@
 // become ready, ignore SIGTERM, or exit on its own, to exercise siesta's process handling.
 #include <httplib.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -16,14 +17,22 @@ int main(int argc, char** argv) {
   int ready_after_ms = 0;
   int exit_after_ms = -1;
   bool ignore_sigterm = false;
+  std::string pid_file;
   app.add_option("--host", host, "Address to listen on");
   app.add_option("--port", port, "Port to listen on")->required();
   app.add_option("--ready-after-ms", ready_after_ms, "GET /health answers 503 until then");
   app.add_option("--exit-after-ms", exit_after_ms, "Exit with code 3 after this long");
   app.add_flag("--ignore-sigterm", ignore_sigterm, "Ignore SIGTERM (so only SIGKILL stops it)");
+  app.add_option("--pid-file", pid_file, "Write the process id here at start");
   CLI11_PARSE(app, argc, argv);
 
   if (ignore_sigterm) ::signal(SIGTERM, SIG_IGN);
+  if (!pid_file.empty()) {
+    if (FILE* f = std::fopen(pid_file.c_str(), "w")) {
+      std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+      std::fclose(f);
+    }
+  }
   const auto started = std::chrono::steady_clock::now();
   httplib::Server server;
   server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {

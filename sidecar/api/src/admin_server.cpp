@@ -112,6 +112,12 @@ class AdminServer::Impl {
     add_routes();
     server_.new_task_queue = [n = options_.threads] { return new httplib::ThreadPool(n); };
     server_.set_payload_max_length(options_.max_body_bytes);
+    // httplib's default adds SO_REUSEPORT, which lets a second siesta (or anything else) share
+    // the port silently. SO_REUSEADDR alone still allows a quick restart.
+    server_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     server_.set_read_timeout(options_.read_timeout);
     server_.set_keep_alive_timeout(5);
     auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
@@ -125,9 +131,16 @@ class AdminServer::Impl {
     server_.Delete(".*", dispatch);
     server_.Options(".*", dispatch);
     // Errors httplib produces itself (413, 400 for a malformed request line, ...).
-    server_.set_error_handler(
-        httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+    server_.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          if (res.status == 400 && is_bodyless_post(req)) {
+            // cpp-httplib 0.11 reads a POST without Content-Length until the connection closes
+            // (RFC 9112 section 6.3: its body is empty), so `curl -X POST URL` ends up here
+            // after the read timeout. It is a complete request: route it.
+            send(res, route(req));
+            return httplib::Server::HandlerResponse::Handled;
+          }
           std::string code = res.status == 413   ? "payload_too_large"
                              : res.status == 404 ? "not_found"
                              : res.status == 405 ? "method_not_allowed"
@@ -170,6 +183,13 @@ class AdminServer::Impl {
   void stop() { server_.stop(); }
 
  private:
+  static bool is_bodyless_post(const httplib::Request& req) {
+    return req.body.empty() && !req.has_header("Content-Length") &&
+           !req.has_header("Transfer-Encoding") &&
+           (req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+            req.method == "DELETE");
+  }
+
   static void send(httplib::Response& res, const Reply& reply) {
     res.status = reply.status;
     for (const auto& [k, v] : reply.headers) res.set_header(k, v);

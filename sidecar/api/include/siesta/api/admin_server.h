@@ -18,7 +18,9 @@ namespace siesta {
 
 struct AdminOptions {
   size_t max_body_bytes = 64 * 1024;
-  std::chrono::seconds read_timeout{5};  // a client that sends nothing for this long is dropped
+  // A client silent this long mid-request is answered 400 and dropped. Short, because it is
+  // also how long a body-less `curl -X POST` waits (see AdminServer.cpp, is_bodyless_post).
+  std::chrono::milliseconds read_timeout{100};
   size_t threads = 8;
 };
 

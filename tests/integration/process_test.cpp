@@ -1,0 +1,257 @@
+// siesta end to end on real processes: the real binary, the real test server, real signals.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "siesta_process.h"
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+struct Service {
+  int port = free_port();
+  std::vector<std::string> extra;  // more test-server flags
+  std::string fields;              // more config fields, e.g. R"("stop_timeout_seconds": 1,)"
+  std::string pid_file;
+
+  std::string config(const std::string& name) const {
+    json cmd =
+        json::array({SIESTA_TESTSERVER, "--port", std::to_string(port), "--pid-file", pid_file});
+    for (const auto& e : extra) cmd.push_back(e);
+    return "\"" + name + "\": {" + fields + "\"command\": " + cmd.dump() +
+           ", \"upstream\": \"127.0.0.1:" + std::to_string(port) + "\", \"health\": \"/health\"}";
+  }
+  pid_t pid() const {
+    std::ifstream in(pid_file);
+    pid_t p = -1;
+    in >> p;
+    return p;
+  }
+};
+
+json get_json(const SiestaProcess& s, const std::string& path) {
+  auto res = s.client().Get(path);
+  if (!res) return json();
+  return json::parse(res->body, nullptr, false);
+}
+
+json status_of(const SiestaProcess& s, const std::string& service) {
+  return get_json(s, "/admin/idle-status")["services"][service];
+}
+
+class Process : public ::testing::Test {
+ protected:
+  TempDir dir;
+  Service web{free_port(), {}, "", (dir / "web.pid").string()};
+
+  std::string config(const std::string& settings, const Service& svc) {
+    return "{" + settings + "\"services\": {" + svc.config("web") + "}}";
+  }
+};
+
+TEST_F(Process, WakeStartsTheProcessAndWaitsForItsHealthCheck) {
+  web.extra = {"--ready-after-ms", "300"};
+  SiestaProcess siesta(dir.path(), config("", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "stopped");
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["actual"], "running");
+  EXPECT_GE(took, milliseconds(300));  // it waited for /health, not just for the process
+  httplib::Client upstream("127.0.0.1", web.port);
+  auto hello = upstream.Get("/");
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->status, 200);
+  EXPECT_TRUE(pid_alive(web.pid()));
+  EXPECT_TRUE(siesta.wait_log("[web] siesta-testserver listening on"));  // output in siesta's log
+}
+
+// With a 10-minute check interval, only waiting for the deadline itself can stop the
+// service within a few seconds of it.
+TEST_F(Process, AnIdleServiceIsStoppedAtItsDeadlineAndTheProcessIsGone) {
+  SiestaProcess siesta(dir.path(), config(R"("idle_timeout_minutes": 0.02,
+                                              "idle_check_interval_minutes": 10,)",
+                                          web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  const auto ready = std::chrono::steady_clock::now();
+  const pid_t pid = web.pid();
+  ASSERT_TRUE(pid_alive(pid));
+  json running = status_of(siesta, "web");
+  EXPECT_EQ(running["actual"], "running");
+  EXPECT_GT(running["will_sleep_in_seconds"].get<double>(), 0.5);
+
+  ASSERT_TRUE(
+      eventually([&] { return status_of(siesta, "web")["actual"] == "stopped"; }, seconds(8)))
+      << siesta.log();
+  const auto stopped = std::chrono::steady_clock::now();
+  EXPECT_GE(stopped - ready, milliseconds(1100));  // not before the 1.2 s timeout
+  EXPECT_LT(stopped - ready, seconds(6));          // at the deadline, not at the next check
+  EXPECT_FALSE(pid_alive(pid));
+  EXPECT_TRUE(siesta.wait_log("Service web has been idle for 0.02 minutes, stopping..."));
+  EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web"));
+  auto metrics = siesta.client().Get("/metrics");
+  EXPECT_NE(metrics->body.find("siesta_service_sleeps_total{reason=\"idle\",service=\"web\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(Process, AChildThatIgnoresSigtermIsKilledAfterTheStopTimeout) {
+  web.extra = {"--ignore-sigterm"};
+  web.fields = R"("stop_timeout_seconds": 0.3, )";
+  SiestaProcess siesta(dir.path(), config("", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  const pid_t pid = web.pid();
+  auto res = siesta.client().Post("/admin/services/web/sleep");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_FALSE(pid_alive(pid));
+  EXPECT_TRUE(siesta.wait_log("still running 0.3 s after SIGTERM; sending SIGKILL"));
+  EXPECT_TRUE(siesta.wait_log("killed by signal 9"));
+}
+
+TEST_F(Process, NoZombiesAreLeftAfterStartsAndStops) {
+  SiestaProcess siesta(dir.path(), config("", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+    ASSERT_EQ(siesta.client().Post("/admin/services/web/sleep")->status, 200);
+  }
+  std::string children;
+  for (const auto& task :
+       fs::directory_iterator("/proc/" + std::to_string(siesta.pid()) + "/task")) {
+    children += slurp(task.path() / "children");
+  }
+  EXPECT_EQ(children, "");  // neither live children nor zombies
+}
+
+TEST_F(Process, AProcessThatDiesIsSeenAtTheNextReconcile) {
+  web.extra = {"--exit-after-ms", "700"};
+  SiestaProcess siesta(dir.path(), config(R"("idle_check_interval_minutes": 0.01,)", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "web")["actual"] == "stopped"; }))
+      << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("Service web is no longer running (process"));
+  EXPECT_TRUE(siesta.wait_log("exited with code 3"));
+}
+
+TEST_F(Process, AStartThatCannotRunIsAnErrorWithTheReason) {
+  SiestaProcess siesta(dir.path(), R"({"services": {"web": {"command": ["/nonexistent/bin"]}}})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500);
+  json err = json::parse(res->body)["error"];
+  EXPECT_EQ(err["code"], "failed");
+  EXPECT_EQ(err["message"], "cannot run /nonexistent/bin: No such file or directory");
+  EXPECT_EQ(err["source"], "siesta");
+  json st = status_of(siesta, "web");
+  EXPECT_EQ(st["actual"], "error");
+  EXPECT_EQ(st["last_error"],
+            "start failed: cannot run /nonexistent/bin: No such file or directory");
+  auto metrics = siesta.client().Get("/metrics");
+  EXPECT_NE(
+      metrics->body.find("siesta_service_failures_total{operation=\"start\",service=\"web\"} 1"),
+      std::string::npos);
+}
+
+TEST_F(Process, AHealthCheckThatNeverPassesTimesOutAndTheProcessIsStopped) {
+  web.extra = {"--ready-after-ms", "100000"};
+  web.fields = R"("start_timeout_seconds": 0.5, )";
+  SiestaProcess siesta(dir.path(), config("", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->get_header_value("Retry-After"), "5");
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "timeout");
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "error");
+  EXPECT_TRUE(eventually([&] { return !pid_alive(web.pid()); }));
+}
+
+TEST_F(Process, RuntimeChangesAreRestoredAfterARestart) {
+  const std::string cfg = config(
+      "\"state_file\": \"" + (dir / "state.json").string() + "\", \"idle_timeout_minutes\": 60,",
+      web);
+  SiestaProcess siesta(dir.path(), cfg);
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto c = siesta.client();
+  ASSERT_EQ(
+      c.Post("/admin/settings", R"({"idleTimeout": 30, "modelKeepAlive": 1})", "application/json")
+          ->status,
+      200);
+  ASSERT_EQ(
+      c.Post("/admin/services/web/idle-sleep", R"({"enabled": false})", "application/json")->status,
+      200);
+  ASSERT_EQ(c.Post("/admin/services/web/touch")->status, 200);
+  const json last_used = status_of(siesta, "web")["last_used"];
+  EXPECT_EQ(siesta.stop(SIGTERM), 0);
+  EXPECT_NE(siesta.log().find("siesta stopped"), std::string::npos);
+
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  json st = get_json(siesta, "/admin/idle-status");
+  EXPECT_EQ(st["idle_timeout_minutes"], 30);
+  EXPECT_EQ(st["model_keep_alive_hours"], 1);
+  EXPECT_EQ(st["services"]["web"]["idle_sleep_enabled"], false);
+  EXPECT_EQ(st["services"]["web"]["last_used"], last_used);
+  EXPECT_TRUE(siesta.wait_log("Restored runtime state from"));
+}
+
+TEST_F(Process, OnExitStopStopsManagedProcessesAndLeaveAdoptsThemAgain) {
+  {
+    SiestaProcess siesta(dir.path(), config("", web));
+    ASSERT_TRUE(siesta.start()) << siesta.log();
+    ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+    const pid_t pid = web.pid();
+    EXPECT_EQ(siesta.stop(SIGTERM), 0);
+    EXPECT_FALSE(pid_alive(pid));  // on_exit "stop" is the default
+  }
+  const std::string cfg = config(
+      "\"on_exit\": \"leave\", \"state_file\": \"" + (dir / "state.json").string() + "\",", web);
+  SiestaProcess siesta(dir.path(), cfg);
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  const pid_t pid = web.pid();
+  EXPECT_EQ(siesta.stop(SIGINT), 0);
+  EXPECT_TRUE(pid_alive(pid));  // left running
+
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("adopted process " + std::to_string(pid)));
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "web")["actual"] == "running"; }));
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/sleep")->status, 200);
+  EXPECT_TRUE(eventually([&] { return !pid_alive(pid); }));
+}
+
+TEST_F(Process, JsonLogsAreOneObjectALine) {
+  SiestaProcess siesta(dir.path(), config(R"("idle_timeout_minutes": 0.01,)", web),
+                       {"--log-format", "json"});
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  ASSERT_TRUE(siesta.wait_log("Successfully stopped idle service web")) << siesta.log();
+  siesta.stop(SIGTERM);
+  std::istringstream lines(siesta.log());
+  std::string line;
+  int n = 0;
+  bool monitor_started = false;
+  while (std::getline(lines, line)) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "not JSON: " << line;
+    ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+    monitor_started |= j["msg"] == "Idle monitor task started";
+    ++n;
+  }
+  EXPECT_GT(n, 5);
+  EXPECT_TRUE(monitor_started);
+}
+
+}  // namespace
+}  // namespace siesta::testing
