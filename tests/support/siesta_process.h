@@ -92,6 +92,21 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seco
   return pred();
 }
 
+// Starts argv (searched in PATH) with stdout and stderr going to `out`; -1 on failure.
+inline pid_t spawn_with_output(std::vector<std::string> argv, const fs::path& out) {
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
+
 class SiestaProcess {
  public:
   SiestaProcess(const fs::path& dir, std::string config, std::vector<std::string> args = {})
@@ -119,16 +134,8 @@ class SiestaProcess {
       argv.push_back("--listen");
       argv.push_back("127.0.0.1:0");
     }
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = ::posix_spawn(&pid_, SIESTA_BINARY, &fa, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return false;
+    pid_ = spawn_with_output(argv, log_path_);
+    if (pid_ < 0) return false;
     static const std::regex kListening(R"(Admin API listening on http://(\S+):(\d+) )");
     return eventually([&] {
              std::smatch m;
@@ -192,17 +199,8 @@ class SiestaProcess {
 
 // Runs a command to completion; returns its exit code and output (stdout + stderr).
 inline std::pair<int, std::string> run_command(std::vector<std::string> argv, const fs::path& out) {
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return {-1, "spawn failed"};
+  pid_t pid = spawn_with_output(argv, out);
+  if (pid < 0) return {-1, "spawn failed"};
   int status = 0;
   ::waitpid(pid, &status, 0);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out)};

@@ -441,10 +441,7 @@ class AdminServer::Impl {
       Snapshot snapshot;
       Decision d = current_decision(snapshot);
       Reply r;
-      r.body = json::object();
-      for (size_t i = 0; i < d.services.size(); ++i) {
-        r.body[d.services[i].name] = service_json(snapshot.services[i], d.services[i]);
-      }
+      r.body = services_json(snapshot, d);
       return r;
     });
     on(R"(/admin/services/([^/]+)/(idle-sleep|wake|sleep|desired|touch))", "POST",
@@ -459,10 +456,7 @@ class AdminServer::Impl {
       Snapshot snapshot;
       Decision d = current_decision(snapshot);
       Reply r;
-      r.body = json::object();
-      for (size_t i = 0; i < d.models.size(); ++i) {
-        r.body[d.models[i].name] = model_json(snapshot.models[i], d.models[i]);
-      }
+      r.body = models_json(snapshot, d);
       return r;
     });
     // Model names hold ':' and may hold '/' (sent as %2F; httplib decodes the path).

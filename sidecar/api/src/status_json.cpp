@@ -83,19 +83,27 @@ json model_json(const ModelView& view, const ModelTimer& timer) {
       {"last_error_at", unix_seconds(rt.last_error_at)}};
 }
 
-json idle_status_json(const Snapshot& snapshot, const Decision& decision,
-                      const MonitorStatus& monitor) {
-  json j = settings_json(snapshot.settings);
+json services_json(const Snapshot& snapshot, const Decision& decision) {
   json services = json::object();
   for (size_t i = 0; i < decision.services.size(); ++i) {
     services[decision.services[i].name] = service_json(snapshot.services[i], decision.services[i]);
   }
+  return services;
+}
+
+json models_json(const Snapshot& snapshot, const Decision& decision) {
   json models = json::object();
   for (size_t i = 0; i < decision.models.size(); ++i) {
     models[decision.models[i].name] = model_json(snapshot.models[i], decision.models[i]);
   }
-  j["services"] = std::move(services);
-  j["models"] = std::move(models);
+  return models;
+}
+
+json idle_status_json(const Snapshot& snapshot, const Decision& decision,
+                      const MonitorStatus& monitor) {
+  json j = settings_json(snapshot.settings);
+  j["services"] = services_json(snapshot, decision);
+  j["models"] = models_json(snapshot, decision);
   j["monitor_task_running"] = monitor.running;
   j["monitor_last_run"] =
       monitor.last_run ? json(precise(Seconds(to_unix_seconds(*monitor.last_run)))) : json(nullptr);

@@ -14,6 +14,9 @@ namespace siesta {
 nlohmann::json settings_json(const Settings& settings);
 nlohmann::json service_json(const ServiceView& view, const ServiceTimer& timer);
 nlohmann::json model_json(const ModelView& view, const ModelTimer& timer);
+// {name: service_json} and {name: model_json} for every entry of the decision.
+nlohmann::json services_json(const Snapshot& snapshot, const Decision& decision);
+nlohmann::json models_json(const Snapshot& snapshot, const Decision& decision);
 nlohmann::json idle_status_json(const Snapshot& snapshot, const Decision& decision,
                                 const MonitorStatus& monitor);
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what siesta needs to build and test on Debian 12, and nothing else. Idempotent.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config git ca-certificates
+  prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
+  libgtest-dev libgmock-dev
+  prometheus curl python3 procps clang-format
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
