@@ -221,6 +221,29 @@ TEST_F(AdminApi, DesiredWakeSleepAndTouch) {
   expect_error(post("/admin/services/ollama/wake", "{\"now\": true}"), 400, "invalid_argument");
 }
 
+TEST_F(AdminApi, EveryActionEndpointRejectsUnknownNamesWrongMethodsAndBadBodies) {
+  for (const char* action : {"idle-sleep", "wake", "sleep", "desired", "touch"}) {
+    SCOPED_TRACE(action);
+    expect_error(post(std::string("/admin/services/nope/") + action), 404, "not_found");
+    expect_error(siesta_->client().Get(std::string("/admin/services/ollama/") + action), 405,
+                 "method_not_allowed");
+    expect_error(post(std::string("/admin/services/ollama/") + action, "{\"x\":"), 400,
+                 "invalid_argument", "not valid JSON");
+    expect_error(post(std::string("/admin/services/ollama/") + action, std::string(65 * 1024, 'x')),
+                 413, "payload_too_large");
+  }
+  for (const char* action : {"unload", "touch"}) {
+    SCOPED_TRACE(action);
+    expect_error(post(std::string("/admin/models/nope:1b/") + action), 404, "not_found");
+    expect_error(siesta_->client().Delete(std::string("/admin/models/llama3.2:3b/") + action), 405,
+                 "method_not_allowed");
+    expect_error(post(std::string("/admin/models/llama3.2:3b/") + action, "42"), 400,
+                 "invalid_argument", "must be a JSON object");
+  }
+  expect_error(siesta_->client().Get("/admin/services/nope"), 404, "not_found");
+  expect_error(siesta_->client().Get("/admin/models/nope:1b"), 404, "not_found");
+}
+
 TEST_F(AdminApi, UnknownEndpointsAndMethods) {
   expect_error(siesta_->client().Get("/admin/nothing"), 404, "not_found", "no such endpoint");
   expect_error(siesta_->client().Put("/admin/idle-status", "{}", "application/json"), 405,

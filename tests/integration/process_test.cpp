@@ -134,7 +134,7 @@ TEST_F(Process, NoZombiesAreLeftAfterStartsAndStops) {
 }
 
 TEST_F(Process, AProcessThatDiesIsSeenAtTheNextReconcile) {
-  web.extra = {"--exit-after-ms", "700"};
+  web.extra = {"--exit-after-ms", "1500"};
   SiestaProcess siesta(dir.path(), config(R"("idle_check_interval_minutes": 0.01,)", web));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200) << siesta.log();
