@@ -11,6 +11,12 @@ namespace siesta {
 
 namespace {
 
+// A service whose backend this build does not have (e.g. "docker" before it lands).
+Status no_backend(const ServiceSpec& spec) {
+  return {ErrorCode::kUnavailable,
+          "backend \"" + spec.backend + "\" is not available in this build"};
+}
+
 // Minutes for log lines: whole numbers stay whole ("60"), short test timeouts stay readable.
 std::string minutes_text(Seconds s) {
   double minutes = std::round(s.count() / 60.0 * 100.0) / 100.0;
@@ -98,10 +104,7 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   auto view = registry_.service(service);
   if (s == nullptr || !view) return {ErrorCode::kNotFound, "unknown service: " + service};
   ServiceBackend* backend = backend_for(*view->spec);
-  if (backend == nullptr) {
-    return {ErrorCode::kUnavailable,
-            "backend \"" + view->spec->backend + "\" is not available in this build"};
-  }
+  if (backend == nullptr) return no_backend(*view->spec);
 
   const std::uint64_t starts_seen = s->starts.load();
   s->waiting.fetch_add(1);
@@ -204,10 +207,7 @@ Status Controller::sleep(const std::string& service) {
 Status Controller::stop_locked(const std::string& service, const std::string& reason) {
   auto view = registry_.service(service);
   ServiceBackend* backend = backend_for(*view->spec);
-  Status st = backend != nullptr
-                  ? backend->stop(*view->spec)
-                  : Status{ErrorCode::kUnavailable, "backend \"" + view->spec->backend +
-                                                        "\" is not available in this build"};
+  Status st = backend != nullptr ? backend->stop(*view->spec) : no_backend(*view->spec);
   if (st) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kStopped, clock_.wall_now());
@@ -374,11 +374,8 @@ void Controller::reconcile_service(const std::string& service) {
   auto view = registry_.service(service);
   if (!view) return;
   ServiceBackend* backend = backend_for(*view->spec);
-  Result<Inspection> seen =
-      backend != nullptr ? backend->inspect(*view->spec)
-                         : Result<Inspection>(Status{ErrorCode::kUnavailable,
-                                                     "backend \"" + view->spec->backend +
-                                                         "\" is not available in this build"});
+  Result<Inspection> seen = backend != nullptr ? backend->inspect(*view->spec)
+                                               : Result<Inspection>(no_backend(*view->spec));
   const WallTime now = clock_.wall_now();
   const ServiceState before = view->runtime.state;
   if (!seen) {
