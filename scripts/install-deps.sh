@@ -6,6 +6,7 @@ packages=(
   prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev
   prometheus curl python3 procps clang-format
+  docker.io busybox-static cgroupfs-mount
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 jobs=$(nproc)
 
+# The Docker tests run against a private engine on loopback; stopped again if started here.
+engine_root=/tmp/siesta-docker
+export DOCKER_HOST="unix://$engine_root/docker.sock"
+if ! [ -f "$engine_root/docker.pid" ] || ! kill -0 "$(cat "$engine_root/docker.pid")" 2>/dev/null; then
+  trap 'bash scripts/docker-engine.sh stop "$engine_root"' EXIT
+fi
+bash scripts/docker-engine.sh start "$engine_root"
+
 run_suite() {  # build-dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null  # later -D wins

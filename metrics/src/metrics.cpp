@@ -85,18 +85,19 @@ Metrics::Metrics()
 Metrics::~Metrics() = default;
 
 void Metrics::declare(const Snapshot& snapshot) {
-  for (const auto& view : snapshot.services) {
-    const std::string& s = view.spec->name;
-    for (const char* r : kSleepReasons) sleeps_->Add({{"service", s}, {"reason", r}});
-    for (const char* r : kWakeReasons) wakes_->Add({{"service", s}, {"reason", r}});
-    for (const char* op : kOperations) failures_->Add({{"service", s}, {"operation", op}});
-    wake_duration_->Add({{"service", s}}, wake_buckets());
-  }
+  for (const auto& view : snapshot.services) service_added(view.spec->name);
   for (const auto& view : snapshot.models) {
     const std::string& m = view.spec->name;
     for (const char* r : kUnloadReasons) unloads_->Add({{"model", m}, {"reason", r}});
     unload_failures_->Add({{"model", m}});
   }
+}
+
+void Metrics::service_added(const std::string& s) {
+  for (const char* r : kSleepReasons) sleeps_->Add({{"service", s}, {"reason", r}});
+  for (const char* r : kWakeReasons) wakes_->Add({{"service", s}, {"reason", r}});
+  for (const char* op : kOperations) failures_->Add({{"service", s}, {"operation", op}});
+  wake_duration_->Add({{"service", s}}, wake_buckets());
 }
 
 void Metrics::service_slept(const std::string& service, const std::string& reason) {

@@ -4,13 +4,16 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
 #include "siesta/api/admin_server.h"
+#include "siesta/backends/docker_backend.h"
 #include "siesta/backends/process_backend.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
+#include "siesta/discovery/docker_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
 #include "siesta/runtime/controller.h"
@@ -94,6 +97,32 @@ int main(int argc, char** argv) {
   spdlog::info("siesta {} starting with {} ({} services, {} models)", siesta::kVersion,
                config.source, config.services.size(), config.models.size());
 
+  // The Docker backend runs when the config has a "docker" section or a container service.
+  std::unique_ptr<siesta::DockerBackend> docker_backend;
+  bool uses_docker = config.docker.configured;
+  for (const auto& s : config.services) uses_docker |= s.spec.backend == "docker";
+  if (uses_docker) {
+    const char* env_host = std::getenv("DOCKER_HOST");
+    const std::string host =
+        !config.docker.host.empty() ? config.docker.host : (env_host != nullptr ? env_host : "");
+    auto endpoint = siesta::parse_docker_host(host);
+    if (!endpoint) {
+      std::fprintf(stderr, "siesta: %s%s\n", endpoint.status().message().c_str(),
+                   config.docker.host.empty() ? " (from DOCKER_HOST)" : " (docker.host)");
+      return kExitConfig;
+    }
+    docker_backend = std::make_unique<siesta::DockerBackend>(*endpoint);
+    spdlog::info("Docker backend: engine at {}", endpoint->to_string());
+    // Labelled containers join before the state file is restored, so their runtime changes
+    // survive a restart like any other service's.
+    if (config.docker.label_discovery) {
+      for (auto& found :
+           siesta::find_labelled_services(docker_backend->client(), config.services)) {
+        config.services.push_back(std::move(found));
+      }
+    }
+  }
+
   std::vector<siesta::ServiceSpec> specs;
   for (const auto& s : config.services) specs.push_back(s.spec);
   siesta::Registry registry(config.settings, specs, config.models);
@@ -109,6 +138,7 @@ int main(int argc, char** argv) {
 
   siesta::ProcessBackend process_backend;
   siesta::Controller::BackendMap backends{{"process", &process_backend}};
+  if (docker_backend) backends["docker"] = docker_backend.get();
   const siesta::Baseline baseline = baseline_of(config);
 
   std::unique_ptr<siesta::StateStore> store;
@@ -163,6 +193,12 @@ int main(int argc, char** argv) {
   if (siesta::Status st = persister.save(); !st) {
     spdlog::warn("State file: {}; runtime changes may not survive a restart", st.message());
   }
+  std::unique_ptr<siesta::DockerSync> docker_sync;
+  if (docker_backend) {
+    docker_sync = std::make_unique<siesta::DockerSync>(registry, controller, *docker_backend,
+                                                       config.docker.label_discovery);
+    docker_sync->start();
+  }
   monitor.start();
   std::thread server([&] { admin.serve(); });
   siesta::ListenAddress bound{config.listen.host, *port};
@@ -172,6 +208,7 @@ int main(int argc, char** argv) {
   sigwait(&signals, &sig);
   spdlog::info("Received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   monitor.stop();
+  if (docker_sync) docker_sync->stop();
   admin.stop();
   server.join();
   executor.join_all();

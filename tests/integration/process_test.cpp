@@ -33,16 +33,6 @@ struct Service {
   }
 };
 
-json get_json(const SiestaProcess& s, const std::string& path) {
-  auto res = s.client().Get(path);
-  if (!res) return json();
-  return json::parse(res->body, nullptr, false);
-}
-
-json status_of(const SiestaProcess& s, const std::string& service) {
-  return get_json(s, "/admin/idle-status")["services"][service];
-}
-
 class Process : public ::testing::Test {
  protected:
   TempDir dir;

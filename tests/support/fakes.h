@@ -132,6 +132,7 @@ class RecordingRecorder final : public Recorder {
   void service_woke(const std::string& s, const std::string& r, Seconds) override {
     add("woke " + s + " " + r);
   }
+  void service_added(const std::string& s) override { add("added " + s); }
   void service_failed(const std::string& s, const std::string& op) override {
     add("failed " + s + " " + op);
   }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -196,6 +197,18 @@ class SiestaProcess {
   int runs_ = 0;
   int exit_code_ = -1;
 };
+
+// GET `path` from siesta's admin port as JSON (discarded on failure).
+inline nlohmann::json get_json(const SiestaProcess& s, const std::string& path) {
+  auto res = s.client().Get(path);
+  if (!res) return nlohmann::json();
+  return nlohmann::json::parse(res->body, nullptr, false);
+}
+
+// One service's entry in /admin/idle-status.
+inline nlohmann::json status_of(const SiestaProcess& s, const std::string& service) {
+  return get_json(s, "/admin/idle-status")["services"][service];
+}
 
 // Runs a command to completion; returns its exit code and output (stdout + stderr).
 inline std::pair<int, std::string> run_command(std::vector<std::string> argv, const fs::path& out) {

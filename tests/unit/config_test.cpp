@@ -141,9 +141,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
         BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: idle_check_interval_minutes, "
-                "idle_sleep_enabled, idle_timeout_minutes, listen, model_keep_alive_hours, "
-                "models, on_exit, services, state_file)"},
+                "idle_timout_minutes: unknown key (known keys: docker, "
+                "idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, listen, "
+                "model_keep_alive_hours, models, on_exit, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"listen": "8081"})",
                 "listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"8081\""},
@@ -162,9 +162,21 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"services": {"a": {"command": ["a"], "stop_timeout_seconds": -1}}})",
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
-                "services.a.colour: unknown key (known keys: backend, command, desired, health, "
-                "idle_sleep_enabled, idle_timeout_minutes, start_timeout_seconds, "
-                "stop_timeout_seconds, upstream)"},
+                "services.a.colour: unknown key (known keys: backend, command, container, "
+                "desired, health, idle_sleep_enabled, idle_timeout_minutes, "
+                "start_timeout_seconds, stop_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
+                "services.a.container: is for backend \"docker\" only"},
+        BadCase{R"({"services": {"a": {"container": "a/b"}}})",
+                "services.a.container: must be a container name or id (letters, digits, '.', "
+                "'-', '_'), got \"a/b\""},
+        BadCase{R"({"docker": {"host": "http://x:2375"}})",
+                "docker.host: must be \"unix:///path/to/docker.sock\" or \"tcp://host:port\", "
+                "got \"http://x:2375\""},
+        BadCase{R"({"docker": {"label_discovery": "yes"}})",
+                "docker.label_discovery: must be true or false, got \"yes\""},
+        BadCase{R"({"docker": {"hots": "unix:///x"}})",
+                "docker.hots: unknown key (known keys: host, label_discovery)"},
         BadCase{R"({"services": {"../etc": {"command": ["a"]}}})",
                 "services.../etc: invalid service name (letters, digits, '.', '-', '_'; starting "
                 "with a letter or digit; at most 128)"},

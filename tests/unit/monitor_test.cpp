@@ -245,5 +245,52 @@ TEST(Controller, InspectFailureShowsAnErrorAndTheMonitorGoesOn) {
   EXPECT_EQ(w.service("a").state, ServiceState::kRunning);  // picked up again
 }
 
+TEST(Controller, AServiceDownWhileTheBackendWasUnreachableIsStoppedWhenItAnswers) {
+  World w(kTwo);
+  w.run("a");
+  w.backend.fail_inspect = true;
+  w.monitor->step();
+  ASSERT_EQ(w.service("a").state, ServiceState::kError);
+  w.backend.running.erase("a");  // e.g. the engine restarted and took its containers down
+  w.backend.fail_inspect = false;
+  w.controller->refresh("a");
+  EXPECT_EQ(w.service("a").state, ServiceState::kStopped);
+  EXPECT_EQ(w.service("a").last_error, "inspect failed: backend unreachable");  // kept
+  ASSERT_TRUE(w.controller->wake("a", "manual"));  // and it can be woken again
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+}
+
+TEST(Controller, AFailedStartStaysAnErrorUntilTheNextWake) {
+  World w(kTwo);
+  w.backend.fail_start.insert("a");
+  EXPECT_FALSE(w.controller->wake("a", "manual"));
+  w.controller->refresh("a");  // not running, but the start failed: still an error
+  EXPECT_EQ(w.service("a").state, ServiceState::kError);
+  EXPECT_EQ(w.service("a").last_error, "start failed: start refused");
+  w.backend.fail_start.clear();
+  EXPECT_TRUE(w.controller->wake("a", "manual"));
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+}
+
+TEST(Controller, AddedServiceIsReadAtOnceAndSleepsLikeAnyOther) {
+  World w(kTwo);
+  ServiceSpec spec;
+  spec.name = "found";
+  spec.backend = "docker";
+  spec.idle_timeout_minutes = 10;
+  w.backend.running.insert("found");  // already up when discovered
+  ASSERT_TRUE(w.controller->add_service(spec, true, Desired::kOff));
+  EXPECT_EQ(w.service("found").state, ServiceState::kRunning);
+  EXPECT_EQ(w.service("found").last_used, w.clock.wall_now());  // idle timer starts now
+  EXPECT_THAT(w.recorder.events(), ::testing::Contains("added found"));
+  Status again = w.controller->add_service(spec, true, Desired::kOff);
+  EXPECT_EQ(again.code(), ErrorCode::kConflict);
+
+  w.clock.advance(minutes(10));
+  w.monitor->step();
+  EXPECT_EQ(w.service("found").state, ServiceState::kStopped);
+  EXPECT_EQ(w.backend.count("stop found"), 1);
+}
+
 }  // namespace
 }  // namespace siesta::testing

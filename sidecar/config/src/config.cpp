@@ -1,5 +1,6 @@
 #include "siesta/config/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -134,10 +135,12 @@ bool parse_host_port(const std::string& text, std::string& host, int& port) {
   return true;
 }
 
-ServiceConfig read_service(const std::string& name, const json& value, const std::string& source) {
+ServiceConfig read_service_entry(const std::string& name, const json& value,
+                                 const std::string& source) {
   ObjectReader r(value, "services." + name, source);
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
-                "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds"});
+                "container", "upstream", "health", "start_timeout_seconds",
+                "stop_timeout_seconds"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -174,6 +177,15 @@ ServiceConfig read_service(const std::string& name, const json& value, const std
   if (spec.backend == "process" && spec.command.empty()) {
     r.fail(r.key_path("command"), "is required for backend \"process\"");
   }
+  if (auto container = r.read_string("container")) {
+    if (spec.backend != "docker") r.fail(r.key_path("container"), "is for backend \"docker\" only");
+    if (!valid_container_name(*container)) {
+      r.fail(r.key_path("container"),
+             "must be a container name or id (letters, digits, '.', '-', '_'), got \"" +
+                 *container + "\"");
+    }
+    spec.container = *container;
+  }
   if (auto up = r.read_string("upstream")) {
     if (!parse_host_port(*up, spec.upstream_host, spec.upstream_port) || spec.upstream_port == 0) {
       r.fail(r.key_path("upstream"),
@@ -204,6 +216,20 @@ ServiceConfig read_service(const std::string& name, const json& value, const std
     r.fail(r.key_path("health"), "needs \"upstream\" (the host:port to probe)");
   }
   return sc;
+}
+
+void read_docker(const json& value, const std::string& source, DockerConfig& docker) {
+  ObjectReader r(value, "docker", source);
+  r.allow_only({"host", "label_discovery"});
+  if (auto host = r.read_string("host")) {
+    if (host->rfind("unix:///", 0) != 0 && host->rfind("tcp://", 0) != 0) {
+      r.fail(
+          r.key_path("host"),
+          "must be \"unix:///path/to/docker.sock\" or \"tcp://host:port\", got \"" + *host + "\"");
+    }
+    docker.host = *host;
+  }
+  r.read_bool("label_discovery", docker.label_discovery);
 }
 
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
@@ -240,6 +266,14 @@ bool valid_service_name(const std::string& name) {
   return true;
 }
 
+bool valid_container_name(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  if (!std::isalnum(static_cast<unsigned char>(name.front()))) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
 bool valid_model_name(const std::string& name) {
   if (name.empty() || name.size() > 256) return false;
   if (!std::isalnum(static_cast<unsigned char>(name.front()))) return false;
@@ -258,6 +292,10 @@ bool valid_model_name(const std::string& name) {
   return name.back() != '/';
 }
 
+ServiceConfig parse_service(const std::string& name, const json& value, const std::string& source) {
+  return read_service_entry(name, value, source);
+}
+
 Config default_config() { return Config{}; }
 
 Config parse_config(const std::string& text, const std::string& source) {
@@ -271,8 +309,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   config.source = source;
   ObjectReader top(doc, "", source);
   top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
-                  "idle_check_interval_minutes", "listen", "state_file", "on_exit", "services",
-                  "models"});
+                  "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
+                  "services", "models"});
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {
@@ -292,6 +330,10 @@ Config parse_config(const std::string& text, const std::string& source) {
       top.fail("on_exit", "must be \"stop\" or \"leave\", got \"" + *on_exit + "\"");
     }
   }
+  if (const json* docker = top.find("docker")) {
+    read_docker(*docker, source, config.docker);
+    config.docker.configured = true;
+  }
   if (const json* services = top.find("services")) {
     ObjectReader sr(*services, "services", source);
     for (const auto& [name, value] : services->items()) {
@@ -300,7 +342,7 @@ Config parse_config(const std::string& text, const std::string& source) {
                 "invalid service name (letters, digits, '.', '-', '_'; "
                 "starting with a letter or digit; at most 128)");
       }
-      config.services.push_back(read_service(name, value, source));
+      config.services.push_back(read_service_entry(name, value, source));
     }
   }
   if (const json* models = top.find("models")) {

@@ -121,6 +121,16 @@ bool Registry::update_model(const std::string& name, const ModelFn& fn) {
   return true;
 }
 
+bool Registry::add_service(const ServiceSpec& spec, const ServiceRuntime& runtime) {
+  {
+    std::lock_guard lock(mu_);
+    if (services_.count(spec.name) != 0) return false;
+    services_[spec.name] = {std::make_shared<const ServiceSpec>(spec), runtime};
+  }
+  changes_.notify();
+  return true;
+}
+
 void Registry::add_model(const ModelSpec& spec, const ModelRuntime& runtime) {
   {
     std::lock_guard lock(mu_);

@@ -37,6 +37,7 @@ Controller::Controller(Registry& registry, BackendMap backends, ProviderLookup p
 }
 
 Controller::Slot* Controller::slot(const std::string& service) {
+  std::lock_guard lock(slots_mu_);
   auto it = slots_.find(service);
   return it == slots_.end() ? nullptr : it->second.get();
 }
@@ -68,6 +69,7 @@ void Controller::fail_service(const std::string& service, const std::string& ope
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
     set_state(rt, ServiceState::kError, now);
     rt.last_error = operation + " failed: " + st.message();
+    rt.failed_operation = operation;
     rt.last_error_at = now;
     if (schedule_retry) rt.retry_at = retry_at;
   });
@@ -361,16 +363,39 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
   return saved(st, save());
 }
 
+Status Controller::add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired) {
+  ServiceRuntime rt;
+  rt.idle_sleep_enabled = idle_sleep_enabled;
+  rt.desired = desired;
+  rt.state_since = clock_.wall_now();
+  {
+    std::lock_guard lock(slots_mu_);
+    if (slots_.count(spec.name) != 0 || !registry_.add_service(spec, rt)) {
+      return {ErrorCode::kConflict, "service " + spec.name + " already exists"};
+    }
+    slots_[spec.name] = std::make_unique<Slot>();
+  }
+  recorder_.service_added(spec.name);
+  reconcile_service(spec.name, /*wait_for_op=*/true);
+  return saved(Status::ok(), save());
+}
+
 void Controller::reconcile() {
-  for (const auto& name : registry_.service_names()) reconcile_service(name);
+  for (const auto& name : registry_.service_names()) reconcile_service(name, false);
   reconcile_models();
 }
 
-void Controller::reconcile_service(const std::string& service) {
+void Controller::refresh(const std::string& service) { reconcile_service(service, true); }
+
+void Controller::reconcile_service(const std::string& service, bool wait_for_op) {
   Slot* s = slot(service);
   if (s == nullptr) return;
-  std::unique_lock op(s->op, std::try_to_lock);
-  if (!op.owns_lock()) return;  // a start or stop is in progress; it sets the state itself
+  std::unique_lock op(s->op, std::defer_lock);
+  if (wait_for_op) {
+    op.lock();
+  } else if (!op.try_lock()) {
+    return;  // a start or stop is in progress; it sets the state itself
+  }
   auto view = registry_.service(service);
   if (!view) return;
   ServiceBackend* backend = backend_for(*view->spec);
@@ -396,6 +421,15 @@ void Controller::reconcile_service(const std::string& service) {
     } else {
       spdlog::info("Service {} is running (started outside siesta); idle timer started", service);
     }
+    (void)save();
+  } else if (!seen->running && before == ServiceState::kError &&
+             view->runtime.failed_operation != "start") {
+    // The backend answers again (e.g. the engine is back) and the service is down: stopped,
+    // ready to be woken. A failed start stays an error until the next wake retries it.
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kStopped, now);
+    });
+    spdlog::info("Service {} is stopped ({}); its backend answers again", service, seen->detail);
     (void)save();
   } else if (!seen->running && before == ServiceState::kRunning) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {

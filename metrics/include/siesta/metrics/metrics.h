@@ -46,6 +46,7 @@ class Metrics final : public Recorder {
   void model_unloaded(const std::string& model, const std::string& reason) override;
   void model_unload_failed(const std::string& model) override;
   void monitor_ran(WallTime at) override;
+  void service_added(const std::string& service) override;
 
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,

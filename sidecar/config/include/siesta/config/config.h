@@ -2,6 +2,7 @@
 // listen address, the state file and the services and models to manage.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,12 +34,20 @@ struct ServiceConfig {
 
 enum class OnExit { kStop, kLeave };
 
+// The "docker" section. The Docker backend runs when it is present or a service uses it.
+struct DockerConfig {
+  bool configured = false;      // the section is present
+  std::string host;             // empty: $DOCKER_HOST, else unix:///var/run/docker.sock
+  bool label_discovery = true;  // containers labelled siesta.enable=true become services
+};
+
 struct Config {
   std::string source = "(defaults)";  // the file it came from, for messages
   Settings settings;
   ListenAddress listen;
   std::string state_file;  // empty: runtime changes are not persisted
   OnExit on_exit = OnExit::kStop;
+  DockerConfig docker;
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };
@@ -47,12 +56,16 @@ struct Config {
 Config default_config();
 // Parses `text`; `source` names it in error messages. Throws ConfigError.
 Config parse_config(const std::string& text, const std::string& source);
+// One entry of "services" (also built from container labels). Throws ConfigError.
+ServiceConfig parse_service(const std::string& name, const nlohmann::json& value,
+                            const std::string& source);
 // Reads and parses a file. Throws ConfigError naming the file.
 Config load_config_file(const std::string& path);
 
 // Shared with the admin API, which validates the same names and values.
 bool valid_service_name(const std::string& name);
 bool valid_model_name(const std::string& name);
+bool valid_container_name(const std::string& name);
 bool parse_listen(const std::string& text, ListenAddress& out);
 
 }  // namespace siesta

@@ -22,6 +22,8 @@ class Recorder {
   virtual void model_unloaded(const std::string& model, const std::string& reason) = 0;
   virtual void model_unload_failed(const std::string& model) = 0;
   virtual void monitor_ran(WallTime at) = 0;
+  // A service joined after start-up (found by its container labels).
+  virtual void service_added(const std::string& /*service*/) {}
 };
 
 class NullRecorder final : public Recorder {

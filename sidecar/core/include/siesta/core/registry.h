@@ -76,6 +76,8 @@ class Registry {
   // Runs fn on the named entry under the lock and signals a change. False if unknown.
   bool update_service(const std::string& name, const ServiceFn& fn);
   bool update_model(const std::string& name, const ModelFn& fn);
+  // Adds a service the config did not name (e.g. a labelled container). False if known.
+  bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);
   // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
   void add_model(const ModelSpec& spec, const ModelRuntime& runtime);
 

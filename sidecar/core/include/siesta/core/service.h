@@ -32,6 +32,7 @@ struct ServiceSpec {
   std::string name;
   std::string backend = "process";
   std::vector<std::string> command;  // argv for the process backend
+  std::string container;             // for the docker backend; empty: the service name
   std::string upstream_host;         // where the service listens; empty if not given
   int upstream_port = 0;
   HealthCheck health;
@@ -50,6 +51,7 @@ struct ServiceRuntime {
   std::string last_error;             // kept after recovery, for the operator
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed start of a desired-on service
+  std::string failed_operation;      // "start", "stop" or "inspect" while state is kError
 };
 
 }  // namespace siesta

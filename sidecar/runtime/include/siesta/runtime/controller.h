@@ -58,8 +58,16 @@ class Controller {
   bool claim_unload(const std::string& model);
   void finish_unload(const std::string& model, const std::string& reason);
 
+  // Adds a service found after start-up (a labelled container) and reads its real state. A
+  // running one gets its idle timer started like any other. kConflict if the name is taken.
+  Status add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired);
+
   // Re-reads every service's real state from its backend and every provider's loaded models.
+  // Services with a start or stop in progress are skipped: that operation sets their state.
   void reconcile();
+  // Re-reads one service's real state (e.g. on a Docker event); waits for a start or stop in
+  // progress to finish first, so the event is never lost.
+  void refresh(const std::string& service);
   // On shutdown with on_exit "stop": stops every running service.
   void stop_all();
 
@@ -82,7 +90,7 @@ class Controller {
                     bool schedule_retry);
   void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
   Status unload_claimed(const std::string& model, const std::string& reason);
-  void reconcile_service(const std::string& service);
+  void reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
   Status save();
 
@@ -92,7 +100,8 @@ class Controller {
   const Clock& clock_;
   Recorder& recorder_;
   SaveFn save_;
-  std::map<std::string, std::unique_ptr<Slot>> slots_;  // fixed at construction
+  std::mutex slots_mu_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
 };
 
 }  // namespace siesta

@@ -1,0 +1,127 @@
+// DockerClient: the few Docker Engine API calls siesta needs (version, inspect, start, stop,
+// list by label, events), over the engine's unix socket or TCP. The answers are parsed by pure
+// functions, unit-tested against recorded engine answers.
+//
+// Thread-safe: every call opens its own connection, so calls for different containers run
+// concurrently, and a slow stop never holds up an inspect.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/status.h"
+
+namespace httplib {
+class Client;
+}
+
+namespace siesta {
+
+// Where the engine listens: DOCKER_HOST's "unix:///path" or "tcp://host:port".
+struct DockerEndpoint {
+  enum class Kind { kUnix, kTcp };
+  Kind kind = Kind::kUnix;
+  std::string path = "/var/run/docker.sock";  // kUnix
+  std::string host;                           // kTcp
+  int port = 0;                               // kTcp
+  std::string to_string() const;
+};
+inline constexpr const char* kDefaultDockerHost = "unix:///var/run/docker.sock";
+Result<DockerEndpoint> parse_docker_host(const std::string& text);
+
+// API versions as (major, minor): "1.41" -> {1, 41}.
+struct ApiVersion {
+  int major = 0;
+  int minor = 0;
+  auto operator<=>(const ApiVersion&) const = default;
+  std::string to_string() const;
+};
+std::optional<ApiVersion> parse_api_version(const std::string& text);
+// The oldest and newest API versions whose calls siesta knows. Every call siesta makes has the
+// same shape across this range.
+inline constexpr ApiVersion kOldestApi{1, 24};
+inline constexpr ApiVersion kNewestApi{1, 52};
+// Picks the version to speak to an engine that speaks [engine_min, engine_max]: the newest both
+// sides know. An error when the ranges do not overlap.
+Result<ApiVersion> negotiate_api_version(const std::string& engine_max,
+                                         const std::string& engine_min);
+
+// GET /containers/{id}/json, the parts siesta reads.
+struct ContainerState {
+  std::string id;
+  std::string name;    // without the leading "/"
+  std::string status;  // created|running|paused|restarting|removing|exited|dead
+  int exit_code = 0;
+  std::string error;                  // State.Error, e.g. why a start failed
+  std::optional<std::string> health;  // starting|healthy|unhealthy; none without HEALTHCHECK
+  std::map<std::string, std::string> labels;
+};
+Result<ContainerState> parse_inspect(const nlohmann::json& doc);
+
+// One element of GET /containers/json.
+struct ContainerSummary {
+  std::string id;
+  std::string name;   // the first of Names, without "/"
+  std::string state;  // as ContainerState::status
+  std::map<std::string, std::string> labels;
+};
+Result<std::vector<ContainerSummary>> parse_container_list(const nlohmann::json& doc);
+
+// One object of the GET /events stream. Health changes arrive as action "health_status".
+struct DockerEvent {
+  std::string action;  // start, die, stop, health_status, create, destroy, pause, unpause, ...
+  std::string id;
+  std::string name;
+  std::map<std::string, std::string> attributes;  // the container's labels, name, image, ...
+};
+std::optional<DockerEvent> parse_event(const nlohmann::json& doc);
+
+class DockerClient {
+ public:
+  explicit DockerClient(DockerEndpoint endpoint);
+  ~DockerClient();
+  const DockerEndpoint& endpoint() const { return endpoint_; }
+
+  // GET /version and picks the API version (see negotiate_api_version). Called before the
+  // first versioned call and again after the engine went away, since it may come back newer.
+  Result<ApiVersion> negotiate();
+  std::optional<ApiVersion> api_version() const;
+
+  Result<ContainerState> inspect(const std::string& container);
+  // 304 (already started / already stopped) is success. `timeout` bounds the whole call; a
+  // stop blocks in the engine for up to `grace_seconds`.
+  Status start(const std::string& container, Seconds timeout);
+  Status stop(const std::string& container, int grace_seconds);
+  // Containers (running or not) carrying `label` ("key" or "key=value").
+  Result<std::vector<ContainerSummary>> list(const std::string& label);
+
+  // Follows GET /events for containers until the stream ends or interrupt() is called. Calls
+  // on_connected once the engine accepted the request, then on_event per event. Returns the
+  // reason the stream ended.
+  Status follow_events(const std::function<void()>& on_connected,
+                       const std::function<void(const DockerEvent&)>& on_event);
+  // Ends a follow_events() in progress (from another thread) and any later one, until resume().
+  void interrupt();
+  void resume();
+
+ private:
+  std::unique_ptr<httplib::Client> connect(Seconds read_timeout) const;
+  Result<std::string> prefix();
+  Status unreachable(const std::string& what) const;
+
+  DockerEndpoint endpoint_;
+  mutable std::mutex mu_;
+  std::optional<ApiVersion> version_;  // guarded by mu_
+  httplib::Client* events_ = nullptr;  // guarded by mu_: the stream in progress
+  bool interrupted_ = false;           // guarded by mu_
+};
+
+}  // namespace siesta

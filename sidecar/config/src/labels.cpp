@@ -1,0 +1,154 @@
+#include "siesta/config/labels.h"
+
+#include <cctype>
+#include <charconv>
+#include <cmath>
+
+namespace siesta {
+
+using nlohmann::json;
+
+std::optional<double> parse_duration(const std::string& text) {
+  if (text == "0") return 0.0;
+  if (text.empty()) return std::nullopt;
+  static const std::pair<const char*, double> kUnits[] = {
+      {"ns", 1e-9}, {"us", 1e-6}, {"\xC2\xB5s", 1e-6}, {"ms", 1e-3},
+      {"s", 1},     {"m", 60},    {"h", 3600}};
+  double total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t start = i;
+    while (i < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+      ++i;
+    }
+    if (i == start) return std::nullopt;
+    double number = 0;
+    auto [end, ec] = std::from_chars(text.data() + start, text.data() + i, number);
+    if (ec != std::errc() || end != text.data() + i) return std::nullopt;
+    double scale = 0;
+    for (const auto& [unit, factor] : kUnits) {
+      const std::string u = unit;
+      // Longest match first is guaranteed by the order: "ms" before "m", "ns"/"us" before "s".
+      if (text.compare(i, u.size(), u) == 0) {
+        scale = factor;
+        i += u.size();
+        break;
+      }
+    }
+    if (scale == 0) return std::nullopt;
+    total += number * scale;
+  }
+  if (!std::isfinite(total)) return std::nullopt;
+  return total;
+}
+
+namespace {
+
+std::optional<bool> parse_bool(const std::string& text) {
+  std::string lower;
+  for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "true" || lower == "1" || lower == "yes") return true;
+  if (lower == "false" || lower == "0" || lower == "no") return false;
+  return std::nullopt;
+}
+
+// Each label and the config key it sets.
+enum class LabelKind { kBool, kString, kMinutes, kSeconds };
+struct LabelKey {
+  const char* label;
+  const char* key;
+  LabelKind kind;
+};
+constexpr LabelKey kLabels[] = {
+    {"siesta.idle-timeout", "idle_timeout_minutes", LabelKind::kMinutes},
+    {"siesta.idle-sleep", "idle_sleep_enabled", LabelKind::kBool},
+    {"siesta.desired", "desired", LabelKind::kString},
+    {"siesta.upstream", "upstream", LabelKind::kString},
+    {"siesta.health", "health", LabelKind::kString},
+    {"siesta.start-timeout", "start_timeout_seconds", LabelKind::kSeconds},
+    {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kSeconds},
+};
+
+std::string known_labels() {
+  std::string out = "siesta.enable, siesta.name";
+  for (const auto& l : kLabels) out += std::string(", ") + l.label;
+  return out;
+}
+
+}  // namespace
+
+bool labels_enable(const std::map<std::string, std::string>& labels) {
+  auto it = labels.find(kEnableLabel);
+  return it != labels.end() && parse_bool(it->second).value_or(false);
+}
+
+Result<ServiceConfig> service_from_labels(const std::string& container,
+                                          const std::map<std::string, std::string>& labels) {
+  auto bad = [&](const std::string& label, const std::string& why) {
+    return Status{ErrorCode::kInvalidArgument,
+                  "container " + container + ": label " + label + ": " + why};
+  };
+  std::string name = container;
+  json entry = json::object();
+  entry["backend"] = "docker";
+  entry["container"] = container;
+  for (const auto& [label, value] : labels) {
+    if (label.rfind("siesta.", 0) != 0) continue;
+    if (label == kEnableLabel) {
+      if (!parse_bool(value)) return bad(label, "must be true or false, got \"" + value + "\"");
+      continue;
+    }
+    if (label == "siesta.name") {
+      if (!valid_service_name(value)) {
+        return bad(label, "invalid service name \"" + value +
+                              "\" (letters, digits, '.', '-', '_'; at most 128)");
+      }
+      name = value;
+      continue;
+    }
+    const LabelKey* key = nullptr;
+    for (const auto& l : kLabels) {
+      if (label == l.label) key = &l;
+    }
+    if (key == nullptr) return bad(label, "unknown label (known: " + known_labels() + ")");
+    switch (key->kind) {
+      case LabelKind::kBool: {
+        auto b = parse_bool(value);
+        if (!b) return bad(label, "must be true or false, got \"" + value + "\"");
+        entry[key->key] = *b;
+        break;
+      }
+      case LabelKind::kString:
+        entry[key->key] = value;
+        break;
+      case LabelKind::kMinutes:
+      case LabelKind::kSeconds: {
+        auto seconds = parse_duration(value);
+        if (!seconds) {
+          return bad(label, "must be a duration such as 30m, 1h30m or 90s, got \"" + value + "\"");
+        }
+        entry[key->key] = key->kind == LabelKind::kMinutes ? *seconds / 60 : *seconds;
+        break;
+      }
+    }
+  }
+  if (!valid_service_name(name)) {
+    return bad("siesta.name", "container name \"" + name + "\" is not a valid service name");
+  }
+  try {
+    return parse_service(name, entry, "labels of container " + container);
+  } catch (const ConfigError& e) {
+    // Name the label rather than the config key it was turned into.
+    std::string message = e.what();
+    for (const auto& l : kLabels) {
+      const std::string path = "services." + name + "." + l.key;
+      if (auto at = message.find(path); at != std::string::npos) {
+        message.replace(at, path.size(), std::string("label ") + l.label);
+      }
+    }
+    return Status{ErrorCode::kInvalidArgument, message};
+  }
+}
+
+}  // namespace siesta

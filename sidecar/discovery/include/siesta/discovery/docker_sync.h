@@ -1,0 +1,58 @@
+// DockerSync: keeps siesta's view of Docker containers current without polling.
+//   - Label discovery: containers labelled siesta.enable=true become services (at start-up,
+//     on every reconnection to the engine, and when such a container is created or started).
+//     A config entry for the same service name or container wins over labels.
+//   - Events: a container started, stopped, crashed or destroyed by anyone is re-inspected at
+//     once, so idle-status and /metrics show it within moments, and one started outside siesta
+//     gets an idle timer like any other.
+//   - Engine faults: when the event stream breaks, every Docker service is re-inspected (and so
+//     shows the engine's error); when it comes back, everything is re-read.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "siesta/backends/docker_backend.h"
+#include "siesta/config/config.h"
+#include "siesta/core/registry.h"
+#include "siesta/runtime/controller.h"
+#include "siesta/runtime/executor.h"
+
+namespace siesta {
+
+// The labelled containers the engine has now, as services; those whose name or container is
+// already in `taken` are left out (the config wins). Bad labels are logged and skipped.
+std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
+                                                  const std::vector<ServiceConfig>& taken);
+
+class DockerSync {
+ public:
+  DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
+             bool label_discovery);
+  ~DockerSync();
+
+  void start();
+  void stop();
+
+ private:
+  void on_event(const DockerEvent& event);
+  void on_connected();
+  void on_disconnected();
+  void discover_all();
+  void discover(const std::string& container, const std::map<std::string, std::string>& labels);
+  std::string service_for(const std::string& name, const std::string& id);
+  void refresh_soon(const std::string& service);
+
+  Registry& registry_;
+  Controller& controller_;
+  DockerBackend& backend_;
+  const bool label_discovery_;
+  ThreadExecutor executor_;  // refreshes wait for a start or stop; the watcher must not
+  std::mutex mu_;
+  std::set<std::string> queued_;  // guarded by mu_: refreshes posted, not yet begun
+};
+
+}  // namespace siesta

@@ -1,0 +1,422 @@
+// The Docker backend end to end on a real engine: the real siesta binary, a real dockerd (started
+// by scripts/docker-engine.sh; DOCKER_HOST names it), real containers from the busybox test
+// image, and the docker CLI as the independent witness of what really happened.
+// Without an engine these tests fail: they are never skipped.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "siesta/backends/docker_client.h"
+#include "siesta_process.h"
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kImage = "siesta-test/busybox:1";
+
+std::string shared_engine() {
+  const char* host = std::getenv("DOCKER_HOST");
+  return host != nullptr && *host != '\0' ? host : "unix:///tmp/siesta-docker/docker.sock";
+}
+
+std::string docker_cli() { return fs::exists("/usr/bin/docker") ? "/usr/bin/docker" : "docker"; }
+
+// Runs the docker CLI against `host`; returns the exit code and the trimmed output.
+std::pair<int, std::string> docker_at(const std::string& host, std::vector<std::string> args) {
+  static std::atomic<int> n{0};
+  const fs::path out =
+      fs::temp_directory_path() / ("siesta-docker-cli-" + std::to_string(::getpid()) + "-" +
+                                   std::to_string(n.fetch_add(1)) + ".out");
+  std::vector<std::string> argv = {docker_cli(), "-H", host};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto [rc, text] = run_command(argv, out);
+  fs::remove(out);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return {rc, text};
+}
+
+std::pair<int, std::string> docker(std::vector<std::string> args) {
+  return docker_at(shared_engine(), std::move(args));
+}
+
+std::string container_status(const std::string& name, const std::string& host = shared_engine()) {
+  return docker_at(host, {"inspect", "-f", "{{.State.Status}}", name}).second;
+}
+
+std::string actual(const SiestaProcess& s, const std::string& service) {
+  json st = status_of(s, service)["actual"];
+  return st.is_string() ? st.get<std::string>() : "";
+}
+
+// The value of one sample in siesta's /metrics, or -1.
+double metric(const SiestaProcess& s, const std::string& sample) {
+  auto res = s.client().Get("/metrics");
+  if (!res) return -1;
+  std::istringstream lines(res->body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
+}
+
+class Docker : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto [rc, out] = docker({"version", "-f", "{{.Server.APIVersion}}"});
+    ASSERT_EQ(rc, 0) << "No Docker engine at " << shared_engine()
+                     << ". Start one with: scripts/docker-engine.sh start (" << out << ")";
+    auto [img_rc, img] = docker({"image", "inspect", "-f", "{{.Id}}", kImage});
+    ASSERT_EQ(img_rc, 0) << "The test image " << kImage
+                         << " is missing; scripts/docker-engine.sh start imports it (" << img
+                         << ")";
+  }
+
+  void TearDown() override {
+    for (const auto& name : containers_) docker({"rm", "-f", name});
+  }
+
+  // A unique container name for this test, removed at the end.
+  std::string name(const std::string& role) {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string n = "sit-" + std::to_string(::getpid()) + "-" + info->name() + "-" + role;
+    containers_.push_back(n);
+    return n;
+  }
+
+  // Creates a container on the host network (all traffic on loopback) and returns its name.
+  std::string create(const std::string& role, std::vector<std::string> options,
+                     std::vector<std::string> command) {
+    std::string n = name(role);
+    std::vector<std::string> args = {"create", "--name", n, "--network", "host", "--init"};
+    args.insert(args.end(), options.begin(), options.end());
+    args.push_back(kImage);
+    args.insert(args.end(), command.begin(), command.end());
+    auto [rc, out] = docker(args);
+    EXPECT_EQ(rc, 0) << out;
+    return n;
+  }
+
+  // busybox httpd serving /www (index.html says "ok") on 127.0.0.1:port.
+  std::string create_web(const std::string& role, int port, std::vector<std::string> options = {},
+                         const std::string& delay = "0") {
+    return create(
+        role, std::move(options),
+        {"sh", "-c",
+         "sleep " + delay + "; exec httpd -f -p 127.0.0.1:" + std::to_string(port) + " -h /www"});
+  }
+
+  static std::string web_service(const std::string& container, int port,
+                                 const std::string& extra = "") {
+    return R"({"container": ")" + container + R"(", "upstream": "127.0.0.1:)" +
+           std::to_string(port) + R"(", "health": "/")" + extra + "}";
+  }
+
+  // Tests other than discovery's own turn label discovery off: the engine is shared.
+  static std::string config(const std::string& services, const std::string& top = "") {
+    return R"({"idle_check_interval_minutes": 10, "docker": {"label_discovery": false},)" + top +
+           R"("services": {)" + services + "}}";
+  }
+
+  TempDir dir;
+  std::vector<std::string> containers_;
+};
+
+TEST_F(Docker, AContainerStartedOutsideIsSeenAtOnceAndStoppedAtItsDeadline) {
+  const int port = free_port();
+  const std::string web = create_web("web", port);
+  // The reconcile interval is 10 minutes: only the event stream can show the start in time.
+  SiestaProcess siesta(
+      dir.path(),
+      config(R"("web": )" + web_service(web, port, R"(, "idle_timeout_minutes": 0.02)")));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(5)))
+      << status_of(siesta, "web");
+
+  ASSERT_EQ(docker({"start", web}).first, 0);
+  const auto started = Clock::now();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "running"; }, seconds(1)))
+      << status_of(siesta, "web") << siesta.log();
+  EXPECT_TRUE(
+      siesta.wait_log("Service web is running (started outside siesta); idle timer started"));
+  EXPECT_TRUE(status_of(siesta, "web")["sleeps_at"].is_number());
+
+  // Idle for 1.2 s: siesta stops it, and the engine says it is really stopped.
+  ASSERT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(10)))
+      << siesta.log();
+  EXPECT_GE(Clock::now() - started, milliseconds(1100));
+  EXPECT_EQ(container_status(web), "exited");
+  EXPECT_EQ(actual(siesta, "web"), "stopped");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_sleeps_total{reason="idle",service="web"})"), 1);
+}
+
+TEST_F(Docker, WakeStartsTheContainerAndAnswersOnceItsUpstreamIsHealthy) {
+  const int port = free_port();
+  const std::string web = create_web("web", port, {}, "0.5");
+  SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  const auto t0 = Clock::now();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body << siesta.log();
+  EXPECT_GE(Clock::now() - t0, milliseconds(500));  // it waited for httpd, not just "running"
+  httplib::Client direct("127.0.0.1", port);
+  auto page = direct.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(container_status(web), "running");
+  EXPECT_EQ(actual(siesta, "web"), "running");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="manual",service="web"})"), 1);
+
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/sleep")->status, 200);
+  EXPECT_EQ(container_status(web), "exited");
+  // Stopping a stopped container (the engine's 304) is not an error.
+  ASSERT_EQ(docker({"start", web}).first, 0);
+  ASSERT_EQ(docker({"stop", web}).first, 0);
+  EXPECT_EQ(siesta.client().Post("/admin/services/web/sleep")->status, 200);
+}
+
+TEST_F(Docker, TheContainersOwnHealthcheckIsWaitedFor) {
+  const std::string slow =
+      create("slow", {"--health-cmd", "test -f /tmp/ready", "--health-interval", "100ms"},
+             {"sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"});
+  // No upstream: readiness is the HEALTHCHECK alone.
+  SiestaProcess siesta(
+      dir.path(), config(R"("slow": {"container": ")" + slow + R"(", "stop_timeout_seconds": 1})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const auto t0 = Clock::now();
+  auto res = siesta.client().Post("/admin/services/slow/wake");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_GE(Clock::now() - t0, milliseconds(1000));
+  EXPECT_EQ(docker({"inspect", "-f", "{{.State.Health.Status}}", slow}).second, "healthy");
+}
+
+TEST_F(Docker, AContainerStoppedOutsideIsSeenAtOnce) {
+  const int port = free_port();
+  const std::string web = create_web("web", port);
+  SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+
+  ASSERT_EQ(docker({"stop", "-t", "1", web}).first, 0);
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(1)))
+      << status_of(siesta, "web") << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("Service web is no longer running (container exited with code"));
+  EXPECT_EQ(metric(siesta, R"(siesta_service_state{service="web",state="stopped"})"), 1);
+}
+
+TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
+  const int port = free_port();
+  const std::string labelled = create_web(
+      "labelled", port,
+      {"--label", "siesta.enable=true", "--label", "siesta.idle-timeout=2m", "--label",
+       "siesta.upstream=127.0.0.1:" + std::to_string(port), "--label", "siesta.health=/"});
+  const std::string configured =
+      create_web("configured", free_port(),
+                 {"--label", "siesta.enable=true", "--label", "siesta.idle-timeout=5m"});
+  const std::string bad = create_web(
+      "bad", free_port(), {"--label", "siesta.enable=true", "--label", "siesta.idle-timeout=soon"});
+  const std::string optout = create_web("optout", free_port(), {"--label", "siesta.enable=false"});
+
+  SiestaProcess siesta(dir.path(), R"({"docker": {}, "services": {"cfg": {"container": ")" +
+                                       configured + R"(", "idle_timeout_minutes": 7}}})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  json services = get_json(siesta, "/admin/services");
+  ASSERT_TRUE(services.contains(labelled)) << services.dump(2);
+  EXPECT_EQ(services[labelled]["backend"], "docker");
+  EXPECT_EQ(services[labelled]["idle_timeout_minutes"], 2);
+  EXPECT_EQ(services["cfg"]["idle_timeout_minutes"], 7);  // the config, not the label's 5m
+  EXPECT_FALSE(services.contains(configured));
+  EXPECT_FALSE(services.contains(bad));
+  EXPECT_FALSE(services.contains(optout));
+  EXPECT_TRUE(siesta.wait_log("container " + bad +
+                              ": label siesta.idle-timeout: must be a duration such as 30m"));
+
+  // A labelled container created later joins within a second, through the event stream.
+  const int late_port = free_port();
+  const std::string late =
+      create_web("late", late_port,
+                 {"--label", "siesta.enable=true", "--label", "siesta.name=late-svc", "--label",
+                  "siesta.upstream=127.0.0.1:" + std::to_string(late_port)});
+  ASSERT_TRUE(eventually([&] { return get_json(siesta, "/admin/services").contains("late-svc"); },
+                         seconds(1)))
+      << siesta.log();
+  // ... and wakes like any other.
+  auto res = siesta.client().Post("/admin/services/late-svc/wake");
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(container_status(late), "running");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="manual",service="late-svc"})"), 1);
+}
+
+TEST_F(Docker, AMissingContainerIsAnErrorUntilItExists) {
+  const int port = free_port();
+  const std::string missing = name("missing");  // not created yet
+  SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(missing, port)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
+  EXPECT_EQ(status_of(siesta, "web")["last_error"],
+            "inspect failed: container " + missing +
+                " does not exist (No such container: " + missing + ")");
+
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500);
+  json body = json::parse(res->body);
+  EXPECT_EQ(body["error"]["source"], "siesta");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("No such container"),
+            std::string::npos);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="start",service="web"})"), 1);
+
+  // Once the container exists, the next wake retries and succeeds.
+  create_web("missing-now", port);
+  ASSERT_EQ(docker({"rename", name("missing-now"), missing}).first, 0);
+  res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(container_status(missing), "running");
+}
+
+TEST_F(Docker, AStartTheEngineRefusesIsAnErrorWithTheEnginesMessage) {
+  // Without --init the engine's runtime itself fails to exec the command: a 500 on start.
+  const std::string broken = name("broken");
+  ASSERT_EQ(
+      docker({"create", "--name", broken, "--network", "none", kImage, "/no/such/binary"}).first,
+      0);
+  SiestaProcess siesta(dir.path(), config(R"("broken": {"container": ")" + broken + R"("})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = siesta.client().Post("/admin/services/broken/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500) << res->body;
+  EXPECT_NE(res->body.find("no such file or directory"), std::string::npos) << res->body;
+  EXPECT_EQ(actual(siesta, "broken"), "error");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="start",service="broken"})"),
+            1);
+  // The monitor goes on.
+  json before = get_json(siesta, "/admin/idle-status")["monitor_last_run"];
+  ASSERT_EQ(siesta.client().Post("/admin/services/broken/touch")->status, 200);
+  EXPECT_TRUE(eventually(
+      [&] { return get_json(siesta, "/admin/idle-status")["monitor_last_run"] != before; }));
+}
+
+// A private engine, so that killing it disturbs no other test.
+class PrivateEngine {
+ public:
+  PrivateEngine()
+      : root_("/tmp/sit-engine-" + std::to_string(::getpid())),
+        host_("unix://" + root_ + "/docker.sock") {}
+  ~PrivateEngine() {
+    stop();
+    std::error_code ec;
+    fs::remove_all(root_, ec);  // best effort: the engine may leave mounts behind
+  }
+  bool start() { return script("start") == 0; }
+  bool stop() { return script("stop") == 0; }
+  const std::string& host() const { return host_; }
+
+ private:
+  int script(const std::string& verb) {
+    return run_command(
+               {"bash", std::string(SIESTA_SOURCE_DIR) + "/scripts/docker-engine.sh", verb, root_},
+               fs::path(root_ + ".log"))
+        .first;
+  }
+  std::string root_;
+  std::string host_;
+};
+
+TEST_F(Docker, TheEngineDownAtStartUpAndRestartedMidRunIsPickedUpWithoutRestartingSiesta) {
+  PrivateEngine engine;
+  const int port = free_port();
+  const std::string web = "sit-" + std::to_string(::getpid()) + "-private-web";
+  // This siesta uses the private engine, which is not running yet.
+  SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 10, "docker": {"host": ")" +
+                                       engine.host() +
+                                       R"(", "label_discovery": false}, "services": {"web": )" +
+                                       web_service(web, port) + "}}");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
+  EXPECT_NE(status_of(siesta, "web")["last_error"].get<std::string>().find("is unreachable"),
+            std::string::npos);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+
+  // The engine comes up; a container started there is seen without restarting siesta.
+  ASSERT_TRUE(engine.start());
+  ASSERT_EQ(docker_at(engine.host(),
+                      {"create", "--name", web, "--network", "host", "--init", kImage, "httpd",
+                       "-f", "-p", "127.0.0.1:" + std::to_string(port), "-h", "/www"})
+                .first,
+            0);
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(5)))
+      << status_of(siesta, "web") << siesta.log();
+  ASSERT_EQ(docker_at(engine.host(), {"start", web}).first, 0);
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "running"; }, seconds(2)))
+      << siesta.log();
+
+  // The engine goes away mid-run (its containers stop with it): siesta shows the error at once,
+  // a wake fails with 503, and the monitor keeps running.
+  ASSERT_TRUE(engine.stop());
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(2)))
+      << siesta.log();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  EXPECT_TRUE(res->has_header("Retry-After"));
+
+  // It comes back: the stopped container shows as stopped, and wakes.
+  ASSERT_TRUE(engine.start());
+  ASSERT_TRUE(siesta.wait_log("Docker engine at " + engine.host() + " is back", seconds(5)));
+  res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body << siesta.log();
+  EXPECT_EQ(container_status(web, engine.host()), "running");
+  EXPECT_TRUE(siesta.running());
+  siesta.stop();
+  docker_at(engine.host(), {"rm", "-f", web});
+}
+
+// The API client on its own against the real engine.
+TEST_F(Docker, ClientSpeaksTheEnginesVersionAndTreats304AsSuccess) {
+  auto endpoint = parse_docker_host(shared_engine());
+  ASSERT_TRUE(endpoint);
+  DockerClient client(*endpoint);
+  auto version = client.negotiate();
+  ASSERT_TRUE(version) << version.status().message();
+  EXPECT_EQ(version->to_string(), docker({"version", "-f", "{{.Server.APIVersion}}"}).second);
+
+  const std::string c =
+      create("c", {"--label", "sit-client=" + std::to_string(::getpid())}, {"sleep", "3600"});
+  EXPECT_TRUE(client.stop(c, 1));  // already stopped: 304
+  ASSERT_TRUE(client.start(c, Seconds(10)));
+  EXPECT_TRUE(client.start(c, Seconds(10)));  // already started: 304
+  auto state = client.inspect(c);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->status, "running");
+  EXPECT_FALSE(state->health.has_value());
+  auto listed = client.list("sit-client=" + std::to_string(::getpid()));
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().name, c);
+  ASSERT_TRUE(client.stop(c, 1));
+  EXPECT_EQ(client.inspect(c)->status, "exited");
+
+  auto missing = client.inspect("sit-no-such-container");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "No such container: sit-no-such-container");
+
+  DockerClient nowhere(*parse_docker_host("unix:///tmp/sit-no-engine.sock"));
+  auto down = nowhere.inspect(c);
+  ASSERT_FALSE(down);
+  EXPECT_EQ(down.status().code(), ErrorCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace siesta::testing
