@@ -69,7 +69,9 @@ double metric(const SiestaProcess& s, const std::string& sample) {
 
 class Docker : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // Checked in each test, not in SetUpTestSuite: a suite set-up failure makes gtest report the
+  // tests as skipped, and ctest would count them as not run rather than failed.
+  void SetUp() override {
     auto [rc, out] = docker({"version", "-f", "{{.Server.APIVersion}}"});
     ASSERT_EQ(rc, 0) << "No Docker engine at " << shared_engine()
                      << ". Start one with: scripts/docker-engine.sh start (" << out << ")";
