@@ -4,9 +4,10 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
   prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libboost-dev
   prometheus curl python3 procps clang-format
   docker.io busybox-static cgroupfs-mount
+  nginx redis-server
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -78,7 +78,21 @@ Metrics::Metrics()
       wake_duration_(&prometheus::BuildHistogram()
                           .Name("siesta_service_wake_duration_seconds")
                           .Help("Time from the start of a wake to the service being ready.")
-                          .Register(*registry_)) {
+                          .Register(*registry_)),
+      proxy_requests_(&BuildCounter()
+                           .Name("siesta_proxy_requests_total")
+                           .Help("HTTP requests through the proxy, by service and status code "
+                                 "(0: the client went away before an answer).")
+                           .Register(*registry_)),
+      proxy_duration_(&prometheus::BuildHistogram()
+                           .Name("siesta_proxy_request_duration_seconds")
+                           .Help("HTTP requests through the proxy, from arrival until the "
+                                 "response (stream included) ended; cold starts included.")
+                           .Register(*registry_)),
+      proxy_connections_(&BuildCounter()
+                              .Name("siesta_proxy_tcp_connections_total")
+                              .Help("TCP connections through the proxy that have ended.")
+                              .Register(*registry_)) {
   monitor_runs_->Add({});
 }
 
@@ -98,6 +112,21 @@ void Metrics::service_added(const std::string& s) {
   for (const char* r : kWakeReasons) wakes_->Add({{"service", s}, {"reason", r}});
   for (const char* op : kOperations) failures_->Add({{"service", s}, {"operation", op}});
   wake_duration_->Add({{"service", s}}, wake_buckets());
+}
+
+std::vector<double> Metrics::proxy_buckets() {
+  // A warm request through a local proxy takes about a millisecond; a cold one the wake's time;
+  // a token stream minutes.
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+}
+
+void Metrics::proxy_request(const std::string& service, int status, Seconds duration) {
+  proxy_requests_->Add({{"service", service}, {"code", std::to_string(status)}}).Increment();
+  proxy_duration_->Add({{"service", service}}, proxy_buckets()).Observe(duration.count());
+}
+
+void Metrics::proxy_connection(const std::string& service) {
+  proxy_connections_->Add({{"service", service}}).Increment();
 }
 
 void Metrics::service_slept(const std::string& service, const std::string& reason) {

@@ -16,6 +16,7 @@
 #include "siesta/discovery/docker_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
+#include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
 #include "siesta/runtime/monitor.h"
@@ -182,12 +183,32 @@ int main(int argc, char** argv) {
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, metrics, executor);
 
-  siesta::AdminServer admin(registry, controller, persister, metrics, clock, [&] {
-    return siesta::MonitorStatus{monitor.running(), monitor.last_run()};
-  });
+  siesta::AdminOptions admin_options;
+  admin_options.threads = static_cast<size_t>(config.admin_threads);
+  siesta::AdminServer admin(
+      registry, controller, persister, metrics, clock,
+      [&] {
+        return siesta::MonitorStatus{monitor.running(), monitor.last_run()};
+      },
+      admin_options);
   auto port = admin.bind(config.listen.host, config.listen.port);
   if (!port) {
     spdlog::critical("{}", port.status().message());
+    return kExitRuntime;
+  }
+
+  // The data plane: its own listeners and threads.
+  siesta::ProxyOptions proxy_options;
+  proxy_options.threads = config.proxy.threads;
+  proxy_options.wake_host = config.proxy.wake_listen_host;
+  proxy_options.wake_port = config.proxy.wake_listen_port;
+  proxy_options.connect_timeout =
+      std::chrono::milliseconds(static_cast<long>(config.proxy.connect_timeout_seconds * 1000));
+  proxy_options.idle_timeout = std::chrono::milliseconds(
+      static_cast<long>(config.proxy.idle_connection_timeout_seconds * 1000));
+  siesta::Proxy proxy(registry, controller, metrics, proxy_options);
+  if (siesta::Status st = proxy.bind(specs); !st) {
+    spdlog::critical("{}", st.message());
     return kExitRuntime;
   }
   if (siesta::Status st = persister.save(); !st) {
@@ -195,11 +216,17 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<siesta::DockerSync> docker_sync;
   if (docker_backend) {
-    docker_sync = std::make_unique<siesta::DockerSync>(registry, controller, *docker_backend,
-                                                       config.docker.label_discovery);
+    docker_sync = std::make_unique<siesta::DockerSync>(
+        registry, controller, *docker_backend, config.docker.label_discovery,
+        [&proxy](const siesta::ServiceSpec& spec) {
+          if (siesta::Status st = proxy.add(spec); !st) {
+            spdlog::error("Service {}: {}", spec.name, st.message());
+          }
+        });
     docker_sync->start();
   }
   monitor.start();
+  proxy.start();
   std::thread server([&] { admin.serve(); });
   siesta::ListenAddress bound{config.listen.host, *port};
   spdlog::info("Admin API listening on http://{} (/admin, /metrics, /healthz)", bound.to_string());
@@ -207,6 +234,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("Received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  proxy.stop();
   monitor.stop();
   if (docker_sync) docker_sync->stop();
   admin.stop();

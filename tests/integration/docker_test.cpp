@@ -55,18 +55,6 @@ std::string actual(const SiestaProcess& s, const std::string& service) {
   return st.is_string() ? st.get<std::string>() : "";
 }
 
-// The value of one sample in siesta's /metrics, or -1.
-double metric(const SiestaProcess& s, const std::string& sample) {
-  auto res = s.client().Get("/metrics");
-  if (!res) return -1;
-  std::istringstream lines(res->body);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
-}
-
 class Docker : public ::testing::Test {
  protected:
   // Checked in each test, not in SetUpTestSuite: a suite set-up failure makes gtest report the
@@ -123,8 +111,8 @@ class Docker : public ::testing::Test {
 
   // Tests other than discovery's own turn label discovery off: the engine is shared.
   static std::string config(const std::string& services, const std::string& top = "") {
-    return R"({"idle_check_interval_minutes": 10, "docker": {"label_discovery": false},)" + top +
-           R"("services": {)" + services + "}}";
+    return R"({"idle_check_interval_minutes": 10, "docker": {"host": ")" + shared_engine() +
+           R"(", "label_discovery": false},)" + top + R"("services": {)" + services + "}}";
   }
 
   TempDir dir;
@@ -229,8 +217,9 @@ TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
       "bad", free_port(), {"--label", "siesta.enable=true", "--label", "siesta.idle-timeout=soon"});
   const std::string optout = create_web("optout", free_port(), {"--label", "siesta.enable=false"});
 
-  SiestaProcess siesta(dir.path(), R"({"docker": {}, "services": {"cfg": {"container": ")" +
-                                       configured + R"(", "idle_timeout_minutes": 7}}})");
+  SiestaProcess siesta(dir.path(), R"({"docker": {"host": ")" + shared_engine() +
+                                       R"("}, "services": {"cfg": {"container": ")" + configured +
+                                       R"(", "idle_timeout_minutes": 7}}})");
   ASSERT_TRUE(siesta.start()) << siesta.log();
   json services = get_json(siesta, "/admin/services");
   ASSERT_TRUE(services.contains(labelled)) << services.dump(2);
@@ -243,20 +232,29 @@ TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
   EXPECT_TRUE(siesta.wait_log("container " + bad +
                               ": label siesta.idle-timeout: must be a duration such as 30m"));
 
-  // A labelled container created later joins within a second, through the event stream.
+  // A labelled container created later joins within a second, through the event stream, with
+  // a proxy port of its own ...
   const int late_port = free_port();
-  const std::string late =
-      create_web("late", late_port,
-                 {"--label", "siesta.enable=true", "--label", "siesta.name=late-svc", "--label",
-                  "siesta.upstream=127.0.0.1:" + std::to_string(late_port)});
+  const int late_listen = free_port();
+  const std::string late = create_web(
+      "late", late_port,
+      {"--label", "siesta.enable=true", "--label", "siesta.name=late-svc", "--label",
+       "siesta.upstream=127.0.0.1:" + std::to_string(late_port), "--label", "siesta.health=/",
+       "--label", "siesta.listen=127.0.0.1:" + std::to_string(late_listen)});
   ASSERT_TRUE(eventually([&] { return get_json(siesta, "/admin/services").contains("late-svc"); },
                          seconds(1)))
       << siesta.log();
-  // ... and wakes like any other.
-  auto res = siesta.client().Post("/admin/services/late-svc/wake");
+  // ... where a request wakes it like any other.
+  httplib::Client via("127.0.0.1", late_listen);
+  via.set_read_timeout(seconds(30));
+  auto res = via.Get("/");
+  ASSERT_TRUE(res) << siesta.log();
   ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->body, "ok\n");
+  EXPECT_TRUE(res->has_header("X-Siesta-Wake"));
   EXPECT_EQ(container_status(late), "running");
-  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="manual",service="late-svc"})"), 1);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="late-svc"})"),
+            1);
 }
 
 TEST_F(Docker, AMissingContainerIsAnErrorUntilItExists) {

@@ -210,6 +210,18 @@ inline nlohmann::json status_of(const SiestaProcess& s, const std::string& servi
   return get_json(s, "/admin/idle-status")["services"][service];
 }
 
+// The value of one sample (name and labels as exposed) in siesta's /metrics, or -1.
+inline double metric(const SiestaProcess& s, const std::string& sample) {
+  auto res = s.client().Get("/metrics");
+  if (!res) return -1;
+  std::istringstream lines(res->body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
+}
+
 // Runs a command to completion; returns its exit code and output (stdout + stderr).
 inline std::pair<int, std::string> run_command(std::vector<std::string> argv, const fs::path& out) {
   pid_t pid = spawn_with_output(argv, out);

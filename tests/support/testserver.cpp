@@ -1,5 +1,10 @@
 // siesta-testserver: a tiny HTTP service for integration tests and the demo. It can be slow to
-// become ready, ignore SIGTERM, or exit on its own, to exercise siesta's process handling.
+// become ready, ignore SIGTERM, or exit on its own, to exercise siesta's process handling, and
+// it echoes requests and streams responses slowly, to exercise siesta's proxy:
+//   GET /echo               JSON: method, target, headers and body size
+//   POST|PUT /echo          the body back, its size in X-Body-Size
+//   GET /stream?n=5&interval_ms=100&type=ndjson|sse   n chunks, one every interval_ms
+//   GET /big?bytes=N        N bytes of x
 #include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
@@ -35,6 +40,57 @@ int main(int argc, char** argv) {
   }
   const auto started = std::chrono::steady_clock::now();
   httplib::Server server;
+  // Enough threads for the proxy's concurrency tests; idle keep-alive connections let go soon.
+  server.new_task_queue = [] { return new httplib::ThreadPool(256); };
+  server.set_keep_alive_timeout(1);
+  server.set_payload_max_length(std::size_t{1} << 30);
+  auto echo = [](const httplib::Request& req, httplib::Response& res) {
+    res.set_header("X-Body-Size", std::to_string(req.body.size()));
+    if (req.method != "GET") {
+      res.set_content(req.body, "application/octet-stream");
+      return;
+    }
+    std::string json = "{\"method\":\"" + req.method + "\",\"target\":\"" + req.target +
+                       "\",\"body_size\":" + std::to_string(req.body.size()) + ",\"headers\":{";
+    bool first = true;
+    for (const auto& [k, v] : req.headers) {
+      std::string value;
+      for (char c : v) {
+        if (c == '"' || c == '\\') value += '\\';
+        value += c;
+      }
+      json += (first ? "\"" : ",\"") + k + "\":\"" + value + "\"";
+      first = false;
+    }
+    json += "}}";
+    res.set_content(json, "application/json");
+  };
+  server.Get("/echo", echo);
+  server.Post("/echo", echo);
+  server.Put("/echo", echo);
+  server.Get("/stream", [](const httplib::Request& req, httplib::Response& res) {
+    const int n = req.has_param("n") ? std::stoi(req.get_param_value("n")) : 5;
+    const int interval =
+        req.has_param("interval_ms") ? std::stoi(req.get_param_value("interval_ms")) : 100;
+    const bool sse = req.get_param_value("type") == "sse";
+    res.set_chunked_content_provider(
+        sse ? "text/event-stream" : "application/x-ndjson",
+        [n, interval, sse, i = 0](size_t, httplib::DataSink& sink) mutable {
+          if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(interval));
+          if (i == n) {
+            sink.done();
+            return true;
+          }
+          std::string line = sse ? "data: {\"token\": " + std::to_string(i) + "}\n\n"
+                                 : "{\"token\": " + std::to_string(i) + "}\n";
+          ++i;
+          return sink.write(line.data(), line.size());
+        });
+  });
+  server.Get("/big", [](const httplib::Request& req, httplib::Response& res) {
+    const auto bytes = static_cast<size_t>(std::stoull(req.get_param_value("bytes")));
+    res.set_content(std::string(bytes, 'x'), "application/octet-stream");
+  });
   server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
     auto up = std::chrono::steady_clock::now() - started;
     bool ready = up >= std::chrono::milliseconds(ready_after_ms);

@@ -141,9 +141,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
         BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: docker, "
+                "idle_timout_minutes: unknown key (known keys: admin_threads, docker, "
                 "idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, listen, "
-                "model_keep_alive_hours, models, on_exit, services, state_file)"},
+                "model_keep_alive_hours, models, on_exit, proxy, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"listen": "8081"})",
                 "listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"8081\""},
@@ -163,8 +163,30 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
                 "services.a.colour: unknown key (known keys: backend, command, container, "
-                "desired, health, idle_sleep_enabled, idle_timeout_minutes, "
+                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, protocol, "
                 "start_timeout_seconds, stop_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "listen": "127.0.0.1:9001"}}})",
+                "services.a.listen: needs \"upstream\" (where to forward to)"},
+        BadCase{
+            R"({"services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1", "listen": "9001"}}})",
+            "services.a.listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"9001\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "udp"}}})",
+                "services.a.protocol: must be \"http\" or \"tcp\", got \"udp\""},
+        BadCase{
+            R"({"services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1", "listen": "127.0.0.1:9001"},
+                                 "b": {"command": ["b"], "upstream": "127.0.0.1:2", "listen": "127.0.0.1:9001"}}})",
+            "services.b.listen: 127.0.0.1:9001 is already the listen address of service a"},
+        BadCase{
+            R"({"listen": "127.0.0.1:9001", "services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1", "listen": "127.0.0.1:9001"}}})",
+            "services.a.listen: 127.0.0.1:9001 is already the admin API's listen address"},
+        BadCase{R"({"proxy": {"threads": 0}})", "proxy.threads: must be at least 1, got 0"},
+        BadCase{R"({"proxy": {"threads": 1.5}})", "proxy.threads: must be a whole number"},
+        BadCase{R"({"proxy": {"wake_listen": "x"}})",
+                "proxy.wake_listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"x\""},
+        BadCase{R"({"proxy": {"buffering": true}})",
+                "proxy.buffering: unknown key (known keys: connect_timeout_seconds, "
+                "idle_connection_timeout_seconds, threads, wake_listen)"},
+        BadCase{R"({"admin_threads": 0})", "admin_threads: must be at least 1, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
                 "services.a.container: is for backend \"docker\" only"},
         BadCase{R"({"services": {"a": {"container": "a/b"}}})",

@@ -170,6 +170,8 @@ TEST(Labels, BecomeAServiceLikeAConfigEntry) {
                                              {"siesta.health", "/api/version"},
                                              {"siesta.start-timeout", "2m"},
                                              {"siesta.stop-timeout", "20s"},
+                                             {"siesta.listen", "127.0.0.1:11435"},
+                                             {"siesta.protocol", "http"},
                                              {"com.docker.compose.service", "ollama"}});
   ASSERT_TRUE(sc) << sc.status().message();
   EXPECT_EQ(sc->spec.name, "ollama");
@@ -183,6 +185,8 @@ TEST(Labels, BecomeAServiceLikeAConfigEntry) {
   EXPECT_EQ(sc->spec.health.http_path, "/api/version");
   EXPECT_EQ(sc->spec.start_timeout_seconds, 120);
   EXPECT_EQ(sc->spec.stop_timeout_seconds, 20);
+  EXPECT_EQ(sc->spec.listen_port, 11435);
+  EXPECT_EQ(sc->spec.protocol, Protocol::kHttp);
 
   auto minimal = service_from_labels("redis", {{"siesta.enable", "true"}});
   ASSERT_TRUE(minimal);
@@ -208,6 +212,7 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.health", "/x"}}, "label siesta.health: needs \"upstream\""},
       {{{"siesta.name", "../etc"}}, "label siesta.name: invalid service name"},
       {{{"siesta.enable", "perhaps"}}, "label siesta.enable: must be true or false"},
+      {{{"siesta.protocol", "udp"}}, "label siesta.protocol: must be \"http\" or \"tcp\""},
   };
   for (const auto& c : cases) {
     auto sc = service_from_labels("web", c.labels);

@@ -156,7 +156,45 @@ TEST(Controller, ReadinessIsPolledFromTenMillisecondsWithACappedBackoff) {
   EXPECT_EQ(gaps.front(), std::chrono::milliseconds(10));
   EXPECT_EQ(gaps[1], std::chrono::milliseconds(15));
   EXPECT_TRUE(std::is_sorted(gaps.begin(), gaps.end()));
-  EXPECT_EQ(gaps.back(), std::chrono::milliseconds(100));  // capped
+  EXPECT_EQ(gaps.back(), std::chrono::milliseconds(25));  // capped: ready is seen within 25 ms
+}
+
+TEST(Controller, ARequestInFlightBlocksSleepAndItsEndStartsTheIdleTimer) {
+  World w(kTwo);  // a: 10 minutes
+  w.run("a");
+  auto state = w.controller->begin_request("a");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(*state, ServiceState::kRunning);
+  EXPECT_EQ(w.service("a").in_flight, 1);
+  w.clock.advance(minutes(30));  // a stream three times the timeout
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  EXPECT_EQ(w.backend.count("stop a"), 0);
+
+  w.controller->end_request("a");
+  EXPECT_EQ(w.service("a").in_flight, 0);
+  EXPECT_EQ(w.service("a").last_used, w.clock.wall_now());  // idle from the end, not the start
+  w.clock.advance(minutes(9));
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  w.clock.advance(minutes(1));
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kStopped);
+  EXPECT_EQ(w.controller->begin_request("nope").status().code(), ErrorCode::kNotFound);
+}
+
+TEST(ChangeSignal, ARequestEndingWakesTheMonitorOnlyWhenItWouldSleepPastTheNewDeadline) {
+  ChangeSignal signal;
+  const WallTime t = from_unix_seconds(1'700'000'000);
+  signal.plan_wake(t + std::chrono::seconds(30));
+  const auto g0 = signal.generation();
+  signal.notify_if_before(t + std::chrono::minutes(60));  // later than planned: no wake-up
+  EXPECT_EQ(signal.generation(), g0);
+  signal.notify_if_before(t + std::chrono::seconds(2));  // earlier: wake up
+  EXPECT_EQ(signal.generation(), g0 + 1);
+  signal.plan_wake(std::nullopt);  // the monitor is awake and deciding: every change counts
+  signal.notify_if_before(t + std::chrono::minutes(60));
+  EXPECT_EQ(signal.generation(), g0 + 2);
 }
 
 TEST(Controller, StopFailureIsAnErrorNotACrash) {

@@ -115,8 +115,4 @@ json idle_status_json(const Snapshot& snapshot, const Decision& decision,
   return j;
 }
 
-json error_json(const std::string& code, const std::string& message) {
-  return {{"error", {{"code", code}, {"message", message}, {"source", "siesta"}}}};
-}
-
 }  // namespace siesta

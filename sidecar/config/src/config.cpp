@@ -139,8 +139,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                                  const std::string& source) {
   ObjectReader r(value, "services." + name, source);
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
-                "container", "upstream", "health", "start_timeout_seconds",
-                "stop_timeout_seconds"});
+                "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
+                "listen", "protocol"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -192,6 +192,24 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
              "must be \"host:port\" with a port from 1 to 65535, got \"" + *up + "\"");
     }
   }
+  if (auto listen = r.read_string("listen")) {
+    if (!parse_host_port(*listen, spec.listen_host, spec.listen_port)) {
+      r.fail(r.key_path("listen"),
+             "must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"" + *listen + "\"");
+    }
+    if (spec.upstream_port == 0) {
+      r.fail(r.key_path("listen"), "needs \"upstream\" (where to forward to)");
+    }
+  }
+  if (auto protocol = r.read_string("protocol")) {
+    if (*protocol == "http") {
+      spec.protocol = Protocol::kHttp;
+    } else if (*protocol == "tcp") {
+      spec.protocol = Protocol::kTcp;
+    } else {
+      r.fail(r.key_path("protocol"), "must be \"http\" or \"tcp\", got \"" + *protocol + "\"");
+    }
+  }
   auto health = r.read_string("health");
   if (!health) {
     spec.health.kind = spec.upstream_port != 0 ? HealthCheck::Kind::kTcp : HealthCheck::Kind::kNone;
@@ -230,6 +248,28 @@ void read_docker(const json& value, const std::string& source, DockerConfig& doc
     docker.host = *host;
   }
   r.read_bool("label_discovery", docker.label_discovery);
+}
+
+void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy) {
+  ObjectReader r(value, "proxy", source);
+  r.allow_only(
+      {"threads", "wake_listen", "connect_timeout_seconds", "idle_connection_timeout_seconds"});
+  if (auto v = r.read_number("threads", 1, false, 256)) {
+    if (*v != std::floor(*v)) r.fail(r.key_path("threads"), "must be a whole number");
+    proxy.threads = static_cast<int>(*v);
+  }
+  if (auto listen = r.read_string("wake_listen")) {
+    if (!parse_host_port(*listen, proxy.wake_listen_host, proxy.wake_listen_port)) {
+      r.fail(r.key_path("wake_listen"),
+             "must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"" + *listen + "\"");
+    }
+  }
+  if (auto v = r.read_number("connect_timeout_seconds", 0, true, 3600)) {
+    proxy.connect_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("idle_connection_timeout_seconds", 0, true, 86400)) {
+    proxy.idle_connection_timeout_seconds = *v;
+  }
 }
 
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
@@ -310,7 +350,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   ObjectReader top(doc, "", source);
   top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
                   "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
-                  "services", "models"});
+                  "proxy", "admin_threads", "services", "models"});
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {
@@ -330,6 +370,11 @@ Config parse_config(const std::string& text, const std::string& source) {
       top.fail("on_exit", "must be \"stop\" or \"leave\", got \"" + *on_exit + "\"");
     }
   }
+  if (const json* proxy = top.find("proxy")) read_proxy(*proxy, source, config.proxy);
+  if (auto v = top.read_number("admin_threads", 1, false, 256)) {
+    if (*v != std::floor(*v)) top.fail("admin_threads", "must be a whole number");
+    config.admin_threads = static_cast<int>(*v);
+  }
   if (const json* docker = top.find("docker")) {
     read_docker(*docker, source, config.docker);
     config.docker.configured = true;
@@ -343,6 +388,26 @@ Config parse_config(const std::string& text, const std::string& source) {
                 "starting with a letter or digit; at most 128)");
       }
       config.services.push_back(read_service_entry(name, value, source));
+    }
+  }
+  // Two listeners on one address would fail at start-up; say which, now.
+  std::map<std::string, std::string> listens;
+  listens[config.listen.to_string()] = "";
+  if (config.proxy.wake_listen_port != 0) {
+    listens[ListenAddress{config.proxy.wake_listen_host, config.proxy.wake_listen_port}
+                .to_string()] = "(proxy.wake_listen)";
+  }
+  for (const auto& sc : config.services) {
+    if (sc.spec.listen_port == 0) continue;
+    const std::string where = ListenAddress{sc.spec.listen_host, sc.spec.listen_port}.to_string();
+    auto [it, fresh] = listens.try_emplace(where, sc.spec.name);
+    if (!fresh) {
+      top.fail("services." + sc.spec.name + ".listen",
+               where + " is already " +
+                   (it->second.empty() ? std::string("the admin API's listen address")
+                    : it->second.front() == '('
+                        ? "the " + it->second.substr(1, it->second.size() - 2) + " address"
+                        : "the listen address of service " + it->second));
     }
   }
   if (const json* models = top.find("models")) {

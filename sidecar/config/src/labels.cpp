@@ -68,6 +68,8 @@ constexpr LabelKey kLabels[] = {
     {"siesta.health", "health", LabelKind::kString},
     {"siesta.start-timeout", "start_timeout_seconds", LabelKind::kSeconds},
     {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kSeconds},
+    {"siesta.listen", "listen", LabelKind::kString},
+    {"siesta.protocol", "protocol", LabelKind::kString},
 };
 
 std::string known_labels() {

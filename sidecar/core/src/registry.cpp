@@ -21,6 +21,20 @@ std::uint64_t ChangeSignal::wait(std::uint64_t seen, MonoTime deadline) const {
   return generation_;
 }
 
+void ChangeSignal::plan_wake(std::optional<WallTime> at) {
+  std::lock_guard lock(mu_);
+  planned_wake_ = at;
+}
+
+void ChangeSignal::notify_if_before(WallTime deadline) {
+  {
+    std::lock_guard lock(mu_);
+    if (planned_wake_ && deadline >= *planned_wake_) return;
+    ++generation_;
+  }
+  cv_.notify_all();
+}
+
 void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now) {
   if (runtime.state != state) {
     runtime.state = state;
@@ -100,13 +114,16 @@ std::vector<std::string> Registry::model_names() const {
 }
 
 bool Registry::update_service(const std::string& name, const ServiceFn& fn) {
-  {
-    std::lock_guard lock(mu_);
-    auto it = services_.find(name);
-    if (it == services_.end()) return false;
-    fn(*it->second.spec, it->second.runtime);
-  }
+  if (!update_service_quiet(name, fn)) return false;
   changes_.notify();
+  return true;
+}
+
+bool Registry::update_service_quiet(const std::string& name, const ServiceFn& fn) {
+  std::lock_guard lock(mu_);
+  auto it = services_.find(name);
+  if (it == services_.end()) return false;
+  fn(*it->second.spec, it->second.runtime);
   return true;
 }
 

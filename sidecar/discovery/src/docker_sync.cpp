@@ -52,11 +52,12 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
 }
 
 DockerSync::DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
-                       bool label_discovery)
+                       bool label_discovery, std::function<void(const ServiceSpec&)> on_added)
     : registry_(registry),
       controller_(controller),
       backend_(backend),
-      label_discovery_(label_discovery) {}
+      label_discovery_(label_discovery),
+      on_added_(std::move(on_added)) {}
 
 DockerSync::~DockerSync() { stop(); }
 
@@ -121,6 +122,8 @@ void DockerSync::discover(const std::string& container,
   spdlog::info("Container {} discovered by its labels as service {}", container, sc->spec.name);
   if (Status st = controller_.add_service(sc->spec, sc->idle_sleep_enabled, sc->desired); !st) {
     spdlog::warn("Service {}: {}", sc->spec.name, st.message());
+  } else if (on_added_) {
+    on_added_(sc->spec);
   }
 }
 
@@ -134,6 +137,8 @@ void DockerSync::discover_all() {
   for (auto& sc : find_labelled_services(backend_.client(), taken)) {
     if (Status st = controller_.add_service(sc.spec, sc.idle_sleep_enabled, sc.desired); !st) {
       spdlog::warn("Service {}: {}", sc.spec.name, st.message());
+    } else if (on_added_) {
+      on_added_(sc.spec);
     }
   }
 }

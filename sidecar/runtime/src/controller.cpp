@@ -82,7 +82,8 @@ Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backe
   const MonoTime deadline =
       clock_.mono_now() +
       std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(spec.start_timeout_seconds));
-  // Poll from 10 ms, backing off to 100 ms: readiness is seen within ~100 ms of happening.
+  // Poll from 10 ms, backing off to 25 ms: the first request follows readiness by at most 25 ms
+  // (llama-swap polls every 5 s). A probe is one connect or GET: cheap at 40 a second.
   auto delay = std::chrono::milliseconds(10);
   while (true) {
     Result<Readiness> ready = backend.check_ready(spec);
@@ -97,7 +98,7 @@ Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backe
                                                spec.start_timeout_seconds)};
     }
     clock_.sleep_for(delay);
-    delay = std::min(delay * 3 / 2, std::chrono::milliseconds(100));
+    delay = std::min(delay * 3 / 2, std::chrono::milliseconds(25));
   }
 }
 
@@ -246,6 +247,32 @@ Status Controller::touch_service(const std::string& service) {
       service, [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
   if (!known) return {ErrorCode::kNotFound, "unknown service: " + service};
   return saved(Status::ok(), save());
+}
+
+Result<ServiceState> Controller::begin_request(const std::string& service) {
+  ServiceState state = ServiceState::kStopped;
+  bool known = registry_.update_service_quiet(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    ++rt.in_flight;
+    state = rt.state;
+  });
+  if (!known) return Status{ErrorCode::kNotFound, "unknown service: " + service};
+  return state;
+}
+
+void Controller::end_request(const std::string& service) {
+  const WallTime now = clock_.wall_now();
+  bool idle = false;
+  std::optional<double> timeout_minutes;
+  registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    rt.in_flight = std::max(0, rt.in_flight - 1);
+    rt.last_used = now;
+    idle = rt.in_flight == 0;
+    timeout_minutes = spec.idle_timeout_minutes;
+  });
+  if (!idle) return;
+  // The service now has a sleep deadline; wake the monitor only if it would sleep past it.
+  const double minutes = timeout_minutes.value_or(registry_.settings().idle_timeout_minutes);
+  registry_.changes().notify_if_before(now + to_wall_duration(Seconds(minutes * 60)));
 }
 
 Status Controller::touch_model(const std::string& model) {

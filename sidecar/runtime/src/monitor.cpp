@@ -86,6 +86,7 @@ std::optional<WallTime> Monitor::last_run() const {
 void Monitor::loop() {
   while (!stop_requested_) {
     const std::uint64_t seen = registry_.changes().generation();
+    registry_.changes().plan_wake(std::nullopt);  // awake: every deadline change must signal
     WallTime next;
     try {
       next = step();
@@ -97,6 +98,7 @@ void Monitor::loop() {
     if (stop_requested_) break;
     auto wait = std::clamp(next - clock_.wall_now(), WallTime::duration::zero(),
                            to_wall_duration(kMaxWait));
+    registry_.changes().plan_wake(clock_.wall_now() + wait);
     registry_.changes().wait(seen, clock_.mono_now() + wait);
   }
   running_ = false;

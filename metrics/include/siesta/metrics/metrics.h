@@ -47,6 +47,8 @@ class Metrics final : public Recorder {
   void model_unload_failed(const std::string& model) override;
   void monitor_ran(WallTime at) override;
   void service_added(const std::string& service) override;
+  void proxy_request(const std::string& service, int status, Seconds duration) override;
+  void proxy_connection(const std::string& service) override;
 
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,
@@ -54,6 +56,7 @@ class Metrics final : public Recorder {
 
   // Wake-duration histogram bucket bounds, in seconds.
   static std::vector<double> wake_buckets();
+  static std::vector<double> proxy_buckets();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -64,6 +67,9 @@ class Metrics final : public Recorder {
   prometheus::Family<prometheus::Counter>* unload_failures_;
   prometheus::Family<prometheus::Counter>* monitor_runs_;
   prometheus::Family<prometheus::Histogram>* wake_duration_;
+  prometheus::Family<prometheus::Counter>* proxy_requests_;
+  prometheus::Family<prometheus::Histogram>* proxy_duration_;
+  prometheus::Family<prometheus::Counter>* proxy_connections_;
 };
 
 }  // namespace siesta

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "siesta/core/decide.h"
+#include "siesta/core/error_json.h"
 #include "siesta/core/registry.h"
 #include "siesta/metrics/metrics.h"
 
@@ -19,8 +20,5 @@ nlohmann::json services_json(const Snapshot& snapshot, const Decision& decision)
 nlohmann::json models_json(const Snapshot& snapshot, const Decision& decision);
 nlohmann::json idle_status_json(const Snapshot& snapshot, const Decision& decision,
                                 const MonitorStatus& monitor);
-
-// {"error":{"code":...,"message":...,"source":"siesta"}}: the one error shape of the API.
-nlohmann::json error_json(const std::string& code, const std::string& message);
 
 }  // namespace siesta

@@ -34,6 +34,15 @@ struct ServiceConfig {
 
 enum class OnExit { kStop, kLeave };
 
+// The "proxy" section: the data plane (services' listen ports and /wake).
+struct ProxyConfig {
+  int threads = 2;               // I/O threads of the data plane
+  std::string wake_listen_host;  // GET /wake/{service} for nginx auth_request; empty: off
+  int wake_listen_port = 0;
+  double connect_timeout_seconds = 5;            // to the upstream
+  double idle_connection_timeout_seconds = 300;  // a client connection with nothing moving
+};
+
 // The "docker" section. The Docker backend runs when it is present or a service uses it.
 struct DockerConfig {
   bool configured = false;      // the section is present
@@ -48,6 +57,8 @@ struct Config {
   std::string state_file;  // empty: runtime changes are not persisted
   OnExit on_exit = OnExit::kStop;
   DockerConfig docker;
+  ProxyConfig proxy;
+  int admin_threads = 8;  // the admin API's own pool, separate from the data plane
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };

@@ -24,6 +24,12 @@ class Recorder {
   virtual void monitor_ran(WallTime at) = 0;
   // A service joined after start-up (found by its container labels).
   virtual void service_added(const std::string& /*service*/) {}
+  // An HTTP request through the proxy ended with `status` (0: no response was sent) after
+  // `duration`, streams included.
+  virtual void proxy_request(const std::string& /*service*/, int /*status*/, Seconds /*duration*/) {
+  }
+  // A TCP connection through the proxy ended.
+  virtual void proxy_connection(const std::string& /*service*/) {}
 };
 
 class NullRecorder final : public Recorder {

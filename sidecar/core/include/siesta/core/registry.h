@@ -29,10 +29,17 @@ class ChangeSignal {
   // Waits until the generation differs from `seen` or `deadline` passes; returns the generation.
   std::uint64_t wait(std::uint64_t seen, MonoTime deadline) const;
 
+  // For changes that only ever create a new deadline (a request ended): the waiter says when it
+  // plans to wake (nullopt while it is awake and deciding), and notify_if_before() signals only
+  // when the new deadline is earlier. So a steady stream of requests does not wake the monitor.
+  void plan_wake(std::optional<WallTime> at);
+  void notify_if_before(WallTime deadline);
+
  private:
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::uint64_t generation_ = 0;
+  std::optional<WallTime> planned_wake_;  // nullopt: awake
 };
 
 struct ServiceView {
@@ -75,6 +82,9 @@ class Registry {
 
   // Runs fn on the named entry under the lock and signals a change. False if unknown.
   bool update_service(const std::string& name, const ServiceFn& fn);
+  // The same without signalling a change: for the proxy's per-request bookkeeping, which
+  // signals itself only when needed (ChangeSignal::notify_if_before).
+  bool update_service_quiet(const std::string& name, const ServiceFn& fn);
   bool update_model(const std::string& name, const ModelFn& fn);
   // Adds a service the config did not name (e.g. a labelled container). False if known.
   bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);

@@ -28,6 +28,9 @@ struct HealthCheck {
   std::string http_path;  // for kHttp, e.g. "/health"
 };
 
+// How the proxy forwards a service's listen port to its upstream.
+enum class Protocol { kHttp, kTcp };
+
 struct ServiceSpec {
   std::string name;
   std::string backend = "process";
@@ -35,6 +38,9 @@ struct ServiceSpec {
   std::string container;             // for the docker backend; empty: the service name
   std::string upstream_host;         // where the service listens; empty if not given
   int upstream_port = 0;
+  std::string listen_host;  // siesta's proxy port for this service; empty: no proxy
+  int listen_port = 0;
+  Protocol protocol = Protocol::kHttp;
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   double start_timeout_seconds = 60;

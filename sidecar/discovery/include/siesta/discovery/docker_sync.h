@@ -9,6 +9,7 @@
 //     shows the engine's error); when it comes back, everything is re-read.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -30,8 +31,9 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
 
 class DockerSync {
  public:
+  // on_added: told of each service discovered after start-up (e.g. to open its proxy port).
   DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
-             bool label_discovery);
+             bool label_discovery, std::function<void(const ServiceSpec&)> on_added = {});
   ~DockerSync();
 
   void start();
@@ -50,6 +52,7 @@ class DockerSync {
   Controller& controller_;
   DockerBackend& backend_;
   const bool label_discovery_;
+  std::function<void(const ServiceSpec&)> on_added_;
   ThreadExecutor executor_;  // refreshes wait for a start or stop; the watcher must not
   std::mutex mu_;
   std::set<std::string> queued_;  // guarded by mu_: refreshes posted, not yet begun

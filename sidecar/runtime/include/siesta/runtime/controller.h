@@ -40,6 +40,12 @@ class Controller {
   Status sleep(const std::string& service);
   // Records a use of the service now, without waking it.
   Status touch_service(const std::string& service);
+  // A request or connection through the proxy begins: it is in flight (the service will not be
+  // put to sleep) until end_request(). Returns the service's state, so the caller knows whether
+  // to wake it first. Cheap: no state-file save, no monitor wake-up.
+  Result<ServiceState> begin_request(const std::string& service);
+  // It ended: idle time starts now if nothing else is in flight.
+  void end_request(const std::string& service);
   // Records a use of the model now: it counts as loaded, its keep-alive restarts, and its
   // provider service is used too.
   Status touch_model(const std::string& model);

@@ -1,0 +1,62 @@
+// Proxy: siesta's data plane. Each service with a `listen` address gets a port on siesta that
+// forwards to its upstream — HTTP/1.1 (a streaming reverse proxy) or raw TCP — and wakes the
+// service when a request or connection arrives while it sleeps. Optionally, GET /wake/{service}
+// on `proxy.wake_listen` wakes a service for proxies users already run (nginx auth_request,
+// Traefik forwardAuth).
+//
+// Every request or connection is in flight (Controller::begin_request) from arrival until its
+// response or stream has ended, so a service is never put to sleep under a running stream.
+// Concurrent requests to a sleeping service share one start.
+//
+// Runs on its own I/O threads (Boost.Asio, C++20 coroutines), separate from the admin API's
+// pool, so streams and connections never starve /admin or /metrics. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+#include "siesta/core/recorder.h"
+#include "siesta/core/registry.h"
+#include "siesta/core/service.h"
+#include "siesta/core/status.h"
+#include "siesta/runtime/controller.h"
+
+namespace siesta {
+
+struct ProxyOptions {
+  int threads = 2;
+  std::string wake_host;  // empty: no /wake listener
+  int wake_port = 0;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds idle_timeout{300'000};  // nothing moving on an HTTP connection
+};
+
+class Proxy {
+ public:
+  Proxy(Registry& registry, Controller& controller, Recorder& recorder, ProxyOptions options);
+  ~Proxy();
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  // Binds the listen port of every service that has one, and the /wake port. An error names
+  // the address; nothing stays bound after one.
+  Status bind(const std::vector<ServiceSpec>& services);
+  // A service added at runtime (e.g. found by its labels). Works before and after start().
+  Status add(const ServiceSpec& spec);
+  // The bound port of a service (0 if none), or of /wake.
+  int port_of(const std::string& service) const;
+  int wake_port() const;
+
+  void start();
+  // Closes the listeners and every connection, then joins the threads.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace siesta

@@ -1,0 +1,706 @@
+#include "siesta/proxy/proxy.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cmath>
+#include <limits>
+#include <list>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "siesta/core/error_json.h"
+#include "siesta/runtime/executor.h"
+
+namespace siesta {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using net::awaitable;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t kChunk = 16 * 1024;          // relay buffer: one read, one write
+constexpr std::uint32_t kHeaderLimit = 64 * 1024;  // request or response header block
+// Bodies of any size pass. Not boost::none: Beast 1.74 compares a chunk's length against the
+// optional limit, and any length is "greater" than none.
+constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max();
+
+auto ec_token(beast::error_code& ec) { return net::redirect_error(net::use_awaitable, ec); }
+
+double seconds_since(SteadyClock::time_point t0) {
+  return std::chrono::duration<double>(SteadyClock::now() - t0).count();
+}
+
+// Ends the in-flight use of a service when the request or connection is over, whatever way.
+class InFlight {
+ public:
+  InFlight(Controller& controller, std::string service)
+      : controller_(controller), service_(std::move(service)) {}
+  ~InFlight() { controller_.end_request(service_); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  Controller& controller_;
+  std::string service_;
+};
+
+// Headers that describe one connection, not the message (RFC 9110 7.6.1), except the framing
+// (Content-Length, Transfer-Encoding) that the relay keeps. Also every header the Connection
+// header names.
+void strip_hop_by_hop(http::fields& fields) {
+  std::vector<std::string> named;
+  for (auto token : http::token_list(fields[http::field::connection])) {
+    named.emplace_back(token);
+  }
+  for (const auto& n : named) {
+    if (!beast::iequals(n, "close") && !beast::iequals(n, "keep-alive")) fields.erase(n);
+  }
+  fields.erase(http::field::connection);
+  fields.erase(http::field::keep_alive);
+  fields.erase("Proxy-Connection");
+  fields.erase(http::field::te);
+  fields.erase(http::field::trailer);
+  fields.erase(http::field::upgrade);
+  fields.erase(http::field::proxy_authorization);
+  fields.erase(http::field::proxy_authenticate);
+}
+
+bool is_stream(const http::fields& fields, bool chunked) {
+  const auto type = fields[http::field::content_type];
+  return chunked || type.starts_with("text/event-stream") ||
+         type.starts_with("application/x-ndjson");
+}
+
+http::response<http::string_body> error_response(http::status status, unsigned version,
+                                                 const std::string& code,
+                                                 const std::string& message,
+                                                 std::optional<int> retry_after = std::nullopt) {
+  http::response<http::string_body> res{status, version};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  if (retry_after) res.set(http::field::retry_after, std::to_string(*retry_after));
+  res.body() = error_json(code, message).dump(2) + "\n";
+  res.prepare_payload();
+  return res;
+}
+
+// One pending wake, shared between the thread that runs it and every request waiting for it.
+struct WakeWait {
+  explicit WakeWait(const net::any_io_executor& ex) : timer(ex) {}
+  net::steady_timer timer;
+  std::optional<Status> result;
+};
+
+}  // namespace
+
+struct Proxy::Impl {
+  Impl(Registry& registry, Controller& controller, Recorder& recorder, ProxyOptions options)
+      : registry_(registry),
+        controller_(controller),
+        recorder_(recorder),
+        options_(std::move(options)),
+        ioc_(options_.threads),
+        work_(net::make_work_guard(ioc_)) {}
+
+  struct Listener {
+    std::string service;  // empty for the /wake listener
+    Protocol protocol = Protocol::kHttp;
+    std::string upstream_host;
+    std::string upstream_port;
+    std::unique_ptr<tcp::acceptor> acceptor;
+    int port = 0;
+  };
+
+  Registry& registry_;
+  Controller& controller_;
+  Recorder& recorder_;
+  ProxyOptions options_;
+  net::io_context ioc_;
+  // Keeps the threads running with no listener yet: one may be added later (labels).
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+  bool started_ = false;
+
+  mutable std::mutex mu_;
+  std::list<Listener> listeners_;  // guarded by mu_; stable addresses
+
+  // Wakes in progress: one per service, shared by every request that waits for it.
+  std::mutex wake_mu_;
+  std::map<std::string, std::vector<std::function<void(Status)>>> waking_;
+  ThreadExecutor wake_threads_;
+
+  Status bind_one(Listener listener, const std::string& host, int port) {
+    beast::error_code ec;
+    auto address = net::ip::make_address(host, ec);
+    if (ec) {
+      tcp::resolver resolver(ioc_);
+      auto found = resolver.resolve(host, std::to_string(port), ec);
+      if (ec || found.empty()) {
+        return {ErrorCode::kInvalidArgument, "cannot resolve listen host " + host};
+      }
+      address = found.begin()->endpoint().address();
+    }
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+    auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(net::socket_base::max_listen_connections, ec);
+    const std::string where =
+        (address.is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(port);
+    if (ec) {
+      return {ErrorCode::kUnavailable,
+              "cannot listen on " + where + " (" +
+                  (listener.service.empty() ? "/wake" : "service " + listener.service) +
+                  "): " + ec.message()};
+    }
+    listener.port = acceptor->local_endpoint().port();
+    listener.acceptor = std::move(acceptor);
+    std::lock_guard lock(mu_);
+    listeners_.push_back(std::move(listener));
+    if (started_) spawn_accept(listeners_.back());
+    return Status::ok();
+  }
+
+  Status add(const ServiceSpec& spec) {
+    if (spec.listen_port == 0 && spec.listen_host.empty()) return Status::ok();
+    Listener l;
+    l.service = spec.name;
+    l.protocol = spec.protocol;
+    l.upstream_host = spec.upstream_host;
+    l.upstream_port = std::to_string(spec.upstream_port);
+    Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
+    if (st) {
+      spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
+                   spec.listen_host, port_of(spec.name),
+                   spec.protocol == Protocol::kTcp ? "tcp" : "http", spec.upstream_host,
+                   spec.upstream_port);
+    }
+    return st;
+  }
+
+  int port_of(const std::string& service) const {
+    std::lock_guard lock(mu_);
+    for (const auto& l : listeners_) {
+      if (l.service == service) return l.port;
+    }
+    return 0;
+  }
+
+  void spawn_accept(Listener& l) { net::co_spawn(ioc_, accept_loop(l), net::detached); }
+
+  awaitable<void> accept_loop(Listener& l) {
+    while (true) {
+      beast::error_code ec;
+      tcp::socket socket = co_await l.acceptor->async_accept(net::make_strand(ioc_), ec_token(ec));
+      if (ec == net::error::operation_aborted || !l.acceptor->is_open()) co_return;
+      if (ec) {
+        // e.g. EMFILE: back off briefly instead of spinning.
+        spdlog::warn("Proxy accept on port {}: {}", l.port, ec.message());
+        net::steady_timer pause(co_await net::this_coro::executor, std::chrono::milliseconds(50));
+        co_await pause.async_wait(ec_token(ec));
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true), ec);
+      auto ex = socket.get_executor();
+      if (l.service.empty()) {
+        net::co_spawn(ex, serve_wake(std::move(socket)), net::detached);
+      } else if (l.protocol == Protocol::kTcp) {
+        net::co_spawn(ex, serve_tcp(l, std::move(socket)), net::detached);
+      } else {
+        net::co_spawn(ex, serve_http(l, std::move(socket)), net::detached);
+      }
+    }
+  }
+
+  // Starts the wake (or joins the one in progress) and calls `done` with its outcome.
+  void request_wake(const std::string& service, std::function<void(Status)> done) {
+    {
+      std::lock_guard lock(wake_mu_);
+      auto [it, first] = waking_.try_emplace(service);
+      it->second.push_back(std::move(done));
+      if (!first) return;
+    }
+    wake_threads_.post([this, service] {
+      Status st = controller_.wake(service, "request");
+      std::vector<std::function<void(Status)>> waiters;
+      {
+        std::lock_guard lock(wake_mu_);
+        waiters = std::move(waking_[service]);
+        waking_.erase(service);
+      }
+      for (auto& w : waiters) w(st);
+    });
+  }
+
+  // Waits (without blocking an I/O thread) for the service to be woken.
+  awaitable<Status> wake(const std::string& service) {
+    auto ex = co_await net::this_coro::executor;
+    auto wait = std::make_shared<WakeWait>(ex);
+    double limit = 60;
+    if (auto view = registry_.service(service)) limit = view->spec->start_timeout_seconds;
+    // The controller gives up at start_timeout_seconds; this is only a backstop.
+    wait->timer.expires_after(std::chrono::milliseconds(static_cast<long>(limit * 1000) + 5000));
+    request_wake(service, [wait, ex](Status st) {
+      net::post(ex, [wait, st = std::move(st)]() mutable {
+        wait->result = std::move(st);
+        wait->timer.cancel();
+      });
+    });
+    beast::error_code ec;
+    co_await wait->timer.async_wait(ec_token(ec));
+    if (!wait->result) {
+      co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
+    }
+    co_return *wait->result;
+  }
+
+  // ---- HTTP ----
+
+  awaitable<void> serve_http(Listener& l, tcp::socket socket) {
+    beast::tcp_stream client(std::move(socket));
+    beast::flat_buffer client_buf;
+    std::optional<beast::tcp_stream> upstream;
+    beast::flat_buffer upstream_buf;
+    std::string peer;
+    {
+      beast::error_code ec;
+      auto ep = client.socket().remote_endpoint(ec);
+      if (!ec) peer = ep.address().to_string();
+    }
+    while (true) {
+      http::request_parser<http::buffer_body> req_parser;
+      req_parser.header_limit(kHeaderLimit);
+      req_parser.body_limit(kNoBodyLimit);
+      beast::error_code ec;
+      client.expires_after(options_.idle_timeout);
+      co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
+      if (ec) {
+        if (ec != http::error::end_of_stream && ec != net::error::eof &&
+            ec != beast::error::timeout && ec != net::error::connection_reset &&
+            ec != net::error::operation_aborted) {
+          auto res = error_response(http::status::bad_request, 11, "bad_request",
+                                    "malformed request: " + ec.message());
+          res.keep_alive(false);
+          co_await http::async_write(client, res, ec_token(ec));
+        }
+        co_return;
+      }
+      const bool keep_alive =
+          co_await forward(l, client, client_buf, upstream, upstream_buf, req_parser, peer);
+      if (!keep_alive) {
+        client.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_return;
+      }
+    }
+  }
+
+  // Sends one answer made by siesta itself; false when the connection must close.
+  awaitable<bool> answer(beast::tcp_stream& client, http::response<http::string_body> res,
+                         bool keep_alive) {
+    res.keep_alive(keep_alive);
+    beast::error_code ec;
+    co_await http::async_write(client, res, ec_token(ec));
+    co_return keep_alive && !ec;
+  }
+
+  awaitable<bool> connect_upstream(Listener& l, std::optional<beast::tcp_stream>& upstream,
+                                   beast::error_code& ec) {
+    upstream.reset();
+    tcp::resolver resolver(co_await net::this_coro::executor);
+    auto endpoints =
+        co_await resolver.async_resolve(l.upstream_host, l.upstream_port, ec_token(ec));
+    if (ec) co_return false;
+    upstream.emplace(co_await net::this_coro::executor);
+    upstream->expires_after(options_.connect_timeout);
+    co_await upstream->async_connect(endpoints, ec_token(ec));
+    if (ec) {
+      upstream.reset();
+      co_return false;
+    }
+    upstream->socket().set_option(tcp::no_delay(true), ec);
+    ec = {};
+    co_return true;
+  }
+
+  // Forwards one request and its response. Returns whether the client connection stays open.
+  awaitable<bool> forward(Listener& l, beast::tcp_stream& client, beast::flat_buffer& client_buf,
+                          std::optional<beast::tcp_stream>& upstream,
+                          beast::flat_buffer& upstream_buf,
+                          http::request_parser<http::buffer_body>& req_parser,
+                          const std::string& peer) {
+    const auto t0 = SteadyClock::now();
+    auto& req = req_parser.get();
+    const unsigned version = req.version();
+    bool keep_alive = req.keep_alive();
+    const bool head = req.method() == http::verb::head;
+    int status_sent = 0;
+    auto record = [&] {
+      recorder_.proxy_request(l.service, status_sent, Seconds(seconds_since(t0)));
+    };
+
+    auto state = controller_.begin_request(l.service);
+    if (!state) {
+      auto res =
+          error_response(http::status::not_found, version, "not_found", state.status().message());
+      status_sent = 404;
+      record();
+      co_return co_await answer(client, std::move(res), false);
+    }
+    InFlight in_flight(controller_, l.service);
+
+    std::optional<double> cold;
+    if (*state != ServiceState::kRunning) {
+      const auto w0 = SteadyClock::now();
+      Status st = co_await wake(l.service);
+      if (!st) {
+        // The request body was not read: the connection cannot be reused.
+        const int retry = 5;
+        auto res =
+            error_response(http::status::service_unavailable, version, error_code_name(st.code()),
+                           "service " + l.service + " could not be woken: " + st.message(), retry);
+        status_sent = 503;
+        record();
+        co_return co_await answer(client, std::move(res), false);
+      }
+      cold = seconds_since(w0);
+    }
+
+    beast::error_code ec;
+    // A client that waits for "100 Continue" gets it from siesta, now that the service is up.
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      req.erase(http::field::expect);
+      http::response<http::empty_body> cont{http::status::continue_, version};
+      co_await http::async_write(client, cont, ec_token(ec));
+      if (ec) co_return false;
+    }
+
+    strip_hop_by_hop(req);
+    req.version(11);
+    // No framing means no body (RFC 9112 6.3); say so, for upstreams that would otherwise wait
+    // for one (cpp-httplib 0.11 does, on a POST).
+    if (!req.chunked() && !req.has_content_length() &&
+        (req.method() == http::verb::post || req.method() == http::verb::put ||
+         req.method() == http::verb::patch)) {
+      req.content_length(0);
+    }
+    {
+      std::string xff(req["X-Forwarded-For"]);
+      req.set("X-Forwarded-For", xff.empty() ? peer : xff + ", " + peer);
+    }
+    req.set("X-Forwarded-Proto", "http");
+    if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
+      req.set("X-Forwarded-Host", req[http::field::host]);
+    }
+
+    // A kept-alive upstream connection may have been closed by the upstream meanwhile: a
+    // request without a body is retried once on a fresh connection.
+    char buf[kChunk];
+    std::optional<http::response_parser<http::buffer_body>> parsed;
+    bool sent_body = false;
+    for (int attempt = 0;; ++attempt) {
+      parsed.emplace();
+      const bool reused = upstream.has_value();
+      if (!upstream) {
+        if (!co_await connect_upstream(l, upstream, ec)) {
+          auto res =
+              error_response(http::status::bad_gateway, version, "bad_gateway",
+                             "service " + l.service + " refused the connection at " +
+                                 l.upstream_host + ":" + l.upstream_port + ": " + ec.message());
+          status_sent = 502;
+          record();
+          co_return co_await answer(client, std::move(res), keep_alive && req_parser.is_done());
+        }
+      }
+      upstream_buf.clear();
+      http::serializer<true, http::buffer_body> sr{req};
+      upstream->expires_after(options_.idle_timeout);
+      co_await http::async_write_header(*upstream, sr, ec_token(ec));
+      // The request body, piece by piece as it arrives.
+      while (!ec) {
+        if (!req_parser.is_done()) {
+          req.body().data = buf;
+          req.body().size = sizeof buf;
+          client.expires_after(options_.idle_timeout);
+          co_await http::async_read_some(client, client_buf, req_parser, ec_token(ec));
+          if (ec == http::error::need_buffer) ec = {};
+          if (ec) co_return false;  // the client went away mid-body
+          req.body().size = sizeof buf - req.body().size;
+          req.body().data = buf;
+          req.body().more = !req_parser.is_done();
+          // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
+          // chunked body early).
+          if (req.body().size == 0 && req.body().more) continue;
+          sent_body = true;
+        } else {
+          req.body().data = nullptr;
+          req.body().size = 0;
+          req.body().more = false;
+        }
+        upstream->expires_after(options_.idle_timeout);
+        co_await http::async_write(*upstream, sr, ec_token(ec));
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec || sr.is_done()) break;
+      }
+      if (!ec) {
+        parsed->header_limit(kHeaderLimit);
+        parsed->body_limit(kNoBodyLimit);
+        if (head) parsed->skip(true);
+        upstream->expires_after(options_.idle_timeout);
+        co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+      }
+      if (!ec) break;
+      upstream.reset();
+      if (reused && attempt == 0 && !sent_body && req_parser.is_done()) continue;
+      auto res = error_response(http::status::bad_gateway, version, "bad_gateway",
+                                "service " + l.service + " did not answer: " + ec.message());
+      status_sent = 502;
+      record();
+      co_return co_await answer(client, std::move(res), false);
+    }
+
+    auto& res_parser = *parsed;
+    auto& res = res_parser.get();
+    const bool upstream_keep_alive = res.keep_alive();
+    strip_hop_by_hop(res);
+    const bool has_body =
+        !head && res.result_int() >= 200 && res.result_int() != 204 && res.result_int() != 304;
+    if (has_body && !res.chunked() && !res.has_content_length()) {
+      // The upstream ends the body by closing: re-frame it for a client that keeps the
+      // connection, or close too.
+      if (version >= 11) {
+        res.chunked(true);
+      } else {
+        keep_alive = false;
+      }
+    }
+    if (version < 11 && res.chunked()) {
+      res.chunked(false);
+      keep_alive = false;
+    }
+    res.version(version);
+    res.keep_alive(keep_alive);
+    if (cold) res.set("X-Siesta-Wake", fmt::format("cold; dur={:.3f}", *cold));
+    if (is_stream(res, res.chunked())) res.set("X-Accel-Buffering", "no");
+    status_sent = static_cast<int>(res.result_int());
+
+    http::serializer<false, http::buffer_body> rs{res};
+    client.expires_after(options_.idle_timeout);
+    co_await http::async_write_header(client, rs, ec_token(ec));
+    // The response body, each piece passed on as soon as it arrives (token streams).
+    while (!ec && has_body) {
+      if (!res_parser.is_done()) {
+        res.body().data = buf;
+        res.body().size = sizeof buf;
+        upstream->expires_after(options_.idle_timeout);
+        co_await http::async_read_some(*upstream, upstream_buf, res_parser, ec_token(ec));
+        // A close-delimited body ends at the upstream's EOF; the parser completes it then.
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec) break;
+        res.body().size = sizeof buf - res.body().size;
+        res.body().data = buf;
+        res.body().more = !res_parser.is_done();
+        if (res.body().size == 0 && !res_parser.is_done()) continue;
+      } else {
+        res.body().data = nullptr;
+        res.body().size = 0;
+        res.body().more = false;
+      }
+      client.expires_after(options_.idle_timeout);
+      co_await http::async_write(client, rs, ec_token(ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec || rs.is_done()) break;
+    }
+    if (ec || !upstream_keep_alive || !res_parser.is_done()) upstream.reset();
+    if (ec) {
+      spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
+    }
+    record();
+    co_return keep_alive && !ec;
+  }
+
+  // ---- TCP ----
+
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed) {
+    char buf[kChunk];
+    beast::error_code ec;
+    while (true) {
+      std::size_t n = co_await from.async_read_some(net::buffer(buf), ec_token(ec));
+      if (ec) break;
+      co_await net::async_write(to, net::buffer(buf, n), ec_token(ec));
+      if (ec) break;
+    }
+    if (ec == net::error::eof) {
+      to.shutdown(tcp::socket::shutdown_send, ec);  // half-close: the other way goes on
+    } else {
+      *failed = true;
+      from.close(ec);
+      to.close(ec);
+    }
+  }
+
+  awaitable<void> serve_tcp(Listener& l, tcp::socket client) {
+    auto state = controller_.begin_request(l.service);
+    if (!state) co_return;
+    InFlight in_flight(controller_, l.service);
+    if (*state != ServiceState::kRunning) {
+      Status st = co_await wake(l.service);
+      if (!st) {
+        spdlog::warn("Proxy: connection to {} dropped: {}", l.service, st.message());
+        co_return;
+      }
+    }
+    auto ex = co_await net::this_coro::executor;
+    beast::error_code ec;
+    tcp::resolver resolver(ex);
+    auto endpoints =
+        co_await resolver.async_resolve(l.upstream_host, l.upstream_port, ec_token(ec));
+    tcp::socket upstream(ex);
+    if (!ec) {
+      beast::tcp_stream connecting(std::move(upstream));
+      connecting.expires_after(options_.connect_timeout);
+      co_await connecting.async_connect(endpoints, ec_token(ec));
+      upstream = connecting.release_socket();
+    }
+    if (ec) {
+      spdlog::warn("Proxy: service {} refused the connection: {}", l.service, ec.message());
+      co_return;
+    }
+    upstream.set_option(tcp::no_delay(true), ec);
+    // Both directions at once; the connection is over when both have ended.
+    auto failed = std::make_shared<bool>(false);
+    auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
+    auto finished = std::make_shared<bool>(false);
+    net::co_spawn(ex, pump(upstream, client, failed), [other_done, finished](std::exception_ptr) {
+      *finished = true;
+      other_done->cancel();
+    });
+    co_await pump(client, upstream, failed);
+    if (!*finished) co_await other_done->async_wait(ec_token(ec));
+    recorder_.proxy_connection(l.service);
+  }
+
+  // ---- /wake/{service} ----
+
+  awaitable<void> serve_wake(tcp::socket socket) {
+    beast::tcp_stream client(std::move(socket));
+    beast::flat_buffer buffer;
+    while (true) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(64 * 1024);
+      beast::error_code ec;
+      client.expires_after(options_.idle_timeout);
+      co_await http::async_read(client, buffer, parser, ec_token(ec));
+      if (ec) co_return;
+      const auto& req = parser.get();
+      const bool keep_alive = req.keep_alive();
+      const unsigned version = req.version();
+      std::string target(req.target());
+      if (auto q = target.find('?'); q != std::string::npos) target.resize(q);
+      http::response<http::string_body> res;
+      if (target.rfind("/wake/", 0) != 0 || target.size() == 6) {
+        res = error_response(http::status::not_found, version, "not_found",
+                             "no such endpoint: " + target + " (GET /wake/{service})");
+      } else if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        res = error_response(http::status::method_not_allowed, version, "method_not_allowed",
+                             "use GET /wake/{service}");
+        res.set(http::field::allow, "GET, HEAD");
+      } else {
+        res = co_await wake_endpoint(target.substr(6), version);
+      }
+      if (req.method() == http::verb::head) res.body().clear();
+      res.keep_alive(keep_alive);
+      co_await http::async_write(client, res, ec_token(ec));
+      if (ec || !keep_alive) co_return;
+    }
+  }
+
+  awaitable<http::response<http::string_body>> wake_endpoint(const std::string& service,
+                                                             unsigned version) {
+    auto state = controller_.begin_request(service);
+    if (!state) {
+      co_return error_response(http::status::not_found, version, "not_found",
+                               state.status().message());
+    }
+    InFlight in_flight(controller_, service);
+    if (*state != ServiceState::kRunning) {
+      Status st = co_await wake(service);
+      if (!st) {
+        co_return error_response(http::status::service_unavailable, version,
+                                 error_code_name(st.code()),
+                                 "service " + service + " could not be woken: " + st.message(), 5);
+      }
+    }
+    http::response<http::string_body> res{http::status::no_content, version};
+    co_return res;
+  }
+};
+
+Proxy::Proxy(Registry& registry, Controller& controller, Recorder& recorder, ProxyOptions options)
+    : impl_(std::make_unique<Impl>(registry, controller, recorder, std::move(options))) {}
+
+Proxy::~Proxy() { stop(); }
+
+Status Proxy::bind(const std::vector<ServiceSpec>& services) {
+  for (const auto& spec : services) {
+    if (Status st = impl_->add(spec); !st) return st;
+  }
+  if (!impl_->options_.wake_host.empty()) {
+    Impl::Listener l;
+    if (Status st =
+            impl_->bind_one(std::move(l), impl_->options_.wake_host, impl_->options_.wake_port);
+        !st) {
+      return st;
+    }
+    spdlog::info("Wake endpoint listening on http://{}:{}/wake/{{service}}",
+                 impl_->options_.wake_host, wake_port());
+  }
+  return Status::ok();
+}
+
+Status Proxy::add(const ServiceSpec& spec) { return impl_->add(spec); }
+
+int Proxy::port_of(const std::string& service) const { return impl_->port_of(service); }
+
+int Proxy::wake_port() const { return impl_->port_of(""); }
+
+void Proxy::start() {
+  {
+    std::lock_guard lock(impl_->mu_);
+    if (impl_->started_) return;
+    impl_->started_ = true;
+    for (auto& l : impl_->listeners_) impl_->spawn_accept(l);
+  }
+  for (int i = 0; i < impl_->options_.threads; ++i) {
+    impl_->threads_.emplace_back([this] { impl_->ioc_.run(); });
+  }
+}
+
+void Proxy::stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->mu_);
+    for (auto& l : impl_->listeners_) {
+      net::post(l.acceptor->get_executor(), [a = l.acceptor.get()] {
+        beast::error_code ec;
+        a->close(ec);
+      });
+    }
+  }
+  impl_->ioc_.stop();
+  for (auto& t : impl_->threads_) t.join();
+  impl_->threads_.clear();
+  impl_->wake_threads_.join_all();
+}
+
+}  // namespace siesta
