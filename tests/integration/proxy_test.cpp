@@ -190,6 +190,35 @@ TEST_F(Proxy, HeadersBodiesAndFramingPassThrough) {
   EXPECT_LT(Clock::now() - t0, seconds(2));
 }
 
+TEST_F(Proxy, ARequestArrivingDuringAStopWaitsForItThenWakesTheService) {
+  // The server ignores SIGTERM, so a stop takes the whole 1 s grace before SIGKILL.
+  json cmd =
+      json::array({SIESTA_TESTSERVER, "--port", std::to_string(upstream), "--ignore-sigterm"});
+  SiestaProcess siesta(
+      dir.path(),
+      config(R"({"command": )" + cmd.dump() + R"(, "upstream": "127.0.0.1:)" +
+             std::to_string(upstream) + R"(", "health": "/health", "stop_timeout_seconds": 1,)" +
+             R"( "listen": "127.0.0.1:)" + std::to_string(listen) + R"("})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Get("/")->status, 200);
+  std::thread stopper([&] { siesta.client().Post("/admin/services/web/sleep"); });
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "web")["actual"] == "stopping"; }));
+  auto res = via().Get("/echo");
+  stopper.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_TRUE(res->has_header("X-Siesta-Wake"));
+  const std::string log = siesta.log();
+  // The stop finished (SIGKILL after the grace), then the request's wake started it again.
+  const auto stopped = log.find("Successfully stopped service web");
+  const auto woken = log.rfind("Waking service web (request)");  // the second wake
+  EXPECT_EQ(count_of(log, "Waking service web (request)"), 2);
+  ASSERT_NE(stopped, std::string::npos) << log;
+  ASSERT_NE(woken, std::string::npos) << log;
+  EXPECT_LT(stopped, woken);
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "running");
+}
+
 TEST_F(Proxy, NotReadyInTimeIs503WithRetryAfterFromSiesta) {
   SiestaProcess siesta(dir.path(), config(web(R"(, "start_timeout_seconds": 0.5)", "5000")));
   ASSERT_TRUE(siesta.start()) << siesta.log();
