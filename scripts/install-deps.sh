@@ -7,7 +7,7 @@ packages=(
   libgtest-dev libgmock-dev libboost-dev
   prometheus curl python3 procps clang-format
   docker.io busybox-static cgroupfs-mount
-  nginx redis-server
+  nginx redis-server docker-compose
 )
 missing=()
 for p in "${packages[@]}"; do
