@@ -69,13 +69,16 @@ work = tempfile.mkdtemp(prefix="siesta-prom-")
 procs = []
 try:
     web_port, cold_port, siesta_port, prom_port = free_port(), free_port(), free_port(), free_port()
+    web_listen, cold_listen = free_port(), free_port()
     config = {
         "listen": f"127.0.0.1:{siesta_port}",
         "services": {
             "web": {"command": [testserver, "--port", str(web_port)], "upstream": f"127.0.0.1:{web_port}",
-                    "health": "/health", "idle_timeout_minutes": 600},
+                    "health": "/health", "idle_timeout_minutes": 600,
+                    "listen": f"127.0.0.1:{web_listen}"},
             "cold": {"command": [testserver, "--port", str(cold_port)], "upstream": f"127.0.0.1:{cold_port}",
-                     "health": "/health", "idle_timeout_minutes": 0.02},
+                     "health": "/health", "idle_timeout_minutes": 0.02,
+                     "listen": f"127.0.0.1:{cold_listen}"},
             "redis": {"command": ["sleep", "600"], "idle_sleep_enabled": False, "desired": "on"},
         },
         "models": {"llama3.2:3b": {"provider": "redis"}},
@@ -102,11 +105,15 @@ scrape_configs:
 
     # The workload: web stays up and will sleep; redis never sleeps and serves a model in use;
     # cold wakes and falls asleep twice.
-    http(base + "/admin/services/web/wake", b"")
+    # Requests go through the proxy ports: web is woken by a request, cold by a request and once
+    # by the admin API.
+    for _ in range(5):
+        http(f"http://127.0.0.1:{web_listen}/")
     http(base + "/admin/models/llama3.2:3b/touch", b"")
-    for _ in range(2):
-        http(base + "/admin/services/cold/wake", b"")
-        wait_for(lambda: json.loads(http(base + "/admin/services/cold"))["actual"] == "stopped", "cold to sleep")
+    http(f"http://127.0.0.1:{cold_listen}/")
+    wait_for(lambda: json.loads(http(base + "/admin/services/cold"))["actual"] == "stopped", "cold to sleep")
+    http(base + "/admin/services/cold/wake", b"")
+    wait_for(lambda: json.loads(http(base + "/admin/services/cold"))["actual"] == "stopped", "cold to sleep")
     # Enough scrapes for rate() over the window.
     wait_for(lambda: float(json.loads(http(prom + "/api/v1/query?query=" + urllib.parse.quote(
         'count_over_time(siesta_build_info[5m])')))["data"]["result"][0]["value"][1]) >= 8, "scrapes", 30)
