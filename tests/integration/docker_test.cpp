@@ -418,5 +418,47 @@ TEST_F(Docker, ClientSpeaksTheEnginesVersionAndTreats304AsSuccess) {
   EXPECT_EQ(down.status().code(), ErrorCode::kUnavailable);
 }
 
+// DOCKER_HOST=tcp://: the same client over TCP, against a stand-in that serves the recorded
+// answers of the real engine (tests/unit/data/docker), including a Docker 29-style version.
+TEST(DockerTcp, ClientNegotiatesAndInspectsOverTcp) {
+  httplib::Server engine;
+  std::vector<std::string> paths;
+  std::mutex mu;
+  engine.Get("/version", [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(mu);
+    paths.push_back(req.path);
+    res.set_content(R"({"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.44"})",
+                    "application/json");
+  });
+  engine.Get(R"(/v1\.52/containers/([^/]+)/json)", [&](const httplib::Request& req,
+                                                       httplib::Response& res) {
+    std::lock_guard lock(mu);
+    paths.push_back(req.path);
+    if (req.matches[1] != "rec-health") {
+      res.status = 404;
+      res.set_content(R"({"message":"No such container: )" + req.matches[1].str() + "\"}",
+                      "application/json");
+      return;
+    }
+    res.set_content(
+        slurp(fs::path(SIESTA_SOURCE_DIR) / "tests/unit/data/docker/inspect_running_healthy.json"),
+        "application/json");
+  });
+  const int port = engine.bind_to_any_port("127.0.0.1");
+  std::thread server([&] { engine.listen_after_bind(); });
+  auto endpoint = parse_docker_host("tcp://127.0.0.1:" + std::to_string(port));
+  ASSERT_TRUE(endpoint);
+  DockerClient client(*endpoint);
+  auto state = client.inspect("rec-health");  // negotiates first
+  engine.stop();
+  server.join();
+  ASSERT_TRUE(state) << state.status().message();
+  EXPECT_EQ(state->health.value_or(""), "healthy");
+  EXPECT_EQ(client.api_version()->to_string(), "1.52");  // Docker 29 refuses anything below 1.44
+  ASSERT_EQ(paths.size(), 2u);
+  EXPECT_EQ(paths[0], "/version");
+  EXPECT_EQ(paths[1], "/v1.52/containers/rec-health/json");
+}
+
 }  // namespace
 }  // namespace siesta::testing
