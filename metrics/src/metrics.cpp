@@ -23,6 +23,7 @@ constexpr const char* kSleepReasons[] = {"idle", "manual"};
 constexpr const char* kWakeReasons[] = {"manual", "desired", "request"};
 constexpr const char* kOperations[] = {"start", "stop", "inspect"};
 constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external"};
+constexpr const char* kLoadReasons[] = {"request", "manual"};
 
 // Builds one gauge family sample by sample.
 class GaugeFamily {
@@ -89,6 +90,14 @@ Metrics::Metrics()
                            .Help("HTTP requests through the proxy, from arrival until the "
                                  "response (stream included) ended; cold starts included.")
                            .Register(*registry_)),
+      loads_(&BuildCounter()
+                  .Name("siesta_model_loads_total")
+                  .Help("Models loaded, by reason: request (a proxied request) or manual.")
+                  .Register(*registry_)),
+      load_duration_(&prometheus::BuildHistogram()
+                          .Name("siesta_model_load_duration_seconds")
+                          .Help("Time to load a model: the cold-start price of unloading it.")
+                          .Register(*registry_)),
       proxy_connections_(&BuildCounter()
                               .Name("siesta_proxy_tcp_connections_total")
                               .Help("TCP connections through the proxy that have ended.")
@@ -100,11 +109,7 @@ Metrics::~Metrics() = default;
 
 void Metrics::declare(const Snapshot& snapshot) {
   for (const auto& view : snapshot.services) service_added(view.spec->name);
-  for (const auto& view : snapshot.models) {
-    const std::string& m = view.spec->name;
-    for (const char* r : kUnloadReasons) unloads_->Add({{"model", m}, {"reason", r}});
-    unload_failures_->Add({{"model", m}});
-  }
+  for (const auto& view : snapshot.models) model_added(view.spec->name);
 }
 
 void Metrics::service_added(const std::string& s) {
@@ -123,6 +128,18 @@ std::vector<double> Metrics::proxy_buckets() {
 void Metrics::proxy_request(const std::string& service, int status, Seconds duration) {
   proxy_requests_->Add({{"service", service}, {"code", std::to_string(status)}}).Increment();
   proxy_duration_->Add({{"service", service}}, proxy_buckets()).Observe(duration.count());
+}
+
+void Metrics::model_added(const std::string& m) {
+  for (const char* r : kUnloadReasons) unloads_->Add({{"model", m}, {"reason", r}});
+  for (const char* r : kLoadReasons) loads_->Add({{"model", m}, {"reason", r}});
+  unload_failures_->Add({{"model", m}});
+  load_duration_->Add({{"model", m}}, wake_buckets());
+}
+
+void Metrics::model_loaded(const std::string& model, const std::string& reason, Seconds duration) {
+  loads_->Add({{"model", model}, {"reason", reason}}).Increment();
+  load_duration_->Add({{"model", model}}, wake_buckets()).Observe(duration.count());
 }
 
 void Metrics::proxy_connection(const std::string& service) {
@@ -208,6 +225,11 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                          "The keep-alive in force for the model.");
   GaugeFamily model_used("siesta_model_last_used_timestamp_seconds",
                          "When the model was last used; absent if never.");
+  GaugeFamily vram("siesta_model_vram_bytes",
+                   "VRAM the loaded model holds, as its provider reports (Ollama's size_vram); "
+                   "absent when not loaded or not reported.");
+  GaugeFamily model_in_flight("siesta_model_in_flight_requests",
+                              "Requests on the model through siesta's proxy.");
   for (size_t i = 0; i < decision.models.size(); ++i) {
     const ModelTimer& t = decision.models[i];
     const ModelRuntime& rt = snapshot.models[i].runtime;
@@ -216,8 +238,12 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
     if (t.unloads_in) remaining.add(labels, t.unloads_in->count());
     keep_alive.add(labels, t.keep_alive.count());
     if (rt.last_used) model_used.add(labels, to_unix_seconds(*rt.last_used));
+    if (t.loaded && rt.vram_bytes) vram.add(labels, *rt.vram_bytes);
+    model_in_flight.add(labels, rt.in_flight);
   }
-  for (GaugeFamily* f : {&loaded, &remaining, &keep_alive, &model_used}) out.push_back(f->take());
+  for (GaugeFamily* f : {&loaded, &remaining, &keep_alive, &model_used, &vram, &model_in_flight}) {
+    out.push_back(f->take());
+  }
 
   GaugeFamily s_enabled("siesta_settings_idle_sleep_enabled", "1 when idle sleep is on globally.");
   s_enabled.add({}, settings.idle_sleep_enabled ? 1 : 0);

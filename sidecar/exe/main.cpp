@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "siesta/api/admin_server.h"
@@ -16,6 +17,7 @@
 #include "siesta/discovery/docker_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
+#include "siesta/providers/ollama_provider.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
@@ -178,8 +180,21 @@ int main(int argc, char** argv) {
     }
     return handles;
   });
-  siesta::Controller controller(registry, backends, /*providers=*/nullptr, clock, metrics,
-                                [&] { return persister.save(); });
+  // Model servers: every service that models name as provider (or with model_api "ollama").
+  std::map<std::string, std::unique_ptr<siesta::OllamaProvider>> providers;
+  for (const auto& s : specs) {
+    if (s.model_api == siesta::ServiceSpec::ModelApi::kOllama && s.upstream_port != 0) {
+      providers[s.name] =
+          std::make_unique<siesta::OllamaProvider>(s.upstream_host, s.upstream_port);
+    }
+  }
+  siesta::Controller controller(
+      registry, backends,
+      [&providers](const std::string& service) -> siesta::ModelProvider* {
+        auto it = providers.find(service);
+        return it == providers.end() ? nullptr : it->second.get();
+      },
+      clock, metrics, [&] { return persister.save(); });
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, metrics, executor);
 

@@ -244,7 +244,8 @@ TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
   ASSERT_TRUE(eventually([&] { return get_json(siesta, "/admin/services").contains("late-svc"); },
                          seconds(1)))
       << siesta.log();
-  // ... where a request wakes it like any other.
+  // ... (opened just after the service joins) where a request wakes it like any other.
+  ASSERT_TRUE(siesta.wait_log("Proxy for service late-svc listening on"));
   httplib::Client via("127.0.0.1", late_listen);
   via.set_read_timeout(seconds(30));
   auto res = via.Get("/");

@@ -163,8 +163,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
                 "services.a.colour: unknown key (known keys: backend, command, container, "
-                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, protocol, "
-                "start_timeout_seconds, stop_timeout_seconds, upstream)"},
+                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, model_api, "
+                "protocol, start_timeout_seconds, stop_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "model_api": "vllm"}}})",
+                "services.a.model_api: must be \"ollama\", got \"vllm\""},
+        BadCase{R"({"services": {"o": {"command": ["o"]}}, "models": {"m": {"provider": "o",
+                "keep_alive_min_seconds": 600, "keep_alive_max_seconds": 60}}})",
+                "models.m.keep_alive_max_seconds: must be at least keep_alive_min_seconds"},
         BadCase{R"({"services": {"a": {"command": ["a"], "listen": "127.0.0.1:9001"}}})",
                 "services.a.listen: needs \"upstream\" (where to forward to)"},
         BadCase{

@@ -391,6 +391,7 @@ class AdminServer::Impl {
       if (action == "wake") st = controller_.wake(name, "manual");
       if (action == "sleep") st = controller_.sleep(name);
       if (action == "touch") st = controller_.touch_service(name);
+      if (action == "unload-models") st = controller_.unload_models_of(name);
     }
     if (!st) return status_reply(st);
     return service_reply(name);
@@ -402,7 +403,9 @@ class AdminServer::Impl {
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
     if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
-    Status st = action == "unload" ? controller_.unload_model(name) : controller_.touch_model(name);
+    Status st = action == "unload" ? controller_.unload_model(name)
+                : action == "load" ? controller_.load_model(name)
+                                   : controller_.touch_model(name);
     if (!st) return status_reply(st);
     return model_reply(name);
   }
@@ -444,7 +447,7 @@ class AdminServer::Impl {
       r.body = services_json(snapshot, d);
       return r;
     });
-    on(R"(/admin/services/([^/]+)/(idle-sleep|wake|sleep|desired|touch))", "POST",
+    on(R"(/admin/services/([^/]+)/(idle-sleep|wake|sleep|desired|touch|unload-models))", "POST",
        [this](const auto& req, const std::smatch& m) {
          return service_action(req, m[1].str(), m[2].str());
        });
@@ -460,7 +463,7 @@ class AdminServer::Impl {
       return r;
     });
     // Model names hold ':' and may hold '/' (sent as %2F; httplib decodes the path).
-    on(R"(/admin/models/(.+)/(unload|touch))", "POST",
+    on(R"(/admin/models/(.+)/(unload|load|touch))", "POST",
        [this](const auto& req, const std::smatch& m) {
          return model_action(req, m[1].str(), m[2].str());
        });

@@ -79,6 +79,9 @@ json model_json(const ModelView& view, const ModelTimer& timer) {
       {"unload_blocker", blocked ? json(to_string(timer.blocker)) : json(nullptr)},
       {"will_not_unload_because", blocked ? json(describe(timer.blocker)) : json(nullptr)},
       {"in_flight", rt.in_flight},
+      // As the provider reports it (Ollama's /api/ps), refreshed at each reconcile.
+      {"size_bytes", timer.loaded && rt.size_bytes ? json(*rt.size_bytes) : json(nullptr)},
+      {"vram_bytes", timer.loaded && rt.vram_bytes ? json(*rt.vram_bytes) : json(nullptr)},
       {"last_error", rt.last_error.empty() ? json(nullptr) : json(rt.last_error)},
       {"last_error_at", unix_seconds(rt.last_error_at)}};
 }

@@ -140,7 +140,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   ObjectReader r(value, "services." + name, source);
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
                 "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
-                "listen", "protocol"});
+                "listen", "protocol", "model_api"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -200,6 +200,11 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     if (spec.upstream_port == 0) {
       r.fail(r.key_path("listen"), "needs \"upstream\" (where to forward to)");
     }
+  }
+  if (auto api = r.read_string("model_api")) {
+    if (*api != "ollama")
+      r.fail(r.key_path("model_api"), "must be \"ollama\", got \"" + *api + "\"");
+    spec.model_api = ServiceSpec::ModelApi::kOllama;
   }
   if (auto protocol = r.read_string("protocol")) {
     if (*protocol == "http") {
@@ -274,13 +279,23 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
 
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
   ObjectReader r(value, "models." + name, source);
-  r.allow_only({"provider", "keep_alive_hours"});
+  r.allow_only(
+      {"provider", "keep_alive_hours", "keep_alive_min_seconds", "keep_alive_max_seconds"});
   ModelSpec spec;
   spec.name = name;
   auto provider = r.read_string("provider");
   if (!provider) r.fail(r.key_path("provider"), "is required (the service that serves the model)");
   spec.provider = *provider;
   spec.keep_alive_hours = r.read_number("keep_alive_hours", 0, false, kMaxHours);
+  if (auto v = r.read_number("keep_alive_min_seconds", 0, false, kMaxHours * 3600)) {
+    spec.keep_alive_min_seconds = *v;
+  }
+  if (auto v = r.read_number("keep_alive_max_seconds", 0, false, kMaxHours * 3600)) {
+    spec.keep_alive_max_seconds = *v;
+  }
+  if (spec.keep_alive_max_seconds < spec.keep_alive_min_seconds) {
+    r.fail(r.key_path("keep_alive_max_seconds"), "must be at least keep_alive_min_seconds");
+  }
   return spec;
 }
 
@@ -420,7 +435,11 @@ Config parse_config(const std::string& text, const std::string& source) {
       }
       ModelSpec spec = read_model(name, value, source);
       bool provider_known = false;
-      for (const auto& s : config.services) provider_known |= s.spec.name == spec.provider;
+      for (auto& s : config.services) {
+        if (s.spec.name != spec.provider) continue;
+        provider_known = true;
+        s.spec.model_api = ServiceSpec::ModelApi::kOllama;  // a model server: Ollama's API
+      }
       if (!provider_known) {
         mr.fail(mr.key_path(name) + ".provider",
                 "names no service: \"" + spec.provider + "\" is not under \"services\"");

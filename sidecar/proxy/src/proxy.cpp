@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "siesta/core/error_json.h"
+#include "siesta/providers/keep_alive.h"
 #include "siesta/runtime/executor.h"
 
 namespace siesta {
@@ -116,6 +117,7 @@ struct Proxy::Impl {
     Protocol protocol = Protocol::kHttp;
     std::string upstream_host;
     std::string upstream_port;
+    ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -178,6 +180,7 @@ struct Proxy::Impl {
     l.protocol = spec.protocol;
     l.upstream_host = spec.upstream_host;
     l.upstream_port = std::to_string(spec.upstream_port);
+    l.model_api = spec.model_api;
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
       spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
@@ -262,6 +265,92 @@ struct Proxy::Impl {
       co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
     }
     co_return *wait->result;
+  }
+
+  // ---- Models ----
+
+  // A request on a model, in flight from begin_model() until the object is destroyed.
+  struct ModelUse {
+    ModelUse(Controller& c, std::string m) : controller(&c), model(std::move(m)) {}
+    ModelUse(ModelUse&& o) noexcept
+        : controller(std::exchange(o.controller, nullptr)),
+          model(std::move(o.model)),
+          route(o.route),
+          keep_alive(o.keep_alive),
+          was_loaded(o.was_loaded),
+          t0(o.t0) {}
+    ModelUse& operator=(ModelUse&&) = delete;
+    ~ModelUse() {
+      if (controller != nullptr) controller->end_model_request(model);
+    }
+    Controller* controller;
+    std::string model;
+    ModelRoute route = ModelRoute::kNone;
+    double keep_alive = 0;
+    bool was_loaded = true;
+    SteadyClock::time_point t0 = SteadyClock::now();
+  };
+
+  // The whole request body, or nullopt when it is over the limit.
+  awaitable<std::optional<std::string>> read_body(beast::tcp_stream& client,
+                                                  beast::flat_buffer& client_buf,
+                                                  http::request_parser<http::buffer_body>& parser,
+                                                  beast::error_code& ec) {
+    constexpr std::size_t kLimit = 32 * 1024 * 1024;
+    std::string body;
+    auto& req = parser.get();
+    while (!parser.is_done()) {
+      const std::size_t old = body.size();
+      body.resize(old + kChunk);
+      req.body().data = body.data() + old;
+      req.body().size = kChunk;
+      client.expires_after(options_.idle_timeout);
+      co_await http::async_read_some(client, client_buf, parser, ec_token(ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return std::nullopt;
+      body.resize(old + (kChunk - req.body().size));
+      if (body.size() > kLimit) co_return std::nullopt;
+    }
+    co_return body;
+  }
+
+  // Reads the model a request names and applies the keep-alive policy, rewriting `body`.
+  void begin_model(Listener& l, ModelRoute route, std::string& body, std::optional<ModelUse>& out) {
+    nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (!doc.is_object() || !doc.contains("model") || !doc["model"].is_string()) {
+      return;  // not a model request siesta understands: passed on untouched
+    }
+    const std::string model = doc["model"].get<std::string>();
+    if (model.empty() || model.size() > 256) return;
+    std::optional<double> asked;
+    if (route == ModelRoute::kOllama && doc.contains("keep_alive")) {
+      auto parsed = parse_ollama_keep_alive(doc["keep_alive"]);
+      if (!parsed) return;  // Ollama answers the client's mistake itself
+      asked = *parsed;
+    }
+    const auto policy = controller_.keep_alive_policy(model);
+    ModelUse& use = out.emplace(controller_, model);
+    use.route = route;
+    use.keep_alive = bounded_keep_alive(asked, policy.configured_seconds, policy.min_seconds,
+                                        policy.max_seconds);
+    if (route == ModelRoute::kOllama) {
+      doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
+      body = doc.dump();
+    }
+    use.was_loaded = controller_.begin_model_request(model, l.service, use.keep_alive);
+  }
+
+  // Ollama reads no keep_alive from /v1/* requests, so its default would apply: set siesta's
+  // (plus the grace) once the request is over, off the I/O threads.
+  void refresh_keep_alive(Listener& l, const ModelUse& use) {
+    ModelProvider* provider = controller_.provider_of(l.service);
+    if (provider == nullptr) return;
+    wake_threads_.post([provider, model = use.model, keep_alive = use.keep_alive] {
+      if (Status st = provider->load(model, upstream_keep_alive(keep_alive)); !st) {
+        spdlog::warn("Model {}: could not set its keep-alive after a /v1 request: {}", model,
+                     st.message());
+      }
+    });
   }
 
   // ---- HTTP ----
@@ -402,6 +491,30 @@ struct Proxy::Impl {
       req.set("X-Forwarded-Host", req[http::field::host]);
     }
 
+    // Requests to a model server that name a model: siesta tracks the model and owns its
+    // keep-alive (docs/models.md).
+    std::optional<std::string> replacement;  // the rewritten request body
+    std::optional<ModelUse> model_use;
+    if (l.model_api == ServiceSpec::ModelApi::kOllama) {
+      const ModelRoute route =
+          model_route(std::string(req.method_string()), std::string(req.target()));
+      if (route != ModelRoute::kNone) {
+        auto body = co_await read_body(client, client_buf, req_parser, ec);
+        if (ec) co_return false;
+        if (!body) {
+          auto res = error_response(http::status::payload_too_large, version, "payload_too_large",
+                                    "a model request body is limited to 32 MiB");
+          status_sent = 413;
+          record();
+          co_return co_await answer(client, std::move(res), false);
+        }
+        replacement = std::move(*body);
+        begin_model(l, route, *replacement, model_use);
+        req.chunked(false);
+        req.content_length(replacement->size());
+      }
+    }
+
     // A kept-alive upstream connection may have been closed by the upstream meanwhile: a
     // request without a body is retried once on a fresh connection.
     char buf[kChunk];
@@ -409,6 +522,7 @@ struct Proxy::Impl {
     bool sent_body = false;
     for (int attempt = 0;; ++attempt) {
       parsed.emplace();
+      bool replacement_pending = replacement.has_value();
       const bool reused = upstream.has_value();
       if (!upstream) {
         if (!co_await connect_upstream(l, upstream, ec)) {
@@ -440,6 +554,12 @@ struct Proxy::Impl {
           // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
           // chunked body early).
           if (req.body().size == 0 && req.body().more) continue;
+          sent_body = true;
+        } else if (replacement_pending) {
+          req.body().data = replacement->data();
+          req.body().size = replacement->size();
+          req.body().more = false;
+          replacement_pending = false;
           sent_body = true;
         } else {
           req.body().data = nullptr;
@@ -489,7 +609,15 @@ struct Proxy::Impl {
     }
     res.version(version);
     res.keep_alive(keep_alive);
-    if (cold) res.set("X-Siesta-Wake", fmt::format("cold; dur={:.3f}", *cold));
+    std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    if (model_use && !model_use->was_loaded) {
+      // The model was not loaded: this response paid its load.
+      const double load = seconds_since(model_use->t0);
+      recorder_.model_loaded(model_use->model, "request", Seconds(load));
+      wake_header += fmt::format("{}model={}; load={:.3f}", wake_header.empty() ? "cold; " : "; ",
+                                 model_use->model, load);
+    }
+    if (!wake_header.empty()) res.set("X-Siesta-Wake", wake_header);
     if (is_stream(res, res.chunked())) res.set("X-Accel-Buffering", "no");
     status_sent = static_cast<int>(res.result_int());
 
@@ -524,6 +652,7 @@ struct Proxy::Impl {
     if (ec) {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
     }
+    if (model_use && model_use->route == ModelRoute::kOpenAi) refresh_keep_alive(l, *model_use);
     record();
     co_return keep_alive && !ec;
   }

@@ -209,6 +209,17 @@ Status Controller::sleep(const std::string& service) {
 
 Status Controller::stop_locked(const std::string& service, const std::string& reason) {
   auto view = registry_.service(service);
+  // A model server's models are unloaded first, so VRAM is freed in order even if the
+  // stop itself is slow or fails.
+  if (ModelProvider* provider = provider_of(service); provider != nullptr) {
+    for (const auto& name : registry_.model_names()) {
+      auto m = registry_.model(name);
+      if (!m || m->spec->provider != service || !m->runtime.loaded) continue;
+      if (Status st = provider->unload(name); !st) {
+        spdlog::warn("Model {}: unload before stopping {} failed: {}", name, service, st.message());
+      }
+    }
+  }
   ServiceBackend* backend = backend_for(*view->spec);
   Status st = backend != nullptr ? backend->stop(*view->spec) : no_backend(*view->spec);
   if (st) {
@@ -273,6 +284,98 @@ void Controller::end_request(const std::string& service) {
   // The service now has a sleep deadline; wake the monitor only if it would sleep past it.
   const double minutes = timeout_minutes.value_or(registry_.settings().idle_timeout_minutes);
   registry_.changes().notify_if_before(now + to_wall_duration(Seconds(minutes * 60)));
+}
+
+ModelProvider* Controller::provider_of(const std::string& provider_service) {
+  return providers_ ? providers_(provider_service) : nullptr;
+}
+
+Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& model) {
+  const Settings settings = registry_.settings();
+  if (auto view = registry_.model(model)) {
+    return {effective_keep_alive(settings, *view->spec, ModelRuntime{}).count(),
+            view->spec->keep_alive_min_seconds, view->spec->keep_alive_max_seconds};
+  }
+  const ModelSpec defaults;
+  return {settings.model_keep_alive_hours * 3600.0, defaults.keep_alive_min_seconds,
+          defaults.keep_alive_max_seconds};
+}
+
+bool Controller::begin_model_request(const std::string& model, const std::string& provider_service,
+                                     double keep_alive_seconds) {
+  const WallTime now = clock_.wall_now();
+  if (!registry_.model(model)) {
+    registry_.add_model(ModelSpec{model, provider_service, std::nullopt}, ModelRuntime{});
+    recorder_.model_added(model);
+    spdlog::info("Model {} is used through {}; tracking it", model, provider_service);
+  }
+  bool was_loaded = false;
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    was_loaded = rt.loaded;
+    ++rt.in_flight;
+    rt.loaded = true;
+    rt.last_used = now;
+    rt.keep_alive_seconds = keep_alive_seconds;
+  });
+  return was_loaded;
+}
+
+void Controller::end_model_request(const std::string& model) {
+  const WallTime now = clock_.wall_now();
+  bool idle = false;
+  double keep_alive = 0;
+  const Settings settings = registry_.settings();
+  registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    rt.in_flight = std::max(0, rt.in_flight - 1);
+    rt.last_used = now;  // the keep-alive runs from the end of the last request
+    idle = rt.in_flight == 0;
+    keep_alive = effective_keep_alive(settings, spec, rt).count();
+  });
+  if (idle && std::isfinite(keep_alive)) {
+    registry_.changes().notify_if_before(now + to_wall_duration(Seconds(keep_alive)));
+  }
+}
+
+Status Controller::load_model(const std::string& model) {
+  auto view = registry_.model(model);
+  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  ModelProvider* provider = provider_of(view->spec->provider);
+  if (provider == nullptr) {
+    return {ErrorCode::kUnavailable, "service " + view->spec->provider + " has no model API"};
+  }
+  // The provider service must be up first.
+  if (Status st = wake(view->spec->provider, "manual"); !st) return st;
+  const double keep_alive =
+      effective_keep_alive(registry_.settings(), *view->spec, view->runtime).count();
+  spdlog::info("Loading model {} on {}...", model, view->spec->provider);
+  const MonoTime t0 = clock_.mono_now();
+  Status st = provider->load(model, std::isfinite(keep_alive) ? keep_alive + 300 : keep_alive);
+  const Seconds took = clock_.mono_now() - t0;
+  if (!st) {
+    spdlog::error("Model {}: load failed: {}", model, st.message());
+    return st;
+  }
+  const WallTime now = clock_.wall_now();
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = now;
+  });
+  recorder_.model_loaded(model, "manual", took);
+  spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
+  return saved(Status::ok(), save());
+}
+
+Status Controller::unload_models_of(const std::string& provider_service) {
+  if (!registry_.service(provider_service)) {
+    return {ErrorCode::kNotFound, "unknown service: " + provider_service};
+  }
+  Status first = Status::ok();
+  for (const auto& name : registry_.model_names()) {
+    auto view = registry_.model(name);
+    if (!view || view->spec->provider != provider_service || !view->runtime.loaded) continue;
+    if (Status st = unload_model(name); !st && first) first = st;
+  }
+  return first;
 }
 
 Status Controller::touch_model(const std::string& model) {
@@ -357,8 +460,14 @@ Status Controller::unload_model(const std::string& model) {
 Status Controller::unload_claimed(const std::string& model, const std::string& reason) {
   auto view = registry_.model(model);
   ModelProvider* provider = providers_ ? providers_(view->spec->provider) : nullptr;
+  auto service = registry_.service(view->spec->provider);
+  const bool service_up = service && service->runtime.state != ServiceState::kStopped;
   Status st = Status::ok();
-  if (provider != nullptr) {
+  if (provider != nullptr && !service_up) {
+    // A stopped model server holds no models: nothing to ask it.
+    spdlog::info("Model {}: its service {} is stopped, so it is not loaded", model,
+                 view->spec->provider);
+  } else if (provider != nullptr) {
     st = provider->unload(model);
   } else {
     spdlog::warn(
@@ -487,12 +596,17 @@ void Controller::reconcile_models() {
       ModelRuntime rt;
       rt.loaded = true;
       rt.last_used = now;
+      rt.size_bytes = m.size_bytes;
+      rt.vram_bytes = m.vram_bytes;
       if (!registry_.model(m.name)) {
         registry_.add_model(ModelSpec{m.name, service, std::nullopt}, rt);
+        recorder_.model_added(m.name);
         spdlog::info("Model {} found loaded on {}; tracking it", m.name, service);
         changed = true;
       }
       registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {
+        cur.size_bytes = m.size_bytes;
+        cur.vram_bytes = m.vram_bytes;
         if (!cur.loaded) {
           cur.loaded = true;
           cur.last_used = now;

@@ -49,6 +49,8 @@ class Metrics final : public Recorder {
   void service_added(const std::string& service) override;
   void proxy_request(const std::string& service, int status, Seconds duration) override;
   void proxy_connection(const std::string& service) override;
+  void model_added(const std::string& model) override;
+  void model_loaded(const std::string& model, const std::string& reason, Seconds duration) override;
 
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,
@@ -69,6 +71,8 @@ class Metrics final : public Recorder {
   prometheus::Family<prometheus::Histogram>* wake_duration_;
   prometheus::Family<prometheus::Counter>* proxy_requests_;
   prometheus::Family<prometheus::Histogram>* proxy_duration_;
+  prometheus::Family<prometheus::Counter>* loads_;
+  prometheus::Family<prometheus::Histogram>* load_duration_;
   prometheus::Family<prometheus::Counter>* proxy_connections_;
 };
 

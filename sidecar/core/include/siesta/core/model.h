@@ -12,6 +12,9 @@ struct ModelSpec {
   std::string name;
   std::string provider;                    // name of the service that serves it
   std::optional<double> keep_alive_hours;  // overrides the global setting
+  // Bounds on a keep-alive a client asks for in its request (Ollama's keep_alive).
+  double keep_alive_min_seconds = 60;
+  double keep_alive_max_seconds = 86400;
 };
 
 struct ModelRuntime {
@@ -24,6 +27,8 @@ struct ModelRuntime {
   std::string last_error;
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed unload: not retried before then
+  std::optional<double> size_bytes;  // as the provider reports it (Ollama's /api/ps)
+  std::optional<double> vram_bytes;
 };
 
 }  // namespace siesta

@@ -28,6 +28,12 @@ class Recorder {
   // `duration`, streams included.
   virtual void proxy_request(const std::string& /*service*/, int /*status*/, Seconds /*duration*/) {
   }
+  // A model was loaded (reason "request": by a proxied request, "manual": by the admin API),
+  // taking `duration` (the cold-start price of unloading it).
+  virtual void model_loaded(const std::string& /*model*/, const std::string& /*reason*/,
+                            Seconds /*duration*/) {}
+  // A model joined after start-up (seen in requests or in the provider's list).
+  virtual void model_added(const std::string& /*model*/) {}
   // A TCP connection through the proxy ended.
   virtual void proxy_connection(const std::string& /*service*/) {}
 };

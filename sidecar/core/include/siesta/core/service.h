@@ -41,6 +41,9 @@ struct ServiceSpec {
   std::string listen_host;  // siesta's proxy port for this service; empty: no proxy
   int listen_port = 0;
   Protocol protocol = Protocol::kHttp;
+  // The model API the service speaks: set for a service that models name as their provider.
+  enum class ModelApi { kNone, kOllama };
+  ModelApi model_api = ModelApi::kNone;
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   double start_timeout_seconds = 60;

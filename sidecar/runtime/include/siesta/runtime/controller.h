@@ -55,6 +55,25 @@ class Controller {
   Status update_settings(const std::function<void(Settings&)>& change);
   // Unloads now through the provider (reason "forced").
   Status unload_model(const std::string& model);
+  // Loads now through the provider with the model's keep-alive (admin API).
+  Status load_model(const std::string& model);
+  // Unloads every loaded model of a provider service (reason "forced").
+  Status unload_models_of(const std::string& provider_service);
+
+  // A proxied request names `model` on `provider_service`: the model is in flight (never
+  // unloaded) until end_model_request(), and keeps `keep_alive_seconds` from the request's end.
+  // A model siesta did not know is tracked from now on. Returns whether it was loaded already.
+  bool begin_model_request(const std::string& model, const std::string& provider_service,
+                           double keep_alive_seconds);
+  void end_model_request(const std::string& model);
+  // The bounds and default for a request's keep-alive on `model` (defaults for unknown ones).
+  struct KeepAlivePolicy {
+    double configured_seconds;
+    double min_seconds;
+    double max_seconds;
+  };
+  KeepAlivePolicy keep_alive_policy(const std::string& model);
+  ModelProvider* provider_of(const std::string& provider_service);
 
   // The monitor's two-step actions: claim() re-checks under the registry lock that the action
   // is still due and marks it in progress; finish() does the slow part. A claim cancelled in

@@ -1,0 +1,33 @@
+// Ollama's keep_alive values, and the policy siesta applies to them. Pure functions.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "siesta/core/status.h"
+
+namespace siesta {
+
+// A keep_alive as Ollama reads it: a JSON number of seconds, or a Go duration string ("5m",
+// "1h30m", "-1m", "0"; a string without a unit is an error, as in Ollama). Negative means
+// forever: +infinity here.
+Result<double> parse_ollama_keep_alive(const nlohmann::json& value);
+
+// Which requests name a model, and whether Ollama reads keep_alive from them.
+enum class ModelRoute { kNone, kOllama, kOpenAi };
+ModelRoute model_route(const std::string& method, const std::string& path);
+
+// The keep-alive siesta enforces for one request: the client's own (if it sent one) within
+// [min, max]; else the model's configured keep-alive.
+double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
+                          double min_seconds, double max_seconds);
+
+// What siesta tells Ollama: longer than siesta's own deadline, so Ollama never unloads first,
+// yet finite, so a model is not pinned forever should siesta be gone.
+inline constexpr double kOllamaGraceSeconds = 300;
+inline double upstream_keep_alive(double enforced_seconds) {
+  return enforced_seconds + kOllamaGraceSeconds;
+}
+
+}  // namespace siesta

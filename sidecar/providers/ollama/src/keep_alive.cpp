@@ -1,0 +1,61 @@
+#include "siesta/providers/keep_alive.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <regex>
+
+namespace siesta {
+
+Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
+  auto bad = [&](const std::string& why) {
+    return Status{ErrorCode::kInvalidArgument, "keep_alive " + value.dump() + ": " + why};
+  };
+  double seconds = 0;
+  if (value.is_number()) {
+    seconds = value.get<double>();
+    if (!std::isfinite(seconds)) return bad("must be finite");
+  } else if (value.is_string()) {
+    const std::string text = value.get<std::string>();
+    if (text == "0" || text == "-0") return 0.0;
+    static const std::regex kDuration(R"((-?)((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+))");
+    static const std::regex kPart(R"((\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))");
+    std::smatch m;
+    if (!std::regex_match(text, m, kDuration)) return bad("a duration needs a unit, e.g. \"5m\"");
+    const std::string parts = m[2].str();
+    for (std::sregex_iterator it(parts.begin(), parts.end(), kPart), end; it != end; ++it) {
+      const std::string unit = (*it)[2].str();
+      const double n = std::stod((*it)[1].str());
+      seconds += unit == "h"    ? n * 3600
+                 : unit == "m"  ? n * 60
+                 : unit == "s"  ? n
+                 : unit == "ms" ? n / 1e3
+                 : unit == "ns" ? n / 1e9
+                                : n / 1e6;
+    }
+    if (!m[1].str().empty()) seconds = -seconds;
+  } else {
+    return bad("must be a number of seconds or a duration string");
+  }
+  return seconds < 0 ? std::numeric_limits<double>::infinity() : seconds;
+}
+
+ModelRoute model_route(const std::string& method, const std::string& path) {
+  if (method != "POST") return ModelRoute::kNone;
+  const std::string p = path.substr(0, path.find('?'));
+  if (p == "/api/generate" || p == "/api/chat" || p == "/api/embed" || p == "/api/embeddings") {
+    return ModelRoute::kOllama;
+  }
+  if (p == "/v1/chat/completions" || p == "/v1/completions" || p == "/v1/embeddings") {
+    return ModelRoute::kOpenAi;
+  }
+  return ModelRoute::kNone;
+}
+
+double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
+                          double min_seconds, double max_seconds) {
+  if (!client_seconds) return configured_seconds;
+  return std::clamp(*client_seconds, min_seconds, std::max(min_seconds, max_seconds));
+}
+
+}  // namespace siesta

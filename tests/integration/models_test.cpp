@@ -1,0 +1,266 @@
+// Models end to end: the real siesta binary in front of the Ollama emulator (Ollama itself cannot
+// run here; tests/support/ollama_emulator.py follows its published API), which is started,
+// stopped and woken by siesta like any service.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "siesta_process.h"
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class Models : public ::testing::Test {
+ protected:
+  TempDir dir;
+  int upstream = free_port();
+  int listen = free_port();
+  std::string events_file = (dir / "ollama-events.ndjson").string();
+
+  // An "ollama" service running the emulator; `fields` adds service keys, `models` the models.
+  std::string config(const std::string& models, const std::string& fields = "",
+                     std::vector<std::string> emulator_args = {}) {
+    json cmd =
+        json::array({"python3", SIESTA_SOURCE_DIR "/tests/support/ollama_emulator.py", "--port",
+                     std::to_string(upstream), "--load-ms", "150", "--events-file", events_file});
+    for (const auto& a : emulator_args) cmd.push_back(a);
+    return R"({"idle_check_interval_minutes": 0.01, "services": {"ollama": {"command": )" +
+           cmd.dump() + R"(, "upstream": "127.0.0.1:)" + std::to_string(upstream) +
+           R"(", "health": "/api/version", "listen": "127.0.0.1:)" + std::to_string(listen) + "\"" +
+           fields + R"(}}, "models": {)" + models + "}}";
+  }
+  httplib::Client via() const {
+    httplib::Client c("127.0.0.1", listen);
+    c.set_read_timeout(seconds(30));
+    return c;
+  }
+  json emulator(const std::string& path) const {
+    httplib::Client c("127.0.0.1", upstream);
+    auto res = c.Get(path);
+    return res ? json::parse(res->body, nullptr, false) : json();
+  }
+  std::vector<std::string> loaded_in_ollama() const {
+    std::vector<std::string> names;
+    const json ps = emulator("/api/ps");  // kept: a range over a temporary's member dangles
+    for (const auto& m : ps["models"]) names.push_back(m["name"]);
+    return names;
+  }
+  // The keep_alive values Ollama received in /api/* requests for `model`.
+  std::vector<json> keep_alives_sent(const std::string& model) const {
+    std::vector<json> out;
+    for (const auto& r : emulator("/emulator/requests")) {
+      if (r["body"].value("model", "") == model && r["body"].contains("keep_alive")) {
+        out.push_back(r["body"]["keep_alive"]);
+      }
+    }
+    return out;
+  }
+  json model_status(const SiestaProcess& s, const std::string& model) const {
+    return get_json(s, "/admin/idle-status")["models"][model];
+  }
+};
+
+TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
+  // keep-alive 0.0005 h = 1.8 s.
+  SiestaProcess siesta(
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "hi"})",
+                        "application/json");
+  ASSERT_TRUE(res) << siesta.log();
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_NE(res->body.find("\"done\": true"), std::string::npos);
+  // The service and the model were both cold; the client is told what it paid.
+  const std::string wake = res->get_header_value("X-Siesta-Wake");
+  EXPECT_NE(wake.find("cold; dur="), std::string::npos) << wake;
+  EXPECT_NE(wake.find("model=llama3.2:3b; load="), std::string::npos) << wake;
+
+  // siesta owns the keep-alive: Ollama was told 1.8 s + 300 s, so it never unloads first.
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), std::vector<json>{json(302)});
+  json st = model_status(siesta, "llama3.2:3b");
+  EXPECT_EQ(st["loaded"], true) << st;
+  EXPECT_NEAR(st["keep_alive_seconds"].get<double>(), 1.8, 1e-9);
+  ASSERT_TRUE(eventually([&] {
+    return model_status(siesta, "llama3.2:3b")["vram_bytes"].is_number();
+  })) << model_status(siesta, "llama3.2:3b");  // from /api/ps at the next reconcile
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["vram_bytes"], 2e9);
+  EXPECT_EQ(metric(siesta, R"(siesta_model_vram_bytes{model="llama3.2:3b",provider="ollama"})"),
+            2e9);
+  EXPECT_EQ(metric(siesta, R"(siesta_model_loads_total{model="llama3.2:3b",reason="request"})"), 1);
+
+  // 1.8 s after the request ended siesta unloads it, through Ollama's API.
+  ASSERT_TRUE(siesta.wait_log("Successfully unloaded idle model llama3.2:3b", seconds(10)))
+      << siesta.log();
+  EXPECT_TRUE(loaded_in_ollama().empty());
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], false);
+  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="llama3.2:3b",reason="expired"})"),
+            1);
+  // The service itself stays up (its own timeout is an hour).
+  EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");
+}
+
+TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
+      "keep_alive_min_seconds": 30, "keep_alive_max_seconds": 120})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto ask = [&](const std::string& keep_alive) {
+    auto res =
+        via().Post("/api/generate",
+                   R"({"model": "llama3.2:3b", "prompt": "x", "stream": false, "keep_alive": )" +
+                       keep_alive + "}",
+                   "application/json");
+    EXPECT_TRUE(res && res->status == 200);
+    return model_status(siesta, "llama3.2:3b")["keep_alive_seconds"].get<double>();
+  };
+  EXPECT_EQ(ask("-1"), 120);        // "forever" is capped: no pinning
+  EXPECT_EQ(ask("\"1s\""), 30);     // too short is raised: no thrashing
+  EXPECT_EQ(ask("\"1m30s\""), 90);  // within bounds: the client's own
+  EXPECT_EQ(ask("45"), 45);
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{420, 330, 390, 345}));
+}
+
+TEST_F(Models, OpenAiRequestsAreTrackedAndFollowTheSamePolicy) {
+  // qwen2.5:7b is not in the config: tracked from its first request, with the global keep-alive.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  httplib::Headers headers;
+  std::string body;
+  auto res = via().Post(
+      "/v1/chat/completions",
+      R"({"model": "qwen2.5:7b", "stream": true, "messages": [{"role": "user", "content": "x"}]})",
+      "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  EXPECT_NE(res->body.find("data: [DONE]"), std::string::npos);
+  EXPECT_EQ(res->get_header_value("X-Accel-Buffering"), "no");
+  json st = model_status(siesta, "qwen2.5:7b");
+  EXPECT_EQ(st["loaded"], true) << st;
+  EXPECT_EQ(st["provider"], "ollama");
+  EXPECT_EQ(st["keep_alive_seconds"], 7200);  // the global model_keep_alive_hours (2)
+  // Ollama reads no keep_alive from /v1: siesta sets it right after, through /api/generate.
+  ASSERT_TRUE(eventually([&] { return !keep_alives_sent("qwen2.5:7b").empty(); }));
+  EXPECT_EQ(keep_alives_sent("qwen2.5:7b"), std::vector<json>{json(7500)});
+}
+
+TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
+  // keep-alive 0.36 s; the stream runs 2 s.
+  SiestaProcess siesta(
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001})", "",
+                         {"--tokens", "20", "--token-interval-ms", "100"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  json mid;
+  std::thread watcher([&] {
+    std::this_thread::sleep_for(milliseconds(1500));
+    mid = model_status(siesta, "llama3.2:3b");
+  });
+  auto res = via().Post(
+      "/api/chat", R"({"model": "llama3.2:3b", "messages": [{"role": "user", "content": "x"}]})",
+      "application/json");
+  watcher.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(mid["loaded"], true) << mid;
+  EXPECT_EQ(mid["in_flight"], 1);
+  EXPECT_EQ(mid["unload_blocker"], "in_flight");
+  EXPECT_EQ(siesta.log().find("Model llama3.2:3b keep-alive expired"), std::string::npos);
+  EXPECT_TRUE(siesta.wait_log("Successfully unloaded idle model llama3.2:3b", seconds(5)));
+}
+
+TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})",
+                                          R"(, "idle_timeout_minutes": 0.02)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
+            200);
+  ASSERT_TRUE(siesta.wait_log("Successfully stopped idle service ollama", seconds(10)));
+  // The emulator's own record: loaded, then unloaded by siesta's request before it was stopped.
+  const std::string events = slurp(events_file);
+  EXPECT_NE(events.find(R"("event": "load", "model": "llama3.2:3b")"), std::string::npos) << events;
+  EXPECT_NE(events.find(R"("event": "unload", "model": "llama3.2:3b", "cause": "keep_alive 0")"),
+            std::string::npos)
+      << events;
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], false);
+  EXPECT_EQ(
+      metric(siesta, R"(siesta_model_unloads_total{model="llama3.2:3b",reason="service_sleep"})"),
+      1);
+
+  // A model request to the sleeping service wakes it, then loads the model: a cold start.
+  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "again"})",
+                        "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->get_header_value("X-Siesta-Wake").find("model=llama3.2:3b"), std::string::npos);
+}
+
+TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"},
+                                             "qwen2.5:7b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  // Loading wakes the service first.
+  auto load = siesta.client().Post("/admin/models/llama3.2:3b/load");
+  ASSERT_TRUE(load);
+  ASSERT_EQ(load->status, 200) << load->body;
+  ASSERT_EQ(siesta.client().Post("/admin/models/qwen2.5:7b/load")->status, 200);
+  auto in_ollama = loaded_in_ollama();
+  std::sort(in_ollama.begin(), in_ollama.end());
+  EXPECT_EQ(in_ollama, (std::vector<std::string>{"llama3.2:3b", "qwen2.5:7b"}));
+  EXPECT_EQ(metric(siesta, R"(siesta_model_loads_total{model="qwen2.5:7b",reason="manual"})"), 1);
+
+  ASSERT_EQ(siesta.client().Post("/admin/models/llama3.2:3b/unload")->status, 200);
+  EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/unload-models")->status, 200);
+  EXPECT_TRUE(loaded_in_ollama().empty());
+  EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["loaded"], false);
+  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="forced"})"), 1);
+}
+
+TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {
+  SiestaProcess siesta(
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002})", "",
+                         {"--fail-unload"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
+            200);
+  ASSERT_TRUE(eventually(
+      [&] {
+        return metric(siesta, R"(siesta_model_unload_failures_total{model="llama3.2:3b"})") >= 2;
+      },
+      seconds(10)))
+      << siesta.log();  // retried after idle_check_interval (0.6 s)
+  json st = model_status(siesta, "llama3.2:3b");
+  EXPECT_EQ(st["loaded"], true);
+  EXPECT_NE(st["last_error"].get<std::string>().find("unload failed (emulated)"), std::string::npos)
+      << st;
+  EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");  // the monitor goes on
+}
+
+TEST_F(Models, ModelsLoadedOrUnloadedOutsideSiestaAreSyncedFromApiPs) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
+  // Straight to Ollama, past siesta: a model siesta has never seen.
+  httplib::Client direct("127.0.0.1", upstream);
+  direct.set_read_timeout(seconds(10));
+  ASSERT_EQ(direct.Post("/api/generate", R"({"model": "qwen2.5:7b"})", "application/json")->status,
+            200);
+  ASSERT_TRUE(eventually([&] { return model_status(siesta, "qwen2.5:7b")["loaded"] == true; }))
+      << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("Model qwen2.5:7b found loaded on ollama; tracking it"));
+  ASSERT_EQ(
+      direct
+          .Post("/api/generate", R"({"model": "qwen2.5:7b", "keep_alive": 0})", "application/json")
+          ->status,
+      200);
+  ASSERT_TRUE(eventually([&] { return model_status(siesta, "qwen2.5:7b")["loaded"] == false; }));
+  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="external"})"),
+            1);
+}
+
+}  // namespace
+}  // namespace siesta::testing

@@ -1,0 +1,56 @@
+// Ollama's keep_alive values and siesta's policy for them.
+#include "siesta/providers/keep_alive.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+
+TEST(OllamaKeepAlive, NumbersAreSecondsAndNegativeIsForever) {
+  EXPECT_EQ(*parse_ollama_keep_alive(json(300)), 300);
+  EXPECT_EQ(*parse_ollama_keep_alive(json(0)), 0);
+  EXPECT_EQ(*parse_ollama_keep_alive(json(1.5)), 1.5);
+  EXPECT_TRUE(std::isinf(*parse_ollama_keep_alive(json(-1))));
+}
+
+TEST(OllamaKeepAlive, StringsAreGoDurations) {
+  EXPECT_EQ(*parse_ollama_keep_alive(json("5m")), 300);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("1h30m")), 5400);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("250ms")), 0.25);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("0")), 0);
+  EXPECT_TRUE(std::isinf(*parse_ollama_keep_alive(json("-1m"))));
+  // As in Ollama: a string needs a unit.
+  EXPECT_FALSE(parse_ollama_keep_alive(json("300")));
+  EXPECT_FALSE(parse_ollama_keep_alive(json("soon")));
+  EXPECT_FALSE(parse_ollama_keep_alive(json(true)));
+  EXPECT_FALSE(parse_ollama_keep_alive(json::array()));
+}
+
+TEST(OllamaKeepAlive, RoutesThatNameAModel) {
+  EXPECT_EQ(model_route("POST", "/api/generate"), ModelRoute::kOllama);
+  EXPECT_EQ(model_route("POST", "/api/chat"), ModelRoute::kOllama);
+  EXPECT_EQ(model_route("POST", "/api/embed"), ModelRoute::kOllama);
+  EXPECT_EQ(model_route("POST", "/api/embeddings?x=1"), ModelRoute::kOllama);
+  EXPECT_EQ(model_route("POST", "/v1/chat/completions"), ModelRoute::kOpenAi);
+  EXPECT_EQ(model_route("POST", "/v1/completions"), ModelRoute::kOpenAi);
+  EXPECT_EQ(model_route("POST", "/v1/embeddings"), ModelRoute::kOpenAi);
+  EXPECT_EQ(model_route("GET", "/api/ps"), ModelRoute::kNone);
+  EXPECT_EQ(model_route("POST", "/api/pull"), ModelRoute::kNone);
+  EXPECT_EQ(model_route("GET", "/v1/models"), ModelRoute::kNone);
+}
+
+TEST(OllamaKeepAlive, TheClientsValueWithinBoundsElseTheConfigured) {
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(bounded_keep_alive(std::nullopt, 7200, 60, 86400), 7200);
+  EXPECT_EQ(bounded_keep_alive(inf, 7200, 60, 86400), 86400);  // no pinning forever
+  EXPECT_EQ(bounded_keep_alive(0, 7200, 60, 86400), 60);       // no thrashing
+  EXPECT_EQ(bounded_keep_alive(600, 7200, 60, 86400), 600);
+  EXPECT_EQ(upstream_keep_alive(600), 900);  // Ollama never unloads before siesta
+}
+
+}  // namespace
+}  // namespace siesta::testing
