@@ -261,6 +261,28 @@ TEST(Controller, ReconcileTracksModelsLoadedAndUnloadedOutsideSiesta) {
   EXPECT_THAT(w.recorder.events(), ElementsAre("unloaded known external"));
 }
 
+TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama"}}})");
+  w.run("ollama");
+  EXPECT_FALSE(w.controller->begin_model_request("m", "ollama", 600));  // was not loaded
+  w.provider.loaded_models = {};  // Ollama lists a model only once it has loaded
+  w.controller->reconcile();
+  EXPECT_TRUE(w.model("m").loaded);
+  EXPECT_EQ(w.model("m").in_flight, 1);
+  w.controller->end_model_request("m");
+  EXPECT_EQ(w.model("m").in_flight, 0);
+  EXPECT_EQ(w.model("m").keep_alive_seconds, 600);
+  w.clock.advance(std::chrono::seconds(599));
+  w.provider.loaded_models = {"m"};
+  w.monitor->step();
+  EXPECT_TRUE(w.model("m").loaded);
+  w.clock.advance(std::chrono::seconds(1));  // 600 s after the request ended
+  w.monitor->step();
+  EXPECT_FALSE(w.model("m").loaded);
+  EXPECT_THAT(w.recorder.events(), ::testing::Contains("unloaded m expired"));
+}
+
 TEST(Controller, ForcedUnloadOfAnUnloadedModelIsANoOp) {
   World w(
       R"({"services": {"ollama": {"command": ["o"]}}, "models": {"m": {"provider": "ollama"}}})");

@@ -617,7 +617,8 @@ void Controller::reconcile_models() {
     for (const auto& name : registry_.model_names()) {
       bool gone = false;
       registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& cur) {
-        if (spec.provider != service || !cur.loaded || cur.unloading) return;
+        // A model with a request running may still be loading: Ollama lists it only then.
+        if (spec.provider != service || !cur.loaded || cur.unloading || cur.in_flight > 0) return;
         bool listed = std::any_of(loaded->begin(), loaded->end(),
                                   [&](const LoadedModel& m) { return m.name == name; });
         if (!listed) {
