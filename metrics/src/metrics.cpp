@@ -101,7 +101,11 @@ Metrics::Metrics()
       proxy_connections_(&BuildCounter()
                               .Name("siesta_proxy_tcp_connections_total")
                               .Help("TCP connections through the proxy that have ended.")
-                              .Register(*registry_)) {
+                              .Register(*registry_)),
+      vram_freed_(&BuildCounter()
+                       .Name("siesta_model_vram_freed_bytes_total")
+                       .Help("VRAM freed by unloading models (as their provider last reported it).")
+                       .Register(*registry_)) {
   monitor_runs_->Add({});
 }
 
@@ -134,7 +138,12 @@ void Metrics::model_added(const std::string& m) {
   for (const char* r : kUnloadReasons) unloads_->Add({{"model", m}, {"reason", r}});
   for (const char* r : kLoadReasons) loads_->Add({{"model", m}, {"reason", r}});
   unload_failures_->Add({{"model", m}});
+  vram_freed_->Add({{"model", m}});
   load_duration_->Add({{"model", m}}, wake_buckets());
+}
+
+void Metrics::model_memory_freed(const std::string& model, double bytes) {
+  vram_freed_->Add({{"model", model}}).Increment(bytes);
 }
 
 void Metrics::model_loaded(const std::string& model, const std::string& reason, Seconds duration) {

@@ -101,6 +101,7 @@ TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], false);
   EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="llama3.2:3b",reason="expired"})"),
             1);
+  EXPECT_EQ(metric(siesta, R"(siesta_model_vram_freed_bytes_total{model="llama3.2:3b"})"), 2e9);
   // The service itself stays up (its own timeout is an hour).
   EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");
 }

@@ -70,8 +70,10 @@ procs = []
 try:
     web_port, cold_port, siesta_port, prom_port = free_port(), free_port(), free_port(), free_port()
     web_listen, cold_listen = free_port(), free_port()
+    ollama_port, ollama_listen = free_port(), free_port()
     config = {
         "listen": f"127.0.0.1:{siesta_port}",
+        "idle_check_interval_minutes": 0.01,
         "services": {
             "web": {"command": [testserver, "--port", str(web_port)], "upstream": f"127.0.0.1:{web_port}",
                     "health": "/health", "idle_timeout_minutes": 600,
@@ -80,8 +82,16 @@ try:
                      "health": "/health", "idle_timeout_minutes": 0.02,
                      "listen": f"127.0.0.1:{cold_listen}"},
             "redis": {"command": ["sleep", "600"], "idle_sleep_enabled": False, "desired": "on"},
+            # The Ollama emulator as a model server: one model stays loaded, one is unloaded.
+            "ollama": {"command": ["python3", f"{source}/tests/support/ollama_emulator.py",
+                                   "--port", str(ollama_port), "--load-ms", "100",
+                                   "--models", "qwen2.5:7b,tiny:1b"],
+                       "upstream": f"127.0.0.1:{ollama_port}", "health": "/api/version",
+                       "listen": f"127.0.0.1:{ollama_listen}", "idle_timeout_minutes": 600},
         },
-        "models": {"llama3.2:3b": {"provider": "redis"}},
+        "models": {"llama3.2:3b": {"provider": "redis"},
+                   "qwen2.5:7b": {"provider": "ollama", "keep_alive_hours": 1},
+                   "tiny:1b": {"provider": "ollama", "keep_alive_hours": 0.001}},
     }
     json.dump(config, open(f"{work}/siesta.json", "w"))
     procs.append(subprocess.Popen([siesta_bin, "--config", f"{work}/siesta.json"],
@@ -110,6 +120,13 @@ scrape_configs:
     for _ in range(5):
         http(f"http://127.0.0.1:{web_listen}/")
     http(base + "/admin/models/llama3.2:3b/touch", b"")
+    # Models through the proxy: loaded (a cold start each), seen in /api/ps with their VRAM;
+    # tiny:1b's 3.6 s keep-alive then ends and siesta unloads it.
+    for model in ("qwen2.5:7b", "tiny:1b"):
+        http(f"http://127.0.0.1:{ollama_listen}/api/generate",
+             json.dumps({"model": model, "prompt": "hi", "stream": False}).encode())
+    wait_for(lambda: json.loads(http(base + "/admin/models/qwen2.5:7b"))["vram_bytes"], "VRAM from /api/ps")
+    wait_for(lambda: not json.loads(http(base + "/admin/models/tiny:1b"))["loaded"], "tiny:1b to unload")
     http(f"http://127.0.0.1:{cold_listen}/")
     wait_for(lambda: json.loads(http(base + "/admin/services/cold"))["actual"] == "stopped", "cold to sleep")
     http(base + "/admin/services/cold/wake", b"")

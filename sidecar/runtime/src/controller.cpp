@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "siesta/core/decide.h"
 
@@ -234,19 +235,27 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
   return saved(st, save());
 }
 
+void Controller::record_unload(const std::string& model, const std::string& reason,
+                               std::optional<double> vram_bytes) {
+  recorder_.model_unloaded(model, reason);
+  if (vram_bytes && *vram_bytes > 0) recorder_.model_memory_freed(model, *vram_bytes);
+}
+
 void Controller::mark_models_unloaded(const std::string& provider_service,
                                       const std::string& reason) {
   for (const auto& name : registry_.model_names()) {
     bool unloaded = false;
+    std::optional<double> freed;
     registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& rt) {
       if (spec.provider == provider_service && rt.loaded) {
+        freed = std::exchange(rt.vram_bytes, std::nullopt);
         rt.loaded = false;
         rt.keep_alive_seconds.reset();
         unloaded = true;
       }
     });
     if (unloaded) {
-      recorder_.model_unloaded(name, reason);
+      record_unload(name, reason, freed);
       spdlog::info("Model {} unloaded: its service {} stopped", name, provider_service);
     }
   }
@@ -477,9 +486,11 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
   }
   const WallTime now = clock_.wall_now();
   const Settings settings = registry_.settings();
+  std::optional<double> freed;
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.unloading = false;
     if (st) {
+      freed = std::exchange(rt.vram_bytes, std::nullopt);
       rt.loaded = false;
       rt.keep_alive_seconds.reset();
       rt.retry_at.reset();
@@ -490,7 +501,7 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
     }
   });
   if (st) {
-    recorder_.model_unloaded(model, reason);
+    record_unload(model, reason, freed);
   } else {
     recorder_.model_unload_failed(model);
     spdlog::error("Model {}: unload failed: {} (retrying in {:g} s)", model, st.message(),
@@ -616,19 +627,21 @@ void Controller::reconcile_models() {
     }
     for (const auto& name : registry_.model_names()) {
       bool gone = false;
+      std::optional<double> freed;
       registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& cur) {
         // A model with a request running may still be loading: Ollama lists it only then.
         if (spec.provider != service || !cur.loaded || cur.unloading || cur.in_flight > 0) return;
         bool listed = std::any_of(loaded->begin(), loaded->end(),
                                   [&](const LoadedModel& m) { return m.name == name; });
         if (!listed) {
+          freed = std::exchange(cur.vram_bytes, std::nullopt);
           cur.loaded = false;
           cur.keep_alive_seconds.reset();
           gone = true;
         }
       });
       if (gone) {
-        recorder_.model_unloaded(name, "external");
+        record_unload(name, "external", freed);
         spdlog::info("Model {} was unloaded outside siesta", name);
         changed = true;
       }

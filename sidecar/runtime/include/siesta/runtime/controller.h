@@ -114,6 +114,8 @@ class Controller {
   void fail_service(const std::string& service, const std::string& operation, const Status& st,
                     bool schedule_retry);
   void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
+  void record_unload(const std::string& model, const std::string& reason,
+                     std::optional<double> vram_bytes);
   Status unload_claimed(const std::string& model, const std::string& reason);
   void reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
