@@ -190,6 +190,17 @@ TEST_F(Docker, TheContainersOwnHealthcheckIsWaitedFor) {
   EXPECT_EQ(docker({"inspect", "-f", "{{.State.Health.Status}}", slow}).second, "healthy");
 }
 
+TEST_F(Docker, WithoutHealthcheckOrUpstreamAContainerIsReadyWhenRunning) {
+  const std::string plain = create("plain", {}, {"sleep", "3600"});
+  SiestaProcess siesta(dir.path(), config(R"("plain": {"container": ")" + plain + R"("})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = siesta.client().Post("/admin/services/plain/wake");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(container_status(plain), "running");
+  EXPECT_EQ(docker({"inspect", "-f", "{{.State.Health}}", plain}).second, "<nil>");
+}
+
 TEST_F(Docker, AContainerStoppedOutsideIsSeenAtOnce) {
   const int port = free_port();
   const std::string web = create_web("web", port);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "siesta_process.h"
@@ -161,6 +162,18 @@ TEST_F(Proxy, HeadersBodiesAndFramingPassThrough) {
   EXPECT_EQ(headers["X-End-To-End"], "kept");
   EXPECT_EQ(headers["X-Forwarded-For"], "10.1.2.3, 127.0.0.1");
   EXPECT_EQ(headers["X-Forwarded-Proto"], "http");
+
+  // Keep-alive both ways: three requests on one client connection reach the upstream on one
+  // connection too (the test server sees the same client port each time).
+  httplib::Client kept("127.0.0.1", listen);
+  kept.set_keep_alive(true);
+  std::set<std::string> upstream_ports;
+  for (int i = 0; i < 3; ++i) {
+    auto r = kept.Get("/echo");
+    ASSERT_TRUE(r);
+    upstream_ports.insert(json::parse(r->body)["headers"]["REMOTE_PORT"].get<std::string>());
+  }
+  EXPECT_EQ(upstream_ports.size(), 1u);
 
   // A 5 MB body each way, with a length and chunked.
   std::string big(5 * 1024 * 1024, '\0');
