@@ -10,13 +10,16 @@ cat <<'TRY'
 
 siesta is starting on http://127.0.0.1:8081 with examples/demo.json. In another terminal:
 
-  curl -s localhost:8081/admin/idle-status                      # both services asleep
-  curl -s -X POST localhost:8081/admin/services/whisper/wake    # starts it, waits until ready
-  curl -s localhost:9101/                                       # whisper answers
-  curl -s localhost:8081/admin/idle-status                      # will_sleep_in_seconds counts down
+  curl -s localhost:8081/admin/idle-status                # everything but redis asleep
+  curl -s -D - localhost:9001/ -o /dev/null               # through siesta: wakes whisper
+                                                          #   (X-Siesta-Wake: cold; dur=...)
+  curl -s localhost:8081/admin/idle-status                # will_sleep_in_seconds counts down
   # ...15 seconds later the log says "Successfully stopped idle service whisper"
-  curl -s -X POST localhost:8081/admin/models/llama3.2:3b/touch # a model use: loaded, keep-alive 30 s
-  curl -s localhost:8081/metrics | grep siesta_service_state
+  curl -sN localhost:9002/api/generate -d '{"model": "llama3.2:3b", "prompt": "hi"}'
+                                                          # wakes "ollama", loads the model,
+                                                          #   streams tokens as they come
+  curl -s localhost:8081/admin/models/llama3.2:3b         # loaded; unloads 30 s after the request
+  curl -s localhost:8081/metrics | grep -E 'siesta_(service_state|model_loaded)'
 
 TRY
 exec ./build/sidecar/siesta --config examples/demo.json
