@@ -105,7 +105,12 @@ Metrics::Metrics()
       vram_freed_(&BuildCounter()
                        .Name("siesta_model_vram_freed_bytes_total")
                        .Help("VRAM freed by unloading models (as their provider last reported it).")
-                       .Register(*registry_)) {
+                       .Register(*registry_)),
+      memory_freed_(&BuildCounter()
+                         .Name("siesta_service_memory_freed_bytes_total")
+                         .Help("Memory freed by putting services to sleep (their resident set "
+                               "just before each stop).")
+                         .Register(*registry_)) {
   monitor_runs_->Add({});
 }
 
@@ -121,6 +126,7 @@ void Metrics::service_added(const std::string& s) {
   for (const char* r : kWakeReasons) wakes_->Add({{"service", s}, {"reason", r}});
   for (const char* op : kOperations) failures_->Add({{"service", s}, {"operation", op}});
   wake_duration_->Add({{"service", s}}, wake_buckets());
+  memory_freed_->Add({{"service", s}});
 }
 
 std::vector<double> Metrics::proxy_buckets() {
@@ -140,6 +146,10 @@ void Metrics::model_added(const std::string& m) {
   unload_failures_->Add({{"model", m}});
   vram_freed_->Add({{"model", m}});
   load_duration_->Add({{"model", m}}, wake_buckets());
+}
+
+void Metrics::service_memory_freed(const std::string& service, double bytes) {
+  memory_freed_->Add({{"service", service}}).Increment(bytes);
 }
 
 void Metrics::model_memory_freed(const std::string& model, double bytes) {

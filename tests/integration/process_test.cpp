@@ -91,6 +91,8 @@ TEST_F(Process, AnIdleServiceIsStoppedAtItsDeadlineAndTheProcessIsGone) {
   auto metrics = siesta.client().Get("/metrics");
   EXPECT_NE(metrics->body.find("siesta_service_sleeps_total{reason=\"idle\",service=\"web\"} 1"),
             std::string::npos);
+  // The memory it held (its resident set, megabytes for the test server) counts as freed.
+  EXPECT_GT(metric(siesta, R"(siesta_service_memory_freed_bytes_total{service="web"})"), 1e6);
 }
 
 TEST_F(Process, AChildThatIgnoresSigtermIsKilledAfterTheStopTimeout) {

@@ -222,7 +222,9 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
     }
   }
   ServiceBackend* backend = backend_for(*view->spec);
+  const double memory = backend != nullptr ? backend->memory_bytes(*view->spec).value_or(0.0) : 0.0;
   Status st = backend != nullptr ? backend->stop(*view->spec) : no_backend(*view->spec);
+  if (st && memory > 0) recorder_.service_memory_freed(service, memory);
   if (st) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kStopped, clock_.wall_now());

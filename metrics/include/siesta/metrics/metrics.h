@@ -51,6 +51,7 @@ class Metrics final : public Recorder {
   void proxy_connection(const std::string& service) override;
   void model_added(const std::string& model) override;
   void model_memory_freed(const std::string& model, double bytes) override;
+  void service_memory_freed(const std::string& service, double bytes) override;
   void model_loaded(const std::string& model, const std::string& reason, Seconds duration) override;
 
   // The text exposition format (version 0.0.4).
@@ -76,6 +77,7 @@ class Metrics final : public Recorder {
   prometheus::Family<prometheus::Histogram>* load_duration_;
   prometheus::Family<prometheus::Counter>* proxy_connections_;
   prometheus::Family<prometheus::Counter>* vram_freed_;
+  prometheus::Family<prometheus::Counter>* memory_freed_;
 };
 
 }  // namespace siesta

@@ -138,6 +138,16 @@ ProcessBackend::~ProcessBackend() {
   }
 }
 
+std::optional<double> ProcessBackend::memory_bytes(const ServiceSpec& spec) {
+  const pid_t pid = pid_of(spec.name);
+  if (pid <= 0) return std::nullopt;
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  long long size = 0;
+  long long resident = 0;
+  if (!(statm >> size >> resident)) return std::nullopt;
+  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+}
+
 std::shared_ptr<ProcessBackend::Child> ProcessBackend::find(const std::string& service) const {
   std::lock_guard lock(mu_);
   auto it = children_.find(service);

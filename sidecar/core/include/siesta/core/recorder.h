@@ -32,6 +32,8 @@ class Recorder {
   // taking `duration` (the cold-start price of unloading it).
   virtual void model_loaded(const std::string& /*model*/, const std::string& /*reason*/,
                             Seconds /*duration*/) {}
+  // Putting `service` to sleep freed `bytes` of memory (its resident set just before the stop).
+  virtual void service_memory_freed(const std::string& /*service*/, double /*bytes*/) {}
   // Unloading `model` freed `bytes` of VRAM (as its provider last reported).
   virtual void model_memory_freed(const std::string& /*model*/, double /*bytes*/) {}
   // A model joined after start-up (seen in requests or in the provider's list).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "siesta/core/service.h"
@@ -34,6 +35,10 @@ class ServiceBackend {
   virtual Status stop(const ServiceSpec& spec) = 0;
   // The service's real state, read from the backend.
   virtual Result<Inspection> inspect(const ServiceSpec& spec) = 0;
+
+  // Memory the running service holds now (resident set), if the backend can tell; read just
+  // before a stop, to count what sleeping frees.
+  virtual std::optional<double> memory_bytes(const ServiceSpec& /*spec*/) { return std::nullopt; }
 
   // What the backend needs to find a running service again after siesta restarts (e.g. a
   // pid); persisted in the state file. Null when there is nothing to remember.

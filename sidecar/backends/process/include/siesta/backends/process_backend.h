@@ -28,6 +28,8 @@ class ProcessBackend final : public ServiceBackend {
   nlohmann::json save_handle(const ServiceSpec& spec) override;
   void restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) override;
 
+  // The resident memory of the service's process (/proc/<pid>/statm).
+  std::optional<double> memory_bytes(const ServiceSpec& spec) override;
   // The pid of the service's process, or -1. For tests and the status API.
   pid_t pid_of(const std::string& service) const;
 
