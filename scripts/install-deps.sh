@@ -5,9 +5,9 @@ packages=(
   build-essential cmake pkg-config git ca-certificates
   prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libboost-dev
-  prometheus curl python3 procps clang-format
+  prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
-  nginx redis-server docker-compose
+  nginx redis-server docker-compose wrk
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -140,7 +140,7 @@ class RecordingRecorder final : public Recorder {
     add("unloaded " + m + " " + r);
   }
   void model_unload_failed(const std::string& m) override { add("unload_failed " + m); }
-  void monitor_ran(WallTime) override {}
+  void monitor_ran(WallTime, Seconds) override {}
 
   std::vector<std::string> events() {
     std::lock_guard lock(mu_);

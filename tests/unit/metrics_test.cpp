@@ -49,8 +49,30 @@ TEST(Metrics, GaugesComeFromTheDecision) {
   EXPECT_THAT(text,
               HasSubstr("siesta_service_wakes_total{reason=\"request\",service=\"redis\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("siesta_build_info{version=\""));
+  // Histograms appear with their first observation: 10,000 idle services cost no buckets.
+  EXPECT_THAT(text, Not(HasSubstr("siesta_service_wake_duration_seconds")));
+  m.service_woke("ollama", "request", Seconds(0.5));
+  text = m.render(snap, d, MonitorStatus{true, w.clock.wall_now()});
   EXPECT_THAT(text, HasSubstr("# TYPE siesta_service_wake_duration_seconds histogram\n"));
+  EXPECT_THAT(text,
+              HasSubstr("siesta_service_wake_duration_seconds_count{service=\"ollama\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("siesta_service_wakes_total{reason=\"request\",service=\"ollama\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));
+}
+
+TEST(Metrics, MonitorPassDurationIsObservedAndTheLastKept) {
+  World w(kConfig);
+  Metrics m;
+  m.monitor_ran(w.clock.wall_now(), Seconds(0.003));
+  m.monitor_ran(w.clock.wall_now(), Seconds(0.0002));
+  Snapshot snap = w.registry->snapshot();
+  std::string text = m.render(snap, decide(snap, w.clock.wall_now()), MonitorStatus{});
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_runs_total 2\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_pass_duration_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_pass_duration_seconds_bucket{le=\"0.00025\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_pass_duration_seconds_bucket{le=\"0.005\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_monitor_last_pass_duration_seconds 0.0002\n"));
 }
 
 TEST(IdleStatus, HasTheSeedsShapeAndPreciseTwins) {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -101,6 +103,50 @@ struct WakeWait {
   std::optional<Status> result;
 };
 
+// Closes an HTTP connection on which nothing has moved for the idle timeout. One timer per
+// connection, re-armed only when it fires: a timeout on each read and write (beast's
+// tcp_stream::expires_after) cost a timerfd_settime per operation, five per proxied request
+// (docs/benchmarks.md).
+struct Activity {
+  explicit Activity(const net::any_io_executor& ex) : timer(ex) {}
+  void touch() { last = SteadyClock::now(); }
+  net::steady_timer timer;
+  SteadyClock::time_point last = SteadyClock::now();
+  bool done = false;
+  bool paused = false;            // waiting for a wake: not idle, however long the start takes
+  std::function<void()> on_idle;  // closes the connection's sockets; only while !done
+};
+
+awaitable<void> watch_idle(std::shared_ptr<Activity> a, SteadyClock::duration timeout) {
+  while (!a->done) {
+    a->timer.expires_at(a->last + timeout);
+    beast::error_code ec;
+    co_await a->timer.async_wait(ec_token(ec));
+    if (a->done) co_return;
+    if (a->paused) {
+      a->touch();
+    } else if (SteadyClock::now() - a->last >= timeout) {
+      a->on_idle();
+      co_return;
+    }
+  }
+}
+
+// Ends the watch when the connection's coroutine ends, however it ends.
+class ActivityScope {
+ public:
+  explicit ActivityScope(std::shared_ptr<Activity> a) : a_(std::move(a)) {}
+  ~ActivityScope() {
+    a_->done = true;
+    a_->timer.cancel();
+  }
+  ActivityScope(const ActivityScope&) = delete;
+  ActivityScope& operator=(const ActivityScope&) = delete;
+
+ private:
+  std::shared_ptr<Activity> a_;
+};
+
 }  // namespace
 
 struct Proxy::Impl {
@@ -108,9 +154,15 @@ struct Proxy::Impl {
       : registry_(registry),
         controller_(controller),
         recorder_(recorder),
-        options_(std::move(options)),
-        ioc_(options_.threads),
-        work_(net::make_work_guard(ioc_)) {}
+        options_(std::move(options)) {
+    // One io_context per thread, each with its own connections: no handler of a connection
+    // ever moves to another thread, so there is no strand, no lock in the scheduler and no
+    // cross-thread wake-up per operation (docs/benchmarks.md shows what that cost).
+    for (int i = 0; i < std::max(1, options_.threads); ++i) {
+      contexts_.push_back(std::make_unique<net::io_context>(1));
+      work_.push_back(net::make_work_guard(*contexts_.back()));
+    }
+  }
 
   struct Listener {
     std::string service;  // empty for the /wake listener
@@ -126,9 +178,10 @@ struct Proxy::Impl {
   Controller& controller_;
   Recorder& recorder_;
   ProxyOptions options_;
-  net::io_context ioc_;
-  // Keeps the threads running with no listener yet: one may be added later (labels).
-  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::vector<std::unique_ptr<net::io_context>> contexts_;  // listeners live on the first
+  // Keep the threads running with no listener yet: one may be added later (labels).
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
+  std::atomic<std::size_t> next_context_{0};
   std::vector<std::thread> threads_;
   bool started_ = false;
 
@@ -144,7 +197,7 @@ struct Proxy::Impl {
     beast::error_code ec;
     auto address = net::ip::make_address(host, ec);
     if (ec) {
-      tcp::resolver resolver(ioc_);
+      tcp::resolver resolver(*contexts_.front());
       auto found = resolver.resolve(host, std::to_string(port), ec);
       if (ec || found.empty()) {
         return {ErrorCode::kInvalidArgument, "cannot resolve listen host " + host};
@@ -152,7 +205,7 @@ struct Proxy::Impl {
       address = found.begin()->endpoint().address();
     }
     const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
-    auto acceptor = std::make_unique<tcp::acceptor>(ioc_);
+    auto acceptor = std::make_unique<tcp::acceptor>(*contexts_.front());
     acceptor->open(endpoint.protocol(), ec);
     if (!ec) acceptor->set_option(net::socket_base::reuse_address(true), ec);
     if (!ec) acceptor->bind(endpoint, ec);
@@ -199,12 +252,19 @@ struct Proxy::Impl {
     return 0;
   }
 
-  void spawn_accept(Listener& l) { net::co_spawn(ioc_, accept_loop(l), net::detached); }
+  void spawn_accept(Listener& l) {
+    net::co_spawn(*contexts_.front(), accept_loop(l), net::detached);
+  }
+
+  // The context a new connection lives on: round robin.
+  net::io_context& next_context() {
+    return *contexts_[next_context_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];
+  }
 
   awaitable<void> accept_loop(Listener& l) {
     while (true) {
       beast::error_code ec;
-      tcp::socket socket = co_await l.acceptor->async_accept(net::make_strand(ioc_), ec_token(ec));
+      tcp::socket socket = co_await l.acceptor->async_accept(next_context(), ec_token(ec));
       if (ec == net::error::operation_aborted || !l.acceptor->is_open()) co_return;
       if (ec) {
         // e.g. EMFILE: back off briefly instead of spinning.
@@ -292,7 +352,7 @@ struct Proxy::Impl {
   };
 
   // The whole request body, or nullopt when it is over the limit.
-  awaitable<std::optional<std::string>> read_body(beast::tcp_stream& client,
+  awaitable<std::optional<std::string>> read_body(beast::tcp_stream& client, Activity& activity,
                                                   beast::flat_buffer& client_buf,
                                                   http::request_parser<http::buffer_body>& parser,
                                                   beast::error_code& ec) {
@@ -304,7 +364,7 @@ struct Proxy::Impl {
       body.resize(old + kChunk);
       req.body().data = body.data() + old;
       req.body().size = kChunk;
-      client.expires_after(options_.idle_timeout);
+      activity.touch();
       co_await http::async_read_some(client, client_buf, parser, ec_token(ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec) co_return std::nullopt;
@@ -366,12 +426,21 @@ struct Proxy::Impl {
       auto ep = client.socket().remote_endpoint(ec);
       if (!ec) peer = ep.address().to_string();
     }
+    auto activity = std::make_shared<Activity>(client.get_executor());
+    activity->on_idle = [&client, &upstream] {
+      beast::error_code ignored;
+      client.socket().close(ignored);
+      if (upstream) upstream->socket().close(ignored);
+    };
+    ActivityScope scope(activity);
+    net::co_spawn(client.get_executor(), watch_idle(activity, options_.idle_timeout),
+                  net::detached);
     while (true) {
       http::request_parser<http::buffer_body> req_parser;
       req_parser.header_limit(kHeaderLimit);
       req_parser.body_limit(kNoBodyLimit);
       beast::error_code ec;
-      client.expires_after(options_.idle_timeout);
+      activity->touch();
       co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
       if (ec) {
         if (ec != http::error::end_of_stream && ec != net::error::eof &&
@@ -384,8 +453,8 @@ struct Proxy::Impl {
         }
         co_return;
       }
-      const bool keep_alive =
-          co_await forward(l, client, client_buf, upstream, upstream_buf, req_parser, peer);
+      const bool keep_alive = co_await forward(l, client, client_buf, upstream, upstream_buf,
+                                               req_parser, peer, *activity);
       if (!keep_alive) {
         client.socket().shutdown(tcp::socket::shutdown_send, ec);
         co_return;
@@ -412,6 +481,7 @@ struct Proxy::Impl {
     upstream.emplace(co_await net::this_coro::executor);
     upstream->expires_after(options_.connect_timeout);
     co_await upstream->async_connect(endpoints, ec_token(ec));
+    upstream->expires_never();  // from here the connection's Activity watches it
     if (ec) {
       upstream.reset();
       co_return false;
@@ -426,7 +496,7 @@ struct Proxy::Impl {
                           std::optional<beast::tcp_stream>& upstream,
                           beast::flat_buffer& upstream_buf,
                           http::request_parser<http::buffer_body>& req_parser,
-                          const std::string& peer) {
+                          const std::string& peer, Activity& activity) {
     const auto t0 = SteadyClock::now();
     auto& req = req_parser.get();
     const unsigned version = req.version();
@@ -450,7 +520,10 @@ struct Proxy::Impl {
     std::optional<double> cold;
     if (*state != ServiceState::kRunning) {
       const auto w0 = SteadyClock::now();
+      activity.paused = true;
       Status st = co_await wake(l.service);
+      activity.paused = false;
+      activity.touch();
       if (!st) {
         // The request body was not read: the connection cannot be reused.
         const int retry = 5;
@@ -499,7 +572,7 @@ struct Proxy::Impl {
       const ModelRoute route =
           model_route(std::string(req.method_string()), std::string(req.target()));
       if (route != ModelRoute::kNone) {
-        auto body = co_await read_body(client, client_buf, req_parser, ec);
+        auto body = co_await read_body(client, activity, client_buf, req_parser, ec);
         if (ec) co_return false;
         if (!body) {
           auto res = error_response(http::status::payload_too_large, version, "payload_too_large",
@@ -537,14 +610,14 @@ struct Proxy::Impl {
       }
       upstream_buf.clear();
       http::serializer<true, http::buffer_body> sr{req};
-      upstream->expires_after(options_.idle_timeout);
+      activity.touch();
       co_await http::async_write_header(*upstream, sr, ec_token(ec));
       // The request body, piece by piece as it arrives.
       while (!ec) {
         if (!req_parser.is_done()) {
           req.body().data = buf;
           req.body().size = sizeof buf;
-          client.expires_after(options_.idle_timeout);
+          activity.touch();
           co_await http::async_read_some(client, client_buf, req_parser, ec_token(ec));
           if (ec == http::error::need_buffer) ec = {};
           if (ec) co_return false;  // the client went away mid-body
@@ -566,7 +639,7 @@ struct Proxy::Impl {
           req.body().size = 0;
           req.body().more = false;
         }
-        upstream->expires_after(options_.idle_timeout);
+        activity.touch();
         co_await http::async_write(*upstream, sr, ec_token(ec));
         if (ec == http::error::need_buffer) ec = {};
         if (ec || sr.is_done()) break;
@@ -575,7 +648,7 @@ struct Proxy::Impl {
         parsed->header_limit(kHeaderLimit);
         parsed->body_limit(kNoBodyLimit);
         if (head) parsed->skip(true);
-        upstream->expires_after(options_.idle_timeout);
+        activity.touch();
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
       }
       if (!ec) break;
@@ -622,14 +695,19 @@ struct Proxy::Impl {
     status_sent = static_cast<int>(res.result_int());
 
     http::serializer<false, http::buffer_body> rs{res};
-    client.expires_after(options_.idle_timeout);
-    co_await http::async_write_header(client, rs, ec_token(ec));
+    // When body bytes already came in with the header (a small answer), the header goes out
+    // with the first piece of the body in one write; otherwise (a stream whose first chunk is
+    // still to come) the header goes now, so the client sees it at once.
+    if (!has_body || (upstream_buf.size() == 0 && !res_parser.is_done())) {
+      activity.touch();
+      co_await http::async_write_header(client, rs, ec_token(ec));
+    }
     // The response body, each piece passed on as soon as it arrives (token streams).
     while (!ec && has_body) {
       if (!res_parser.is_done()) {
         res.body().data = buf;
         res.body().size = sizeof buf;
-        upstream->expires_after(options_.idle_timeout);
+        activity.touch();
         co_await http::async_read_some(*upstream, upstream_buf, res_parser, ec_token(ec));
         // A close-delimited body ends at the upstream's EOF; the parser completes it then.
         if (ec == http::error::need_buffer) ec = {};
@@ -643,7 +721,7 @@ struct Proxy::Impl {
         res.body().size = 0;
         res.body().more = false;
       }
-      client.expires_after(options_.idle_timeout);
+      activity.touch();
       co_await http::async_write(client, rs, ec_token(ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec || rs.is_done()) break;
@@ -810,8 +888,8 @@ void Proxy::start() {
     impl_->started_ = true;
     for (auto& l : impl_->listeners_) impl_->spawn_accept(l);
   }
-  for (int i = 0; i < impl_->options_.threads; ++i) {
-    impl_->threads_.emplace_back([this] { impl_->ioc_.run(); });
+  for (auto& context : impl_->contexts_) {
+    impl_->threads_.emplace_back([ctx = context.get()] { ctx->run(); });
   }
 }
 
@@ -826,7 +904,7 @@ void Proxy::stop() {
       });
     }
   }
-  impl_->ioc_.stop();
+  for (auto& context : impl_->contexts_) context->stop();
   for (auto& t : impl_->threads_) t.join();
   impl_->threads_.clear();
   impl_->wake_threads_.join_all();

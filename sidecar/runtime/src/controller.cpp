@@ -530,23 +530,30 @@ Status Controller::add_service(const ServiceSpec& spec, bool idle_sleep_enabled,
 }
 
 void Controller::reconcile() {
-  for (const auto& name : registry_.service_names()) reconcile_service(name, false);
+  // One save for the whole pass: saving per changed service is quadratic with many services.
+  bool changed = false;
+  for (const auto& name : registry_.service_names()) {
+    changed = reconcile_service(name, false) || changed;
+  }
+  if (changed) (void)save();
   reconcile_models();
 }
 
-void Controller::refresh(const std::string& service) { reconcile_service(service, true); }
+void Controller::refresh(const std::string& service) {
+  if (reconcile_service(service, true)) (void)save();
+}
 
-void Controller::reconcile_service(const std::string& service, bool wait_for_op) {
+bool Controller::reconcile_service(const std::string& service, bool wait_for_op) {
   Slot* s = slot(service);
-  if (s == nullptr) return;
+  if (s == nullptr) return false;
   std::unique_lock op(s->op, std::defer_lock);
   if (wait_for_op) {
     op.lock();
   } else if (!op.try_lock()) {
-    return;  // a start or stop is in progress; it sets the state itself
+    return false;  // a start or stop is in progress; it sets the state itself
   }
   auto view = registry_.service(service);
-  if (!view) return;
+  if (!view) return false;
   ServiceBackend* backend = backend_for(*view->spec);
   Result<Inspection> seen = backend != nullptr ? backend->inspect(*view->spec)
                                                : Result<Inspection>(no_backend(*view->spec));
@@ -556,9 +563,9 @@ void Controller::reconcile_service(const std::string& service, bool wait_for_op)
     if (before != ServiceState::kError ||
         view->runtime.last_error != "inspect failed: " + seen.status().message()) {
       fail_service(service, "inspect", seen.status(), /*schedule_retry=*/false);
-      (void)save();
+      return true;
     }
-    return;
+    return false;
   }
   if (seen->running && before != ServiceState::kRunning && before != ServiceState::kStopping) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
@@ -570,7 +577,7 @@ void Controller::reconcile_service(const std::string& service, bool wait_for_op)
     } else {
       spdlog::info("Service {} is running (started outside siesta); idle timer started", service);
     }
-    (void)save();
+    return true;
   } else if (!seen->running && before == ServiceState::kError &&
              view->runtime.failed_operation != "start") {
     // The backend answers again (e.g. the engine is back) and the service is down: stopped,
@@ -579,7 +586,7 @@ void Controller::reconcile_service(const std::string& service, bool wait_for_op)
       set_state(rt, ServiceState::kStopped, now);
     });
     spdlog::info("Service {} is stopped ({}); its backend answers again", service, seen->detail);
-    (void)save();
+    return true;
   } else if (!seen->running && before == ServiceState::kRunning) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kStopped, now);
@@ -587,8 +594,9 @@ void Controller::reconcile_service(const std::string& service, bool wait_for_op)
     spdlog::warn("Service {} is no longer running ({})", service,
                  seen->detail.empty() ? "stopped outside siesta" : seen->detail);
     mark_models_unloaded(service, "external");
-    (void)save();
+    return true;
   }
+  return false;
 }
 
 void Controller::reconcile_models() {

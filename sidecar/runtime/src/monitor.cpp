@@ -20,6 +20,7 @@ Monitor::Monitor(Registry& registry, Controller& controller, const Clock& clock,
 Monitor::~Monitor() { stop(); }
 
 WallTime Monitor::step() {
+  const MonoTime began = clock_.mono_now();
   WallTime now = clock_.wall_now();
   const auto interval =
       to_wall_duration(Seconds(registry_.settings().idle_check_interval_minutes * 60.0));
@@ -55,7 +56,7 @@ WallTime Monitor::step() {
     std::lock_guard lock(mu_);
     last_run_ = now;
   }
-  recorder_.monitor_ran(now);
+  recorder_.monitor_ran(now, clock_.mono_now() - began);
 
   WallTime next = *last_reconcile_ + interval;
   if (decision.next_deadline) next = std::min(next, *decision.next_deadline);

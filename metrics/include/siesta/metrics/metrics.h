@@ -5,9 +5,12 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +28,8 @@ class Gauge;
 }  // namespace prometheus
 
 namespace siesta {
+
+class Exposition;
 
 struct MonitorStatus {
   bool running = false;
@@ -45,7 +50,7 @@ class Metrics final : public Recorder {
   void service_failed(const std::string& service, const std::string& operation) override;
   void model_unloaded(const std::string& model, const std::string& reason) override;
   void model_unload_failed(const std::string& model) override;
-  void monitor_ran(WallTime at) override;
+  void monitor_ran(WallTime at, Seconds took) override;
   void service_added(const std::string& service) override;
   void proxy_request(const std::string& service, int status, Seconds duration) override;
   void proxy_connection(const std::string& service) override;
@@ -63,21 +68,41 @@ class Metrics final : public Recorder {
   static std::vector<double> proxy_buckets();
 
  private:
+  // Counter families kept per service or model (Counters::by), by index.
+  enum Family : int {
+    kSleeps = 0,
+    kWakes = 1,
+    kFailures = 2,
+    kProxyRequests = 3,
+    kProxyConnections = 4,
+    kUnloads = 0,
+    kLoads = 1,
+    kUnloadFailures = 2,
+    kFreed = 5,
+  };
+  static constexpr int kFamilies = 6;
+  struct Counters;
+  struct Table {
+    mutable std::shared_mutex mu;
+    std::map<std::string, std::unique_ptr<Counters>> by_name;  // sorted: a stable exposition
+  };
+
+  Counters& counters(Table& table, const std::string& name, bool is_service);
+  void count(Table& table, const std::string& name, bool is_service, int family,
+             const std::string& label, double amount);
+  void render_counters(Exposition& out, const Table& table, const char* entity, int family,
+                       const char* name, const char* help, const char* label) const;
+
+  Table services_;
+  Table models_;
   std::shared_ptr<prometheus::Registry> registry_;
-  prometheus::Family<prometheus::Counter>* sleeps_;
-  prometheus::Family<prometheus::Counter>* wakes_;
-  prometheus::Family<prometheus::Counter>* failures_;
-  prometheus::Family<prometheus::Counter>* unloads_;
-  prometheus::Family<prometheus::Counter>* unload_failures_;
-  prometheus::Family<prometheus::Counter>* monitor_runs_;
+  prometheus::Counter* monitor_runs_;
+  prometheus::Histogram* monitor_pass_;
+  prometheus::Gauge* monitor_last_pass_;
   prometheus::Family<prometheus::Histogram>* wake_duration_;
-  prometheus::Family<prometheus::Counter>* proxy_requests_;
   prometheus::Family<prometheus::Histogram>* proxy_duration_;
-  prometheus::Family<prometheus::Counter>* loads_;
   prometheus::Family<prometheus::Histogram>* load_duration_;
-  prometheus::Family<prometheus::Counter>* proxy_connections_;
-  prometheus::Family<prometheus::Counter>* vram_freed_;
-  prometheus::Family<prometheus::Counter>* memory_freed_;
+  mutable std::atomic<std::size_t> last_size_{0};  // the last exposition's size: one allocation
 };
 
 }  // namespace siesta

@@ -21,7 +21,7 @@ class Recorder {
   // reason: "expired", "forced", "service_sleep", "external"
   virtual void model_unloaded(const std::string& model, const std::string& reason) = 0;
   virtual void model_unload_failed(const std::string& model) = 0;
-  virtual void monitor_ran(WallTime at) = 0;
+  virtual void monitor_ran(WallTime at, Seconds took) = 0;
   // A service joined after start-up (found by its container labels).
   virtual void service_added(const std::string& /*service*/) {}
   // An HTTP request through the proxy ended with `status` (0: no response was sent) after
@@ -49,7 +49,7 @@ class NullRecorder final : public Recorder {
   void service_failed(const std::string&, const std::string&) override {}
   void model_unloaded(const std::string&, const std::string&) override {}
   void model_unload_failed(const std::string&) override {}
-  void monitor_ran(WallTime) override {}
+  void monitor_ran(WallTime, Seconds) override {}
 };
 
 }  // namespace siesta

@@ -117,7 +117,9 @@ class Controller {
   void record_unload(const std::string& model, const std::string& reason,
                      std::optional<double> vram_bytes);
   Status unload_claimed(const std::string& model, const std::string& reason);
-  void reconcile_service(const std::string& service, bool wait_for_op);
+  // Reads the backend's real state into the registry; true when anything changed (the caller
+  // saves).
+  bool reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
   Status save();
 
