@@ -11,6 +11,18 @@ endif()
 
 add_library(siesta_sanitizers INTERFACE)
 add_library(siesta::sanitizers ALIAS siesta_sanitizers)
+if(SIESTA_SANITIZE AND SIESTA_TSAN)
+  message(FATAL_ERROR "SIESTA_SANITIZE (ASan) and SIESTA_TSAN cannot be combined")
+endif()
+if(SIESTA_TSAN)
+  # ThreadSanitizer: data races in the monitor, controller and proxy.
+  target_compile_options(siesta_sanitizers INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(siesta_sanitizers INTERFACE -fsanitize=thread)
+endif()
+if(SIESTA_FUZZ)
+  # libFuzzer (clang): every library gets coverage instrumentation; fuzz/ links the driver.
+  target_compile_options(siesta_sanitizers INTERFACE -fsanitize=fuzzer-no-link)
+endif()
 if(SIESTA_SANITIZE)
   # ASan + UBSan; UBSan findings abort so that ctest sees them as failures.
   target_compile_options(siesta_sanitizers INTERFACE

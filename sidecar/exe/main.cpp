@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string listen_override;
   bool check_only = false;
+  bool insecure = false;
   app.add_option("-c,--config", config_path,
                  "JSON config file (// comments allowed). Without it: the seed's Balanced "
                  "defaults and no services")
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--listen", listen_override, "Override the config's listen address (host:port)");
   app.add_flag("--check-config", check_only, "Validate the config and exit (0: valid, 2: not)");
+  app.add_flag("--insecure", insecure,
+               "Allow the admin API on a non-loopback address without an admin token");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -71,10 +74,18 @@ int main(int argc, char** argv) {
   }
 
   siesta::Config config;
+  std::string admin_token;
   try {
     config = config_path.empty() ? siesta::default_config() : siesta::load_config_file(config_path);
     if (!listen_override.empty() && !siesta::parse_listen(listen_override, config.listen)) {
       throw siesta::ConfigError("--listen: must be \"host:port\", got \"" + listen_override + "\"");
+    }
+    admin_token = siesta::resolve_admin_token(config, std::getenv("SIESTA_ADMIN_TOKEN"));
+    if (admin_token.empty() && !insecure && !siesta::is_loopback_host(config.listen.host)) {
+      throw siesta::ConfigError(
+          "the admin API would listen on " + config.listen.to_string() +
+          " without a token, and whoever reaches it controls your services: set "
+          "admin_token_file or SIESTA_ADMIN_TOKEN, listen on 127.0.0.1, or pass --insecure");
     }
   } catch (const siesta::ConfigError& e) {
     std::fprintf(stderr, "siesta: %s\n", e.what());
@@ -200,6 +211,15 @@ int main(int argc, char** argv) {
 
   siesta::AdminOptions admin_options;
   admin_options.threads = static_cast<size_t>(config.admin_threads);
+  admin_options.token = admin_token;
+  admin_options.protect_metrics = config.protect_metrics;
+  if (admin_token.empty()) {
+    spdlog::info("Admin API without a token (loopback{}): see docs/security.md",
+                 siesta::is_loopback_host(config.listen.host) ? "" : ", --insecure");
+  } else {
+    spdlog::info("Admin API requires a bearer token on /admin{}",
+                 config.protect_metrics ? " and /metrics" : "");
+  }
   siesta::AdminServer admin(
       registry, controller, persister, metrics, clock,
       [&] {

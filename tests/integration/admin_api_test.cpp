@@ -251,6 +251,17 @@ TEST_F(AdminApi, UnknownEndpointsAndMethods) {
   expect_error(post("/metrics"), 405, "method_not_allowed");
 }
 
+// Found by fuzz/admin_fuzz.cpp: bytes that are not UTF-8 in a path were echoed into the error
+// message, and encoding the answer threw (a 500). Now they are shown as U+FFFD in a 4xx.
+TEST_F(AdminApi, PathsThatAreNotUtf8AreAClientErrorNotACrash) {
+  auto res = siesta_->client().Get("/admin/services/%FF%FEweb");
+  expect_error(res, 400, "invalid_argument", "invalid service name");
+  EXPECT_NE(res->body.find("\xEF\xBF\xBD"), std::string::npos) << res->body;  // U+FFFD
+  expect_error(siesta_->client().Get("/admin/%FF"), 404, "not_found", "no such endpoint");
+  expect_error(post("/admin/models/m%FF:1b/load"), 400, "invalid_argument", "invalid model name");
+  EXPECT_EQ(siesta_->client().Get("/healthz")->status, 200);
+}
+
 TEST_F(AdminApi, AcknowledgedChangesAreInTheStateFileAlready) {
   ASSERT_EQ(post("/admin/services/redis/desired", R"({"desired": "on"})")->status, 200);
   json state = json::parse(slurp(*dir_ / "state.json"));

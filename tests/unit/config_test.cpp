@@ -141,10 +141,18 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
         BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: admin_threads, docker, "
-                "idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, listen, "
-                "model_keep_alive_hours, models, on_exit, proxy, services, state_file)"},
+                "idle_timout_minutes: unknown key (known keys: admin_threads, admin_token_file, "
+                "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
+                "listen, model_keep_alive_hours, models, on_exit, protect_metrics, proxy, "
+                "services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
+        BadCase{R"({"idle_timeout_minutes": 1E400})",
+                "(top level): invalid JSON: [json.exception.out_of_range.406] number overflow "
+                "parsing '1E400'"},
+        BadCase{R"({"admin_token_file": ""})",
+                "admin_token_file: must not be empty (omit it for none)"},
+        BadCase{R"({"protect_metrics": "yes"})",
+                "protect_metrics: must be true or false, got \"yes\""},
         BadCase{R"({"listen": "8081"})",
                 "listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"8081\""},
         BadCase{R"({"on_exit": "kill"})", "on_exit: must be \"stop\" or \"leave\", got \"kill\""},

@@ -1,8 +1,11 @@
 #include "siesta/api/admin_server.h"
 
 #include <httplib.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <regex>
@@ -17,6 +20,14 @@ namespace siesta {
 using nlohmann::json;
 
 namespace {
+
+constexpr std::size_t kTrimAbove = 1024 * 1024;
+
+// The text of a JSON value in an answer. Invalid UTF-8 (from a client's path or body, echoed in a
+// message) becomes U+FFFD instead of an exception and a 500 (found by fuzz/admin_fuzz.cpp).
+std::string text_of(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 struct Reply {
   int status = 200;
@@ -121,7 +132,7 @@ class AdminServer::Impl {
     server_.set_read_timeout(options_.read_timeout);
     server_.set_keep_alive_timeout(5);
     auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
-      send(res, route(req));
+      serve_one(req, res);
     };
     // One catch-all per method; our own router gives 404 vs 405 and the JSON error shape.
     server_.Get(".*", dispatch);
@@ -148,7 +159,7 @@ class AdminServer::Impl {
           std::string message = res.status == 413   ? "the request body is too large"
                                 : res.status == 400 ? "malformed HTTP request"
                                                     : "HTTP error " + std::to_string(res.status);
-          res.set_content(error_json(code, message).dump(), "application/json");
+          res.set_content(text_of(error_json(code, message)), "application/json");
           return httplib::Server::HandlerResponse::Handled;
         }));
     server_.set_exception_handler(
@@ -162,7 +173,7 @@ class AdminServer::Impl {
           }
           spdlog::error("Admin API: {} {} failed: {}", req.method, req.path, what);
           res.status = 500;
-          res.set_content(error_json("internal", "internal error").dump(), "application/json");
+          res.set_content(text_of(error_json("internal", "internal error")), "application/json");
         });
     server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
       spdlog::debug("Admin API: {} {} -> {}", req.method, req.path, res.status);
@@ -182,7 +193,51 @@ class AdminServer::Impl {
   void serve() { server_.listen_after_bind(); }
   void stop() { server_.stop(); }
 
+  // One request, start to end: authorization, then the route.
+  void serve_one(const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req)) {
+      Reply r = error_reply(401, "unauthorized",
+                            "this endpoint needs the admin token: Authorization: Bearer <token>");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"siesta\"");
+      send(res, r);
+      return;
+    }
+    send(res, route(req));
+    // A large answer (idle-status, /metrics with thousands of services) freed many small blocks
+    // in this thread's malloc arena; glibc keeps them, so each admin thread would hold its own
+    // peak (docs/benchmarks.md). Give them back.
+    if (res.body.size() > kTrimAbove) ::malloc_trim(0);
+  }
+
  private:
+  bool authorized(const httplib::Request& req) const {
+    if (options_.token.empty()) return true;
+    const bool guarded = req.path.rfind("/admin", 0) == 0 ||
+                         (options_.protect_metrics && req.path.rfind("/metrics", 0) == 0);
+    if (!guarded) return true;
+    const std::string header = req.get_header_value("Authorization");
+    constexpr std::string_view kScheme = "Bearer ";
+    if (header.size() < kScheme.size() ||
+        !std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return false;
+    }
+    return constant_time_equal(std::string_view(header).substr(kScheme.size()), options_.token);
+  }
+
+  // Takes as long for any wrong token of a given length as for the right one: no timing hint
+  // of how many leading characters matched.
+  static bool constant_time_equal(std::string_view given, std::string_view expected) {
+    unsigned diff = given.size() == expected.size() ? 0U : 1U;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+      diff |= static_cast<unsigned>(g ^ static_cast<unsigned char>(expected[i]));
+    }
+    return diff == 0;
+  }
+
   static bool is_bodyless_post(const httplib::Request& req) {
     return req.body.empty() && !req.has_header("Content-Length") &&
            !req.has_header("Transfer-Encoding") &&
@@ -194,7 +249,7 @@ class AdminServer::Impl {
     res.status = reply.status;
     for (const auto& [k, v] : reply.headers) res.set_header(k, v);
     if (!reply.body.is_null()) {
-      res.set_content(reply.body.dump(2) + "\n", reply.content_type);
+      res.set_content(text_of(reply.body, 2) + "\n", reply.content_type);
     } else {
       res.set_content(reply.text, reply.content_type);
     }
@@ -233,14 +288,14 @@ class AdminServer::Impl {
   // Names in paths: unknown is 404, but names that could never be valid are a 400.
   std::optional<Reply> check_service(const std::string& name) {
     if (!valid_service_name(name)) {
-      return error_reply(400, "invalid_argument", "invalid service name: " + json(name).dump());
+      return error_reply(400, "invalid_argument", "invalid service name: " + text_of(json(name)));
     }
     if (!registry_.service(name)) return error_reply(404, "not_found", "unknown service: " + name);
     return std::nullopt;
   }
   std::optional<Reply> check_model(const std::string& name) {
     if (!valid_model_name(name)) {
-      return error_reply(400, "invalid_argument", "invalid model name: " + json(name).dump());
+      return error_reply(400, "invalid_argument", "invalid model name: " + text_of(json(name)));
     }
     if (!registry_.model(name)) return error_reply(404, "not_found", "unknown model: " + name);
     return std::nullopt;
@@ -326,7 +381,7 @@ class AdminServer::Impl {
       if (canonical == "idle_sleep_enabled") {
         if (!value.is_boolean()) {
           return error_reply(400, "invalid_argument",
-                             "\"" + key + "\" must be true or false, got " + value.dump());
+                             "\"" + key + "\" must be true or false, got " + text_of(value));
         }
         continue;
       }
@@ -334,7 +389,7 @@ class AdminServer::Impl {
       if (!value.is_number() || !std::isfinite(value.get<double>())) {
         return error_reply(
             400, "invalid_argument",
-            "\"" + key + "\" must be a number of " + rule.unit + ", got " + value.dump());
+            "\"" + key + "\" must be a number of " + rule.unit + ", got " + text_of(value));
       }
       double d = value.get<double>();
       if ((rule.min_exclusive ? d <= rule.min : d < rule.min) || d > rule.max) {
@@ -342,7 +397,7 @@ class AdminServer::Impl {
                            "\"" + key + "\" must be " +
                                (rule.min_exclusive ? "greater than 0" : "at least 0") +
                                " and at most " + fmt::format("{:g}", rule.max) + " " + rule.unit +
-                               ", got " + value.dump());
+                               ", got " + text_of(value));
       }
     }
     // Everything is valid: apply all of it at once.
@@ -495,5 +550,18 @@ AdminServer::~AdminServer() = default;
 Result<int> AdminServer::bind(const std::string& host, int port) { return impl_->bind(host, port); }
 void AdminServer::serve() { impl_->serve(); }
 void AdminServer::stop() { impl_->stop(); }
+
+AdminResponse AdminServer::handle(const std::string& method, const std::string& path,
+                                  const std::vector<std::pair<std::string, std::string>>& headers,
+                                  const std::string& body) {
+  httplib::Request req;
+  req.method = method;
+  req.path = httplib::detail::decode_url(path, false);
+  req.body = body;
+  for (const auto& [name, value] : headers) req.headers.emplace(name, value);
+  httplib::Response res;
+  impl_->serve_one(req, res);
+  return {res.status, res.body, res.get_header_value("Content-Type")};
+}
 
 }  // namespace siesta

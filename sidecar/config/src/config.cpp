@@ -1,7 +1,9 @@
 #include "siesta/config/config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -357,7 +359,9 @@ Config parse_config(const std::string& text, const std::string& source) {
   json doc;
   try {
     doc = json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number too large for a double (found by the fuzzer:
+    // it escaped as an uncaught exception instead of exit code 2).
     throw ConfigError("config error in " + source + ": (top level): invalid JSON: " + e.what());
   }
   Config config;
@@ -365,7 +369,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   ObjectReader top(doc, "", source);
   top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
                   "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
-                  "proxy", "admin_threads", "services", "models"});
+                  "proxy", "admin_threads", "admin_token_file", "protect_metrics", "services",
+                  "models"});
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {
@@ -390,6 +395,11 @@ Config parse_config(const std::string& text, const std::string& source) {
     if (*v != std::floor(*v)) top.fail("admin_threads", "must be a whole number");
     config.admin_threads = static_cast<int>(*v);
   }
+  if (auto token_file = top.read_string("admin_token_file")) {
+    if (token_file->empty()) top.fail("admin_token_file", "must not be empty (omit it for none)");
+    config.admin_token_file = *token_file;
+  }
+  top.read_bool("protect_metrics", config.protect_metrics);
   if (const json* docker = top.find("docker")) {
     read_docker(*docker, source, config.docker);
     config.docker.configured = true;
@@ -457,6 +467,46 @@ Config load_config_file(const std::string& path) {
   text << in.rdbuf();
   if (in.bad()) throw ConfigError("config error in " + path + ": cannot read the file");
   return parse_config(text.str(), path);
+}
+
+namespace {
+
+std::string checked_token(std::string token, const std::string& where) {
+  const auto first = token.find_first_not_of(" \t\r\n");
+  const auto last = token.find_last_not_of(" \t\r\n");
+  token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
+  if (token.size() < 16) {
+    throw ConfigError(where + ": the admin token must be at least 16 characters, got " +
+                      std::to_string(token.size()));
+  }
+  for (char c : token) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      throw ConfigError(where + ": the admin token must be one line of printable characters");
+    }
+  }
+  return token;
+}
+
+}  // namespace
+
+std::string resolve_admin_token(const Config& config, const char* env_token) {
+  if (env_token != nullptr && *env_token != '\0') {
+    return checked_token(env_token, "SIESTA_ADMIN_TOKEN");
+  }
+  if (config.admin_token_file.empty()) return "";
+  const std::string where = "config error in " + config.source + ": admin_token_file";
+  std::ifstream in(config.admin_token_file, std::ios::binary);
+  if (!in) {
+    throw ConfigError(where + ": cannot read " + config.admin_token_file + ": " +
+                      std::strerror(errno));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return checked_token(text.str(), where + " (" + config.admin_token_file + ")");
+}
+
+bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 }  // namespace siesta

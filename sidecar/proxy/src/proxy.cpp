@@ -91,7 +91,9 @@ http::response<http::string_body> error_response(http::status status, unsigned v
   res.set(http::field::content_type, "application/json");
   res.set(http::field::cache_control, "no-store");
   if (retry_after) res.set(http::field::retry_after, std::to_string(*retry_after));
-  res.body() = error_json(code, message).dump(2) + "\n";
+  res.body() =
+      error_json(code, message).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+      "\n";  // a client's bytes in the message may not be UTF-8
   res.prepare_payload();
   return res;
 }

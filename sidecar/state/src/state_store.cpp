@@ -179,7 +179,10 @@ Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, R
   registry.set_settings(settings);
 
   const json services = doc.value("services", json::object());
-  for (const auto& [name, saved] : services.items()) {
+  for (const auto& item : services.items()) {
+    // Not a structured binding: lambdas cannot capture those in clang 14 (the fuzz build).
+    const std::string& name = item.key();
+    const json& saved = item.value();
     auto base_it = baseline.services.find(name);
     if (base_it == baseline.services.end()) {
       result.notes.push_back("service " + name + " is no longer in the config; dropped");

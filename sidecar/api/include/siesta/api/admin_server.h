@@ -6,6 +6,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "siesta/core/clock.h"
 #include "siesta/core/registry.h"
@@ -22,6 +24,17 @@ struct AdminOptions {
   // also how long a body-less `curl -X POST` waits (see AdminServer.cpp, is_bodyless_post).
   std::chrono::milliseconds read_timeout{100};
   size_t threads = 8;
+  // When set, every /admin endpoint (and /metrics with protect_metrics) needs
+  // "Authorization: Bearer <token>"; otherwise 401. Never logged.
+  std::string token;
+  bool protect_metrics = false;
+};
+
+// One answer, as handle() returns it.
+struct AdminResponse {
+  int status = 0;
+  std::string body;
+  std::string content_type;
 };
 
 class AdminServer {
@@ -38,6 +51,13 @@ class AdminServer {
   // Serves until stop(); call from its own thread after bind().
   void serve();
   void stop();
+
+  // Answers one request without a socket, exactly as the server would (authorization, routing,
+  // validation, the action): for the fuzzer and tests. `path` is as on the wire
+  // (percent-encoded); httplib decodes it the same way.
+  AdminResponse handle(const std::string& method, const std::string& path,
+                       const std::vector<std::pair<std::string, std::string>>& headers,
+                       const std::string& body);
 
  private:
   class Impl;

@@ -58,7 +58,9 @@ struct Config {
   OnExit on_exit = OnExit::kStop;
   DockerConfig docker;
   ProxyConfig proxy;
-  int admin_threads = 8;  // the admin API's own pool, separate from the data plane
+  int admin_threads = 8;         // the admin API's own pool, separate from the data plane
+  std::string admin_token_file;  // a file holding the admin bearer token; empty: none
+  bool protect_metrics = false;  // /metrics needs the token too (when there is one)
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };
@@ -72,6 +74,15 @@ ServiceConfig parse_service(const std::string& name, const nlohmann::json& value
                             const std::string& source);
 // Reads and parses a file. Throws ConfigError naming the file.
 Config load_config_file(const std::string& path);
+
+// The admin API's bearer token: $SIESTA_ADMIN_TOKEN when set (`env_token`), else the contents
+// of admin_token_file (one line; surrounding whitespace ignored), else empty (no auth). Throws
+// ConfigError naming the file, key and reason when the file cannot be read or the token is
+// shorter than 16 characters or holds a control character.
+std::string resolve_admin_token(const Config& config, const char* env_token);
+
+// True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost).
+bool is_loopback_host(const std::string& host);
 
 // Shared with the admin API, which validates the same names and values.
 bool valid_service_name(const std::string& name);
