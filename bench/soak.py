@@ -106,7 +106,7 @@ def main():
     rss0, fds0 = sample(siesta.pid)
     samples = [(0.0, rss0, fds0)]
     t0 = time.time()
-    while any(t.is_alive() for t in threads):
+    while time.time() < stop_at:
         time.sleep(min(30, max(0.1, stop_at - time.time())))
         if siesta.poll() is not None:
             print("soak: siesta exited!", file=sys.stderr)

@@ -33,7 +33,7 @@ if [ "${1:-}" != "--quick" ]; then
 
   echo "== ThreadSanitizer build: the monitor, controller and proxy tests =="
   # A race makes siesta (or the unit test) stop with the report, and the test fail.
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
     CTEST_ARGS="-R (Monitor|SeedScenarios|Controller|ChangeSignal|Proxy|Models|CrashSafety)" \
     run_suite build-tsan -DSIESTA_TSAN=ON -DSIESTA_DOCKER_TESTS=OFF -DSIESTA_BUILD_BENCH=OFF
 
