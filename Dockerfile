@@ -1,7 +1,7 @@
 # siesta's image: built on Debian 12 with Debian's packages only, like everything in this repo.
 FROM debian:12 AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev \
+      build-essential cmake pkg-config prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev rapidjson-dev \
       libspdlog-dev libcli11-dev libboost-dev && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=Release -DSIESTA_BUILD_TESTS=OFF \

@@ -372,9 +372,7 @@ http {{
             time.sleep(0.01)
         first_pass = self.metric(metrics, "siesta_monitor_last_pass_duration_seconds") * 1000
         status = json.loads(self.get(admin, "/admin/idle-status"))
-        running = sum(1 for s in status["services"].values() if s.get("actual") == "running") \
-            if isinstance(status.get("services"), dict) else \
-            sum(1 for s in status.get("services", []) if s.get("actual") == "running")
+        running = sum(1 for s in status["services"].values() if s["actual"] == "running")
         idle_ms, metrics_ms, pass_ms = [], [], []
         reps = 3 if self.args.smoke else 10
         for i in range(reps):

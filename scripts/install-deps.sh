@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
-  prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
+  prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev rapidjson-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libboost-dev
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount

@@ -7,6 +7,8 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -32,20 +34,31 @@ constexpr const char* kOperations[] = {"start", "stop", "inspect"};
 constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external"};
 constexpr const char* kLoadReasons[] = {"request", "manual"};
 
-template <std::size_t N>
-std::map<std::string, double> zeros(const char* const (&keys)[N]) {
-  std::map<std::string, double> m;
-  for (const char* k : keys) m[k] = 0;
-  return m;
-}
+// One counter per label value (a reason, an operation, a status code: a handful), in label
+// order for a stable exposition. Not a fixed array, so that a value outside the pre-declared
+// set is counted too; not a map, so that a scrape walks contiguous memory.
+struct Tally {
+  std::vector<std::pair<std::string, double>> values;
+
+  Tally() = default;
+  template <std::size_t N>
+  explicit Tally(const char* const (&labels)[N]) {
+    for (const char* l : labels) add(l, 0);
+  }
+  void add(std::string_view label, double amount) {
+    auto it = std::lower_bound(values.begin(), values.end(), label,
+                               [](const auto& v, std::string_view l) { return v.first < l; });
+    if (it == values.end() || it->first != label) it = values.emplace(it, label, 0.0);
+    it->second += amount;
+  }
+};
 
 }  // namespace
 
-// The counters of one service or model: per family, label value -> count. A map, not a fixed
-// array, so that a reason outside the pre-declared set is counted too.
+// The counters of one service or model: per family, label value -> count.
 struct Metrics::Counters {
   std::mutex mu;
-  std::map<std::string, double> by[kFamilies];
+  Tally by[kFamilies];
   prometheus::Histogram* duration = nullptr;  // wake (service) or load (model) time
   prometheus::Histogram* proxy_duration = nullptr;
 };
@@ -110,25 +123,38 @@ Metrics::Counters& Metrics::counters(Table& table, const std::string& name, bool
   if (!slot) {
     slot = std::make_unique<Counters>();
     if (is_service) {
-      slot->by[kSleeps] = zeros(kSleepReasons);
-      slot->by[kWakes] = zeros(kWakeReasons);
-      slot->by[kFailures] = zeros(kOperations);
-      slot->by[kFreed] = {{"", 0}};
+      slot->by[kSleeps] = Tally(kSleepReasons);
+      slot->by[kWakes] = Tally(kWakeReasons);
+      slot->by[kFailures] = Tally(kOperations);
+      slot->by[kServiceMemoryFreed].add("", 0);
     } else {
-      slot->by[kUnloads] = zeros(kUnloadReasons);
-      slot->by[kLoads] = zeros(kLoadReasons);
-      slot->by[kUnloadFailures] = {{"", 0}};
-      slot->by[kFreed] = {{"", 0}};
+      slot->by[kUnloads] = Tally(kUnloadReasons);
+      slot->by[kLoads] = Tally(kLoadReasons);
+      slot->by[kUnloadFailures].add("", 0);
+      slot->by[kVramFreed].add("", 0);
     }
   }
   return *slot;
 }
 
 void Metrics::count(Table& table, const std::string& name, bool is_service, int family,
-                    const std::string& label, double amount) {
+                    std::string_view label, double amount) {
   Counters& c = counters(table, name, is_service);
   std::lock_guard lock(c.mu);
-  c.by[family][label] += amount;
+  c.by[family].add(label, amount);
+}
+
+void Metrics::count_timed(Table& table, const std::string& name, bool is_service, int family,
+                          std::string_view label,
+                          prometheus::Family<prometheus::Histogram>& histograms,
+                          prometheus::Histogram* Counters::*histogram,
+                          std::vector<double> (*buckets)(), Seconds duration) {
+  Counters& c = counters(table, name, is_service);
+  std::lock_guard lock(c.mu);
+  c.by[family].add(label, 1);
+  prometheus::Histogram*& h = c.*histogram;
+  if (!h) h = &histograms.Add({{is_service ? "service" : "model", name}}, buckets());
+  h->Observe(duration.count());
 }
 
 void Metrics::declare(const Snapshot& snapshot) {
@@ -140,12 +166,11 @@ void Metrics::service_added(const std::string& s) { counters(services_, s, true)
 void Metrics::model_added(const std::string& m) { counters(models_, m, false); }
 
 void Metrics::proxy_request(const std::string& service, int status, Seconds duration) {
-  Counters& c = counters(services_, service, true);
-  std::lock_guard lock(c.mu);
-  c.by[kProxyRequests][std::to_string(status)] += 1;
-  if (!c.proxy_duration)
-    c.proxy_duration = &proxy_duration_->Add({{"service", service}}, proxy_buckets());
-  c.proxy_duration->Observe(duration.count());
+  char code[12];
+  const auto end = std::to_chars(code, code + sizeof code, status).ptr;
+  count_timed(services_, service, true, kProxyRequests,
+              std::string_view(code, static_cast<std::size_t>(end - code)), *proxy_duration_,
+              &Counters::proxy_duration, &proxy_buckets, duration);
 }
 
 void Metrics::proxy_connection(const std::string& service) {
@@ -153,19 +178,16 @@ void Metrics::proxy_connection(const std::string& service) {
 }
 
 void Metrics::service_memory_freed(const std::string& service, double bytes) {
-  count(services_, service, true, kFreed, "", bytes);
+  count(services_, service, true, kServiceMemoryFreed, "", bytes);
 }
 
 void Metrics::model_memory_freed(const std::string& model, double bytes) {
-  count(models_, model, false, kFreed, "", bytes);
+  count(models_, model, false, kVramFreed, "", bytes);
 }
 
 void Metrics::model_loaded(const std::string& model, const std::string& reason, Seconds duration) {
-  Counters& c = counters(models_, model, false);
-  std::lock_guard lock(c.mu);
-  c.by[kLoads][reason] += 1;
-  if (!c.duration) c.duration = &load_duration_->Add({{"model", model}}, wake_buckets());
-  c.duration->Observe(duration.count());
+  count_timed(models_, model, false, kLoads, reason, *load_duration_, &Counters::duration,
+              &wake_buckets, duration);
 }
 
 void Metrics::service_slept(const std::string& service, const std::string& reason) {
@@ -174,11 +196,8 @@ void Metrics::service_slept(const std::string& service, const std::string& reaso
 
 void Metrics::service_woke(const std::string& service, const std::string& reason,
                            Seconds duration) {
-  Counters& c = counters(services_, service, true);
-  std::lock_guard lock(c.mu);
-  c.by[kWakes][reason] += 1;
-  if (!c.duration) c.duration = &wake_duration_->Add({{"service", service}}, wake_buckets());
-  c.duration->Observe(duration.count());
+  count_timed(services_, service, true, kWakes, reason, *wake_duration_, &Counters::duration,
+              &wake_buckets, duration);
 }
 
 void Metrics::service_failed(const std::string& service, const std::string& operation) {
@@ -199,19 +218,18 @@ void Metrics::monitor_ran(WallTime, Seconds took) {
   monitor_last_pass_->Set(took.count());
 }
 
-void Metrics::render_counters(Exposition& out, const Table& table, const char* entity, int family,
-                              const char* name, const char* help, const char* label) const {
+void Metrics::render_counters(Exposition& out, const Rows& rows, const char* entity, int family,
+                              const char* name, const char* help, const char* label) {
   out.family(name, help, "counter");
-  std::shared_lock lock(table.mu);
-  for (const auto& [entity_name, c] : table.by_name) {
+  for (const auto& [entity_name, c] : rows) {
     std::lock_guard entry(c->mu);
-    for (const auto& [value, n] : c->by[family]) {
+    for (const auto& [value, n] : c->by[family].values) {
       if (label == nullptr) {
-        out.sample(name, entity, entity_name, n);
+        out.sample(name, entity, *entity_name, n);
       } else if (std::string_view(label) < entity) {  // labels in name order, as prometheus-cpp
-        out.sample(name, label, value, entity, entity_name, n);
+        out.sample(name, label, value, entity, *entity_name, n);
       } else {
-        out.sample(name, entity, entity_name, label, value, n);
+        out.sample(name, entity, *entity_name, label, value, n);
       }
     }
   }
@@ -341,32 +359,44 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                models[i].provider, snapshot.models[i].runtime.in_flight);
   }
 
-  // Per-service and per-model counters.
-  render_counters(out, services_, "service", kSleeps, "siesta_service_sleeps_total",
+  // Per-service and per-model counters: each table walked once into rows (a scrape of 10,000
+  // services reads them ten times), held against removal while they are written.
+  auto rows_of = [](const Table& table) {
+    Rows rows;
+    rows.reserve(table.by_name.size());
+    for (const auto& [name, c] : table.by_name) rows.emplace_back(&name, c.get());
+    return rows;
+  };
+  std::shared_lock service_lock(services_.mu);
+  std::shared_lock model_lock(models_.mu);
+  const Rows service_rows = rows_of(services_);
+  const Rows model_rows = rows_of(models_);
+  render_counters(out, service_rows, "service", kSleeps, "siesta_service_sleeps_total",
                   "Services put to sleep (stopped), by reason: idle or manual.", "reason");
-  render_counters(out, services_, "service", kWakes, "siesta_service_wakes_total",
+  render_counters(out, service_rows, "service", kWakes, "siesta_service_wakes_total",
                   "Services woken (started and ready), by reason.", "reason");
-  render_counters(out, services_, "service", kFailures, "siesta_service_failures_total",
+  render_counters(out, service_rows, "service", kFailures, "siesta_service_failures_total",
                   "Failed backend operations on a service, by operation.", "operation");
-  render_counters(out, services_, "service", kFreed, "siesta_service_memory_freed_bytes_total",
+  render_counters(out, service_rows, "service", kServiceMemoryFreed,
+                  "siesta_service_memory_freed_bytes_total",
                   "Memory freed by putting services to sleep (their resident set just before each "
                   "stop).",
                   nullptr);
-  render_counters(out, services_, "service", kProxyRequests, "siesta_proxy_requests_total",
+  render_counters(out, service_rows, "service", kProxyRequests, "siesta_proxy_requests_total",
                   "HTTP requests through the proxy, by service and status code (0: the client "
                   "went away before an answer).",
                   "code");
-  render_counters(out, services_, "service", kProxyConnections,
+  render_counters(out, service_rows, "service", kProxyConnections,
                   "siesta_proxy_tcp_connections_total",
                   "TCP connections through the proxy that have ended.", nullptr);
-  render_counters(out, models_, "model", kUnloads, "siesta_model_unloads_total",
+  render_counters(out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
                   "Models unloaded, by reason: expired, forced, service_sleep, external.",
                   "reason");
-  render_counters(out, models_, "model", kLoads, "siesta_model_loads_total",
+  render_counters(out, model_rows, "model", kLoads, "siesta_model_loads_total",
                   "Models loaded, by reason: request (a proxied request) or manual.", "reason");
-  render_counters(out, models_, "model", kUnloadFailures, "siesta_model_unload_failures_total",
+  render_counters(out, model_rows, "model", kUnloadFailures, "siesta_model_unload_failures_total",
                   "Model unloads that the provider failed.", nullptr);
-  render_counters(out, models_, "model", kFreed, "siesta_model_vram_freed_bytes_total",
+  render_counters(out, model_rows, "model", kVramFreed, "siesta_model_vram_freed_bytes_total",
                   "VRAM freed by unloading models (as their provider last reported it).", nullptr);
 
   // Process-wide gauges.

@@ -5,6 +5,7 @@
 // Thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -68,20 +69,20 @@ class Metrics final : public Recorder {
   static std::vector<double> proxy_buckets();
 
  private:
-  // Counter families kept per service or model (Counters::by), by index.
-  enum Family : int {
-    kSleeps = 0,
-    kWakes = 1,
-    kFailures = 2,
-    kProxyRequests = 3,
-    kProxyConnections = 4,
-    kUnloads = 0,
-    kLoads = 1,
-    kUnloadFailures = 2,
-    kFreed = 5,
+  // Counter families kept per service and per model (Counters::by), by index.
+  enum ServiceFamily : int {
+    kSleeps,
+    kWakes,
+    kFailures,
+    kProxyRequests,
+    kProxyConnections,
+    kServiceMemoryFreed,
+    kServiceFamilies
   };
-  static constexpr int kFamilies = 6;
+  enum ModelFamily : int { kUnloads, kLoads, kUnloadFailures, kVramFreed, kModelFamilies };
+  static constexpr int kFamilies = std::max<int>(kServiceFamilies, kModelFamilies);
   struct Counters;
+  using Rows = std::vector<std::pair<const std::string*, Counters*>>;
   struct Table {
     mutable std::shared_mutex mu;
     std::map<std::string, std::unique_ptr<Counters>> by_name;  // sorted: a stable exposition
@@ -89,9 +90,15 @@ class Metrics final : public Recorder {
 
   Counters& counters(Table& table, const std::string& name, bool is_service);
   void count(Table& table, const std::string& name, bool is_service, int family,
-             const std::string& label, double amount);
-  void render_counters(Exposition& out, const Table& table, const char* entity, int family,
-                       const char* name, const char* help, const char* label) const;
+             std::string_view label, double amount);
+  // Counts one timed event and observes its duration in the entity's histogram of `histograms`,
+  // which is created on the entity's first observation.
+  void count_timed(Table& table, const std::string& name, bool is_service, int family,
+                   std::string_view label, prometheus::Family<prometheus::Histogram>& histograms,
+                   prometheus::Histogram* Counters::*histogram, std::vector<double> (*buckets)(),
+                   Seconds duration);
+  static void render_counters(Exposition& out, const Rows& rows, const char* entity, int family,
+                              const char* name, const char* help, const char* label);
 
   Table services_;
   Table models_;

@@ -1,9 +1,15 @@
 // The JSON views of a Decision: the seed's GET /admin/idle-status shape, with precise
 // _seconds twins and the reason a service or model will not sleep.
+//
+// These answers grow with the fleet (10,000 services make idle-status ~10 MB), so they are
+// written straight to text by a streaming writer, never built as a document first
+// (docs/benchmarks.md). Each returns the answer's text, indented by two like every admin
+// answer, ending in a newline.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 
 #include "siesta/core/decide.h"
 #include "siesta/core/error_json.h"
@@ -13,12 +19,18 @@
 namespace siesta {
 
 nlohmann::json settings_json(const Settings& settings);
-nlohmann::json service_json(const ServiceView& view, const ServiceTimer& timer);
-nlohmann::json model_json(const ModelView& view, const ModelTimer& timer);
-// {name: service_json} and {name: model_json} for every entry of the decision.
-nlohmann::json services_json(const Snapshot& snapshot, const Decision& decision);
-nlohmann::json models_json(const Snapshot& snapshot, const Decision& decision);
-nlohmann::json idle_status_json(const Snapshot& snapshot, const Decision& decision,
-                                const MonitorStatus& monitor);
+// One service or model, with its name.
+std::string service_text(const std::string& name, const ServiceView& view,
+                         const ServiceTimer& timer);
+std::string model_text(const std::string& name, const ModelView& view, const ModelTimer& timer);
+// {name: service} and {name: model} for every entry of the decision.
+std::string services_text(const Snapshot& snapshot, const Decision& decision);
+std::string models_text(const Snapshot& snapshot, const Decision& decision);
+struct IdleStatusExtras {
+  MonitorStatus monitor;
+  bool state_file = false;
+};
+std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
+                             const IdleStatusExtras& extras);
 
 }  // namespace siesta
