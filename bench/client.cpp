@@ -9,6 +9,11 @@
 //                                             start) and its status code
 //   bench-client ready --port P -- CMD...     starts CMD and prints the ms until GET / on port P
 //                                             answers: the service's own time to readiness
+//   bench-client latency --ports P1,P2,.. --n N
+//                                             one keep-alive connection per port; N times, one
+//                                             GET / to each port in turn (the first port rotating),
+//                                             so that the machine's noise falls on every path
+//                                             alike; prints per port "port p50_us p99_us"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <barrier>
 #include <chrono>
 #include <cstdio>
@@ -178,11 +184,73 @@ int ready(unsigned short port, char** cmd) {
   return rc;
 }
 
+// One request on a keep-alive connection, read to the end of its Content-Length body.
+bool round_trip(int fd, std::string& pending) {
+  static const std::string req = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    return false;
+  }
+  char buf[4096];
+  std::size_t need = std::string::npos;
+  pending.clear();
+  while (pending.size() < need) {
+    const ssize_t got = ::recv(fd, buf, sizeof buf, 0);
+    if (got <= 0) return false;
+    pending.append(buf, static_cast<std::size_t>(got));
+    if (need != std::string::npos) continue;
+    const auto end = pending.find("\r\n\r\n");
+    if (end == std::string::npos) continue;
+    if (status_of(pending) != 200) return false;
+    std::string head = pending.substr(0, end);
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const auto cl = head.find("\r\ncontent-length:");
+    if (cl == std::string::npos) return false;
+    need = end + 4 + std::strtoull(head.c_str() + cl + 17, nullptr, 10);
+  }
+  return true;
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+}
+
+int latency(const std::vector<unsigned short>& ports, int n) {
+  std::vector<int> fds;
+  for (unsigned short p : ports) {
+    fds.push_back(connect_to(p));
+    if (fds.back() < 0) {
+      std::fprintf(stderr, "bench-client: cannot reach port %u\n", p);
+      return 1;
+    }
+  }
+  std::vector<std::vector<double>> us(ports.size());
+  std::string pending;
+  for (int i = 0; i < n; ++i) {
+    for (std::size_t k = 0; k < ports.size(); ++k) {
+      const std::size_t at = (k + static_cast<std::size_t>(i)) % ports.size();
+      const auto t0 = Clock::now();
+      if (!round_trip(fds[at], pending)) {
+        std::fprintf(stderr, "bench-client: request %d to port %u failed\n", i, ports[at]);
+        return 1;
+      }
+      us[at].push_back(ms_since(t0) * 1000.0);
+    }
+  }
+  for (std::size_t k = 0; k < ports.size(); ++k) {
+    ::close(fds[k]);
+    std::printf("%u %.1f %.1f\n", ports[k], percentile(us[k], 0.5), percentile(us[k], 0.99));
+  }
+  return 0;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: bench-client stream --port P --target T\n"
                "       bench-client cold --port P --target T --n N\n"
-               "       bench-client ready --port P -- CMD...\n");
+               "       bench-client ready --port P -- CMD...\n"
+               "       bench-client latency --ports P1,P2,... --n N\n");
   return 2;
 }
 
@@ -192,6 +260,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string_view mode = argv[1];
   unsigned short port = 0;
+  std::vector<unsigned short> ports;
   std::string target = "/";
   int n = 1;
   int i = 2;
@@ -204,6 +273,13 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) return usage();
     if (flag == "--port") {
       port = static_cast<unsigned short>(std::atoi(argv[++i]));
+    } else if (flag == "--ports") {
+      for (const char* p = argv[++i]; *p != '\0';) {
+        char* end = nullptr;
+        ports.push_back(static_cast<unsigned short>(std::strtoul(p, &end, 10)));
+        p = *end == ',' ? end + 1 : end;
+        if (ports.back() == 0) return usage();
+      }
     } else if (flag == "--target") {
       target = argv[++i];
     } else if (flag == "--n") {
@@ -212,7 +288,9 @@ int main(int argc, char** argv) {
       return usage();
     }
   }
-  if (port == 0 || n < 1) return usage();
+  if (n < 1) return usage();
+  if (mode == "latency" && !ports.empty()) return latency(ports, n);
+  if (port == 0) return usage();
   if (mode == "stream") return stream(port, target);
   if (mode == "cold") return cold(port, target, n);
   if (mode == "ready" && i < argc) return ready(port, argv + i);

@@ -16,13 +16,14 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+import netutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,30 +71,8 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- helpers ----------------------------------------------------------------------------
-    _ports_given = set()
-
-    @classmethod
-    def free_port(cls):
-        """A free port not handed out before in this run (the kernel may offer one twice)."""
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in cls._ports_given:
-                cls._ports_given.add(port)
-                return port
-
-    @staticmethod
-    def wait_port(port, timeout=30, proc=None):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.01)
-        raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+    free_port = staticmethod(netutil.free_port)
+    wait_port = staticmethod(netutil.wait_port)
 
     @staticmethod
     def get(port, path, method="GET", body=None):
@@ -187,6 +166,17 @@ http {{
                         f"http://127.0.0.1:{port}/"])
         return self.parse_wrk(out)
 
+    def interleaved_latency(self, targets, n):
+        """Latency at one request at a time, the paths taking turns request by request (one
+        keep-alive connection each), so that the machine's noise falls on all of them alike."""
+        out = self.run([self.client, "latency", "--ports", ",".join(map(str, targets.values())),
+                        "--n", str(n)])
+        by_port = {int(port): (float(p50), float(p99))
+                   for port, p50, p99 in (line.split() for line in out.splitlines())}
+        # In ms, as parse_wrk gives them.
+        return {name: {"50": by_port[port][0] / 1000, "99": by_port[port][1] / 1000}
+                for name, port in targets.items()}
+
     def bench_warm(self):
         threads = 2
         up, nginx_port, listen = self.free_port(), self.free_port(), self.free_port()
@@ -201,11 +191,10 @@ http {{
         for port in targets.values():  # warm every path's connections and caches
             self.wrk(port, 8, 1)
         rows = {k: [] for k in ("p50", "p99", "rps")}
+        requests = 500 if self.args.smoke else 20000
         for rnd in range(self.args.rounds):
-            lat, rps = {}, {}
+            lat, rps = self.interleaved_latency(targets, requests), {}
             order = list(targets)[rnd % 3:] + list(targets)[:rnd % 3]
-            for name in order:
-                lat[name], _ = self.wrk(targets[name], 1, secs)
             for name in order:
                 _, rps[name] = self.wrk(targets[name], 32, secs)
             for pct in ("50", "99"):
@@ -476,7 +465,7 @@ http {{
 
     def report(self, took):
         titles = {
-            "warm": "1. Warm proxy path (wrk: 1 connection for latency, 32 for throughput)",
+            "warm": "1. Warm proxy path (latency: one request at a time, the three paths taking turns; throughput: wrk, 32 connections)",
             "cold": "2. Cold wake (a service that listens 300 ms after it starts)",
             "precision": "3. Sleep precision (staggered deadlines 20 ms apart)",
             "scale": "4. Control-plane scale",

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,10 +23,7 @@ import threading
 import time
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port, wait_port
 
 
 def sample(pid):
@@ -62,12 +58,7 @@ def main():
     log = open(os.path.join(tmp, "siesta.log"), "wb")
     siesta = subprocess.Popen([siesta_bin, "--config", config, "--log-level", "warn"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", admin)) == 0:
-                break
-        time.sleep(0.05)
+    wait_port(admin, proc=siesta)
 
     stats = {"ok": 0, "failed": 0, "cold": 0}
     failures = []
