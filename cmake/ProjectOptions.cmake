@@ -30,6 +30,10 @@ if(SIESTA_SANITIZE)
   target_compile_options(siesta_sanitizers INTERFACE
     -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
   target_link_options(siesta_sanitizers INTERFACE -fsanitize=address,undefined)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    target_compile_options(siesta_sanitizers INTERFACE
+      -fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/cmake/ubsan-ignorelist.txt)
+  endif()
 endif()
 
 # siesta_module(NAME DIR [DEPS...]) declares one library per module, with a siesta:: alias.
