@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <set>
 
@@ -114,6 +115,18 @@ struct Route {
   std::regex pattern;
   std::map<std::string, Handler> methods;
 };
+
+// Compiling a std::regex costs more than answering a request; the route patterns are the same
+// for every AdminServer, so each is compiled once per process (a copy shares the automaton).
+// This matters where many servers are made: the tests and the fuzzer (one per input).
+std::regex compiled(const std::string& pattern) {
+  static std::mutex mu;
+  static std::map<std::string, std::regex> cache;
+  std::lock_guard lock(mu);
+  auto it = cache.find(pattern);
+  if (it == cache.end()) it = cache.emplace(pattern, std::regex(pattern)).first;
+  return it->second;
+}
 
 }  // namespace
 
@@ -288,7 +301,7 @@ class AdminServer::Impl {
         return;
       }
     }
-    routes_.push_back({pattern, std::regex(pattern), {{method, std::move(handler)}}});
+    routes_.push_back({pattern, compiled(pattern), {{method, std::move(handler)}}});
   }
 
   // Names in paths: unknown is 404, but names that could never be valid are a 400.
