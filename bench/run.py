@@ -131,9 +131,10 @@ error_log {self.tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;  # the default 1000 would close the latency run's connection
   client_body_temp_path {self.tmp}/nginx-body;
   proxy_temp_path {self.tmp}/nginx-proxy;
-  upstream u {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+  upstream u {{ server 127.0.0.1:{upstream_port}; keepalive 128; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port} reuseport;
     location / {{
