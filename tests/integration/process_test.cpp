@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "siesta_process.h"
 
@@ -62,6 +63,31 @@ TEST_F(Process, WakeStartsTheProcessAndWaitsForItsHealthCheck) {
   EXPECT_EQ(hello->status, 200);
   EXPECT_TRUE(pid_alive(web.pid()));
   EXPECT_TRUE(siesta.wait_log("[web] siesta-testserver listening on"));  // output in siesta's log
+}
+
+// The sockets siesta holds (its proxy's listeners among them) must not go with the service: a
+// service left running (on_exit "leave") would keep siesta's ports bound after siesta exits.
+TEST_F(Process, TheServiceInheritsNoneOfSiestasSockets) {
+  const int proxy_port = free_port();
+  web.fields = R"("listen": "127.0.0.1:)" + std::to_string(proxy_port) + "\", ";
+  SiestaProcess siesta(dir.path(), config("", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  auto sockets_of = [](pid_t pid) {
+    std::set<std::string> sockets;
+    const fs::path fds = "/proc/" + std::to_string(pid) + "/fd";
+    for (const auto& entry : fs::directory_iterator(fds)) {
+      std::error_code ec;
+      const std::string target = fs::read_symlink(entry.path(), ec).string();
+      if (!ec && target.rfind("socket:", 0) == 0) sockets.insert(target);
+    }
+    return sockets;
+  };
+  const auto mine = sockets_of(siesta.pid());
+  const auto theirs = sockets_of(web.pid());
+  EXPECT_GE(mine.size(), 2u);    // the admin API's and the proxy's listeners at least
+  EXPECT_GE(theirs.size(), 1u);  // the service's own listener
+  for (const auto& s : theirs) EXPECT_EQ(mine.count(s), 0u) << s << " is siesta's";
 }
 
 // With a 10-minute check interval, only waiting for the deadline itself can stop the

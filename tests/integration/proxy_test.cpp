@@ -94,8 +94,8 @@ TEST_F(Proxy, AHundredConcurrentRequestsToASleepingServiceShareOneStart) {
     });
   }
   for (auto& t : clients) t.join();
-  EXPECT_EQ(ok, 100);
   const std::string log = siesta.log();
+  EXPECT_EQ(ok, 100) << log;
   EXPECT_EQ(count_of(log, "Waking service web"), 1) << log;
   EXPECT_EQ(count_of(log, "started process"), 1);
   EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="web"})"), 1);

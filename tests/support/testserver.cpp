@@ -7,6 +7,7 @@
 //   GET /big?bytes=N        N bytes of x
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -107,11 +108,22 @@ int main(int argc, char** argv) {
       std::_Exit(3);
     }).detach();
   }
-  std::printf("siesta-testserver listening on %s:%d\n", host.c_str(), port);
-  std::fflush(stdout);
-  if (!server.listen(host, port)) {
+  if (!server.bind_to_port(host, port)) {
     std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(), port);
     return 1;
   }
-  return 0;
+  // cpp-httplib listens with a backlog of 5: a hundred connections at once (siesta passing on
+  // the requests that waited for a wake) overflow it, and the kernel then drops handshakes that
+  // are retried for up to ~30 s. Real services listen with the system's maximum; so does this
+  // one (listen() again on the listening socket, which httplib does not expose, raises it).
+  for (int fd = 3; fd < 64; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening) {
+      ::listen(fd, SOMAXCONN);
+    }
+  }
+  std::printf("siesta-testserver listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  return server.listen_after_bind() ? 0 : 1;
 }

@@ -171,6 +171,9 @@ Status ProcessBackend::start(const ServiceSpec& spec) {
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
+  // Nothing else of siesta's goes with it: its listening sockets (Asio opens them without
+  // O_CLOEXEC) would stay bound in the service, which outlives siesta with on_exit "leave".
+  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
