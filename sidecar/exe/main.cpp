@@ -211,6 +211,9 @@ int main(int argc, char** argv) {
 
   siesta::AdminOptions admin_options;
   admin_options.threads = static_cast<size_t>(config.admin_threads);
+  admin_options.request_timeout =
+      std::chrono::milliseconds(static_cast<long>(config.admin_request_timeout_seconds * 1000));
+  admin_options.max_connections = static_cast<size_t>(config.admin_max_connections);
   admin_options.token = admin_token;
   admin_options.protect_metrics = config.protect_metrics;
   if (admin_token.empty()) {

@@ -141,7 +141,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
         BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: admin_threads, admin_token_file, "
+                "idle_timout_minutes: unknown key (known keys: admin_max_connections, "
+                "admin_request_timeout_seconds, admin_threads, admin_token_file, "
                 "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
                 "listen, model_keep_alive_hours, models, on_exit, protect_metrics, proxy, "
                 "services, state_file)"},

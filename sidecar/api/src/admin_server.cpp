@@ -1,14 +1,20 @@
 #include "siesta/api/admin_server.h"
 
-#include <httplib.h>
+#include <httplib.h>  // detail::decode_url only: the path as cpp-httplib's clients encode it
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <cctype>
 #include <cmath>
+#include <limits>
+#include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 
@@ -19,8 +25,26 @@
 namespace siesta {
 
 using nlohmann::json;
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
 
 namespace {
+
+// One request as the routes see it: complete, authorized or not yet.
+struct AdminRequest {
+  std::string method;         // as sent ("GET", "POST", ...)
+  std::string path;           // percent-decoded, without the query
+  std::string authorization;  // the Authorization header, if any
+  std::string body;
+};
+
+// The path of a request target: the query cut off, percent-escapes decoded.
+std::string decoded_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  return httplib::detail::decode_url(std::string(target), false);
+}
 
 constexpr std::size_t kTrimAbove = 1024 * 1024;
 
@@ -44,6 +68,12 @@ Reply text_reply(std::string text) {
   r.body = nullptr;
   r.text = std::move(text);
   return r;
+}
+
+// The bytes of an answer: its text as written, or its JSON pretty-printed.
+std::string body_text(Reply reply) {
+  // Moved, not copied: idle-status and /metrics run to megabytes with a large fleet.
+  return reply.body.is_null() ? std::move(reply.text) : text_of(reply.body, 2) + "\n";
 }
 
 Reply error_reply(int status, const std::string& code, const std::string& message) {
@@ -84,7 +114,7 @@ Reply status_reply(const Status& st) {
 }
 
 // A request body: absent or empty means {}; otherwise a JSON object.
-Result<json> body_object(const httplib::Request& req) {
+Result<json> body_object(const AdminRequest& req) {
   if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
@@ -108,7 +138,7 @@ Status only_keys(const json& body, const std::set<std::string>& allowed) {
   return Status::ok();
 }
 
-using Handler = std::function<Reply(const httplib::Request&, const std::smatch&)>;
+using Handler = std::function<Reply(const AdminRequest&, const std::smatch&)>;
 
 struct Route {
   std::string text;
@@ -140,103 +170,278 @@ class AdminServer::Impl {
         metrics_(metrics),
         clock_(clock),
         monitor_(std::move(monitor)),
-        options_(options) {
+        options_(std::move(options)) {
     add_routes();
-    server_.new_task_queue = [n = options_.threads] { return new httplib::ThreadPool(n); };
-    server_.set_payload_max_length(options_.max_body_bytes);
-    // httplib's default adds SO_REUSEPORT, which lets a second siesta (or anything else) share
-    // the port silently. SO_REUSEADDR alone still allows a quick restart.
-    server_.set_socket_options([](socket_t sock) {
-      int yes = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    server_.set_read_timeout(options_.read_timeout);
-    server_.set_keep_alive_timeout(5);
-    auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
-      serve_one(req, res);
-    };
-    // One catch-all per method; our own router gives 404 vs 405 and the JSON error shape.
-    server_.Get(".*", dispatch);
-    server_.Post(".*", dispatch);
-    server_.Put(".*", dispatch);
-    server_.Patch(".*", dispatch);
-    server_.Delete(".*", dispatch);
-    server_.Options(".*", dispatch);
-    // Errors httplib produces itself (413, 400 for a malformed request line, ...).
-    server_.set_error_handler(httplib::Server::HandlerWithResponse(
-        [this](const httplib::Request& req, httplib::Response& res) {
-          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-          if (res.status == 400 && is_bodyless_post(req)) {
-            // cpp-httplib 0.11 reads a POST without Content-Length until the connection closes
-            // (RFC 9112 section 6.3: its body is empty), so `curl -X POST URL` ends up here
-            // after the read timeout. It is a complete request: route it.
-            send(res, route(req));
-            return httplib::Server::HandlerResponse::Handled;
-          }
-          std::string code = res.status == 413   ? "payload_too_large"
-                             : res.status == 404 ? "not_found"
-                             : res.status == 405 ? "method_not_allowed"
-                                                 : "bad_request";
-          std::string message = res.status == 413   ? "the request body is too large"
-                                : res.status == 400 ? "malformed HTTP request"
-                                                    : "HTTP error " + std::to_string(res.status);
-          res.set_content(text_of(error_json(code, message)), "application/json");
-          return httplib::Server::HandlerResponse::Handled;
-        }));
-    server_.set_exception_handler(
-        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-          std::string what = "unknown error";
-          try {
-            std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          spdlog::error("Admin API: {} {} failed: {}", req.method, req.path, what);
-          res.status = 500;
-          res.set_content(text_of(error_json("internal", "internal error")), "application/json");
-        });
-    server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-      spdlog::debug("Admin API: {} {} -> {}", req.method, req.path, res.status);
-    });
+  }
+
+  ~Impl() {
+    if (pool_) pool_->join();
   }
 
   Result<int> bind(const std::string& host, int port) {
-    int bound =
-        port == 0 ? server_.bind_to_any_port(host) : (server_.bind_to_port(host, port) ? port : -1);
-    if (bound < 0) {
+    const std::string where = host + ":" + std::to_string(port);
+    beast::error_code ec;
+    auto address = net::ip::make_address(host, ec);
+    if (ec) {
+      tcp::resolver resolver(io_);
+      auto found = resolver.resolve(host, std::to_string(port), ec);
+      if (ec || found.empty()) {
+        return Status{ErrorCode::kUnavailable,
+                      "cannot listen on " + where + " (not an address of this machine)"};
+      }
+      address = found.begin()->endpoint().address();
+    }
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+    acceptor_.open(endpoint.protocol(), ec);
+    // SO_REUSEADDR for a quick restart; not SO_REUSEPORT, which would let another process share
+    // the port and receive admin requests.
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    // The system's backlog: a burst of connections is queued, not dropped and retried.
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      beast::error_code ignored;
+      acceptor_.close(ignored);
       return Status{ErrorCode::kUnavailable,
-                    "cannot listen on " + host + ":" + std::to_string(port) +
-                        " (address in use, or not an address of this machine)"};
+                    "cannot listen on " + where +
+                        " (address in use, or not an address of this machine): " + ec.message()};
     }
-    return bound;
+    return static_cast<int>(acceptor_.local_endpoint().port());
   }
-  void serve() { server_.listen_after_bind(); }
-  void stop() { server_.stop(); }
 
-  // One request, start to end: authorization, then the route.
-  void serve_one(const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req)) {
-      Reply r = error_reply(401, "unauthorized",
-                            "this endpoint needs the admin token: Authorization: Bearer <token>");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"siesta\"");
-      send(res, std::move(r));
-      return;
-    }
-    send(res, route(req));
-    // A large answer (idle-status, /metrics with thousands of services) freed many small blocks
-    // in this thread's malloc arena; glibc keeps them, so each admin thread would hold its own
-    // peak (docs/benchmarks.md). Give them back.
-    if (res.body.size() > kTrimAbove) ::malloc_trim(0);
+  void serve() {
+    // Made here, not in the constructor: handle() (the fuzzer makes a server per input) needs
+    // no threads.
+    pool_.emplace(std::max<std::size_t>(1, options_.threads));
+    net::co_spawn(io_, accept_loop(), net::detached);
+    io_.run();
+  }
+
+  void stop() {
+    net::post(io_, [this] {
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      for (auto& c : connections_) c->stream.socket().close(ignored);
+    });
+    io_.stop();
+  }
+
+  // One complete request, start to end: authorization, then the route.
+  Reply serve_one(const AdminRequest& req) {
+    if (!authorized(req)) return unauthorized();
+    return run_route(req);
   }
 
  private:
-  bool authorized(const httplib::Request& req) const {
+  using SteadyClock = std::chrono::steady_clock;
+
+  // A client connection, owned by its coroutine; listed while open so that stop() and the
+  // connection limit can close it. Touched only on the I/O thread.
+  struct Connection {
+    explicit Connection(tcp::socket s) : stream(std::move(s)) {}
+    beast::tcp_stream stream;
+    bool awaiting_request = true;  // no request of its own is being handled
+    SteadyClock::time_point since = SteadyClock::now();
+  };
+
+  static constexpr std::uint32_t kHeaderLimit = 32 * 1024;
+  static constexpr auto kWriteTimeout = std::chrono::seconds(30);
+
+  static auto token(beast::error_code& ec) { return net::redirect_error(net::use_awaitable, ec); }
+
+  net::awaitable<void> accept_loop() {
+    while (acceptor_.is_open()) {
+      beast::error_code ec;
+      tcp::socket socket = co_await acceptor_.async_accept(token(ec));
+      if (ec == net::error::operation_aborted || !acceptor_.is_open()) co_return;
+      if (ec) {
+        // e.g. EMFILE: back off briefly instead of spinning.
+        spdlog::warn("Admin API accept: {}", ec.message());
+        net::steady_timer pause(io_, std::chrono::milliseconds(50));
+        co_await pause.async_wait(token(ec));
+        continue;
+      }
+      if (connections_.size() >= options_.max_connections && !displace_one()) {
+        socket.close(ec);  // every connection is busy with a request of its own
+        continue;
+      }
+      auto conn = std::make_shared<Connection>(std::move(socket));
+      connections_.push_back(conn);
+      net::co_spawn(io_, serve_connection(conn),
+                    [this, conn](const std::exception_ptr&) { connections_.remove(conn); });
+    }
+  }
+
+  // At the connection limit: closes the connection that has waited longest for a request (an
+  // idle keep-alive, a silent or trickling client) so that a new one gets in. False when every
+  // connection has a request in progress.
+  bool displace_one() {
+    std::shared_ptr<Connection> oldest;
+    for (const auto& c : connections_) {
+      if (c->awaiting_request && (!oldest || c->since < oldest->since)) oldest = c;
+    }
+    if (!oldest) return false;
+    beast::error_code ignored;
+    oldest->stream.socket().close(ignored);  // its coroutine ends and removes it
+    return true;
+  }
+
+  net::awaitable<void> serve_connection(std::shared_ptr<Connection> conn) {
+    beast::tcp_stream& stream = conn->stream;
+    beast::flat_buffer buffer;
+    for (bool first = true;; first = false) {
+      conn->awaiting_request = true;
+      conn->since = SteadyClock::now();
+      beast::error_code ec;
+      if (!first && buffer.size() == 0) {
+        // Between requests: the keep-alive wait, until the next request's first bytes.
+        stream.expires_after(options_.keep_alive_timeout);
+        const std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), token(ec));
+        if (ec) co_return;
+        buffer.commit(n);
+      }
+      // From here the whole request, header and body, must arrive within request_timeout.
+      stream.expires_after(options_.request_timeout);
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      // No body limit while the header is read: Beast would refuse a large Content-Length there,
+      // before authorization. The limit is set once the request is authorized.
+      parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      co_await http::async_read_header(stream, buffer, parser, token(ec));
+      if (ec) {
+        if (ec == http::error::header_limit) {
+          co_await write_reply(stream,
+                               error_reply(431, "bad_request", "the request header is too large"),
+                               11, false, false);
+        } else if (ec.category() == make_error_code(http::error::bad_method).category() &&
+                   ec != http::error::end_of_stream && ec != http::error::partial_message) {
+          co_await write_reply(stream, error_reply(400, "bad_request", "malformed HTTP request"),
+                               11, false, false);
+        }
+        co_return;
+      }
+      conn->awaiting_request = false;
+      auto& msg = parser.get();
+      AdminRequest req{std::string(msg.method_string()),
+                       decoded_path(std::string_view(msg.target().data(), msg.target().size())),
+                       std::string(msg[http::field::authorization]),
+                       {}};
+      const unsigned version = msg.version();
+      const bool head = msg.method() == http::verb::head;
+      bool keep_alive = msg.keep_alive();
+
+      // The one gate: no handler, and no byte of the body, before authorization.
+      if (!authorized(req)) {
+        keep_alive = keep_alive && parser.is_done();  // an unread body: close
+        if (!co_await write_reply(stream, unauthorized(), version, keep_alive, head)) co_return;
+        continue;
+      }
+      if (!parser.is_done()) {
+        parser.body_limit(options_.max_body_bytes);
+        if (const auto length = parser.content_length();
+            length && *length > options_.max_body_bytes) {
+          co_await write_reply(stream, too_large(), version, false, head);
+          co_return;
+        }
+        if (version >= 11 && beast::iequals(msg[http::field::expect], "100-continue")) {
+          http::response<http::empty_body> go_on{http::status::continue_, version};
+          co_await http::async_write(stream, go_on, token(ec));
+          if (ec) co_return;
+        }
+        co_await http::async_read(stream, buffer, parser, token(ec));
+        if (ec == http::error::body_limit) {
+          co_await write_reply(stream, too_large(), version, false, head);
+          co_return;
+        }
+        if (ec) co_return;  // the deadline passed, or the client went away
+        req.body = std::move(msg.body());
+      }
+
+      Reply reply;
+      if (req.path == "/healthz") {
+        reply = run_route(req);  // cheap: answered here, whatever the pool is doing
+      } else {
+        reply = co_await on_pool(std::move(req));
+      }
+      if (!co_await write_reply(stream, std::move(reply), version, keep_alive, head)) co_return;
+    }
+  }
+
+  // Runs the route on the handler pool and resumes on the I/O thread with its answer. (A plain
+  // post and a timer: the hand-over the proxy's wakes use too.)
+  net::awaitable<Reply> on_pool(AdminRequest req) {
+    struct Handover {
+      explicit Handover(net::io_context& io) : done(io, SteadyClock::time_point::max()) {}
+      net::steady_timer done;
+      Reply reply;
+    };
+    auto handover = std::make_shared<Handover>(io_);
+    net::post(*pool_, [this, handover, req = std::move(req)] {
+      Reply r = run_route(req);
+      // A large answer (idle-status, /metrics with thousands of services) freed many small
+      // blocks in this thread's malloc arena; glibc keeps them, so each pool thread would hold
+      // its own peak (docs/benchmarks.md). Give them back.
+      if (r.text.size() > kTrimAbove) ::malloc_trim(0);
+      net::post(io_, [handover, r = std::move(r)]() mutable {
+        handover->reply = std::move(r);
+        handover->done.cancel();
+      });
+    });
+    beast::error_code ec;
+    co_await handover->done.async_wait(token(ec));
+    co_return std::move(handover->reply);
+  }
+
+  static Reply too_large() {
+    return error_reply(413, "payload_too_large", "the request body is too large");
+  }
+
+  // Writes one answer; false when the connection is over (closed by request, or failed).
+  net::awaitable<bool> write_reply(beast::tcp_stream& stream, Reply reply, unsigned version,
+                                   bool keep_alive, bool head) {
+    http::response<http::string_body> res{static_cast<http::status>(reply.status), version};
+    for (const auto& [name, value] : reply.headers) res.set(name, value);
+    res.set(http::field::content_type, reply.content_type);
+    res.body() = body_text(std::move(reply));
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    if (head) {
+      const auto length = res.body().size();
+      res.body().clear();
+      res.content_length(length);
+    }
+    stream.expires_after(kWriteTimeout);
+    beast::error_code ec;
+    co_await http::async_write(stream, res, token(ec));
+    if (!ec && !keep_alive) stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    co_return !ec && keep_alive;
+  }
+
+  Reply unauthorized() const {
+    Reply r = error_reply(401, "unauthorized",
+                          "this endpoint needs the admin token: Authorization: Bearer <token>");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"siesta\"");
+    return r;
+  }
+
+  // The route's answer; an exception from a handler is a 500 in the JSON shape.
+  Reply run_route(const AdminRequest& req) {
+    try {
+      return route(req);
+    } catch (const std::exception& e) {
+      spdlog::error("Admin API: {} {} failed: {}", req.method, req.path, e.what());
+    } catch (...) {
+      spdlog::error("Admin API: {} {} failed", req.method, req.path);
+    }
+    return error_reply(500, "internal", "internal error");
+  }
+
+  bool authorized(const AdminRequest& req) const {
     if (options_.token.empty()) return true;
     const bool guarded = req.path.rfind("/admin", 0) == 0 ||
                          (options_.protect_metrics && req.path.rfind("/metrics", 0) == 0);
     if (!guarded) return true;
-    const std::string header = req.get_header_value("Authorization");
+    const std::string& header = req.authorization;
     constexpr std::string_view kScheme = "Bearer ";
     if (header.size() < kScheme.size() ||
         !std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
@@ -259,22 +464,7 @@ class AdminServer::Impl {
     return diff == 0;
   }
 
-  static bool is_bodyless_post(const httplib::Request& req) {
-    return req.body.empty() && !req.has_header("Content-Length") &&
-           !req.has_header("Transfer-Encoding") &&
-           (req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
-            req.method == "DELETE");
-  }
-
-  static void send(httplib::Response& res, Reply reply) {
-    res.status = reply.status;
-    for (const auto& [k, v] : reply.headers) res.set_header(k, v);
-    // Moved, not copied: idle-status and /metrics run to megabytes with a large fleet.
-    res.body = reply.body.is_null() ? std::move(reply.text) : text_of(reply.body, 2) + "\n";
-    res.set_header("Content-Type", reply.content_type);
-  }
-
-  Reply route(const httplib::Request& req) {
+  Reply route(const AdminRequest& req) {
     const std::string method = req.method == "HEAD" ? "GET" : req.method;
     for (const auto& r : routes_) {
       std::smatch match;
@@ -347,7 +537,7 @@ class AdminServer::Impl {
     return error_reply(404, "not_found", "unknown model: " + name);
   }
 
-  Reply settings_post(const httplib::Request& req) {
+  Reply settings_post(const AdminRequest& req) {
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
     // The seed's camelCase keys, and the config file's snake_case ones.
@@ -432,7 +622,7 @@ class AdminServer::Impl {
   }
 
   // POST /admin/services/{name}/{action}
-  Reply service_action(const httplib::Request& req, const std::string& name,
+  Reply service_action(const AdminRequest& req, const std::string& name,
                        const std::string& action) {
     if (auto bad = check_service(name)) return *bad;
     auto body = body_object(req);
@@ -465,8 +655,7 @@ class AdminServer::Impl {
     return service_reply(name);
   }
 
-  Reply model_action(const httplib::Request& req, const std::string& name,
-                     const std::string& action) {
+  Reply model_action(const AdminRequest& req, const std::string& name, const std::string& action) {
     if (auto bad = check_model(name)) return *bad;
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
@@ -541,8 +730,11 @@ class AdminServer::Impl {
   const Clock& clock_;
   MonitorStatusFn monitor_;
   AdminOptions options_;
-  httplib::Server server_;
   std::vector<Route> routes_;
+  net::io_context io_{1};
+  tcp::acceptor acceptor_{io_};
+  std::list<std::shared_ptr<Connection>> connections_;  // touched only on io_'s thread
+  std::optional<net::thread_pool> pool_;                // the handlers, from serve(); joined first
 };
 
 AdminServer::AdminServer(Registry& registry, Controller& controller, Persister& persister,
@@ -560,14 +752,17 @@ void AdminServer::stop() { impl_->stop(); }
 AdminResponse AdminServer::handle(const std::string& method, const std::string& path,
                                   const std::vector<std::pair<std::string, std::string>>& headers,
                                   const std::string& body) {
-  httplib::Request req;
-  req.method = method;
-  req.path = httplib::detail::decode_url(path, false);
-  req.body = body;
-  for (const auto& [name, value] : headers) req.headers.emplace(name, value);
-  httplib::Response res;
-  impl_->serve_one(req, res);
-  return {res.status, res.body, res.get_header_value("Content-Type")};
+  AdminRequest req{method, decoded_path(path), {}, body};
+  for (const auto& [name, value] : headers) {
+    if (beast::iequals(name, "Authorization")) {
+      req.authorization = value;
+      break;  // the first, as the server reads it
+    }
+  }
+  Reply reply = impl_->serve_one(req);
+  const int status = reply.status;
+  std::string content_type = reply.content_type;
+  return {status, body_text(std::move(reply)), std::move(content_type)};
 }
 
 }  // namespace siesta

@@ -370,7 +370,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
                   "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
                   "proxy", "admin_threads", "admin_token_file", "protect_metrics", "services",
-                  "models"});
+                  "models", "admin_request_timeout_seconds", "admin_max_connections"});
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {
@@ -394,6 +394,13 @@ Config parse_config(const std::string& text, const std::string& source) {
   if (auto v = top.read_number("admin_threads", 1, false, 256)) {
     if (*v != std::floor(*v)) top.fail("admin_threads", "must be a whole number");
     config.admin_threads = static_cast<int>(*v);
+  }
+  if (auto v = top.read_number("admin_request_timeout_seconds", 0, true, 3600)) {
+    config.admin_request_timeout_seconds = *v;
+  }
+  if (auto v = top.read_number("admin_max_connections", 1, false, 65536)) {
+    if (*v != std::floor(*v)) top.fail("admin_max_connections", "must be a whole number");
+    config.admin_max_connections = static_cast<int>(*v);
   }
   if (auto token_file = top.read_string("admin_token_file")) {
     if (token_file->empty()) top.fail("admin_token_file", "must not be empty (omit it for none)");

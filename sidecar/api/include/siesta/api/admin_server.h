@@ -1,8 +1,15 @@
-// AdminServer: the control plane on one cpp-httplib server — the seed's admin API under
-// /admin, GET /metrics and GET /healthz. Every error is {"error":{"code","message","source"}}.
-// Thread-safe: handlers run on httplib's pool and go through the Registry and Controller.
+// AdminServer: the control plane on one listener — the seed's admin API under /admin,
+// GET /metrics and GET /healthz. Every error is {"error":{"code","message","source"}}.
+//
+// Connections are read without blocking (Boost.Beast on one I/O thread): a client that holds a
+// connection open, or trickles its request, costs a socket and a timer, never a thread. Each
+// request passes one gate — header read within a total deadline, then authorization, then the
+// body (refused from its announced size before any of it is read) — and only complete,
+// authorized requests reach a handler, on a pool of `threads`. /healthz is answered on the I/O
+// thread. Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,9 +27,14 @@ namespace siesta {
 
 struct AdminOptions {
   size_t max_body_bytes = 64 * 1024;
-  // A client silent this long mid-request is answered 400 and dropped. Short, because it is
-  // also how long a body-less `curl -X POST` waits (see AdminServer.cpp, is_bodyless_post).
-  std::chrono::milliseconds read_timeout{100};
+  // A request's header and body must have arrived within this, counted from its first byte
+  // wait (a total, not per byte); otherwise the connection is closed.
+  std::chrono::milliseconds request_timeout{10'000};
+  // An idle keep-alive connection is closed after this.
+  std::chrono::milliseconds keep_alive_timeout{5'000};
+  // Open connections at most; at the limit a new one displaces the connection that has waited
+  // longest for a request, else it is closed.
+  size_t max_connections = 512;
   size_t threads = 8;
   // When set, every /admin endpoint (and /metrics with protect_metrics) needs
   // "Authorization: Bearer <token>"; otherwise 401. Never logged.
@@ -54,7 +66,7 @@ class AdminServer {
 
   // Answers one request without a socket, exactly as the server would (authorization, routing,
   // validation, the action): for the fuzzer and tests. `path` is as on the wire
-  // (percent-encoded); httplib decodes it the same way.
+  // (percent-encoded, with or without a query), decoded as the server decodes it.
   AdminResponse handle(const std::string& method, const std::string& path,
                        const std::vector<std::pair<std::string, std::string>>& headers,
                        const std::string& body);

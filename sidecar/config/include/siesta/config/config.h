@@ -58,9 +58,11 @@ struct Config {
   OnExit on_exit = OnExit::kStop;
   DockerConfig docker;
   ProxyConfig proxy;
-  int admin_threads = 8;         // the admin API's own pool, separate from the data plane
-  std::string admin_token_file;  // a file holding the admin bearer token; empty: none
-  bool protect_metrics = false;  // /metrics needs the token too (when there is one)
+  int admin_threads = 8;  // the admin API's own pool, separate from the data plane
+  double admin_request_timeout_seconds = 10;  // an admin request's header and body, in all
+  int admin_max_connections = 512;            // open admin connections at most
+  std::string admin_token_file;               // a file holding the admin bearer token; empty: none
+  bool protect_metrics = false;               // /metrics needs the token too (when there is one)
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };
