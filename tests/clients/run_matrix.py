@@ -165,6 +165,62 @@ def driver(client):
                                  CLIENT_TIMEOUT)
 
 
+def node_env():
+    env_ = dict(os.environ)
+    env_["NODE_PATH"] = args.node_modules or os.path.join(HERE, "node_modules")
+    return env_
+
+
+LLM_TOKENS, LLM_INTERVAL_MS, MODEL = 8, 100, "llama3.2:3b"
+
+
+def llm_case(lib, api, stream, tap):
+    """The ollama or openai npm library, two calls on one client (one connection pool): both
+    answered in full, streams token by token, and the second call on the first one's connection."""
+    spec = {"lib": lib, "api": api, "stream": stream, "port": tap.port, "model": MODEL, "repeat": 2}
+    tap.reset()
+    r = run_json(["node", os.path.join(HERE, "llm_client.js"), json.dumps(spec)], CLIENT_TIMEOUT,
+                 env=node_env())
+    fail_if(r.get("fatal"), f"driver crashed: {r.get('fatal')}")
+    notes = []
+    for i, call in enumerate(r["calls"]):
+        what = f"call {i + 1}"
+        fail_if(call.get("error"), f"{what}: {call.get('error')}")
+        if not stream:
+            fail_if(call["text"] != "ok " * LLM_TOKENS, f"{what}: text {call['text']!r}")
+            continue
+        pieces = [(t, text) for t, text in call["pieces"] if text]
+        texts = [text for _, text in pieces]
+        fail_if(texts != [f"t{k}" for k in range(LLM_TOKENS)],
+                f"{what}: streamed pieces {texts}, want t0..t{LLM_TOKENS - 1} once each")
+        fail_if(not call.get("done"), f"{what}: the stream did not end with done")
+        spread = pieces[-1][0] - pieces[0][0]
+        expected = (LLM_TOKENS - 1) * LLM_INTERVAL_MS
+        fail_if(spread < 0.6 * expected, f"{what}: buffered: tokens spread over {spread:.0f} ms, "
+                                         f"the emulator spreads them over {expected} ms")
+        notes.append(f"first token {pieces[0][0] - call['t_start']:.0f} ms, last "
+                     f"{pieces[-1][0] - call['t_start']:.0f} ms")
+    fail_if(tap.connections != 1, f"{tap.connections} connections reached siesta, want 1 (the "
+                                  "library dropped its keep-alive connection after a protocol error)")
+    env.siesta.wait_service("ollama", lambda e: e["in_flight"] == 0, 1.0, "in_flight 0 within 1 s")
+    m = env.siesta.get("/admin/idle-status")["models"].get(MODEL)
+    fail_if(m is None or m["in_flight"] != 0 or not m["loaded"],
+            f"model {MODEL} in idle-status: {m}, want loaded with nothing in flight")
+    return "; ".join(notes)
+
+
+def models_listed():
+    """The model the libraries used shows in GET /admin/models, tracked from traffic alone."""
+    listed = env.siesta.get("/admin/models")
+    entries = listed.get("models", listed) if isinstance(listed, dict) else listed
+    names = list(entries) if isinstance(entries, dict) else [e.get("name") for e in entries]
+    fail_if(MODEL not in names, f"{MODEL} not in GET /admin/models: {listed}")
+    one = env.siesta.get(f"/admin/models/{MODEL}")
+    fail_if(not one.get("loaded") or one.get("provider") != "ollama",
+            f"GET /admin/models/{MODEL}: {one}, want loaded, provider ollama")
+    return f"loaded, keep_alive_seconds {one.get('keep_alive_seconds')}"
+
+
 def http_case(client, case, port, tap, upstream_port, service, via=""):
     """One case of the HTTP matrix. `port` is where the client connects (siesta's port, or a tap
     or nginx in front of it); `tap` counts the connections siesta receives."""
@@ -243,6 +299,15 @@ def main():
     for client in clients:
         for case in aborts:
             service(f"nap-{names[client]}-{case}", NAP_MINUTES)
+    # Ollama (the emulator) as a model server: the model is in no config, siesta tracks it from
+    # the libraries' requests alone.
+    emu_up, emu_port = free_port(), free_port()
+    services["ollama"] = {
+        "command": [py, os.path.join(HERE, "..", "support", "ollama_emulator.py"), "--port",
+                    str(emu_up), "--load-ms", "100", "--models", MODEL, "--tokens", str(LLM_TOKENS),
+                    "--token-interval-ms", str(LLM_INTERVAL_MS)],
+        "upstream": f"127.0.0.1:{emu_up}", "health": "/api/version",
+        "listen": f"127.0.0.1:{emu_port}", "model_api": "ollama", "idle_timeout_minutes": 600}
     env.siesta = Siesta(procs, args.siesta, services)
     ensure_running("web")
     web_tap = Tap(ports["web"][0])
@@ -255,6 +320,13 @@ def main():
             nap = f"nap-{names[client]}-{case}"
             cases.run(f"{names[client]}/{case}", http_case, client, case, ports[nap][0], None,
                       ports[nap][1], nap)
+
+    emu_tap = Tap(emu_port)
+    for lib, api in (("ollama", "generate"), ("ollama", "chat"), ("openai", "chat.completions")):
+        for stream in (False, True):
+            cases.run(f"{lib}-npm/{api}{'-stream' if stream else ''}", llm_case, lib, api, stream,
+                      emu_tap)
+    cases.run("ollama-npm/model-in-admin-models", models_listed)
 
 
 try:
