@@ -188,13 +188,15 @@ class Tap:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
+        self.connections = 0  # opened
+        self.closed = 0
         self.lock = threading.Lock()
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def reset(self):
         with self.lock:
             self.connections = 0
+            self.closed = 0
 
     def accept_loop(self):
         while True:
@@ -232,6 +234,8 @@ class Tap:
         with self.lock:
             state["open"] -= 1
             last = state["open"] == 0
+            if last:
+                self.closed += 1
         if last:
             a.close()
             b.close()

@@ -28,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -265,12 +266,129 @@ def http_case(client, case, port, tap, upstream_port, service, via=""):
     fail_if(after["bad_requests"] != before["bad_requests"],
             f"the upstream received {after['bad_requests'] - before['bad_requests']} unparsable "
             "request(s) (stray bytes after a body)")
-    if tap:
-        fail_if(tap.connections != 1, f"{tap.connections} connections reached siesta{via}, want 1 "
+    if tap and via:
+        # nginx keeps its connections to siesta across cases: it may open one, and must close none.
+        time.sleep(0.1)
+        fail_if(tap.connections > 1 or tap.closed,
+                f"nginx opened {tap.connections} and closed {tap.closed} connection(s) to siesta, "
+                "want at most 1 and none (its keep-alive connection was dropped)")
+    elif tap:
+        fail_if(tap.connections != 1, f"{tap.connections} connections reached siesta, want 1 "
                                       "(the keep-alive connection was not reused)")
     env.siesta.wait_service(service, lambda e: e["in_flight"] <= in_flight_before, 1.0,
                             "in_flight back to where it was within 1 s")
     return note
+
+
+def nginx_errors():
+    try:
+        with open(os.path.join(procs.tmp, "nginx-error.log"), errors="replace") as f:
+            return [l.strip() for l in f if re.search(r"\[(error|crit|alert)\]", l) or
+                    ("[warn]" in l and "upstream" in l)]
+    except OSError:
+        return []
+
+
+def nginx_case(case, port, tap, upstream_port, service):
+    """Node's http client through nginx through siesta; nginx must log no error (an upstream that
+    sends data after the final chunk, an invalid header, ...). Aborts: nginx closes its upstream
+    connection when the client leaves, so siesta must see the abort through it."""
+    before = len(nginx_errors())
+    note = http_case("http", case, port, tap, upstream_port, service, via=" from nginx")
+    new = nginx_errors()[before:]
+    # A client abort is logged by nginx at info level; errors, and warnings about what siesta
+    # sent it ("upstream sent data after final chunk"), are failures.
+    fail_if(new, "nginx logged: " + " | ".join(new)[-600:])
+    return note
+
+
+def redis_cli(port, *cmd, stdin=None):
+    p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *cmd], input=stdin,
+                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    fail_if(p.returncode or p.stderr.strip(), f"redis-cli {' '.join(cmd)}: exit {p.returncode} "
+                                              f"{p.stderr.strip()}")
+    return p.stdout
+
+
+def redis_sleeps_on_time(ended_at):
+    env.siesta.wait_service("redis", lambda e: e["in_flight"] == 0,
+                            max(0.0, ended_at + 1.0 - time.time()),
+                            "in_flight back to 0 within 1 s of the last connection's end")
+    env.siesta.wait_service("redis", lambda e: e["actual"] in ("stopping", "stopped"),
+                            ended_at + NAP_MINUTES * 60 + 1.5 - time.time(), "redis asleep on time")
+    slept = time.time() - ended_at
+    fail_if(slept < NAP_MINUTES * 60 - 0.2, f"redis slept {slept:.1f} s after its last connection")
+    return slept
+
+
+def redis_commands(port):
+    """A sleeping redis is woken by redis-cli's connection; commands, and a pipeline of them on
+    one connection, are answered; then nothing is in flight and it sleeps on time."""
+    env.siesta.wait_service("redis", lambda e: e["actual"] == "stopped", 10, "redis asleep at first")
+    t0 = time.time()
+    fail_if(redis_cli(port, "PING").strip() != "PONG", "PING through siesta did not answer PONG")
+    woke = time.time() - t0
+    fail_if(redis_cli(port, "SET", "matrix", "siesta").strip() != "OK", "SET failed")
+    fail_if(redis_cli(port, "GET", "matrix").strip() != "siesta", "GET did not read back the value")
+    out = redis_cli(port, stdin="SET n 1\nINCR n\nINCRBY n 40\nGET n\n").split()
+    fail_if(out != ["OK", "2", "42", "42"], f"a pipeline on one connection answered {out}")
+    slept = redis_sleeps_on_time(time.time())
+    return f"woke in {woke:.2f} s, asleep {slept:.1f} s after the last command"
+
+
+def redis_subscribe(port):
+    """SUBSCRIBE holds one connection open longer than the idle timeout: the service stays up;
+    messages PUBLISHed on other connections arrive one by one; when the subscriber is killed the
+    connection's in_flight ends within 1 s and the service sleeps on time."""
+    sub = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "SUBSCRIBE", "ch"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        env.siesta.wait_service("redis", lambda e: e["in_flight"] >= 1 and e["actual"] == "running",
+                                10, "the subscriber's connection in flight")
+        arrivals = []
+
+        def reader():
+            for line in sub.stdout:
+                if re.fullmatch(r"m\d", line.strip()):
+                    arrivals.append((time.time(), line.strip()))
+        threading.Thread(target=reader, daemon=True).start()
+        time.sleep(0.3)
+        for i in range(5):
+            out = redis_cli(port, "PUBLISH", "ch", f"m{i}").strip()
+            fail_if(out != "1", f"PUBLISH m{i}: {out} subscribers, want 1")
+            time.sleep(0.2)
+        # Held past the idle timeout: a connection in flight keeps redis up.
+        while time.time() < t0 + NAP_MINUTES * 60 + 1.0:
+            time.sleep(0.1)
+        e = env.siesta.service("redis")
+        fail_if(e["actual"] != "running", f"redis went to sleep ({e['actual']}) with a subscriber connected")
+        fail_if([m for _, m in arrivals] != [f"m{i}" for i in range(5)],
+                f"the subscriber got {[m for _, m in arrivals]}, want m0..m4")
+        spread = arrivals[-1][0] - arrivals[0][0]
+        fail_if(spread < 0.5, f"messages arrived together (spread {spread:.2f} s), not one by one")
+    finally:
+        sub.kill()
+        sub.wait()
+    slept = redis_sleeps_on_time(time.time())
+    return f"asleep {slept:.1f} s after the subscriber left"
+
+
+def redis_abort_blocking(port):
+    """redis-cli killed during a BLPOP that nothing answers: in_flight back to 0 within 1 s, sleep
+    on time."""
+    p = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "BLPOP", "never", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        env.siesta.wait_service("redis", lambda e: e["in_flight"] >= 1 and e["actual"] == "running",
+                                10, "the BLPOP connection in flight")
+        time.sleep(0.3)
+        fail_if(p.poll() is not None, "redis-cli BLPOP ended by itself")
+    finally:
+        p.kill()
+        p.wait()
+    slept = redis_sleeps_on_time(time.time())
+    return f"asleep {slept:.1f} s after the kill"
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -296,9 +414,9 @@ def main():
     service("web", 600)
     # Each abort case has a service of its own: one request left in flight must not hide the
     # next case's outcome.
-    for client in clients:
+    for client in clients + ["nginx"]:
         for case in aborts:
-            service(f"nap-{names[client]}-{case}", NAP_MINUTES)
+            service(f"nap-{names.get(client, client)}-{case}", NAP_MINUTES)
     # Ollama (the emulator) as a model server: the model is in no config, siesta tracks it from
     # the libraries' requests alone.
     emu_up, emu_port = free_port(), free_port()
@@ -308,6 +426,13 @@ def main():
                     "--token-interval-ms", str(LLM_INTERVAL_MS)],
         "upstream": f"127.0.0.1:{emu_up}", "health": "/api/version",
         "listen": f"127.0.0.1:{emu_port}", "model_api": "ollama", "idle_timeout_minutes": 600}
+    # redis-server behind a TCP-mode service.
+    redis_up, redis_port = free_port(), free_port()
+    services["redis"] = {
+        "command": ["redis-server", "--port", str(redis_up), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no"],
+        "upstream": f"127.0.0.1:{redis_up}", "listen": f"127.0.0.1:{redis_port}",
+        "protocol": "tcp", "idle_timeout_minutes": NAP_MINUTES}
     env.siesta = Siesta(procs, args.siesta, services)
     ensure_running("web")
     web_tap = Tap(ports["web"][0])
@@ -320,6 +445,30 @@ def main():
             nap = f"nap-{names[client]}-{case}"
             cases.run(f"{names[client]}/{case}", http_case, client, case, ports[nap][0], None,
                       ports[nap][1], nap)
+
+    # nginx in front of siesta: client -> nginx -> (tap) -> siesta -> upstream, keep-alive on
+    # both hops, nginx's default proxy buffering (siesta's X-Accel-Buffering: no must turn it off
+    # for streams), request bodies streamed (chunked uploads stay chunked).
+    nginx_extra = "proxy_request_buffering off;"
+    nginx_tap = Tap(ports["web"][0])
+    nginx_web = free_port()
+    servers = [(nginx_web, nginx_tap.port, nginx_extra)]
+    nginx_ports = {}
+    for case in aborts:
+        nginx_ports[case] = free_port()
+        servers.append((nginx_ports[case], ports[f"nap-nginx-{case}"][0], nginx_extra))
+    start_nginx(procs, servers)
+    for case in ("plain", "stream", "upload"):
+        cases.run(f"nginx-in-front/{case}", nginx_case, case, nginx_web, nginx_tap,
+                  ports["web"][1], "web")
+    for case in aborts:
+        nap = f"nap-nginx-{case}"
+        cases.run(f"nginx-in-front/{case}", nginx_case, case, nginx_ports[case], None,
+                  ports[nap][1], nap)
+
+    cases.run("redis-cli/commands", redis_commands, redis_port)
+    cases.run("redis-cli/subscribe", redis_subscribe, redis_port)
+    cases.run("redis-cli/abort-blocking", redis_abort_blocking, redis_port)
 
     emu_tap = Tap(emu_port)
     for lib, api in (("ollama", "generate"), ("ollama", "chat"), ("openai", "chat.completions")):
