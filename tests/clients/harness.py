@@ -47,6 +47,17 @@ def http_post(port, path, data=b"", timeout=30):
         return r.read().decode()
 
 
+def _own_session_dies_with_parent():
+    """In the child: a session of its own (so its group can be killed), and SIGTERM when the
+    harness dies, even by SIGKILL (ctest's timeout): nothing outlives a test."""
+    os.setsid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Processes:
     """Every process started here is stopped at the end (SIGTERM, then SIGKILL of its group)."""
 
@@ -59,7 +70,8 @@ class Processes:
 
     def start(self, name, argv, **kw):
         p = subprocess.Popen(argv, stdout=open(self.log(name), "w"), stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+                             stdin=subprocess.DEVNULL, preexec_fn=_own_session_dies_with_parent,
+                             **kw)
         self.procs.append((name, p))
         return p
 

@@ -121,10 +121,8 @@ class Recorder:
         with self.lock:
             mine = self.conns[self.mark:]
             out = [{"data": bytes(r["data"]), "eof": r["eof"]} for r in mine]
-            # Connections opened before this case (nginx's kept-alive ones) may carry it too.
-            for r in self.conns[:self.mark]:
-                if r.get("case_offset") is not None and len(r["data"]) > r["case_offset"]:
-                    out.insert(0, {"data": bytes(r["data"][r["case_offset"]:]), "eof": r["eof"]})
+            # Every connection ends with its case, nginx's kept-alive ones too: no case's bytes
+            # can land on a connection another case opened.
             for r in self.conns:
                 if not r["eof"]:
                     try:
