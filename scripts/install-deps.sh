@@ -8,7 +8,11 @@ packages=(
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
   nginx redis-server docker-compose wrk
+  nodejs python3-requests
 )
+# The client matrix runs `npm ci` (tests/clients). NodeSource's nodejs ships npm itself and
+# conflicts with Debian's npm package: add that one only when there is no npm yet.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

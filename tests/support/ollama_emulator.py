@@ -250,8 +250,16 @@ def make_handler(emu, tokens, token_interval):
                                                 "load_duration": int(load_s * 1e9)})
                 stream = req.get("stream", not openai)
                 if path in ("/api/embed", "/api/embeddings", "/v1/embeddings") or not stream:
-                    return self.send_json(200, {"model": model, "response": "ok " * tokens, "done": True,
-                                                "done_reason": "stop", "load_duration": int(load_s * 1e9)})
+                    answer = {"model": model, "response": "ok " * tokens, "done": True,
+                              "done_reason": "stop", "load_duration": int(load_s * 1e9)}
+                    # The shapes client libraries read: Ollama's chat message, OpenAI's choices.
+                    if path == "/api/chat":
+                        answer["message"] = {"role": "assistant", "content": "ok " * tokens}
+                    elif path == "/v1/chat/completions":
+                        answer.update(id="chatcmpl-emulator", object="chat.completion", created=int(time.time()),
+                                      choices=[{"index": 0, "finish_reason": "stop", "message": {
+                                          "role": "assistant", "content": "ok " * tokens}}])
+                    return self.send_json(200, answer)
                 if openai:
                     self.start_stream("text/event-stream")
                     for i in range(tokens):
@@ -261,7 +269,10 @@ def make_handler(emu, tokens, token_interval):
                 else:
                     self.start_stream("application/x-ndjson")
                     for i in range(tokens):
-                        self.chunk(json.dumps({"model": model, "response": f"t{i}", "done": False}).encode() + b"\n")
+                        part = {"model": model, "response": f"t{i}", "done": False}
+                        if path == "/api/chat":
+                            part["message"] = {"role": "assistant", "content": f"t{i}"}
+                        self.chunk(json.dumps(part).encode() + b"\n")
                         time.sleep(token_interval)
                     self.chunk(json.dumps({"model": model, "response": "", "done": True, "done_reason": "stop",
                                            "load_duration": int(load_s * 1e9), "eval_count": tokens}).encode() + b"\n")
