@@ -1,9 +1,13 @@
 // The state file: round trip, the config-vs-state precedence rule, corrupt and missing files.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "siesta/config/config.h"
 #include "siesta/state/state_store.h"
@@ -57,6 +61,13 @@ class TempDir : public ::testing::Test {
 };
 
 using StateFile = TempDir;
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 TEST_F(StateFile, RuntimeChangesSurviveARoundTrip) {
   Built before = build(kConfig);
@@ -153,6 +164,21 @@ TEST_F(StateFile, ACorruptFileIsKeptAsideAndReported) {
   EXPECT_EQ(copies, 1);
 }
 
+TEST_F(StateFile, TheCorruptCopyIsNotWrittenThroughAPlantedSymlink) {
+  const fs::path path = dir_ / "state.json";
+  const fs::path victim = dir_ / "victim";
+  std::ofstream(victim) << "precious\n";
+  std::ofstream(path) << "not json";
+  const auto now = static_cast<long long>(std::time(nullptr));
+  for (long long t = now; t < now + 5; ++t) {  // the copy's name is predictable
+    fs::create_symlink(victim, path.string() + ".corrupt-" + std::to_string(t));
+  }
+  StateStore store(path.string());
+  auto loaded = store.load();
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(slurp(victim), "precious\n");
+}
+
 TEST_F(StateFile, AWellFormedButWrongDocumentIsRejectedWhole) {
   Built b = build(kConfig);
   json doc = encode_state(b.registry->snapshot(), b.baseline, {});
@@ -164,12 +190,19 @@ TEST_F(StateFile, AWellFormedButWrongDocumentIsRejectedWhole) {
   EXPECT_TRUE(b.registry->service("ollama")->runtime.idle_sleep_enabled);  // nothing applied
 }
 
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 TEST_F(StateFile, SaveReplacesAtomicallyAndLeavesNoTempFile) {
   const fs::path path = dir_ / "state.json";
   StateStore store(path.string());
   ASSERT_TRUE(store.save({{"format", "siesta-state/1"}, {"n", 1}}));
   ASSERT_TRUE(store.save({{"format", "siesta-state/1"}, {"n", 2}}));
-  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+  EXPECT_EQ(names_in(dir_), std::vector<std::string>{"state.json"});
   auto loaded = store.load();
   ASSERT_TRUE(loaded);
   EXPECT_EQ((**loaded)["n"], 2);
@@ -179,7 +212,64 @@ TEST_F(StateFile, AnUnwritableDirectoryIsAnErrorValue) {
   StateStore store("/nonexistent-dir/state.json");
   Status st = store.save({{"format", "siesta-state/1"}});
   EXPECT_EQ(st.code(), ErrorCode::kInternal);
-  EXPECT_NE(st.message().find("cannot write /nonexistent-dir/state.json.tmp"), std::string::npos);
+  EXPECT_NE(st.message().find("cannot write /nonexistent-dir/state.json"), std::string::npos)
+      << st.message();
+}
+
+// Whoever can write in the state directory plants a symlink where the temp file used to be
+// (a fixed name): siesta, perhaps root, must not write through it.
+TEST_F(StateFile, SaveDoesNotFollowASymlinkPlantedAtTheTempName) {
+  const fs::path path = dir_ / "state.json";
+  const fs::path victim = dir_ / "victim";
+  std::ofstream(victim) << "precious\n";
+  fs::create_symlink(victim, path.string() + ".tmp");
+  StateStore store(path.string());
+  ASSERT_TRUE(store.save({{"format", "siesta-state/1"}, {"n", 1}}));
+  EXPECT_EQ(slurp(victim), "precious\n");
+  EXPECT_FALSE(fs::is_symlink(path));
+  auto loaded = store.load();
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ((**loaded)["n"], 1);
+}
+
+// A file pre-created mode 0666 at the temp name must not become the state file (its creator
+// could then rewrite siesta's state at will).
+TEST_F(StateFile, AFilePreCreatedAtTheTempNameDoesNotBecomeTheStateFile) {
+  const fs::path path = dir_ / "state.json";
+  const std::string planted = path.string() + ".tmp";
+  std::ofstream(planted) << "attacker's\n";
+  fs::permissions(planted, fs::perms(0666));
+  struct stat planted_st {};
+  ASSERT_EQ(::stat(planted.c_str(), &planted_st), 0);
+  StateStore store(path.string());
+  ASSERT_TRUE(store.save({{"format", "siesta-state/1"}, {"n", 1}}));
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_NE(st.st_ino, planted_st.st_ino);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+TEST_F(StateFile, TheStateFileIsMode0600AndOwnedBySiestasUser) {
+  const fs::path path = dir_ / "state.json";
+  const mode_t old_umask = ::umask(0);  // whatever the umask, the file is 0600
+  StateStore store(path.string());
+  Status saved = store.save({{"format", "siesta-state/1"}});
+  ::umask(old_umask);
+  ASSERT_TRUE(saved);
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+}
+
+TEST_F(StateFile, AFailedSaveRemovesItsTempFile) {
+  const fs::path path = dir_ / "state.json";
+  fs::create_directories(path / "in-the-way");  // rename() over a non-empty directory fails
+  StateStore store(path.string());
+  Status st = store.save({{"format", "siesta-state/1"}});
+  EXPECT_EQ(st.code(), ErrorCode::kInternal);
+  EXPECT_EQ(names_in(dir_), std::vector<std::string>{"state.json"});
 }
 
 }  // namespace

@@ -1,13 +1,16 @@
 #include "siesta/state/state_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace siesta {
@@ -231,14 +234,50 @@ Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, R
   return result;
 }
 
+namespace {
+
+// Creates a new file next to `path`, named "<path>.tmp-<random>", for this save only. O_EXCL
+// and O_NOFOLLOW: whatever already sits at that name (a symlink, a file someone else created)
+// is never opened, so a user who can write in the directory cannot redirect the write or end
+// up owning the state file. fchmod: 0600 whatever the umask.
+int create_temp(const std::string& path, std::string& tmp) {
+  std::random_device random;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%08x", random());
+    tmp = path + ".tmp-" + suffix;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      if (::fchmod(fd, 0600) != 0) {
+        int err = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        errno = err;
+        return -1;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) return -1;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+}  // namespace
+
 Status StateStore::save(const json& doc) {
   std::lock_guard lock(mu_);
-  const std::string tmp = path_ + ".tmp";
   const std::string text = doc.dump(2) + "\n";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  std::string tmp;
+  int fd = create_temp(path_, tmp);
   if (fd < 0) {
-    return {ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(errno)};
+    return {ErrorCode::kInternal,
+            "cannot write " + path_ + " (creating a temp file): " + std::strerror(errno)};
   }
+  auto fail = [&](const std::string& what, int err) -> Status {
+    ::unlink(tmp.c_str());
+    return {ErrorCode::kInternal, what + ": " + std::strerror(err)};
+  };
   size_t written = 0;
   while (written < text.size()) {
     ssize_t n = ::write(fd, text.data() + written, text.size() - written);
@@ -246,27 +285,31 @@ Status StateStore::save(const json& doc) {
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      ::unlink(tmp.c_str());
-      return {ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(err)};
+      return fail("cannot write " + tmp, err);
     }
     written += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  if (::fsync(fd) != 0) {
     int err = errno;
-    ::unlink(tmp.c_str());
-    return {ErrorCode::kInternal, "cannot sync " + tmp + ": " + std::strerror(err)};
+    ::close(fd);
+    return fail("cannot sync " + tmp, err);
   }
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return {ErrorCode::kInternal, "cannot replace " + path_ + ": " + std::strerror(err)};
-  }
+  if (::close(fd) != 0) return fail("cannot sync " + tmp, errno);
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return fail("cannot replace " + path_, errno);
+  // The rename is durable once the directory is synced.
   std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   if (dir.empty()) dir = ".";
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  if (dfd < 0) {
+    return {ErrorCode::kInternal,
+            "cannot sync directory " + dir.string() + ": " + std::strerror(errno)};
+  }
+  int synced = ::fsync(dfd);
+  int err = errno;
+  ::close(dfd);
+  if (synced != 0 && err != EINVAL) {  // EINVAL: the file system cannot sync a directory
+    return {ErrorCode::kInternal,
+            "cannot sync directory " + dir.string() + ": " + std::strerror(err)};
   }
   return Status::ok();
 }
@@ -285,11 +328,19 @@ Result<std::optional<json>> StateStore::load() {
     std::string why = doc.is_discarded() ? "not valid JSON" : validate(doc).message();
     auto stamp = static_cast<long long>(std::time(nullptr));
     std::string aside = path_ + ".corrupt-" + std::to_string(stamp);
-    std::error_code ec;
-    std::filesystem::copy_file(path_, aside, std::filesystem::copy_options::overwrite_existing, ec);
+    // A new file of siesta's own, never one already there (a symlink planted at a name that
+    // is easy to guess would otherwise be written through).
+    bool copied = false;
+    int fd = ::open(aside.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      const std::string& bytes = text.str();
+      copied = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+      copied = ::close(fd) == 0 && copied;
+      if (!copied) ::unlink(aside.c_str());
+    }
     return Status{
         ErrorCode::kInvalidArgument,
-        path_ + " is corrupt (" + why + "); kept a copy at " + (ec ? "(copy failed)" : aside)};
+        path_ + " is corrupt (" + why + "); kept a copy at " + (copied ? aside : "(copy failed)")};
   }
   return std::optional<json>(std::move(doc));
 }

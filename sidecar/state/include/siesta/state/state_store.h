@@ -46,7 +46,9 @@ Result<RestoreResult> restore_state(const nlohmann::json& doc, const Baseline& b
 
 // Reads and writes the file. save() writes a temp file, fsyncs it, renames it over the old
 // one and fsyncs the directory, so a crash leaves either the old or the new file, never a mix.
-// Thread-safe.
+// The temp file is created exclusively under a random name (O_EXCL|O_NOFOLLOW, mode 0600), so
+// nothing planted in the directory is written through or becomes the state file; it is
+// removed when the save fails. Thread-safe.
 class StateStore {
  public:
   explicit StateStore(std::string path) : path_(std::move(path)) {}
