@@ -164,11 +164,14 @@ int main(int argc, char** argv) {
     if (!loaded) {
       spdlog::warn("State file: {}; starting from the config alone", loaded.status().message());
     } else if (*loaded) {
-      auto restored = siesta::restore_state(**loaded, baseline, registry);
+      auto restored = siesta::restore_state(**loaded, baseline, registry, clock.wall_now());
       if (!restored) {
         spdlog::warn("{}; starting from the config alone", restored.status().message());
       } else {
         for (const auto& note : restored->notes) spdlog::info("State file: {}", note);
+        for (const auto& warning : restored->warnings) {
+          spdlog::warn("State file {}: {}", config.state_file, warning);
+        }
         for (const auto& [name, handle] : restored->handles) {
           if (auto view = registry.service(name); view && backends.count(view->spec->backend)) {
             backends[view->spec->backend]->restore_handle(*view->spec, handle);

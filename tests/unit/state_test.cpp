@@ -62,6 +62,8 @@ class TempDir : public ::testing::Test {
 
 using StateFile = TempDir;
 
+const WallTime kNow = from_unix_seconds(1'700'100'000);
+
 std::string slurp(const fs::path& path) {
   std::ifstream in(path);
   std::ostringstream text;
@@ -94,7 +96,7 @@ TEST_F(StateFile, RuntimeChangesSurviveARoundTrip) {
   auto loaded = store.load();
   ASSERT_TRUE(loaded);
   ASSERT_TRUE(loaded->has_value());
-  auto restored = restore_state(**loaded, after.baseline, *after.registry);
+  auto restored = restore_state(**loaded, after.baseline, *after.registry, kNow);
   ASSERT_TRUE(restored) << restored.status().message();
   EXPECT_EQ(after.registry->settings().idle_timeout_minutes, 30);
   auto ollama = after.registry->service("ollama")->runtime;
@@ -121,7 +123,7 @@ TEST_F(StateFile, AnEditedConfigWinsOverAnOlderRuntimeChange) {
   Built after = build(R"({"idle_timeout_minutes": 45,
     "services": {"ollama": {"command": ["o"]}, "redis": {"command": ["r"], "desired": "off"}},
     "models": {"llama3.2:3b": {"provider": "ollama"}}})");
-  auto restored = restore_state(doc, after.baseline, *after.registry);
+  auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
   ASSERT_TRUE(restored);
   EXPECT_EQ(after.registry->settings().idle_timeout_minutes, 45);   // the config changed last
   EXPECT_EQ(after.registry->settings().model_keep_alive_hours, 4);  // the runtime changed last
@@ -136,7 +138,7 @@ TEST_F(StateFile, ServicesNoLongerConfiguredAreDropped) {
   Built before = build(kConfig);
   json doc = encode_state(before.registry->snapshot(), before.baseline, {});
   Built after = build(R"({"services": {"redis": {"command": ["r"]}}})");
-  auto restored = restore_state(doc, after.baseline, *after.registry);
+  auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
   ASSERT_TRUE(restored);
   EXPECT_FALSE(after.registry->service("ollama"));
   EXPECT_FALSE(after.registry->model("llama3.2:3b"));  // its provider is gone too
@@ -179,15 +181,82 @@ TEST_F(StateFile, TheCorruptCopyIsNotWrittenThroughAPlantedSymlink) {
   EXPECT_EQ(slurp(victim), "precious\n");
 }
 
-TEST_F(StateFile, AWellFormedButWrongDocumentIsRejectedWhole) {
+TEST_F(StateFile, AWronglyShapedDocumentIsRejectedWhole) {
   Built b = build(kConfig);
   json doc = encode_state(b.registry->snapshot(), b.baseline, {});
-  doc["settings"]["idle_timeout_minutes"]["value"] = -3;
   doc["services"]["ollama"]["idle_sleep_enabled"]["value"] = false;
-  auto restored = restore_state(doc, b.baseline, *b.registry);
+  doc["models"] = "not an object";
+  auto restored = restore_state(doc, b.baseline, *b.registry, kNow);
   ASSERT_FALSE(restored);
-  EXPECT_EQ(restored.status().message(), "state file: settings.idle_timeout_minutes is malformed");
+  EXPECT_EQ(restored.status().message(), "state file: models is not an object");
   EXPECT_TRUE(b.registry->service("ollama")->runtime.idle_sleep_enabled);  // nothing applied
+}
+
+bool warned(const RestoreResult& r, const std::string& key, const std::string& value) {
+  for (const auto& w : r.warnings) {
+    if (w.rfind(key + ": ignored " + value + " ", 0) == 0) return true;
+  }
+  return false;
+}
+
+// The state file gets the config's and the admin API's bounds: a value they would refuse is
+// ignored (with a warning naming key and value), and the rest of the state is restored.
+TEST_F(StateFile, OutOfRangeOrWrongTypedSettingsAreIgnoredAndTheRestRestored) {
+  Built before = build(kConfig);
+  before.registry->update_service(
+      "ollama", [](const ServiceSpec&, ServiceRuntime& rt) { rt.idle_sleep_enabled = false; });
+  json doc = encode_state(before.registry->snapshot(), before.baseline, {});
+  doc["settings"]["idle_timeout_minutes"]["value"] = 1e300;
+  doc["settings"]["idle_check_interval_minutes"]["value"] = 1e-300;  // a busy loop
+  doc["settings"]["model_keep_alive_hours"]["value"] = "two";
+  doc["settings"]["idle_sleep_enabled"]["value"] = 1;
+  doc["services"]["redis"]["desired"]["value"] = "maybe";
+
+  Built after = build(kConfig);
+  auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
+  ASSERT_TRUE(restored) << restored.status().message();
+  EXPECT_EQ(after.registry->settings(), after.config.settings);                 // every one ignored
+  EXPECT_FALSE(after.registry->service("ollama")->runtime.idle_sleep_enabled);  // restored
+  EXPECT_EQ(after.registry->service("redis")->runtime.desired, Desired::kOn);
+  EXPECT_TRUE(warned(*restored, "settings.idle_timeout_minutes", "1e+300"));
+  EXPECT_TRUE(warned(*restored, "settings.idle_check_interval_minutes", "1e-300"));
+  EXPECT_TRUE(warned(*restored, "settings.model_keep_alive_hours", "\"two\""));
+  EXPECT_TRUE(warned(*restored, "settings.idle_sleep_enabled", "1"));
+  EXPECT_TRUE(warned(*restored, "services.redis.desired", "\"maybe\""));
+}
+
+// Timestamps before 2000 or more than a day ahead are not facts siesta wrote: 1e300 used to
+// show as -9223372037 in idle-status.
+TEST_F(StateFile, TimestampsOutsideASaneRangeAreIgnored) {
+  Built before = build(kConfig);
+  before.registry->update_model("llama3.2:3b", [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = kNow;
+  });
+  json doc = encode_state(before.registry->snapshot(), before.baseline, {});
+  doc["services"]["ollama"]["last_used"] = 1e300;
+  doc["services"]["redis"]["last_used"] = 100;  // 1970
+  doc["models"]["llama3.2:3b"]["last_used"] = to_unix_seconds(kNow) + 2 * 86400;
+  doc["models"]["llama3.2:3b"]["keep_alive_seconds"] = -5;
+
+  Built after = build(kConfig);
+  auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
+  ASSERT_TRUE(restored) << restored.status().message();
+  EXPECT_FALSE(after.registry->service("ollama")->runtime.last_used);
+  EXPECT_FALSE(after.registry->service("redis")->runtime.last_used);
+  auto model = after.registry->model("llama3.2:3b")->runtime;
+  EXPECT_FALSE(model.last_used);
+  EXPECT_FALSE(model.loaded);  // a loaded model always has a last use
+  EXPECT_FALSE(model.keep_alive_seconds);
+  EXPECT_TRUE(warned(*restored, "services.ollama.last_used", "1e+300"));
+  EXPECT_TRUE(warned(*restored, "services.redis.last_used", "100"));
+  EXPECT_TRUE(warned(*restored, "models.llama3.2:3b.keep_alive_seconds", "-5"));
+
+  // A day ahead is still fine (a clock stepped back a little).
+  doc["services"]["ollama"]["last_used"] = to_unix_seconds(kNow) + 3600;
+  Built again = build(kConfig);
+  ASSERT_TRUE(restore_state(doc, again.baseline, *again.registry, kNow));
+  EXPECT_TRUE(again.registry->service("ollama")->runtime.last_used);
 }
 
 std::vector<std::string> names_in(const fs::path& dir) {
