@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
     if (!listen_override.empty() && !siesta::parse_listen(listen_override, config.listen)) {
       throw siesta::ConfigError("--listen: must be \"host:port\", got \"" + listen_override + "\"");
     }
+    if (!config.state_file.empty()) {
+      if (siesta::Status st = siesta::check_state_directory(config.state_file); !st) {
+        throw siesta::ConfigError("config error in " + config.source +
+                                  ": state_file: " + st.message());
+      }
+    }
     admin_token = siesta::resolve_admin_token(config, std::getenv("SIESTA_ADMIN_TOKEN"));
     if (admin_token.empty() && !insecure && !siesta::is_loopback_host(config.listen.host)) {
       throw siesta::ConfigError(

@@ -289,6 +289,24 @@ int create_temp(const std::string& path, std::string& tmp) {
 
 }  // namespace
 
+Status check_state_directory(const std::string& state_file) {
+  std::filesystem::path dir = std::filesystem::path(state_file).parent_path();
+  if (dir.empty()) dir = ".";
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return Status::ok();
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return Status::ok();
+  if ((st.st_mode & S_ISVTX) != 0 && (st.st_uid == 0 || st.st_uid == ::geteuid())) {
+    return Status::ok();
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return {ErrorCode::kInvalidArgument,
+          "its directory " + dir.string() + " is writable by other users (mode " + mode +
+              (st.st_mode & S_ISVTX ? ", sticky but owned by another user" : "") +
+              "), who could replace the state file; chmod go-w " + dir.string() +
+              ", or use a directory only siesta's user can write"};
+}
+
 Status StateStore::save(const json& doc) {
   std::lock_guard lock(mu_);
   const std::string text = doc.dump(2) + "\n";

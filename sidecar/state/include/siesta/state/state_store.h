@@ -48,6 +48,12 @@ struct RestoreResult {
 Result<RestoreResult> restore_state(const nlohmann::json& doc, const Baseline& baseline,
                                     Registry& registry, WallTime now);
 
+// Refuses a directory for the state file that others could write in: group or other write
+// permission, unless the directory is sticky (like /tmp) and owned by root or by siesta's
+// user. Whoever can write there could rename their own file over the state file. A directory
+// that does not exist (yet) is not refused here: saving fails and says so.
+Status check_state_directory(const std::string& state_file);
+
 // Reads and writes the file. save() writes a temp file, fsyncs it, renames it over the old
 // one and fsyncs the directory, so a crash leaves either the old or the new file, never a mix.
 // The temp file is created exclusively under a random name (O_EXCL|O_NOFOLLOW, mode 0600), so
