@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
     if (!listen_override.empty() && !siesta::parse_listen(listen_override, config.listen)) {
       throw siesta::ConfigError("--listen: must be \"host:port\", got \"" + listen_override + "\"");
     }
+    if (!config.state_file.empty()) {
+      if (siesta::Status st = siesta::check_state_directory(config.state_file); !st) {
+        throw siesta::ConfigError("config error in " + config.source +
+                                  ": state_file: " + st.message());
+      }
+    }
     admin_token = siesta::resolve_admin_token(config, std::getenv("SIESTA_ADMIN_TOKEN"));
     if (admin_token.empty() && !insecure && !siesta::is_loopback_host(config.listen.host)) {
       throw siesta::ConfigError(
@@ -164,11 +170,14 @@ int main(int argc, char** argv) {
     if (!loaded) {
       spdlog::warn("State file: {}; starting from the config alone", loaded.status().message());
     } else if (*loaded) {
-      auto restored = siesta::restore_state(**loaded, baseline, registry);
+      auto restored = siesta::restore_state(**loaded, baseline, registry, clock.wall_now());
       if (!restored) {
         spdlog::warn("{}; starting from the config alone", restored.status().message());
       } else {
         for (const auto& note : restored->notes) spdlog::info("State file: {}", note);
+        for (const auto& warning : restored->warnings) {
+          spdlog::warn("State file {}: {}", config.state_file, warning);
+        }
         for (const auto& [name, handle] : restored->handles) {
           if (auto view = registry.service(name); view && backends.count(view->spec->backend)) {
             backends[view->spec->backend]->restore_handle(*view->spec, handle);

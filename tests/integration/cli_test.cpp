@@ -18,6 +18,36 @@ TEST(Cli, InvalidConfigExitsWithCodeTwoAndOneMessage) {
                      ": services.a.desired: must be a string, got 1\n");
 }
 
+// Whoever can write in the state file's directory can replace the state file (rename over
+// it) or plant files where siesta writes: such a directory is refused at start-up unless it
+// is sticky (like /tmp) and owned by root or by siesta's user.
+TEST(Cli, AStateDirectoryWritableByOthersIsRefused) {
+  TempDir dir;
+  const fs::path state_dir = dir / "state";
+  fs::create_directory(state_dir);
+  fs::permissions(state_dir, fs::perms(0777));
+  SiestaProcess siesta(dir.path(),
+                       R"({"state_file": ")" + (state_dir / "state.json").string() + R"("})");
+  EXPECT_FALSE(siesta.start());
+  EXPECT_EQ(siesta.exit_code(), 2);
+  EXPECT_NE(siesta.log().find("siesta: config error in " + (dir / "siesta.json").string() +
+                              ": state_file: its directory " + state_dir.string() +
+                              " is writable by other users (mode 0777)"),
+            std::string::npos)
+      << siesta.log();
+}
+
+TEST(Cli, AStickyStateDirectoryOfSiestasUserIsAccepted) {
+  TempDir dir;
+  const fs::path state_dir = dir / "state";
+  fs::create_directory(state_dir);
+  fs::permissions(state_dir, fs::perms(01777));
+  SiestaProcess siesta(dir.path(),
+                       R"({"state_file": ")" + (state_dir / "state.json").string() + R"("})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_TRUE(eventually([&] { return fs::exists(state_dir / "state.json"); }));
+}
+
 TEST(Cli, CheckConfigValidatesTheSeedExamples) {
   TempDir dir;
   for (const char* name : {"conservative", "balanced", "aggressive", "service-specific"}) {

@@ -249,6 +249,39 @@ TEST_F(Process, OnExitStopStopsManagedProcessesAndLeaveAdoptsThemAgain) {
   EXPECT_TRUE(eventually([&] { return !pid_alive(pid); }));
 }
 
+// A state file naming the pid (and start time) of an unrelated process, e.g. after the pid
+// was reused or the file was edited: siesta must not adopt it, nor kill it on sleep.
+TEST_F(Process, ARestoredPidRunningAnotherCommandIsNotAdopted) {
+  // Its own session and process group, so that a stop of the "service" would reach it.
+  const pid_t other = spawn_with_output({"setsid", "sleep", "30"}, dir / "sleep.out");
+  ASSERT_GT(other, 0);
+  const std::string proc = "/proc/" + std::to_string(other);
+  ASSERT_TRUE(eventually([&] {
+    return slurp(proc + "/cmdline") == std::string(
+                                           "sleep\0"
+                                           "30\0",
+                                           9);
+  }));
+  std::string stat = slurp(proc + "/stat");
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) fields >> field;
+  json state = {
+      {"format", "siesta-state/1"},
+      {"services", {{"web", {{"handle", {{"pid", other}, {"start_ticks", std::stoll(field)}}}}}}}};
+  std::ofstream(dir / "state.json") << state.dump();
+
+  SiestaProcess siesta(dir.path(),
+                       config("\"state_file\": \"" + (dir / "state.json").string() + "\",", web));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("not adopting process " + std::to_string(other))) << siesta.log();
+  EXPECT_EQ(siesta.log().find("adopted process " + std::to_string(other)), std::string::npos);
+  EXPECT_EQ(siesta.client().Post("/admin/services/web/sleep")->status, 200);
+  EXPECT_TRUE(pid_alive(other));
+  ::kill(other, SIGKILL);
+  ::waitpid(other, nullptr, 0);
+}
+
 TEST_F(Process, JsonLogsAreOneObjectALine) {
   SiestaProcess siesta(dir.path(), config(R"("idle_timeout_minutes": 0.01,)", web),
                        {"--log-format", "json"});

@@ -20,6 +20,7 @@
 
 #include "siesta/api/status_json.h"
 #include "siesta/config/config.h"
+#include "siesta/config/settings_rules.h"
 #include "siesta/core/decide.h"
 
 namespace siesta {
@@ -569,16 +570,6 @@ class AdminServer::Impl {
     if (changes.empty()) {
       return error_reply(400, "invalid_argument", "no settings given");
     }
-    struct Rule {
-      double min;
-      bool min_exclusive;
-      double max;
-      const char* unit;
-    };
-    static const std::map<std::string, Rule> kRules = {
-        {"idle_timeout_minutes", {0, true, kMaxMinutes, "minutes"}},
-        {"model_keep_alive_hours", {0, false, kMaxHours, "hours"}},
-        {"idle_check_interval_minutes", {0, true, kMaxMinutes, "minutes"}}};
     for (const auto& [canonical, given] : changes) {
       const auto& [key, value] = given;
       if (canonical == "idle_sleep_enabled") {
@@ -588,7 +579,7 @@ class AdminServer::Impl {
         }
         continue;
       }
-      const Rule& rule = kRules.at(canonical);
+      const SettingRule& rule = *find_setting_rule(canonical);
       if (!value.is_number() || !std::isfinite(value.get<double>())) {
         return error_reply(
             400, "invalid_argument",
@@ -596,11 +587,11 @@ class AdminServer::Impl {
       }
       double d = value.get<double>();
       if ((rule.min_exclusive ? d <= rule.min : d < rule.min) || d > rule.max) {
-        return error_reply(400, "invalid_argument",
-                           "\"" + key + "\" must be " +
-                               (rule.min_exclusive ? "greater than 0" : "at least 0") +
-                               " and at most " + fmt::format("{:g}", rule.max) + " " + rule.unit +
-                               ", got " + text_of(value));
+        return error_reply(
+            400, "invalid_argument",
+            "\"" + key + "\" must be " + (rule.min_exclusive ? "greater than " : "at least ") +
+                fmt::format("{:g}", rule.min) + " and at most " + fmt::format("{:g}", rule.max) +
+                " " + rule.unit + ", got " + text_of(value));
       }
     }
     // Everything is valid: apply all of it at once.

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "siesta/config/settings_rules.h"
+
 namespace siesta {
 
 using nlohmann::json;
@@ -93,15 +95,18 @@ class ObjectReader {
   const std::string& source_;
 };
 
+// A setting's number within its bounds (settings_rules.h: shared with the admin API and the
+// state file).
+std::optional<double> read_setting(const ObjectReader& r, const char* key) {
+  const SettingRule& rule = *find_setting_rule(key);
+  return r.read_number(key, rule.min, rule.min_exclusive, rule.max);
+}
+
 void read_settings(const ObjectReader& r, Settings& s) {
   r.read_bool("idle_sleep_enabled", s.idle_sleep_enabled);
-  if (auto v = r.read_number("idle_timeout_minutes", 0, true, kMaxMinutes)) {
-    s.idle_timeout_minutes = *v;
-  }
-  if (auto v = r.read_number("model_keep_alive_hours", 0, false, kMaxHours)) {
-    s.model_keep_alive_hours = *v;
-  }
-  if (auto v = r.read_number("idle_check_interval_minutes", 0, true, kMaxMinutes)) {
+  if (auto v = read_setting(r, "idle_timeout_minutes")) s.idle_timeout_minutes = *v;
+  if (auto v = read_setting(r, "model_keep_alive_hours")) s.model_keep_alive_hours = *v;
+  if (auto v = read_setting(r, "idle_check_interval_minutes")) {
     s.idle_check_interval_minutes = *v;
   }
 }
@@ -152,7 +157,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     if (!parsed) r.fail(r.key_path("desired"), "must be \"on\" or \"off\", got \"" + *d + "\"");
     sc.desired = *parsed;
   }
-  spec.idle_timeout_minutes = r.read_number("idle_timeout_minutes", 0, true, kMaxMinutes);
+  spec.idle_timeout_minutes = read_setting(r, "idle_timeout_minutes");
   if (auto v = r.read_number("start_timeout_seconds", 0, true, 86400)) {
     spec.start_timeout_seconds = *v;
   }

@@ -1,14 +1,19 @@
 #include "siesta/state/state_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
+
+#include "siesta/config/settings_rules.h"
 
 namespace siesta {
 
@@ -26,88 +31,178 @@ json optional_time(const std::optional<WallTime>& t) {
   return t ? json(to_unix_seconds(*t)) : json(nullptr);
 }
 
-// A saved value applies only while the config still says what it said when it was saved.
-template <typename T>
-std::optional<T> pick_saved(const json& field, const T& config_now) {
-  if (!field.is_object() || !field.contains("value") || !field.contains("config")) {
-    return std::nullopt;
-  }
-  if (field["config"] != json(config_now)) return std::nullopt;
-  return field["value"].get<T>();
-}
-
 Status invalid(const std::string& what) {
   return {ErrorCode::kInvalidArgument, "state file: " + what};
 }
 
-bool is_time(const json& v) {
-  return v.is_null() || (v.is_number() && std::isfinite(v.get<double>()));
-}
-
-bool is_overridable(const json& v, bool (*check)(const json&)) {
-  return v.is_object() && v.contains("value") && v.contains("config") && check(v["value"]) &&
-         check(v["config"]);
-}
-
-bool is_bool(const json& v) { return v.is_boolean(); }
-bool is_positive(const json& v) {
-  return v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() > 0;
-}
-bool is_non_negative(const json& v) {
-  return v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() >= 0;
-}
-bool is_desired(const json& v) {
-  return v.is_string() && parse_desired(v.get<std::string>()).has_value();
-}
-
-// Checks the whole document before anything is applied.
+// Only the document's shape: a wrong value inside it costs that value alone (restore_state).
 Status validate(const json& doc) {
   if (!doc.is_object()) return invalid("not a JSON object");
   if (doc.value("format", "") != kFormat)
     return invalid("unknown format (expected siesta-state/1)");
-  const json& settings = doc.value("settings", json::object());
-  if (!settings.is_object()) return invalid("settings is not an object");
-  const std::pair<const char*, bool (*)(const json&)> setting_checks[] = {
-      {"idle_sleep_enabled", is_bool},
-      {"idle_timeout_minutes", is_positive},
-      {"model_keep_alive_hours", is_non_negative},
-      {"idle_check_interval_minutes", is_positive}};
-  for (const auto& [key, check] : setting_checks) {
-    if (settings.contains(key) && !is_overridable(settings[key], check)) {
-      return invalid(std::string("settings.") + key + " is malformed");
-    }
-  }
-  const json& services = doc.value("services", json::object());
-  if (!services.is_object()) return invalid("services is not an object");
-  for (const auto& [name, s] : services.items()) {
-    if (!s.is_object()) return invalid("services." + name + " is not an object");
-    if (s.contains("idle_sleep_enabled") && !is_overridable(s["idle_sleep_enabled"], is_bool)) {
-      return invalid("services." + name + ".idle_sleep_enabled is malformed");
-    }
-    if (s.contains("desired") && !is_overridable(s["desired"], is_desired)) {
-      return invalid("services." + name + ".desired is malformed");
-    }
-    if (s.contains("last_used") && !is_time(s["last_used"])) {
-      return invalid("services." + name + ".last_used is malformed");
-    }
-  }
-  const json& models = doc.value("models", json::object());
-  if (!models.is_object()) return invalid("models is not an object");
-  for (const auto& [name, m] : models.items()) {
-    if (!m.is_object() || !m.value("provider", json()).is_string() ||
-        !m.value("loaded", json()).is_boolean() || !is_time(m.value("last_used", json())) ||
-        !(m.value("keep_alive_seconds", json()).is_null() ||
-          is_non_negative(m["keep_alive_seconds"]))) {
-      return invalid("models." + name + " is malformed");
+  for (const char* section : {"settings", "services", "models"}) {
+    if (doc.contains(section) && !doc[section].is_object()) {
+      return invalid(std::string(section) + " is not an object");
     }
   }
   return Status::ok();
 }
 
-std::optional<WallTime> read_time(const json& v) {
-  if (!v.is_number()) return std::nullopt;
-  return from_unix_seconds(v.get<double>());
-}
+// Wall times siesta itself could have written: not before 2000, not more than a day ahead (a
+// clock stepped back a little).
+constexpr double kEarliestTime = 946'684'800;  // 2000-01-01T00:00:00Z
+constexpr double kFutureSlackSeconds = 86'400;
+
+// Applies one document; every value is checked as the config file and the admin API check it,
+// and one that fails is ignored with a warning.
+class Restorer {
+ public:
+  Restorer(const Baseline& baseline, Registry& registry, WallTime now, RestoreResult& result)
+      : baseline_(baseline), registry_(registry), now_(now), result_(result) {}
+
+  void ignore(const std::string& key, const json& value, const std::string& why) {
+    result_.warnings.push_back(key + ": ignored " + value.dump() + " (" + why + ")");
+  }
+
+  // A runtime change saved as {"value": v, "config": c}: v applies only while the config still
+  // says c, and only when `check` accepts it (empty string) .
+  template <typename T, typename Check>
+  std::optional<T> pick(const std::string& key, const json& field, const T& config_now,
+                        Check check) {
+    if (!field.is_object() || !field.contains("value") || !field.contains("config")) {
+      ignore(key, field, "not {\"value\": ..., \"config\": ...}");
+      return std::nullopt;
+    }
+    if (field["config"] != json(config_now)) {
+      result_.notes.push_back("config file changed " + key +
+                              " since the state was saved; using the config value");
+      return std::nullopt;
+    }
+    if (std::string why = check(field["value"]); !why.empty()) {
+      ignore(key, field["value"], why);
+      return std::nullopt;
+    }
+    return field["value"].get<T>();
+  }
+
+  std::optional<WallTime> time(const std::string& key, const json& v) {
+    if (v.is_null()) return std::nullopt;
+    const double latest = to_unix_seconds(now_) + kFutureSlackSeconds;
+    if (!v.is_number() || !std::isfinite(v.get<double>())) {
+      ignore(key, v, "must be a Unix time or null");
+      return std::nullopt;
+    }
+    const double t = v.get<double>();
+    if (t < kEarliestTime || t > latest) {
+      ignore(key, v, "not between 2000 and a day from now");
+      return std::nullopt;
+    }
+    return from_unix_seconds(t);
+  }
+
+  void settings(const json& saved) {
+    Settings settings = registry_.settings();
+    auto restore = [&](const char* key, auto& field, const auto& config_value) {
+      if (!saved.contains(key)) return;
+      using T = std::decay_t<decltype(field)>;
+      const SettingRule& rule = *find_setting_rule(key);
+      auto v = pick<T>(std::string("settings.") + key, saved[key], config_value,
+                       [&](const json& value) { return check_setting(rule, value); });
+      if (!v) return;
+      if (*v != field) {
+        result_.notes.push_back(std::string("restored ") + key + " from the state file");
+      }
+      field = *v;
+    };
+    restore("idle_sleep_enabled", settings.idle_sleep_enabled,
+            baseline_.settings.idle_sleep_enabled);
+    restore("idle_timeout_minutes", settings.idle_timeout_minutes,
+            baseline_.settings.idle_timeout_minutes);
+    restore("model_keep_alive_hours", settings.model_keep_alive_hours,
+            baseline_.settings.model_keep_alive_hours);
+    restore("idle_check_interval_minutes", settings.idle_check_interval_minutes,
+            baseline_.settings.idle_check_interval_minutes);
+    registry_.set_settings(settings);
+  }
+
+  void service(const std::string& name, const json& saved) {
+    const std::string key = "services." + name;
+    auto base_it = baseline_.services.find(name);
+    if (base_it == baseline_.services.end()) {
+      result_.notes.push_back("service " + name + " is no longer in the config; dropped");
+      return;
+    }
+    if (!saved.is_object()) {
+      ignore(key, saved, "not an object");
+      return;
+    }
+    const Baseline::Service& base = base_it->second;
+    std::optional<bool> idle_sleep;
+    if (saved.contains("idle_sleep_enabled")) {
+      idle_sleep = pick<bool>(
+          key + ".idle_sleep_enabled", saved["idle_sleep_enabled"], base.idle_sleep_enabled,
+          [](const json& v) { return v.is_boolean() ? "" : "must be true or false"; });
+    }
+    std::optional<std::string> desired;
+    if (saved.contains("desired")) {
+      desired = pick<std::string>(key + ".desired", saved["desired"], to_string(base.desired),
+                                  [](const json& v) {
+                                    return v.is_string() && parse_desired(v.get<std::string>())
+                                               ? ""
+                                               : "must be \"on\" or \"off\"";
+                                  });
+    }
+    std::optional<WallTime> last_used = time(key + ".last_used", saved.value("last_used", json()));
+    registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
+      if (desired) rt.desired = *parse_desired(*desired);
+      rt.last_used = last_used;
+    });
+    if (saved.contains("handle") && !saved["handle"].is_null()) {
+      result_.handles[name] = saved["handle"];
+    }
+  }
+
+  void model(const std::string& name, const json& saved) {
+    const std::string key = "models." + name;
+    if (!saved.is_object() || !saved.value("provider", json()).is_string() ||
+        !saved.value("loaded", json()).is_boolean()) {
+      ignore(key, saved, "needs a provider (string) and loaded (true or false)");
+      return;
+    }
+    ModelRuntime rt;
+    rt.loaded = saved["loaded"].get<bool>();
+    rt.last_used = time(key + ".last_used", saved.value("last_used", json()));
+    const json keep_alive = saved.value("keep_alive_seconds", json());
+    if (!keep_alive.is_null()) {
+      // The bounds of the config's keep_alive_min/max_seconds.
+      if (!keep_alive.is_number() || !std::isfinite(keep_alive.get<double>()) ||
+          keep_alive.get<double>() < 0 || keep_alive.get<double>() > kMaxHours * 3600) {
+        ignore(key + ".keep_alive_seconds", keep_alive, "must be a number of seconds >= 0");
+      } else {
+        rt.keep_alive_seconds = keep_alive.get<double>();
+      }
+    }
+    if (rt.loaded && !rt.last_used) rt.loaded = false;  // a loaded model always has a last use
+    bool known = registry_.update_model(
+        name, [&](const ModelSpec&, ModelRuntime& current) { current = rt; });
+    if (!known) {
+      std::string provider = saved["provider"].get<std::string>();
+      if (!registry_.service(provider)) {
+        result_.notes.push_back("model " + name + ": provider " + provider +
+                                " is no longer in the config; dropped");
+        return;
+      }
+      registry_.add_model(ModelSpec{name, provider, std::nullopt}, rt);
+    }
+  }
+
+ private:
+  const Baseline& baseline_;
+  Registry& registry_;
+  WallTime now_;
+  RestoreResult& result_;
+};
 
 }  // namespace
 
@@ -150,95 +245,81 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
   return doc;
 }
 
-Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, Registry& registry) {
+Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, Registry& registry,
+                                    WallTime now) {
   if (Status st = validate(doc); !st) return st;
   RestoreResult result;
-
-  const json& saved_settings = doc.value("settings", json::object());
-  Settings settings = registry.settings();
-  auto restore_setting = [&](const char* key, auto& field, const auto& config_value) {
-    if (!saved_settings.contains(key)) return;
-    using T = std::decay_t<decltype(field)>;
-    if (auto v = pick_saved<T>(saved_settings[key], config_value)) {
-      if (*v != field)
-        result.notes.push_back(std::string("restored ") + key + " from the state file");
-      field = *v;
-    } else {
-      result.notes.push_back(std::string("config file changed ") + key +
-                             " since the state was saved; using the config value");
-    }
-  };
-  restore_setting("idle_sleep_enabled", settings.idle_sleep_enabled,
-                  baseline.settings.idle_sleep_enabled);
-  restore_setting("idle_timeout_minutes", settings.idle_timeout_minutes,
-                  baseline.settings.idle_timeout_minutes);
-  restore_setting("model_keep_alive_hours", settings.model_keep_alive_hours,
-                  baseline.settings.model_keep_alive_hours);
-  restore_setting("idle_check_interval_minutes", settings.idle_check_interval_minutes,
-                  baseline.settings.idle_check_interval_minutes);
-  registry.set_settings(settings);
-
+  Restorer restorer(baseline, registry, now, result);
+  restorer.settings(doc.value("settings", json::object()));
   const json services = doc.value("services", json::object());
-  for (const auto& item : services.items()) {
-    // Not a structured binding: lambdas cannot capture those in clang 14 (the fuzz build).
-    const std::string& name = item.key();
-    const json& saved = item.value();
-    auto base_it = baseline.services.find(name);
-    if (base_it == baseline.services.end()) {
-      result.notes.push_back("service " + name + " is no longer in the config; dropped");
-      continue;
-    }
-    const Baseline::Service& base = base_it->second;
-    registry.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      if (saved.contains("idle_sleep_enabled")) {
-        if (auto v = pick_saved<bool>(saved["idle_sleep_enabled"], base.idle_sleep_enabled)) {
-          rt.idle_sleep_enabled = *v;
-        }
-      }
-      if (saved.contains("desired")) {
-        if (auto v = pick_saved<std::string>(saved["desired"], to_string(base.desired))) {
-          rt.desired = *parse_desired(*v);
-        }
-      }
-      rt.last_used = read_time(saved.value("last_used", json()));
-    });
-    if (saved.contains("handle") && !saved["handle"].is_null()) {
-      result.handles[name] = saved["handle"];
-    }
-  }
-
+  for (const auto& [name, saved] : services.items()) restorer.service(name, saved);
   const json models = doc.value("models", json::object());
-  for (const auto& [name, saved] : models.items()) {
-    ModelRuntime rt;
-    rt.loaded = saved["loaded"].get<bool>();
-    rt.last_used = read_time(saved["last_used"]);
-    if (saved["keep_alive_seconds"].is_number()) {
-      rt.keep_alive_seconds = saved["keep_alive_seconds"].get<double>();
-    }
-    if (rt.loaded && !rt.last_used) rt.loaded = false;  // a loaded model always has a last use
-    bool known =
-        registry.update_model(name, [&](const ModelSpec&, ModelRuntime& current) { current = rt; });
-    if (!known) {
-      std::string provider = saved["provider"].get<std::string>();
-      if (!registry.service(provider)) {
-        result.notes.push_back("model " + name + ": provider " + provider +
-                               " is no longer in the config; dropped");
-        continue;
-      }
-      registry.add_model(ModelSpec{name, provider, std::nullopt}, rt);
-    }
-  }
+  for (const auto& [name, saved] : models.items()) restorer.model(name, saved);
   return result;
+}
+
+namespace {
+
+// Creates a new file next to `path`, named "<path>.tmp-<random>", for this save only. O_EXCL
+// and O_NOFOLLOW: whatever already sits at that name (a symlink, a file someone else created)
+// is never opened, so a user who can write in the directory cannot redirect the write or end
+// up owning the state file. fchmod: 0600 whatever the umask.
+int create_temp(const std::string& path, std::string& tmp) {
+  std::random_device random;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%08x", random());
+    tmp = path + ".tmp-" + suffix;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      if (::fchmod(fd, 0600) != 0) {
+        int err = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        errno = err;
+        return -1;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) return -1;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+}  // namespace
+
+Status check_state_directory(const std::string& state_file) {
+  std::filesystem::path dir = std::filesystem::path(state_file).parent_path();
+  if (dir.empty()) dir = ".";
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return Status::ok();
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return Status::ok();
+  if ((st.st_mode & S_ISVTX) != 0 && (st.st_uid == 0 || st.st_uid == ::geteuid())) {
+    return Status::ok();
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return {ErrorCode::kInvalidArgument,
+          "its directory " + dir.string() + " is writable by other users (mode " + mode +
+              (st.st_mode & S_ISVTX ? ", sticky but owned by another user" : "") +
+              "), who could replace the state file; chmod go-w " + dir.string() +
+              ", or use a directory only siesta's user can write"};
 }
 
 Status StateStore::save(const json& doc) {
   std::lock_guard lock(mu_);
-  const std::string tmp = path_ + ".tmp";
   const std::string text = doc.dump(2) + "\n";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  std::string tmp;
+  int fd = create_temp(path_, tmp);
   if (fd < 0) {
-    return {ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(errno)};
+    return {ErrorCode::kInternal,
+            "cannot write " + path_ + " (creating a temp file): " + std::strerror(errno)};
   }
+  auto fail = [&](const std::string& what, int err) -> Status {
+    ::unlink(tmp.c_str());
+    return {ErrorCode::kInternal, what + ": " + std::strerror(err)};
+  };
   size_t written = 0;
   while (written < text.size()) {
     ssize_t n = ::write(fd, text.data() + written, text.size() - written);
@@ -246,27 +327,31 @@ Status StateStore::save(const json& doc) {
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      ::unlink(tmp.c_str());
-      return {ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(err)};
+      return fail("cannot write " + tmp, err);
     }
     written += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  if (::fsync(fd) != 0) {
     int err = errno;
-    ::unlink(tmp.c_str());
-    return {ErrorCode::kInternal, "cannot sync " + tmp + ": " + std::strerror(err)};
+    ::close(fd);
+    return fail("cannot sync " + tmp, err);
   }
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return {ErrorCode::kInternal, "cannot replace " + path_ + ": " + std::strerror(err)};
-  }
+  if (::close(fd) != 0) return fail("cannot sync " + tmp, errno);
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return fail("cannot replace " + path_, errno);
+  // The rename is durable once the directory is synced.
   std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   if (dir.empty()) dir = ".";
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  if (dfd < 0) {
+    return {ErrorCode::kInternal,
+            "cannot sync directory " + dir.string() + ": " + std::strerror(errno)};
+  }
+  int synced = ::fsync(dfd);
+  int err = errno;
+  ::close(dfd);
+  if (synced != 0 && err != EINVAL) {  // EINVAL: the file system cannot sync a directory
+    return {ErrorCode::kInternal,
+            "cannot sync directory " + dir.string() + ": " + std::strerror(err)};
   }
   return Status::ok();
 }
@@ -285,11 +370,19 @@ Result<std::optional<json>> StateStore::load() {
     std::string why = doc.is_discarded() ? "not valid JSON" : validate(doc).message();
     auto stamp = static_cast<long long>(std::time(nullptr));
     std::string aside = path_ + ".corrupt-" + std::to_string(stamp);
-    std::error_code ec;
-    std::filesystem::copy_file(path_, aside, std::filesystem::copy_options::overwrite_existing, ec);
+    // A new file of siesta's own, never one already there (a symlink planted at a name that
+    // is easy to guess would otherwise be written through).
+    bool copied = false;
+    int fd = ::open(aside.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      const std::string& bytes = text.str();
+      copied = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+      copied = ::close(fd) == 0 && copied;
+      if (!copied) ::unlink(aside.c_str());
+    }
     return Status{
         ErrorCode::kInvalidArgument,
-        path_ + " is corrupt (" + why + "); kept a copy at " + (ec ? "(copy failed)" : aside)};
+        path_ + " is corrupt (" + why + "); kept a copy at " + (copied ? aside : "(copy failed)")};
   }
   return std::optional<json>(std::move(doc));
 }

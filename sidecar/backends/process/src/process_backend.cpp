@@ -55,6 +55,21 @@ char proc_state(pid_t pid) {
   return text[close_paren + 2];
 }
 
+// The process's argv as the kernel shows it (/proc/<pid>/cmdline); empty when unreadable.
+std::vector<std::string> proc_cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> argv;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) argv.push_back(arg);
+  return argv;
+}
+
+std::string joined(const std::vector<std::string>& argv) {
+  std::string text;
+  for (const auto& a : argv) text += (text.empty() ? "" : " ") + a;
+  return text;
+}
+
 bool group_alive(pid_t pgid) { return ::kill(-pgid, 0) == 0; }
 
 std::string exit_text(int status) {
@@ -299,6 +314,15 @@ void ProcessBackend::restore_handle(const ServiceSpec& spec, const nlohmann::jso
   child->start_ticks = handle["start_ticks"].get<long long>();
   child->adopted = true;
   if (child->pid <= 1 || !child->alive()) return;  // gone, or the pid now belongs to another
+  // The pid and start time come from a file: adopt only a process that still runs the
+  // service's own command, so that a sleep never signals something else.
+  if (std::vector<std::string> argv = proc_cmdline(child->pid); argv != spec.command) {
+    spdlog::warn(
+        "Service {}: not adopting process {} from the state file: it runs \"{}\", not the "
+        "service's command \"{}\"",
+        spec.name, child->pid, joined(argv), joined(spec.command));
+    return;
+  }
   spdlog::info("Service {}: adopted process {} left running by an earlier siesta", spec.name,
                child->pid);
   std::lock_guard lock(mu_);

@@ -15,5 +15,7 @@ struct Settings {
 // The seed's limits for values given through the config file or the API.
 inline constexpr double kMaxMinutes = 525600.0 * 10;  // ten years
 inline constexpr double kMaxHours = kMaxMinutes / 60.0;
+// A shorter check interval would have the monitor reconcile in a loop that never sleeps.
+inline constexpr double kMinCheckIntervalMinutes = 0.01;  // 0.6 s
 
 }  // namespace siesta

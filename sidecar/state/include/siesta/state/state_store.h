@@ -37,16 +37,28 @@ nlohmann::json encode_state(const Snapshot& snapshot, const Baseline& baseline,
 
 struct RestoreResult {
   Handles handles;
-  std::vector<std::string> notes;  // what was restored or overridden, for the log
+  std::vector<std::string> notes;     // what was restored or overridden, for the log
+  std::vector<std::string> warnings;  // values ignored: "<key>: ignored <value> (<why>)"
 };
-// Applies a saved document to a registry freshly built from the config. A malformed document
-// is rejected whole, before anything is applied.
+// Applies a saved document to a registry freshly built from the config. A document of the
+// wrong shape (not an object, unknown format, a section not an object) is rejected whole,
+// before anything is applied. Each value gets the bounds the config file and the admin API
+// apply (settings_rules.h); one out of range or of the wrong type is ignored with a warning
+// and the rest restored. Times before 2000 or more than a day after `now` are ignored too.
 Result<RestoreResult> restore_state(const nlohmann::json& doc, const Baseline& baseline,
-                                    Registry& registry);
+                                    Registry& registry, WallTime now);
+
+// Refuses a directory for the state file that others could write in: group or other write
+// permission, unless the directory is sticky (like /tmp) and owned by root or by siesta's
+// user. Whoever can write there could rename their own file over the state file. A directory
+// that does not exist (yet) is not refused here: saving fails and says so.
+Status check_state_directory(const std::string& state_file);
 
 // Reads and writes the file. save() writes a temp file, fsyncs it, renames it over the old
 // one and fsyncs the directory, so a crash leaves either the old or the new file, never a mix.
-// Thread-safe.
+// The temp file is created exclusively under a random name (O_EXCL|O_NOFOLLOW, mode 0600), so
+// nothing planted in the directory is written through or becomes the state file; it is
+// removed when the save fails. Thread-safe.
 class StateStore {
  public:
   explicit StateStore(std::string path) : path_(std::move(path)) {}

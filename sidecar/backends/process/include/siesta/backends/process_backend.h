@@ -2,7 +2,8 @@
 // its own, with its output in siesta's log. Stop is SIGTERM to the group, then SIGKILL after
 // stop_timeout_seconds; every child is reaped. A process started by an earlier siesta (on_exit
 // "leave") is adopted again from its saved handle (pid and kernel start time, so a reused pid
-// is never mistaken for it). Thread-safe.
+// is never mistaken for it) only while /proc/<pid>/cmdline is still the service's command.
+// Thread-safe.
 #pragma once
 
 #include <sys/types.h>
