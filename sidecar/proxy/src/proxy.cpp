@@ -77,6 +77,15 @@ void strip_hop_by_hop(http::fields& fields) {
   fields.erase(http::field::proxy_authenticate);
 }
 
+// The next piece of a relayed body for the serializer. An empty piece must have no data
+// pointer: Beast's chunked serializer writes a non-null empty piece as a chunk of size 0, which
+// is a terminator of its own, and then the real one after it.
+void set_piece(http::buffer_body::value_type& body, char* data, std::size_t size, bool more) {
+  body.data = size == 0 ? nullptr : data;
+  body.size = size;
+  body.more = more;
+}
+
 bool is_stream(const http::fields& fields, bool chunked) {
   const auto type = fields[http::field::content_type];
   return chunked || type.starts_with("text/event-stream") ||
@@ -623,23 +632,17 @@ struct Proxy::Impl {
           co_await http::async_read_some(client, client_buf, req_parser, ec_token(ec));
           if (ec == http::error::need_buffer) ec = {};
           if (ec) co_return false;  // the client went away mid-body
-          req.body().size = sizeof buf - req.body().size;
-          req.body().data = buf;
-          req.body().more = !req_parser.is_done();
+          set_piece(req.body(), buf, sizeof buf - req.body().size, !req_parser.is_done());
           // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
           // chunked body early).
           if (req.body().size == 0 && req.body().more) continue;
           sent_body = true;
         } else if (replacement_pending) {
-          req.body().data = replacement->data();
-          req.body().size = replacement->size();
-          req.body().more = false;
+          set_piece(req.body(), replacement->data(), replacement->size(), false);
           replacement_pending = false;
           sent_body = true;
         } else {
-          req.body().data = nullptr;
-          req.body().size = 0;
-          req.body().more = false;
+          set_piece(req.body(), nullptr, 0, false);
         }
         activity.touch();
         co_await http::async_write(*upstream, sr, ec_token(ec));
@@ -714,14 +717,10 @@ struct Proxy::Impl {
         // A close-delimited body ends at the upstream's EOF; the parser completes it then.
         if (ec == http::error::need_buffer) ec = {};
         if (ec) break;
-        res.body().size = sizeof buf - res.body().size;
-        res.body().data = buf;
-        res.body().more = !res_parser.is_done();
-        if (res.body().size == 0 && !res_parser.is_done()) continue;
+        set_piece(res.body(), buf, sizeof buf - res.body().size, !res_parser.is_done());
+        if (res.body().size == 0 && res.body().more) continue;
       } else {
-        res.body().data = nullptr;
-        res.body().size = 0;
-        res.body().more = false;
+        set_piece(res.body(), nullptr, 0, false);
       }
       activity.touch();
       co_await http::async_write(client, rs, ec_token(ec));

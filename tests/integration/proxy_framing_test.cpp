@@ -1,0 +1,281 @@
+// The proxy's HTTP framing and connection handling seen from the wire: raw clients send exact
+// bytes to the real siesta binary, and a raw "recording upstream" (a socket server in the test)
+// records the exact bytes siesta forwards and answers with exact bytes.
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "siesta_process.h"
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A connected client socket on 127.0.0.1:port, or -1.
+int dial(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool send_all(int fd, const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads from fd into `got` until `done(got)` or EOF or the timeout; true when done(got).
+bool read_until(int fd, std::string& got, const std::function<bool(const std::string&)>& done,
+                milliseconds timeout = milliseconds(5000)) {
+  const auto deadline = Clock::now() + timeout;
+  while (!done(got)) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[16384];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return done(got);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// One complete response with a Content-Length at the start of `s` (length in bytes), or 0.
+size_t response_length(const std::string& s) {
+  const auto end = s.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  const auto cl = s.find("Content-Length: ");
+  if (cl == std::string::npos || cl > end) return 0;
+  const size_t total = end + 4 + std::stoul(s.substr(cl + 16));
+  return s.size() >= total ? total : 0;
+}
+
+// A socket server that records every byte it receives, per connection, and answers through
+// `respond`: called after each read with the bytes not yet consumed, it may consume some and
+// return bytes to send (empty: nothing yet).
+class RecordingUpstream {
+ public:
+  using Respond = std::function<std::string(std::string& pending)>;
+  explicit RecordingUpstream(Respond respond) : respond_(std::move(respond)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(listener_, SOMAXCONN);
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~RecordingUpstream() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    acceptor_.join();
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : connections_) t.join();
+    ::close(listener_);
+    for (int fd : fds_) ::close(fd);
+  }
+  int port() const { return port_; }
+  // Everything received on connection i (in accept order), "" if there is none.
+  std::string received(size_t i) const {
+    std::lock_guard lock(mu_);
+    return i < received_.size() ? received_[i] : "";
+  }
+  size_t connections() const {
+    std::lock_guard lock(mu_);
+    return received_.size();
+  }
+  // How many accepted connections the peer has closed.
+  int closed() const { return closed_; }
+
+ private:
+  void accept_loop() {
+    while (!stopping_) {
+      int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      std::lock_guard lock(mu_);
+      fds_.push_back(fd);
+      received_.emplace_back();
+      connections_.emplace_back([this, fd, i = received_.size() - 1] { serve(fd, i); });
+    }
+  }
+  void serve(int fd, size_t i) {
+    std::string pending;
+    char buf[16384];
+    while (true) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      pending.append(buf, static_cast<size_t>(n));
+      {
+        std::lock_guard lock(mu_);
+        received_[i].append(buf, static_cast<size_t>(n));
+      }
+      const std::string out = respond_(pending);
+      if (!out.empty() && !send_all(fd, out)) break;
+    }
+    ++closed_;
+  }
+
+  Respond respond_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> closed_{0};
+  std::thread acceptor_;
+  mutable std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::string> received_;
+  std::vector<std::thread> connections_;
+};
+
+// Consumes one request header (and a chunked or Content-Length body) from `pending` if it is
+// all there; returns its request line, or "" if not complete yet.
+std::string take_request(std::string& pending) {
+  const auto end = pending.find("\r\n\r\n");
+  if (end == std::string::npos) return "";
+  const std::string head = pending.substr(0, end + 4);
+  size_t total = end + 4;
+  if (head.find("Transfer-Encoding: chunked") != std::string::npos) {
+    const auto last = pending.find("\r\n0\r\n\r\n", end);
+    if (last == std::string::npos) return "";
+    total = last + 7;
+  } else if (auto cl = head.find("Content-Length: "); cl != std::string::npos) {
+    total += std::stoul(head.substr(cl + 16));
+    if (pending.size() < total) return "";
+  }
+  pending.erase(0, total);
+  return head.substr(0, head.find("\r\n"));
+}
+
+const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+class ProxyFraming : public ::testing::Test {
+ protected:
+  TempDir dir;
+  int listen = free_port();
+
+  // A service whose process does nothing and whose upstream is `upstream_port` (a recording
+  // upstream); `fields` adds config keys to the service, `top` to the top level.
+  std::string config(int upstream_port, const std::string& fields = "",
+                     const std::string& top = "") {
+    return R"({"idle_check_interval_minutes": 10, )" + top +
+           R"("services": {"web": {"command": ["sleep", "300"], "health": "none", )" +
+           R"("upstream": "127.0.0.1:)" + std::to_string(upstream_port) +
+           R"(", "listen": "127.0.0.1:)" + std::to_string(listen) + "\"" + fields + "}}}";
+  }
+};
+
+// ---- 1. One chunk terminator per chunked message, each way ----
+
+TEST_F(ProxyFraming, AChunkedUploadIsForwardedWithOneTerminatorAndTheConnectionGoesOn) {
+  std::vector<std::string> lines;
+  std::mutex lines_mu;
+  RecordingUpstream up([&](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      std::lock_guard lock(lines_mu);
+      lines.push_back(line);
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got << siesta.log();
+  EXPECT_EQ(got.substr(0, 15), "HTTP/1.1 200 OK");
+  // A second request on the same connection.
+  got.clear();
+  ASSERT_TRUE(send_all(fd, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got;
+  EXPECT_EQ(got.substr(0, 15), "HTTP/1.1 200 OK");
+  ::close(fd);
+
+  // The upstream saw exactly two requests on one connection, the body ended once.
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(lines_mu);
+    return lines.size() >= 2;
+  }));
+  std::lock_guard lock(lines_mu);
+  EXPECT_EQ(lines, (std::vector<std::string>{"POST /upload HTTP/1.1", "GET /second HTTP/1.1"}));
+  const std::string wire = up.received(0);
+  EXPECT_EQ(count_of(wire, "0\r\n\r\n"), 1) << wire;
+  EXPECT_EQ(up.connections(), 1u);
+}
+
+TEST_F(ProxyFraming, AChunkedResponseReachesTheClientWithOneTerminator) {
+  const std::string chunked =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+  RecordingUpstream up([&](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += line.find("/chunked") != std::string::npos ? chunked : kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: "
+                       "x\r\n\r\n"));
+  // The chunked response, then the second one: nothing between them.
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    const auto second = s.find("HTTP/1.1 200 OK", 1);
+    return second != std::string::npos && response_length(s.substr(second)) > 0;
+  })) << got;
+  ::close(fd);
+  const auto body = got.find("\r\n\r\n") + 4;
+  const auto second = got.find("HTTP/1.1 200 OK", 1);
+  EXPECT_EQ(got.substr(body, second - body), "5\r\nhello\r\n0\r\n\r\n") << got;
+  EXPECT_EQ(count_of(got, "0\r\n\r\n"), 1) << got;
+}
+
+}  // namespace
+}  // namespace siesta::testing
