@@ -68,6 +68,21 @@ bool read_until(int fd, std::string& got, const std::function<bool(const std::st
   return true;
 }
 
+// True once the peer has closed fd (EOF or reset) within the timeout; data is discarded.
+bool closed_within(int fd, milliseconds timeout) {
+  std::string ignored;
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (::poll(&p, 1, static_cast<int>(std::max<long>(left, 0))) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return true;
+  }
+  return false;
+}
+
 // One complete response with a Content-Length at the start of `s` (length in bytes), or 0.
 size_t response_length(const std::string& s) {
   const auto end = s.find("\r\n\r\n");
@@ -275,6 +290,139 @@ TEST_F(ProxyFraming, AChunkedResponseReachesTheClientWithOneTerminator) {
   const auto second = got.find("HTTP/1.1 200 OK", 1);
   EXPECT_EQ(got.substr(body, second - body), "5\r\nhello\r\n0\r\n\r\n") << got;
   EXPECT_EQ(count_of(got, "0\r\n\r\n"), 1) << got;
+}
+
+// ---- 2. Ambiguous framing is refused before anything is forwarded or woken ----
+
+struct Refused {
+  std::string name;
+  std::string request;
+  int status;
+};
+
+TEST_F(ProxyFraming, AmbiguousFramingIsRefusedAndNeverForwardedNorWakes) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::vector<Refused> cases = {
+      {"Connection names Content-Length",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: " +
+           std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled,
+       400},
+      {"Connection names Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, transfer-encoding\r\n"
+       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"Connection names Host", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n", 400},
+      {"a second Connection line names Content-Length",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: content-length\r\n"
+       "Content-Length: 1\r\n\r\nx",
+       400},
+      {"chunked, identity",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501},
+      {"xchunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+       501},
+      {"identity", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+      {"two Transfer-Encoding lines",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"Content-Length and Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "0\r\n\r\n",
+       400},
+      {"Content-Length and a non-chunked Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 1\r\n\r\nx",
+       400},
+      {"HTTP/1.0 with Transfer-Encoding",
+       "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"two Host lines", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: b\r\n\r\n", 400},
+      {"two different Content-Lengths",
+       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", 400},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    int fd = dial(listen);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, c.request));
+    std::string got;
+    read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+    EXPECT_EQ(got.substr(9, 3), std::to_string(c.status)) << got;
+    EXPECT_NE(got.find("\"source\": \"siesta\""), std::string::npos) << got;
+    // ...and the connection is closed.
+    EXPECT_TRUE(closed_within(fd, milliseconds(2000)));
+    ::close(fd);
+  }
+  // Nothing reached the upstream, and the service was never woken for it.
+  EXPECT_EQ(up.connections(), 0u) << up.received(0);
+  EXPECT_EQ(count_of(siesta.log(), "Waking service web"), 0) << siesta.log();
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "stopped");
+}
+
+TEST_F(ProxyFraming, RepeatedEqualContentLengthsAreForwardedAsOneAndHttp10GetsAHost) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\nContent-Length: "
+                       "5\r\n\r\nhelloGET /b HTTP/1.0\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    const auto first = response_length(s);
+    return first > 0 && response_length(s.substr(first)) > 0;
+  })) << got;
+  ::close(fd);
+  const std::string wire = up.received(0);
+  const auto second = wire.find("GET /b");
+  ASSERT_NE(second, std::string::npos) << wire;
+  const std::string first_head = wire.substr(0, wire.find("\r\n\r\n") + 4);
+  EXPECT_EQ(count_of(first_head, "Content-Length"), 1) << first_head;
+  EXPECT_NE(first_head.find("Content-Length: 5\r\n"), std::string::npos) << first_head;
+  EXPECT_EQ(wire.substr(first_head.size(), 5), "hello");
+  // The HTTP/1.0 request without Host is given the upstream's.
+  EXPECT_NE(wire.find("Host: 127.0.0.1:" + std::to_string(up.port()) + "\r\n", second),
+            std::string::npos)
+      << wire;
+}
+
+TEST_F(ProxyFraming, ConnectionOptionsCannotStripTheForwardedHeadersSiestaAdds) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Forwarded-For, "
+                       "X-Hop\r\nX-Hop: 1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }));
+  ::close(fd);
+  const std::string wire = up.received(0);
+  EXPECT_NE(wire.find("X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"), std::string::npos) << wire;
+  EXPECT_EQ(wire.find("X-Hop"), std::string::npos) << wire;
 }
 
 }  // namespace

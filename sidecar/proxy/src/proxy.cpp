@@ -56,17 +56,27 @@ class InFlight {
   std::string service_;
 };
 
+// Connection options a client may not use to strip a header: the framing and Host (refused,
+// see framing_error) and the headers the proxy itself adds or relies on (RFC 9110 7.6.1).
+bool protected_from_connection(beast::string_view name) {
+  return beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+         beast::iequals(name, "host") || beast::iequals(name, "authorization") ||
+         beast::iequals(name, "forwarded") ||
+         (name.size() >= 12 && beast::iequals(name.substr(0, 12), "x-forwarded-"));
+}
+
 // Headers that describe one connection, not the message (RFC 9110 7.6.1), except the framing
 // (Content-Length, Transfer-Encoding) that the relay keeps. Also every header the Connection
-// header names.
+// header names, on every Connection line, unless it is protected.
 void strip_hop_by_hop(http::fields& fields) {
   std::vector<std::string> named;
-  for (auto token : http::token_list(fields[http::field::connection])) {
-    named.emplace_back(token);
+  for (const auto& f : fields) {
+    if (f.name() != http::field::connection) continue;
+    for (auto token : http::token_list(f.value())) {
+      if (!protected_from_connection(token)) named.emplace_back(token);
+    }
   }
-  for (const auto& n : named) {
-    if (!beast::iequals(n, "close") && !beast::iequals(n, "keep-alive")) fields.erase(n);
-  }
+  for (const auto& n : named) fields.erase(n);
   fields.erase(http::field::connection);
   fields.erase(http::field::keep_alive);
   fields.erase("Proxy-Connection");
@@ -75,6 +85,47 @@ void strip_hop_by_hop(http::fields& fields) {
   fields.erase(http::field::upgrade);
   fields.erase(http::field::proxy_authorization);
   fields.erase(http::field::proxy_authenticate);
+}
+
+// Why a request's framing or Host cannot be passed on unambiguously (RFC 9112 3.2, 6.1, 6.3;
+// RFC 9110 7.6.1), answered before anything is forwarded or woken. Beast's parser already
+// refuses two different Content-Lengths and Content-Length with a chunked Transfer-Encoding.
+struct FramingError {
+  http::status status;
+  std::string code;
+  std::string message;
+};
+
+std::optional<FramingError> framing_error(const http::request<http::buffer_body>& req) {
+  auto bad = [](std::string message) {
+    return FramingError{http::status::bad_request, "bad_request", std::move(message)};
+  };
+  for (const auto& f : req) {
+    if (f.name() != http::field::connection) continue;
+    for (auto token : http::token_list(f.value())) {
+      if (beast::iequals(token, "content-length") || beast::iequals(token, "transfer-encoding") ||
+          beast::iequals(token, "host")) {
+        return bad("the Connection header may not name " + std::string(token));
+      }
+    }
+  }
+  if (const auto te = req.count(http::field::transfer_encoding); te > 0) {
+    if (req.count(http::field::content_length) > 0) {
+      return bad("a request may not have both Content-Length and Transfer-Encoding");
+    }
+    if (req.version() < 11) return bad("an HTTP/1.0 request may not have a Transfer-Encoding");
+    if (te > 1) return bad("a request may have one Transfer-Encoding header only");
+    if (!beast::iequals(req[http::field::transfer_encoding], "chunked")) {
+      return FramingError{http::status::not_implemented, "not_implemented",
+                          "unsupported Transfer-Encoding \"" +
+                              std::string(req[http::field::transfer_encoding]) +
+                              "\" (only \"chunked\" is)"};
+    }
+  }
+  const auto hosts = req.count(http::field::host);
+  if (hosts > 1) return bad("a request may have one Host header only");
+  if (hosts == 0 && req.version() >= 11) return bad("an HTTP/1.1 request needs a Host header");
+  return std::nullopt;
 }
 
 // The next piece of a relayed body for the serializer. An empty piece must have no data
@@ -464,6 +515,14 @@ struct Proxy::Impl {
         }
         co_return;
       }
+      if (auto error = framing_error(req_parser.get())) {
+        auto res =
+            error_response(error->status, req_parser.get().version(), error->code, error->message);
+        recorder_.proxy_request(l.service, static_cast<int>(res.result_int()), Seconds(0));
+        co_await answer(client, std::move(res), false);
+        client.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_return;
+      }
       const bool keep_alive = co_await forward(l, client, client_buf, upstream, upstream_buf,
                                                req_parser, peer, *activity);
       if (!keep_alive) {
@@ -480,6 +539,12 @@ struct Proxy::Impl {
     beast::error_code ec;
     co_await http::async_write(client, res, ec_token(ec));
     co_return keep_alive && !ec;
+  }
+
+  // The upstream as a Host value, for an HTTP/1.0 request that came without one.
+  static std::string upstream_authority(const Listener& l) {
+    const bool v6 = l.upstream_host.find(':') != std::string::npos;
+    return (v6 ? "[" + l.upstream_host + "]" : l.upstream_host) + ":" + l.upstream_port;
   }
 
   awaitable<bool> connect_upstream(Listener& l, std::optional<beast::tcp_stream>& upstream,
@@ -558,6 +623,11 @@ struct Proxy::Impl {
     }
 
     strip_hop_by_hop(req);
+    // One framing, made here: a list of equal lengths ("5, 5") becomes one value.
+    if (auto length = req_parser.content_length(); length && !req.chunked()) {
+      req.content_length(*length);
+    }
+    if (req.count(http::field::host) == 0) req.set(http::field::host, upstream_authority(l));
     req.version(11);
     // No framing means no body (RFC 9112 6.3); say so, for upstreams that would otherwise wait
     // for one (cpp-httplib 0.11 does, on a POST).
