@@ -425,5 +425,84 @@ TEST_F(ProxyFraming, ConnectionOptionsCannotStripTheForwardedHeadersSiestaAdds) 
   EXPECT_EQ(wire.find("X-Hop"), std::string::npos) << wire;
 }
 
+// ---- 4. A client that gives up is not in flight any more ----
+
+int in_flight(const SiestaProcess& siesta) {
+  const json st = status_of(siesta, "web");
+  return st.contains("in_flight") ? st["in_flight"].get<int>() : -1;
+}
+
+TEST_F(ProxyFraming, AClientGivingUpOnASilentUpstreamEndsTheRequestAndTheServiceSleeps) {
+  RecordingUpstream up([](std::string&) { return std::string(); });  // never answers
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "idle_timeout_minutes": 0.01)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);  // like curl --max-time
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+  EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
+}
+
+TEST_F(ProxyFraming, AClientGivingUpMidStreamEndsTheRequest) {
+  RecordingUpstream up([](std::string& pending) {
+    // The start of a stream, then silence.
+    return take_request(pending).empty()
+               ? std::string()
+               : "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    return s.find("hello") != std::string::npos;
+  })) << got;
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+}
+
+TEST_F(ProxyFraming, AnUpstreamSilentPastTheResponseTimeoutIs504FromSiesta) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "response_timeout_seconds": 0.3)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got;
+  ::close(fd);
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 504") << got;
+  const json body = json::parse(got.substr(got.find("\r\n\r\n") + 4));
+  EXPECT_EQ(body["error"]["code"], "gateway_timeout");
+  EXPECT_EQ(body["error"]["source"], "siesta");
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+}
+
+TEST_F(ProxyFraming, ATcpClientGivingUpOnASilentUpstreamEndsTheConnection) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "protocol": "tcp")"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "PING\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -1,12 +1,14 @@
 #include "siesta/proxy/proxy.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <cmath>
 #include <limits>
 #include <list>
@@ -209,6 +211,55 @@ class ActivityScope {
   std::shared_ptr<Activity> a_;
 };
 
+// Notices a client that closes its side while it waits for its answer or receives it, like
+// nginx (proxy_ignore_client_abort off): a client that gave up is not in flight any more, and
+// its upstream connection is closed. It only peeks, so a pipelined request stays unread.
+struct ClientWatch {
+  bool active = false;
+  bool gone = false;
+  std::function<void()> on_gone;  // closes the exchange's sockets
+};
+
+void watch_client(tcp::socket& socket, const std::shared_ptr<ClientWatch>& w) {
+  w->active = true;
+  socket.async_wait(tcp::socket::wait_read, [&socket, w](beast::error_code ec) {
+    if (!w->active) return;  // stopped: the socket may be gone
+    if (!ec) {
+      char byte = 0;
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return watch_client(socket, w);
+      }
+      if (n > 0) {  // the next request, pipelined: the client is still there
+        w->active = false;
+        return;
+      }
+    }
+    w->active = false;
+    w->gone = true;
+    w->on_gone();
+  });
+}
+
+// Stops the watch when the exchange ends, however it ends.
+class ClientWatchScope {
+ public:
+  ClientWatchScope(tcp::socket& socket, std::shared_ptr<ClientWatch> w)
+      : socket_(socket), w_(std::move(w)) {}
+  ~ClientWatchScope() {
+    if (!w_->active) return;
+    w_->active = false;
+    beast::error_code ignored;
+    socket_.cancel(ignored);
+  }
+  ClientWatchScope(const ClientWatchScope&) = delete;
+  ClientWatchScope& operator=(const ClientWatchScope&) = delete;
+
+ private:
+  tcp::socket& socket_;
+  std::shared_ptr<ClientWatch> w_;
+};
+
 }  // namespace
 
 struct Proxy::Impl {
@@ -232,6 +283,7 @@ struct Proxy::Impl {
     std::string upstream_host;
     std::string upstream_port;
     ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
+    SteadyClock::duration response_timeout = std::chrono::seconds(300);
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -296,6 +348,8 @@ struct Proxy::Impl {
     l.upstream_host = spec.upstream_host;
     l.upstream_port = std::to_string(spec.upstream_port);
     l.model_api = spec.model_api;
+    l.response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
+        std::chrono::duration<double>(spec.response_timeout_seconds));
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
       spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
@@ -671,6 +725,14 @@ struct Proxy::Impl {
 
     // A kept-alive upstream connection may have been closed by the upstream meanwhile: a
     // request without a body is retried once on a fresh connection.
+    auto watch = std::make_shared<ClientWatch>();
+    watch->on_gone = [&client, &upstream] {
+      beast::error_code ignored;
+      client.socket().close(ignored);
+      if (upstream) upstream->socket().close(ignored);
+    };
+    ClientWatchScope watching(client.socket(), watch);
+
     char buf[kChunk];
     std::optional<http::response_parser<http::buffer_body>> parsed;
     bool sent_body = false;
@@ -723,11 +785,31 @@ struct Proxy::Impl {
         parsed->header_limit(kHeaderLimit);
         parsed->body_limit(kNoBodyLimit);
         if (head) parsed->skip(true);
-        activity.touch();
+        // Only the client waits now: watch it, and give the upstream response_timeout.
+        if (!watch->active && !watch->gone) watch_client(client.socket(), watch);
+        activity.paused = true;
+        upstream->expires_after(l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+        activity.paused = false;
+        activity.touch();
+        if (upstream) upstream->expires_never();
       }
       if (!ec) break;
       upstream.reset();
+      if (watch->gone) {
+        record();
+        co_return false;  // the client gave up
+      }
+      if (ec == beast::error::timeout) {
+        auto res = error_response(
+            http::status::gateway_timeout, version, "gateway_timeout",
+            fmt::format(
+                "service {} sent no response header within {:g} s (response_timeout_seconds)",
+                l.service, std::chrono::duration<double>(l.response_timeout).count()));
+        status_sent = 504;
+        record();
+        co_return co_await answer(client, std::move(res), false);
+      }
       if (reused && attempt == 0 && !sent_body && req_parser.is_done()) continue;
       auto res = error_response(http::status::bad_gateway, version, "bad_gateway",
                                 "service " + l.service + " did not answer: " + ec.message());
@@ -799,7 +881,8 @@ struct Proxy::Impl {
     }
     if (ec || !upstream_keep_alive || !res_parser.is_done()) upstream.reset();
     if (ec) {
-      spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
+      spdlog::debug("Proxy {}: response relay ended early: {}", l.service,
+                    watch->gone ? "the client closed its connection" : ec.message());
     }
     if (model_use && model_use->route == ModelRoute::kOpenAi) refresh_keep_alive(l, *model_use);
     record();
@@ -808,7 +891,11 @@ struct Proxy::Impl {
 
   // ---- TCP ----
 
-  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed) {
+  // Relays one direction. An EOF from the upstream is passed on as a half-close (the client may
+  // still send); an EOF from the client (`end_on_eof`) ends the whole connection, like nginx's
+  // stream proxy (proxy_half_close off): a client that went away leaves nothing in flight.
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed,
+                       bool end_on_eof) {
     char buf[kChunk];
     beast::error_code ec;
     while (true) {
@@ -817,7 +904,7 @@ struct Proxy::Impl {
       co_await net::async_write(to, net::buffer(buf, n), ec_token(ec));
       if (ec) break;
     }
-    if (ec == net::error::eof) {
+    if (ec == net::error::eof && !end_on_eof) {
       to.shutdown(tcp::socket::shutdown_send, ec);  // half-close: the other way goes on
     } else {
       *failed = true;
@@ -858,11 +945,12 @@ struct Proxy::Impl {
     auto failed = std::make_shared<bool>(false);
     auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
     auto finished = std::make_shared<bool>(false);
-    net::co_spawn(ex, pump(upstream, client, failed), [other_done, finished](std::exception_ptr) {
-      *finished = true;
-      other_done->cancel();
-    });
-    co_await pump(client, upstream, failed);
+    net::co_spawn(ex, pump(upstream, client, failed, false),
+                  [other_done, finished](std::exception_ptr) {
+                    *finished = true;
+                    other_done->cancel();
+                  });
+    co_await pump(client, upstream, failed, true);
     if (!*finished) co_await other_done->async_wait(ec_token(ec));
     recorder_.proxy_connection(l.service);
   }

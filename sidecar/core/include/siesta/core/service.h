@@ -48,6 +48,9 @@ struct ServiceSpec {
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   double start_timeout_seconds = 60;
   double stop_timeout_seconds = 10;
+  // Proxy: how long the upstream may take to send its response header (a cold model load
+  // included) before the client gets a 504.
+  double response_timeout_seconds = 300;
 };
 
 struct ServiceRuntime {
