@@ -425,6 +425,55 @@ TEST_F(ProxyFraming, ConnectionOptionsCannotStripTheForwardedHeadersSiestaAdds) 
   EXPECT_EQ(wire.find("X-Hop"), std::string::npos) << wire;
 }
 
+// ---- 3. X-Forwarded-* as nginx sets them ----
+
+std::string header_of(const std::string& wire, const std::string& name) {
+  const auto at = wire.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return "<none>";
+  const auto from = at + name.size() + 4;
+  return wire.substr(from, wire.find("\r\n", from) - from);
+}
+
+std::string forwarded_request(int listen) {
+  int fd = dial(listen);
+  if (fd < 0) return "";
+  send_all(fd,
+           "GET / HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.0.0.1\r\n"
+           "X-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nX-Forwarded-Host: evil.example\r\n"
+           "X-Forwarded-Proto: https\r\nForwarded: for=10.9.9.9\r\n\r\n");
+  std::string got;
+  read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+  ::close(fd);
+  return got;
+}
+
+TEST_F(ProxyFraming, ForwardedHeadersAreAppendedAndClientClaimsReplaced) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(forwarded_request(listen).substr(0, 15), "HTTP/1.1 200 OK");
+  const std::string wire = up.received(0);
+  EXPECT_EQ(header_of(wire, "X-Forwarded-For"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1") << wire;
+  EXPECT_EQ(count_of(wire, "X-Forwarded-For"), 1) << wire;
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Host"), "app.example");
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Proto"), "http");
+  EXPECT_EQ(header_of(wire, "Forwarded"), "<none>");
+}
+
+TEST_F(ProxyFraming, TrustedForwardedHeadersAreKept) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "trust_forwarded_headers": true)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(forwarded_request(listen).substr(0, 15), "HTTP/1.1 200 OK");
+  const std::string wire = up.received(0);
+  EXPECT_EQ(header_of(wire, "X-Forwarded-For"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1") << wire;
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Host"), "evil.example");
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Proto"), "https");
+  EXPECT_EQ(header_of(wire, "Forwarded"), "for=10.9.9.9");
+}
+
 // ---- 4. A client that gives up is not in flight any more ----
 
 int in_flight(const SiestaProcess& siesta) {

@@ -142,7 +142,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   ObjectReader r(value, "services." + name, source);
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
                 "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
-                "listen", "protocol", "model_api", "response_timeout_seconds"});
+                "listen", "protocol", "model_api", "response_timeout_seconds",
+                "trust_forwarded_headers"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -162,6 +163,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   if (auto v = r.read_number("response_timeout_seconds", 0, true, 86400)) {
     spec.response_timeout_seconds = *v;
   }
+  r.read_bool("trust_forwarded_headers", spec.trust_forwarded_headers);
   if (const json* cmd = r.find("command")) {
     if (!cmd->is_array() || cmd->empty()) {
       r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");

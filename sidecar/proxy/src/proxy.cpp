@@ -89,6 +89,29 @@ void strip_hop_by_hop(http::fields& fields) {
   fields.erase(http::field::proxy_authenticate);
 }
 
+// The X-Forwarded-* headers as nginx's usual configuration sets them: the peer appended to
+// X-Forwarded-For (every line of it, as one list); X-Forwarded-Host and X-Forwarded-Proto
+// describe this hop. A client's own Forwarded, X-Forwarded-Host and X-Forwarded-Proto are
+// believed only when siesta sits behind a proxy that sets them (`trust`).
+void set_forwarded_headers(http::fields& req, const std::string& peer, bool trust) {
+  std::string xff;
+  for (const auto& f : req) {
+    if (beast::iequals(f.name_string(), "X-Forwarded-For") && !f.value().empty()) {
+      xff.append(xff.empty() ? "" : ", ").append(f.value().data(), f.value().size());
+    }
+  }
+  req.set("X-Forwarded-For", xff.empty() ? peer : xff + ", " + peer);
+  if (!trust) {
+    req.erase(http::field::forwarded);
+    req.erase("X-Forwarded-Host");
+    req.erase("X-Forwarded-Proto");
+  }
+  if (req["X-Forwarded-Proto"].empty()) req.set("X-Forwarded-Proto", "http");
+  if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
+    req.set("X-Forwarded-Host", req[http::field::host]);
+  }
+}
+
 // Why a request's framing or Host cannot be passed on unambiguously (RFC 9112 3.2, 6.1, 6.3;
 // RFC 9110 7.6.1), answered before anything is forwarded or woken. Beast's parser already
 // refuses two different Content-Lengths and Content-Length with a chunked Transfer-Encoding.
@@ -284,6 +307,7 @@ struct Proxy::Impl {
     std::string upstream_port;
     ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
     SteadyClock::duration response_timeout = std::chrono::seconds(300);
+    bool trust_forwarded_headers = false;
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -350,6 +374,7 @@ struct Proxy::Impl {
     l.model_api = spec.model_api;
     l.response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
         std::chrono::duration<double>(spec.response_timeout_seconds));
+    l.trust_forwarded_headers = spec.trust_forwarded_headers;
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
       spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
@@ -690,14 +715,7 @@ struct Proxy::Impl {
          req.method() == http::verb::patch)) {
       req.content_length(0);
     }
-    {
-      std::string xff(req["X-Forwarded-For"]);
-      req.set("X-Forwarded-For", xff.empty() ? peer : xff + ", " + peer);
-    }
-    req.set("X-Forwarded-Proto", "http");
-    if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
-      req.set("X-Forwarded-Host", req[http::field::host]);
-    }
+    set_forwarded_headers(req, peer, l.trust_forwarded_headers);
 
     // Requests to a model server that name a model: siesta tracks the model and owns its
     // keep-alive (docs/models.md).

@@ -51,6 +51,9 @@ struct ServiceSpec {
   // Proxy: how long the upstream may take to send its response header (a cold model load
   // included) before the client gets a 504.
   double response_timeout_seconds = 300;
+  // Proxy: keep a client's Forwarded, X-Forwarded-Host and X-Forwarded-Proto (siesta sits
+  // behind a proxy that sets them); otherwise they are replaced.
+  bool trust_forwarded_headers = false;
 };
 
 struct ServiceRuntime {
