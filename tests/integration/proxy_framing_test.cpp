@@ -553,5 +553,127 @@ TEST_F(ProxyFraming, ATcpClientGivingUpOnASilentUpstreamEndsTheConnection) {
   EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
 }
 
+// ---- 5. Connection limits and client timeouts ----
+
+TEST_F(ProxyFraming, ConnectionsBeyondTheLimitsAreRefusedWhileOthersWork) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  const int other = free_port();
+  auto service = [&](int port, const std::string& extra) {
+    return R"({"command": ["sleep", "300"], "health": "none", "upstream": "127.0.0.1:)" +
+           std::to_string(up.port()) + R"(", "listen": "127.0.0.1:)" + std::to_string(port) + "\"" +
+           extra + "}";
+  };
+  SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 10, )"
+                                   R"("proxy": {"max_connections": 4}, "services": {"web": )" +
+                                       service(listen, R"(, "max_connections": 2)") +
+                                       R"(, "other": )" + service(other, "") + "}}");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto open_on = [&](const std::string& s) {
+    return metric(siesta, R"(siesta_proxy_connections_open{service=")" + s + "\"}");
+  };
+  // Two silent connections fill web's limit: a third is told 503 and closed.
+  std::vector<int> silent;
+  for (int i = 0; i < 2; ++i) silent.push_back(dial(listen));
+  ASSERT_TRUE(eventually([&] { return open_on("web") == 2; })) << open_on("web");
+  int refused = dial(listen);
+  ASSERT_GE(refused, 0);
+  std::string got;
+  read_until(refused, got, [](const std::string& s) { return response_length(s) > 0; });
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+  EXPECT_NE(got.find("too_many_connections"), std::string::npos);
+  EXPECT_TRUE(closed_within(refused, milliseconds(2000)));
+  ::close(refused);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_proxy_connections_refused_total{reason="service_limit",service="web"})"),
+      1);
+  // Another service's port still works, and so does the admin API.
+  httplib::Client via_other("127.0.0.1", other);
+  auto res = via_other.Get("/");
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+  // Two more silent connections on the other port reach the global limit of 4.
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 0; }));
+  for (int i = 0; i < 2; ++i) silent.push_back(dial(other));
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 2; }));
+  refused = dial(other);
+  got.clear();
+  read_until(refused, got, [](const std::string& s) { return response_length(s) > 0; });
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+  ::close(refused);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_proxy_connections_refused_total{reason="global_limit",service="other"})"),
+      1);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+  // Once one closes, a new connection is served again.
+  ::close(silent.back());
+  silent.pop_back();
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 1; }));
+  res = via_other.Get("/");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  for (int fd : silent) ::close(fd);
+}
+
+TEST_F(ProxyFraming, AHeaderTrickledPastTheHeaderTimeoutIsCut) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(
+      dir.path(), config(up.port(), "", R"("proxy": {"client_header_timeout_seconds": 0.5},)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n"));
+  // One header byte every 50 ms, never finishing: cut at 0.5 s, not whenever bytes flow.
+  bool cut = false;
+  while (Clock::now() - t0 < seconds(5)) {
+    if (!send_all(fd, "X")) {
+      cut = true;
+      break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      char b[512];
+      if (::recv(fd, b, sizeof b, 0) <= 0) {
+        cut = true;
+        break;
+      }
+    }
+  }
+  const auto took = Clock::now() - t0;
+  ::close(fd);
+  EXPECT_TRUE(cut);
+  EXPECT_GE(took, milliseconds(450));
+  EXPECT_LT(took, seconds(3));
+  EXPECT_EQ(up.connections(), 0u);
+}
+
+TEST_F(ProxyFraming, ATcpConnectionIdlePastItsTimeoutIsClosedAndTheServiceSleeps) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(),
+                       config(up.port(), R"(, "protocol": "tcp", "tcp_idle_timeout_seconds": 0.5,)"
+                                         R"( "idle_timeout_minutes": 0.01)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "PING\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  // Nothing moves: closed by siesta after 0.5 s, both sides.
+  EXPECT_TRUE(closed_within(fd, milliseconds(3000)));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+  EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -197,8 +197,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"proxy": {"wake_listen": "x"}})",
                 "proxy.wake_listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"x\""},
         BadCase{R"({"proxy": {"buffering": true}})",
-                "proxy.buffering: unknown key (known keys: connect_timeout_seconds, "
-                "idle_connection_timeout_seconds, threads, wake_listen)"},
+                "proxy.buffering: unknown key (known keys: client_body_timeout_seconds, "
+                "client_header_timeout_seconds, connect_timeout_seconds, "
+                "idle_connection_timeout_seconds, keepalive_timeout_seconds, max_connections, "
+                "threads, wake_listen)"},
         BadCase{R"({"admin_threads": 0})", "admin_threads: must be at least 1, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
                 "services.a.container: is for backend \"docker\" only"},

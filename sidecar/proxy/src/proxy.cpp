@@ -190,29 +190,38 @@ struct WakeWait {
   std::optional<Status> result;
 };
 
-// Closes an HTTP connection on which nothing has moved for the idle timeout. One timer per
-// connection, re-armed only when it fires: a timeout on each read and write (beast's
+// Closes a connection on which nothing has moved for the current phase's timeout (waiting for
+// a request, reading its header, its body, relaying). One timer per connection, re-armed only
+// when it fires or a phase shortens the timeout: a timeout on each read and write (beast's
 // tcp_stream::expires_after) cost a timerfd_settime per operation, five per proxied request
 // (docs/benchmarks.md).
 struct Activity {
-  explicit Activity(const net::any_io_executor& ex) : timer(ex) {}
+  Activity(const net::any_io_executor& ex, SteadyClock::duration t) : timer(ex), timeout(t) {}
   void touch() { last = SteadyClock::now(); }
+  // A new phase: its timeout counts from now.
+  void phase(SteadyClock::duration t) {
+    const bool sooner = t < timeout;
+    timeout = t;
+    touch();
+    if (sooner) timer.cancel();  // re-armed by watch_idle for the new deadline
+  }
   net::steady_timer timer;
+  SteadyClock::duration timeout;
   SteadyClock::time_point last = SteadyClock::now();
   bool done = false;
   bool paused = false;            // waiting for a wake: not idle, however long the start takes
   std::function<void()> on_idle;  // closes the connection's sockets; only while !done
 };
 
-awaitable<void> watch_idle(std::shared_ptr<Activity> a, SteadyClock::duration timeout) {
+awaitable<void> watch_idle(std::shared_ptr<Activity> a) {
   while (!a->done) {
-    a->timer.expires_at(a->last + timeout);
+    a->timer.expires_at(a->last + a->timeout);
     beast::error_code ec;
     co_await a->timer.async_wait(ec_token(ec));
     if (a->done) co_return;
     if (a->paused) {
       a->touch();
-    } else if (SteadyClock::now() - a->last >= timeout) {
+    } else if (SteadyClock::now() - a->last >= a->timeout) {
       a->on_idle();
       co_return;
     }
@@ -308,6 +317,9 @@ struct Proxy::Impl {
     ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
     SteadyClock::duration response_timeout = std::chrono::seconds(300);
     bool trust_forwarded_headers = false;
+    int max_connections = 1024;
+    std::optional<SteadyClock::duration> tcp_idle_timeout;
+    std::shared_ptr<std::atomic<int>> open = std::make_shared<std::atomic<int>>(0);
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -320,6 +332,7 @@ struct Proxy::Impl {
   // Keep the threads running with no listener yet: one may be added later (labels).
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::atomic<std::size_t> next_context_{0};
+  std::atomic<int> open_total_{0};  // client connections on all service ports
   std::vector<std::thread> threads_;
   bool started_ = false;
 
@@ -375,6 +388,11 @@ struct Proxy::Impl {
     l.response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
         std::chrono::duration<double>(spec.response_timeout_seconds));
     l.trust_forwarded_headers = spec.trust_forwarded_headers;
+    l.max_connections = spec.max_connections;
+    if (spec.tcp_idle_timeout_seconds) {
+      l.tcp_idle_timeout = std::chrono::duration_cast<SteadyClock::duration>(
+          std::chrono::duration<double>(*spec.tcp_idle_timeout_seconds));
+    }
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
       spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
@@ -418,12 +436,61 @@ struct Proxy::Impl {
       auto ex = socket.get_executor();
       if (l.service.empty()) {
         net::co_spawn(ex, serve_wake(std::move(socket)), net::detached);
-      } else if (l.protocol == Protocol::kTcp) {
+        continue;
+      }
+      if (const char* reason = admit(l)) {
+        recorder_.proxy_connection_refused(l.service, reason);
+        if (l.protocol == Protocol::kHttp) {
+          net::co_spawn(ex, refuse_http(std::move(socket)), net::detached);
+        }
+        continue;  // TCP: closed at once
+      }
+      if (l.protocol == Protocol::kTcp) {
         net::co_spawn(ex, serve_tcp(l, std::move(socket)), net::detached);
       } else {
         net::co_spawn(ex, serve_http(l, std::move(socket)), net::detached);
       }
     }
+  }
+
+  // ---- Connection limits ----
+
+  // Counts a new connection on `l` in, or says why it is refused. Called on the accepting
+  // thread only, so a check and its increment cannot interleave with another admission.
+  const char* admit(Listener& l) {
+    if (l.open->load() >= l.max_connections) return "service_limit";
+    if (open_total_.load() >= options_.max_connections) return "global_limit";
+    l.open->fetch_add(1);
+    open_total_.fetch_add(1);
+    recorder_.proxy_connection_opened(l.service);
+    return nullptr;
+  }
+
+  // Counts an admitted connection out when its coroutine ends, however it ends.
+  class Admitted {
+   public:
+    Admitted(Impl& impl, Listener& l) : impl_(impl), l_(l) {}
+    ~Admitted() {
+      l_.open->fetch_sub(1);
+      impl_.open_total_.fetch_sub(1);
+      impl_.recorder_.proxy_connection_closed(l_.service);
+    }
+    Admitted(const Admitted&) = delete;
+    Admitted& operator=(const Admitted&) = delete;
+
+   private:
+    Impl& impl_;
+    Listener& l_;
+  };
+
+  // A connection over a limit: told so, then closed (the request, if any, is not read).
+  awaitable<void> refuse_http(tcp::socket socket) {
+    auto res = error_response(http::status::service_unavailable, 11, "too_many_connections",
+                              "too many connections; try again later", 1);
+    res.keep_alive(false);
+    beast::error_code ec;
+    co_await http::async_write(socket, res, ec_token(ec));
+    socket.shutdown(tcp::socket::shutdown_send, ec);
   }
 
   // Starts the wake (or joins the one in progress) and calls `done` with its outcome.
@@ -557,6 +624,7 @@ struct Proxy::Impl {
   // ---- HTTP ----
 
   awaitable<void> serve_http(Listener& l, tcp::socket socket) {
+    Admitted admitted(*this, l);
     beast::tcp_stream client(std::move(socket));
     beast::flat_buffer client_buf;
     std::optional<beast::tcp_stream> upstream;
@@ -567,21 +635,28 @@ struct Proxy::Impl {
       auto ep = client.socket().remote_endpoint(ec);
       if (!ec) peer = ep.address().to_string();
     }
-    auto activity = std::make_shared<Activity>(client.get_executor());
+    // The first request's header has header_timeout from the connection's start.
+    auto activity = std::make_shared<Activity>(client.get_executor(), options_.header_timeout);
     activity->on_idle = [&client, &upstream] {
       beast::error_code ignored;
       client.socket().close(ignored);
       if (upstream) upstream->socket().close(ignored);
     };
     ActivityScope scope(activity);
-    net::co_spawn(client.get_executor(), watch_idle(activity, options_.idle_timeout),
-                  net::detached);
-    while (true) {
+    net::co_spawn(client.get_executor(), watch_idle(activity), net::detached);
+    for (bool first = true;; first = false) {
       http::request_parser<http::buffer_body> req_parser;
       req_parser.header_limit(kHeaderLimit);
       req_parser.body_limit(kNoBodyLimit);
       beast::error_code ec;
-      activity->touch();
+      if (!first && client_buf.size() == 0) {
+        // Between requests: keepalive_timeout until the next one starts, then header_timeout
+        // for its whole header (a header trickled byte by byte is cut).
+        activity->phase(options_.keepalive_timeout);
+        co_await client.socket().async_wait(tcp::socket::wait_read, ec_token(ec));
+        if (ec) co_return;
+      }
+      if (!first) activity->phase(options_.header_timeout);
       co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
       if (ec) {
         if (ec != http::error::end_of_stream && ec != net::error::eof &&
@@ -691,6 +766,7 @@ struct Proxy::Impl {
       }
       cold = seconds_since(w0);
     }
+    activity.phase(options_.body_timeout);  // from here: body_timeout between two body reads
 
     beast::error_code ec;
     // A client that waits for "100 Continue" gets it from siesta, now that the service is up.
@@ -809,7 +885,7 @@ struct Proxy::Impl {
         upstream->expires_after(l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
         activity.paused = false;
-        activity.touch();
+        activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
         if (upstream) upstream->expires_never();
       }
       if (!ec) break;
@@ -913,12 +989,13 @@ struct Proxy::Impl {
   // still send); an EOF from the client (`end_on_eof`) ends the whole connection, like nginx's
   // stream proxy (proxy_half_close off): a client that went away leaves nothing in flight.
   awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed,
-                       bool end_on_eof) {
+                       bool end_on_eof, std::shared_ptr<Activity> activity) {
     char buf[kChunk];
     beast::error_code ec;
     while (true) {
       std::size_t n = co_await from.async_read_some(net::buffer(buf), ec_token(ec));
       if (ec) break;
+      if (activity) activity->touch();
       co_await net::async_write(to, net::buffer(buf, n), ec_token(ec));
       if (ec) break;
     }
@@ -932,6 +1009,7 @@ struct Proxy::Impl {
   }
 
   awaitable<void> serve_tcp(Listener& l, tcp::socket client) {
+    Admitted admitted(*this, l);
     auto state = controller_.begin_request(l.service);
     if (!state) co_return;
     InFlight in_flight(controller_, l.service);
@@ -959,16 +1037,29 @@ struct Proxy::Impl {
       co_return;
     }
     upstream.set_option(tcp::no_delay(true), ec);
+    // tcp_idle_timeout: nothing moving either way closes the connection.
+    std::shared_ptr<Activity> activity;
+    std::optional<ActivityScope> activity_scope;
+    if (l.tcp_idle_timeout) {
+      activity = std::make_shared<Activity>(ex, *l.tcp_idle_timeout);
+      activity->on_idle = [&client, &upstream] {
+        beast::error_code ignored;
+        client.close(ignored);
+        upstream.close(ignored);
+      };
+      activity_scope.emplace(activity);
+      net::co_spawn(ex, watch_idle(activity), net::detached);
+    }
     // Both directions at once; the connection is over when both have ended.
     auto failed = std::make_shared<bool>(false);
     auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
     auto finished = std::make_shared<bool>(false);
-    net::co_spawn(ex, pump(upstream, client, failed, false),
+    net::co_spawn(ex, pump(upstream, client, failed, false, activity),
                   [other_done, finished](std::exception_ptr) {
                     *finished = true;
                     other_done->cancel();
                   });
-    co_await pump(client, upstream, failed, true);
+    co_await pump(client, upstream, failed, true, activity);
     if (!*finished) co_await other_done->async_wait(ec_token(ec));
     recorder_.proxy_connection(l.service);
   }

@@ -54,6 +54,10 @@ struct ServiceSpec {
   // Proxy: keep a client's Forwarded, X-Forwarded-Host and X-Forwarded-Proto (siesta sits
   // behind a proxy that sets them); otherwise they are replaced.
   bool trust_forwarded_headers = false;
+  // Proxy: connections open at once on `listen`; more are refused (HTTP: 503).
+  int max_connections = 1024;
+  // Proxy, TCP mode: a connection with nothing moving either way for this long is closed.
+  std::optional<double> tcp_idle_timeout_seconds;
 };
 
 struct ServiceRuntime {
