@@ -177,6 +177,18 @@ void Metrics::proxy_connection(const std::string& service) {
   count(services_, service, true, kProxyConnections, "", 1);
 }
 
+void Metrics::proxy_connection_opened(const std::string& service) {
+  count(services_, service, true, kProxyConnectionsOpen, "", 1);
+}
+
+void Metrics::proxy_connection_closed(const std::string& service) {
+  count(services_, service, true, kProxyConnectionsOpen, "", -1);
+}
+
+void Metrics::proxy_connection_refused(const std::string& service, const std::string& reason) {
+  count(services_, service, true, kProxyConnectionsRefused, reason, 1);
+}
+
 void Metrics::service_memory_freed(const std::string& service, double bytes) {
   count(services_, service, true, kServiceMemoryFreed, "", bytes);
 }
@@ -219,8 +231,9 @@ void Metrics::monitor_ran(WallTime, Seconds took) {
 }
 
 void Metrics::render_counters(Exposition& out, const Rows& rows, const char* entity, int family,
-                              const char* name, const char* help, const char* label) {
-  out.family(name, help, "counter");
+                              const char* name, const char* help, const char* label,
+                              const char* type) {
+  out.family(name, help, type);
   for (const auto& [entity_name, c] : rows) {
     std::lock_guard entry(c->mu);
     for (const auto& [value, n] : c->by[family].values) {
@@ -389,6 +402,14 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   render_counters(out, service_rows, "service", kProxyConnections,
                   "siesta_proxy_tcp_connections_total",
                   "TCP connections through the proxy that have ended.", nullptr);
+  render_counters(out, service_rows, "service", kProxyConnectionsOpen,
+                  "siesta_proxy_connections_open",
+                  "Client connections open on the service's proxy port.", nullptr, "gauge");
+  render_counters(out, service_rows, "service", kProxyConnectionsRefused,
+                  "siesta_proxy_connections_refused_total",
+                  "Client connections refused on the service's proxy port, by reason: "
+                  "service_limit (its max_connections) or global_limit (proxy.max_connections).",
+                  "reason");
   render_counters(out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
                   "Models unloaded, by reason: expired, forced, service_sleep, external.",
                   "reason");

@@ -1,6 +1,7 @@
 // siesta: wires the modules together. The only code not shared with the tests.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -38,6 +39,32 @@ siesta::Baseline baseline_of(const siesta::Config& config) {
     b.services[s.spec.name] = {s.idle_sleep_enabled, s.desired};
   }
   return b;
+}
+
+// Raises the soft limit on open files to the hard one: every proxied connection holds two.
+// Returns the soft limit in force.
+rlim_t raise_fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return limit.rlim_cur;
+}
+
+// proxy.max_connections, lowered to what the file limit allows: two descriptors a connection
+// (client and upstream) and 256 kept for the admin API, state file and probes.
+int fit_connections(int configured, rlim_t fd_limit) {
+  constexpr rlim_t kReserved = 256;
+  const rlim_t room = fd_limit > kReserved * 2 ? (fd_limit - kReserved) / 2 : fd_limit / 4;
+  if (static_cast<rlim_t>(configured) <= room) return configured;
+  spdlog::warn(
+      "proxy.max_connections {} needs more open files than the limit of {}: using {} (raise the "
+      "hard limit, e.g. ulimit -Hn or the container's nofile, to allow more)",
+      configured, fd_limit, room);
+  return static_cast<int>(room);
 }
 
 }  // namespace
@@ -114,6 +141,7 @@ int main(int argc, char** argv) {
 
   siesta::configure_logging(
       log_format == "json" ? siesta::LogFormat::kJson : siesta::LogFormat::kText, log_level);
+  const rlim_t fd_limit = raise_fd_limit();
   spdlog::info("siesta {} starting with {} ({} services, {} models)", siesta::kVersion,
                config.source, config.services.size(), config.models.size());
 
@@ -251,8 +279,14 @@ int main(int argc, char** argv) {
   proxy_options.wake_port = config.proxy.wake_listen_port;
   proxy_options.connect_timeout =
       std::chrono::milliseconds(static_cast<long>(config.proxy.connect_timeout_seconds * 1000));
-  proxy_options.idle_timeout = std::chrono::milliseconds(
-      static_cast<long>(config.proxy.idle_connection_timeout_seconds * 1000));
+  auto ms = [](double seconds) {
+    return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+  };
+  proxy_options.idle_timeout = ms(config.proxy.idle_connection_timeout_seconds);
+  proxy_options.header_timeout = ms(config.proxy.client_header_timeout_seconds);
+  proxy_options.body_timeout = ms(config.proxy.client_body_timeout_seconds);
+  proxy_options.keepalive_timeout = ms(config.proxy.keepalive_timeout_seconds);
+  proxy_options.max_connections = fit_connections(config.proxy.max_connections, fd_limit);
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
   if (siesta::Status st = proxy.bind(specs); !st) {
     spdlog::critical("{}", st.message());

@@ -174,8 +174,16 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
                 "services.a.colour: unknown key (known keys: backend, command, container, "
-                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, model_api, "
-                "protocol, start_timeout_seconds, stop_timeout_seconds, upstream)"},
+                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
+                "max_connections, model_api, protocol, response_timeout_seconds, "
+                "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
+                "trust_forwarded_headers, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "response_timeout_seconds": 0}}})",
+                "services.a.response_timeout_seconds: must be greater than 0, got 0"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "max_connections": 0}}})",
+                "services.a.max_connections: must be at least 1, got 0"},
+        BadCase{R"({"proxy": {"max_connections": 1.5}})",
+                "proxy.max_connections: must be a whole number"},
         BadCase{R"({"services": {"a": {"command": ["a"], "model_api": "vllm"}}})",
                 "services.a.model_api: must be \"ollama\", got \"vllm\""},
         BadCase{R"({"services": {"o": {"command": ["o"]}}, "models": {"m": {"provider": "o",
@@ -200,8 +208,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"proxy": {"wake_listen": "x"}})",
                 "proxy.wake_listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"x\""},
         BadCase{R"({"proxy": {"buffering": true}})",
-                "proxy.buffering: unknown key (known keys: connect_timeout_seconds, "
-                "idle_connection_timeout_seconds, threads, wake_listen)"},
+                "proxy.buffering: unknown key (known keys: client_body_timeout_seconds, "
+                "client_header_timeout_seconds, connect_timeout_seconds, "
+                "idle_connection_timeout_seconds, keepalive_timeout_seconds, max_connections, "
+                "threads, wake_listen)"},
         BadCase{R"({"admin_threads": 0})", "admin_threads: must be at least 1, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
                 "services.a.container: is for backend \"docker\" only"},

@@ -147,7 +147,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   ObjectReader r(value, "services." + name, source);
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
                 "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
-                "listen", "protocol", "model_api"});
+                "listen", "protocol", "model_api", "response_timeout_seconds",
+                "trust_forwarded_headers", "max_connections", "tcp_idle_timeout_seconds"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -164,6 +165,15 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   if (auto v = r.read_number("stop_timeout_seconds", 0, false, 86400)) {
     spec.stop_timeout_seconds = *v;
   }
+  if (auto v = r.read_number("response_timeout_seconds", 0, true, 86400)) {
+    spec.response_timeout_seconds = *v;
+  }
+  r.read_bool("trust_forwarded_headers", spec.trust_forwarded_headers);
+  if (auto v = r.read_number("max_connections", 1, false, 1'000'000)) {
+    if (*v != std::floor(*v)) r.fail(r.key_path("max_connections"), "must be a whole number");
+    spec.max_connections = static_cast<int>(*v);
+  }
+  spec.tcp_idle_timeout_seconds = r.read_number("tcp_idle_timeout_seconds", 0, true, 86400);
   if (const json* cmd = r.find("command")) {
     if (!cmd->is_array() || cmd->empty()) {
       r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");
@@ -264,8 +274,9 @@ void read_docker(const json& value, const std::string& source, DockerConfig& doc
 
 void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy) {
   ObjectReader r(value, "proxy", source);
-  r.allow_only(
-      {"threads", "wake_listen", "connect_timeout_seconds", "idle_connection_timeout_seconds"});
+  r.allow_only({"threads", "wake_listen", "connect_timeout_seconds",
+                "idle_connection_timeout_seconds", "client_header_timeout_seconds",
+                "client_body_timeout_seconds", "keepalive_timeout_seconds", "max_connections"});
   if (auto v = r.read_number("threads", 1, false, 256)) {
     if (*v != std::floor(*v)) r.fail(r.key_path("threads"), "must be a whole number");
     proxy.threads = static_cast<int>(*v);
@@ -281,6 +292,19 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   }
   if (auto v = r.read_number("idle_connection_timeout_seconds", 0, true, 86400)) {
     proxy.idle_connection_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("client_header_timeout_seconds", 0, true, 86400)) {
+    proxy.client_header_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("client_body_timeout_seconds", 0, true, 86400)) {
+    proxy.client_body_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("keepalive_timeout_seconds", 0, true, 86400)) {
+    proxy.keepalive_timeout_seconds = *v;
+  }
+  if (auto v = r.read_number("max_connections", 1, false, 1'000'000)) {
+    if (*v != std::floor(*v)) r.fail(r.key_path("max_connections"), "must be a whole number");
+    proxy.max_connections = static_cast<int>(*v);
   }
 }
 

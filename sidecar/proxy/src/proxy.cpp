@@ -1,12 +1,14 @@
 #include "siesta/proxy/proxy.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <cmath>
 #include <limits>
 #include <list>
@@ -56,17 +58,27 @@ class InFlight {
   std::string service_;
 };
 
+// Connection options a client may not use to strip a header: the framing and Host (refused,
+// see framing_error) and the headers the proxy itself adds or relies on (RFC 9110 7.6.1).
+bool protected_from_connection(beast::string_view name) {
+  return beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+         beast::iequals(name, "host") || beast::iequals(name, "authorization") ||
+         beast::iequals(name, "forwarded") ||
+         (name.size() >= 12 && beast::iequals(name.substr(0, 12), "x-forwarded-"));
+}
+
 // Headers that describe one connection, not the message (RFC 9110 7.6.1), except the framing
 // (Content-Length, Transfer-Encoding) that the relay keeps. Also every header the Connection
-// header names.
+// header names, on every Connection line, unless it is protected.
 void strip_hop_by_hop(http::fields& fields) {
   std::vector<std::string> named;
-  for (auto token : http::token_list(fields[http::field::connection])) {
-    named.emplace_back(token);
+  for (const auto& f : fields) {
+    if (f.name() != http::field::connection) continue;
+    for (auto token : http::token_list(f.value())) {
+      if (!protected_from_connection(token)) named.emplace_back(token);
+    }
   }
-  for (const auto& n : named) {
-    if (!beast::iequals(n, "close") && !beast::iequals(n, "keep-alive")) fields.erase(n);
-  }
+  for (const auto& n : named) fields.erase(n);
   fields.erase(http::field::connection);
   fields.erase(http::field::keep_alive);
   fields.erase("Proxy-Connection");
@@ -75,6 +87,79 @@ void strip_hop_by_hop(http::fields& fields) {
   fields.erase(http::field::upgrade);
   fields.erase(http::field::proxy_authorization);
   fields.erase(http::field::proxy_authenticate);
+}
+
+// The X-Forwarded-* headers as nginx's usual configuration sets them: the peer appended to
+// X-Forwarded-For (every line of it, as one list); X-Forwarded-Host and X-Forwarded-Proto
+// describe this hop. A client's own Forwarded, X-Forwarded-Host and X-Forwarded-Proto are
+// believed only when siesta sits behind a proxy that sets them (`trust`).
+void set_forwarded_headers(http::fields& req, const std::string& peer, bool trust) {
+  std::string xff;
+  for (const auto& f : req) {
+    if (beast::iequals(f.name_string(), "X-Forwarded-For") && !f.value().empty()) {
+      xff.append(xff.empty() ? "" : ", ").append(f.value().data(), f.value().size());
+    }
+  }
+  req.set("X-Forwarded-For", xff.empty() ? peer : xff + ", " + peer);
+  if (!trust) {
+    req.erase(http::field::forwarded);
+    req.erase("X-Forwarded-Host");
+    req.erase("X-Forwarded-Proto");
+  }
+  if (req["X-Forwarded-Proto"].empty()) req.set("X-Forwarded-Proto", "http");
+  if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
+    req.set("X-Forwarded-Host", req[http::field::host]);
+  }
+}
+
+// Why a request's framing or Host cannot be passed on unambiguously (RFC 9112 3.2, 6.1, 6.3;
+// RFC 9110 7.6.1), answered before anything is forwarded or woken. Beast's parser already
+// refuses two different Content-Lengths and Content-Length with a chunked Transfer-Encoding.
+struct FramingError {
+  http::status status;
+  std::string code;
+  std::string message;
+};
+
+std::optional<FramingError> framing_error(const http::request<http::buffer_body>& req) {
+  auto bad = [](std::string message) {
+    return FramingError{http::status::bad_request, "bad_request", std::move(message)};
+  };
+  for (const auto& f : req) {
+    if (f.name() != http::field::connection) continue;
+    for (auto token : http::token_list(f.value())) {
+      if (beast::iequals(token, "content-length") || beast::iequals(token, "transfer-encoding") ||
+          beast::iequals(token, "host")) {
+        return bad("the Connection header may not name " + std::string(token));
+      }
+    }
+  }
+  if (const auto te = req.count(http::field::transfer_encoding); te > 0) {
+    if (req.count(http::field::content_length) > 0) {
+      return bad("a request may not have both Content-Length and Transfer-Encoding");
+    }
+    if (req.version() < 11) return bad("an HTTP/1.0 request may not have a Transfer-Encoding");
+    if (te > 1) return bad("a request may have one Transfer-Encoding header only");
+    if (!beast::iequals(req[http::field::transfer_encoding], "chunked")) {
+      return FramingError{http::status::not_implemented, "not_implemented",
+                          "unsupported Transfer-Encoding \"" +
+                              std::string(req[http::field::transfer_encoding]) +
+                              "\" (only \"chunked\" is)"};
+    }
+  }
+  const auto hosts = req.count(http::field::host);
+  if (hosts > 1) return bad("a request may have one Host header only");
+  if (hosts == 0 && req.version() >= 11) return bad("an HTTP/1.1 request needs a Host header");
+  return std::nullopt;
+}
+
+// The next piece of a relayed body for the serializer. An empty piece must have no data
+// pointer: Beast's chunked serializer writes a non-null empty piece as a chunk of size 0, which
+// is a terminator of its own, and then the real one after it.
+void set_piece(http::buffer_body::value_type& body, char* data, std::size_t size, bool more) {
+  body.data = size == 0 ? nullptr : data;
+  body.size = size;
+  body.more = more;
 }
 
 bool is_stream(const http::fields& fields, bool chunked) {
@@ -105,29 +190,38 @@ struct WakeWait {
   std::optional<Status> result;
 };
 
-// Closes an HTTP connection on which nothing has moved for the idle timeout. One timer per
-// connection, re-armed only when it fires: a timeout on each read and write (beast's
+// Closes a connection on which nothing has moved for the current phase's timeout (waiting for
+// a request, reading its header, its body, relaying). One timer per connection, re-armed only
+// when it fires or a phase shortens the timeout: a timeout on each read and write (beast's
 // tcp_stream::expires_after) cost a timerfd_settime per operation, five per proxied request
 // (docs/benchmarks.md).
 struct Activity {
-  explicit Activity(const net::any_io_executor& ex) : timer(ex) {}
+  Activity(const net::any_io_executor& ex, SteadyClock::duration t) : timer(ex), timeout(t) {}
   void touch() { last = SteadyClock::now(); }
+  // A new phase: its timeout counts from now.
+  void phase(SteadyClock::duration t) {
+    const bool sooner = t < timeout;
+    timeout = t;
+    touch();
+    if (sooner) timer.cancel();  // re-armed by watch_idle for the new deadline
+  }
   net::steady_timer timer;
+  SteadyClock::duration timeout;
   SteadyClock::time_point last = SteadyClock::now();
   bool done = false;
   bool paused = false;            // waiting for a wake: not idle, however long the start takes
   std::function<void()> on_idle;  // closes the connection's sockets; only while !done
 };
 
-awaitable<void> watch_idle(std::shared_ptr<Activity> a, SteadyClock::duration timeout) {
+awaitable<void> watch_idle(std::shared_ptr<Activity> a) {
   while (!a->done) {
-    a->timer.expires_at(a->last + timeout);
+    a->timer.expires_at(a->last + a->timeout);
     beast::error_code ec;
     co_await a->timer.async_wait(ec_token(ec));
     if (a->done) co_return;
     if (a->paused) {
       a->touch();
-    } else if (SteadyClock::now() - a->last >= timeout) {
+    } else if (SteadyClock::now() - a->last >= a->timeout) {
       a->on_idle();
       co_return;
     }
@@ -147,6 +241,55 @@ class ActivityScope {
 
  private:
   std::shared_ptr<Activity> a_;
+};
+
+// Notices a client that closes its side while it waits for its answer or receives it, like
+// nginx (proxy_ignore_client_abort off): a client that gave up is not in flight any more, and
+// its upstream connection is closed. It only peeks, so a pipelined request stays unread.
+struct ClientWatch {
+  bool active = false;
+  bool gone = false;
+  std::function<void()> on_gone;  // closes the exchange's sockets
+};
+
+void watch_client(tcp::socket& socket, const std::shared_ptr<ClientWatch>& w) {
+  w->active = true;
+  socket.async_wait(tcp::socket::wait_read, [&socket, w](beast::error_code ec) {
+    if (!w->active) return;  // stopped: the socket may be gone
+    if (!ec) {
+      char byte = 0;
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return watch_client(socket, w);
+      }
+      if (n > 0) {  // the next request, pipelined: the client is still there
+        w->active = false;
+        return;
+      }
+    }
+    w->active = false;
+    w->gone = true;
+    w->on_gone();
+  });
+}
+
+// Stops the watch when the exchange ends, however it ends.
+class ClientWatchScope {
+ public:
+  ClientWatchScope(tcp::socket& socket, std::shared_ptr<ClientWatch> w)
+      : socket_(socket), w_(std::move(w)) {}
+  ~ClientWatchScope() {
+    if (!w_->active) return;
+    w_->active = false;
+    beast::error_code ignored;
+    socket_.cancel(ignored);
+  }
+  ClientWatchScope(const ClientWatchScope&) = delete;
+  ClientWatchScope& operator=(const ClientWatchScope&) = delete;
+
+ private:
+  tcp::socket& socket_;
+  std::shared_ptr<ClientWatch> w_;
 };
 
 }  // namespace
@@ -172,6 +315,11 @@ struct Proxy::Impl {
     std::string upstream_host;
     std::string upstream_port;
     ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
+    SteadyClock::duration response_timeout = std::chrono::seconds(300);
+    bool trust_forwarded_headers = false;
+    int max_connections = 1024;
+    std::optional<SteadyClock::duration> tcp_idle_timeout;
+    std::shared_ptr<std::atomic<int>> open = std::make_shared<std::atomic<int>>(0);
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -184,6 +332,7 @@ struct Proxy::Impl {
   // Keep the threads running with no listener yet: one may be added later (labels).
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::atomic<std::size_t> next_context_{0};
+  std::atomic<int> open_total_{0};  // client connections on all service ports
   std::vector<std::thread> threads_;
   bool started_ = false;
 
@@ -236,6 +385,14 @@ struct Proxy::Impl {
     l.upstream_host = spec.upstream_host;
     l.upstream_port = std::to_string(spec.upstream_port);
     l.model_api = spec.model_api;
+    l.response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
+        std::chrono::duration<double>(spec.response_timeout_seconds));
+    l.trust_forwarded_headers = spec.trust_forwarded_headers;
+    l.max_connections = spec.max_connections;
+    if (spec.tcp_idle_timeout_seconds) {
+      l.tcp_idle_timeout = std::chrono::duration_cast<SteadyClock::duration>(
+          std::chrono::duration<double>(*spec.tcp_idle_timeout_seconds));
+    }
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
       spdlog::info("Proxy for service {} listening on {}:{} ({}) -> {}:{}", spec.name,
@@ -279,12 +436,61 @@ struct Proxy::Impl {
       auto ex = socket.get_executor();
       if (l.service.empty()) {
         net::co_spawn(ex, serve_wake(std::move(socket)), net::detached);
-      } else if (l.protocol == Protocol::kTcp) {
+        continue;
+      }
+      if (const char* reason = admit(l)) {
+        recorder_.proxy_connection_refused(l.service, reason);
+        if (l.protocol == Protocol::kHttp) {
+          net::co_spawn(ex, refuse_http(std::move(socket)), net::detached);
+        }
+        continue;  // TCP: closed at once
+      }
+      if (l.protocol == Protocol::kTcp) {
         net::co_spawn(ex, serve_tcp(l, std::move(socket)), net::detached);
       } else {
         net::co_spawn(ex, serve_http(l, std::move(socket)), net::detached);
       }
     }
+  }
+
+  // ---- Connection limits ----
+
+  // Counts a new connection on `l` in, or says why it is refused. Called on the accepting
+  // thread only, so a check and its increment cannot interleave with another admission.
+  const char* admit(Listener& l) {
+    if (l.open->load() >= l.max_connections) return "service_limit";
+    if (open_total_.load() >= options_.max_connections) return "global_limit";
+    l.open->fetch_add(1);
+    open_total_.fetch_add(1);
+    recorder_.proxy_connection_opened(l.service);
+    return nullptr;
+  }
+
+  // Counts an admitted connection out when its coroutine ends, however it ends.
+  class Admitted {
+   public:
+    Admitted(Impl& impl, Listener& l) : impl_(impl), l_(l) {}
+    ~Admitted() {
+      l_.open->fetch_sub(1);
+      impl_.open_total_.fetch_sub(1);
+      impl_.recorder_.proxy_connection_closed(l_.service);
+    }
+    Admitted(const Admitted&) = delete;
+    Admitted& operator=(const Admitted&) = delete;
+
+   private:
+    Impl& impl_;
+    Listener& l_;
+  };
+
+  // A connection over a limit: told so, then closed (the request, if any, is not read).
+  awaitable<void> refuse_http(tcp::socket socket) {
+    auto res = error_response(http::status::service_unavailable, 11, "too_many_connections",
+                              "too many connections; try again later", 1);
+    res.keep_alive(false);
+    beast::error_code ec;
+    co_await http::async_write(socket, res, ec_token(ec));
+    socket.shutdown(tcp::socket::shutdown_send, ec);
   }
 
   // Starts the wake (or joins the one in progress) and calls `done` with its outcome.
@@ -418,6 +624,7 @@ struct Proxy::Impl {
   // ---- HTTP ----
 
   awaitable<void> serve_http(Listener& l, tcp::socket socket) {
+    Admitted admitted(*this, l);
     beast::tcp_stream client(std::move(socket));
     beast::flat_buffer client_buf;
     std::optional<beast::tcp_stream> upstream;
@@ -428,21 +635,28 @@ struct Proxy::Impl {
       auto ep = client.socket().remote_endpoint(ec);
       if (!ec) peer = ep.address().to_string();
     }
-    auto activity = std::make_shared<Activity>(client.get_executor());
+    // The first request's header has header_timeout from the connection's start.
+    auto activity = std::make_shared<Activity>(client.get_executor(), options_.header_timeout);
     activity->on_idle = [&client, &upstream] {
       beast::error_code ignored;
       client.socket().close(ignored);
       if (upstream) upstream->socket().close(ignored);
     };
     ActivityScope scope(activity);
-    net::co_spawn(client.get_executor(), watch_idle(activity, options_.idle_timeout),
-                  net::detached);
-    while (true) {
+    net::co_spawn(client.get_executor(), watch_idle(activity), net::detached);
+    for (bool first = true;; first = false) {
       http::request_parser<http::buffer_body> req_parser;
       req_parser.header_limit(kHeaderLimit);
       req_parser.body_limit(kNoBodyLimit);
       beast::error_code ec;
-      activity->touch();
+      if (!first && client_buf.size() == 0) {
+        // Between requests: keepalive_timeout until the next one starts, then header_timeout
+        // for its whole header (a header trickled byte by byte is cut).
+        activity->phase(options_.keepalive_timeout);
+        co_await client.socket().async_wait(tcp::socket::wait_read, ec_token(ec));
+        if (ec) co_return;
+      }
+      if (!first) activity->phase(options_.header_timeout);
       co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
       if (ec) {
         if (ec != http::error::end_of_stream && ec != net::error::eof &&
@@ -453,6 +667,14 @@ struct Proxy::Impl {
           res.keep_alive(false);
           co_await http::async_write(client, res, ec_token(ec));
         }
+        co_return;
+      }
+      if (auto error = framing_error(req_parser.get())) {
+        auto res =
+            error_response(error->status, req_parser.get().version(), error->code, error->message);
+        recorder_.proxy_request(l.service, static_cast<int>(res.result_int()), Seconds(0));
+        co_await answer(client, std::move(res), false);
+        client.socket().shutdown(tcp::socket::shutdown_send, ec);
         co_return;
       }
       const bool keep_alive = co_await forward(l, client, client_buf, upstream, upstream_buf,
@@ -471,6 +693,12 @@ struct Proxy::Impl {
     beast::error_code ec;
     co_await http::async_write(client, res, ec_token(ec));
     co_return keep_alive && !ec;
+  }
+
+  // The upstream as a Host value, for an HTTP/1.0 request that came without one.
+  static std::string upstream_authority(const Listener& l) {
+    const bool v6 = l.upstream_host.find(':') != std::string::npos;
+    return (v6 ? "[" + l.upstream_host + "]" : l.upstream_host) + ":" + l.upstream_port;
   }
 
   awaitable<bool> connect_upstream(Listener& l, std::optional<beast::tcp_stream>& upstream,
@@ -538,6 +766,7 @@ struct Proxy::Impl {
       }
       cold = seconds_since(w0);
     }
+    activity.phase(options_.body_timeout);  // from here: body_timeout between two body reads
 
     beast::error_code ec;
     // A client that waits for "100 Continue" gets it from siesta, now that the service is up.
@@ -549,6 +778,11 @@ struct Proxy::Impl {
     }
 
     strip_hop_by_hop(req);
+    // One framing, made here: a list of equal lengths ("5, 5") becomes one value.
+    if (auto length = req_parser.content_length(); length && !req.chunked()) {
+      req.content_length(*length);
+    }
+    if (req.count(http::field::host) == 0) req.set(http::field::host, upstream_authority(l));
     req.version(11);
     // No framing means no body (RFC 9112 6.3); say so, for upstreams that would otherwise wait
     // for one (cpp-httplib 0.11 does, on a POST).
@@ -557,14 +791,7 @@ struct Proxy::Impl {
          req.method() == http::verb::patch)) {
       req.content_length(0);
     }
-    {
-      std::string xff(req["X-Forwarded-For"]);
-      req.set("X-Forwarded-For", xff.empty() ? peer : xff + ", " + peer);
-    }
-    req.set("X-Forwarded-Proto", "http");
-    if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
-      req.set("X-Forwarded-Host", req[http::field::host]);
-    }
+    set_forwarded_headers(req, peer, l.trust_forwarded_headers);
 
     // Requests to a model server that name a model: siesta tracks the model and owns its
     // keep-alive (docs/models.md).
@@ -592,6 +819,14 @@ struct Proxy::Impl {
 
     // A kept-alive upstream connection may have been closed by the upstream meanwhile: a
     // request without a body is retried once on a fresh connection.
+    auto watch = std::make_shared<ClientWatch>();
+    watch->on_gone = [&client, &upstream] {
+      beast::error_code ignored;
+      client.socket().close(ignored);
+      if (upstream) upstream->socket().close(ignored);
+    };
+    ClientWatchScope watching(client.socket(), watch);
+
     char buf[kChunk];
     std::optional<http::response_parser<http::buffer_body>> parsed;
     bool sent_body = false;
@@ -623,23 +858,17 @@ struct Proxy::Impl {
           co_await http::async_read_some(client, client_buf, req_parser, ec_token(ec));
           if (ec == http::error::need_buffer) ec = {};
           if (ec) co_return false;  // the client went away mid-body
-          req.body().size = sizeof buf - req.body().size;
-          req.body().data = buf;
-          req.body().more = !req_parser.is_done();
+          set_piece(req.body(), buf, sizeof buf - req.body().size, !req_parser.is_done());
           // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
           // chunked body early).
           if (req.body().size == 0 && req.body().more) continue;
           sent_body = true;
         } else if (replacement_pending) {
-          req.body().data = replacement->data();
-          req.body().size = replacement->size();
-          req.body().more = false;
+          set_piece(req.body(), replacement->data(), replacement->size(), false);
           replacement_pending = false;
           sent_body = true;
         } else {
-          req.body().data = nullptr;
-          req.body().size = 0;
-          req.body().more = false;
+          set_piece(req.body(), nullptr, 0, false);
         }
         activity.touch();
         co_await http::async_write(*upstream, sr, ec_token(ec));
@@ -650,11 +879,31 @@ struct Proxy::Impl {
         parsed->header_limit(kHeaderLimit);
         parsed->body_limit(kNoBodyLimit);
         if (head) parsed->skip(true);
-        activity.touch();
+        // Only the client waits now: watch it, and give the upstream response_timeout.
+        if (!watch->active && !watch->gone) watch_client(client.socket(), watch);
+        activity.paused = true;
+        upstream->expires_after(l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+        activity.paused = false;
+        activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
+        if (upstream) upstream->expires_never();
       }
       if (!ec) break;
       upstream.reset();
+      if (watch->gone) {
+        record();
+        co_return false;  // the client gave up
+      }
+      if (ec == beast::error::timeout) {
+        auto res = error_response(
+            http::status::gateway_timeout, version, "gateway_timeout",
+            fmt::format(
+                "service {} sent no response header within {:g} s (response_timeout_seconds)",
+                l.service, std::chrono::duration<double>(l.response_timeout).count()));
+        status_sent = 504;
+        record();
+        co_return co_await answer(client, std::move(res), false);
+      }
       if (reused && attempt == 0 && !sent_body && req_parser.is_done()) continue;
       auto res = error_response(http::status::bad_gateway, version, "bad_gateway",
                                 "service " + l.service + " did not answer: " + ec.message());
@@ -714,14 +963,10 @@ struct Proxy::Impl {
         // A close-delimited body ends at the upstream's EOF; the parser completes it then.
         if (ec == http::error::need_buffer) ec = {};
         if (ec) break;
-        res.body().size = sizeof buf - res.body().size;
-        res.body().data = buf;
-        res.body().more = !res_parser.is_done();
-        if (res.body().size == 0 && !res_parser.is_done()) continue;
+        set_piece(res.body(), buf, sizeof buf - res.body().size, !res_parser.is_done());
+        if (res.body().size == 0 && res.body().more) continue;
       } else {
-        res.body().data = nullptr;
-        res.body().size = 0;
-        res.body().more = false;
+        set_piece(res.body(), nullptr, 0, false);
       }
       activity.touch();
       co_await http::async_write(client, rs, ec_token(ec));
@@ -730,7 +975,8 @@ struct Proxy::Impl {
     }
     if (ec || !upstream_keep_alive || !res_parser.is_done()) upstream.reset();
     if (ec) {
-      spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
+      spdlog::debug("Proxy {}: response relay ended early: {}", l.service,
+                    watch->gone ? "the client closed its connection" : ec.message());
     }
     if (model_use && model_use->route == ModelRoute::kOpenAi) refresh_keep_alive(l, *model_use);
     record();
@@ -739,16 +985,21 @@ struct Proxy::Impl {
 
   // ---- TCP ----
 
-  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed) {
+  // Relays one direction. An EOF from the upstream is passed on as a half-close (the client may
+  // still send); an EOF from the client (`end_on_eof`) ends the whole connection, like nginx's
+  // stream proxy (proxy_half_close off): a client that went away leaves nothing in flight.
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed,
+                       bool end_on_eof, std::shared_ptr<Activity> activity) {
     char buf[kChunk];
     beast::error_code ec;
     while (true) {
       std::size_t n = co_await from.async_read_some(net::buffer(buf), ec_token(ec));
       if (ec) break;
+      if (activity) activity->touch();
       co_await net::async_write(to, net::buffer(buf, n), ec_token(ec));
       if (ec) break;
     }
-    if (ec == net::error::eof) {
+    if (ec == net::error::eof && !end_on_eof) {
       to.shutdown(tcp::socket::shutdown_send, ec);  // half-close: the other way goes on
     } else {
       *failed = true;
@@ -758,6 +1009,7 @@ struct Proxy::Impl {
   }
 
   awaitable<void> serve_tcp(Listener& l, tcp::socket client) {
+    Admitted admitted(*this, l);
     auto state = controller_.begin_request(l.service);
     if (!state) co_return;
     InFlight in_flight(controller_, l.service);
@@ -785,15 +1037,29 @@ struct Proxy::Impl {
       co_return;
     }
     upstream.set_option(tcp::no_delay(true), ec);
+    // tcp_idle_timeout: nothing moving either way closes the connection.
+    std::shared_ptr<Activity> activity;
+    std::optional<ActivityScope> activity_scope;
+    if (l.tcp_idle_timeout) {
+      activity = std::make_shared<Activity>(ex, *l.tcp_idle_timeout);
+      activity->on_idle = [&client, &upstream] {
+        beast::error_code ignored;
+        client.close(ignored);
+        upstream.close(ignored);
+      };
+      activity_scope.emplace(activity);
+      net::co_spawn(ex, watch_idle(activity), net::detached);
+    }
     // Both directions at once; the connection is over when both have ended.
     auto failed = std::make_shared<bool>(false);
     auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
     auto finished = std::make_shared<bool>(false);
-    net::co_spawn(ex, pump(upstream, client, failed), [other_done, finished](std::exception_ptr) {
-      *finished = true;
-      other_done->cancel();
-    });
-    co_await pump(client, upstream, failed);
+    net::co_spawn(ex, pump(upstream, client, failed, false, activity),
+                  [other_done, finished](std::exception_ptr) {
+                    *finished = true;
+                    other_done->cancel();
+                  });
+    co_await pump(client, upstream, failed, true, activity);
     if (!*finished) co_await other_done->async_wait(ec_token(ec));
     recorder_.proxy_connection(l.service);
   }

@@ -55,6 +55,9 @@ class Metrics final : public Recorder {
   void service_added(const std::string& service) override;
   void proxy_request(const std::string& service, int status, Seconds duration) override;
   void proxy_connection(const std::string& service) override;
+  void proxy_connection_opened(const std::string& service) override;
+  void proxy_connection_closed(const std::string& service) override;
+  void proxy_connection_refused(const std::string& service, const std::string& reason) override;
   void model_added(const std::string& model) override;
   void model_memory_freed(const std::string& model, double bytes) override;
   void service_memory_freed(const std::string& service, double bytes) override;
@@ -77,6 +80,8 @@ class Metrics final : public Recorder {
     kProxyRequests,
     kProxyConnections,
     kServiceMemoryFreed,
+    kProxyConnectionsOpen,  // a gauge kept as +1/-1
+    kProxyConnectionsRefused,
     kServiceFamilies
   };
   enum ModelFamily : int { kUnloads, kLoads, kUnloadFailures, kVramFreed, kModelFamilies };
@@ -98,7 +103,8 @@ class Metrics final : public Recorder {
                    prometheus::Histogram* Counters::*histogram, std::vector<double> (*buckets)(),
                    Seconds duration);
   static void render_counters(Exposition& out, const Rows& rows, const char* entity, int family,
-                              const char* name, const char* help, const char* label);
+                              const char* name, const char* help, const char* label,
+                              const char* type = "counter");
 
   Table services_;
   Table models_;

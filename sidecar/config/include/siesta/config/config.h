@@ -40,7 +40,11 @@ struct ProxyConfig {
   std::string wake_listen_host;  // GET /wake/{service} for nginx auth_request; empty: off
   int wake_listen_port = 0;
   double connect_timeout_seconds = 5;            // to the upstream
-  double idle_connection_timeout_seconds = 300;  // a client connection with nothing moving
+  double idle_connection_timeout_seconds = 300;  // nothing moving while relaying
+  double client_header_timeout_seconds = 60;     // to receive a whole request header
+  double client_body_timeout_seconds = 60;       // between two reads of a request body
+  double keepalive_timeout_seconds = 75;         // idle between two requests
+  int max_connections = 4096;                    // client connections on all proxy ports
 };
 
 // The "docker" section. The Docker backend runs when it is present or a service uses it.

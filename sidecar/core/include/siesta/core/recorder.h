@@ -40,6 +40,13 @@ class Recorder {
   virtual void model_added(const std::string& /*model*/) {}
   // A TCP connection through the proxy ended.
   virtual void proxy_connection(const std::string& /*service*/) {}
+  // A client connection to a service's proxy port was accepted (`opened`) or ended (`closed`).
+  virtual void proxy_connection_opened(const std::string& /*service*/) {}
+  virtual void proxy_connection_closed(const std::string& /*service*/) {}
+  // A client connection was refused: reason "service_limit" (the service's max_connections)
+  // or "global_limit" (proxy.max_connections).
+  virtual void proxy_connection_refused(const std::string& /*service*/,
+                                        const std::string& /*reason*/) {}
 };
 
 class NullRecorder final : public Recorder {

@@ -48,6 +48,16 @@ struct ServiceSpec {
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   double start_timeout_seconds = 60;
   double stop_timeout_seconds = 10;
+  // Proxy: how long the upstream may take to send its response header (a cold model load
+  // included) before the client gets a 504.
+  double response_timeout_seconds = 300;
+  // Proxy: keep a client's Forwarded, X-Forwarded-Host and X-Forwarded-Proto (siesta sits
+  // behind a proxy that sets them); otherwise they are replaced.
+  bool trust_forwarded_headers = false;
+  // Proxy: connections open at once on `listen`; more are refused (HTTP: 503).
+  int max_connections = 1024;
+  // Proxy, TCP mode: a connection with nothing moving either way for this long is closed.
+  std::optional<double> tcp_idle_timeout_seconds;
 };
 
 struct ServiceRuntime {

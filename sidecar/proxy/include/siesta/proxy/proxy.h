@@ -31,7 +31,12 @@ struct ProxyOptions {
   std::string wake_host;  // empty: no /wake listener
   int wake_port = 0;
   std::chrono::milliseconds connect_timeout{5000};
-  std::chrono::milliseconds idle_timeout{300'000};  // nothing moving on an HTTP connection
+  // Nothing moving while a request or its response is relayed (nginx's proxy_read_timeout).
+  std::chrono::milliseconds idle_timeout{300'000};
+  std::chrono::milliseconds header_timeout{60'000};     // to receive a whole request header
+  std::chrono::milliseconds body_timeout{60'000};       // between two reads of a request body
+  std::chrono::milliseconds keepalive_timeout{75'000};  // idle between two requests
+  int max_connections = 4096;                           // client connections on all ports
 };
 
 class Proxy {

@@ -1,0 +1,679 @@
+// The proxy's HTTP framing and connection handling seen from the wire: raw clients send exact
+// bytes to the real siesta binary, and a raw "recording upstream" (a socket server in the test)
+// records the exact bytes siesta forwards and answers with exact bytes.
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "siesta_process.h"
+
+namespace siesta::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A connected client socket on 127.0.0.1:port, or -1.
+int dial(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool send_all(int fd, const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads from fd into `got` until `done(got)` or EOF or the timeout; true when done(got).
+bool read_until(int fd, std::string& got, const std::function<bool(const std::string&)>& done,
+                milliseconds timeout = milliseconds(5000)) {
+  const auto deadline = Clock::now() + timeout;
+  while (!done(got)) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[16384];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return done(got);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// True once the peer has closed fd (EOF or reset) within the timeout; data is discarded.
+bool closed_within(int fd, milliseconds timeout) {
+  std::string ignored;
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (::poll(&p, 1, static_cast<int>(std::max<long>(left, 0))) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return true;
+  }
+  return false;
+}
+
+// One complete response with a Content-Length at the start of `s` (length in bytes), or 0.
+size_t response_length(const std::string& s) {
+  const auto end = s.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  const auto cl = s.find("Content-Length: ");
+  if (cl == std::string::npos || cl > end) return 0;
+  const size_t total = end + 4 + std::stoul(s.substr(cl + 16));
+  return s.size() >= total ? total : 0;
+}
+
+// A socket server that records every byte it receives, per connection, and answers through
+// `respond`: called after each read with the bytes not yet consumed, it may consume some and
+// return bytes to send (empty: nothing yet).
+class RecordingUpstream {
+ public:
+  using Respond = std::function<std::string(std::string& pending)>;
+  explicit RecordingUpstream(Respond respond) : respond_(std::move(respond)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(listener_, SOMAXCONN);
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~RecordingUpstream() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    acceptor_.join();
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : connections_) t.join();
+    ::close(listener_);
+    for (int fd : fds_) ::close(fd);
+  }
+  int port() const { return port_; }
+  // Everything received on connection i (in accept order), "" if there is none.
+  std::string received(size_t i) const {
+    std::lock_guard lock(mu_);
+    return i < received_.size() ? received_[i] : "";
+  }
+  size_t connections() const {
+    std::lock_guard lock(mu_);
+    return received_.size();
+  }
+  // How many accepted connections the peer has closed.
+  int closed() const { return closed_; }
+
+ private:
+  void accept_loop() {
+    while (!stopping_) {
+      int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      std::lock_guard lock(mu_);
+      fds_.push_back(fd);
+      received_.emplace_back();
+      connections_.emplace_back([this, fd, i = received_.size() - 1] { serve(fd, i); });
+    }
+  }
+  void serve(int fd, size_t i) {
+    std::string pending;
+    char buf[16384];
+    while (true) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      pending.append(buf, static_cast<size_t>(n));
+      {
+        std::lock_guard lock(mu_);
+        received_[i].append(buf, static_cast<size_t>(n));
+      }
+      const std::string out = respond_(pending);
+      if (!out.empty() && !send_all(fd, out)) break;
+    }
+    ++closed_;
+  }
+
+  Respond respond_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> closed_{0};
+  std::thread acceptor_;
+  mutable std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::string> received_;
+  std::vector<std::thread> connections_;
+};
+
+// Consumes one request header (and a chunked or Content-Length body) from `pending` if it is
+// all there; returns its request line, or "" if not complete yet.
+std::string take_request(std::string& pending) {
+  const auto end = pending.find("\r\n\r\n");
+  if (end == std::string::npos) return "";
+  const std::string head = pending.substr(0, end + 4);
+  size_t total = end + 4;
+  if (head.find("Transfer-Encoding: chunked") != std::string::npos) {
+    const auto last = pending.find("\r\n0\r\n\r\n", end);
+    if (last == std::string::npos) return "";
+    total = last + 7;
+  } else if (auto cl = head.find("Content-Length: "); cl != std::string::npos) {
+    total += std::stoul(head.substr(cl + 16));
+    if (pending.size() < total) return "";
+  }
+  pending.erase(0, total);
+  return head.substr(0, head.find("\r\n"));
+}
+
+const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+class ProxyFraming : public ::testing::Test {
+ protected:
+  TempDir dir;
+  int listen = free_port();
+
+  // A service whose process does nothing and whose upstream is `upstream_port` (a recording
+  // upstream); `fields` adds config keys to the service, `top` to the top level.
+  std::string config(int upstream_port, const std::string& fields = "",
+                     const std::string& top = "") {
+    return R"({"idle_check_interval_minutes": 10, )" + top +
+           R"("services": {"web": {"command": ["sleep", "300"], "health": "none", )" +
+           R"("upstream": "127.0.0.1:)" + std::to_string(upstream_port) +
+           R"(", "listen": "127.0.0.1:)" + std::to_string(listen) + "\"" + fields + "}}}";
+  }
+};
+
+// ---- 1. One chunk terminator per chunked message, each way ----
+
+TEST_F(ProxyFraming, AChunkedUploadIsForwardedWithOneTerminatorAndTheConnectionGoesOn) {
+  std::vector<std::string> lines;
+  std::mutex lines_mu;
+  RecordingUpstream up([&](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      std::lock_guard lock(lines_mu);
+      lines.push_back(line);
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got << siesta.log();
+  EXPECT_EQ(got.substr(0, 15), "HTTP/1.1 200 OK");
+  // A second request on the same connection.
+  got.clear();
+  ASSERT_TRUE(send_all(fd, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got;
+  EXPECT_EQ(got.substr(0, 15), "HTTP/1.1 200 OK");
+  ::close(fd);
+
+  // The upstream saw exactly two requests on one connection, the body ended once.
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(lines_mu);
+    return lines.size() >= 2;
+  }));
+  std::lock_guard lock(lines_mu);
+  EXPECT_EQ(lines, (std::vector<std::string>{"POST /upload HTTP/1.1", "GET /second HTTP/1.1"}));
+  const std::string wire = up.received(0);
+  EXPECT_EQ(count_of(wire, "0\r\n\r\n"), 1) << wire;
+  EXPECT_EQ(up.connections(), 1u);
+}
+
+TEST_F(ProxyFraming, AChunkedResponseReachesTheClientWithOneTerminator) {
+  const std::string chunked =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+  RecordingUpstream up([&](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += line.find("/chunked") != std::string::npos ? chunked : kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: "
+                       "x\r\n\r\n"));
+  // The chunked response, then the second one: nothing between them.
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    const auto second = s.find("HTTP/1.1 200 OK", 1);
+    return second != std::string::npos && response_length(s.substr(second)) > 0;
+  })) << got;
+  ::close(fd);
+  const auto body = got.find("\r\n\r\n") + 4;
+  const auto second = got.find("HTTP/1.1 200 OK", 1);
+  EXPECT_EQ(got.substr(body, second - body), "5\r\nhello\r\n0\r\n\r\n") << got;
+  EXPECT_EQ(count_of(got, "0\r\n\r\n"), 1) << got;
+}
+
+// ---- 2. Ambiguous framing is refused before anything is forwarded or woken ----
+
+struct Refused {
+  std::string name;
+  std::string request;
+  int status;
+};
+
+TEST_F(ProxyFraming, AmbiguousFramingIsRefusedAndNeverForwardedNorWakes) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::vector<Refused> cases = {
+      {"Connection names Content-Length",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\nContent-Length: " +
+           std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled,
+       400},
+      {"Connection names Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, transfer-encoding\r\n"
+       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"Connection names Host", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n", 400},
+      {"a second Connection line names Content-Length",
+       "POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: content-length\r\n"
+       "Content-Length: 1\r\n\r\nx",
+       400},
+      {"chunked, identity",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501},
+      {"xchunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+       501},
+      {"identity", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+      {"two Transfer-Encoding lines",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"Content-Length and Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "0\r\n\r\n",
+       400},
+      {"Content-Length and a non-chunked Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 1\r\n\r\nx",
+       400},
+      {"HTTP/1.0 with Transfer-Encoding",
+       "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"two Host lines", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: b\r\n\r\n", 400},
+      {"two different Content-Lengths",
+       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", 400},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    int fd = dial(listen);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, c.request));
+    std::string got;
+    read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+    EXPECT_EQ(got.substr(9, 3), std::to_string(c.status)) << got;
+    EXPECT_NE(got.find("\"source\": \"siesta\""), std::string::npos) << got;
+    // ...and the connection is closed.
+    EXPECT_TRUE(closed_within(fd, milliseconds(2000)));
+    ::close(fd);
+  }
+  // Nothing reached the upstream, and the service was never woken for it.
+  EXPECT_EQ(up.connections(), 0u) << up.received(0);
+  EXPECT_EQ(count_of(siesta.log(), "Waking service web"), 0) << siesta.log();
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "stopped");
+}
+
+TEST_F(ProxyFraming, RepeatedEqualContentLengthsAreForwardedAsOneAndHttp10GetsAHost) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\nContent-Length: "
+                       "5\r\n\r\nhelloGET /b HTTP/1.0\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    const auto first = response_length(s);
+    return first > 0 && response_length(s.substr(first)) > 0;
+  })) << got;
+  ::close(fd);
+  const std::string wire = up.received(0);
+  const auto second = wire.find("GET /b");
+  ASSERT_NE(second, std::string::npos) << wire;
+  const std::string first_head = wire.substr(0, wire.find("\r\n\r\n") + 4);
+  EXPECT_EQ(count_of(first_head, "Content-Length"), 1) << first_head;
+  EXPECT_NE(first_head.find("Content-Length: 5\r\n"), std::string::npos) << first_head;
+  EXPECT_EQ(wire.substr(first_head.size(), 5), "hello");
+  // The HTTP/1.0 request without Host is given the upstream's.
+  EXPECT_NE(wire.find("Host: 127.0.0.1:" + std::to_string(up.port()) + "\r\n", second),
+            std::string::npos)
+      << wire;
+}
+
+TEST_F(ProxyFraming, ConnectionOptionsCannotStripTheForwardedHeadersSiestaAdds) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Forwarded-For, "
+                       "X-Hop\r\nX-Hop: 1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }));
+  ::close(fd);
+  const std::string wire = up.received(0);
+  EXPECT_NE(wire.find("X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"), std::string::npos) << wire;
+  EXPECT_EQ(wire.find("X-Hop"), std::string::npos) << wire;
+}
+
+// ---- 3. X-Forwarded-* as nginx sets them ----
+
+std::string header_of(const std::string& wire, const std::string& name) {
+  const auto at = wire.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return "<none>";
+  const auto from = at + name.size() + 4;
+  return wire.substr(from, wire.find("\r\n", from) - from);
+}
+
+std::string forwarded_request(int listen) {
+  int fd = dial(listen);
+  if (fd < 0) return "";
+  send_all(fd,
+           "GET / HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.0.0.1\r\n"
+           "X-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nX-Forwarded-Host: evil.example\r\n"
+           "X-Forwarded-Proto: https\r\nForwarded: for=10.9.9.9\r\n\r\n");
+  std::string got;
+  read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+  ::close(fd);
+  return got;
+}
+
+TEST_F(ProxyFraming, ForwardedHeadersAreAppendedAndClientClaimsReplaced) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(forwarded_request(listen).substr(0, 15), "HTTP/1.1 200 OK");
+  const std::string wire = up.received(0);
+  EXPECT_EQ(header_of(wire, "X-Forwarded-For"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1") << wire;
+  EXPECT_EQ(count_of(wire, "X-Forwarded-For"), 1) << wire;
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Host"), "app.example");
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Proto"), "http");
+  EXPECT_EQ(header_of(wire, "Forwarded"), "<none>");
+}
+
+TEST_F(ProxyFraming, TrustedForwardedHeadersAreKept) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "trust_forwarded_headers": true)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(forwarded_request(listen).substr(0, 15), "HTTP/1.1 200 OK");
+  const std::string wire = up.received(0);
+  EXPECT_EQ(header_of(wire, "X-Forwarded-For"), "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1") << wire;
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Host"), "evil.example");
+  EXPECT_EQ(header_of(wire, "X-Forwarded-Proto"), "https");
+  EXPECT_EQ(header_of(wire, "Forwarded"), "for=10.9.9.9");
+}
+
+// ---- 4. A client that gives up is not in flight any more ----
+
+int in_flight(const SiestaProcess& siesta) {
+  const json st = status_of(siesta, "web");
+  return st.contains("in_flight") ? st["in_flight"].get<int>() : -1;
+}
+
+TEST_F(ProxyFraming, AClientGivingUpOnASilentUpstreamEndsTheRequestAndTheServiceSleeps) {
+  RecordingUpstream up([](std::string&) { return std::string(); });  // never answers
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "idle_timeout_minutes": 0.01)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);  // like curl --max-time
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+  EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
+}
+
+TEST_F(ProxyFraming, AClientGivingUpMidStreamEndsTheRequest) {
+  RecordingUpstream up([](std::string& pending) {
+    // The start of a stream, then silence.
+    return take_request(pending).empty()
+               ? std::string()
+               : "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    return s.find("hello") != std::string::npos;
+  })) << got;
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+}
+
+TEST_F(ProxyFraming, AnUpstreamSilentPastTheResponseTimeoutIs504FromSiesta) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "response_timeout_seconds": 0.3)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got;
+  ::close(fd);
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 504") << got;
+  const json body = json::parse(got.substr(got.find("\r\n\r\n") + 4));
+  EXPECT_EQ(body["error"]["code"], "gateway_timeout");
+  EXPECT_EQ(body["error"]["source"], "siesta");
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+}
+
+TEST_F(ProxyFraming, ATcpClientGivingUpOnASilentUpstreamEndsTheConnection) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "protocol": "tcp")"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "PING\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  EXPECT_EQ(in_flight(siesta), 1);
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)))
+      << status_of(siesta, "web");
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+}
+
+// ---- 5. Connection limits and client timeouts ----
+
+TEST_F(ProxyFraming, ConnectionsBeyondTheLimitsAreRefusedWhileOthersWork) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      out += kOk;
+    }
+    return out;
+  });
+  const int other = free_port();
+  auto service = [&](int port, const std::string& extra) {
+    return R"({"command": ["sleep", "300"], "health": "none", "upstream": "127.0.0.1:)" +
+           std::to_string(up.port()) + R"(", "listen": "127.0.0.1:)" + std::to_string(port) + "\"" +
+           extra + "}";
+  };
+  SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 10, )"
+                                   R"("proxy": {"max_connections": 4}, "services": {"web": )" +
+                                       service(listen, R"(, "max_connections": 2)") +
+                                       R"(, "other": )" + service(other, "") + "}}");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto open_on = [&](const std::string& s) {
+    return metric(siesta, R"(siesta_proxy_connections_open{service=")" + s + "\"}");
+  };
+  // Two silent connections fill web's limit: a third is told 503 and closed.
+  std::vector<int> silent;
+  for (int i = 0; i < 2; ++i) silent.push_back(dial(listen));
+  ASSERT_TRUE(eventually([&] { return open_on("web") == 2; })) << open_on("web");
+  int refused = dial(listen);
+  ASSERT_GE(refused, 0);
+  std::string got;
+  read_until(refused, got, [](const std::string& s) { return response_length(s) > 0; });
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+  EXPECT_NE(got.find("too_many_connections"), std::string::npos);
+  EXPECT_TRUE(closed_within(refused, milliseconds(2000)));
+  ::close(refused);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_proxy_connections_refused_total{reason="service_limit",service="web"})"),
+      1);
+  // Another service's port still works, and so does the admin API.
+  httplib::Client via_other("127.0.0.1", other);
+  auto res = via_other.Get("/");
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+  // Two more silent connections on the other port reach the global limit of 4.
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 0; }));
+  for (int i = 0; i < 2; ++i) silent.push_back(dial(other));
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 2; }));
+  refused = dial(other);
+  got.clear();
+  read_until(refused, got, [](const std::string& s) { return response_length(s) > 0; });
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+  ::close(refused);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_proxy_connections_refused_total{reason="global_limit",service="other"})"),
+      1);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+  // Once one closes, a new connection is served again.
+  ::close(silent.back());
+  silent.pop_back();
+  ASSERT_TRUE(eventually([&] { return open_on("other") == 1; }));
+  res = via_other.Get("/");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  for (int fd : silent) ::close(fd);
+}
+
+TEST_F(ProxyFraming, AHeaderTrickledPastTheHeaderTimeoutIsCut) {
+  RecordingUpstream up(
+      [](std::string& pending) { return take_request(pending).empty() ? std::string() : kOk; });
+  SiestaProcess siesta(
+      dir.path(), config(up.port(), "", R"("proxy": {"client_header_timeout_seconds": 0.5},)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n"));
+  // One header byte every 50 ms, never finishing: cut at 0.5 s, not whenever bytes flow.
+  bool cut = false;
+  while (Clock::now() - t0 < seconds(5)) {
+    if (!send_all(fd, "X")) {
+      cut = true;
+      break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      char b[512];
+      if (::recv(fd, b, sizeof b, 0) <= 0) {
+        cut = true;
+        break;
+      }
+    }
+  }
+  const auto took = Clock::now() - t0;
+  ::close(fd);
+  EXPECT_TRUE(cut);
+  EXPECT_GE(took, milliseconds(450));
+  EXPECT_LT(took, seconds(3));
+  EXPECT_EQ(up.connections(), 0u);
+}
+
+TEST_F(ProxyFraming, ATcpConnectionIdlePastItsTimeoutIsClosedAndTheServiceSleeps) {
+  RecordingUpstream up([](std::string&) { return std::string(); });
+  SiestaProcess siesta(dir.path(),
+                       config(up.port(), R"(, "protocol": "tcp", "tcp_idle_timeout_seconds": 0.5,)"
+                                         R"( "idle_timeout_minutes": 0.01)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "PING\r\n"));
+  ASSERT_TRUE(eventually([&] { return !up.received(0).empty(); })) << siesta.log();
+  // Nothing moves: closed by siesta after 0.5 s, both sides.
+  EXPECT_TRUE(closed_within(fd, milliseconds(3000)));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
+  EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+  EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
+}
+
+}  // namespace
+}  // namespace siesta::testing
