@@ -173,6 +173,46 @@ TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   EXPECT_TRUE(siesta.wait_log("Successfully unloaded idle model llama3.2:3b", seconds(5)));
 }
 
+TEST_F(Models, AKeepAliveOfNullIsLeftToSiestaAndTheModelIsInFlightThroughoutItsStream) {
+  // Issue 14, item 3: null was forwarded untouched and the request not counted, so siesta
+  // unloaded the model under the running stream. keep-alive 0.36 s; the stream runs 2 s.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
+      "keep_alive_hours": 0.0001, "keep_alive_min_seconds": 0})",
+                                          "", {"--tokens", "20", "--token-interval-ms", "100"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
+            200);  // loaded; unloaded again 0.36 s later
+  json mid;
+  std::thread watcher([&] {
+    std::this_thread::sleep_for(milliseconds(1500));
+    mid = model_status(siesta, "llama3.2:3b");
+  });
+  auto res = via().Post("/api/chat", R"({"model": "llama3.2:3b", "keep_alive": null,
+      "messages": [{"role": "user", "content": "x"}]})",
+                        "application/json");
+  watcher.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(mid["in_flight"], 1) << mid;
+  EXPECT_EQ(mid["loaded"], true) << mid;
+  EXPECT_EQ(mid["unload_blocker"], "in_flight") << mid;
+  // Rewritten to siesta's keep-alive (0.36 s + 300 s), like an absent one.
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{301, 301}));
+}
+
+TEST_F(Models, AKeepAliveOllamaRejectsIsForwardedUnchangedForOllamasOwn400) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": "300"})",
+                        "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body, nullptr, false),
+            json::parse(R"({"error": "time: missing unit in duration \"300\""})"));
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), std::vector<json>{json("300")});
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["in_flight"], 0);
+}
+
 TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})",
                                           R"(, "idle_timeout_minutes": 0.02)"));

@@ -228,7 +228,8 @@ def make_handler(emu, tokens, token_interval):
             if model not in emu.installed:
                 return self.send_json(404, {"error": f"model '{model}' not found"})
             keep_alive = None
-            if not openai and "keep_alive" in req:
+            # null is no keep_alive at all: Go's decoder leaves the field unset.
+            if not openai and req.get("keep_alive") is not None:
                 try:
                     keep_alive = parse_keep_alive(req["keep_alive"])
                 except ValueError as e:

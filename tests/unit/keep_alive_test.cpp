@@ -30,6 +30,37 @@ TEST(OllamaKeepAlive, StringsAreGoDurations) {
   EXPECT_FALSE(parse_ollama_keep_alive(json::array()));
 }
 
+TEST(OllamaKeepAlive, EveryDurationGoAcceptsIsADuration) {
+  EXPECT_EQ(*parse_ollama_keep_alive(json("+5m")), 300);
+  EXPECT_EQ(*parse_ollama_keep_alive(json(".5h")), 1800);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("1.m")), 60);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("+0")), 0);
+  EXPECT_EQ(*parse_ollama_keep_alive(json("2μs")), 2e-6);  // Greek mu, as Go accepts
+  EXPECT_FALSE(parse_ollama_keep_alive(json(".m")));
+  EXPECT_FALSE(parse_ollama_keep_alive(json("-")));
+  EXPECT_FALSE(parse_ollama_keep_alive(json("5 m")));
+}
+
+TEST(OllamaKeepAlive, NullIsAbsentAndAValueOllamaRejectsIsFlagged) {
+  // null: Ollama applies its default, so siesta applies its policy (issue 14, item 3).
+  auto null_asked = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": null})"));
+  EXPECT_FALSE(null_asked.seconds);
+  EXPECT_FALSE(null_asked.invalid);
+  auto absent = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"model": "m"})"));
+  EXPECT_FALSE(absent.seconds);
+  EXPECT_FALSE(absent.invalid);
+  auto bad = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": "300"})"));
+  EXPECT_FALSE(bad.seconds);
+  EXPECT_TRUE(bad.invalid);
+  EXPECT_TRUE(asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": true})")).invalid);
+  auto good = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": "10m"})"));
+  EXPECT_EQ(good.seconds, 600);
+  // /v1 routes: Ollama reads no keep_alive, whatever it is.
+  auto v1 = asked_keep_alive(ModelRoute::kOpenAi, json::parse(R"({"keep_alive": "300"})"));
+  EXPECT_FALSE(v1.seconds);
+  EXPECT_FALSE(v1.invalid);
+}
+
 TEST(OllamaKeepAlive, RoutesThatNameAModel) {
   EXPECT_EQ(model_route("POST", "/api/generate"), ModelRoute::kOllama);
   EXPECT_EQ(model_route("POST", "/api/chat"), ModelRoute::kOllama);

@@ -384,18 +384,15 @@ struct Proxy::Impl {
     }
     const std::string model = doc["model"].get<std::string>();
     if (model.empty() || model.size() > 256) return;
-    std::optional<double> asked;
-    if (route == ModelRoute::kOllama && doc.contains("keep_alive")) {
-      auto parsed = parse_ollama_keep_alive(doc["keep_alive"]);
-      if (!parsed) return;  // Ollama answers the client's mistake itself
-      asked = *parsed;
-    }
+    const AskedKeepAlive asked = asked_keep_alive(route, doc);
     const auto policy = controller_.keep_alive_policy(model);
     ModelUse& use = out.emplace(controller_, model);
     use.route = route;
-    use.keep_alive = bounded_keep_alive(asked, policy.configured_seconds, policy.min_seconds,
-                                        policy.max_seconds);
-    if (route == ModelRoute::kOllama) {
+    use.keep_alive = bounded_keep_alive(asked.seconds, policy.configured_seconds,
+                                        policy.min_seconds, policy.max_seconds);
+    // A value Ollama rejects goes on unchanged, so the client gets Ollama's own 400; the request
+    // is in flight on the model all the same.
+    if (route == ModelRoute::kOllama && !asked.invalid) {
       doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
       body = doc.dump();
     }
