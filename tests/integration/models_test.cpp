@@ -149,6 +149,31 @@ TEST_F(Models, OpenAiRequestsAreTrackedAndFollowTheSamePolicy) {
   EXPECT_EQ(keep_alives_sent("qwen2.5:7b"), std::vector<json>{json(7500)});
 }
 
+TEST_F(Models, AFailedV1RequestSetsNoKeepAliveAndLoadsNothing) {
+  // Issue 14, item 5: after a /v1 request failed, siesta set the keep-alive through
+  // /api/generate anyway, which loaded the model.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto bad = via().Post("/v1/embeddings", R"({"model": "llama3.2:3b"})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;  // no "input"
+  auto missing = via().Post("/v1/embeddings", R"({"model": "nope:1b", "input": "x"})",
+                            "application/json");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  // A request that succeeds afterwards does get its keep-alive set: wait for that one, then
+  // no other may have been sent.
+  auto good = via().Post("/v1/embeddings", R"({"model": "qwen2.5:7b", "input": "x"})",
+                         "application/json");
+  ASSERT_TRUE(good);
+  EXPECT_EQ(good->status, 200) << good->body;
+  ASSERT_TRUE(eventually([&] { return !keep_alives_sent("qwen2.5:7b").empty(); }));
+  std::this_thread::sleep_for(milliseconds(300));  // a refresh posted earlier has landed too
+  EXPECT_TRUE(keep_alives_sent("llama3.2:3b").empty());
+  EXPECT_TRUE(keep_alives_sent("nope:1b").empty());
+  EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
+}
+
 TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   // keep-alive 0.36 s; the stream runs 2 s.
   SiestaProcess siesta(

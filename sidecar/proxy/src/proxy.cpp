@@ -729,7 +729,11 @@ struct Proxy::Impl {
     if (ec) {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
     }
-    if (model_use && model_use->route == ModelRoute::kOpenAi) refresh_keep_alive(l, *model_use);
+    // Only a request the model server accepted sets the keep-alive: a failed one must not load
+    // the model.
+    if (model_use && model_use->route == ModelRoute::kOpenAi && status_sent / 100 == 2) {
+      refresh_keep_alive(l, *model_use);
+    }
     record();
     co_return keep_alive && !ec;
   }
