@@ -68,7 +68,8 @@ class Models : public ::testing::Test {
 TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   // keep-alive 0.0005 h = 1.8 s.
   SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005})"));
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005,
+                                          "keep_alive_min_seconds": 0})"));
   ASSERT_TRUE(siesta.start()) << siesta.log();
 
   auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "hi"})",
@@ -126,6 +127,32 @@ TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
   EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{420, 330, 390, 345}));
 }
 
+TEST_F(Models, TheConfiguredAndDefaultKeepAlivesAreBoundedLikeAClients) {
+  // Issue 14, item 8: with keep_alive_max_seconds 15, "modelKeepAlive": 1 (hour) gave 3,600 s
+  // while a client asking -1 got 15 s.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
+      "keep_alive_min_seconds": 5, "keep_alive_max_seconds": 15})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client()
+                .Post("/admin/settings", R"({"modelKeepAlive": 1})", "application/json")
+                ->status,
+            200);
+  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x"})",
+                        "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
+  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": -1})",
+                       "application/json")
+                ->status,
+            200);
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{315, 315}));
+  // The admin API's load uses the same bound.
+  ASSERT_EQ(siesta.client().Post("/admin/models/llama3.2:3b/load")->status, 200);
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{315, 315, 315}));
+}
+
 TEST_F(Models, OpenAiRequestsAreTrackedAndFollowTheSamePolicy) {
   // qwen2.5:7b is not in the config: tracked from its first request, with the global keep-alive.
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
@@ -177,7 +204,9 @@ TEST_F(Models, AFailedV1RequestSetsNoKeepAliveAndLoadsNothing) {
 TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   // keep-alive 0.36 s; the stream runs 2 s.
   SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001})", "",
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001,
+                                          "keep_alive_min_seconds": 0})",
+                         "",
                          {"--tokens", "20", "--token-interval-ms", "100"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   json mid;
@@ -288,7 +317,9 @@ TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
 
 TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {
   SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002})", "",
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002,
+                                          "keep_alive_min_seconds": 0})",
+                         "",
                          {"--fail-unload"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,

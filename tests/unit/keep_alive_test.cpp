@@ -83,5 +83,11 @@ TEST(OllamaKeepAlive, TheClientsValueWithinBoundsElseTheConfigured) {
   EXPECT_EQ(upstream_keep_alive(600), 900);  // Ollama never unloads before siesta
 }
 
+TEST(OllamaKeepAlive, TheConfiguredKeepAliveIsBoundedLikeAClients) {
+  // Issue 14, item 8: max 15 s, yet a configured hour gave 3,600 s.
+  EXPECT_EQ(bounded_keep_alive(std::nullopt, 3600, 5, 15), 15);
+  EXPECT_EQ(bounded_keep_alive(std::nullopt, 1, 5, 15), 5);
+}
+
 }  // namespace
 }  // namespace siesta::testing

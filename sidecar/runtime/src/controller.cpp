@@ -308,8 +308,8 @@ Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& mod
             view->spec->keep_alive_min_seconds, view->spec->keep_alive_max_seconds};
   }
   const ModelSpec defaults;
-  return {settings.model_keep_alive_hours * 3600.0, defaults.keep_alive_min_seconds,
-          defaults.keep_alive_max_seconds};
+  return {effective_keep_alive(settings, defaults, ModelRuntime{}).count(),
+          defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
 }
 
 bool Controller::begin_model_request(const std::string& model, const std::string& provider_service,

@@ -5,6 +5,8 @@
 #include <limits>
 #include <regex>
 
+#include "siesta/core/decide.h"
+
 namespace siesta {
 
 Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
@@ -70,8 +72,7 @@ ModelRoute model_route(const std::string& method, const std::string& path) {
 
 double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
                           double min_seconds, double max_seconds) {
-  if (!client_seconds) return configured_seconds;
-  return std::clamp(*client_seconds, min_seconds, std::max(min_seconds, max_seconds));
+  return clamp_keep_alive(client_seconds.value_or(configured_seconds), min_seconds, max_seconds);
 }
 
 }  // namespace siesta

@@ -27,8 +27,8 @@ struct AskedKeepAlive {
 // anything on a /v1 route, where Ollama reads no keep_alive.
 AskedKeepAlive asked_keep_alive(ModelRoute route, const nlohmann::json& doc);
 
-// The keep-alive siesta enforces for one request: the client's own (if it sent one) within
-// [min, max]; else the model's configured keep-alive.
+// The keep-alive siesta enforces for one request: the client's own if it sent one, else the
+// model's configured keep-alive; either within [min, max] (clamp_keep_alive, decide.h).
 double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
                           double min_seconds, double max_seconds);
 
