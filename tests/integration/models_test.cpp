@@ -67,8 +67,8 @@ class Models : public ::testing::Test {
 
 TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   // keep-alive 0.0005 h = 1.8 s.
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005,
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005,
                                           "keep_alive_min_seconds": 0})"));
   ASSERT_TRUE(siesta.start()) << siesta.log();
 
@@ -137,13 +137,14 @@ TEST_F(Models, TheConfiguredAndDefaultKeepAlivesAreBoundedLikeAClients) {
                 .Post("/admin/settings", R"({"modelKeepAlive": 1})", "application/json")
                 ->status,
             200);
-  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x"})",
-                        "application/json");
+  auto res =
+      via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
-  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": -1})",
-                       "application/json")
+  ASSERT_EQ(via()
+                .Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": -1})",
+                      "application/json")
                 ->status,
             200);
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
@@ -184,14 +185,14 @@ TEST_F(Models, AFailedV1RequestSetsNoKeepAliveAndLoadsNothing) {
   auto bad = via().Post("/v1/embeddings", R"({"model": "llama3.2:3b"})", "application/json");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400) << bad->body;  // no "input"
-  auto missing = via().Post("/v1/embeddings", R"({"model": "nope:1b", "input": "x"})",
-                            "application/json");
+  auto missing =
+      via().Post("/v1/embeddings", R"({"model": "nope:1b", "input": "x"})", "application/json");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404) << missing->body;
   // A request that succeeds afterwards does get its keep-alive set: wait for that one, then
   // no other may have been sent.
-  auto good = via().Post("/v1/embeddings", R"({"model": "qwen2.5:7b", "input": "x"})",
-                         "application/json");
+  auto good =
+      via().Post("/v1/embeddings", R"({"model": "qwen2.5:7b", "input": "x"})", "application/json");
   ASSERT_TRUE(good);
   EXPECT_EQ(good->status, 200) << good->body;
   ASSERT_TRUE(eventually([&] { return !keep_alives_sent("qwen2.5:7b").empty(); }));
@@ -203,11 +204,10 @@ TEST_F(Models, AFailedV1RequestSetsNoKeepAliveAndLoadsNothing) {
 
 TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   // keep-alive 0.36 s; the stream runs 2 s.
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001,
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001,
                                           "keep_alive_min_seconds": 0})",
-                         "",
-                         {"--tokens", "20", "--token-interval-ms", "100"}));
+                              "", {"--tokens", "20", "--token-interval-ms", "100"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   json mid;
   std::thread watcher([&] {
@@ -293,6 +293,28 @@ TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
   EXPECT_NE(res->get_header_value("X-Siesta-Wake").find("model=llama3.2:3b"), std::string::npos);
 }
 
+TEST_F(Models, AModelItsServerDoesNotHaveIsNeitherLoadedNorKept) {
+  // Issue 14, item 4: 300 random names gave 304 entries, each "loaded" with a keep-alive timer.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  for (const char* name : {"nope:1b", "nope:2b", "nope:3b"}) {
+    auto res = via().Post("/api/generate", std::string(R"({"model": ")") + name + R"("})",
+                          "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 404) << res->body;
+    EXPECT_EQ(json::parse(res->body, nullptr, false),
+              json({{"error", std::string("model '") + name + "' not found"}}));
+    EXPECT_EQ(res->get_header_value("X-Siesta-Wake").find("model="), std::string::npos);
+  }
+  const json models = get_json(siesta, "/admin/idle-status")["models"];
+  EXPECT_EQ(models.size(), 1u) << models;
+  EXPECT_FALSE(models.contains("nope:1b"));
+  EXPECT_EQ(siesta.client().Get("/admin/models/nope:1b")->status, 404);
+  const auto text = siesta.client().Get("/metrics")->body;
+  EXPECT_EQ(text.find("nope:"), std::string::npos);
+  EXPECT_EQ(siesta.log().find("keep-alive expired"), std::string::npos);
+}
+
 TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"},
                                              "qwen2.5:7b": {"provider": "ollama"})"));
@@ -316,11 +338,10 @@ TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
 }
 
 TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002,
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002,
                                           "keep_alive_min_seconds": 0})",
-                         "",
-                         {"--fail-unload"}));
+                              "", {"--fail-unload"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
             200);

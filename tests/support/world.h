@@ -36,7 +36,8 @@ struct World {
         [this] {
           ++saves;
           return Status::ok();
-        });
+        },
+        config.max_learned_models);
     monitor = std::make_unique<Monitor>(*registry, *controller, clock, recorder, executor);
   }
 

@@ -339,16 +339,18 @@ struct Proxy::Impl {
           model(std::move(o.model)),
           route(o.route),
           keep_alive(o.keep_alive),
+          accepted(o.accepted),
           was_loaded(o.was_loaded),
           t0(o.t0) {}
     ModelUse& operator=(ModelUse&&) = delete;
     ~ModelUse() {
-      if (controller != nullptr) controller->end_model_request(model);
+      if (controller != nullptr) controller->end_model_request(model, accepted);
     }
     Controller* controller;
     std::string model;
     ModelRoute route = ModelRoute::kNone;
     double keep_alive = 0;
+    bool accepted = false;  // the model server answered 2xx: the model is loaded
     bool was_loaded = true;
     SteadyClock::time_point t0 = SteadyClock::now();
   };
@@ -396,7 +398,7 @@ struct Proxy::Impl {
       doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
       body = doc.dump();
     }
-    use.was_loaded = controller_.begin_model_request(model, l.service, use.keep_alive);
+    controller_.begin_model_request(model, l.service);
   }
 
   // Ollama reads no keep_alive from /v1/* requests, so its default would apply: set siesta's
@@ -682,6 +684,10 @@ struct Proxy::Impl {
     res.version(version);
     res.keep_alive(keep_alive);
     std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    if (model_use && res.result_int() / 100 == 2) {
+      model_use->accepted = true;
+      model_use->was_loaded = controller_.model_accepted(model_use->model, model_use->keep_alive);
+    }
     if (model_use && !model_use->was_loaded) {
       // The model was not loaded: this response paid its load.
       const double load = seconds_since(model_use->t0);
@@ -731,7 +737,7 @@ struct Proxy::Impl {
     }
     // Only a request the model server accepted sets the keep-alive: a failed one must not load
     // the model.
-    if (model_use && model_use->route == ModelRoute::kOpenAi && status_sent / 100 == 2) {
+    if (model_use && model_use->route == ModelRoute::kOpenAi && model_use->accepted) {
       refresh_keep_alive(l, *model_use);
     }
     record();

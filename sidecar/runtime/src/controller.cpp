@@ -27,14 +27,35 @@ std::string minutes_text(Seconds s) {
 }  // namespace
 
 Controller::Controller(Registry& registry, BackendMap backends, ProviderLookup providers,
-                       const Clock& clock, Recorder& recorder, SaveFn save)
+                       const Clock& clock, Recorder& recorder, SaveFn save,
+                       std::size_t max_learned_models)
     : registry_(registry),
       backends_(std::move(backends)),
       providers_(std::move(providers)),
       clock_(clock),
       recorder_(recorder),
-      save_(std::move(save)) {
+      save_(std::move(save)),
+      max_learned_models_(max_learned_models) {
   for (const auto& name : registry_.service_names()) slots_[name] = std::make_unique<Slot>();
+  auto trimmed = registry_.add_learned_model(ModelSpec{}, ModelRuntime{}, max_learned_models_);
+  if (!trimmed.forgotten.empty()) {
+    spdlog::info("Forgot {} learned models never or no longer loaded (max_learned_models {})",
+                 trimmed.forgotten.size(), max_learned_models_);
+  }
+}
+
+bool Controller::learn_model(const std::string& model, const std::string& provider_service,
+                             const ModelRuntime& runtime, const char* how) {
+  ModelSpec spec;
+  spec.name = model;
+  spec.provider = provider_service;
+  auto learned = registry_.add_learned_model(spec, runtime, max_learned_models_);
+  for (const auto& name : learned.forgotten) {
+    spdlog::info("Model {} forgotten: not loaded, the oldest of more than {} learned models", name,
+                 max_learned_models_);
+  }
+  if (learned.added) spdlog::info("Model {} {} {}; tracking it", model, how, provider_service);
+  return learned.added;
 }
 
 Controller::Slot* Controller::slot(const std::string& service) {
@@ -312,26 +333,31 @@ Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& mod
           defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
 }
 
-bool Controller::begin_model_request(const std::string& model, const std::string& provider_service,
-                                     double keep_alive_seconds) {
-  const WallTime now = clock_.wall_now();
-  if (!registry_.model(model)) {
-    registry_.add_model(ModelSpec{model, provider_service, std::nullopt}, ModelRuntime{});
-    recorder_.model_added(model);
-    spdlog::info("Model {} is used through {}; tracking it", model, provider_service);
+void Controller::begin_model_request(const std::string& model,
+                                     const std::string& provider_service) {
+  ModelRuntime first;
+  first.in_flight = 1;
+  // An idle learned entry may be forgotten between the two steps: then learn it again.
+  while (
+      !registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) { ++rt.in_flight; })) {
+    if (learn_model(model, provider_service, first, "is used through")) return;
   }
+}
+
+bool Controller::model_accepted(const std::string& model, double keep_alive_seconds) {
+  const WallTime now = clock_.wall_now();
   bool was_loaded = false;
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     was_loaded = rt.loaded;
-    ++rt.in_flight;
     rt.loaded = true;
     rt.last_used = now;
     rt.keep_alive_seconds = keep_alive_seconds;
   });
+  if (!was_loaded) recorder_.model_added(model);  // its counters start at zero
   return was_loaded;
 }
 
-void Controller::end_model_request(const std::string& model) {
+void Controller::end_model_request(const std::string& model, bool accepted) {
   const WallTime now = clock_.wall_now();
   bool idle = false;
   double keep_alive = 0;
@@ -342,6 +368,14 @@ void Controller::end_model_request(const std::string& model) {
     idle = rt.in_flight == 0;
     keep_alive = effective_keep_alive(settings, spec, rt).count();
   });
+  // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
+  if (!accepted &&
+      registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
+        return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
+      })) {
+    spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
+    return;
+  }
   if (idle && std::isfinite(keep_alive)) {
     registry_.changes().notify_if_before(now + to_wall_duration(Seconds(keep_alive)));
   }
@@ -619,10 +653,8 @@ void Controller::reconcile_models() {
       rt.last_used = now;
       rt.size_bytes = m.size_bytes;
       rt.vram_bytes = m.vram_bytes;
-      if (!registry_.model(m.name)) {
-        registry_.add_model(ModelSpec{m.name, service, std::nullopt}, rt);
+      if (!registry_.model(m.name) && learn_model(m.name, service, rt, "found loaded on")) {
         recorder_.model_added(m.name);
-        spdlog::info("Model {} found loaded on {}; tracking it", m.name, service);
         changed = true;
       }
       registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {

@@ -225,7 +225,9 @@ Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, R
                                " is no longer in the config; dropped");
         continue;
       }
-      registry.add_model(ModelSpec{name, provider, std::nullopt}, rt);
+      ModelSpec spec{name, provider, std::nullopt};
+      spec.learned = true;  // not in the config; trimmed to max_learned_models by the Controller
+      registry.add_model(spec, rt);
     }
   }
   return result;

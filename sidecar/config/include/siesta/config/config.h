@@ -61,6 +61,8 @@ struct Config {
   int admin_threads = 8;         // the admin API's own pool, separate from the data plane
   std::string admin_token_file;  // a file holding the admin bearer token; empty: none
   bool protect_metrics = false;  // /metrics needs the token too (when there is one)
+  // Models not in the config kept at most (learned from traffic, /api/ps, the admin API).
+  std::size_t max_learned_models = kDefaultMaxLearnedModels;
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };

@@ -30,8 +30,11 @@ class Controller {
   // Saves the registry to the state file; an error means an acknowledged change could be lost.
   using SaveFn = std::function<Status()>;
 
+  // At most `max_learned_models` models not in the config are kept (Registry::add_learned_model);
+  // the state file's are trimmed to that at once.
   Controller(Registry& registry, BackendMap backends, ProviderLookup providers, const Clock& clock,
-             Recorder& recorder, SaveFn save);
+             Recorder& recorder, SaveFn save,
+             std::size_t max_learned_models = kDefaultMaxLearnedModels);
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
   // use. reason: "manual", "desired", "request".
@@ -61,11 +64,14 @@ class Controller {
   Status unload_models_of(const std::string& provider_service);
 
   // A proxied request names `model` on `provider_service`: the model is in flight (never
-  // unloaded) until end_model_request(), and keeps `keep_alive_seconds` from the request's end.
-  // A model siesta did not know is tracked from now on. Returns whether it was loaded already.
-  bool begin_model_request(const std::string& model, const std::string& provider_service,
-                           double keep_alive_seconds);
-  void end_model_request(const std::string& model);
+  // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
+  void begin_model_request(const std::string& model, const std::string& provider_service);
+  // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
+  // `keep_alive_seconds` from the request's end. Returns whether it was loaded already.
+  bool model_accepted(const std::string& model, double keep_alive_seconds);
+  // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
+  // never loaded and has no other request in flight is forgotten after a failed request.
+  void end_model_request(const std::string& model, bool accepted);
   // The bounds and default for a request's keep-alive on `model` (defaults for unknown ones).
   struct KeepAlivePolicy {
     double configured_seconds;
@@ -121,6 +127,9 @@ class Controller {
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
+  // Adds a model not in the config (Registry::add_learned_model); false if it was known.
+  bool learn_model(const std::string& model, const std::string& provider_service,
+                   const ModelRuntime& runtime, const char* how);
   Status save();
 
   Registry& registry_;
@@ -129,6 +138,7 @@ class Controller {
   const Clock& clock_;
   Recorder& recorder_;
   SaveFn save_;
+  std::size_t max_learned_models_;
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
 };
