@@ -107,6 +107,40 @@ TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");
 }
 
+TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
+  // Issue 14, item 7: "load=4.002" for a 0.5 s load and 4 s of tokens. Here: 0.15 s of load,
+  // then 20 tokens 100 ms apart.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})", "",
+                                          {"--tokens", "20", "--token-interval-ms", "100"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
+  auto load_in = [](const httplib::Result& res) {
+    const std::string wake = res->get_header_value("X-Siesta-Wake");
+    const auto at = wake.find("load=");
+    return at == std::string::npos ? -1.0 : std::stod(wake.substr(at + 5));
+  };
+  // Not streamed: the whole answer comes at once, with Ollama's load_duration in it.
+  auto whole = via().Post("/api/generate",
+                          R"({"model": "llama3.2:3b", "prompt": "x", "stream": false})",
+                          "application/json");
+  ASSERT_TRUE(whole);
+  ASSERT_EQ(whole->status, 200);
+  EXPECT_DOUBLE_EQ(load_in(whole), 0.15) << whole->get_header_value("X-Siesta-Wake");
+  EXPECT_NEAR(metric(siesta, R"(siesta_model_load_duration_seconds_sum{model="llama3.2:3b"})"),
+              0.15, 1e-9);
+  // Streamed: the header goes out before the final line, so it says the time to the first
+  // byte; the metric waits for Ollama's figure at the end.
+  auto stream = via().Post("/api/chat", R"({"model": "qwen2.5:7b", "messages": [{"role": "user",
+      "content": "x"}]})",
+                           "application/json");
+  ASSERT_TRUE(stream);
+  ASSERT_EQ(stream->status, 200);
+  EXPECT_GE(load_in(stream), 0.15);
+  EXPECT_LT(load_in(stream), 1.5);  // not the 2 s of tokens
+  EXPECT_NEAR(metric(siesta, R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b"})"),
+              0.15, 1e-9);
+}
+
 TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
       "keep_alive_min_seconds": 30, "keep_alive_max_seconds": 120})"));

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "siesta/providers/load_duration.h"
+
 namespace siesta::testing {
 namespace {
 
@@ -52,7 +54,8 @@ TEST(OllamaKeepAlive, NullIsAbsentAndAValueOllamaRejectsIsFlagged) {
   auto bad = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": "300"})"));
   EXPECT_FALSE(bad.seconds);
   EXPECT_TRUE(bad.invalid);
-  EXPECT_TRUE(asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": true})")).invalid);
+  EXPECT_TRUE(
+      asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": true})")).invalid);
   auto good = asked_keep_alive(ModelRoute::kOllama, json::parse(R"({"keep_alive": "10m"})"));
   EXPECT_EQ(good.seconds, 600);
   // /v1 routes: Ollama reads no keep_alive, whatever it is.
@@ -87,6 +90,32 @@ TEST(OllamaKeepAlive, TheConfiguredKeepAliveIsBoundedLikeAClients) {
   // Issue 14, item 8: max 15 s, yet a configured hour gave 3,600 s.
   EXPECT_EQ(bounded_keep_alive(std::nullopt, 3600, 5, 15), 15);
   EXPECT_EQ(bounded_keep_alive(std::nullopt, 1, 5, 15), 5);
+}
+
+TEST(ModelsLoadDuration, OllamasOwnFromTheFinalObjectOfAnyBody) {
+  // Issue 14, item 7: a non-streamed answer paid 0.5 s of load and 4 s of tokens.
+  EXPECT_EQ(load_duration_of(R"({"done": true, "load_duration": 500000000})"), 0.5);
+  EXPECT_FALSE(load_duration_of(R"({"done": true})"));
+  EXPECT_FALSE(load_duration_of(R"({"load_duration": "soon"})"));
+  EXPECT_FALSE(load_duration_of("data: [DONE]"));
+
+  // An NDJSON stream, cut anywhere: the last line carries it.
+  const std::string stream =
+      "{\"response\": \"t0\", \"done\": false}\n{\"response\": \"t1\", \"done\": false}\n"
+      "{\"done\": true, \"load_duration\": 250000000, \"eval_count\": 2}\n";
+  for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
+    LoadDurationScanner scan;
+    scan.feed(std::string_view(stream).substr(0, cut));
+    scan.feed(std::string_view(stream).substr(cut));
+    EXPECT_EQ(scan.seconds(), 0.25) << cut;
+  }
+  LoadDurationScanner whole;  // one object, no final newline
+  whole.feed(R"({"done": true, "load_)");
+  whole.feed(R"(duration": 1000000000})");
+  EXPECT_EQ(whole.seconds(), 1.0);
+  LoadDurationScanner sse;
+  sse.feed("data: {\"choices\": []}\n\ndata: [DONE]\n\n");
+  EXPECT_FALSE(sse.seconds());
 }
 
 }  // namespace

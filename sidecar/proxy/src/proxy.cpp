@@ -17,6 +17,7 @@
 
 #include "siesta/core/error_json.h"
 #include "siesta/providers/keep_alive.h"
+#include "siesta/providers/load_duration.h"
 #include "siesta/runtime/executor.h"
 
 namespace siesta {
@@ -341,7 +342,9 @@ struct Proxy::Impl {
           keep_alive(o.keep_alive),
           accepted(o.accepted),
           was_loaded(o.was_loaded),
-          t0(o.t0) {}
+          t0(o.t0),
+          first_byte(o.first_byte),
+          load_scan(std::move(o.load_scan)) {}
     ModelUse& operator=(ModelUse&&) = delete;
     ~ModelUse() {
       if (controller != nullptr) controller->end_model_request(model, accepted);
@@ -353,7 +356,30 @@ struct Proxy::Impl {
     bool accepted = false;  // the model server answered 2xx: the model is loaded
     bool was_loaded = true;
     SteadyClock::time_point t0 = SteadyClock::now();
+    double first_byte = 0;                         // seconds from t0 to the response header
+    std::optional<LoadDurationScanner> load_scan;  // this response paid the model's load
   };
+
+  // A whole answer that is not a stream (a Content-Length of at most 4 MiB), read into `buf`
+  // before its header goes out; nullopt for any other. The relay then sends it from `buf`.
+  awaitable<std::optional<std::string_view>> read_whole_answer(
+      beast::tcp_stream& upstream, beast::flat_buffer& buf,
+      http::response_parser<http::buffer_body>& parser, Activity& activity) {
+    const auto length = parser.content_length();
+    if (is_stream(parser.get(), parser.get().chunked()) || !length || *length > (4u << 20)) {
+      co_return std::nullopt;
+    }
+    const auto size = static_cast<std::size_t>(*length);
+    while (buf.size() < size) {
+      beast::error_code ec;
+      activity.touch();
+      const std::size_t n =
+          co_await upstream.async_read_some(buf.prepare(size - buf.size()), ec_token(ec));
+      buf.commit(n);
+      if (ec) co_return std::nullopt;  // the relay meets the same end
+    }
+    co_return std::string_view(static_cast<const char*>(buf.data().data()), size);
+  }
 
   // The whole request body, or nullopt when it is over the limit.
   awaitable<std::optional<std::string>> read_body(beast::tcp_stream& client, Activity& activity,
@@ -689,9 +715,19 @@ struct Proxy::Impl {
       model_use->was_loaded = controller_.model_accepted(model_use->model, model_use->keep_alive);
     }
     if (model_use && !model_use->was_loaded) {
-      // The model was not loaded: this response paid its load.
-      const double load = seconds_since(model_use->t0);
-      recorder_.model_loaded(model_use->model, "request", Seconds(load));
+      // The model was not loaded: this response paid its load. Its price is Ollama's own
+      // load_duration, in the answer's final JSON (docs/models.md): a whole answer is read before
+      // its header goes out, a stream's is known only at its end (the metric waits for it, the
+      // header says the time to the first byte).
+      model_use->first_byte = seconds_since(model_use->t0);
+      model_use->load_scan.emplace();
+      double load = model_use->first_byte;
+      if (has_body) {
+        if (auto whole =
+                co_await read_whole_answer(*upstream, upstream_buf, res_parser, activity)) {
+          load = load_duration_of(*whole).value_or(load);
+        }
+      }
       wake_header += fmt::format("{}model={}; load={:.3f}", wake_header.empty() ? "cold; " : "; ",
                                  model_use->model, load);
     }
@@ -720,6 +756,7 @@ struct Proxy::Impl {
         res.body().size = sizeof buf - res.body().size;
         res.body().data = buf;
         res.body().more = !res_parser.is_done();
+        if (model_use && model_use->load_scan) model_use->load_scan->feed({buf, res.body().size});
         if (res.body().size == 0 && !res_parser.is_done()) continue;
       } else {
         res.body().data = nullptr;
@@ -737,6 +774,11 @@ struct Proxy::Impl {
     }
     // Only a request the model server accepted sets the keep-alive: a failed one must not load
     // the model.
+    if (model_use && model_use->load_scan) {
+      recorder_.model_loaded(
+          model_use->model, "request",
+          Seconds(model_use->load_scan->seconds().value_or(model_use->first_byte)));
+    }
     if (model_use && model_use->route == ModelRoute::kOpenAi && model_use->accepted) {
       refresh_keep_alive(l, *model_use);
     }
