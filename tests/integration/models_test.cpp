@@ -120,9 +120,9 @@ TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
     return at == std::string::npos ? -1.0 : std::stod(wake.substr(at + 5));
   };
   // Not streamed: the whole answer comes at once, with Ollama's load_duration in it.
-  auto whole = via().Post("/api/generate",
-                          R"({"model": "llama3.2:3b", "prompt": "x", "stream": false})",
-                          "application/json");
+  auto whole =
+      via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x", "stream": false})",
+                 "application/json");
   ASSERT_TRUE(whole);
   ASSERT_EQ(whole->status, 200);
   EXPECT_DOUBLE_EQ(load_in(whole), 0.15) << whole->get_header_value("X-Siesta-Wake");
@@ -137,8 +137,8 @@ TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
   ASSERT_EQ(stream->status, 200);
   EXPECT_GE(load_in(stream), 0.15);
   EXPECT_LT(load_in(stream), 1.5);  // not the 2 s of tokens
-  EXPECT_NEAR(metric(siesta, R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b"})"),
-              0.15, 1e-9);
+  EXPECT_NEAR(metric(siesta, R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b"})"), 0.15,
+              1e-9);
 }
 
 TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
@@ -369,6 +369,22 @@ TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
   EXPECT_TRUE(loaded_in_ollama().empty());
   EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["loaded"], false);
   EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="forced"})"), 1);
+}
+
+TEST_F(Models, AdminLoadOfAnInstalledModelSiestaHasNotSeen) {
+  // Issue 14, item 6: qwen2.5:7b is in Ollama's /api/tags, not in the config, never requested.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto load = siesta.client().Post("/admin/models/qwen2.5:7b/load");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(load->status, 200) << load->body;
+  EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
+  EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["loaded"], true);
+  EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["provider"], "ollama");
+  auto missing = siesta.client().Post("/admin/models/nope:1b/load");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  EXPECT_FALSE(get_json(siesta, "/admin/idle-status")["models"].contains("nope:1b"));
 }
 
 TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {

@@ -337,6 +337,38 @@ TEST(Controller, LearnedModelsAreBoundedTheOldestUnloadedForgottenFirst) {
   EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"configured", "d", "e"}));
 }
 
+TEST(Controller, AdminLoadOfAnInstalledModelSiestaHasNotSeenLearnsIt) {
+  // Issue 14, item 6: a model in /api/tags but not in the config or traffic answered 404.
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama"}}})");
+  w.provider.installed = {"m", "qwen2.5:7b"};
+  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));  // one model server: no question asked
+  ASSERT_TRUE(w.registry->model("qwen2.5:7b"));
+  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama");
+  EXPECT_TRUE(w.model("qwen2.5:7b").loaded);
+  EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);  // woken first
+  Status st = w.controller->load_model("nope:1b");
+  EXPECT_EQ(st.code(), ErrorCode::kNotFound) << st.message();
+  EXPECT_FALSE(w.registry->model("nope:1b"));
+}
+
+TEST(Controller, AdminLoadFindsWhichOfSeveralModelServersHasTheModel) {
+  World w(R"({"services": {"ollama": {"command": ["o"], "model_api": "ollama"},
+                           "ollama-b": {"command": ["b"], "model_api": "ollama"}}})");
+  w.run("ollama");
+  w.provider.installed = {"llama3.2:3b"};
+  w.provider_b.installed = {"qwen2.5:7b"};
+  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));
+  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama-b");
+  // The running server was asked first; the stopped one was woken to be asked.
+  EXPECT_THAT(w.provider.calls, ElementsAre("list_installed"));
+  EXPECT_THAT(w.provider_b.calls, ElementsAre("list_installed", "load qwen2.5:7b"));
+  ASSERT_TRUE(w.controller->load_model("llama3.2:3b"));
+  EXPECT_EQ(w.registry->model("llama3.2:3b")->spec->provider, "ollama");
+  EXPECT_EQ(w.controller->load_model("nope:1b").code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(w.registry->model("nope:1b"));
+}
+
 TEST(Controller, ForcedUnloadOfAnUnloadedModelIsANoOp) {
   World w(
       R"({"services": {"ollama": {"command": ["o"]}}, "models": {"m": {"provider": "ollama"}}})");

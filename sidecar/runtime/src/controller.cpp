@@ -369,10 +369,7 @@ void Controller::end_model_request(const std::string& model, bool accepted) {
     keep_alive = effective_keep_alive(settings, spec, rt).count();
   });
   // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
-  if (!accepted &&
-      registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
-        return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
-      })) {
+  if (!accepted && forget_if_unused(model)) {
     spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
     return;
   }
@@ -381,9 +378,50 @@ void Controller::end_model_request(const std::string& model, bool accepted) {
   }
 }
 
+Result<std::string> Controller::find_installed(const std::string& model) {
+  std::vector<std::string> servers;
+  for (const auto& name : registry_.service_names()) {
+    if (provider_of(name) != nullptr) servers.push_back(name);
+  }
+  const Status none{ErrorCode::kNotFound, "unknown model: " + model + " (no model server has it)"};
+  if (servers.empty()) return none;
+  if (servers.size() == 1) return servers.front();  // its load says whether it has the model
+  // Running servers are asked first: waking one only to ask costs a start.
+  std::stable_partition(servers.begin(), servers.end(), [&](const std::string& name) {
+    auto view = registry_.service(name);
+    return view && view->runtime.state == ServiceState::kRunning;
+  });
+  for (const auto& name : servers) {
+    if (Status st = wake(name, "manual"); !st) {
+      spdlog::warn("Model {}: cannot ask {} whether it has it: {}", model, name, st.message());
+      continue;
+    }
+    auto installed = provider_of(name)->list_installed();
+    if (!installed) {
+      spdlog::warn("Model {}: cannot list the models of {}: {}", model, name,
+                   installed.status().message());
+      continue;
+    }
+    if (std::find(installed->begin(), installed->end(), model) != installed->end()) return name;
+  }
+  return none;
+}
+
+bool Controller::forget_if_unused(const std::string& model) {
+  return registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
+    return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
+  });
+}
+
 Status Controller::load_model(const std::string& model) {
   auto view = registry_.model(model);
-  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  if (!view) {
+    auto server = find_installed(model);
+    if (!server) return server.status();
+    learn_model(model, *server, ModelRuntime{}, "is loaded by the admin API on");
+    view = registry_.model(model);
+    if (!view) return {ErrorCode::kConflict, "model " + model + " was forgotten meanwhile"};
+  }
   ModelProvider* provider = provider_of(view->spec->provider);
   if (provider == nullptr) {
     return {ErrorCode::kUnavailable, "service " + view->spec->provider + " has no model API"};
@@ -398,6 +436,7 @@ Status Controller::load_model(const std::string& model) {
   const Seconds took = clock_.mono_now() - t0;
   if (!st) {
     spdlog::error("Model {}: load failed: {}", model, st.message());
+    if (forget_if_unused(model)) spdlog::info("Model {} forgotten: it was never loaded", model);
     return st;
   }
   const WallTime now = clock_.wall_now();

@@ -58,7 +58,9 @@ class Controller {
   Status update_settings(const std::function<void(Settings&)>& change);
   // Unloads now through the provider (reason "forced").
   Status unload_model(const std::string& model);
-  // Loads now through the provider with the model's keep-alive (admin API).
+  // Loads now through the provider with the model's keep-alive (admin API). A model siesta has
+  // not seen is looked for on the model servers (find_installed) and learned; kNotFound when
+  // none has it.
   Status load_model(const std::string& model);
   // Unloads every loaded model of a provider service (reason "forced").
   Status unload_models_of(const std::string& provider_service);
@@ -127,6 +129,11 @@ class Controller {
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
+  // The model server that has `model` installed: the only one there is, else the first (running
+  // ones asked first, then stopped ones woken) whose list has it. kNotFound when none has it.
+  Result<std::string> find_installed(const std::string& model);
+  // Forgets a learned model that was never loaded and is not in use.
+  bool forget_if_unused(const std::string& model);
   // Adds a model not in the config (Registry::add_learned_model); false if it was known.
   bool learn_model(const std::string& model, const std::string& provider_service,
                    const ModelRuntime& runtime, const char* how);
