@@ -772,13 +772,13 @@ struct Proxy::Impl {
     if (ec) {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service, ec.message());
     }
-    // Only a request the model server accepted sets the keep-alive: a failed one must not load
-    // the model.
     if (model_use && model_use->load_scan) {
       recorder_.model_loaded(
           model_use->model, "request",
           Seconds(model_use->load_scan->seconds().value_or(model_use->first_byte)));
     }
+    // Only a request the model server accepted sets the keep-alive: a failed one must not load
+    // the model.
     if (model_use && model_use->route == ModelRoute::kOpenAi && model_use->accepted) {
       refresh_keep_alive(l, *model_use);
     }
