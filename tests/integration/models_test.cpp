@@ -246,6 +246,8 @@ TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
                                           "keep_alive_min_seconds": 0})",
                               "", {"--tokens", "20", "--token-interval-ms", "100"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
+  // Up first: the emulator's start alone can take seconds on a loaded machine.
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
   json mid;
   std::thread watcher([&] {
     std::this_thread::sleep_for(milliseconds(1500));

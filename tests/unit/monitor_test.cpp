@@ -265,8 +265,14 @@ TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama"}}})");
   w.run("ollama");
-  w.controller->begin_model_request("m", "ollama");
-  EXPECT_FALSE(w.controller->model_accepted("m", 600));  // was not loaded
+  auto ticket = w.controller->begin_model_request("m", "ollama");
+  ASSERT_TRUE(ticket);  // was not loaded
+  auto second = w.controller->begin_model_request("m", "ollama");
+  w.provider.loaded_models = {"m"};  // loaded meanwhile: /api/ps shows it before any answer
+  w.controller->reconcile();
+  EXPECT_TRUE(w.controller->model_accepted("m", 600, ticket));   // this one paid the load
+  EXPECT_FALSE(w.controller->model_accepted("m", 600, second));  // ... not this one too
+  w.controller->end_model_request("m", true);
   w.provider.loaded_models = {};  // Ollama lists a model only once it has loaded
   w.controller->reconcile();
   EXPECT_TRUE(w.model("m").loaded);
@@ -306,7 +312,7 @@ TEST(Controller, AModelIsLoadedOnlyOnceItsServerAcceptedARequest) {
   w.controller->begin_model_request("new:1b", "ollama");
   w.controller->end_model_request("new:1b", false);
   ASSERT_TRUE(w.registry->model("new:1b"));
-  EXPECT_FALSE(w.controller->model_accepted("new:1b", 600));
+  EXPECT_TRUE(w.controller->model_accepted("new:1b", 600, 0));  // its first load
   w.controller->end_model_request("new:1b", true);
   EXPECT_TRUE(w.model("new:1b").loaded);
   EXPECT_EQ(w.model("new:1b").keep_alive_seconds, 600);
@@ -318,8 +324,8 @@ TEST(Controller, LearnedModelsAreBoundedTheOldestUnloadedForgottenFirst) {
               "models": {"configured": {"provider": "ollama"}}})");
   w.run("ollama");
   auto use = [&](const std::string& m) {
-    w.controller->begin_model_request(m, "ollama");
-    w.controller->model_accepted(m, 600);
+    auto ticket = w.controller->begin_model_request(m, "ollama");
+    w.controller->model_accepted(m, 600, ticket);
     w.controller->end_model_request(m, true);
     w.clock.advance(std::chrono::seconds(1));
   };

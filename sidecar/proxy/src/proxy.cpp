@@ -341,6 +341,7 @@ struct Proxy::Impl {
           route(o.route),
           keep_alive(o.keep_alive),
           accepted(o.accepted),
+          load_ticket(o.load_ticket),
           was_loaded(o.was_loaded),
           t0(o.t0),
           first_byte(o.first_byte),
@@ -353,8 +354,9 @@ struct Proxy::Impl {
     std::string model;
     ModelRoute route = ModelRoute::kNone;
     double keep_alive = 0;
-    bool accepted = false;  // the model server answered 2xx: the model is loaded
-    bool was_loaded = true;
+    bool accepted = false;                     // the model server answered 2xx: the model is loaded
+    std::optional<std::uint64_t> load_ticket;  // the model was not loaded when it began
+    bool was_loaded = true;                    // false: this request paid the model's load
     SteadyClock::time_point t0 = SteadyClock::now();
     double first_byte = 0;                         // seconds from t0 to the response header
     std::optional<LoadDurationScanner> load_scan;  // this response paid the model's load
@@ -424,7 +426,7 @@ struct Proxy::Impl {
       doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
       body = doc.dump();
     }
-    controller_.begin_model_request(model, l.service);
+    use.load_ticket = controller_.begin_model_request(model, l.service);
   }
 
   // Ollama reads no keep_alive from /v1/* requests, so its default would apply: set siesta's
@@ -712,7 +714,8 @@ struct Proxy::Impl {
     std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
     if (model_use && res.result_int() / 100 == 2) {
       model_use->accepted = true;
-      model_use->was_loaded = controller_.model_accepted(model_use->model, model_use->keep_alive);
+      model_use->was_loaded = !controller_.model_accepted(model_use->model, model_use->keep_alive,
+                                                          model_use->load_ticket);
     }
     if (model_use && !model_use->was_loaded) {
       // The model was not loaded: this response paid its load. Its price is Ollama's own

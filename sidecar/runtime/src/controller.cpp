@@ -50,6 +50,7 @@ bool Controller::learn_model(const std::string& model, const std::string& provid
   spec.name = model;
   spec.provider = provider_service;
   auto learned = registry_.add_learned_model(spec, runtime, max_learned_models_);
+  forget_loads(learned.forgotten);  // idle: nothing in flight
   for (const auto& name : learned.forgotten) {
     spdlog::info("Model {} forgotten: not loaded, the oldest of more than {} learned models", name,
                  max_learned_models_);
@@ -333,28 +334,41 @@ Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& mod
           defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
 }
 
-void Controller::begin_model_request(const std::string& model,
-                                     const std::string& provider_service) {
+std::optional<std::uint64_t> Controller::begin_model_request(const std::string& model,
+                                                             const std::string& provider_service) {
   ModelRuntime first;
   first.in_flight = 1;
+  bool loaded = false;
   // An idle learned entry may be forgotten between the two steps: then learn it again.
-  while (
-      !registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) { ++rt.in_flight; })) {
-    if (learn_model(model, provider_service, first, "is used through")) return;
+  while (!registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    ++rt.in_flight;
+    loaded = rt.loaded;
+  })) {
+    if (learn_model(model, provider_service, first, "is used through")) break;
   }
+  if (loaded) return std::nullopt;
+  std::lock_guard lock(loads_mu_);
+  return request_loads_[model];
 }
 
-bool Controller::model_accepted(const std::string& model, double keep_alive_seconds) {
+bool Controller::model_accepted(const std::string& model, double keep_alive_seconds,
+                                std::optional<std::uint64_t> ticket) {
   const WallTime now = clock_.wall_now();
-  bool was_loaded = false;
+  bool paid = false;
+  if (ticket) {
+    // Not `!rt.loaded`: /api/ps may have shown the model while this request was loading it.
+    std::lock_guard lock(loads_mu_);
+    auto& loads = request_loads_[model];
+    paid = *ticket == loads;
+    if (paid) ++loads;
+  }
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
-    was_loaded = rt.loaded;
     rt.loaded = true;
     rt.last_used = now;
     rt.keep_alive_seconds = keep_alive_seconds;
   });
-  if (!was_loaded) recorder_.model_added(model);  // its counters start at zero
-  return was_loaded;
+  if (paid) recorder_.model_added(model);  // its counters start at zero
+  return paid;
 }
 
 void Controller::end_model_request(const std::string& model, bool accepted) {
@@ -408,9 +422,17 @@ Result<std::string> Controller::find_installed(const std::string& model) {
 }
 
 bool Controller::forget_if_unused(const std::string& model) {
-  return registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
-    return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
-  });
+  const bool forgotten =
+      registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
+        return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
+      });
+  if (forgotten) forget_loads({model});  // no request holds a ticket: none is in flight
+  return forgotten;
+}
+
+void Controller::forget_loads(const std::vector<std::string>& models) {
+  std::lock_guard lock(loads_mu_);
+  for (const auto& m : models) request_loads_.erase(m);
 }
 
 Status Controller::load_model(const std::string& model) {

@@ -7,11 +7,14 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "siesta/core/clock.h"
 #include "siesta/core/model_provider.h"
@@ -67,10 +70,14 @@ class Controller {
 
   // A proxied request names `model` on `provider_service`: the model is in flight (never
   // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
-  void begin_model_request(const std::string& model, const std::string& provider_service);
+  // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
+  std::optional<std::uint64_t> begin_model_request(const std::string& model,
+                                                   const std::string& provider_service);
   // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
-  // `keep_alive_seconds` from the request's end. Returns whether it was loaded already.
-  bool model_accepted(const std::string& model, double keep_alive_seconds);
+  // `keep_alive_seconds` from the request's end. Returns whether this request paid the load: it
+  // began with the model not loaded (`ticket`) and no other request's answer loaded it since.
+  bool model_accepted(const std::string& model, double keep_alive_seconds,
+                      std::optional<std::uint64_t> ticket);
   // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
   // never loaded and has no other request in flight is forgotten after a failed request.
   void end_model_request(const std::string& model, bool accepted);
@@ -134,6 +141,7 @@ class Controller {
   Result<std::string> find_installed(const std::string& model);
   // Forgets a learned model that was never loaded and is not in use.
   bool forget_if_unused(const std::string& model);
+  void forget_loads(const std::vector<std::string>& models);
   // Adds a model not in the config (Registry::add_learned_model); false if it was known.
   bool learn_model(const std::string& model, const std::string& provider_service,
                    const ModelRuntime& runtime, const char* how);
@@ -146,6 +154,10 @@ class Controller {
   Recorder& recorder_;
   SaveFn save_;
   std::size_t max_learned_models_;
+  // Per model, the loads paid by a request (its answer found the model not loaded), so that a
+  // request that began before the latest load does not count it again (model_accepted).
+  std::mutex loads_mu_;
+  std::map<std::string, std::uint64_t> request_loads_;  // guarded by loads_mu_
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
 };
