@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
         auto it = providers.find(service);
         return it == providers.end() ? nullptr : it->second.get();
       },
-      clock, metrics, [&] { return persister.save(); });
+      clock, metrics, [&] { return persister.save(); }, config.max_learned_models);
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, metrics, executor);
 

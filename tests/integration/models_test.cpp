@@ -67,8 +67,9 @@ class Models : public ::testing::Test {
 
 TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   // keep-alive 0.0005 h = 1.8 s.
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005})"));
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0005,
+                                          "keep_alive_min_seconds": 0})"));
   ASSERT_TRUE(siesta.start()) << siesta.log();
 
   auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "hi"})",
@@ -106,6 +107,43 @@ TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");
 }
 
+TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
+  // Issue 14, item 7: "load=4.002" for a 0.5 s load and 4 s of tokens. Here: 0.15 s of load,
+  // then 20 tokens 100 ms apart.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})", "",
+                                          {"--tokens", "20", "--token-interval-ms", "100"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
+  auto load_in = [](const httplib::Result& res) {
+    const std::string wake = res->get_header_value("X-Siesta-Wake");
+    const auto at = wake.find("load=");
+    return at == std::string::npos ? -1.0 : std::stod(wake.substr(at + 5));
+  };
+  // Not streamed: the whole answer comes at once, with Ollama's load_duration in it.
+  auto whole =
+      via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x", "stream": false})",
+                 "application/json");
+  ASSERT_TRUE(whole);
+  ASSERT_EQ(whole->status, 200);
+  EXPECT_DOUBLE_EQ(load_in(whole), 0.15) << whole->get_header_value("X-Siesta-Wake");
+  // Observed once the answer has been relayed: an instant after the client has it.
+  const std::string whole_sum = R"(siesta_model_load_duration_seconds_sum{model="llama3.2:3b"})";
+  ASSERT_TRUE(eventually([&] { return metric(siesta, whole_sum) > 0; }));
+  EXPECT_NEAR(metric(siesta, whole_sum), 0.15, 1e-9);
+  // Streamed: the header goes out before the final line, so it says the time to the first
+  // byte; the metric waits for Ollama's figure at the end.
+  auto stream = via().Post("/api/chat", R"({"model": "qwen2.5:7b", "messages": [{"role": "user",
+      "content": "x"}]})",
+                           "application/json");
+  ASSERT_TRUE(stream);
+  ASSERT_EQ(stream->status, 200);
+  EXPECT_GE(load_in(stream), 0.15);
+  EXPECT_LT(load_in(stream), 1.5);  // not the 2 s of tokens
+  const std::string stream_sum = R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b"})";
+  ASSERT_TRUE(eventually([&] { return metric(siesta, stream_sum) > 0; }));
+  EXPECT_NEAR(metric(siesta, stream_sum), 0.15, 1e-9);
+}
+
 TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
       "keep_alive_min_seconds": 30, "keep_alive_max_seconds": 120})"));
@@ -124,6 +162,33 @@ TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {
   EXPECT_EQ(ask("\"1m30s\""), 90);  // within bounds: the client's own
   EXPECT_EQ(ask("45"), 45);
   EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{420, 330, 390, 345}));
+}
+
+TEST_F(Models, TheConfiguredAndDefaultKeepAlivesAreBoundedLikeAClients) {
+  // Issue 14, item 8: with keep_alive_max_seconds 15, "modelKeepAlive": 1 (hour) gave 3,600 s
+  // while a client asking -1 got 15 s.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
+      "keep_alive_min_seconds": 5, "keep_alive_max_seconds": 15})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client()
+                .Post("/admin/settings", R"({"modelKeepAlive": 1})", "application/json")
+                ->status,
+            200);
+  auto res =
+      via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
+  ASSERT_EQ(via()
+                .Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": -1})",
+                      "application/json")
+                ->status,
+            200);
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["keep_alive_seconds"], 15);
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{315, 315}));
+  // The admin API's load uses the same bound.
+  ASSERT_EQ(siesta.client().Post("/admin/models/llama3.2:3b/load")->status, 200);
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{315, 315, 315}));
 }
 
 TEST_F(Models, OpenAiRequestsAreTrackedAndFollowTheSamePolicy) {
@@ -149,12 +214,40 @@ TEST_F(Models, OpenAiRequestsAreTrackedAndFollowTheSamePolicy) {
   EXPECT_EQ(keep_alives_sent("qwen2.5:7b"), std::vector<json>{json(7500)});
 }
 
+TEST_F(Models, AFailedV1RequestSetsNoKeepAliveAndLoadsNothing) {
+  // Issue 14, item 5: after a /v1 request failed, siesta set the keep-alive through
+  // /api/generate anyway, which loaded the model.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto bad = via().Post("/v1/embeddings", R"({"model": "llama3.2:3b"})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;  // no "input"
+  auto missing =
+      via().Post("/v1/embeddings", R"({"model": "nope:1b", "input": "x"})", "application/json");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  // A request that succeeds afterwards does get its keep-alive set: wait for that one, then
+  // no other may have been sent.
+  auto good =
+      via().Post("/v1/embeddings", R"({"model": "qwen2.5:7b", "input": "x"})", "application/json");
+  ASSERT_TRUE(good);
+  EXPECT_EQ(good->status, 200) << good->body;
+  ASSERT_TRUE(eventually([&] { return !keep_alives_sent("qwen2.5:7b").empty(); }));
+  std::this_thread::sleep_for(milliseconds(300));  // a refresh posted earlier has landed too
+  EXPECT_TRUE(keep_alives_sent("llama3.2:3b").empty());
+  EXPECT_TRUE(keep_alives_sent("nope:1b").empty());
+  EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
+}
+
 TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   // keep-alive 0.36 s; the stream runs 2 s.
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001})", "",
-                         {"--tokens", "20", "--token-interval-ms", "100"}));
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0001,
+                                          "keep_alive_min_seconds": 0})",
+                              "", {"--tokens", "20", "--token-interval-ms", "100"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
+  // Up first: the emulator's start alone can take seconds on a loaded machine.
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
   json mid;
   std::thread watcher([&] {
     std::this_thread::sleep_for(milliseconds(1500));
@@ -171,6 +264,46 @@ TEST_F(Models, AModelWithARequestInFlightIsNeverUnloaded) {
   EXPECT_EQ(mid["unload_blocker"], "in_flight");
   EXPECT_EQ(siesta.log().find("Model llama3.2:3b keep-alive expired"), std::string::npos);
   EXPECT_TRUE(siesta.wait_log("Successfully unloaded idle model llama3.2:3b", seconds(5)));
+}
+
+TEST_F(Models, AKeepAliveOfNullIsLeftToSiestaAndTheModelIsInFlightThroughoutItsStream) {
+  // Issue 14, item 3: null was forwarded untouched and the request not counted, so siesta
+  // unloaded the model under the running stream. keep-alive 0.36 s; the stream runs 2 s.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama",
+      "keep_alive_hours": 0.0001, "keep_alive_min_seconds": 0})",
+                                          "", {"--tokens", "20", "--token-interval-ms", "100"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
+            200);  // loaded; unloaded again 0.36 s later
+  json mid;
+  std::thread watcher([&] {
+    std::this_thread::sleep_for(milliseconds(1500));
+    mid = model_status(siesta, "llama3.2:3b");
+  });
+  auto res = via().Post("/api/chat", R"({"model": "llama3.2:3b", "keep_alive": null,
+      "messages": [{"role": "user", "content": "x"}]})",
+                        "application/json");
+  watcher.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(mid["in_flight"], 1) << mid;
+  EXPECT_EQ(mid["loaded"], true) << mid;
+  EXPECT_EQ(mid["unload_blocker"], "in_flight") << mid;
+  // Rewritten to siesta's keep-alive (0.36 s + 300 s), like an absent one.
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), (std::vector<json>{301, 301}));
+}
+
+TEST_F(Models, AKeepAliveOllamaRejectsIsForwardedUnchangedForOllamasOwn400) {
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = via().Post("/api/generate", R"({"model": "llama3.2:3b", "keep_alive": "300"})",
+                        "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body, nullptr, false),
+            json::parse(R"({"error": "time: missing unit in duration \"300\""})"));
+  EXPECT_EQ(keep_alives_sent("llama3.2:3b"), std::vector<json>{json("300")});
+  EXPECT_EQ(model_status(siesta, "llama3.2:3b")["in_flight"], 0);
 }
 
 TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
@@ -199,6 +332,28 @@ TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
   EXPECT_NE(res->get_header_value("X-Siesta-Wake").find("model=llama3.2:3b"), std::string::npos);
 }
 
+TEST_F(Models, AModelItsServerDoesNotHaveIsNeitherLoadedNorKept) {
+  // Issue 14, item 4: 300 random names gave 304 entries, each "loaded" with a keep-alive timer.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  for (const char* name : {"nope:1b", "nope:2b", "nope:3b"}) {
+    auto res = via().Post("/api/generate", std::string(R"({"model": ")") + name + R"("})",
+                          "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 404) << res->body;
+    EXPECT_EQ(json::parse(res->body, nullptr, false),
+              json({{"error", std::string("model '") + name + "' not found"}}));
+    EXPECT_EQ(res->get_header_value("X-Siesta-Wake").find("model="), std::string::npos);
+  }
+  const json models = get_json(siesta, "/admin/idle-status")["models"];
+  EXPECT_EQ(models.size(), 1u) << models;
+  EXPECT_FALSE(models.contains("nope:1b"));
+  EXPECT_EQ(siesta.client().Get("/admin/models/nope:1b")->status, 404);
+  const auto text = siesta.client().Get("/metrics")->body;
+  EXPECT_EQ(text.find("nope:"), std::string::npos);
+  EXPECT_EQ(siesta.log().find("keep-alive expired"), std::string::npos);
+}
+
 TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
   SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"},
                                              "qwen2.5:7b": {"provider": "ollama"})"));
@@ -221,10 +376,27 @@ TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
   EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="forced"})"), 1);
 }
 
+TEST_F(Models, AdminLoadOfAnInstalledModelSiestaHasNotSeen) {
+  // Issue 14, item 6: qwen2.5:7b is in Ollama's /api/tags, not in the config, never requested.
+  SiestaProcess siesta(dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto load = siesta.client().Post("/admin/models/qwen2.5:7b/load");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(load->status, 200) << load->body;
+  EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
+  EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["loaded"], true);
+  EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["provider"], "ollama");
+  auto missing = siesta.client().Post("/admin/models/nope:1b/load");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  EXPECT_FALSE(get_json(siesta, "/admin/idle-status")["models"].contains("nope:1b"));
+}
+
 TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {
-  SiestaProcess siesta(
-      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002})", "",
-                         {"--fail-unload"}));
+  SiestaProcess siesta(dir.path(),
+                       config(R"("llama3.2:3b": {"provider": "ollama", "keep_alive_hours": 0.0002,
+                                          "keep_alive_min_seconds": 0})",
+                              "", {"--fail-unload"}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   ASSERT_EQ(via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
             200);

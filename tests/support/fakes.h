@@ -102,6 +102,9 @@ class FakeProvider final : public ModelProvider {
   Status load(const std::string& model, double) override {
     std::lock_guard lock(mu_);
     calls.push_back("load " + model);
+    if (!installed.empty() && installed.count(model) == 0) {
+      return {ErrorCode::kNotFound, "model '" + model + "' not found"};
+    }
     loaded_models.insert(model);
     return Status::ok();
   }
@@ -118,9 +121,15 @@ class FakeProvider final : public ModelProvider {
     for (const auto& m : loaded_models) out.push_back({m, 3e9, 3e9});
     return out;
   }
+  Result<std::vector<std::string>> list_installed() override {
+    std::lock_guard lock(mu_);
+    calls.push_back("list_installed");
+    return std::vector<std::string>(installed.begin(), installed.end());
+  }
   std::mutex mu_;
   std::vector<std::string> calls;
   std::set<std::string> loaded_models;
+  std::set<std::string> installed;
   bool fail_unload = false;
 };
 

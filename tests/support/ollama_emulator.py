@@ -2,18 +2,23 @@
 """An Ollama emulator for siesta's tests: Ollama itself cannot run here (no GPU, no models).
 
 It follows the published API (../shared/reference/ollama-api.md) in everything siesta relies on:
-  POST /api/generate, /api/chat, /api/embed, /api/embeddings   load, answer (NDJSON streams or
-       one object with "stream": false), honour "keep_alive"; a body with only the model loads
-       (done_reason "load"); "keep_alive": 0 with no prompt unloads (done_reason "unload")
-  POST /v1/chat/completions, /v1/completions, /v1/embeddings   OpenAI-compatible; keep_alive is
-       NOT read (the server default applies), streams are Server-Sent Events ending [DONE]
+  POST /api/generate, /api/chat   load, answer (NDJSON streams, or one object with
+       "stream": false, after the same generation time), honour "keep_alive"; a body with only
+       the model loads (done_reason "load", no timings); "keep_alive": 0 with no prompt unloads
+       (done_reason "unload"). Final answers carry Ollama's nanosecond timings (total_duration,
+       load_duration, eval_count, ...)
+  POST /api/embed (one object, never streamed, with timings), /api/embeddings ({"embedding"})
+  POST /v1/chat/completions, /v1/completions, /v1/embeddings   OpenAI-compatible bodies;
+       keep_alive is NOT read (the server default applies), streams are Server-Sent Events ending
+       [DONE]; errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}
   GET  /api/ps        loaded models with size, size_vram and expires_at (zero time during the
        first request after a load, refreshed only when a request finishes: Ollama's pitfall)
-  GET  /api/tags, /api/version
+  GET  /api/tags      the installed models (--models), /api/version
 keep_alive: a number is seconds (negative: forever, 0: unload when idle); a string is a Go
-duration ("5m", "1h30m", "-1m", "0"); a string without a unit is a 400 as in Ollama. The
-keep-alive timer starts when the model's last request ends. Unknown models are a 404
-{"error": "model 'x' not found"}.
+duration ("5m", "1h30m", "-1m", "+.5h", "0"); null is no keep_alive. Anything else is a 400 with
+Go's message, as in Ollama: {"error": "time: missing unit in duration \"300\""},
+{"error": "Unsupported type: 'bool'"}. The keep-alive timer starts when the model's last request
+ends. A model not in --models is a 404 {"error": "model 'x' not found"}.
 
 For the tests only: GET /emulator/requests lists every request body received (to check what siesta
 forwarded), and GET /emulator/events lists loads and unloads with their cause.
@@ -31,26 +36,39 @@ FOREVER = float("inf")
 
 
 def parse_duration(text):
-    if text in ("0", "-0"):
+    """Go's time.ParseDuration, with its error messages."""
+    sign = re.match(r"[-+]?", text).group(0)
+    rest = text[len(sign):]
+    if rest == "0":
         return 0.0
-    m = re.fullmatch(r"(-?)((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)", text)
-    if not m:
-        raise ValueError(f'time: missing unit in duration "{text}"')
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    total = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", m.group(2)))
-    return -total if m.group(1) else total
+    number = r"(?:\d+\.?\d*|\.\d+)"
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.fullmatch(rf"(?:{number}[^\d.]+)+", rest) and re.findall(rf"({number})([^\d.]+)", rest)
+    if not parts:
+        if re.fullmatch(rf"(?:{number}[^\d.]+)*{number}", rest):
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    for n, u in parts:
+        if u not in units:
+            raise ValueError(f'time: unknown unit "{u}" in duration "{text}"')
+        total += float(n) * units[u]
+    return -total if sign == "-" else total
 
 
 def parse_keep_alive(value):
     """Seconds; FOREVER for negative values."""
-    if isinstance(value, bool):
-        raise ValueError("keep_alive must be a number or a duration string")
+    # Ollama's api.Duration: a JSON number is seconds, a string a Go duration; anything else
+    # is "Unsupported type" with the Go type json.Unmarshal decoded it to.
+    go_types = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
+    if type(value) in go_types:
+        raise ValueError(f"Unsupported type: '{go_types[type(value)]}'")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
         seconds = parse_duration(value)
     else:
-        raise ValueError("keep_alive must be a number or a duration string")
+        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
     return FOREVER if seconds < 0 else seconds
 
 
@@ -66,7 +84,8 @@ class Emulator:
     def __init__(self, models, load_ms, default_keep_alive, size_bytes, events_file=None, fail_unload=False):
         self.events_file = events_file
         self.fail_unload = fail_unload
-        self.installed = set(models)
+        self.installed = set(m for m in models if m)
+        self.started = time.time()
         self.load_s = load_ms / 1000.0
         self.default_keep_alive = default_keep_alive
         self.size = size_bytes
@@ -136,6 +155,11 @@ class Emulator:
             else:
                 m["keep_alive"] = 0  # after the running request ends
 
+    @staticmethod
+    def details():
+        return {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                "parameter_size": "3.2B", "quantization_level": "Q4_K_M"}
+
     def ps(self):
         with self.lock:
             out = []
@@ -143,13 +167,98 @@ class Emulator:
                 if m["loading"]:
                     continue
                 out.append({"name": name, "model": name, "size": self.size, "digest": "0" * 64,
-                            "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                                        "families": ["llama"], "parameter_size": "3.2B",
-                                        "quantization_level": "Q4_K_M"},
+                            "details": self.details(),
                             "expires_at": iso(m["expires_at"]), "size_vram": self.size,
                             "context_length": 4096})
             out.sort(key=lambda x: x["expires_at"], reverse=True)
             return out
+
+
+class Answer:
+    """The bodies Ollama answers with, per route (docs/api.md and docs/openai.md upstream)."""
+
+    def __init__(self, path, model, tokens, load_s, t0):
+        self.path, self.model, self.tokens = path, model, tokens
+        self.load_s, self.t0 = load_s, t0
+        self.created = int(time.time())
+
+    def timings(self):
+        total = time.time() - self.t0
+        return {"total_duration": int(total * 1e9), "load_duration": int(self.load_s * 1e9),
+                "prompt_eval_count": 1, "prompt_eval_duration": 1_000_000,
+                "eval_count": self.tokens, "eval_duration": int(max(total - self.load_s, 0) * 1e9)}
+
+    def usage(self):
+        return {"prompt_tokens": 1, "completion_tokens": self.tokens, "total_tokens": 1 + self.tokens}
+
+    def text(self):
+        return "".join(f"t{i}" for i in range(self.tokens))
+
+    def embedding(self):
+        vector = [0.1, 0.2, 0.3]
+        if self.path == "/api/embeddings":
+            return {"embedding": vector}
+        if self.path == "/v1/embeddings":
+            return {"object": "list", "data": [{"object": "embedding", "embedding": vector, "index": 0}],
+                    "model": self.model, "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        t = self.timings()
+        return {"model": self.model, "embeddings": [vector], "total_duration": t["total_duration"],
+                "load_duration": t["load_duration"], "prompt_eval_count": 1}
+
+    def openai(self, kind, choice):
+        return {"id": "chatcmpl-1" if "chat" in kind else "cmpl-1", "object": kind, "created": self.created,
+                "model": self.model, "system_fingerprint": "fp_ollama", "choices": [choice]}
+
+    def whole(self):
+        if self.path == "/v1/chat/completions":
+            body = self.openai("chat.completion", {"index": 0, "message": {"role": "assistant", "content": self.text()},
+                                                   "finish_reason": "stop"})
+            body["usage"] = self.usage()
+            return body
+        if self.path == "/v1/completions":
+            body = self.openai("text_completion", {"text": self.text(), "index": 0, "finish_reason": "stop"})
+            body["usage"] = self.usage()
+            return body
+        body = {"model": self.model, "created_at": iso(time.time())}
+        if self.path == "/api/chat":
+            body["message"] = {"role": "assistant", "content": self.text()}
+        else:
+            body["response"] = self.text()
+        body.update({"done": True, "done_reason": "stop"})
+        body.update(self.timings())
+        return body
+
+    def sse(self, obj):
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    def piece(self, i):
+        if self.path == "/v1/chat/completions":
+            return self.sse(self.openai("chat.completion.chunk", {"index": 0, "delta": {"role": "assistant", "content": f"t{i}"},
+                                                                  "finish_reason": None}))
+        if self.path == "/v1/completions":
+            return self.sse(self.openai("text_completion", {"text": f"t{i}", "index": 0, "finish_reason": None}))
+        body = {"model": self.model, "created_at": iso(time.time())}
+        if self.path == "/api/chat":
+            body["message"] = {"role": "assistant", "content": f"t{i}"}
+        else:
+            body["response"] = f"t{i}"
+        body["done"] = False
+        return json.dumps(body).encode() + b"\n"
+
+    def last(self):
+        if self.path == "/v1/chat/completions":
+            return self.sse(self.openai("chat.completion.chunk", {"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                                  "finish_reason": "stop"}))
+        if self.path == "/v1/completions":
+            return self.sse(self.openai("text_completion", {"text": "", "index": 0, "finish_reason": "stop"}))
+        body = {"model": self.model, "created_at": iso(time.time())}
+        if self.path == "/api/chat":
+            body["message"] = {"role": "assistant", "content": ""}
+        else:
+            body["response"] = ""
+        body.update({"done": True, "done_reason": "stop"})
+        body.update(self.timings())
+        return json.dumps(body).encode() + b"\n"
 
 
 def make_handler(emu, tokens, token_interval):
@@ -164,8 +273,10 @@ def make_handler(emu, tokens, token_interval):
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            # Header and body in one write, as Go's net/http sends a small answer.
+            self._headers_buffer.append(b"\r\n")
+            self.wfile.write(b"".join(self._headers_buffer) + body)
+            self._headers_buffer = []
 
         def start_stream(self, content_type):
             self.send_response(200)
@@ -199,7 +310,9 @@ def make_handler(emu, tokens, token_interval):
             elif self.path == "/api/ps":
                 self.send_json(200, {"models": emu.ps()})
             elif self.path == "/api/tags":
-                self.send_json(200, {"models": [{"name": n, "model": n, "size": emu.size} for n in sorted(emu.installed)]})
+                self.send_json(200, {"models": [{"name": n, "model": n, "modified_at": iso(emu.started), "size": emu.size,
+                                                 "digest": "0" * 64, "details": emu.details()}
+                                                for n in sorted(emu.installed)]})
             elif self.path == "/emulator/requests":
                 with emu.lock:
                     self.send_json(200, emu.requests)
@@ -209,30 +322,43 @@ def make_handler(emu, tokens, token_interval):
             else:
                 self.send_json(404, {"error": "404 page not found"})
 
+        def send_error(self, status, message, openai):
+            # Ollama's own errors are {"error": "..."}; its /v1 routes wrap them the OpenAI way.
+            if openai:
+                kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+                return self.send_json(status, {"error": {"message": message, "type": kind,
+                                                         "param": None, "code": None}})
+            return self.send_json(status, {"error": message})
+
         def do_POST(self):
             raw = self.read_body()
+            path = self.path.split("?")[0]
+            openai = path.startswith("/v1/")
             try:
                 req = json.loads(raw or b"{}")
             except ValueError as e:
-                return self.send_json(400, {"error": f"invalid JSON: {e}"})
+                return self.send_error(400, f"invalid JSON: {e}", openai)
             with emu.lock:
                 emu.requests.append({"path": self.path, "body": req})
-            path = self.path.split("?")[0]
-            openai = path.startswith("/v1/")
             if path not in ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings",
                             "/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
                 return self.send_json(404, {"error": "404 page not found"})
-            model = req.get("model")
-            if not model:
-                return self.send_json(400, {"error": "model is required"})
-            if model not in emu.installed:
-                return self.send_json(404, {"error": f"model '{model}' not found"})
+            # The body is decoded before anything else: a bad keep_alive is a 400 even for an
+            # unknown model.
             keep_alive = None
-            if not openai and "keep_alive" in req:
+            # null is no keep_alive at all: Go's decoder leaves the field unset.
+            if not openai and req.get("keep_alive") is not None:
                 try:
                     keep_alive = parse_keep_alive(req["keep_alive"])
                 except ValueError as e:
-                    return self.send_json(400, {"error": str(e)})
+                    return self.send_error(400, str(e), openai)
+            model = req.get("model")
+            if not model:
+                return self.send_error(400, "model is required", openai)
+            if path == "/v1/embeddings" and req.get("input") is None:
+                return self.send_error(400, "invalid input", openai)
+            if model not in emu.installed:
+                return self.send_error(404, f"model '{model}' not found", openai)
             has_work = any(k in req for k in ("prompt", "messages", "input")) and \
                 req.get("prompt", None) != "" and req.get("messages", None) != []
             # Unload: no prompt and keep_alive 0.
@@ -242,40 +368,29 @@ def make_handler(emu, tokens, token_interval):
                 emu.unload(model)
                 return self.send_json(200, {"model": model, "created_at": iso(time.time()), "response": "",
                                             "done": True, "done_reason": "unload"})
+            t0 = time.time()
             load_s = emu.begin(model, keep_alive)
             try:
-                if not has_work:
-                    return self.send_json(200, {"model": model, "created_at": iso(time.time()), "response": "",
-                                                "done": True, "done_reason": "load",
-                                                "load_duration": int(load_s * 1e9)})
-                stream = req.get("stream", not openai)
-                if path in ("/api/embed", "/api/embeddings", "/v1/embeddings") or not stream:
-                    answer = {"model": model, "response": "ok " * tokens, "done": True,
-                              "done_reason": "stop", "load_duration": int(load_s * 1e9)}
-                    # The shapes client libraries read: Ollama's chat message, OpenAI's choices.
+                if not has_work:  # a load: Ollama's answer carries no timings
                     if path == "/api/chat":
-                        answer["message"] = {"role": "assistant", "content": "ok " * tokens}
-                    elif path == "/v1/chat/completions":
-                        answer.update(id="chatcmpl-emulator", object="chat.completion", created=int(time.time()),
-                                      choices=[{"index": 0, "finish_reason": "stop", "message": {
-                                          "role": "assistant", "content": "ok " * tokens}}])
-                    return self.send_json(200, answer)
+                        return self.send_json(200, {"model": model, "created_at": iso(time.time()),
+                                                    "message": {"role": "assistant", "content": ""},
+                                                    "done": True, "done_reason": "load"})
+                    return self.send_json(200, {"model": model, "created_at": iso(time.time()), "response": "",
+                                                "done": True, "done_reason": "load"})
+                answer = Answer(path, model, tokens, load_s, t0)
+                if path in ("/api/embed", "/api/embeddings", "/v1/embeddings"):
+                    return self.send_json(200, answer.embedding())  # never streamed
+                if not req.get("stream", not openai):
+                    time.sleep(tokens * token_interval)  # the tokens are generated all the same
+                    return self.send_json(200, answer.whole())
+                self.start_stream("text/event-stream" if openai else "application/x-ndjson")
+                for i in range(tokens):
+                    self.chunk(answer.piece(i))
+                    time.sleep(token_interval)
+                self.chunk(answer.last())
                 if openai:
-                    self.start_stream("text/event-stream")
-                    for i in range(tokens):
-                        self.chunk(b"data: " + json.dumps({"choices": [{"delta": {"content": f"t{i}"}}]}).encode() + b"\n\n")
-                        time.sleep(token_interval)
                     self.chunk(b"data: [DONE]\n\n")
-                else:
-                    self.start_stream("application/x-ndjson")
-                    for i in range(tokens):
-                        part = {"model": model, "response": f"t{i}", "done": False}
-                        if path == "/api/chat":
-                            part["message"] = {"role": "assistant", "content": f"t{i}"}
-                        self.chunk(json.dumps(part).encode() + b"\n")
-                        time.sleep(token_interval)
-                    self.chunk(json.dumps({"model": model, "response": "", "done": True, "done_reason": "stop",
-                                           "load_duration": int(load_s * 1e9), "eval_count": tokens}).encode() + b"\n")
                 self.end_stream()
             finally:
                 emu.end(model)

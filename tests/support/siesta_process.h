@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -124,7 +125,10 @@ class SiestaProcess {
   // Starts siesta and waits for "Admin API listening"; false if it exited or never listened.
   bool start() {
     log_path_ = dir_ / ("siesta-" + std::to_string(++runs_) + ".log");
-    std::vector<std::string> argv = {SIESTA_BINARY};
+    // $SIESTA_TEST_BINARY runs the tests against another build (e.g. to show a regression test
+    // failing on the code before its fix).
+    const char* other = std::getenv("SIESTA_TEST_BINARY");
+    std::vector<std::string> argv = {other != nullptr && *other != '\0' ? other : SIESTA_BINARY};
     if (with_config_) {
       argv.push_back("--config");
       argv.push_back((dir_ / "siesta.json").string());

@@ -30,13 +30,14 @@ struct World {
     controller = std::make_unique<Controller>(
         *registry, Controller::BackendMap{{"process", &backend}, {"docker", &backend}},
         [this](const std::string& service) -> ModelProvider* {
-          return service == "ollama" ? &provider : nullptr;
+          return service == "ollama" ? &provider : service == "ollama-b" ? &provider_b : nullptr;
         },
         clock, recorder,
         [this] {
           ++saves;
           return Status::ok();
-        });
+        },
+        config.max_learned_models);
     monitor = std::make_unique<Monitor>(*registry, *controller, clock, recorder, executor);
   }
 
@@ -53,7 +54,8 @@ struct World {
   Config config;
   FakeClock clock;
   FakeBackend backend;
-  FakeProvider provider;
+  FakeProvider provider;    // the models of service "ollama"
+  FakeProvider provider_b;  // ... and of "ollama-b"
   RecordingRecorder recorder;
   InlineExecutor executor;
   int saves = 0;

@@ -146,8 +146,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "idle_timout_minutes: unknown key (known keys: admin_max_connections, "
                 "admin_request_timeout_seconds, admin_threads, admin_token_file, "
                 "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
-                "listen, model_keep_alive_hours, models, on_exit, protect_metrics, proxy, "
-                "services, state_file)"},
+                "listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
+                "protect_metrics, proxy, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"idle_timeout_minutes": 1E400})",
                 "(top level): invalid JSON: [json.exception.out_of_range.406] number overflow "
@@ -213,6 +213,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "idle_connection_timeout_seconds, keepalive_timeout_seconds, max_connections, "
                 "threads, wake_listen)"},
         BadCase{R"({"admin_threads": 0})", "admin_threads: must be at least 1, got 0"},
+        BadCase{R"({"max_learned_models": 2.5})", "max_learned_models: must be a whole number"},
+        BadCase{R"({"max_learned_models": -1})", "max_learned_models: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
                 "services.a.container: is for backend \"docker\" only"},
         BadCase{R"({"services": {"a": {"container": "a/b"}}})",

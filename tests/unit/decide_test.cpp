@@ -205,6 +205,35 @@ TEST(Decide, ModelKeepAliveOverridesAndBlockers) {
   EXPECT_EQ(*d.next_deadline, kNow + minutes(3));  // earlier than model a's 10 minutes
 }
 
+TEST(Decide, EveryKeepAliveSourceIsClampedIntoTheModelsBounds) {
+  // Issue 14, item 8: keep_alive_max_seconds 15, yet "modelKeepAlive": 1 (hour) gave 3,600 s.
+  auto bounded = [](ModelView v) {
+    auto spec = std::const_pointer_cast<ModelSpec>(v.spec);
+    spec->keep_alive_min_seconds = 5;
+    spec->keep_alive_max_seconds = 15;
+    return v;
+  };
+  Settings s;
+  s.model_keep_alive_hours = 1;
+  ModelView global = bounded(model("global", true, kNow));
+  ModelView configured = bounded(model("configured", true, kNow));
+  std::const_pointer_cast<ModelSpec>(configured.spec)->keep_alive_hours = 2.0;
+  ModelView client = bounded(model("client", true, kNow));
+  client.runtime.keep_alive_seconds = 600;
+  ModelView tiny = bounded(model("tiny", true, kNow));
+  std::const_pointer_cast<ModelSpec>(tiny.spec)->keep_alive_hours = 0.0;
+  Snapshot snap;
+  snap.settings = s;
+  snap.models = {global, configured, client, tiny};
+  Decision d = decide(snap, kNow);
+  EXPECT_EQ(d.models[0].keep_alive, Seconds(15));
+  EXPECT_EQ(d.models[1].keep_alive, Seconds(15));
+  EXPECT_EQ(d.models[2].keep_alive, Seconds(15));
+  EXPECT_EQ(d.models[3].keep_alive, Seconds(5));
+  EXPECT_EQ(*d.models[0].keep_alive_until, kNow + seconds(15));
+  EXPECT_EQ(effective_keep_alive(s, *global.spec, global.runtime), Seconds(15));
+}
+
 TEST(Decide, NextDeadlineIsTheEarliestAcrossServicesAndModels) {
   Snapshot snap;
   snap.services.push_back(service("a", ServiceState::kRunning, kNow - minutes(10)));  // +50 min

@@ -265,12 +265,19 @@ TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama"}}})");
   w.run("ollama");
-  EXPECT_FALSE(w.controller->begin_model_request("m", "ollama", 600));  // was not loaded
+  auto ticket = w.controller->begin_model_request("m", "ollama");
+  ASSERT_TRUE(ticket);  // was not loaded
+  auto second = w.controller->begin_model_request("m", "ollama");
+  w.provider.loaded_models = {"m"};  // loaded meanwhile: /api/ps shows it before any answer
+  w.controller->reconcile();
+  EXPECT_TRUE(w.controller->model_accepted("m", 600, ticket));   // this one paid the load
+  EXPECT_FALSE(w.controller->model_accepted("m", 600, second));  // ... not this one too
+  w.controller->end_model_request("m", true);
   w.provider.loaded_models = {};  // Ollama lists a model only once it has loaded
   w.controller->reconcile();
   EXPECT_TRUE(w.model("m").loaded);
   EXPECT_EQ(w.model("m").in_flight, 1);
-  w.controller->end_model_request("m");
+  w.controller->end_model_request("m", true);
   EXPECT_EQ(w.model("m").in_flight, 0);
   EXPECT_EQ(w.model("m").keep_alive_seconds, 600);
   w.clock.advance(std::chrono::seconds(599));
@@ -281,6 +288,91 @@ TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
   w.monitor->step();
   EXPECT_FALSE(w.model("m").loaded);
   EXPECT_THAT(w.recorder.events(), ::testing::Contains("unloaded m expired"));
+}
+
+TEST(Controller, AModelIsLoadedOnlyOnceItsServerAcceptedARequest) {
+  // Issue 14, item 4: a generate for a model Ollama does not have (404) showed it loaded, with a
+  // keep-alive timer and a load counted.
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama"}}})");
+  w.run("ollama");
+  w.controller->begin_model_request("nope:1b", "ollama");
+  ASSERT_TRUE(w.registry->model("nope:1b"));  // in flight while its request runs
+  EXPECT_FALSE(w.model("nope:1b").loaded);
+  EXPECT_EQ(w.model("nope:1b").in_flight, 1);
+  w.controller->end_model_request("nope:1b", /*accepted=*/false);
+  EXPECT_FALSE(w.registry->model("nope:1b"));  // forgotten: it was never loaded
+  // A configured model is kept, and not loaded by a failed request.
+  w.controller->begin_model_request("m", "ollama");
+  w.controller->end_model_request("m", false);
+  ASSERT_TRUE(w.registry->model("m"));
+  EXPECT_FALSE(w.model("m").loaded);
+  // Two requests on a new name: the first failing does not forget it under the second.
+  w.controller->begin_model_request("new:1b", "ollama");
+  w.controller->begin_model_request("new:1b", "ollama");
+  w.controller->end_model_request("new:1b", false);
+  ASSERT_TRUE(w.registry->model("new:1b"));
+  EXPECT_TRUE(w.controller->model_accepted("new:1b", 600, 0));  // its first load
+  w.controller->end_model_request("new:1b", true);
+  EXPECT_TRUE(w.model("new:1b").loaded);
+  EXPECT_EQ(w.model("new:1b").keep_alive_seconds, 600);
+  EXPECT_TRUE(w.recorder.events().empty());
+}
+
+TEST(Controller, LearnedModelsAreBoundedTheOldestUnloadedForgottenFirst) {
+  World w(R"({"max_learned_models": 2, "services": {"ollama": {"command": ["o"]}},
+              "models": {"configured": {"provider": "ollama"}}})");
+  w.run("ollama");
+  auto use = [&](const std::string& m) {
+    auto ticket = w.controller->begin_model_request(m, "ollama");
+    w.controller->model_accepted(m, 600, ticket);
+    w.controller->end_model_request(m, true);
+    w.clock.advance(std::chrono::seconds(1));
+  };
+  use("a");
+  use("b");
+  use("c");  // a, b and c are loaded: none is forgotten, the limit notwithstanding
+  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"a", "b", "c", "configured"}));
+  ASSERT_TRUE(w.controller->unload_model("b"));
+  ASSERT_TRUE(w.controller->unload_model("a"));  // a was used before b
+  use("d");                                      // 4 learned > 2: a, then b, the oldest unloaded
+  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"c", "configured", "d"}));
+  ASSERT_TRUE(w.controller->unload_model("c"));
+  ASSERT_TRUE(w.controller->unload_model("configured"));
+  use("e");  // c goes; a configured model is never forgotten
+  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"configured", "d", "e"}));
+}
+
+TEST(Controller, AdminLoadOfAnInstalledModelSiestaHasNotSeenLearnsIt) {
+  // Issue 14, item 6: a model in /api/tags but not in the config or traffic answered 404.
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama"}}})");
+  w.provider.installed = {"m", "qwen2.5:7b"};
+  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));  // one model server: no question asked
+  ASSERT_TRUE(w.registry->model("qwen2.5:7b"));
+  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama");
+  EXPECT_TRUE(w.model("qwen2.5:7b").loaded);
+  EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);  // woken first
+  Status st = w.controller->load_model("nope:1b");
+  EXPECT_EQ(st.code(), ErrorCode::kNotFound) << st.message();
+  EXPECT_FALSE(w.registry->model("nope:1b"));
+}
+
+TEST(Controller, AdminLoadFindsWhichOfSeveralModelServersHasTheModel) {
+  World w(R"({"services": {"ollama": {"command": ["o"], "model_api": "ollama"},
+                           "ollama-b": {"command": ["b"], "model_api": "ollama"}}})");
+  w.run("ollama");
+  w.provider.installed = {"llama3.2:3b"};
+  w.provider_b.installed = {"qwen2.5:7b"};
+  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));
+  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama-b");
+  // The running server was asked first; the stopped one was woken to be asked.
+  EXPECT_THAT(w.provider.calls, ElementsAre("list_installed"));
+  EXPECT_THAT(w.provider_b.calls, ElementsAre("list_installed", "load qwen2.5:7b"));
+  ASSERT_TRUE(w.controller->load_model("llama3.2:3b"));
+  EXPECT_EQ(w.registry->model("llama3.2:3b")->spec->provider, "ollama");
+  EXPECT_EQ(w.controller->load_model("nope:1b").code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(w.registry->model("nope:1b"));
 }
 
 TEST(Controller, ForcedUnloadOfAnUnloadedModelIsANoOp) {

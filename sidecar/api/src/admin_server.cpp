@@ -503,11 +503,13 @@ class AdminServer::Impl {
     if (!registry_.service(name)) return error_reply(404, "not_found", "unknown service: " + name);
     return std::nullopt;
   }
-  std::optional<Reply> check_model(const std::string& name) {
+  std::optional<Reply> check_model(const std::string& name, bool must_be_known = true) {
     if (!valid_model_name(name)) {
       return error_reply(400, "invalid_argument", "invalid model name: " + text_of(json(name)));
     }
-    if (!registry_.model(name)) return error_reply(404, "not_found", "unknown model: " + name);
+    if (must_be_known && !registry_.model(name)) {
+      return error_reply(404, "not_found", "unknown model: " + name);
+    }
     return std::nullopt;
   }
 
@@ -647,7 +649,8 @@ class AdminServer::Impl {
   }
 
   Reply model_action(const AdminRequest& req, const std::string& name, const std::string& action) {
-    if (auto bad = check_model(name)) return *bad;
+    // A model to load may be one siesta has not seen: the controller asks the model servers.
+    if (auto bad = check_model(name, action != "load")) return *bad;
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
     if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);

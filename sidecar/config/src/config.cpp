@@ -399,7 +399,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
                   "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
                   "proxy", "admin_threads", "admin_token_file", "protect_metrics", "services",
-                  "models", "admin_request_timeout_seconds", "admin_max_connections"});
+                  "models", "admin_request_timeout_seconds", "admin_max_connections",
+                  "max_learned_models"});
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {
@@ -436,6 +437,10 @@ Config parse_config(const std::string& text, const std::string& source) {
     config.admin_token_file = *token_file;
   }
   top.read_bool("protect_metrics", config.protect_metrics);
+  if (auto v = top.read_number("max_learned_models", 0, false, 1'000'000)) {
+    if (*v != std::floor(*v)) top.fail("max_learned_models", "must be a whole number");
+    config.max_learned_models = static_cast<std::size_t>(*v);
+  }
   if (const json* docker = top.find("docker")) {
     read_docker(*docker, source, config.docker);
     config.docker.configured = true;

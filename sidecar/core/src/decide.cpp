@@ -92,10 +92,16 @@ Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec
   return Seconds(spec.idle_timeout_minutes.value_or(settings.idle_timeout_minutes) * 60.0);
 }
 
+double clamp_keep_alive(double seconds, double min_seconds, double max_seconds) {
+  return std::clamp(seconds, min_seconds, std::max(min_seconds, max_seconds));
+}
+
 Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
                              const ModelRuntime& runtime) {
-  if (runtime.keep_alive_seconds) return Seconds(*runtime.keep_alive_seconds);
-  return Seconds(spec.keep_alive_hours.value_or(settings.model_keep_alive_hours) * 3600.0);
+  const double seconds = runtime.keep_alive_seconds.value_or(
+      spec.keep_alive_hours.value_or(settings.model_keep_alive_hours) * 3600.0);
+  return Seconds(
+      clamp_keep_alive(seconds, spec.keep_alive_min_seconds, spec.keep_alive_max_seconds));
 }
 
 Seconds retry_delay(const Settings& settings) {

@@ -1,5 +1,7 @@
 #include "siesta/core/registry.h"
 
+#include <algorithm>
+
 namespace siesta {
 
 void ChangeSignal::notify() {
@@ -143,6 +145,57 @@ bool Registry::add_service(const ServiceSpec& spec, const ServiceRuntime& runtim
     std::lock_guard lock(mu_);
     if (services_.count(spec.name) != 0) return false;
     services_[spec.name] = {std::make_shared<const ServiceSpec>(spec), runtime};
+  }
+  changes_.notify();
+  return true;
+}
+
+namespace {
+bool idle(const ModelRuntime& rt) { return !rt.loaded && rt.in_flight == 0 && !rt.unloading; }
+}  // namespace
+
+Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const ModelRuntime& runtime,
+                                              std::size_t limit) {
+  Learned result;
+  std::vector<std::string>& forgotten = result.forgotten;
+  {
+    std::lock_guard lock(mu_);
+    const bool adding = !spec.name.empty() && models_.count(spec.name) == 0;
+    std::size_t learned = adding ? 1 : 0;
+    std::vector<std::pair<WallTime, std::string>> candidates;  // oldest use first
+    for (const auto& [name, entry] : models_) {
+      if (!entry.spec->learned) continue;
+      ++learned;
+      if (idle(entry.runtime)) {
+        candidates.emplace_back(entry.runtime.last_used.value_or(WallTime{}), name);
+      }
+    }
+    std::sort(candidates.begin(), candidates.end());
+    for (const auto& [last_used, name] : candidates) {
+      if (learned <= limit) break;
+      models_.erase(name);
+      forgotten.push_back(name);
+      --learned;
+    }
+    if (adding) {
+      ModelSpec learned_spec = spec;
+      learned_spec.learned = true;
+      models_[spec.name] = {std::make_shared<const ModelSpec>(std::move(learned_spec)), runtime};
+      result.added = true;
+    }
+  }
+  if (result.added || !forgotten.empty()) changes_.notify();
+  return result;
+}
+
+bool Registry::remove_model_if(
+    const std::string& name,
+    const std::function<bool(const ModelSpec&, const ModelRuntime&)>& keep_not) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end() || !keep_not(*it->second.spec, it->second.runtime)) return false;
+    models_.erase(it);
   }
   changes_.notify();
   return true;

@@ -19,6 +19,7 @@
 
 #include "siesta/core/error_json.h"
 #include "siesta/providers/keep_alive.h"
+#include "siesta/providers/load_duration.h"
 #include "siesta/runtime/executor.h"
 
 namespace siesta {
@@ -545,19 +546,48 @@ struct Proxy::Impl {
           model(std::move(o.model)),
           route(o.route),
           keep_alive(o.keep_alive),
+          accepted(o.accepted),
+          load_ticket(o.load_ticket),
           was_loaded(o.was_loaded),
-          t0(o.t0) {}
+          t0(o.t0),
+          first_byte(o.first_byte),
+          load_scan(std::move(o.load_scan)) {}
     ModelUse& operator=(ModelUse&&) = delete;
     ~ModelUse() {
-      if (controller != nullptr) controller->end_model_request(model);
+      if (controller != nullptr) controller->end_model_request(model, accepted);
     }
     Controller* controller;
     std::string model;
     ModelRoute route = ModelRoute::kNone;
     double keep_alive = 0;
-    bool was_loaded = true;
+    bool accepted = false;                     // the model server answered 2xx: the model is loaded
+    std::optional<std::uint64_t> load_ticket;  // the model was not loaded when it began
+    bool was_loaded = true;                    // false: this request paid the model's load
     SteadyClock::time_point t0 = SteadyClock::now();
+    double first_byte = 0;                         // seconds from t0 to the response header
+    std::optional<LoadDurationScanner> load_scan;  // this response paid the model's load
   };
+
+  // A whole answer that is not a stream (a Content-Length of at most 4 MiB), read into `buf`
+  // before its header goes out; nullopt for any other. The relay then sends it from `buf`.
+  awaitable<std::optional<std::string_view>> read_whole_answer(
+      beast::tcp_stream& upstream, beast::flat_buffer& buf,
+      http::response_parser<http::buffer_body>& parser, Activity& activity) {
+    const auto length = parser.content_length();
+    if (is_stream(parser.get(), parser.get().chunked()) || !length || *length > (4u << 20)) {
+      co_return std::nullopt;
+    }
+    const auto size = static_cast<std::size_t>(*length);
+    while (buf.size() < size) {
+      beast::error_code ec;
+      activity.touch();
+      const std::size_t n =
+          co_await upstream.async_read_some(buf.prepare(size - buf.size()), ec_token(ec));
+      buf.commit(n);
+      if (ec) co_return std::nullopt;  // the relay meets the same end
+    }
+    co_return std::string_view(static_cast<const char*>(buf.data().data()), size);
+  }
 
   // The whole request body, or nullopt when it is over the limit.
   awaitable<std::optional<std::string>> read_body(beast::tcp_stream& client, Activity& activity,
@@ -590,22 +620,19 @@ struct Proxy::Impl {
     }
     const std::string model = doc["model"].get<std::string>();
     if (model.empty() || model.size() > 256) return;
-    std::optional<double> asked;
-    if (route == ModelRoute::kOllama && doc.contains("keep_alive")) {
-      auto parsed = parse_ollama_keep_alive(doc["keep_alive"]);
-      if (!parsed) return;  // Ollama answers the client's mistake itself
-      asked = *parsed;
-    }
+    const AskedKeepAlive asked = asked_keep_alive(route, doc);
     const auto policy = controller_.keep_alive_policy(model);
     ModelUse& use = out.emplace(controller_, model);
     use.route = route;
-    use.keep_alive = bounded_keep_alive(asked, policy.configured_seconds, policy.min_seconds,
-                                        policy.max_seconds);
-    if (route == ModelRoute::kOllama) {
+    use.keep_alive = bounded_keep_alive(asked.seconds, policy.configured_seconds,
+                                        policy.min_seconds, policy.max_seconds);
+    // A value Ollama rejects goes on unchanged, so the client gets Ollama's own 400; the request
+    // is in flight on the model all the same.
+    if (route == ModelRoute::kOllama && !asked.invalid) {
       doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
       body = doc.dump();
     }
-    use.was_loaded = controller_.begin_model_request(model, l.service, use.keep_alive);
+    use.load_ticket = controller_.begin_model_request(model, l.service);
   }
 
   // Ollama reads no keep_alive from /v1/* requests, so its default would apply: set siesta's
@@ -934,10 +961,25 @@ struct Proxy::Impl {
     res.version(version);
     res.keep_alive(keep_alive);
     std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    if (model_use && res.result_int() / 100 == 2) {
+      model_use->accepted = true;
+      model_use->was_loaded = !controller_.model_accepted(model_use->model, model_use->keep_alive,
+                                                          model_use->load_ticket);
+    }
     if (model_use && !model_use->was_loaded) {
-      // The model was not loaded: this response paid its load.
-      const double load = seconds_since(model_use->t0);
-      recorder_.model_loaded(model_use->model, "request", Seconds(load));
+      // The model was not loaded: this response paid its load. Its price is Ollama's own
+      // load_duration, in the answer's final JSON (docs/models.md): a whole answer is read before
+      // its header goes out, a stream's is known only at its end (the metric waits for it, the
+      // header says the time to the first byte).
+      model_use->first_byte = seconds_since(model_use->t0);
+      model_use->load_scan.emplace();
+      double load = model_use->first_byte;
+      if (has_body) {
+        if (auto whole =
+                co_await read_whole_answer(*upstream, upstream_buf, res_parser, activity)) {
+          load = load_duration_of(*whole).value_or(load);
+        }
+      }
       wake_header += fmt::format("{}model={}; load={:.3f}", wake_header.empty() ? "cold; " : "; ",
                                  model_use->model, load);
     }
@@ -964,6 +1006,7 @@ struct Proxy::Impl {
         if (ec == http::error::need_buffer) ec = {};
         if (ec) break;
         set_piece(res.body(), buf, sizeof buf - res.body().size, !res_parser.is_done());
+        if (model_use && model_use->load_scan) model_use->load_scan->feed({buf, res.body().size});
         if (res.body().size == 0 && res.body().more) continue;
       } else {
         set_piece(res.body(), nullptr, 0, false);
@@ -978,7 +1021,16 @@ struct Proxy::Impl {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service,
                     watch->gone ? "the client closed its connection" : ec.message());
     }
-    if (model_use && model_use->route == ModelRoute::kOpenAi) refresh_keep_alive(l, *model_use);
+    if (model_use && model_use->load_scan) {
+      recorder_.model_loaded(
+          model_use->model, "request",
+          Seconds(model_use->load_scan->seconds().value_or(model_use->first_byte)));
+    }
+    // Only a request the model server accepted sets the keep-alive: a failed one must not load
+    // the model.
+    if (model_use && model_use->route == ModelRoute::kOpenAi && model_use->accepted) {
+      refresh_keep_alive(l, *model_use);
+    }
     record();
     co_return keep_alive && !ec;
   }

@@ -27,14 +27,36 @@ std::string minutes_text(Seconds s) {
 }  // namespace
 
 Controller::Controller(Registry& registry, BackendMap backends, ProviderLookup providers,
-                       const Clock& clock, Recorder& recorder, SaveFn save)
+                       const Clock& clock, Recorder& recorder, SaveFn save,
+                       std::size_t max_learned_models)
     : registry_(registry),
       backends_(std::move(backends)),
       providers_(std::move(providers)),
       clock_(clock),
       recorder_(recorder),
-      save_(std::move(save)) {
+      save_(std::move(save)),
+      max_learned_models_(max_learned_models) {
   for (const auto& name : registry_.service_names()) slots_[name] = std::make_unique<Slot>();
+  auto trimmed = registry_.add_learned_model(ModelSpec{}, ModelRuntime{}, max_learned_models_);
+  if (!trimmed.forgotten.empty()) {
+    spdlog::info("Forgot {} learned models never or no longer loaded (max_learned_models {})",
+                 trimmed.forgotten.size(), max_learned_models_);
+  }
+}
+
+bool Controller::learn_model(const std::string& model, const std::string& provider_service,
+                             const ModelRuntime& runtime, const char* how) {
+  ModelSpec spec;
+  spec.name = model;
+  spec.provider = provider_service;
+  auto learned = registry_.add_learned_model(spec, runtime, max_learned_models_);
+  forget_loads(learned.forgotten);  // idle: nothing in flight
+  for (const auto& name : learned.forgotten) {
+    spdlog::info("Model {} forgotten: not loaded, the oldest of more than {} learned models", name,
+                 max_learned_models_);
+  }
+  if (learned.added) spdlog::info("Model {} {} {}; tracking it", model, how, provider_service);
+  return learned.added;
 }
 
 Controller::Slot* Controller::slot(const std::string& service) {
@@ -308,30 +330,48 @@ Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& mod
             view->spec->keep_alive_min_seconds, view->spec->keep_alive_max_seconds};
   }
   const ModelSpec defaults;
-  return {settings.model_keep_alive_hours * 3600.0, defaults.keep_alive_min_seconds,
-          defaults.keep_alive_max_seconds};
+  return {effective_keep_alive(settings, defaults, ModelRuntime{}).count(),
+          defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
 }
 
-bool Controller::begin_model_request(const std::string& model, const std::string& provider_service,
-                                     double keep_alive_seconds) {
-  const WallTime now = clock_.wall_now();
-  if (!registry_.model(model)) {
-    registry_.add_model(ModelSpec{model, provider_service, std::nullopt}, ModelRuntime{});
-    recorder_.model_added(model);
-    spdlog::info("Model {} is used through {}; tracking it", model, provider_service);
-  }
-  bool was_loaded = false;
-  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
-    was_loaded = rt.loaded;
+std::optional<std::uint64_t> Controller::begin_model_request(const std::string& model,
+                                                             const std::string& provider_service) {
+  ModelRuntime first;
+  first.in_flight = 1;
+  bool loaded = false;
+  // An idle learned entry may be forgotten between the two steps: then learn it again.
+  while (!registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     ++rt.in_flight;
+    loaded = rt.loaded;
+  })) {
+    if (learn_model(model, provider_service, first, "is used through")) break;
+  }
+  if (loaded) return std::nullopt;
+  std::lock_guard lock(loads_mu_);
+  return request_loads_[model];
+}
+
+bool Controller::model_accepted(const std::string& model, double keep_alive_seconds,
+                                std::optional<std::uint64_t> ticket) {
+  const WallTime now = clock_.wall_now();
+  bool paid = false;
+  if (ticket) {
+    // Not `!rt.loaded`: /api/ps may have shown the model while this request was loading it.
+    std::lock_guard lock(loads_mu_);
+    auto& loads = request_loads_[model];
+    paid = *ticket == loads;
+    if (paid) ++loads;
+  }
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
     rt.keep_alive_seconds = keep_alive_seconds;
   });
-  return was_loaded;
+  if (paid) recorder_.model_added(model);  // its counters start at zero
+  return paid;
 }
 
-void Controller::end_model_request(const std::string& model) {
+void Controller::end_model_request(const std::string& model, bool accepted) {
   const WallTime now = clock_.wall_now();
   bool idle = false;
   double keep_alive = 0;
@@ -342,14 +382,68 @@ void Controller::end_model_request(const std::string& model) {
     idle = rt.in_flight == 0;
     keep_alive = effective_keep_alive(settings, spec, rt).count();
   });
+  // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
+  if (!accepted && forget_if_unused(model)) {
+    spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
+    return;
+  }
   if (idle && std::isfinite(keep_alive)) {
     registry_.changes().notify_if_before(now + to_wall_duration(Seconds(keep_alive)));
   }
 }
 
+Result<std::string> Controller::find_installed(const std::string& model) {
+  std::vector<std::string> servers;
+  for (const auto& name : registry_.service_names()) {
+    if (provider_of(name) != nullptr) servers.push_back(name);
+  }
+  const Status none{ErrorCode::kNotFound, "unknown model: " + model + " (no model server has it)"};
+  if (servers.empty()) return none;
+  if (servers.size() == 1) return servers.front();  // its load says whether it has the model
+  // Running servers are asked first: waking one only to ask costs a start.
+  std::stable_partition(servers.begin(), servers.end(), [&](const std::string& name) {
+    auto view = registry_.service(name);
+    return view && view->runtime.state == ServiceState::kRunning;
+  });
+  for (const auto& name : servers) {
+    if (Status st = wake(name, "manual"); !st) {
+      spdlog::warn("Model {}: cannot ask {} whether it has it: {}", model, name, st.message());
+      continue;
+    }
+    auto installed = provider_of(name)->list_installed();
+    if (!installed) {
+      spdlog::warn("Model {}: cannot list the models of {}: {}", model, name,
+                   installed.status().message());
+      continue;
+    }
+    if (std::find(installed->begin(), installed->end(), model) != installed->end()) return name;
+  }
+  return none;
+}
+
+bool Controller::forget_if_unused(const std::string& model) {
+  const bool forgotten =
+      registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
+        return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
+      });
+  if (forgotten) forget_loads({model});  // no request holds a ticket: none is in flight
+  return forgotten;
+}
+
+void Controller::forget_loads(const std::vector<std::string>& models) {
+  std::lock_guard lock(loads_mu_);
+  for (const auto& m : models) request_loads_.erase(m);
+}
+
 Status Controller::load_model(const std::string& model) {
   auto view = registry_.model(model);
-  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  if (!view) {
+    auto server = find_installed(model);
+    if (!server) return server.status();
+    learn_model(model, *server, ModelRuntime{}, "is loaded by the admin API on");
+    view = registry_.model(model);
+    if (!view) return {ErrorCode::kConflict, "model " + model + " was forgotten meanwhile"};
+  }
   ModelProvider* provider = provider_of(view->spec->provider);
   if (provider == nullptr) {
     return {ErrorCode::kUnavailable, "service " + view->spec->provider + " has no model API"};
@@ -364,6 +458,7 @@ Status Controller::load_model(const std::string& model) {
   const Seconds took = clock_.mono_now() - t0;
   if (!st) {
     spdlog::error("Model {}: load failed: {}", model, st.message());
+    if (forget_if_unused(model)) spdlog::info("Model {} forgotten: it was never loaded", model);
     return st;
   }
   const WallTime now = clock_.wall_now();
@@ -619,10 +714,8 @@ void Controller::reconcile_models() {
       rt.last_used = now;
       rt.size_bytes = m.size_bytes;
       rt.vram_bytes = m.vram_bytes;
-      if (!registry_.model(m.name)) {
-        registry_.add_model(ModelSpec{m.name, service, std::nullopt}, rt);
+      if (!registry_.model(m.name) && learn_model(m.name, service, rt, "found loaded on")) {
         recorder_.model_added(m.name);
-        spdlog::info("Model {} found loaded on {}; tracking it", m.name, service);
         changed = true;
       }
       registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {

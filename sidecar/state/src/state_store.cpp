@@ -193,7 +193,9 @@ class Restorer {
                                 " is no longer in the config; dropped");
         return;
       }
-      registry_.add_model(ModelSpec{name, provider, std::nullopt}, rt);
+      ModelSpec spec{name, provider, std::nullopt};
+      spec.learned = true;  // not in the config; trimmed to max_learned_models by the Controller
+      registry_.add_model(spec, rt);
     }
   }
 

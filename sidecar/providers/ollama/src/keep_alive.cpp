@@ -5,6 +5,8 @@
 #include <limits>
 #include <regex>
 
+#include "siesta/core/decide.h"
+
 namespace siesta {
 
 Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
@@ -17,9 +19,11 @@ Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
     if (!std::isfinite(seconds)) return bad("must be finite");
   } else if (value.is_string()) {
     const std::string text = value.get<std::string>();
-    if (text == "0" || text == "-0") return 0.0;
-    static const std::regex kDuration(R"((-?)((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+))");
-    static const std::regex kPart(R"((\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))");
+    if (text == "0" || text == "-0" || text == "+0") return 0.0;
+    // Go's time.ParseDuration: [-+]?([0-9]*(\.[0-9]*)?unit)+, a digit on one side of the dot.
+    static const std::regex kDuration(
+        R"(([-+]?)((?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+))");
+    static const std::regex kPart(R"((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))");
     std::smatch m;
     if (!std::regex_match(text, m, kDuration)) return bad("a duration needs a unit, e.g. \"5m\"");
     const std::string parts = m[2].str();
@@ -33,11 +37,25 @@ Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
                  : unit == "ns" ? n / 1e9
                                 : n / 1e6;
     }
-    if (!m[1].str().empty()) seconds = -seconds;
+    if (m[1].str() == "-") seconds = -seconds;
   } else {
     return bad("must be a number of seconds or a duration string");
   }
   return seconds < 0 ? std::numeric_limits<double>::infinity() : seconds;
+}
+
+AskedKeepAlive asked_keep_alive(ModelRoute route, const nlohmann::json& doc) {
+  AskedKeepAlive asked;
+  if (route != ModelRoute::kOllama || !doc.is_object()) return asked;
+  auto it = doc.find("keep_alive");
+  if (it == doc.end() || it->is_null()) return asked;
+  auto parsed = parse_ollama_keep_alive(*it);
+  if (parsed) {
+    asked.seconds = *parsed;
+  } else {
+    asked.invalid = true;
+  }
+  return asked;
 }
 
 ModelRoute model_route(const std::string& method, const std::string& path) {
@@ -54,8 +72,7 @@ ModelRoute model_route(const std::string& method, const std::string& path) {
 
 double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
                           double min_seconds, double max_seconds) {
-  if (!client_seconds) return configured_seconds;
-  return std::clamp(*client_seconds, min_seconds, std::max(min_seconds, max_seconds));
+  return clamp_keep_alive(client_seconds.value_or(configured_seconds), min_seconds, max_seconds);
 }
 
 }  // namespace siesta

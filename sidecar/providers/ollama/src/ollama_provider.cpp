@@ -59,25 +59,31 @@ Status OllamaProvider::unload(const std::string& model) {
   return generate(model, 0, /*unload=*/true);
 }
 
-Result<std::vector<LoadedModel>> OllamaProvider::loaded() {
+Result<json> OllamaProvider::models_of(const std::string& path) {
   httplib::Client cli(host_, port_);
   cli.set_connection_timeout(std::chrono::seconds(2));
   cli.set_read_timeout(std::chrono::seconds(10));
-  auto res = cli.Get("/api/ps");
+  auto res = cli.Get(path);
   if (!res) {
     return Status{ErrorCode::kUnavailable,
                   where() + " did not answer (" + httplib::to_string(res.error()) + ")"};
   }
   if (res->status != 200) {
     return Status{ErrorCode::kFailed, where() + " answered " + std::to_string(res->status) +
-                                          " to /api/ps: " + ollama_error(*res)};
+                                          " to " + path + ": " + ollama_error(*res)};
   }
   json doc = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   if (!doc.is_object() || !doc.contains("models") || !doc["models"].is_array()) {
-    return Status{ErrorCode::kFailed, where() + ": /api/ps is not {\"models\": [...]}"};
+    return Status{ErrorCode::kFailed, where() + ": " + path + " is not {\"models\": [...]}"};
   }
+  return doc["models"];
+}
+
+Result<std::vector<LoadedModel>> OllamaProvider::loaded() {
+  auto models = models_of("/api/ps");
+  if (!models) return models.status();
   std::vector<LoadedModel> out;
-  for (const auto& m : doc["models"]) {
+  for (const auto& m : *models) {
     if (!m.is_object() || !m.contains("name") || !m["name"].is_string()) continue;
     LoadedModel lm;
     lm.name = m["name"].get<std::string>();
@@ -86,6 +92,18 @@ Result<std::vector<LoadedModel>> OllamaProvider::loaded() {
       lm.vram_bytes = m["size_vram"].get<double>();
     }
     out.push_back(std::move(lm));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> OllamaProvider::list_installed() {
+  auto models = models_of("/api/tags");
+  if (!models) return models.status();
+  std::vector<std::string> out;
+  for (const auto& m : *models) {
+    if (m.is_object() && m.contains("name") && m["name"].is_string()) {
+      out.push_back(m["name"].get<std::string>());
+    }
   }
   return out;
 }

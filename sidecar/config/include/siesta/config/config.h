@@ -67,6 +67,8 @@ struct Config {
   int admin_max_connections = 512;            // open admin connections at most
   std::string admin_token_file;               // a file holding the admin bearer token; empty: none
   bool protect_metrics = false;               // /metrics needs the token too (when there is one)
+  // Models not in the config kept at most (learned from traffic, /api/ps, the admin API).
+  std::size_t max_learned_models = kDefaultMaxLearnedModels;
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };

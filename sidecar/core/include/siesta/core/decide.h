@@ -77,6 +77,12 @@ struct Decision {
 };
 
 Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec);
+// The one rule for every keep-alive siesta enforces, whatever its source (the model's
+// keep_alive_hours, the global model_keep_alive_hours, a client's keep_alive): within
+// [min_seconds, max_seconds] (a model's keep_alive_min_seconds and keep_alive_max_seconds).
+double clamp_keep_alive(double seconds, double min_seconds, double max_seconds);
+// The per-use keep-alive if any, else the model's configured one, else the global default;
+// always clamped into the model's bounds.
 Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
                              const ModelRuntime& runtime);
 

@@ -1,6 +1,7 @@
 // Models: tracked per name; a model is served by a provider service (e.g. "ollama").
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -15,7 +16,13 @@ struct ModelSpec {
   // Bounds on a keep-alive a client asks for in its request (Ollama's keep_alive).
   double keep_alive_min_seconds = 60;
   double keep_alive_max_seconds = 86400;
+  // Not in the config: learned from traffic, the provider's lists, the admin API or the state
+  // file. Only these are forgotten (max_learned_models).
+  bool learned = false;
 };
+
+// How many learned models are kept by default (the config's max_learned_models).
+inline constexpr std::size_t kDefaultMaxLearnedModels = 256;
 
 struct ModelRuntime {
   bool loaded = false;

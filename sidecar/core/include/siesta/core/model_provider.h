@@ -1,5 +1,6 @@
-// ModelProvider: loads and unloads models on the service that serves them (Ollama gets its own
-// implementation). Implementations are thread-safe.
+// ModelProvider: loads and unloads models on the service that serves them, and lists what it
+// holds and what it could load (Ollama gets its own implementation). Implementations are
+// thread-safe.
 #pragma once
 
 #include <optional>
@@ -25,6 +26,8 @@ class ModelProvider {
   virtual Status unload(const std::string& model) = 0;
   // The models the provider has in memory right now.
   virtual Result<std::vector<LoadedModel>> loaded() = 0;
+  // The names of the models installed on the provider: those it can load.
+  virtual Result<std::vector<std::string>> list_installed() = 0;
 };
 
 }  // namespace siesta

@@ -90,6 +90,18 @@ class Registry {
   bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);
   // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
   void add_model(const ModelSpec& spec, const ModelRuntime& runtime);
+  // Adds a learned model (marked spec.learned) unless known, keeping at most `limit` learned
+  // models: the oldest idle ones (not loaded, nothing in flight, least recently used first) are
+  // forgotten to make room. Loaded or busy models are never forgotten, so the limit may be
+  // exceeded by those alone. With an empty spec.name, only trims. Atomic under the lock.
+  struct Learned {
+    bool added = false;
+    std::vector<std::string> forgotten;
+  };
+  Learned add_learned_model(const ModelSpec& spec, const ModelRuntime& runtime, std::size_t limit);
+  // Forgets the model when `keep_not` holds for it, under the lock. True if it was removed.
+  bool remove_model_if(const std::string& name,
+                       const std::function<bool(const ModelSpec&, const ModelRuntime&)>& keep_not);
 
   ChangeSignal& changes() const { return changes_; }
 

@@ -7,11 +7,14 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "siesta/core/clock.h"
 #include "siesta/core/model_provider.h"
@@ -30,8 +33,11 @@ class Controller {
   // Saves the registry to the state file; an error means an acknowledged change could be lost.
   using SaveFn = std::function<Status()>;
 
+  // At most `max_learned_models` models not in the config are kept (Registry::add_learned_model);
+  // the state file's are trimmed to that at once.
   Controller(Registry& registry, BackendMap backends, ProviderLookup providers, const Clock& clock,
-             Recorder& recorder, SaveFn save);
+             Recorder& recorder, SaveFn save,
+             std::size_t max_learned_models = kDefaultMaxLearnedModels);
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
   // use. reason: "manual", "desired", "request".
@@ -55,17 +61,26 @@ class Controller {
   Status update_settings(const std::function<void(Settings&)>& change);
   // Unloads now through the provider (reason "forced").
   Status unload_model(const std::string& model);
-  // Loads now through the provider with the model's keep-alive (admin API).
+  // Loads now through the provider with the model's keep-alive (admin API). A model siesta has
+  // not seen is looked for on the model servers (find_installed) and learned; kNotFound when
+  // none has it.
   Status load_model(const std::string& model);
   // Unloads every loaded model of a provider service (reason "forced").
   Status unload_models_of(const std::string& provider_service);
 
   // A proxied request names `model` on `provider_service`: the model is in flight (never
-  // unloaded) until end_model_request(), and keeps `keep_alive_seconds` from the request's end.
-  // A model siesta did not know is tracked from now on. Returns whether it was loaded already.
-  bool begin_model_request(const std::string& model, const std::string& provider_service,
-                           double keep_alive_seconds);
-  void end_model_request(const std::string& model);
+  // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
+  // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
+  std::optional<std::uint64_t> begin_model_request(const std::string& model,
+                                                   const std::string& provider_service);
+  // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
+  // `keep_alive_seconds` from the request's end. Returns whether this request paid the load: it
+  // began with the model not loaded (`ticket`) and no other request's answer loaded it since.
+  bool model_accepted(const std::string& model, double keep_alive_seconds,
+                      std::optional<std::uint64_t> ticket);
+  // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
+  // never loaded and has no other request in flight is forgotten after a failed request.
+  void end_model_request(const std::string& model, bool accepted);
   // The bounds and default for a request's keep-alive on `model` (defaults for unknown ones).
   struct KeepAlivePolicy {
     double configured_seconds;
@@ -121,6 +136,15 @@ class Controller {
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);
   void reconcile_models();
+  // The model server that has `model` installed: the only one there is, else the first (running
+  // ones asked first, then stopped ones woken) whose list has it. kNotFound when none has it.
+  Result<std::string> find_installed(const std::string& model);
+  // Forgets a learned model that was never loaded and is not in use.
+  bool forget_if_unused(const std::string& model);
+  void forget_loads(const std::vector<std::string>& models);
+  // Adds a model not in the config (Registry::add_learned_model); false if it was known.
+  bool learn_model(const std::string& model, const std::string& provider_service,
+                   const ModelRuntime& runtime, const char* how);
   Status save();
 
   Registry& registry_;
@@ -129,6 +153,11 @@ class Controller {
   const Clock& clock_;
   Recorder& recorder_;
   SaveFn save_;
+  std::size_t max_learned_models_;
+  // Per model, the loads paid by a request (its answer found the model not loaded), so that a
+  // request that began before the latest load does not count it again (model_accepted).
+  std::mutex loads_mu_;
+  std::map<std::string, std::uint64_t> request_loads_;  // guarded by loads_mu_
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
 };
