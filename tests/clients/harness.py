@@ -107,7 +107,7 @@ class Processes:
 class Siesta:
     """A siesta with a generated config; `services` as in the config file."""
 
-    def __init__(self, procs, binary, services, models=None, check_interval_minutes=0.005):
+    def __init__(self, procs, binary, services, models=None, check_interval_minutes=0.01):
         self.procs = procs
         self.admin = free_port()
         config = {"listen": f"127.0.0.1:{self.admin}",

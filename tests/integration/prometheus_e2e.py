@@ -91,7 +91,8 @@ try:
         },
         "models": {"llama3.2:3b": {"provider": "redis"},
                    "qwen2.5:7b": {"provider": "ollama", "keep_alive_hours": 1},
-                   "tiny:1b": {"provider": "ollama", "keep_alive_hours": 0.001}},
+                   "tiny:1b": {"provider": "ollama", "keep_alive_hours": 0.001,
+                               "keep_alive_min_seconds": 0}},
     }
     json.dump(config, open(f"{work}/siesta.json", "w"))
     procs.append(subprocess.Popen([siesta_bin, "--config", f"{work}/siesta.json"],
