@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -441,10 +442,11 @@ Parse parse_requests(std::string_view data, bool lenient) {
 // is_head(i): whether the i-th final response answers a HEAD request. Returns an error, or
 // nullopt; `cut` tells whether the bytes end inside a response.
 std::optional<std::string> parse_responses(std::string_view data, const std::vector<bool>& heads,
-                                           bool& cut) {
+                                           bool& cut, std::size_t* complete = nullptr) {
   Stream s(data, /*lenient=*/false);
   cut = false;
   std::size_t final_index = 0;
+  if (complete != nullptr) *complete = 0;
   try {
     while (!s.at_end()) {
       const std::string_view line = need(s.line());
@@ -512,6 +514,7 @@ std::optional<std::string> parse_responses(std::string_view data, const std::vec
       }
       std::vector<std::string> tokens = split_list(fields.values("connection"));
       for (auto& t : tokens) t = lower(t);
+      if (complete != nullptr) *complete = final_index;
       if (std::find(tokens.begin(), tokens.end(), "close") != tokens.end() && !s.at_end()) {
         return "bytes after a response with Connection: close: " + shown(s.rest());
       }
@@ -566,6 +569,7 @@ class Upstream {
       std::abort();
     }
     port_ = ntohs(addr.sin_port);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -596,6 +600,18 @@ class Upstream {
   bool any_open() {
     std::lock_guard lock(mu_);
     return std::any_of(conns_.begin(), conns_.end(), [](const auto& kv) { return !kv.second.eof; });
+  }
+
+  // Accepts every connection the kernel has completed: a connection the proxy made for this
+  // input must not wait in the backlog until the next one.
+  void drain() {
+    std::lock_guard lock(mu_);
+    if (accept_all()) {
+      const std::uint64_t one = 1;
+      if (::write(wake_fd_, &one, sizeof one) < 0) {
+        // the counter is full: the loop wakes anyway
+      }
+    }
   }
 
   // Ends every open connection of `input` (or of all inputs): the proxy reads EOF.
@@ -644,13 +660,26 @@ class Upstream {
     cv_.notify_all();
   }
 
+  bool accept_all() {  // with mu_ held
+    bool any = false;
+    while (true) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return any;
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      conns_[next_id_++] = Conn{fd, input_, {}, 0, false, false};
+      ++activity_;
+      any = true;
+    }
+  }
+
   void loop() {
     std::vector<pollfd> fds;
     std::vector<std::uint64_t> ids;
     char buf[16384];
     while (true) {
-      fds.assign({{listen_fd_, POLLIN, 0}});
-      ids.assign({0});
+      fds.assign({{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}});
+      ids.assign({0, 0});
       {
         std::lock_guard lock(mu_);
         for (const auto& [id, c] : conns_) {
@@ -662,17 +691,16 @@ class Upstream {
       }
       if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
       if (fds[0].revents != 0) {
-        while (true) {
-          const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (fd < 0) break;
-          const int one = 1;
-          ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          std::lock_guard lock(mu_);
-          conns_[next_id_++] = Conn{fd, input_, {}, 0, false, false};
-          ++activity_;
+        std::lock_guard lock(mu_);
+        accept_all();
+      }
+      if (fds[1].revents != 0) {
+        std::uint64_t count = 0;
+        if (::read(wake_fd_, &count, sizeof count) < 0) {
+          // already cleared
         }
       }
-      for (std::size_t i = 1; i < fds.size(); ++i) {
+      for (std::size_t i = 2; i < fds.size(); ++i) {
         if (fds[i].revents == 0) continue;
         std::string snapshot;
         std::size_t answered = 0;
@@ -709,6 +737,7 @@ class Upstream {
   }
 
   int listen_fd_ = -1;
+  int wake_fd_ = -1;  // makes the loop poll a new set of connections
   int port_ = 0;
   std::atomic<std::uint64_t> activity_{0};
   std::mutex mu_;
@@ -753,7 +782,17 @@ struct Harness {
   int port = 0;
 };
 
+// Whether each final response answers a HEAD request: the client's requests, then the one the
+// oracle stopped at.
+std::vector<bool> heads_of(const oracle::Parse& c) {
+  std::vector<bool> heads;
+  for (const auto& r : c.requests) heads.push_back(r.method == "HEAD");
+  if (c.stop_method) heads.push_back(*c.stop_method == "HEAD");
+  return heads;
+}
+
 constexpr milliseconds kDeadline{1000};  // for the proxy to close the client connection
+constexpr milliseconds kQuiet{30};       // nothing moves before all requests are answered
 constexpr milliseconds kStall{200};      // nothing moves while the upstream waits for bytes
 constexpr milliseconds kSettle{1000};    // for the proxy to close its upstream connections
 
@@ -766,7 +805,8 @@ struct Received {
 // Sends the input on a new connection, half-closes, and reads until the proxy closes, the
 // deadline passes, or nothing moves while the upstream waits for the rest of a request (then
 // the upstream hangs up, which lets the proxy finish).
-Received exchange(Harness& h, std::uint64_t input, std::string_view data) {
+Received exchange(Harness& h, std::uint64_t input, std::string_view data,
+                  const std::vector<bool>& heads, std::size_t expected) {
   Received out;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -782,14 +822,23 @@ Received exchange(Harness& h, std::uint64_t input, std::string_view data) {
   auto last_move = start;
   std::uint64_t last_activity = h.upstream->activity();
   bool sending = true;
+  bool half_closed = false;
   bool hung_up = false;
+  std::size_t answered = 0;
   std::size_t sent = 0;
   char buf[16384];
   while (true) {
     const auto now = SteadyClock::now();
     if (now - start > kDeadline + kSettle) break;
-    if (!hung_up && (now - start > kDeadline ||
-                     (now - last_move > kStall && h.upstream->waiting_for_bytes(input)))) {
+    // Half-close once every request the client's bytes hold is answered (the proxy then ends
+    // the connection at the next request, or gives up on a cut one), or when nothing moves.
+    if (!sending && !half_closed && (answered >= expected || now - last_move > kQuiet)) {
+      ::shutdown(fd, SHUT_WR);
+      half_closed = true;
+      last_move = now;
+    }
+    if (!hung_up && (now - start > kDeadline || (half_closed && now - last_move > kStall &&
+                                                 h.upstream->waiting_for_bytes(input)))) {
       h.upstream->hang_up(input);
       hung_up = true;
     }
@@ -810,16 +859,15 @@ Received exchange(Harness& h, std::uint64_t input, std::string_view data) {
           sending = false;  // the proxy closed: it refused something
         }
       }
-      if (sending && sent == data.size()) {
-        ::shutdown(fd, SHUT_WR);
-        sending = false;
-      }
+      if (sending && sent == data.size()) sending = false;
     }
     if ((p.revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
       const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
       if (n > 0) {
         out.bytes.append(buf, static_cast<std::size_t>(n));
         last_move = SteadyClock::now();
+        bool cut = false;
+        oracle::parse_responses(out.bytes, heads, cut, &answered);
       } else if (n == 0) {
         out.closed = true;
         break;
@@ -901,7 +949,10 @@ void check(std::string_view client, const std::vector<std::string>& upstream,
     forwarded.insert(forwarded.end(), f.requests.begin(), f.requests.end());
     if (f.end == oracle::End::kIncomplete) {
       if (i != last_used || !f.partial) {
-        fail(where + " ends inside a request's " + (f.partial ? "body" : "header section") +
+        fail(where +
+                 (f.partial ? " ends inside a request's body"
+                            : " ends with bytes that are no complete request (a header section "
+                              "cut short, or bytes outside any message's framing)") +
                  (i != last_used ? ", and another connection follows" : ""),
              client, upstream, received);
       }
@@ -946,11 +997,8 @@ void check(std::string_view client, const std::vector<std::string>& upstream,
     }
   }
   // 3. The client received well-formed responses.
-  std::vector<bool> heads;
-  for (const auto& r : c.requests) heads.push_back(r.method == "HEAD");
-  if (c.stop_method) heads.push_back(*c.stop_method == "HEAD");
   bool response_cut = false;
-  if (auto err = oracle::parse_responses(received.bytes, heads, response_cut)) {
+  if (auto err = oracle::parse_responses(received.bytes, heads_of(c), response_cut)) {
     fail("the client received malformed responses: " + *err, client, upstream, received);
   }
   if (response_cut && received.closed) {
@@ -974,10 +1022,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   h.upstream->begin(input);
   const std::string_view client(reinterpret_cast<const char*>(data), size);
-  const Received received = exchange(h, input, client);
-  if (!h.upstream->wait_closed(input, kSettle)) {
-    h.upstream->hang_up(input);
-    h.upstream->wait_closed(input, kSettle);
+  const oracle::Parse c = oracle::parse_requests(client, /*lenient=*/true);
+  const Received received = exchange(h, input, client, heads_of(c), c.requests.size());
+  for (int round = 0; round < 2; ++round) {
+    h.upstream->drain();
+    if (!h.upstream->wait_closed(input, kSettle)) {
+      h.upstream->hang_up(input);
+      h.upstream->wait_closed(input, kSettle);
+    }
   }
   const std::vector<std::string> upstream = h.upstream->take(input);
   check(client, upstream, received);
