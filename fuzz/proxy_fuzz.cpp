@@ -5,8 +5,9 @@
 // thread, a siesta core on fakes with one running service "web") forwards them to an in-process
 // recording upstream that keeps the exact bytes of each connection and answers every request it
 // can delimit with "200 OK", Content-Length 2. Per input the fuzzer connects, sends the bytes,
-// half-closes, reads the answer until the proxy closes (bounded), and waits until the proxy has
-// closed this input's upstream connections.
+// half-closes once every request the bytes hold is answered (or nothing moves for 30 ms), reads
+// until the proxy closes (bounded: 1 s, then the upstream hangs up), and waits until the proxy's
+// upstream connections of this input are accepted and closed.
 //
 // The oracle is an independent strict RFC 9112 request-stream parser (a port of
 // tests/differential/strict_http.py; it shares no code with Beast, which the proxy uses). The
