@@ -10,17 +10,19 @@ seconds=${1:-60}
 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DSIESTA_FUZZ=ON -DSIESTA_SANITIZE=ON -DSIESTA_WERROR=OFF -DSIESTA_BUILD_TESTS=OFF \
   -DSIESTA_BUILD_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target admin_fuzz config_fuzz
-for name in admin config; do
+cmake --build build-fuzz -j "$(nproc)" --target admin_fuzz config_fuzz proxy_fuzz
+for name in admin config proxy; do
   work=build-fuzz/corpus/$name
   mkdir -p "$work"
   echo "== fuzz $name: $seconds s =="
+  dict=()
+  if [ -f "fuzz/$name.dict" ]; then dict=("-dict=fuzz/$name.dict"); fi
   rc=0
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "build-fuzz/fuzz/${name}_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix=build-fuzz/ -print_final_stats=1 "$work" "fuzz/corpus/$name" \
+    -artifact_prefix=build-fuzz/ -print_final_stats=1 "${dict[@]}" "$work" "fuzz/corpus/$name" \
     >"build-fuzz/$name.log" 2>&1 || rc=$?
-  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY|contract)" \
+  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY|contract|proxy_fuzz: invariant)" \
     "build-fuzz/$name.log" || true
   if [ "$rc" -ne 0 ]; then
     tail -60 "build-fuzz/$name.log"
