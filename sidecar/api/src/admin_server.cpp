@@ -22,6 +22,7 @@
 #include "siesta/config/config.h"
 #include "siesta/config/settings_rules.h"
 #include "siesta/core/decide.h"
+#include "siesta/http/framing.h"
 
 namespace siesta {
 
@@ -308,6 +309,8 @@ class AdminServer::Impl {
       // No body limit while the header is read: Beast would refuse a large Content-Length there,
       // before authorization. The limit is set once the request is authorized.
       parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      static auto check_extensions = http_framing::check_chunk_extensions;  // outlives parsers
+      parser.on_chunk_header(check_extensions);
       co_await http::async_read_header(stream, buffer, parser, token(ec));
       if (ec) {
         if (ec == http::error::header_limit) {
@@ -323,6 +326,13 @@ class AdminServer::Impl {
       }
       conn->awaiting_request = false;
       auto& msg = parser.get();
+      // Framing read one way only, as the proxy reads it: ambiguous is refused, then closed.
+      if (auto error = http_framing::framing_error(msg, msg.version())) {
+        co_await write_reply(
+            stream, error_reply(static_cast<int>(error->status), error->code, error->message),
+            msg.version(), false, false);
+        co_return;
+      }
       AdminRequest req{std::string(msg.method_string()),
                        decoded_path(std::string_view(msg.target().data(), msg.target().size())),
                        std::string(msg[http::field::authorization]),
@@ -349,9 +359,17 @@ class AdminServer::Impl {
           co_await http::async_write(stream, go_on, token(ec));
           if (ec) co_return;
         }
-        co_await http::async_read(stream, buffer, parser, token(ec));
+        while (!ec && !parser.is_done()) {
+          co_await http_framing::read_body_some(stream, buffer, parser, ec);
+        }
         if (ec == http::error::body_limit) {
           co_await write_reply(stream, too_large(), version, false, head);
+          co_return;
+        }
+        if (http_framing::is_framing_error(ec)) {
+          co_await write_reply(
+              stream, error_reply(400, "bad_request", "malformed request body: " + ec.message()),
+              version, false, head);
           co_return;
         }
         if (ec) co_return;  // the deadline passed, or the client went away

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "siesta/core/error_json.h"
+#include "siesta/http/framing.h"
 #include "siesta/providers/keep_alive.h"
 #include "siesta/providers/load_duration.h"
 #include "siesta/runtime/executor.h"
@@ -60,7 +61,8 @@ class InFlight {
 };
 
 // Connection options a client may not use to strip a header: the framing and Host (refused,
-// see framing_error) and the headers the proxy itself adds or relies on (RFC 9110 7.6.1).
+// see http_framing::framing_error) and the headers the proxy itself adds or relies on (RFC
+// 9110 7.6.1).
 bool protected_from_connection(beast::string_view name) {
   return beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
          beast::iequals(name, "host") || beast::iequals(name, "authorization") ||
@@ -111,47 +113,6 @@ void set_forwarded_headers(http::fields& req, const std::string& peer, bool trus
   if (!req[http::field::host].empty() && req["X-Forwarded-Host"].empty()) {
     req.set("X-Forwarded-Host", req[http::field::host]);
   }
-}
-
-// Why a request's framing or Host cannot be passed on unambiguously (RFC 9112 3.2, 6.1, 6.3;
-// RFC 9110 7.6.1), answered before anything is forwarded or woken. Beast's parser already
-// refuses two different Content-Lengths and Content-Length with a chunked Transfer-Encoding.
-struct FramingError {
-  http::status status;
-  std::string code;
-  std::string message;
-};
-
-std::optional<FramingError> framing_error(const http::request<http::buffer_body>& req) {
-  auto bad = [](std::string message) {
-    return FramingError{http::status::bad_request, "bad_request", std::move(message)};
-  };
-  for (const auto& f : req) {
-    if (f.name() != http::field::connection) continue;
-    for (auto token : http::token_list(f.value())) {
-      if (beast::iequals(token, "content-length") || beast::iequals(token, "transfer-encoding") ||
-          beast::iequals(token, "host")) {
-        return bad("the Connection header may not name " + std::string(token));
-      }
-    }
-  }
-  if (const auto te = req.count(http::field::transfer_encoding); te > 0) {
-    if (req.count(http::field::content_length) > 0) {
-      return bad("a request may not have both Content-Length and Transfer-Encoding");
-    }
-    if (req.version() < 11) return bad("an HTTP/1.0 request may not have a Transfer-Encoding");
-    if (te > 1) return bad("a request may have one Transfer-Encoding header only");
-    if (!beast::iequals(req[http::field::transfer_encoding], "chunked")) {
-      return FramingError{http::status::not_implemented, "not_implemented",
-                          "unsupported Transfer-Encoding \"" +
-                              std::string(req[http::field::transfer_encoding]) +
-                              "\" (only \"chunked\" is)"};
-    }
-  }
-  const auto hosts = req.count(http::field::host);
-  if (hosts > 1) return bad("a request may have one Host header only");
-  if (hosts == 0 && req.version() >= 11) return bad("an HTTP/1.1 request needs a Host header");
-  return std::nullopt;
 }
 
 // The next piece of a relayed body for the serializer. An empty piece must have no data
@@ -515,7 +476,11 @@ struct Proxy::Impl {
   }
 
   // Waits (without blocking an I/O thread) for the service to be woken.
-  awaitable<Status> wake(const std::string& service) {
+  // Waits (without blocking an I/O thread) for the service to be woken. With `client`, a client
+  // that closes meanwhile ends the wait at once (*gone is set); the wake itself goes on for the
+  // others.
+  awaitable<Status> wake(const std::string& service, tcp::socket* client = nullptr,
+                         bool* gone = nullptr) {
     auto ex = co_await net::this_coro::executor;
     auto wait = std::make_shared<WakeWait>(ex);
     double limit = 60;
@@ -528,8 +493,20 @@ struct Proxy::Impl {
         wait->timer.cancel();
       });
     });
+    auto watch = std::make_shared<ClientWatch>();
+    watch->on_gone = [wait] { wait->timer.cancel(); };
+    std::optional<ClientWatchScope> watching;
+    if (client != nullptr) {
+      watch_client(*client, watch);
+      watching.emplace(*client, watch);
+    }
     beast::error_code ec;
     co_await wait->timer.async_wait(ec_token(ec));
+    watching.reset();
+    if (watch->gone && !wait->result) {
+      if (gone != nullptr) *gone = true;
+      co_return Status{ErrorCode::kUnavailable, "the client went away during the wake"};
+    }
     if (!wait->result) {
       co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
     }
@@ -547,6 +524,8 @@ struct Proxy::Impl {
           route(o.route),
           keep_alive(o.keep_alive),
           accepted(o.accepted),
+          sent(o.sent),
+          answered(o.answered),
           load_ticket(o.load_ticket),
           was_loaded(o.was_loaded),
           t0(o.t0),
@@ -554,13 +533,23 @@ struct Proxy::Impl {
           load_scan(std::move(o.load_scan)) {}
     ModelUse& operator=(ModelUse&&) = delete;
     ~ModelUse() {
-      if (controller != nullptr) controller->end_model_request(model, accepted);
+      if (controller == nullptr) return;
+      // Sent but never answered (the client gave up, the upstream broke off): the server may
+      // have loaded the model all the same, with the keep-alive siesta gave it. Kept as loaded,
+      // so siesta unloads it on time (the /api/ps sync corrects it if it was not).
+      if (sent && !answered && !accepted) {
+        accepted = true;
+        (void)controller->model_accepted(model, keep_alive, load_ticket);
+      }
+      controller->end_model_request(model, accepted);
     }
     Controller* controller;
     std::string model;
     ModelRoute route = ModelRoute::kNone;
     double keep_alive = 0;
     bool accepted = false;                     // the model server answered 2xx: the model is loaded
+    bool sent = false;                         // the request reached the model server
+    bool answered = false;                     // and its answer's header came back
     std::optional<std::uint64_t> load_ticket;  // the model was not loaded when it began
     bool was_loaded = true;                    // false: this request paid the model's load
     SteadyClock::time_point t0 = SteadyClock::now();
@@ -603,7 +592,7 @@ struct Proxy::Impl {
       req.body().data = body.data() + old;
       req.body().size = kChunk;
       activity.touch();
-      co_await http::async_read_some(client, client_buf, parser, ec_token(ec));
+      co_await http_framing::read_body_some(client, client_buf, parser, ec);
       if (ec == http::error::need_buffer) ec = {};
       if (ec) co_return std::nullopt;
       body.resize(old + (kChunk - req.body().size));
@@ -675,6 +664,8 @@ struct Proxy::Impl {
       http::request_parser<http::buffer_body> req_parser;
       req_parser.header_limit(kHeaderLimit);
       req_parser.body_limit(kNoBodyLimit);
+      static auto check_extensions = http_framing::check_chunk_extensions;  // outlives parsers
+      req_parser.on_chunk_header(check_extensions);
       beast::error_code ec;
       if (!first && client_buf.size() == 0) {
         // Between requests: keepalive_timeout until the next one starts, then header_timeout
@@ -696,7 +687,7 @@ struct Proxy::Impl {
         }
         co_return;
       }
-      if (auto error = framing_error(req_parser.get())) {
+      if (auto error = http_framing::framing_error(req_parser.get(), req_parser.get().version())) {
         auto res =
             error_response(error->status, req_parser.get().version(), error->code, error->message);
         recorder_.proxy_request(l.service, static_cast<int>(res.result_int()), Seconds(0));
@@ -778,9 +769,11 @@ struct Proxy::Impl {
     if (*state != ServiceState::kRunning) {
       const auto w0 = SteadyClock::now();
       activity.paused = true;
-      Status st = co_await wake(l.service);
+      bool gone = false;
+      Status st = co_await wake(l.service, &client.socket(), &gone);
       activity.paused = false;
       activity.touch();
+      if (gone) co_return false;  // nobody to answer: the request ends, the wake goes on
       if (!st) {
         // The request body was not read: the connection cannot be reused.
         const int retry = 5;
@@ -876,15 +869,26 @@ struct Proxy::Impl {
       http::serializer<true, http::buffer_body> sr{req};
       activity.touch();
       co_await http::async_write_header(*upstream, sr, ec_token(ec));
+      if (!ec && model_use) model_use->sent = true;
       // The request body, piece by piece as it arrives.
       while (!ec) {
         if (!req_parser.is_done()) {
           req.body().data = buf;
           req.body().size = sizeof buf;
           activity.touch();
-          co_await http::async_read_some(client, client_buf, req_parser, ec_token(ec));
+          co_await http_framing::read_body_some(client, client_buf, req_parser, ec);
           if (ec == http::error::need_buffer) ec = {};
-          if (ec) co_return false;  // the client went away mid-body
+          if (ec) {
+            // The client went away mid-body, or its framing is malformed: the upstream has a
+            // partial request and is dropped; a client still there is told why.
+            upstream.reset();
+            if (!http_framing::is_framing_error(ec)) co_return false;
+            auto res = error_response(http::status::bad_request, version, "bad_request",
+                                      "malformed request body: " + ec.message());
+            status_sent = 400;
+            record();
+            co_return co_await answer(client, std::move(res), false);
+          }
           set_piece(req.body(), buf, sizeof buf - req.body().size, !req_parser.is_done());
           // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
           // chunked body early).
@@ -961,6 +965,7 @@ struct Proxy::Impl {
     res.version(version);
     res.keep_alive(keep_alive);
     std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    if (model_use) model_use->answered = true;
     if (model_use && res.result_int() / 100 == 2) {
       model_use->accepted = true;
       model_use->was_loaded = !controller_.model_accepted(model_use->model, model_use->keep_alive,
@@ -1066,7 +1071,9 @@ struct Proxy::Impl {
     if (!state) co_return;
     InFlight in_flight(controller_, l.service);
     if (*state != ServiceState::kRunning) {
-      Status st = co_await wake(l.service);
+      bool gone = false;
+      Status st = co_await wake(l.service, &client, &gone);
+      if (gone) co_return;
       if (!st) {
         spdlog::warn("Proxy: connection to {} dropped: {}", l.service, st.message());
         co_return;

@@ -232,17 +232,7 @@ Status Controller::sleep(const std::string& service) {
 
 Status Controller::stop_locked(const std::string& service, const std::string& reason) {
   auto view = registry_.service(service);
-  // A model server's models are unloaded first, so VRAM is freed in order even if the
-  // stop itself is slow or fails.
-  if (ModelProvider* provider = provider_of(service); provider != nullptr) {
-    for (const auto& name : registry_.model_names()) {
-      auto m = registry_.model(name);
-      if (!m || m->spec->provider != service || !m->runtime.loaded) continue;
-      if (Status st = provider->unload(name); !st) {
-        spdlog::warn("Model {}: unload before stopping {} failed: {}", name, service, st.message());
-      }
-    }
-  }
+  unload_models_before_stop(service);
   ServiceBackend* backend = backend_for(*view->spec);
   const double memory = backend != nullptr ? backend->memory_bytes(*view->spec).value_or(0.0) : 0.0;
   Status st = backend != nullptr ? backend->stop(*view->spec) : no_backend(*view->spec);
@@ -257,6 +247,20 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
     fail_service(service, "stop", st, /*schedule_retry=*/false);
   }
   return saved(st, save());
+}
+
+// A model server's models are unloaded first, so VRAM is freed in order even if the stop itself
+// is slow or fails.
+void Controller::unload_models_before_stop(const std::string& service) {
+  ModelProvider* provider = provider_of(service);
+  if (provider == nullptr) return;
+  for (const auto& name : registry_.model_names()) {
+    auto m = registry_.model(name);
+    if (!m || m->spec->provider != service || !m->runtime.loaded) continue;
+    if (Status st = provider->unload(name); !st) {
+      spdlog::warn("Model {}: unload before stopping {} failed: {}", name, service, st.message());
+    }
+  }
 }
 
 void Controller::record_unload(const std::string& model, const std::string& reason,
@@ -767,6 +771,7 @@ void Controller::stop_all() {
     ServiceBackend* backend = backend_for(*view->spec);
     if (backend == nullptr) continue;
     spdlog::info("Stopping service {} (siesta is exiting)...", name);
+    unload_models_before_stop(name);
     if (Status st = backend->stop(*view->spec); !st) {
       spdlog::error("Service {}: stop failed: {}", name, st.message());
       continue;
@@ -774,6 +779,8 @@ void Controller::stop_all() {
     registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kStopped, clock_.wall_now());
     });
+    // Its models went with it: the state file must not say they are loaded.
+    mark_models_unloaded(name, "service_sleep");
   }
   (void)save();
 }

@@ -128,6 +128,7 @@ class Controller {
   Status stop_locked(const std::string& service, const std::string& reason);
   void fail_service(const std::string& service, const std::string& operation, const Status& st,
                     bool schedule_retry);
+  void unload_models_before_stop(const std::string& service);
   void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
   void record_unload(const std::string& model, const std::string& reason,
                      std::optional<double> vram_bytes);
