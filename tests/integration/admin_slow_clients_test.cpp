@@ -130,5 +130,32 @@ TEST(AdminSlowClients, ABodyOverTheLimitIsRefusedBeforeItIsRead) {
   EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
 }
 
+TEST(AdminSlowClients, AmbiguousFramingIsRefusedAsTheProxyRefusesIt) {
+  // Found by a new user: "Transfer-Encoding: chunked, identity" was read as no body, and the
+  // chunk bytes then as a second request.
+  TempDir dir;
+  SiestaProcess siesta(dir.path(), R"({"services": {"web": {"command": ["sleep", "3600"]}}})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const std::string head = "POST /admin/services/web/touch HTTP/1.1\r\nHost: x\r\n";
+  struct Case {
+    std::string rest;
+    int status;
+  };
+  for (const auto& [rest, status] : std::vector<Case>{
+           {"Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501},
+           {"Transfer-Encoding: xchunked\r\n\r\n", 501},
+           {"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}", 400},
+           {"Connection: Content-Length\r\nContent-Length: 2\r\n\r\n{}", 400},
+           {"Transfer-Encoding: chunked\r\n\r\n2\n{}\n0\n\n", 400},
+       }) {
+    const std::string answer = raw_exchange(siesta.port(), head + rest, std::chrono::seconds(3));
+    EXPECT_EQ(status_code(answer), status) << rest << "\n" << answer;
+    EXPECT_EQ(answer.find("HTTP/1.1", 1), std::string::npos)
+        << "a second answer: the rest was read as another request\n"
+        << answer;
+  }
+  EXPECT_EQ(status_of(siesta, "web")["last_used"], nullptr) << "a refused request touched it";
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -435,5 +435,54 @@ TEST_F(Models, ModelsLoadedOrUnloadedOutsideSiestaAreSyncedFromApiPs) {
             1);
 }
 
+TEST_F(Models, SiestasExitUnloadsTheModelsOfTheServersItStops) {
+  // Found by a new user: on SIGTERM (on_exit "stop") Ollama was stopped with its models still
+  // marked loaded, so after a restart idle-status showed them loaded on a stopped server.
+  const std::string state = (dir / "state.json").string();
+  std::string cfg = config(R"("llama3.2:3b": {"provider": "ollama"})");
+  cfg.insert(1, R"("state_file": ")" + state + "\", ");
+  {
+    SiestaProcess siesta(dir.path(), cfg);
+    ASSERT_TRUE(siesta.start()) << siesta.log();
+    ASSERT_EQ(
+        via().Post("/api/generate", R"({"model": "llama3.2:3b"})", "application/json")->status,
+        200);
+    ASSERT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], true);
+    EXPECT_EQ(siesta.stop(SIGTERM), 0) << siesta.log();
+  }
+  // Unloaded through Ollama before it was stopped, and not loaded in the state file.
+  const std::string events = slurp(events_file);
+  EXPECT_NE(events.find(R"("event": "unload", "model": "llama3.2:3b", "cause": "keep_alive 0")"),
+            std::string::npos)
+      << events;
+  const json saved = json::parse(slurp(state), nullptr, false);
+  EXPECT_EQ(saved["models"]["llama3.2:3b"]["loaded"], false) << saved;
+  SiestaProcess again(dir.path(), cfg);
+  ASSERT_TRUE(again.start()) << again.log();
+  EXPECT_EQ(model_status(again, "llama3.2:3b")["loaded"], false);
+}
+
+TEST_F(Models, ARequestSentButNeverAnsweredKeepsItsModelTracked) {
+  // Found by a new user: a client that gave up while its model was loading made siesta forget a
+  // model that the server went on to load (with siesta's keep-alive), so it was never unloaded.
+  SiestaProcess siesta(dir.path(), config("", R"(, "model_api": "ollama")", {"--load-ms", "1500"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
+  {
+    httplib::Client impatient("127.0.0.1", listen);
+    impatient.set_read_timeout(milliseconds(300));
+    EXPECT_FALSE(impatient.Post("/api/generate", R"({"model": "qwen2.5:7b"})", "application/json"));
+  }
+  // The emulator loads it after 1.5 s all the same; siesta keeps tracking it as loaded.
+  ASSERT_TRUE(eventually([&] { return loaded_in_ollama().size() == 1; }, seconds(5)));
+  ASSERT_TRUE(
+      eventually([&] { return model_status(siesta, "qwen2.5:7b")["in_flight"] == 0; }, seconds(5)));
+  // Not forgotten at the abort (the /api/ps sync may mark it unloaded until the load is done).
+  EXPECT_EQ(siesta.log().find("forgotten"), std::string::npos) << siesta.log();
+  EXPECT_TRUE(
+      eventually([&] { return model_status(siesta, "qwen2.5:7b")["loaded"] == true; }, seconds(5)))
+      << model_status(siesta, "qwen2.5:7b");
+}
+
 }  // namespace
 }  // namespace siesta::testing
