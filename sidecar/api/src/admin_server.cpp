@@ -217,6 +217,9 @@ class AdminServer::Impl {
     pool_.emplace(std::max<std::size_t>(1, options_.threads));
     net::co_spawn(io_, accept_loop(), net::detached);
     io_.run();
+    // A handler still running (a long wake) finishes before serve() returns, so nothing the
+    // admin API started runs on into the shutdown that follows.
+    pool_->join();
   }
 
   void stop() {
@@ -224,8 +227,8 @@ class AdminServer::Impl {
       beast::error_code ignored;
       acceptor_.close(ignored);
       for (auto& c : connections_) c->stream.socket().close(ignored);
+      io_.stop();
     });
-    io_.stop();
   }
 
   // One complete request, start to end: authorization, then the route.

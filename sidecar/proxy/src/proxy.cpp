@@ -270,6 +270,12 @@ struct Proxy::Impl {
       work_.push_back(net::make_work_guard(*contexts_.back()));
     }
   }
+  // The contexts go first: destroying one destroys the coroutine frames of the connections still
+  // open, whose destructors use the listeners and counters declared after them.
+  ~Impl() {
+    work_.clear();
+    contexts_.clear();
+  }
 
   struct Listener {
     std::string service;  // empty for the /wake listener
@@ -773,7 +779,10 @@ struct Proxy::Impl {
       Status st = co_await wake(l.service, &client.socket(), &gone);
       activity.paused = false;
       activity.touch();
-      if (gone) co_return false;  // nobody to answer: the request ends, the wake goes on
+      if (gone) {  // nobody to answer: the request ends (counted with code 0), the wake goes on
+        record();
+        co_return false;
+      }
       if (!st) {
         // The request body was not read: the connection cannot be reused.
         const int retry = 5;
