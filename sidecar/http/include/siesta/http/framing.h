@@ -45,13 +45,15 @@ bool is_framing_error(const beast::error_code& ec);
 bool holds_bare_lf(const beast::flat_buffer& buffer);
 
 // Reads the next piece of a request body into the parser, as http::async_read_some does, but
-// refuses a line that Beast would wait on forever (holds_bare_lf) with bad_line_ending, so the
-// client gets an error instead of a hang. ec is need_buffer when a buffer_body's buffer filled.
+// refuses a line that Beast would wait on forever (holds_bare_lf) with bad_line_ending, and a
+// framing line over 64 KiB with bad_chunk, so the client gets an error instead of a hang. ec is
+// need_buffer when a buffer_body's buffer filled.
 template <class Stream, class Body>
 boost::asio::awaitable<void> read_body_some(Stream& stream, beast::flat_buffer& buffer,
                                             http::request_parser<Body>& parser,
                                             beast::error_code& ec) {
   constexpr std::size_t kRead = 16 * 1024;
+  constexpr std::size_t kLineLimit = 64 * 1024;
   while (true) {
     if (buffer.size() > 0) {
       const std::size_t used = parser.put(buffer.data(), ec);
@@ -64,6 +66,12 @@ boost::asio::awaitable<void> read_body_some(Stream& stream, beast::flat_buffer& 
       if (used > 0) co_return;
       if (holds_bare_lf(buffer)) {
         ec = http::error::bad_line_ending;
+        co_return;
+      }
+      // A chunk-size, extension or trailer line this long is not one: Beast sets no limit, so
+      // the client could grow the buffer until the body timeout.
+      if (buffer.size() >= kLineLimit) {
+        ec = http::error::bad_chunk;
         co_return;
       }
     }
