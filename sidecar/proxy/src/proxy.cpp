@@ -270,9 +270,11 @@ struct Proxy::Impl {
       work_.push_back(net::make_work_guard(*contexts_.back()));
     }
   }
-  // The contexts go first: destroying one destroys the coroutine frames of the connections still
-  // open, whose destructors use the listeners and counters declared after them.
+  // The contexts go before the listeners: destroying one destroys the coroutine frames of the
+  // connections still open, whose destructors use the listeners and counters declared after
+  // them. The acceptors, which live on the first context, go before it.
   ~Impl() {
+    for (auto& l : listeners_) l.acceptor.reset();
     work_.clear();
     contexts_.clear();
   }
