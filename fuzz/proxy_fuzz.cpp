@@ -367,7 +367,9 @@ std::optional<Request> parse_one(Stream& s, bool& close_after, Progress& progres
         throw Reject{"invalid chunk extension " + shown(ext)};
       }
       if (*size == 0) {
-        parse_fields(s, /*allow_fold=*/false);  // trailers
+        // Trailers: RFC 9112 5.2's obs-fold rule is for every field line (a proxy may read a
+        // fold as SP here too; siesta drops trailers).
+        parse_fields(s, /*allow_fold=*/true);
         break;
       }
       const auto data = s.take(*size);

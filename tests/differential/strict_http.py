@@ -160,7 +160,8 @@ def parse_one(s):
                 raise Reject(f"invalid chunk extension {ext[:40]!r}")
             size = int(size_text, 16)
             if size == 0:
-                msg.trailers = parse_fields(s, allow_fold=False)
+                # RFC 9112 5.2's obs-fold rule is for every field line, trailer lines too.
+                msg.trailers = parse_fields(s, allow_fold=True)
                 break
             body += need(s.take(size))
             end = need(s.line())
