@@ -72,10 +72,17 @@ Reply text_reply(std::string text) {
   return r;
 }
 
-// The bytes of an answer: its text as written, or its JSON pretty-printed.
+// Turns an answer's JSON into its text, pretty-printed; an answer already text is left as is.
+void render(Reply& reply) {
+  if (reply.body.is_null()) return;
+  reply.text = text_of(reply.body, 2) + "\n";
+  reply.body = nullptr;
+}
+
+// The bytes of an answer.
 std::string body_text(Reply reply) {
-  // Moved, not copied: idle-status and /metrics run to megabytes with a large fleet.
-  return reply.body.is_null() ? std::move(reply.text) : text_of(reply.body, 2) + "\n";
+  render(reply);
+  return std::move(reply.text);  // moved: idle-status and /metrics run to megabytes
 }
 
 Reply error_reply(int status, const std::string& code, const std::string& message) {
@@ -245,7 +252,7 @@ class AdminServer::Impl {
   struct Connection {
     explicit Connection(tcp::socket s) : stream(std::move(s)) {}
     beast::tcp_stream stream;
-    bool awaiting_request = true;  // no request of its own is being handled
+    bool awaiting_request = true;  // no complete request of its own is being handled
     SteadyClock::time_point since = SteadyClock::now();
   };
 
@@ -327,7 +334,6 @@ class AdminServer::Impl {
         }
         co_return;
       }
-      conn->awaiting_request = false;
       auto& msg = parser.get();
       // Framing read one way only, as the proxy reads it: ambiguous is refused, then closed.
       if (auto error = http_framing::framing_error(msg, msg.version())) {
@@ -379,6 +385,10 @@ class AdminServer::Impl {
         req.body = std::move(msg.body());
       }
 
+      // Only now is the connection busy with a request of its own: until its body is complete it
+      // may be displaced like an idle one (a client trickling bodies to /healthz, which needs no
+      // token, would otherwise hold every slot for request_timeout).
+      conn->awaiting_request = false;
       Reply reply;
       if (req.path == "/healthz") {
         reply = run_route(req);  // cheap: answered here, whatever the pool is doing
@@ -400,6 +410,9 @@ class AdminServer::Impl {
     auto handover = std::make_shared<Handover>(io_);
     net::post(*pool_, [this, handover, req = std::move(req)] {
       Reply r = run_route(req);
+      // The JSON is written out here, not on the I/O thread that every connection shares
+      // (idle-status with thousands of services takes milliseconds).
+      render(r);
       // A large answer (idle-status, /metrics with thousands of services) freed many small
       // blocks in this thread's malloc arena; glibc keeps them, so each pool thread would hold
       // its own peak (docs/benchmarks.md). Give them back.
