@@ -189,6 +189,10 @@ void Metrics::proxy_connection_refused(const std::string& service, const std::st
   count(services_, service, true, kProxyConnectionsRefused, reason, 1);
 }
 
+void Metrics::proxy_upstream_connection(const std::string& service, bool reused) {
+  count(services_, service, true, kProxyUpstreamConnections, reused ? "reused" : "opened", 1);
+}
+
 void Metrics::service_memory_freed(const std::string& service, double bytes) {
   count(services_, service, true, kServiceMemoryFreed, "", bytes);
 }
@@ -410,6 +414,11 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "Client connections refused on the service's proxy port, by reason: "
                   "service_limit (its max_connections) or global_limit (proxy.max_connections).",
                   "reason");
+  render_counters(out, service_rows, "service", kProxyUpstreamConnections,
+                  "siesta_proxy_upstream_connections_total",
+                  "Connections to the service's upstream that carried a request: opened for it, "
+                  "or reused (kept alive from an earlier request).",
+                  "kind");
   render_counters(out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
                   "Models unloaded, by reason: expired, forced, service_sleep, external.",
                   "reason");

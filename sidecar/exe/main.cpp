@@ -287,6 +287,8 @@ int main(int argc, char** argv) {
   proxy_options.body_timeout = ms(config.proxy.client_body_timeout_seconds);
   proxy_options.keepalive_timeout = ms(config.proxy.keepalive_timeout_seconds);
   proxy_options.max_connections = fit_connections(config.proxy.max_connections, fd_limit);
+  proxy_options.upstream_max_connecting = config.proxy.upstream_max_connecting;
+  proxy_options.upstream_idle_connections = config.proxy.upstream_idle_connections;
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
   if (siesta::Status st = proxy.bind(specs); !st) {
     spdlog::critical("{}", st.message());

@@ -2,7 +2,9 @@
 // a real redis-server (TCP) and a real nginx using /wake through auth_request.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -99,6 +101,99 @@ TEST_F(Proxy, AHundredConcurrentRequestsToASleepingServiceShareOneStart) {
   EXPECT_EQ(count_of(log, "Waking service web"), 1) << log;
   EXPECT_EQ(count_of(log, "started process"), 1);
   EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="web"})"), 1);
+}
+
+TEST_F(Proxy, AHundredColdRequestsDoNotOverflowASmallListenBacklog) {
+  // python3 -m http.server listens with a backlog of 5 and closes every connection after its
+  // answer. The 100 requests released together by the wake used to open 100 connections at
+  // once: the kernel dropped the SYNs beyond the backlog, and their clients waited out
+  // retransmissions (31 of 100 over 60 s). New connections are now bounded
+  // (proxy.upstream_max_connecting) until each has its answer's header.
+  TempDir www;
+  std::ofstream(www / "index.html") << "hello\n";
+  const json cmd = json::array({"python3", "-m", "http.server", std::to_string(upstream), "--bind",
+                                "127.0.0.1", "--directory", www.path().string()});
+  SiestaProcess siesta(
+      dir.path(), config(R"({"command": )" + cmd.dump() + R"(, "upstream": "127.0.0.1:)" +
+                         std::to_string(upstream) + R"(", "health": "/", "listen": "127.0.0.1:)" +
+                         std::to_string(listen) + "\"}"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  struct Answer {
+    int status = 0;
+    double seconds = 0;
+    double wake = -1;  // X-Siesta-Wake's duration, when this request paid the cold start
+  };
+  std::vector<Answer> answers(100);
+  std::vector<std::thread> clients;
+  std::atomic<bool> go{false};
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    clients.emplace_back([&, i] {
+      while (!go) std::this_thread::yield();
+      httplib::Client c("127.0.0.1", listen);
+      c.set_read_timeout(seconds(90));
+      const auto t0 = Clock::now();
+      auto res = c.Get("/index.html");
+      answers[i].seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (!res) return;
+      answers[i].status = res->status;
+      const std::string wake = res->get_header_value("X-Siesta-Wake");
+      if (wake.rfind("cold; dur=", 0) == 0) answers[i].wake = std::stod(wake.substr(10));
+    });
+  }
+  go = true;
+  for (auto& t : clients) t.join();
+  double readiness = 0;
+  for (const auto& a : answers) readiness = std::max(readiness, a.wake);
+  ASSERT_GT(readiness, 0) << "no request paid the cold start\n" << siesta.log();
+  int answered = 0;
+  for (const auto& a : answers) {
+    if (a.status == 200) ++answered;
+    EXPECT_LE(a.seconds, readiness + 2.0) << "status " << a.status;
+  }
+  EXPECT_EQ(answered, 100) << siesta.log();
+  const std::string log = siesta.log();
+  EXPECT_EQ(count_of(log, "started process"), 1) << log;
+  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="web"})"), 1);
+  EXPECT_EQ(
+      metric(siesta, R"(siesta_proxy_upstream_connections_total{kind="opened",service="web"})"),
+      100)
+      << "python's http.server closes every connection: none can be reused";
+}
+
+TEST_F(Proxy, UpstreamConnectionsAreReusedAcrossClientConnections) {
+  // The test server keeps connections alive. Ten clients one after another, each on a new
+  // connection: the first opens the upstream connection, the next reuse it from the pool.
+  SiestaProcess siesta(dir.path(), config(web()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  for (int i = 0; i < 10; ++i) {
+    auto c = via();
+    c.set_keep_alive(false);
+    auto res = c.Get("/echo?n=" + std::to_string(i));
+    ASSERT_TRUE(res) << siesta.log();
+    EXPECT_EQ(res->status, 200);
+  }
+  const char* opened = R"(siesta_proxy_upstream_connections_total{kind="opened",service="web"})";
+  const char* reused = R"(siesta_proxy_upstream_connections_total{kind="reused",service="web"})";
+  EXPECT_TRUE(eventually([&] { return metric(siesta, opened) + metric(siesta, reused) == 10; }));
+  // Without the pool every client connection opens its own (10). A client may connect again
+  // before siesta has put the last connection back (its answer was written first): not all
+  // nine are reused every time.
+  EXPECT_LE(metric(siesta, opened), 4);
+  EXPECT_GE(metric(siesta, reused), 6);
+}
+
+TEST_F(Proxy, WithNoIdlePoolEveryClientConnectionOpensItsOwn) {
+  SiestaProcess siesta(dir.path(), config(web(), R"("proxy": {"upstream_idle_connections": 0}, )"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  for (int i = 0; i < 3; ++i) {
+    auto c = via();
+    c.set_keep_alive(false);
+    ASSERT_EQ(c.Get("/")->status, 200);
+  }
+  EXPECT_TRUE(eventually([&] {
+    return metric(siesta,
+                  R"(siesta_proxy_upstream_connections_total{kind="opened",service="web"})") == 3;
+  }));
 }
 
 TEST_F(Proxy, StreamsArriveChunkByChunkAndKeepTheServiceAwake) {

@@ -211,7 +211,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "proxy.buffering: unknown key (known keys: client_body_timeout_seconds, "
                 "client_header_timeout_seconds, connect_timeout_seconds, "
                 "idle_connection_timeout_seconds, keepalive_timeout_seconds, max_connections, "
-                "threads, wake_listen)"},
+                "threads, upstream_idle_connections, upstream_max_connecting, wake_listen)"},
+        BadCase{R"({"proxy": {"upstream_max_connecting": 0}})",
+                "proxy.upstream_max_connecting: must be at least 1, got 0"},
+        BadCase{R"({"proxy": {"upstream_idle_connections": 2.5}})",
+                "proxy.upstream_idle_connections: must be a whole number"},
         BadCase{R"({"admin_threads": 0})", "admin_threads: must be at least 1, got 0"},
         BadCase{R"({"max_learned_models": 2.5})", "max_learned_models: must be a whole number"},
         BadCase{R"({"max_learned_models": -1})", "max_learned_models: must be at least 0, got -1"},

@@ -80,6 +80,13 @@ class ObjectReader {
     return d;
   }
 
+  // A whole number within [min, max].
+  std::optional<int> read_count(const std::string& key, int min, int max) const {
+    const auto d = read_number(key, min, false, max);
+    if (d && *d != std::floor(*d)) fail(key_path(key), "must be a whole number");
+    return d ? std::optional<int>(static_cast<int>(*d)) : std::nullopt;
+  }
+
   std::optional<std::string> read_string(const std::string& key) const {
     const json* v = find(key);
     if (v == nullptr) return std::nullopt;
@@ -276,7 +283,8 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   ObjectReader r(value, "proxy", source);
   r.allow_only({"threads", "wake_listen", "connect_timeout_seconds",
                 "idle_connection_timeout_seconds", "client_header_timeout_seconds",
-                "client_body_timeout_seconds", "keepalive_timeout_seconds", "max_connections"});
+                "client_body_timeout_seconds", "keepalive_timeout_seconds", "max_connections",
+                "upstream_max_connecting", "upstream_idle_connections"});
   if (auto v = r.read_number("threads", 1, false, 256)) {
     if (*v != std::floor(*v)) r.fail(r.key_path("threads"), "must be a whole number");
     proxy.threads = static_cast<int>(*v);
@@ -305,6 +313,12 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   if (auto v = r.read_number("max_connections", 1, false, 1'000'000)) {
     if (*v != std::floor(*v)) r.fail(r.key_path("max_connections"), "must be a whole number");
     proxy.max_connections = static_cast<int>(*v);
+  }
+  if (auto v = r.read_count("upstream_max_connecting", 1, 65536)) {
+    proxy.upstream_max_connecting = *v;
+  }
+  if (auto v = r.read_count("upstream_idle_connections", 0, 65536)) {
+    proxy.upstream_idle_connections = *v;
   }
 }
 

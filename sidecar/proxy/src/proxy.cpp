@@ -22,6 +22,7 @@
 #include "siesta/providers/keep_alive.h"
 #include "siesta/providers/load_duration.h"
 #include "siesta/runtime/executor.h"
+#include "siesta/proxy/upstream_pool.h"
 
 namespace siesta {
 
@@ -290,6 +291,7 @@ struct Proxy::Impl {
     int max_connections = 1024;
     std::optional<SteadyClock::duration> tcp_idle_timeout;
     std::shared_ptr<std::atomic<int>> open = std::make_shared<std::atomic<int>>(0);
+    std::unique_ptr<proxy::UpstreamPool> pool;  // the upstream's connections
     std::unique_ptr<tcp::acceptor> acceptor;
     int port = 0;
   };
@@ -359,6 +361,9 @@ struct Proxy::Impl {
         std::chrono::duration<double>(spec.response_timeout_seconds));
     l.trust_forwarded_headers = spec.trust_forwarded_headers;
     l.max_connections = spec.max_connections;
+    l.pool = std::make_unique<proxy::UpstreamPool>(
+        static_cast<std::size_t>(options_.upstream_max_connecting),
+        static_cast<std::size_t>(options_.upstream_idle_connections));
     if (spec.tcp_idle_timeout_seconds) {
       l.tcp_idle_timeout = std::chrono::duration_cast<SteadyClock::duration>(
           std::chrono::duration<double>(*spec.tcp_idle_timeout_seconds));
@@ -680,11 +685,15 @@ struct Proxy::Impl {
         // for its whole header (a header trickled byte by byte is cut).
         activity->phase(options_.keepalive_timeout);
         co_await client.socket().async_wait(tcp::socket::wait_read, ec_token(ec));
-        if (ec) co_return;
+        if (ec) {
+          park(l, upstream, upstream_buf);  // between requests the upstream connection is free
+          co_return;
+        }
       }
       if (!first) activity->phase(options_.header_timeout);
       co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
       if (ec) {
+        park(l, upstream, upstream_buf);  // no request started on it
         if (ec != http::error::end_of_stream && ec != net::error::eof &&
             ec != beast::error::timeout && ec != net::error::connection_reset &&
             ec != net::error::operation_aborted) {
@@ -706,6 +715,7 @@ struct Proxy::Impl {
       const bool keep_alive = co_await forward(l, client, client_buf, upstream, upstream_buf,
                                                req_parser, peer, *activity);
       if (!keep_alive) {
+        park(l, upstream, upstream_buf);  // forward() leaves it only when its response is whole
         client.socket().shutdown(tcp::socket::shutdown_send, ec);
         co_return;
       }
@@ -727,24 +737,48 @@ struct Proxy::Impl {
     return (v6 ? "[" + l.upstream_host + "]" : l.upstream_host) + ":" + l.upstream_port;
   }
 
-  awaitable<bool> connect_upstream(Listener& l, std::optional<beast::tcp_stream>& upstream,
-                                   beast::error_code& ec) {
-    upstream.reset();
-    tcp::resolver resolver(co_await net::this_coro::executor);
+  // A connection to the upstream: an idle one from its pool when there is one (`reused`), else a
+  // new one, opened once fewer than upstream_max_connecting other new ones await their first
+  // response (`slot`: done() when this one's header came). Waits for either up to
+  // response_timeout (or until *stop_waiting is called); then connects within connect_timeout.
+  // ec says why there is none.
+  awaitable<std::optional<tcp::socket>> open_upstream(Listener& l, bool& reused,
+                                                      proxy::UpstreamPool::Slot& slot,
+                                                      beast::error_code& ec,
+                                                      std::function<void()>* stop_waiting) {
+    reused = false;
+    auto grant = co_await l.pool->acquire(l.response_timeout, stop_waiting);
+    if (grant.reused) {
+      reused = true;
+      co_return std::move(grant.reused);
+    }
+    if (!grant.slot) {
+      ec = beast::error::timeout;
+      co_return std::nullopt;
+    }
+    slot = std::move(grant.slot);
+    const auto ex = co_await net::this_coro::executor;
+    tcp::resolver resolver(ex);
     auto endpoints =
         co_await resolver.async_resolve(l.upstream_host, l.upstream_port, ec_token(ec));
-    if (ec) co_return false;
-    upstream.emplace(co_await net::this_coro::executor);
-    upstream->expires_after(options_.connect_timeout);
-    co_await upstream->async_connect(endpoints, ec_token(ec));
-    upstream->expires_never();  // from here the connection's Activity watches it
-    if (ec) {
-      upstream.reset();
-      co_return false;
-    }
-    upstream->socket().set_option(tcp::no_delay(true), ec);
-    ec = {};
-    co_return true;
+    if (ec) co_return std::nullopt;
+    beast::tcp_stream connecting(ex);
+    connecting.expires_after(options_.connect_timeout);
+    co_await connecting.async_connect(endpoints, ec_token(ec));
+    if (ec) co_return std::nullopt;
+    tcp::socket socket = connecting.release_socket();
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    recorder_.proxy_upstream_connection(l.service, false);
+    co_return socket;
+  }
+
+  // Gives a free upstream connection (its last response complete, nothing unread) back to the
+  // pool: to a request that waits, or kept idle for the next.
+  static void park(Listener& l, std::optional<beast::tcp_stream>& upstream,
+                   const beast::flat_buffer& upstream_buf) {
+    if (upstream && upstream_buf.size() == 0) l.pool->release(upstream->release_socket());
+    upstream.reset();
   }
 
   // Forwards one request and its response. Returns whether the client connection stays open.
@@ -851,7 +885,9 @@ struct Proxy::Impl {
     // A kept-alive upstream connection may have been closed by the upstream meanwhile: a
     // request without a body is retried once on a fresh connection.
     auto watch = std::make_shared<ClientWatch>();
-    watch->on_gone = [&client, &upstream] {
+    std::function<void()> stop_waiting;  // set while waiting for an upstream connection
+    watch->on_gone = [&client, &upstream, &stop_waiting] {
+      if (stop_waiting) stop_waiting();
       beast::error_code ignored;
       client.socket().close(ignored);
       if (upstream) upstream->socket().close(ignored);
@@ -864,9 +900,20 @@ struct Proxy::Impl {
     for (int attempt = 0;; ++attempt) {
       parsed.emplace();
       bool replacement_pending = replacement.has_value();
-      const bool reused = upstream.has_value();
+      bool reused = upstream.has_value();
+      proxy::UpstreamPool::Slot fresh;  // a new connection, until its response header
       if (!upstream) {
-        if (!co_await connect_upstream(l, upstream, ec)) {
+        // A request waiting for a connection is abandoned when its client leaves.
+        if (req_parser.is_done() && !watch->active && !watch->gone) {
+          watch_client(client.socket(), watch);
+        }
+        auto socket = co_await open_upstream(l, reused, fresh, ec, &stop_waiting);
+        if (socket) upstream.emplace(std::move(*socket));
+        if (!upstream && watch->gone) {
+          record();
+          co_return false;
+        }
+        if (!upstream) {
           auto res =
               error_response(http::status::bad_gateway, version, "bad_gateway",
                              "service " + l.service + " refused the connection at " +
@@ -876,6 +923,7 @@ struct Proxy::Impl {
           co_return co_await answer(client, std::move(res), keep_alive && req_parser.is_done());
         }
       }
+      if (reused) recorder_.proxy_upstream_connection(l.service, true);
       upstream_buf.clear();
       http::serializer<true, http::buffer_body> sr{req};
       activity.touch();
@@ -926,6 +974,7 @@ struct Proxy::Impl {
         activity.paused = true;
         upstream->expires_after(l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+        fresh.done();  // a header, or an error: this new connection no longer counts
         activity.paused = false;
         activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
         if (upstream) upstream->expires_never();
@@ -1032,7 +1081,11 @@ struct Proxy::Impl {
       if (ec == http::error::need_buffer) ec = {};
       if (ec || rs.is_done()) break;
     }
-    if (ec || !upstream_keep_alive || !res_parser.is_done()) upstream.reset();
+    if (ec || !upstream_keep_alive || !res_parser.is_done()) {
+      upstream.reset();
+    } else if (!keep_alive || l.pool->wanted()) {
+      park(l, upstream, upstream_buf);  // this client is done with it, or another waits for it
+    }
     if (ec) {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service,
                     watch->gone ? "the client closed its connection" : ec.message());
@@ -1092,21 +1145,15 @@ struct Proxy::Impl {
     }
     auto ex = co_await net::this_coro::executor;
     beast::error_code ec;
-    tcp::resolver resolver(ex);
-    auto endpoints =
-        co_await resolver.async_resolve(l.upstream_host, l.upstream_port, ec_token(ec));
-    tcp::socket upstream(ex);
-    if (!ec) {
-      beast::tcp_stream connecting(std::move(upstream));
-      connecting.expires_after(options_.connect_timeout);
-      co_await connecting.async_connect(endpoints, ec_token(ec));
-      upstream = connecting.release_socket();
-    }
-    if (ec) {
+    bool reused = false;             // never: a TCP connection is not given back
+    proxy::UpstreamPool::Slot slot;  // given back at once: a TCP upstream may speak last
+    auto opened = co_await open_upstream(l, reused, slot, ec, nullptr);
+    slot.done();
+    if (!opened) {
       spdlog::warn("Proxy: service {} refused the connection: {}", l.service, ec.message());
       co_return;
     }
-    upstream.set_option(tcp::no_delay(true), ec);
+    tcp::socket upstream = std::move(*opened);
     // tcp_idle_timeout: nothing moving either way closes the connection.
     std::shared_ptr<Activity> activity;
     std::optional<ActivityScope> activity_scope;

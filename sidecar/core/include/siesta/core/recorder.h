@@ -47,6 +47,9 @@ class Recorder {
   // or "global_limit" (proxy.max_connections).
   virtual void proxy_connection_refused(const std::string& /*service*/,
                                         const std::string& /*reason*/) {}
+  // A connection to the service's upstream was opened, or one kept alive from an earlier request
+  // was `reused` for the next.
+  virtual void proxy_upstream_connection(const std::string& /*service*/, bool /*reused*/) {}
 };
 
 class NullRecorder final : public Recorder {

@@ -1,0 +1,148 @@
+#include "siesta/proxy/upstream_pool.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace siesta::proxy {
+
+namespace net = boost::asio;
+
+namespace {
+
+// Whether an idle connection can still carry a request: the upstream has neither closed it nor
+// sent anything unasked (either would make it readable).
+bool still_usable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;
+}
+
+}  // namespace
+
+// A request waiting for a grant, woken on its own executor by cancelling its timer.
+struct UpstreamPool::Waiter {
+  explicit Waiter(const net::any_io_executor& ex) : executor(ex), timer(ex) {}
+  net::any_io_executor executor;
+  net::steady_timer timer;
+  // Guarded by the pool's mu_:
+  bool granted = false;          // off the queue, with a connection or an attempt slot
+  std::optional<Native> native;  // the connection handed over, until taken
+  bool slot_taken = false;       // the attempt slot (granted without a connection) was taken
+};
+
+UpstreamPool::~UpstreamPool() {
+  for (const Native& n : idle_) ::close(n.fd);
+}
+
+net::awaitable<UpstreamPool::Grant> UpstreamPool::acquire(
+    std::chrono::steady_clock::duration timeout, std::function<void()>* stop) {
+  const auto executor = co_await net::this_coro::executor;
+  auto grant_of = [&executor](const Native& n) {
+    Grant grant;
+    grant.reused.emplace(executor, n.protocol, n.fd);
+    return grant;
+  };
+  std::shared_ptr<Waiter> waiter;
+  {
+    std::lock_guard lock(mu_);
+    while (!idle_.empty()) {
+      const Native n = idle_.back();
+      idle_.pop_back();
+      if (still_usable(n.fd)) co_return grant_of(n);
+      ::close(n.fd);
+    }
+    if (connecting_ < max_connecting_) {
+      ++connecting_;
+      co_return Grant{std::nullopt, Slot(this)};
+    }
+    waiter = std::make_shared<Waiter>(executor);
+    waiters_.push_back(waiter);
+    waiting_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Whatever ends the wait (a grant, the timeout, the frame destroyed at shutdown), the waiter
+  // leaves the queue, and what it was granted but did not take is given back.
+  struct Settle {
+    UpstreamPool& pool;
+    std::shared_ptr<Waiter> waiter;
+    std::optional<Native> taken;
+    bool took_slot = false;
+    void operator()() {
+      std::lock_guard lock(pool.mu_);
+      if (!waiter->granted) {
+        std::erase(pool.waiters_, waiter);
+        pool.waiting_.fetch_sub(1, std::memory_order_relaxed);
+        waiter->granted = true;  // settled: nothing comes, nothing to give back
+        waiter->slot_taken = true;
+      } else if (waiter->native) {
+        taken = waiter->native;
+        waiter->native.reset();
+      } else if (!std::exchange(waiter->slot_taken, true)) {
+        took_slot = true;
+      }
+    }
+    ~Settle() {
+      (*this)();  // a frame destroyed while waiting: give back what came
+      if (taken) ::close(taken->fd);
+      if (took_slot) pool.slot_done();
+    }
+  } settle{*this, waiter, std::nullopt, false};
+  waiter->timer.expires_after(timeout);
+  if (stop) *stop = [w = waiter.get()] { w->timer.cancel(); };
+  boost::system::error_code ec;
+  co_await waiter->timer.async_wait(net::redirect_error(net::use_awaitable, ec));
+  if (stop) *stop = nullptr;
+  settle();
+  if (settle.taken) co_return grant_of(*std::exchange(settle.taken, std::nullopt));
+  if (std::exchange(settle.took_slot, false)) co_return Grant{std::nullopt, Slot(this)};
+  co_return Grant{};  // the timeout passed first
+}
+
+// Called with mu_ held, for the waiter just taken off the queue.
+void UpstreamPool::hand_over(const std::shared_ptr<Waiter>& waiter) {
+  waiter->granted = true;
+  waiting_.fetch_sub(1, std::memory_order_relaxed);
+  net::post(waiter->executor, [waiter] { waiter->timer.cancel(); });
+}
+
+void UpstreamPool::slot_done() {
+  std::lock_guard lock(mu_);
+  if (waiters_.empty()) {
+    --connecting_;
+    return;
+  }
+  auto waiter = std::move(waiters_.front());  // the slot passes on
+  waiters_.pop_front();
+  hand_over(waiter);
+}
+
+void UpstreamPool::release(tcp::socket socket) {
+  if (!socket.is_open()) return;
+  boost::system::error_code ec;
+  const tcp protocol = socket.local_endpoint(ec).protocol();
+  if (ec) return;  // the socket closes with its object
+  const Native n{socket.release(ec), protocol};
+  if (ec || n.fd < 0) return;
+  std::lock_guard lock(mu_);
+  if (!waiters_.empty()) {
+    auto waiter = std::move(waiters_.front());
+    waiters_.pop_front();
+    waiter->native = n;
+    hand_over(waiter);
+  } else if (idle_.size() < max_idle_) {
+    idle_.push_back(n);
+  } else {
+    ::close(n.fd);
+  }
+}
+
+std::size_t UpstreamPool::idle_count() const {
+  std::lock_guard lock(mu_);
+  return idle_.size();
+}
+
+}  // namespace siesta::proxy
