@@ -104,6 +104,20 @@ TEST_F(ProxyUpstreamPool, AFreedConnectionGoesToTheRequestThatWaitedLongest) {
   char got[4];
   net::read(server_ends.back(), net::buffer(got));
   EXPECT_EQ(std::string(got, 4), "ping");
+
+  // The waiter took a connection, not a slot: the one slot is still first's, then free again.
+  Result second, third;
+  acquire(pool, second, seconds(60));
+  EXPECT_FALSE(second.done);
+  first.grant.slot.done();
+  run_ready();
+  ASSERT_TRUE(second.done);
+  EXPECT_TRUE(second.grant.slot);
+  acquire(pool, third, seconds(60));
+  EXPECT_FALSE(third.done) << "one slot only";
+  second.grant.slot.done();
+  run_ready();
+  EXPECT_TRUE(third.done);
 }
 
 TEST_F(ProxyUpstreamPool, IdleConnectionsAreKeptUpToTheLimitAndClosedOnesSkipped) {

@@ -21,8 +21,8 @@
 #include "siesta/http/framing.h"
 #include "siesta/providers/keep_alive.h"
 #include "siesta/providers/load_duration.h"
-#include "siesta/runtime/executor.h"
 #include "siesta/proxy/upstream_pool.h"
+#include "siesta/runtime/executor.h"
 
 namespace siesta {
 

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cassert>
 
 namespace siesta::proxy {
 
@@ -30,9 +31,9 @@ struct UpstreamPool::Waiter {
   net::any_io_executor executor;
   net::steady_timer timer;
   // Guarded by the pool's mu_:
-  bool granted = false;          // off the queue, with a connection or an attempt slot
-  std::optional<Native> native;  // the connection handed over, until taken
-  bool slot_taken = false;       // the attempt slot (granted without a connection) was taken
+  bool granted = false;          // off the queue, with a connection or else a slot
+  std::optional<Native> native;  // the connection handed over
+  bool settled = false;          // the waiter has taken what it was granted, or left
 };
 
 UpstreamPool::~UpstreamPool() {
@@ -73,15 +74,13 @@ net::awaitable<UpstreamPool::Grant> UpstreamPool::acquire(
     bool took_slot = false;
     void operator()() {
       std::lock_guard lock(pool.mu_);
+      if (std::exchange(waiter->settled, true)) return;
       if (!waiter->granted) {
         std::erase(pool.waiters_, waiter);
         pool.waiting_.fetch_sub(1, std::memory_order_relaxed);
-        waiter->granted = true;  // settled: nothing comes, nothing to give back
-        waiter->slot_taken = true;
       } else if (waiter->native) {
         taken = waiter->native;
-        waiter->native.reset();
-      } else if (!std::exchange(waiter->slot_taken, true)) {
+      } else {
         took_slot = true;
       }
     }
@@ -112,6 +111,7 @@ void UpstreamPool::hand_over(const std::shared_ptr<Waiter>& waiter) {
 void UpstreamPool::slot_done() {
   std::lock_guard lock(mu_);
   if (waiters_.empty()) {
+    assert(connecting_ > 0);
     --connecting_;
     return;
   }
