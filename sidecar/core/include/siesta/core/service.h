@@ -67,6 +67,7 @@ struct ServiceRuntime {
   std::optional<WallTime> last_used;  // absent until the first use or the first sighting running
   WallTime state_since{};             // when `state` last changed
   int in_flight = 0;                  // requests or connections open through siesta
+  int upgraded = 0;                   // of which upgraded connections (WebSockets) now relayed
   std::string last_error;             // kept after recovery, for the operator
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed start of a desired-on service
