@@ -58,6 +58,9 @@ struct ServiceSpec {
   int max_connections = 1024;
   // Proxy, TCP mode: a connection with nothing moving either way for this long is closed.
   std::optional<double> tcp_idle_timeout_seconds;
+  // Proxy, HTTP mode: an upgraded connection (a WebSocket) with nothing moving either way for
+  // this long is closed; off, an open one keeps the service awake however quiet it is.
+  std::optional<double> upgraded_idle_timeout_seconds;
 };
 
 struct ServiceRuntime {
