@@ -8,7 +8,7 @@ packages=(
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
   nginx redis-server docker-compose wrk
-  nodejs python3-requests
+  nodejs python3-requests python3-websockets chromium
 )
 # The client matrix runs `npm ci` (tests/clients). NodeSource's nodejs ships npm itself and
 # conflicts with Debian's npm package: add that one only when there is no npm yet.

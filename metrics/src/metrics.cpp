@@ -331,6 +331,14 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
     out.sample("siesta_service_in_flight_requests", "service", services[i].name,
                snapshot.services[i].runtime.in_flight);
   }
+  out.family("siesta_proxy_upgraded_connections_open",
+             "Upgraded connections (WebSockets) open through siesta to the service; each is also "
+             "in flight.",
+             "gauge");
+  for (size_t i = 0; i < services.size(); ++i) {
+    out.sample("siesta_proxy_upgraded_connections_open", "service", services[i].name,
+               snapshot.services[i].runtime.upgraded);
+  }
 
   // Per-model gauges.
   out.family("siesta_model_loaded", "1 when the model is loaded (in VRAM).", "gauge");

@@ -104,6 +104,14 @@ TEST(Config, AFullServiceAndModel) {
   EXPECT_EQ(c.services[0].desired, Desired::kOn);
   EXPECT_EQ(c.models.at(0).name, "library/llama3.2:3b");
   EXPECT_EQ(*c.models[0].keep_alive_hours, 0.5);
+  EXPECT_FALSE(s.upgraded_idle_timeout_seconds);  // off unless set
+}
+
+TEST(Config, AnUpgradedIdleTimeoutIsReadPerService) {
+  Config c = parse_config(R"({"services": {"ui": {"command": ["ui"],
+    "upgraded_idle_timeout_seconds": 1800}}})",
+                          "x.json");
+  EXPECT_EQ(c.services.at(0).spec.upgraded_idle_timeout_seconds, 1800);
 }
 
 struct BadCase {
@@ -177,7 +185,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
                 "max_connections, model_api, protocol, response_timeout_seconds, "
                 "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
-                "trust_forwarded_headers, upstream)"},
+                "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": 0}}})",
+                "services.a.upgraded_idle_timeout_seconds: must be greater than 0, got 0"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": "1h"}}})",
+                "services.a.upgraded_idle_timeout_seconds: must be a number, got \"1h\""},
         BadCase{R"({"services": {"a": {"command": ["a"], "response_timeout_seconds": 0}}})",
                 "services.a.response_timeout_seconds: must be greater than 0, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "max_connections": 0}}})",

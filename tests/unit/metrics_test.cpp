@@ -49,6 +49,7 @@ TEST(Metrics, GaugesComeFromTheDecision) {
   EXPECT_THAT(text,
               HasSubstr("siesta_service_wakes_total{reason=\"request\",service=\"redis\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("siesta_build_info{version=\""));
+  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"ollama\"} 0\n"));
   // Histograms appear with their first observation: 10,000 idle services cost no buckets.
   EXPECT_THAT(text, Not(HasSubstr("siesta_service_wake_duration_seconds")));
   m.service_woke("ollama", "request", Seconds(0.5));
@@ -107,6 +108,25 @@ TEST(IdleStatus, HasTheSeedsShapeAndPreciseTwins) {
   EXPECT_EQ(m["keep_alive_until"], 1'700'000'000 + 7200);
   EXPECT_EQ(m["will_unload_in_minutes"], 75);  // 74.5 rounds up
   EXPECT_EQ(m["will_unload_in_seconds"], 4470.0);
+}
+
+TEST(IdleStatus, AndMetricsShowOpenUpgradedConnections) {
+  World w(kConfig);
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  w.controller->count_upgraded("ollama", true);
+  Snapshot snap = w.registry->snapshot();
+  Decision d = decide(snap, w.clock.wall_now());
+  auto j = nlohmann::json::parse(idle_status_text(snap, d, {}));
+  EXPECT_EQ(j["services"]["ollama"]["in_flight"], 2);
+  EXPECT_EQ(j["services"]["ollama"]["upgraded_connections"], 1);
+  EXPECT_EQ(j["services"]["redis"]["upgraded_connections"], 0);
+  Metrics m;
+  const std::string text = m.render(snap, d, MonitorStatus{});
+  EXPECT_THAT(text, HasSubstr("# TYPE siesta_proxy_upgraded_connections_open gauge\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"ollama\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"redis\"} 0\n"));
 }
 
 TEST(IdleStatus, AnUnloadedModelHasKeepAliveUntilZero) {

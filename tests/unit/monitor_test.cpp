@@ -159,6 +159,25 @@ TEST(Controller, ReadinessIsPolledFromTenMillisecondsWithACappedBackoff) {
   EXPECT_EQ(gaps.back(), std::chrono::milliseconds(25));  // capped: ready is seen within 25 ms
 }
 
+TEST(Controller, AnUpgradedConnectionIsCountedAndStaysInFlightUntilItsRequestEnds) {
+  World w(kTwo);  // a: 10 minutes
+  w.run("a");
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  w.controller->count_upgraded("a", true);
+  EXPECT_EQ(w.service("a").upgraded, 1);
+  EXPECT_EQ(w.service("a").in_flight, 1);
+  w.clock.advance(minutes(60));  // a WebSocket open for six timeouts
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  w.controller->count_upgraded("a", false);
+  EXPECT_EQ(w.service("a").upgraded, 0);
+  EXPECT_EQ(w.service("a").in_flight, 1);  // until the request itself ends
+  w.controller->end_request("a");
+  w.clock.advance(minutes(10));
+  w.monitor->step();
+  EXPECT_EQ(w.backend.count("stop a"), 1);
+}
+
 TEST(Controller, ARequestInFlightBlocksSleepAndItsEndStartsTheIdleTimer) {
   World w(kTwo);  // a: 10 minutes
   w.run("a");

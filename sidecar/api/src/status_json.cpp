@@ -119,6 +119,7 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
           : o.key("will_not_sleep_because").null();
   o.key("backend").text(view.spec->backend);
   o.key("in_flight").integer(rt.in_flight);
+  o.key("upgraded_connections").integer(rt.upgraded);
   o.key("state_since").unix_seconds(rt.state_since);
   o.key("last_error").text_or_null(rt.last_error);
   o.key("last_error_at").unix_seconds(rt.last_error_at);

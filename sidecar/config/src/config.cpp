@@ -155,7 +155,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
                 "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
                 "listen", "protocol", "model_api", "response_timeout_seconds",
-                "trust_forwarded_headers", "max_connections", "tcp_idle_timeout_seconds"});
+                "trust_forwarded_headers", "max_connections", "tcp_idle_timeout_seconds",
+                "upgraded_idle_timeout_seconds"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -181,6 +182,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     spec.max_connections = static_cast<int>(*v);
   }
   spec.tcp_idle_timeout_seconds = r.read_number("tcp_idle_timeout_seconds", 0, true, 86400);
+  spec.upgraded_idle_timeout_seconds =
+      r.read_number("upgraded_idle_timeout_seconds", 0, true, 86400);
   if (const json* cmd = r.find("command")) {
     if (!cmd->is_array() || cmd->empty()) {
       r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");

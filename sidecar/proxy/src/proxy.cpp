@@ -47,6 +47,10 @@ double seconds_since(SteadyClock::time_point t0) {
   return std::chrono::duration<double>(SteadyClock::now() - t0).count();
 }
 
+SteadyClock::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
+}
+
 // Ends the in-flight use of a service when the request or connection is over, whatever way.
 class InFlight {
  public:
@@ -60,6 +64,46 @@ class InFlight {
   Controller& controller_;
   std::string service_;
 };
+
+// Counts an upgraded connection (a WebSocket) open while it is relayed, however it ends.
+class UpgradedCount {
+ public:
+  UpgradedCount(Controller& controller, std::string service)
+      : controller_(controller), service_(std::move(service)) {
+    controller_.count_upgraded(service_, true);
+  }
+  ~UpgradedCount() { controller_.count_upgraded(service_, false); }
+  UpgradedCount(const UpgradedCount&) = delete;
+  UpgradedCount& operator=(const UpgradedCount&) = delete;
+
+ private:
+  Controller& controller_;
+  std::string service_;
+};
+
+// Every line of a header as one list ("a, b"), e.g. Upgrade.
+std::string joined_values(const http::fields& fields, http::field name) {
+  std::string out;
+  for (const auto& f : fields) {
+    if (f.name() != name || f.value().empty()) continue;
+    out.append(out.empty() ? "" : ", ").append(f.value().data(), f.value().size());
+  }
+  return out;
+}
+
+// The protocols an HTTP/1.1 request asks to switch to (RFC 9110 7.8): its Upgrade header, when
+// its Connection header names "upgrade"; empty otherwise, and then Upgrade is an ordinary
+// hop-by-hop header that stops here. A server must ignore Upgrade in an HTTP/1.0 request.
+std::string upgrade_asked(const http::fields& req, unsigned version) {
+  if (version < 11) return {};
+  bool named = false;
+  for (const auto& f : req) {
+    if (f.name() != http::field::connection) continue;
+    for (auto token : http::token_list(f.value()))
+      named = named || beast::iequals(token, "upgrade");
+  }
+  return named ? joined_values(req, http::field::upgrade) : std::string();
+}
 
 // Connection options a client may not use to strip a header: the framing and Host (refused,
 // see http_framing::framing_error) and the headers the proxy itself adds or relies on (RFC
@@ -158,7 +202,7 @@ struct WakeWait {
 // when it fires or a phase shortens the timeout: a timeout on each read and write (beast's
 // tcp_stream::expires_after) cost a timerfd_settime per operation, five per proxied request
 // (docs/benchmarks.md).
-struct Activity {
+struct Activity : std::enable_shared_from_this<Activity> {
   Activity(const net::any_io_executor& ex, SteadyClock::duration t) : timer(ex), timeout(t) {}
   void touch() { last = SteadyClock::now(); }
   // A new phase: its timeout counts from now.
@@ -168,11 +212,19 @@ struct Activity {
     touch();
     if (sooner) timer.cancel();  // re-armed by watch_idle for the new deadline
   }
+  // One way of a relay has ended (a half-close): the other way has half_closed_timeout, if
+  // set, with nothing moving before the connection is closed, even where it had no timeout.
+  void half_closed() {
+    if (!half_closed_timeout) return;
+    paused = false;
+    phase(std::min(timeout, *half_closed_timeout));
+  }
   net::steady_timer timer;
   SteadyClock::duration timeout;
   SteadyClock::time_point last = SteadyClock::now();
   bool done = false;
-  bool paused = false;            // waiting for a wake: not idle, however long the start takes
+  bool paused = false;  // waiting for a wake, or an upgraded connection without a timeout
+  std::optional<SteadyClock::duration> half_closed_timeout;
   std::function<void()> on_idle;  // closes the connection's sockets; only while !done
 };
 
@@ -241,7 +293,9 @@ class ClientWatchScope {
  public:
   ClientWatchScope(tcp::socket& socket, std::shared_ptr<ClientWatch> w)
       : socket_(socket), w_(std::move(w)) {}
-  ~ClientWatchScope() {
+  ~ClientWatchScope() { stop(); }
+  // Stops it early: the client's bytes are read by someone else now (an upgraded connection).
+  void stop() {
     if (!w_->active) return;
     w_->active = false;
     beast::error_code ignored;
@@ -290,6 +344,7 @@ struct Proxy::Impl {
     bool trust_forwarded_headers = false;
     int max_connections = 1024;
     std::optional<SteadyClock::duration> tcp_idle_timeout;
+    std::optional<SteadyClock::duration> upgraded_idle_timeout;
     std::shared_ptr<std::atomic<int>> open = std::make_shared<std::atomic<int>>(0);
     std::unique_ptr<proxy::UpstreamPool> pool;  // the upstream's connections
     std::unique_ptr<tcp::acceptor> acceptor;
@@ -357,16 +412,17 @@ struct Proxy::Impl {
     l.upstream_host = spec.upstream_host;
     l.upstream_port = std::to_string(spec.upstream_port);
     l.model_api = spec.model_api;
-    l.response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
-        std::chrono::duration<double>(spec.response_timeout_seconds));
+    l.response_timeout = to_duration(spec.response_timeout_seconds);
     l.trust_forwarded_headers = spec.trust_forwarded_headers;
     l.max_connections = spec.max_connections;
     l.pool = std::make_unique<proxy::UpstreamPool>(
         static_cast<std::size_t>(options_.upstream_max_connecting),
         static_cast<std::size_t>(options_.upstream_idle_connections));
     if (spec.tcp_idle_timeout_seconds) {
-      l.tcp_idle_timeout = std::chrono::duration_cast<SteadyClock::duration>(
-          std::chrono::duration<double>(*spec.tcp_idle_timeout_seconds));
+      l.tcp_idle_timeout = to_duration(*spec.tcp_idle_timeout_seconds);
+    }
+    if (spec.upgraded_idle_timeout_seconds) {
+      l.upgraded_idle_timeout = to_duration(*spec.upgraded_idle_timeout_seconds);
     }
     Status st = bind_one(std::move(l), spec.listen_host, spec.listen_port);
     if (st) {
@@ -842,7 +898,14 @@ struct Proxy::Impl {
       if (ec) co_return false;
     }
 
+    // Upgrade and its Connection option pass for the request that asks to be upgraded: they
+    // are hop-by-hop only for this one (RFC 9110 7.8). Every other Connection option stops here.
+    const std::string upgrade = upgrade_asked(req, version);
     strip_hop_by_hop(req);
+    if (!upgrade.empty()) {
+      req.set(http::field::upgrade, upgrade);
+      req.set(http::field::connection, "Upgrade");
+    }
     // One framing, made here: a list of equal lengths ("5, 5") becomes one value.
     if (auto length = req_parser.content_length(); length && !req.chunked()) {
       req.content_length(*length);
@@ -1006,7 +1069,29 @@ struct Proxy::Impl {
     auto& res_parser = *parsed;
     auto& res = res_parser.get();
     const bool upstream_keep_alive = res.keep_alive();
+    const std::string upgraded_to = joined_values(res, http::field::upgrade);
     strip_hop_by_hop(res);
+    std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    if (res.result() == http::status::switching_protocols) {
+      if (upgrade.empty()) {  // RFC 9110 15.2.2: only to a protocol the client asked for
+        upstream.reset();
+        auto answer_502 = error_response(
+            http::status::bad_gateway, version, "bad_gateway",
+            "service " + l.service + " switched protocols (101) for a request that asked for none");
+        status_sent = 502;
+        record();
+        co_return co_await answer(client, std::move(answer_502), false);
+      }
+      if (!upgraded_to.empty()) res.set(http::field::upgrade, upgraded_to);
+      res.set(http::field::connection, "Upgrade");
+      if (!wake_header.empty()) res.set("X-Siesta-Wake", wake_header);
+      status_sent = 101;
+      record();
+      watching.stop();  // the relay reads the client from here
+      co_await relay_upgraded(l, client, *upstream, res, client_buf, upstream_buf, activity);
+      upstream.reset();  // never back to the pool: it spoke another protocol
+      co_return false;
+    }
     const bool has_body =
         !head && res.result_int() >= 200 && res.result_int() != 204 && res.result_int() != 304;
     if (has_body && !res.chunked() && !res.has_content_length()) {
@@ -1024,7 +1109,6 @@ struct Proxy::Impl {
     }
     res.version(version);
     res.keep_alive(keep_alive);
-    std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
     if (model_use) model_use->answered = true;
     if (model_use && res.result_int() / 100 == 2) {
       model_use->accepted = true;
@@ -1104,30 +1188,84 @@ struct Proxy::Impl {
     co_return keep_alive && !ec;
   }
 
-  // ---- TCP ----
+  // ---- Relays: TCP mode and upgraded HTTP connections ----
 
-  // Relays one direction. An EOF from the upstream is passed on as a half-close (the client may
-  // still send); an EOF from the client (`end_on_eof`) ends the whole connection, like nginx's
-  // stream proxy (proxy_half_close off): a client that went away leaves nothing in flight.
-  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::shared_ptr<bool> failed,
-                       bool end_on_eof, std::shared_ptr<Activity> activity) {
+  // Relays one direction: `first` (bytes already read past an HTTP exchange), then whatever
+  // `from` sends. An EOF is passed on as a half-close (the other way goes on) unless
+  // `end_on_eof`; then, and on any error, both sockets are closed, which ends the other way too.
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::string first, bool end_on_eof,
+                       std::shared_ptr<Activity> activity) {
     char buf[kChunk];
     beast::error_code ec;
-    while (true) {
+    if (!first.empty()) co_await net::async_write(to, net::buffer(first), ec_token(ec));
+    while (!ec) {
       std::size_t n = co_await from.async_read_some(net::buffer(buf), ec_token(ec));
       if (ec) break;
       if (activity) activity->touch();
       co_await net::async_write(to, net::buffer(buf, n), ec_token(ec));
-      if (ec) break;
     }
     if (ec == net::error::eof && !end_on_eof) {
       to.shutdown(tcp::socket::shutdown_send, ec);  // half-close: the other way goes on
+      if (activity) activity->half_closed();
     } else {
-      *failed = true;
       from.close(ec);
       to.close(ec);
     }
   }
+
+  // Relays both ways at once until both have ended. `to_client` and `to_upstream` are sent
+  // first. An upstream's EOF is passed on as a half-close (the client may still send); with
+  // `client_eof_ends`, a client's EOF ends the whole connection, like nginx's stream proxy
+  // (proxy_half_close off): a client that went away leaves nothing in flight. Without it, a
+  // client's EOF is passed on as a half-close too.
+  awaitable<void> relay(tcp::socket& client, tcp::socket& upstream, bool client_eof_ends,
+                        std::shared_ptr<Activity> activity, std::string to_client = {},
+                        std::string to_upstream = {}) {
+    auto ex = co_await net::this_coro::executor;
+    auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
+    auto finished = std::make_shared<bool>(false);
+    net::co_spawn(ex, pump(upstream, client, std::move(to_client), false, activity),
+                  [other_done, finished](std::exception_ptr) {
+                    *finished = true;
+                    other_done->cancel();
+                  });
+    co_await pump(client, upstream, std::move(to_upstream), client_eof_ends, activity);
+    beast::error_code ec;
+    if (!*finished) co_await other_done->async_wait(ec_token(ec));
+  }
+
+  // An upgraded connection (the upstream answered 101): the 101 header goes to the client, then
+  // bytes both ways (those either side sent past the HTTP exchange first), with TCP mode's
+  // rules for closes: the client's ends the connection at once (a client that went away leaves
+  // nothing in flight, whatever the upstream does), the upstream's is passed on as a half-close.
+  // It is in flight all along (the caller's InFlight) and counted as upgraded. Nothing moving
+  // for upgraded_idle_timeout closes it; without one, only a half-closed connection is bounded
+  // (idle_timeout), so a client that never closes its side cannot keep it forever.
+  awaitable<void> relay_upgraded(Listener& l, beast::tcp_stream& client,
+                                 beast::tcp_stream& upstream,
+                                 http::response<http::buffer_body>& res,
+                                 beast::flat_buffer& client_buf, beast::flat_buffer& upstream_buf,
+                                 Activity& activity) {
+    UpgradedCount upgraded(controller_, l.service);
+    if (l.upgraded_idle_timeout) {
+      activity.phase(*l.upgraded_idle_timeout);
+    } else {
+      activity.paused = true;
+    }
+    activity.half_closed_timeout = options_.idle_timeout;
+    http::serializer<false, http::buffer_body> rs{res};
+    beast::error_code ec;
+    co_await http::async_write_header(client, rs, ec_token(ec));
+    if (ec) co_return;
+    std::string to_client = beast::buffers_to_string(upstream_buf.data());
+    std::string to_upstream = beast::buffers_to_string(client_buf.data());
+    upstream_buf.clear();
+    client_buf.clear();
+    co_await relay(client.socket(), upstream.socket(), true, activity.shared_from_this(),
+                   std::move(to_client), std::move(to_upstream));
+  }
+
+  // ---- TCP ----
 
   awaitable<void> serve_tcp(Listener& l, tcp::socket client) {
     Admitted admitted(*this, l);
@@ -1167,17 +1305,7 @@ struct Proxy::Impl {
       activity_scope.emplace(activity);
       net::co_spawn(ex, watch_idle(activity), net::detached);
     }
-    // Both directions at once; the connection is over when both have ended.
-    auto failed = std::make_shared<bool>(false);
-    auto other_done = std::make_shared<net::steady_timer>(ex, SteadyClock::time_point::max());
-    auto finished = std::make_shared<bool>(false);
-    net::co_spawn(ex, pump(upstream, client, failed, false, activity),
-                  [other_done, finished](std::exception_ptr) {
-                    *finished = true;
-                    other_done->cancel();
-                  });
-    co_await pump(client, upstream, failed, true, activity);
-    if (!*finished) co_await other_done->async_wait(ec_token(ec));
+    co_await relay(client, upstream, true, activity);
     recorder_.proxy_connection(l.service);
   }
 

@@ -323,6 +323,12 @@ void Controller::end_request(const std::string& service) {
   registry_.changes().notify_if_before(now + to_wall_duration(Seconds(minutes * 60)));
 }
 
+void Controller::count_upgraded(const std::string& service, bool open) {
+  registry_.update_service_quiet(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.upgraded = std::max(0, rt.upgraded + (open ? 1 : -1));
+  });
+}
+
 ModelProvider* Controller::provider_of(const std::string& provider_service) {
   return providers_ ? providers_(provider_service) : nullptr;
 }

@@ -58,6 +58,9 @@ struct ServiceSpec {
   int max_connections = 1024;
   // Proxy, TCP mode: a connection with nothing moving either way for this long is closed.
   std::optional<double> tcp_idle_timeout_seconds;
+  // Proxy, HTTP mode: an upgraded connection (a WebSocket) with nothing moving either way for
+  // this long is closed; off, an open one keeps the service awake however quiet it is.
+  std::optional<double> upgraded_idle_timeout_seconds;
 };
 
 struct ServiceRuntime {
@@ -67,6 +70,7 @@ struct ServiceRuntime {
   std::optional<WallTime> last_used;  // absent until the first use or the first sighting running
   WallTime state_since{};             // when `state` last changed
   int in_flight = 0;                  // requests or connections open through siesta
+  int upgraded = 0;                   // of which upgraded connections (WebSockets) now relayed
   std::string last_error;             // kept after recovery, for the operator
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed start of a desired-on service

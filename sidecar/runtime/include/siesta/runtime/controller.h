@@ -52,6 +52,10 @@ class Controller {
   Result<ServiceState> begin_request(const std::string& service);
   // It ended: idle time starts now if nothing else is in flight.
   void end_request(const std::string& service);
+  // A request in flight became an upgraded connection (`open`, e.g. a WebSocket) or that
+  // connection ended: counted for idle-status and /metrics. It stays in flight until
+  // end_request() either way.
+  void count_upgraded(const std::string& service, bool open);
   // Records a use of the model now: it counts as loaded, its keep-alive restarts, and its
   // provider service is used too.
   Status touch_model(const std::string& model);
