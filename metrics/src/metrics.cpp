@@ -15,6 +15,7 @@
 
 #include "exposition.h"
 #include "process_metrics.h"
+#include "siesta/core/settings_schema.h"
 #include "siesta/version.h"
 
 namespace siesta {
@@ -421,16 +422,12 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "VRAM freed by unloading models (as their provider last reported it).", nullptr);
 
   // Process-wide gauges.
-  out.family("siesta_settings_idle_sleep_enabled", "1 when idle sleep is on globally.", "gauge");
-  out.sample("siesta_settings_idle_sleep_enabled", settings.idle_sleep_enabled ? 1 : 0);
-  out.family("siesta_settings_idle_timeout_seconds", "The global idle timeout.", "gauge");
-  out.sample("siesta_settings_idle_timeout_seconds", settings.idle_timeout_minutes * 60.0);
-  out.family("siesta_settings_model_keep_alive_seconds", "The global model keep-alive.", "gauge");
-  out.sample("siesta_settings_model_keep_alive_seconds", settings.model_keep_alive_hours * 3600.0);
-  out.family("siesta_settings_idle_check_interval_seconds", "How often backends are reconciled.",
-             "gauge");
-  out.sample("siesta_settings_idle_check_interval_seconds",
-             settings.idle_check_interval_minutes * 60.0);
+  for (const auto& field : kSettingFields) {  // settings_schema.h
+    out.family(field.metric, field.metric_help, "gauge");
+    out.sample(field.metric, field.flag != nullptr
+                                 ? (settings.*field.flag ? 1 : 0)
+                                 : settings.*field.number * field.seconds_per_unit);
+  }
   out.family("siesta_monitor_running", "1 while the idle monitor task runs.", "gauge");
   out.sample("siesta_monitor_running", monitor.running ? 1 : 0);
   out.family("siesta_monitor_last_run_timestamp_seconds", "When the idle monitor last made a pass.",

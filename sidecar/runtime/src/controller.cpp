@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "siesta/core/decide.h"
+#include "siesta/core/settings_schema.h"
 
 namespace siesta {
 
@@ -524,11 +525,7 @@ Status Controller::update_settings(const std::function<void(Settings&)>& change)
     change(s);
     after = s;
   });
-  spdlog::info(
-      "Settings changed: idle_sleep_enabled={} idle_timeout_minutes={:g} "
-      "model_keep_alive_hours={:g} idle_check_interval_minutes={:g}",
-      after.idle_sleep_enabled, after.idle_timeout_minutes, after.model_keep_alive_hours,
-      after.idle_check_interval_minutes);
+  spdlog::info("Settings changed: {}", settings_text(after));
   return saved(Status::ok(), save());
 }
 
