@@ -31,7 +31,6 @@ namespace {
 // that rate() sees a counter's first increment.
 constexpr const char* kSleepReasons[] = {"idle", "manual"};
 constexpr const char* kWakeReasons[] = {"manual", "desired", "request"};
-constexpr const char* kOperations[] = {"start", "stop", "inspect"};
 constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external"};
 constexpr const char* kLoadReasons[] = {"request", "manual"};
 
@@ -126,7 +125,7 @@ Metrics::Counters& Metrics::counters(Table& table, const std::string& name, bool
     if (is_service) {
       slot->by[kSleeps] = Tally(kSleepReasons);
       slot->by[kWakes] = Tally(kWakeReasons);
-      slot->by[kFailures] = Tally(kOperations);
+      for (ServiceOperation op : kAllServiceOperations) slot->by[kFailures].add(to_string(op), 0);
       slot->by[kServiceMemoryFreed].add("", 0);
     } else {
       slot->by[kUnloads] = Tally(kUnloadReasons);
@@ -213,8 +212,8 @@ void Metrics::service_woke(const std::string& service, const std::string& reason
               &wake_buckets, duration);
 }
 
-void Metrics::service_failed(const std::string& service, const std::string& operation) {
-  count(services_, service, true, kFailures, operation, 1);
+void Metrics::service_failed(const std::string& service, ServiceOperation operation) {
+  count(services_, service, true, kFailures, to_string(operation), 1);
 }
 
 void Metrics::model_unloaded(const std::string& model, const std::string& reason) {

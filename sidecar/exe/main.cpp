@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
                             });
   }
 
-  siesta::ProcessBackend process_backend;
+  siesta::ProcessBackend process_backend(clock);
   siesta::Controller::BackendMap backends{{"process", &process_backend}};
   if (docker_backend) backends["docker"] = docker_backend.get();
   const siesta::Baseline baseline = baseline_of(config);

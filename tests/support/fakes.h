@@ -142,8 +142,8 @@ class RecordingRecorder final : public Recorder {
     add("woke " + s + " " + r);
   }
   void service_added(const std::string& s) override { add("added " + s); }
-  void service_failed(const std::string& s, const std::string& op) override {
-    add("failed " + s + " " + op);
+  void service_failed(const std::string& s, ServiceOperation op) override {
+    add("failed " + s + " " + to_string(op));
   }
   void model_unloaded(const std::string& m, const std::string& r) override {
     add("unloaded " + m + " " + r);
