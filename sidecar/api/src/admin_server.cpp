@@ -23,6 +23,7 @@
 #include "siesta/core/decide.h"
 #include "siesta/core/settings_schema.h"
 #include "siesta/http/framing.h"
+#include "siesta/http/listen.h"
 
 namespace siesta {
 
@@ -200,7 +201,7 @@ class AdminServer::Impl {
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_.bind(endpoint, ec);
     // The system's backlog: a burst of connections is queued, not dropped and retried.
-    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor_.listen(listen_backlog(), ec);
     if (ec) {
       beast::error_code ignored;
       acceptor_.close(ignored);

@@ -14,7 +14,7 @@ class Recorder {
   virtual ~Recorder() = default;
   // reason: "idle" (timer), "manual" (admin API)
   virtual void service_slept(const std::string& service, const std::string& reason) = 0;
-  // reason: "manual", "touch", "desired", "request"; duration: from start to ready
+  // reason: "manual", "desired", "request"; duration: from start to ready
   virtual void service_woke(const std::string& service, const std::string& reason,
                             Seconds duration) = 0;
   virtual void service_failed(const std::string& service, ServiceOperation operation) = 0;
