@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "siesta/api/admin_server.h"
+#include "siesta/api/status_json.h"
 #include "world.h"
 
 namespace {
@@ -35,8 +36,7 @@ void fail(const char* what, const siesta::AdminResponse& r) {
 nlohmann::json observable(siesta::Registry& registry) {
   nlohmann::json j;
   const auto snap = registry.snapshot();
-  j["settings"] = {snap.settings.idle_sleep_enabled, snap.settings.idle_timeout_minutes,
-                   snap.settings.model_keep_alive_hours, snap.settings.idle_check_interval_minutes};
+  j["settings"] = siesta::settings_json(snap.settings);
   for (const auto& s : snap.services) {
     j[s.spec->name] = {s.runtime.idle_sleep_enabled, static_cast<int>(s.runtime.desired),
                        static_cast<int>(s.runtime.state)};

@@ -15,6 +15,7 @@
 
 #include "exposition.h"
 #include "process_metrics.h"
+#include "siesta/core/settings_schema.h"
 #include "siesta/version.h"
 
 namespace siesta {
@@ -30,7 +31,6 @@ namespace {
 // that rate() sees a counter's first increment.
 constexpr const char* kSleepReasons[] = {"idle", "manual"};
 constexpr const char* kWakeReasons[] = {"manual", "desired", "request"};
-constexpr const char* kOperations[] = {"start", "stop", "inspect"};
 constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external"};
 constexpr const char* kLoadReasons[] = {"request", "manual"};
 
@@ -125,7 +125,7 @@ Metrics::Counters& Metrics::counters(Table& table, const std::string& name, bool
     if (is_service) {
       slot->by[kSleeps] = Tally(kSleepReasons);
       slot->by[kWakes] = Tally(kWakeReasons);
-      slot->by[kFailures] = Tally(kOperations);
+      for (ServiceOperation op : kAllServiceOperations) slot->by[kFailures].add(to_string(op), 0);
       slot->by[kServiceMemoryFreed].add("", 0);
     } else {
       slot->by[kUnloads] = Tally(kUnloadReasons);
@@ -216,8 +216,8 @@ void Metrics::service_woke(const std::string& service, const std::string& reason
               &wake_buckets, duration);
 }
 
-void Metrics::service_failed(const std::string& service, const std::string& operation) {
-  count(services_, service, true, kFailures, operation, 1);
+void Metrics::service_failed(const std::string& service, ServiceOperation operation) {
+  count(services_, service, true, kFailures, to_string(operation), 1);
 }
 
 void Metrics::model_unloaded(const std::string& model, const std::string& reason) {
@@ -438,16 +438,12 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "VRAM freed by unloading models (as their provider last reported it).", nullptr);
 
   // Process-wide gauges.
-  out.family("siesta_settings_idle_sleep_enabled", "1 when idle sleep is on globally.", "gauge");
-  out.sample("siesta_settings_idle_sleep_enabled", settings.idle_sleep_enabled ? 1 : 0);
-  out.family("siesta_settings_idle_timeout_seconds", "The global idle timeout.", "gauge");
-  out.sample("siesta_settings_idle_timeout_seconds", settings.idle_timeout_minutes * 60.0);
-  out.family("siesta_settings_model_keep_alive_seconds", "The global model keep-alive.", "gauge");
-  out.sample("siesta_settings_model_keep_alive_seconds", settings.model_keep_alive_hours * 3600.0);
-  out.family("siesta_settings_idle_check_interval_seconds", "How often backends are reconciled.",
-             "gauge");
-  out.sample("siesta_settings_idle_check_interval_seconds",
-             settings.idle_check_interval_minutes * 60.0);
+  for (const auto& field : kSettingFields) {  // settings_schema.h
+    out.family(field.metric, field.metric_help, "gauge");
+    out.sample(field.metric, field.flag != nullptr
+                                 ? (settings.*field.flag ? 1 : 0)
+                                 : settings.*field.number * field.seconds_per_unit);
+  }
   out.family("siesta_monitor_running", "1 while the idle monitor task runs.", "gauge");
   out.sample("siesta_monitor_running", monitor.running ? 1 : 0);
   out.family("siesta_monitor_last_run_timestamp_seconds", "When the idle monitor last made a pass.",

@@ -13,6 +13,7 @@
 #include "siesta/api/admin_server.h"
 #include "siesta/backends/docker_backend.h"
 #include "siesta/backends/process_backend.h"
+#include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/docker_sync.h"
@@ -31,15 +32,6 @@ namespace {
 
 constexpr int kExitConfig = 2;   // bad command line or config: nothing was started
 constexpr int kExitRuntime = 1;  // e.g. the listen address is in use
-
-siesta::Baseline baseline_of(const siesta::Config& config) {
-  siesta::Baseline b;
-  b.settings = config.settings;
-  for (const auto& s : config.services) {
-    b.services[s.spec.name] = {s.idle_sleep_enabled, s.desired};
-  }
-  return b;
-}
 
 // Raises the soft limit on open files to the hard one: every proxied connection holds two.
 // Returns the soft limit in force.
@@ -113,13 +105,7 @@ int main(int argc, char** argv) {
                                   ": state_file: " + st.message());
       }
     }
-    admin_token = siesta::resolve_admin_token(config, std::getenv("SIESTA_ADMIN_TOKEN"));
-    if (admin_token.empty() && !insecure && !siesta::is_loopback_host(config.listen.host)) {
-      throw siesta::ConfigError(
-          "the admin API would listen on " + config.listen.to_string() +
-          " without a token, and whoever reaches it controls your services: set "
-          "admin_token_file or SIESTA_ADMIN_TOKEN, listen on 127.0.0.1, or pass --insecure");
-    }
+    admin_token = siesta::admin_token_policy(config, std::getenv("SIESTA_ADMIN_TOKEN"), insecure);
   } catch (const siesta::ConfigError& e) {
     std::fprintf(stderr, "siesta: %s\n", e.what());
     return kExitConfig;
@@ -150,13 +136,9 @@ int main(int argc, char** argv) {
   bool uses_docker = config.docker.configured;
   for (const auto& s : config.services) uses_docker |= s.spec.backend == "docker";
   if (uses_docker) {
-    const char* env_host = std::getenv("DOCKER_HOST");
-    const std::string host =
-        !config.docker.host.empty() ? config.docker.host : (env_host != nullptr ? env_host : "");
-    auto endpoint = siesta::parse_docker_host(host);
+    auto endpoint = siesta::docker_endpoint(config, std::getenv("DOCKER_HOST"));
     if (!endpoint) {
-      std::fprintf(stderr, "siesta: %s%s\n", endpoint.status().message().c_str(),
-                   config.docker.host.empty() ? " (from DOCKER_HOST)" : " (docker.host)");
+      std::fprintf(stderr, "siesta: %s\n", endpoint.status().message().c_str());
       return kExitConfig;
     }
     docker_backend = std::make_unique<siesta::DockerBackend>(*endpoint);
@@ -173,18 +155,12 @@ int main(int argc, char** argv) {
 
   std::vector<siesta::ServiceSpec> specs;
   for (const auto& s : config.services) specs.push_back(s.spec);
-  siesta::Registry registry(config.settings, specs, config.models);
   siesta::SystemClock clock;
-  for (const auto& s : config.services) {
-    registry.update_service(s.spec.name,
-                            [&](const siesta::ServiceSpec&, siesta::ServiceRuntime& rt) {
-                              rt.idle_sleep_enabled = s.idle_sleep_enabled;
-                              rt.desired = s.desired;
-                              rt.state_since = clock.wall_now();
-                            });
-  }
+  const std::unique_ptr<siesta::Registry> registry_owner =
+      siesta::make_registry(config, clock.wall_now());
+  siesta::Registry& registry = *registry_owner;
 
-  siesta::ProcessBackend process_backend;
+  siesta::ProcessBackend process_backend(clock);
   siesta::Controller::BackendMap backends{{"process", &process_backend}};
   if (docker_backend) backends["docker"] = docker_backend.get();
   const siesta::Baseline baseline = baseline_of(config);
@@ -194,40 +170,13 @@ int main(int argc, char** argv) {
     spdlog::warn("No state_file in the config: runtime changes will not survive a restart");
   } else {
     store = std::make_unique<siesta::StateStore>(config.state_file);
-    auto loaded = store->load();
-    if (!loaded) {
-      spdlog::warn("State file: {}; starting from the config alone", loaded.status().message());
-    } else if (*loaded) {
-      auto restored = siesta::restore_state(**loaded, baseline, registry, clock.wall_now());
-      if (!restored) {
-        spdlog::warn("{}; starting from the config alone", restored.status().message());
-      } else {
-        for (const auto& note : restored->notes) spdlog::info("State file: {}", note);
-        for (const auto& warning : restored->warnings) {
-          spdlog::warn("State file {}: {}", config.state_file, warning);
-        }
-        for (const auto& [name, handle] : restored->handles) {
-          if (auto view = registry.service(name); view && backends.count(view->spec->backend)) {
-            backends[view->spec->backend]->restore_handle(*view->spec, handle);
-          }
-        }
-        spdlog::info("Restored runtime state from {}", config.state_file);
-      }
-    }
+    siesta::restore_state_file(*store, baseline, registry, backends, clock.wall_now());
   }
 
   siesta::Metrics metrics;
   metrics.declare(registry.snapshot());
-  siesta::Persister persister(registry, std::move(store), baseline, [&] {
-    siesta::Handles handles;
-    for (const auto& view : registry.snapshot().services) {
-      auto it = backends.find(view.spec->backend);
-      if (it == backends.end()) continue;
-      auto handle = it->second->save_handle(*view.spec);
-      if (!handle.is_null()) handles[view.spec->name] = handle;
-    }
-    return handles;
-  });
+  siesta::Persister persister(registry, std::move(store), baseline,
+                              [&] { return siesta::handles_of(registry, backends); });
   // Model servers: every service that models name as provider (or with model_api "ollama").
   std::map<std::string, std::unique_ptr<siesta::OllamaProvider>> providers;
   for (const auto& s : specs) {

@@ -76,6 +76,15 @@ class FakeBackend final : public ServiceBackend {
     if (fail_inspect) return Status{ErrorCode::kUnavailable, "backend unreachable"};
     return Inspection{running.count(spec.name) != 0, ""};
   }
+  nlohmann::json save_handle(const ServiceSpec& spec) override {
+    std::lock_guard lock(mu_);
+    auto it = handles.find(spec.name);
+    return it == handles.end() ? nlohmann::json(nullptr) : it->second;
+  }
+  void restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) override {
+    std::lock_guard lock(mu_);
+    handles[spec.name] = handle;
+  }
 
   std::vector<std::string> take_calls() {
     std::lock_guard lock(mu_);
@@ -93,6 +102,7 @@ class FakeBackend final : public ServiceBackend {
   std::set<std::string> running;
   std::set<std::string> fail_start, fail_stop, never_ready;
   bool fail_inspect = false;
+  std::map<std::string, nlohmann::json> handles;  // what save_handle answers, per service
   std::function<void()> on_start;  // runs after a start is recorded, outside the lock
   std::function<void()> on_probe;  // runs at each readiness probe, outside the lock
 };
@@ -142,8 +152,8 @@ class RecordingRecorder final : public Recorder {
     add("woke " + s + " " + r);
   }
   void service_added(const std::string& s) override { add("added " + s); }
-  void service_failed(const std::string& s, const std::string& op) override {
-    add("failed " + s + " " + op);
+  void service_failed(const std::string& s, ServiceOperation op) override {
+    add("failed " + s + " " + to_string(op));
   }
   void model_unloaded(const std::string& m, const std::string& r) override {
     add("unloaded " + m + " " + r);

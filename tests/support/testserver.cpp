@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "siesta/http/listen.h"
+
 int main(int argc, char** argv) {
   CLI::App app{"siesta-testserver: a small HTTP service for siesta's tests and demo"};
   std::string host = "127.0.0.1";
@@ -113,16 +115,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   // cpp-httplib listens with a backlog of 5: a hundred connections at once (siesta passing on
-  // the requests that waited for a wake) overflow it, and the kernel then drops handshakes that
-  // are retried for up to ~30 s. Real services listen with the system's maximum; so does this
-  // one (listen() again on the listening socket, which httplib does not expose, raises it).
-  for (int fd = 3; fd < 64; ++fd) {
-    int listening = 0;
-    socklen_t len = sizeof listening;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening) {
-      ::listen(fd, SOMAXCONN);
-    }
-  }
+  // the requests that waited for a wake) overflow it. Real services listen with the system's
+  // maximum; so does this one, with the backlog siesta's own listeners use.
+  siesta::raise_listen_backlogs();
   std::printf("siesta-testserver listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
   return server.listen_after_bind() ? 0 : 1;

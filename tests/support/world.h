@@ -6,6 +6,7 @@
 #include <string>
 
 #include "fakes.h"
+#include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
 #include "siesta/core/decide.h"
 #include "siesta/core/registry.h"
@@ -17,16 +18,7 @@ namespace siesta::testing {
 
 struct World {
   explicit World(const std::string& config_text) : config(parse_config(config_text, "test.json")) {
-    std::vector<ServiceSpec> specs;
-    for (const auto& s : config.services) specs.push_back(s.spec);
-    registry = std::make_unique<Registry>(config.settings, specs, config.models);
-    for (const auto& s : config.services) {
-      registry->update_service(s.spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
-        rt.idle_sleep_enabled = s.idle_sleep_enabled;
-        rt.desired = s.desired;
-        rt.state_since = clock.wall_now();
-      });
-    }
+    registry = make_registry(config, clock.wall_now());  // as main() makes it
     controller = std::make_unique<Controller>(
         *registry, Controller::BackendMap{{"process", &backend}, {"docker", &backend}},
         [this](const std::string& service) -> ModelProvider* {

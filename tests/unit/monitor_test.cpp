@@ -416,6 +416,19 @@ TEST(Controller, InspectFailureShowsAnErrorAndTheMonitorGoesOn) {
   EXPECT_EQ(w.service("a").state, ServiceState::kRunning);  // picked up again
 }
 
+// The failure is recorded once, as an operation (an enum, a string only in the answer and the
+// metrics), however many passes see the backend unreachable again for the same reason.
+TEST(Controller, ARepeatedInspectFailureIsCountedOnce) {
+  World w(kTwo);
+  w.run("a");
+  w.backend.fail_inspect = true;
+  w.monitor->step();
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").failed_operation, ServiceOperation::kInspect);
+  EXPECT_THAT(w.recorder.events(), ElementsAre("failed a inspect", "failed b inspect"));
+}
+
 TEST(Controller, AServiceDownWhileTheBackendWasUnreachableIsStoppedWhenItAnswers) {
   World w(kTwo);
   w.run("a");

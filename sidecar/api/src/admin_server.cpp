@@ -20,9 +20,10 @@
 
 #include "siesta/api/status_json.h"
 #include "siesta/config/config.h"
-#include "siesta/config/settings_rules.h"
 #include "siesta/core/decide.h"
+#include "siesta/core/settings_schema.h"
 #include "siesta/http/framing.h"
+#include "siesta/http/listen.h"
 
 namespace siesta {
 
@@ -207,7 +208,7 @@ class AdminServer::Impl {
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_.bind(endpoint, ec);
     // The system's backlog: a burst of connections is queued, not dropped and retried.
-    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor_.listen(listen_backlog(), ec);
     if (ec) {
       beast::error_code ignored;
       acceptor_.close(ignored);
@@ -577,70 +578,54 @@ class AdminServer::Impl {
   Reply settings_post(const AdminRequest& req) {
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
-    // The seed's camelCase keys, and the config file's snake_case ones.
-    static const std::map<std::string, std::string> kKeys = {
-        {"idleSleepEnabled", "idle_sleep_enabled"},
-        {"idle_sleep_enabled", "idle_sleep_enabled"},
-        {"idleTimeout", "idle_timeout_minutes"},
-        {"idle_timeout_minutes", "idle_timeout_minutes"},
-        {"modelKeepAlive", "model_keep_alive_hours"},
-        {"model_keep_alive_hours", "model_keep_alive_hours"},
-        {"idleCheckInterval", "idle_check_interval_minutes"},
-        {"idle_check_interval_minutes", "idle_check_interval_minutes"}};
-    std::map<std::string, std::pair<std::string, json>> changes;  // canonical -> (given, value)
+    // The seed's camelCase keys, and the config file's snake_case ones (settings_schema.h).
+    struct Change {
+      const SettingField* field;
+      std::string given;  // the name the client used
+      json value;
+    };
+    std::map<std::string, Change> changes;  // by key: checked in the keys' order
     for (const auto& [key, value] : body->items()) {
-      auto it = kKeys.find(key);
-      if (it == kKeys.end()) {
-        return error_reply(400, "invalid_argument",
-                           "unknown setting \"" + key +
-                               "\" (known: idleSleepEnabled, idleTimeout, modelKeepAlive, "
-                               "idleCheckInterval, or their snake_case names)");
+      const SettingField* field = find_setting(key);
+      if (field == nullptr) {
+        std::string known;
+        for (const auto& f : kSettingFields) known += std::string(f.alias) + ", ";
+        return error_reply(
+            400, "invalid_argument",
+            "unknown setting \"" + key + "\" (known: " + known + "or their snake_case names)");
       }
-      if (changes.count(it->second) != 0) {
-        return error_reply(400, "invalid_argument",
-                           "\"" + key + "\" and \"" + changes[it->second].first +
-                               "\" set the same setting; give one");
+      if (auto seen = changes.find(field->key); seen != changes.end()) {
+        return error_reply(
+            400, "invalid_argument",
+            "\"" + key + "\" and \"" + seen->second.given + "\" set the same setting; give one");
       }
-      changes[it->second] = {key, value};
+      changes[field->key] = {field, key, value};
     }
     if (changes.empty()) {
       return error_reply(400, "invalid_argument", "no settings given");
     }
-    for (const auto& [canonical, given] : changes) {
-      const auto& [key, value] = given;
-      if (canonical == "idle_sleep_enabled") {
-        if (!value.is_boolean()) {
-          return error_reply(400, "invalid_argument",
-                             "\"" + key + "\" must be true or false, got " + text_of(value));
-        }
-        continue;
+    for (const auto& [canonical, change] : changes) {
+      const auto& [field, key, value] = change;
+      if (check_setting(*field, value).empty()) continue;
+      if (field->flag != nullptr) {
+        return error_reply(400, "invalid_argument",
+                           "\"" + key + "\" must be true or false, got " + text_of(value));
       }
-      const SettingRule& rule = *find_setting_rule(canonical);
+      const NumberRule& rule = field->rule;
       if (!value.is_number() || !std::isfinite(value.get<double>())) {
         return error_reply(
             400, "invalid_argument",
             "\"" + key + "\" must be a number of " + rule.unit + ", got " + text_of(value));
       }
-      double d = value.get<double>();
-      if ((rule.min_exclusive ? d <= rule.min : d < rule.min) || d > rule.max) {
-        return error_reply(
-            400, "invalid_argument",
-            "\"" + key + "\" must be " + (rule.min_exclusive ? "greater than " : "at least ") +
-                fmt::format("{:g}", rule.min) + " and at most " + fmt::format("{:g}", rule.max) +
-                " " + rule.unit + ", got " + text_of(value));
-      }
+      return error_reply(
+          400, "invalid_argument",
+          "\"" + key + "\" must be " + (rule.min_exclusive ? "greater than " : "at least ") +
+              fmt::format("{:g}", rule.min) + " and at most " + fmt::format("{:g}", rule.max) +
+              " " + rule.unit + ", got " + text_of(value));
     }
     // Everything is valid: apply all of it at once.
     Status st = controller_.update_settings([&](Settings& s) {
-      for (const auto& [canonical, given] : changes) {
-        const json& v = given.second;
-        if (canonical == "idle_sleep_enabled") s.idle_sleep_enabled = v.get<bool>();
-        if (canonical == "idle_timeout_minutes") s.idle_timeout_minutes = v.get<double>();
-        if (canonical == "model_keep_alive_hours") s.model_keep_alive_hours = v.get<double>();
-        if (canonical == "idle_check_interval_minutes") {
-          s.idle_check_interval_minutes = v.get<double>();
-        }
-      }
+      for (const auto& [canonical, change] : changes) set_setting(*change.field, s, change.value);
     });
     if (!st) return status_reply(st);
     Reply r;

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "siesta/core/settings_schema.h"
 #include "siesta/version.h"
 
 namespace siesta {
@@ -177,10 +178,9 @@ std::string named_text(const std::string& name, const View& view, const Timer& t
 }  // namespace
 
 json settings_json(const Settings& s) {
-  return {{"idle_sleep_enabled", s.idle_sleep_enabled},
-          {"idle_timeout_minutes", s.idle_timeout_minutes},
-          {"model_keep_alive_hours", s.model_keep_alive_hours},
-          {"idle_check_interval_minutes", s.idle_check_interval_minutes}};
+  json out = json::object();
+  for (const auto& field : kSettingFields) out[field.key] = setting_value(field, s);
+  return out;
 }
 
 std::string service_text(const std::string& name, const ServiceView& view,

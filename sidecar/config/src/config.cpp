@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "siesta/config/settings_rules.h"
+#include "siesta/core/settings_schema.h"
 
 namespace siesta {
 
@@ -52,32 +52,22 @@ class ObjectReader {
 
   void read_bool(const std::string& key, bool& out) const {
     if (const json* v = find(key)) {
-      if (!v->is_boolean()) fail(key_path(key), "must be true or false, got " + v->dump());
+      if (std::string why = check_bool(*v); !why.empty()) fail(key_path(key), why);
       out = v->get<bool>();
     }
   }
 
+  // A number within the rule's bounds (settings_schema.h).
+  std::optional<double> read_number(const std::string& key, const NumberRule& rule) const {
+    const json* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    if (std::string why = check_number(rule, *v); !why.empty()) fail(key_path(key), why);
+    return v->get<double>();
+  }
   // Numbers must be finite and within [min, max]; `min_exclusive` rejects min itself.
   std::optional<double> read_number(const std::string& key, double min, bool min_exclusive,
                                     double max) const {
-    const json* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_number()) fail(key_path(key), "must be a number, got " + v->dump());
-    double d = v->get<double>();
-    if (!std::isfinite(d)) fail(key_path(key), "must be a finite number");
-    std::ostringstream bound;
-    bound << min;
-    if (min_exclusive ? d <= min : d < min) {
-      fail(key_path(key), std::string("must be ") +
-                              (min_exclusive ? "greater than " : "at least ") + bound.str() +
-                              ", got " + v->dump());
-    }
-    if (d > max) {
-      std::ostringstream m;
-      m << max;
-      fail(key_path(key), "must be at most " + m.str() + ", got " + v->dump());
-    }
-    return d;
+    return read_number(key, NumberRule{min, min_exclusive, max});
   }
 
   // A whole number within [min, max].
@@ -102,19 +92,23 @@ class ObjectReader {
   const std::string& source_;
 };
 
-// A setting's number within its bounds (settings_rules.h: shared with the admin API and the
-// state file).
-std::optional<double> read_setting(const ObjectReader& r, const char* key) {
-  const SettingRule& rule = *find_setting_rule(key);
-  return r.read_number(key, rule.min, rule.min_exclusive, rule.max);
+// The global settings (settings_schema.h: shared with the admin API and the state file).
+void read_settings(const ObjectReader& r, Settings& s) {
+  for (const auto& field : kSettingFields) {
+    if (const json* v = r.find(field.key)) {
+      if (std::string why = check_setting(field, *v); !why.empty()) {
+        r.fail(r.key_path(field.key), why);
+      }
+      set_setting(field, s, *v);
+    }
+  }
 }
 
-void read_settings(const ObjectReader& r, Settings& s) {
-  r.read_bool("idle_sleep_enabled", s.idle_sleep_enabled);
-  if (auto v = read_setting(r, "idle_timeout_minutes")) s.idle_timeout_minutes = *v;
-  if (auto v = read_setting(r, "model_keep_alive_hours")) s.model_keep_alive_hours = *v;
-  if (auto v = read_setting(r, "idle_check_interval_minutes")) {
-    s.idle_check_interval_minutes = *v;
+// The numbers of a service's or a model's entry (settings_schema.h: shared with the labels).
+template <class Spec, std::size_t N>
+void read_numbers(const ObjectReader& r, const SpecNumber<Spec> (&fields)[N], Spec& spec) {
+  for (const auto& field : fields) {
+    if (auto v = r.read_number(field.key, field.rule)) field.set(spec, *v);
   }
 }
 
@@ -166,24 +160,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     if (!parsed) r.fail(r.key_path("desired"), "must be \"on\" or \"off\", got \"" + *d + "\"");
     sc.desired = *parsed;
   }
-  spec.idle_timeout_minutes = read_setting(r, "idle_timeout_minutes");
-  if (auto v = r.read_number("start_timeout_seconds", 0, true, 86400)) {
-    spec.start_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("stop_timeout_seconds", 0, false, 86400)) {
-    spec.stop_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("response_timeout_seconds", 0, true, 86400)) {
-    spec.response_timeout_seconds = *v;
-  }
+  read_numbers(r, kServiceNumbers, spec);
   r.read_bool("trust_forwarded_headers", spec.trust_forwarded_headers);
-  if (auto v = r.read_number("max_connections", 1, false, 1'000'000)) {
-    if (*v != std::floor(*v)) r.fail(r.key_path("max_connections"), "must be a whole number");
-    spec.max_connections = static_cast<int>(*v);
-  }
-  spec.tcp_idle_timeout_seconds = r.read_number("tcp_idle_timeout_seconds", 0, true, 86400);
-  spec.upgraded_idle_timeout_seconds =
-      r.read_number("upgraded_idle_timeout_seconds", 0, true, 86400);
   if (const json* cmd = r.find("command")) {
     if (!cmd->is_array() || cmd->empty()) {
       r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");
@@ -334,13 +312,7 @@ ModelSpec read_model(const std::string& name, const json& value, const std::stri
   auto provider = r.read_string("provider");
   if (!provider) r.fail(r.key_path("provider"), "is required (the service that serves the model)");
   spec.provider = *provider;
-  spec.keep_alive_hours = r.read_number("keep_alive_hours", 0, false, kMaxHours);
-  if (auto v = r.read_number("keep_alive_min_seconds", 0, false, kMaxHours * 3600)) {
-    spec.keep_alive_min_seconds = *v;
-  }
-  if (auto v = r.read_number("keep_alive_max_seconds", 0, false, kMaxHours * 3600)) {
-    spec.keep_alive_max_seconds = *v;
-  }
+  read_numbers(r, kModelNumbers, spec);
   if (spec.keep_alive_max_seconds < spec.keep_alive_min_seconds) {
     r.fail(r.key_path("keep_alive_max_seconds"), "must be at least keep_alive_min_seconds");
   }
@@ -413,11 +385,21 @@ Config parse_config(const std::string& text, const std::string& source) {
   Config config;
   config.source = source;
   ObjectReader top(doc, "", source);
-  top.allow_only({"idle_sleep_enabled", "idle_timeout_minutes", "model_keep_alive_hours",
-                  "idle_check_interval_minutes", "listen", "state_file", "on_exit", "docker",
-                  "proxy", "admin_threads", "admin_token_file", "protect_metrics", "services",
-                  "models", "admin_request_timeout_seconds", "admin_max_connections",
-                  "max_learned_models"});
+  std::set<std::string> top_keys = {"listen",
+                                    "state_file",
+                                    "on_exit",
+                                    "docker",
+                                    "proxy",
+                                    "admin_threads",
+                                    "admin_token_file",
+                                    "protect_metrics",
+                                    "services",
+                                    "models",
+                                    "admin_request_timeout_seconds",
+                                    "admin_max_connections",
+                                    "max_learned_models"};
+  for (const auto& field : kSettingFields) top_keys.insert(field.key);
+  top.allow_only(top_keys);
   read_settings(top, config.settings);
   if (auto listen = top.read_string("listen")) {
     if (!parse_listen(*listen, config.listen)) {

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cmath>
 
+#include "siesta/core/settings_schema.h"
+
 namespace siesta {
 
 using nlohmann::json;
@@ -53,24 +55,31 @@ std::optional<bool> parse_bool(const std::string& text) {
   return std::nullopt;
 }
 
-// Each label and the config key it sets.
-enum class LabelKind { kBool, kString, kMinutes, kSeconds };
+// Each label and the config key it sets. A duration is converted to the unit of the key's
+// number (settings_schema.h), whose bounds parse_service then checks.
+enum class LabelKind { kBool, kString, kDuration };
 struct LabelKey {
   const char* label;
   const char* key;
   LabelKind kind;
 };
 constexpr LabelKey kLabels[] = {
-    {"siesta.idle-timeout", "idle_timeout_minutes", LabelKind::kMinutes},
+    {"siesta.idle-timeout", "idle_timeout_minutes", LabelKind::kDuration},
     {"siesta.idle-sleep", "idle_sleep_enabled", LabelKind::kBool},
     {"siesta.desired", "desired", LabelKind::kString},
     {"siesta.upstream", "upstream", LabelKind::kString},
     {"siesta.health", "health", LabelKind::kString},
-    {"siesta.start-timeout", "start_timeout_seconds", LabelKind::kSeconds},
-    {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kSeconds},
+    {"siesta.start-timeout", "start_timeout_seconds", LabelKind::kDuration},
+    {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kDuration},
     {"siesta.listen", "listen", LabelKind::kString},
     {"siesta.protocol", "protocol", LabelKind::kString},
 };
+
+// Seconds in one unit of the number a duration label sets.
+double seconds_per_unit(const char* key) {
+  const std::string_view unit = find_number(kServiceNumbers, key)->rule.unit;
+  return unit == "minutes" ? 60 : unit == "hours" ? 3600 : 1;
+}
 
 std::string known_labels() {
   std::string out = "siesta.enable, siesta.name";
@@ -124,13 +133,12 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
       case LabelKind::kString:
         entry[key->key] = value;
         break;
-      case LabelKind::kMinutes:
-      case LabelKind::kSeconds: {
+      case LabelKind::kDuration: {
         auto seconds = parse_duration(value);
         if (!seconds) {
           return bad(label, "must be a duration such as 30m, 1h30m or 90s, got \"" + value + "\"");
         }
-        entry[key->key] = key->kind == LabelKind::kMinutes ? *seconds / 60 : *seconds;
+        entry[key->key] = *seconds / seconds_per_unit(key->key);
         break;
       }
     }

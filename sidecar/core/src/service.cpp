@@ -18,6 +18,18 @@ const char* to_string(ServiceState state) {
   return "error";
 }
 
+const char* to_string(ServiceOperation operation) {
+  switch (operation) {
+    case ServiceOperation::kStart:
+      return "start";
+    case ServiceOperation::kStop:
+      return "stop";
+    case ServiceOperation::kInspect:
+      return "inspect";
+  }
+  return "inspect";
+}
+
 const char* to_string(Desired desired) { return desired == Desired::kOn ? "on" : "off"; }
 
 std::optional<Desired> parse_desired(const std::string& text) {

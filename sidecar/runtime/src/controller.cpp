@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "siesta/core/decide.h"
+#include "siesta/core/settings_schema.h"
 
 namespace siesta {
 
@@ -85,19 +86,26 @@ Status saved(Status op, Status save) {
 }
 }  // namespace
 
-void Controller::fail_service(const std::string& service, const std::string& operation,
+namespace {
+// A failed operation as last_error shows it: "inspect failed: backend unreachable".
+std::string failure_text(ServiceOperation operation, const Status& st) {
+  return std::string(to_string(operation)) + " failed: " + st.message();
+}
+}  // namespace
+
+void Controller::fail_service(const std::string& service, ServiceOperation operation,
                               const Status& st, bool schedule_retry) {
   const WallTime now = clock_.wall_now();
   const WallTime retry_at = now + to_wall_duration(retry_delay(registry_.settings()));
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
     set_state(rt, ServiceState::kError, now);
-    rt.last_error = operation + " failed: " + st.message();
+    rt.last_error = failure_text(operation, st);
     rt.failed_operation = operation;
     rt.last_error_at = now;
     if (schedule_retry) rt.retry_at = retry_at;
   });
   recorder_.service_failed(service, operation);
-  spdlog::error("Service {}: {} failed: {}", service, operation, st.message());
+  spdlog::error("Service {}: {} failed: {}", service, to_string(operation), st.message());
 }
 
 Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backend) {
@@ -173,7 +181,7 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
     recorder_.service_woke(service, reason, took);
     spdlog::info("Service {} is ready after {:.3f} s", service, took.count());
   } else {
-    fail_service(service, "start", st, /*schedule_retry=*/true);
+    fail_service(service, ServiceOperation::kStart, st, /*schedule_retry=*/true);
   }
   return saved(st, save());
 }
@@ -244,7 +252,7 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
     recorder_.service_slept(service, reason);
     mark_models_unloaded(service, "service_sleep");
   } else {
-    fail_service(service, "stop", st, /*schedule_retry=*/false);
+    fail_service(service, ServiceOperation::kStop, st, /*schedule_retry=*/false);
   }
   return saved(st, save());
 }
@@ -530,11 +538,7 @@ Status Controller::update_settings(const std::function<void(Settings&)>& change)
     change(s);
     after = s;
   });
-  spdlog::info(
-      "Settings changed: idle_sleep_enabled={} idle_timeout_minutes={:g} "
-      "model_keep_alive_hours={:g} idle_check_interval_minutes={:g}",
-      after.idle_sleep_enabled, after.idle_timeout_minutes, after.model_keep_alive_hours,
-      after.idle_check_interval_minutes);
+  spdlog::info("Settings changed: {}", settings_text(after));
   return saved(Status::ok(), save());
 }
 
@@ -665,9 +669,11 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
   const WallTime now = clock_.wall_now();
   const ServiceState before = view->runtime.state;
   if (!seen) {
+    // A new failure, or another reason for it: recorded (an unchanged one is not counted again).
     if (before != ServiceState::kError ||
-        view->runtime.last_error != "inspect failed: " + seen.status().message()) {
-      fail_service(service, "inspect", seen.status(), /*schedule_retry=*/false);
+        view->runtime.failed_operation != ServiceOperation::kInspect ||
+        view->runtime.last_error != failure_text(ServiceOperation::kInspect, seen.status())) {
+      fail_service(service, ServiceOperation::kInspect, seen.status(), /*schedule_retry=*/false);
       return true;
     }
     return false;
@@ -684,7 +690,7 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
     }
     return true;
   } else if (!seen->running && before == ServiceState::kError &&
-             view->runtime.failed_operation != "start") {
+             view->runtime.failed_operation != ServiceOperation::kStart) {
     // The backend answers again (e.g. the engine is back) and the service is down: stopped,
     // ready to be woken. A failed start stays an error until the next wake retries it.
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {

@@ -13,7 +13,7 @@
 #include <random>
 #include <sstream>
 
-#include "siesta/config/settings_rules.h"
+#include "siesta/core/settings_schema.h"
 
 namespace siesta {
 
@@ -102,26 +102,17 @@ class Restorer {
 
   void settings(const json& saved) {
     Settings settings = registry_.settings();
-    auto restore = [&](const char* key, auto& field, const auto& config_value) {
-      if (!saved.contains(key)) return;
-      using T = std::decay_t<decltype(field)>;
-      const SettingRule& rule = *find_setting_rule(key);
-      auto v = pick<T>(std::string("settings.") + key, saved[key], config_value,
-                       [&](const json& value) { return check_setting(rule, value); });
-      if (!v) return;
-      if (*v != field) {
-        result_.notes.push_back(std::string("restored ") + key + " from the state file");
+    for (const auto& field : kSettingFields) {
+      if (!saved.contains(field.key)) continue;
+      auto v = pick<json>(std::string("settings.") + field.key, saved[field.key],
+                          setting_value(field, baseline_.settings),
+                          [&](const json& value) { return check_setting(field, value); });
+      if (!v) continue;
+      if (*v != setting_value(field, settings)) {
+        result_.notes.push_back(std::string("restored ") + field.key + " from the state file");
       }
-      field = *v;
-    };
-    restore("idle_sleep_enabled", settings.idle_sleep_enabled,
-            baseline_.settings.idle_sleep_enabled);
-    restore("idle_timeout_minutes", settings.idle_timeout_minutes,
-            baseline_.settings.idle_timeout_minutes);
-    restore("model_keep_alive_hours", settings.model_keep_alive_hours,
-            baseline_.settings.model_keep_alive_hours);
-    restore("idle_check_interval_minutes", settings.idle_check_interval_minutes,
-            baseline_.settings.idle_check_interval_minutes);
+      set_setting(field, settings, *v);
+    }
     registry_.set_settings(settings);
   }
 
@@ -176,8 +167,7 @@ class Restorer {
     const json keep_alive = saved.value("keep_alive_seconds", json());
     if (!keep_alive.is_null()) {
       // The bounds of the config's keep_alive_min/max_seconds.
-      if (!keep_alive.is_number() || !std::isfinite(keep_alive.get<double>()) ||
-          keep_alive.get<double>() < 0 || keep_alive.get<double>() > kMaxHours * 3600) {
+      if (!check_number(kKeepAliveSeconds, keep_alive).empty()) {
         ignore(key + ".keep_alive_seconds", keep_alive, "must be a number of seconds >= 0");
       } else {
         rt.keep_alive_seconds = keep_alive.get<double>();
@@ -213,12 +203,10 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
   const Settings& c = baseline.settings;
   json doc;
   doc["format"] = kFormat;
-  doc["settings"] = {
-      {"idle_sleep_enabled", overridable(s.idle_sleep_enabled, c.idle_sleep_enabled)},
-      {"idle_timeout_minutes", overridable(s.idle_timeout_minutes, c.idle_timeout_minutes)},
-      {"model_keep_alive_hours", overridable(s.model_keep_alive_hours, c.model_keep_alive_hours)},
-      {"idle_check_interval_minutes",
-       overridable(s.idle_check_interval_minutes, c.idle_check_interval_minutes)}};
+  doc["settings"] = json::object();
+  for (const auto& field : kSettingFields) {
+    doc["settings"][field.key] = overridable(setting_value(field, s), setting_value(field, c));
+  }
   json services = json::object();
   for (const auto& view : snapshot.services) {
     const std::string& name = view.spec->name;

@@ -48,7 +48,7 @@ class Metrics final : public Recorder {
   void service_slept(const std::string& service, const std::string& reason) override;
   void service_woke(const std::string& service, const std::string& reason,
                     Seconds duration) override;
-  void service_failed(const std::string& service, const std::string& operation) override;
+  void service_failed(const std::string& service, ServiceOperation operation) override;
   void model_unloaded(const std::string& model, const std::string& reason) override;
   void model_unload_failed(const std::string& model) override;
   void monitor_ran(WallTime at, Seconds took) override;

@@ -123,12 +123,13 @@ struct ProcessBackend::Child {
   }
 
   // Waits up to `timeout` for the process to end; true if it has.
-  bool wait_exit(milliseconds timeout) {
+  // An adopted process is not our child: it is polled, paced by `clock`.
+  bool wait_exit(milliseconds timeout, const Clock& clock) {
     if (adopted) {
-      auto deadline = std::chrono::steady_clock::now() + timeout;
+      const MonoTime deadline = clock.mono_now() + timeout;
       while (alive()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(milliseconds(10));
+        if (clock.mono_now() >= deadline) return false;
+        clock.sleep_for(milliseconds(10));
       }
       return true;
     }
@@ -143,7 +144,7 @@ struct ProcessBackend::Child {
   }
 };
 
-ProcessBackend::ProcessBackend() = default;
+ProcessBackend::ProcessBackend(const Clock& clock) : clock_(clock) {}
 
 ProcessBackend::~ProcessBackend() {
   // Children are left as they are (on_exit decides); the waiters are only detached from them.
@@ -259,22 +260,22 @@ Status ProcessBackend::stop(const ServiceSpec& spec) {
   if (!child) return Status::ok();
   const pid_t pgid = child->pid;
   const auto grace = std::chrono::duration_cast<milliseconds>(Seconds(spec.stop_timeout_seconds));
-  const auto t0 = std::chrono::steady_clock::now();
+  const MonoTime t0 = clock_.mono_now();
 
   if (child->alive()) {
     ::kill(-pgid, SIGTERM);
-    if (!child->wait_exit(grace)) {
+    if (!child->wait_exit(grace, clock_)) {
       spdlog::warn("Service {}: process {} still running {:g} s after SIGTERM; sending SIGKILL",
                    spec.name, pgid, spec.stop_timeout_seconds);
       ::kill(-pgid, SIGKILL);
-      if (!child->wait_exit(milliseconds(5000))) {
+      if (!child->wait_exit(milliseconds(5000), clock_)) {
         return {ErrorCode::kTimeout, "process " + std::to_string(pgid) + " survived SIGKILL"};
       }
     }
   }
   // The leader is gone; what is left of its group gets the rest of the grace period.
-  while (group_alive(pgid) && std::chrono::steady_clock::now() - t0 < grace) {
-    std::this_thread::sleep_for(milliseconds(10));
+  while (group_alive(pgid) && clock_.mono_now() - t0 < grace) {
+    clock_.sleep_for(milliseconds(10));
   }
   if (group_alive(pgid)) ::kill(-pgid, SIGKILL);
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/service.h"
 
 namespace siesta {
 
@@ -13,11 +14,10 @@ class Recorder {
   virtual ~Recorder() = default;
   // reason: "idle" (timer), "manual" (admin API)
   virtual void service_slept(const std::string& service, const std::string& reason) = 0;
-  // reason: "manual", "touch", "desired", "request"; duration: from start to ready
+  // reason: "manual", "desired", "request"; duration: from start to ready
   virtual void service_woke(const std::string& service, const std::string& reason,
                             Seconds duration) = 0;
-  // operation: "start", "stop", "inspect"
-  virtual void service_failed(const std::string& service, const std::string& operation) = 0;
+  virtual void service_failed(const std::string& service, ServiceOperation operation) = 0;
   // reason: "expired", "forced", "service_sleep", "external"
   virtual void model_unloaded(const std::string& model, const std::string& reason) = 0;
   virtual void model_unload_failed(const std::string& model) = 0;
@@ -56,7 +56,7 @@ class NullRecorder final : public Recorder {
  public:
   void service_slept(const std::string&, const std::string&) override {}
   void service_woke(const std::string&, const std::string&, Seconds) override {}
-  void service_failed(const std::string&, const std::string&) override {}
+  void service_failed(const std::string&, ServiceOperation) override {}
   void model_unloaded(const std::string&, const std::string&) override {}
   void model_unload_failed(const std::string&) override {}
   void monitor_ran(WallTime, Seconds) override {}

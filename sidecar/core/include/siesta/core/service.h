@@ -16,6 +16,12 @@ inline constexpr ServiceState kAllServiceStates[] = {
     ServiceState::kStopping, ServiceState::kError};
 const char* to_string(ServiceState state);
 
+// What siesta asks of a service's backend; a failed one puts the service in kError.
+enum class ServiceOperation { kStart, kStop, kInspect };
+inline constexpr ServiceOperation kAllServiceOperations[] = {
+    ServiceOperation::kStart, ServiceOperation::kStop, ServiceOperation::kInspect};
+const char* to_string(ServiceOperation operation);  // "start", "stop", "inspect"
+
 // "on": the user wants it running; siesta starts it and never puts it to sleep.
 // "off": siesta may put it to sleep when idle and wakes it on demand.
 enum class Desired { kOff, kOn };
@@ -73,8 +79,8 @@ struct ServiceRuntime {
   int upgraded = 0;                   // of which upgraded connections (WebSockets) now relayed
   std::string last_error;             // kept after recovery, for the operator
   std::optional<WallTime> last_error_at;
-  std::optional<WallTime> retry_at;  // after a failed start of a desired-on service
-  std::string failed_operation;      // "start", "stop" or "inspect" while state is kError
+  std::optional<WallTime> retry_at;                  // after a failed start of a desired-on service
+  std::optional<ServiceOperation> failed_operation;  // what failed, while state is kError
 };
 
 }  // namespace siesta

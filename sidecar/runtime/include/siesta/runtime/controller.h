@@ -130,7 +130,7 @@ class Controller {
   ServiceBackend* backend_for(const ServiceSpec& spec);
   Status start_and_wait(const ServiceSpec& spec, ServiceBackend& backend);
   Status stop_locked(const std::string& service, const std::string& reason);
-  void fail_service(const std::string& service, const std::string& operation, const Status& st,
+  void fail_service(const std::string& service, ServiceOperation operation, const Status& st,
                     bool schedule_retry);
   void unload_models_before_stop(const std::string& service);
   void mark_models_unloaded(const std::string& provider_service, const std::string& reason);

@@ -43,7 +43,7 @@ struct RestoreResult {
 // Applies a saved document to a registry freshly built from the config. A document of the
 // wrong shape (not an object, unknown format, a section not an object) is rejected whole,
 // before anything is applied. Each value gets the bounds the config file and the admin API
-// apply (settings_rules.h); one out of range or of the wrong type is ignored with a warning
+// apply (settings_schema.h); one out of range or of the wrong type is ignored with a warning
 // and the rest restored. Times before 2000 or more than a day after `now` are ignored too.
 Result<RestoreResult> restore_state(const nlohmann::json& doc, const Baseline& baseline,
                                     Registry& registry, WallTime now);

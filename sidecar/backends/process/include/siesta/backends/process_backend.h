@@ -3,7 +3,7 @@
 // stop_timeout_seconds; every child is reaped. A process started by an earlier siesta (on_exit
 // "leave") is adopted again from its saved handle (pid and kernel start time, so a reused pid
 // is never mistaken for it) only while /proc/<pid>/cmdline is still the service's command.
-// Thread-safe.
+// Grace periods are measured, and polls paced, with the injected Clock. Thread-safe.
 #pragma once
 
 #include <sys/types.h>
@@ -13,13 +13,14 @@
 #include <mutex>
 #include <string>
 
+#include "siesta/core/clock.h"
 #include "siesta/core/service_backend.h"
 
 namespace siesta {
 
 class ProcessBackend final : public ServiceBackend {
  public:
-  ProcessBackend();
+  explicit ProcessBackend(const Clock& clock);
   ~ProcessBackend() override;
 
   Status start(const ServiceSpec& spec) override;
@@ -38,6 +39,7 @@ class ProcessBackend final : public ServiceBackend {
   struct Child;
   std::shared_ptr<Child> find(const std::string& service) const;
 
+  const Clock& clock_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Child>> children_;
 };
