@@ -184,6 +184,70 @@ TEST_F(ProxyUpgrade, ASwitchNobodyAskedForIsABadGateway) {
   EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
 }
 
+TEST_F(ProxyUpgrade, InterimResponsesAreSkippedAndTheFinalOneAnswersItsOwnRequest) {
+  // Found by a new user: a 103 Early Hints (or a 100 Continue nobody asked for) was taken for the
+  // final answer, and every later answer on the connection went to the request after its own.
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto line = take_request(pending); !line.empty(); line = take_request(pending)) {
+      const std::string target = line.substr(4, line.find(' ', 4) - 4);
+      out +=
+          "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+          "HTTP/1.1 100 Continue\r\n\r\n"
+          "HTTP/1.1 200 OK\r\nContent-Length: " +
+          std::to_string(target.size()) + "\r\n\r\n" + target;
+    }
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  for (const std::string target : {"/first", "/second", "/third"}) {
+    ASSERT_TRUE(send_all(fd, "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::string got;
+    ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+        << got << siesta.log();
+    EXPECT_EQ(status_code(got), 200) << got;
+    EXPECT_EQ(got.substr(got.size() - target.size()), target) << got;
+  }
+  ::close(fd);
+}
+
+TEST_F(ProxyUpgrade, A101AfterAnInterimResponseStillUpgrades) {
+  RecordingUpstream up([](std::string& pending) {
+    if (pending.find("Upgrade: websocket") == std::string::npos) return std::string();
+    if (take_request(pending).empty()) return std::string();
+    return "HTTP/1.1 100 Continue\r\n\r\n" + kSwitch + "hello";
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_TRUE(send_all(fd, upgrade_request()));
+  std::string got;
+  ASSERT_TRUE(read_until(
+      fd, got, [](const std::string& s) { return s.find("\r\n\r\nhello") != std::string::npos; }))
+      << got << siesta.log();
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 101") << got;
+  ::close(fd);
+}
+
+TEST_F(ProxyUpgrade, ASwitchWithoutTheProtocolAskedForIsABadGateway) {
+  for (const std::string& answer :
+       {std::string("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"),
+        std::string(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")}) {
+    RecordingUpstream up([answer](std::string& pending) {
+      return take_request(pending).empty() ? std::string() : answer + "tunnel";
+    });
+    SiestaProcess siesta(dir.path(), config(up.port()));
+    ASSERT_TRUE(siesta.start()) << siesta.log();
+    const std::string got = raw_exchange(listen, upgrade_request(), milliseconds(3000));
+    EXPECT_EQ(status_code(got), 502) << answer << got;
+    EXPECT_EQ(got.find("tunnel"), std::string::npos) << got;
+  }
+}
+
 TEST_F(ProxyUpgrade, AClientsCloseEndsTheConnectionAtOnceEvenIfTheUpstreamKeepsItsSide) {
   // The recording upstream never closes its side: only siesta can end the connection.
   RecordingUpstream up(upgrade_then_echo);

@@ -94,6 +94,37 @@ std::string joined_values(const http::fields& fields, http::field name) {
 // The protocols an HTTP/1.1 request asks to switch to (RFC 9110 7.8): its Upgrade header, when
 // its Connection header names "upgrade"; empty otherwise, and then Upgrade is an ordinary
 // hop-by-hop header that stops here. A server must ignore Upgrade in an HTTP/1.0 request.
+// The protocols of an Upgrade value ("websocket", "foo/1, bar"), trimmed.
+std::vector<std::string_view> protocols_of(std::string_view value) {
+  std::vector<std::string_view> out;
+  while (!value.empty()) {
+    const auto comma = value.find(',');
+    std::string_view p = value.substr(0, comma);
+    while (!p.empty() && (p.front() == ' ' || p.front() == '\t')) p.remove_prefix(1);
+    while (!p.empty() && (p.back() == ' ' || p.back() == '\t')) p.remove_suffix(1);
+    if (!p.empty()) out.push_back(p);
+    value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+  }
+  return out;
+}
+
+// Whether every protocol `switched` (a 101's Upgrade) is one that was `asked` (the request's),
+// by name, case-insensitively ("foo" matches an asked "foo/1"); an empty `switched` is not.
+bool offered(std::string_view asked, std::string_view switched) {
+  const auto wanted = protocols_of(asked);
+  const auto given = protocols_of(switched);
+  if (given.empty()) return false;
+  return std::all_of(given.begin(), given.end(), [&](std::string_view to) {
+    return std::any_of(wanted.begin(), wanted.end(), [&](std::string_view from) {
+      const auto same = [](std::string_view a, std::string_view b) {
+        return beast::iequals(beast::string_view(a.data(), a.size()),
+                              beast::string_view(b.data(), b.size()));
+      };
+      return same(from, to) || same(from.substr(0, from.find('/')), to);
+    });
+  });
+}
+
 std::string upgrade_asked(const http::fields& req, unsigned version) {
   if (version < 11) return {};
   bool named = false;
@@ -1037,6 +1068,16 @@ struct Proxy::Impl {
         activity.paused = true;
         upstream->expires_after(l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+        // Interim answers (100 Continue, 103 Early Hints) come before the final one: they are
+        // dropped, as nginx drops them, and the final answer read (101 is final: it switches).
+        while (!ec && parsed->get().result_int() / 100 == 1 &&
+               parsed->get().result() != http::status::switching_protocols) {
+          parsed.emplace();
+          parsed->header_limit(kHeaderLimit);
+          parsed->body_limit(kNoBodyLimit);
+          if (head) parsed->skip(true);
+          co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
+        }
         fresh.done();  // a header, or an error: this new connection no longer counts
         activity.paused = false;
         activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
@@ -1082,7 +1123,18 @@ struct Proxy::Impl {
         record();
         co_return co_await answer(client, std::move(answer_502), false);
       }
-      if (!upgraded_to.empty()) res.set(http::field::upgrade, upgraded_to);
+      // RFC 9110 7.8: a 101 names the protocol switched to, one the client asked for.
+      if (!offered(upgrade, upgraded_to)) {
+        upstream.reset();
+        auto answer_502 = error_response(
+            http::status::bad_gateway, version, "bad_gateway",
+            "service " + l.service + " switched protocols (101) to \"" + upgraded_to +
+                "\", not to one the request asked for (\"" + upgrade + "\")");
+        status_sent = 502;
+        record();
+        co_return co_await answer(client, std::move(answer_502), false);
+      }
+      res.set(http::field::upgrade, upgraded_to);
       res.set(http::field::connection, "Upgrade");
       if (!wake_header.empty()) res.set("X-Siesta-Wake", wake_header);
       status_sent = 101;
