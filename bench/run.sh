@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The benchmarks in one command: installs what they need (nginx, wrk, strace), builds siesta and
+# The benchmarks in one command: installs what they need (nginx, wrk, perf), builds siesta and
 # the bench programs in Release (build-bench/), runs bench/run.py and writes the tables into
-# docs/benchmarks.md. About 14 minutes on 2 cores (the data plane alone, --only dataplane, 8).
+# docs/benchmarks.md. About 13 minutes on 2 cores (the data plane alone, --only dataplane, 9).
 # Extra arguments go to bench/run.py (e.g. --rounds 3, --only warm,stream, --out /tmp/bench.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
