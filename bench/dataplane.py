@@ -107,6 +107,7 @@ class DataPlane:
         self.idle = 20 if smoke else 1000
         self.loads = []
         self.failures = []
+        self.siestas = []  # stopped with SIGTERM at the end, so that they stop their stand-ins
 
     # --- the processes ----------------------------------------------------------------------
     def start_upstreams(self):
@@ -143,6 +144,7 @@ class DataPlane:
                             "upstream_max_connecting": MAX_CONNECTING},
                   "services": services}
         p, admin = b.start_siesta(f"siesta-dataplane-{threads}", config)
+        self.siestas.append(p)
         for name in services:
             b.wait_state(admin, name, "running")
         return Target(ports["static"], ports["stream"], lambda: [p.pid])
@@ -230,6 +232,13 @@ class DataPlane:
         return f"{(after - before) / self.idle:.1f} KiB"
 
     def run(self):
+        try:
+            self.measure()
+        finally:
+            for p in self.siestas:  # SIGKILL (the harness's cleanup) would leave their services
+                self.b.stop(p)
+
+    def measure(self):
         b = self.b
         direct = self.start_upstreams()
         targets = {"direct": direct}
