@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 
+import dataplane
 import netutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +43,8 @@ class Bench:
         self.procs = []
         self.results = {}  # section -> list of (label, [values per round], unit, target text, met)
         self.notes = {}
+        self.texts = {}  # section -> markdown of its own (the data plane's tables)
+        self.took = {}  # section -> seconds
 
     # --- processes --------------------------------------------------------------------------
     def start(self, name, argv, **kw):
@@ -121,35 +124,51 @@ class Bench:
         self.results.setdefault(section, []).append((label, values, unit, target, met))
 
     # --- 1. warm proxy path -----------------------------------------------------------------
-    def nginx(self, port, upstream_port, workers):
-        conf = os.path.join(self.tmp, "nginx.conf")
+    def start_nginx(self, name, workers, http):
+        """nginx with `workers` worker processes and `http` (upstreams and servers) as the body
+        of its http block; returns its master process once the first `listen` port answers."""
+        conf = os.path.join(self.tmp, f"{name}.conf")
         with open(conf, "w") as f:
             f.write(f"""worker_processes {workers};
 daemon off;
-pid {self.tmp}/nginx.pid;
-error_log {self.tmp}/nginx-error.log warn;
+pid {self.tmp}/{name}.pid;
+error_log {self.tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;  # the default 1000 would close the latency run's connection
-  client_body_temp_path {self.tmp}/nginx-body;
-  proxy_temp_path {self.tmp}/nginx-proxy;
-  upstream u {{ server 127.0.0.1:{upstream_port}; keepalive 128; keepalive_requests 1000000; }}
-  server {{
-    listen 127.0.0.1:{port} reuseport;
-    location / {{
-      proxy_pass http://u;
+  client_body_temp_path {self.tmp}/{name}-body;
+  proxy_temp_path {self.tmp}/{name}-proxy;
+{http}}}
+""")
+        p = self.start(name, ["nginx", "-c", conf, "-p", self.tmp, "-e",
+                              f"{self.tmp}/{name}-error.log"])
+        self.wait_port(int(re.search(r"listen 127\.0\.0\.1:(\d+)", http).group(1)), proc=p)
+        return p
+
+    @staticmethod
+    def nginx_proxy_location(path, upstream):
+        """A reverse-proxy location as a user would write it for a streaming service: HTTP/1.1
+        and keep-alive to the upstream, no buffering (siesta does not buffer either)."""
+        return f"""    location {path} {{
+      proxy_pass http://{upstream};
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
     }}
-  }}
-}}
+"""
+
+    @staticmethod
+    def nginx_upstream(name, port, keepalive=128):
+        return (f"  upstream {name} {{ server 127.0.0.1:{port}; keepalive {keepalive}; "
+                "keepalive_requests 1000000; }\n")
+
+    def nginx(self, port, upstream_port, workers):
+        return self.start_nginx("nginx", workers, f"""\
+{self.nginx_upstream("u", upstream_port)}  server {{
+    listen 127.0.0.1:{port} reuseport;
+{self.nginx_proxy_location("/", "u")}  }}
 """)
-        p = self.start("nginx", ["nginx", "-c", conf, "-p", self.tmp, "-e",
-                                 f"{self.tmp}/nginx-error.log"])
-        self.wait_port(port)
-        return p
 
     @staticmethod
     def parse_wrk(out):
@@ -162,10 +181,12 @@ http {{
             raise RuntimeError("wrk saw errors:\n" + out)
         return lat, rps
 
-    def wrk(self, port, connections, seconds):
-        out = self.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                        f"http://127.0.0.1:{port}/"])
-        return self.parse_wrk(out)
+    def run_wrk(self, port, connections, seconds, path="/"):
+        return self.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                         f"http://127.0.0.1:{port}{path}"])
+
+    def wrk(self, port, connections, seconds, path="/"):
+        return self.parse_wrk(self.run_wrk(port, connections, seconds, path))
 
     def interleaved_latency(self, targets, n):
         """Latency at one request at a time, the paths taking turns request by request (one
@@ -445,6 +466,10 @@ http {{
         self.record("stream", "extra delay per chunk p99, nginx",
                     [x / 1000 for x in extra["nginx"]["99"]], "ms")
 
+    # --- 6. data plane against nginx (bench/dataplane.py) -------------------------------------
+    def bench_dataplane(self):
+        dataplane.DataPlane(self).run()
+
     # --- report -----------------------------------------------------------------------------
     def machine(self):
         cpu = "unknown CPU"
@@ -464,24 +489,36 @@ http {{
                 f"{platform.release()}; {nginx_v.replace('nginx version: ', '')}, "
                 f"{wrk_v.split(' [')[0]}; siesta {rev}")
 
-    def report(self, took):
+    @staticmethod
+    def fmt(v):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+    def report(self, sections):
         titles = {
             "warm": "1. Warm proxy path (latency: one request at a time, the three paths taking turns; throughput: wrk, 32 connections)",
             "cold": "2. Cold wake (a service that listens 300 ms after it starts)",
             "precision": "3. Sleep precision (staggered deadlines 20 ms apart)",
             "scale": "4. Control-plane scale",
             "stream": "5. Streaming (a chunk every 2 ms, each stamped when written)",
+            "dataplane": "6. Data plane against nginx (issue 16)",
         }
-        fmt = lambda v: f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"  # noqa: E731
+        fmt = self.fmt
+        took = sum(self.took[s] for s in sections)
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
         lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
                  f"{took / 60:.1f} min, {self.args.rounds} interleaved round(s) each.",
-                 f"Machine: {self.machine()}.", ""]
+                 f"Machine: {self.machine()}; load average at the end {load}.", ""]
         for section, title in titles.items():
-            if section not in self.results:
+            if section not in sections:
                 continue
             lines += [f"### {title}", ""]
             if section in self.notes:
                 lines += [self.notes[section] + ".", ""]
+            if section in self.texts:
+                lines += [self.texts[section], ""]
+            if section not in self.results:
+                continue
             lines += ["| measure | min | median | max | target | |", "|---|---|---|---|---|---|"]
             for label, values, unit, target, met in self.results[section]:
                 u = f" {unit}" if unit else ""
@@ -493,9 +530,14 @@ http {{
         return "\n".join(lines)
 
 
-def write_doc(path, table):
-    """Replaces the part of docs/benchmarks.md between the RESULTS markers with the table."""
-    begin, end = "<!-- RESULTS BEGIN (bench/run.sh writes this part) -->", "<!-- RESULTS END -->"
+# The sections whose tables each part of docs/benchmarks.md holds: a run rewrites only the parts
+# of the sections it ran.
+BLOCKS = {"RESULTS": ["warm", "cold", "precision", "scale", "stream"], "DATAPLANE": ["dataplane"]}
+
+
+def write_doc(path, table, block="RESULTS"):
+    """Replaces the part of docs/benchmarks.md between the block's markers with the table."""
+    begin, end = f"<!-- {block} BEGIN (bench/run.sh writes this part) -->", f"<!-- {block} END -->"
     text = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{begin}\n{end}\n"
     if begin not in text or end not in text:
         text += f"\n{begin}\n{end}\n"
@@ -512,23 +554,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--scale", type=int, default=10000, help="services and models in the scale bench")
     ap.add_argument("--smoke", action="store_true", help="tiny and fast: checks the harness")
-    ap.add_argument("--only", help="comma-separated: warm,cold,precision,scale,stream")
+    ap.add_argument("--only", help="comma-separated: warm,cold,precision,scale,stream,dataplane")
     args = ap.parse_args()
     if args.smoke:
         args.rounds = min(args.rounds, 2)
     bench = Bench(args)
-    t0 = time.time()
+    ran = (args.only or ",".join(sum(BLOCKS.values(), []))).split(",")
     try:
-        for name in (args.only or "warm,cold,precision,scale,stream").split(","):
+        for name in ran:
             print(f"bench: {name} ...", flush=True)
+            t0 = time.time()
             getattr(bench, f"bench_{name}")()
-        table = bench.report(time.time() - t0)
+            bench.took[name] = time.time() - t0
+        tables = {block: bench.report([s for s in sections if s in ran])
+                  for block, sections in BLOCKS.items() if set(sections) & set(ran)}
     finally:
         bench.cleanup()
-    print(table)
-    if args.out:
-        write_doc(args.out, table)
-        print(f"bench: wrote {args.out}")
+    for block, table in tables.items():
+        print(table)
+        if args.out:
+            write_doc(args.out, table, block)
+            print(f"bench: wrote the {block} part of {args.out}")
     missed = [label for rows in bench.results.values() for label, *_, met in rows if met is False]
     if missed and not args.smoke:
         print("bench: targets missed: " + "; ".join(missed))

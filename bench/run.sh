@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The benchmarks in one command: installs what they need (nginx, wrk), builds siesta and the
-# bench programs in Release (build-bench/), runs bench/run.py and writes the table into
-# docs/benchmarks.md. About 6 minutes on 2 cores. Extra arguments go to bench/run.py
-# (e.g. --rounds 3, --only warm,stream, --out /tmp/bench.md).
+# The benchmarks in one command: installs what they need (nginx, wrk, perf), builds siesta and
+# the bench programs in Release (build-bench/), runs bench/run.py and writes the tables into
+# docs/benchmarks.md. About 13 minutes on 2 cores (the data plane alone, --only dataplane, 9).
+# Extra arguments go to bench/run.py (e.g. --rounds 3, --only warm,stream, --out /tmp/bench.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
