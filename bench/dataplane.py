@@ -22,8 +22,7 @@ STREAM_CHUNKS = 200
 STREAM = ("NDJSON stream", f"/stream?chunks={STREAM_CHUNKS}&interval_us=0")
 # siesta keeps as many idle upstream connections as nginx's `keepalive` (its default is 16), and
 # does not bound its new upstream connections (nginx does not; siesta's default bounds them to 4
-# awaiting their first answer, and at 82793bc that bound sometimes stops new ones for good after
-# a burst: see docs/benchmarks.md): the two proxies are compared with the same upstream handling.
+# awaiting their first answer): the two proxies are compared with the same upstream handling.
 POOL = 128
 MAX_CONNECTING = 1024
 
