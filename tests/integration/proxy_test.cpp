@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "raw_http.h"
 #include "siesta_process.h"
 
 namespace siesta::testing {
@@ -158,6 +159,27 @@ TEST_F(Proxy, AHundredColdRequestsDoNotOverflowASmallListenBacklog) {
       metric(siesta, R"(siesta_proxy_upstream_connections_total{kind="opened",service="web"})"),
       100)
       << "python's http.server closes every connection: none can be reused";
+}
+
+TEST_F(Proxy, SlowRequestBodiesDoNotHoldBackOtherRequests) {
+  // Found in review: the bound on new upstream connections once held a slot while a client's
+  // body trickled in, so a few slow uploads kept every other new connection waiting. The bound
+  // is for the burst after a wake only; these requests find the service running.
+  SiestaProcess siesta(dir.path(), config(web()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(via().Get("/")->status, 200);  // woken
+  std::vector<RawConnection> slow;
+  for (int i = 0; i < 8; ++i) {
+    slow.emplace_back(listen);
+    ASSERT_TRUE(
+        slow.back().send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc"));
+  }
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "web")["in_flight"] == 8; }));
+  auto c = via();
+  c.set_read_timeout(seconds(5));
+  auto res = c.Get("/echo?other");
+  ASSERT_TRUE(res) << "a request waited behind eight slow uploads\n" << siesta.log();
+  EXPECT_EQ(res->status, 200);
 }
 
 TEST_F(Proxy, UpstreamConnectionsAreReusedAcrossClientConnections) {

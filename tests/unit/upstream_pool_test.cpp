@@ -169,6 +169,28 @@ TEST_F(ProxyUpstreamPool, AWaitEndsEmptyAtItsTimeoutOrWhenStopped) {
   EXPECT_TRUE(next.grant.slot);
 }
 
+TEST_F(ProxyUpstreamPool, TakeIdleNeitherWaitsNorCountsAndAClosedConnectionIsNotKept) {
+  UpstreamPool pool(1, 4);
+  Result holder;
+  acquire(pool, holder, seconds(60));
+  ASSERT_TRUE(holder.grant.slot);
+  EXPECT_FALSE(pool.take_idle(io.get_executor())) << "nothing idle";
+  tcp::socket open = connection();
+  const auto local = open.local_endpoint();
+  pool.release(std::move(open));
+  tcp::socket closed = connection();
+  server_ends.back().close();  // the upstream closed it before it came back
+  char byte;
+  boost::system::error_code ec;
+  closed.read_some(net::buffer(&byte, 1), ec);  // wait until the close has arrived
+  ASSERT_EQ(ec, net::error::eof);
+  pool.release(std::move(closed));
+  EXPECT_EQ(pool.idle_count(), 1u) << "the closed one is dropped";
+  auto taken = pool.take_idle(io.get_executor());
+  ASSERT_TRUE(taken) << "the slot is busy, yet an idle connection is taken";
+  EXPECT_EQ(taken->local_endpoint(), local);
+}
+
 TEST_F(ProxyUpstreamPool, AConnectionWithoutWaitersOrRoomIsClosed) {
   UpstreamPool pool(1, 0);
   tcp::socket s = connection();

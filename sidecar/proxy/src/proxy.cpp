@@ -37,6 +37,9 @@ namespace {
 
 constexpr std::size_t kChunk = 16 * 1024;          // relay buffer: one read, one write
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;  // request or response header block
+// A new upstream connection opened after a wake counts against upstream_max_connecting until
+// its response header, or this long: a slow answer or a slow request body does not hold it.
+constexpr auto kUnprovenFor = std::chrono::seconds(1);
 // Bodies of any size pass. Not boost::none: Beast 1.74 compares a chunk's length against the
 // optional limit, and any length is "greater" than none.
 constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max();
@@ -825,26 +828,32 @@ struct Proxy::Impl {
   }
 
   // A connection to the upstream: an idle one from its pool when there is one (`reused`), else a
-  // new one, opened once fewer than upstream_max_connecting other new ones await their first
-  // response (`slot`: done() when this one's header came). Waits for either up to
-  // response_timeout (or until *stop_waiting is called); then connects within connect_timeout.
-  // ec says why there is none.
-  awaitable<std::optional<tcp::socket>> open_upstream(Listener& l, bool& reused,
+  // new one. `bounded` (a request released by a wake): opened once fewer than
+  // upstream_max_connecting other new ones are unproven (`slot`: done() when this one's header
+  // came or kUnprovenFor passed), waiting for that or a freed connection up to response_timeout
+  // (or until *stop_waiting is called). Then connects within connect_timeout. ec says why there
+  // is none.
+  awaitable<std::optional<tcp::socket>> open_upstream(Listener& l, bool bounded, bool& reused,
                                                       proxy::UpstreamPool::Slot& slot,
                                                       beast::error_code& ec,
                                                       std::function<void()>* stop_waiting) {
     reused = false;
-    auto grant = co_await l.pool->acquire(l.response_timeout, stop_waiting);
+    const auto ex = co_await net::this_coro::executor;
+    proxy::UpstreamPool::Grant grant;
+    if (bounded) {
+      grant = co_await l.pool->acquire(l.response_timeout, stop_waiting);
+    } else {
+      grant.reused = l.pool->take_idle(ex);
+    }
     if (grant.reused) {
       reused = true;
       co_return std::move(grant.reused);
     }
-    if (!grant.slot) {
+    if (bounded && !grant.slot) {
       ec = beast::error::timeout;
       co_return std::nullopt;
     }
     slot = std::move(grant.slot);
-    const auto ex = co_await net::this_coro::executor;
     tcp::resolver resolver(ex);
     auto endpoints =
         co_await resolver.async_resolve(l.upstream_host, l.upstream_port, ec_token(ec));
@@ -995,15 +1004,28 @@ struct Proxy::Impl {
       parsed.emplace();
       bool replacement_pending = replacement.has_value();
       bool reused = upstream.has_value();
-      proxy::UpstreamPool::Slot fresh;  // a new connection, until its response header
+      // A new connection after a wake is unproven until its response header or kUnprovenFor.
+      std::shared_ptr<proxy::UpstreamPool::Slot> fresh;
+      net::steady_timer fresh_for(client.get_executor());  // destroyed: its handler runs
       if (!upstream) {
         // A request waiting for a connection is abandoned when its client leaves.
         if (req_parser.is_done() && !watch->active && !watch->gone) {
           watch_client(client.socket(), watch);
         }
-        auto socket = co_await open_upstream(l, reused, fresh, ec, &stop_waiting);
+        proxy::UpstreamPool::Slot slot;
+        activity.paused = true;  // waiting for a connection is not the client being idle
+        auto socket = co_await open_upstream(l, cold.has_value(), reused, slot, ec, &stop_waiting);
+        activity.paused = false;
+        activity.touch();
+        if (slot) {
+          fresh = std::make_shared<proxy::UpstreamPool::Slot>(std::move(slot));
+          fresh_for.expires_after(kUnprovenFor);
+          fresh_for.async_wait([fresh](const beast::error_code&) { fresh->done(); });
+        }
         if (socket) upstream.emplace(std::move(*socket));
-        if (!upstream && watch->gone) {
+        if (watch->gone) {  // the client left: nothing was sent on the connection, it is free
+          if (upstream) l.pool->release(upstream->release_socket());
+          upstream.reset();
           record();
           co_return false;
         }
@@ -1078,7 +1100,7 @@ struct Proxy::Impl {
           if (head) parsed->skip(true);
           co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
         }
-        fresh.done();  // a header, or an error: this new connection no longer counts
+        if (fresh) fresh->done();  // a header, or an error: this connection no longer counts
         activity.paused = false;
         activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
         if (upstream) upstream->expires_never();
@@ -1217,7 +1239,7 @@ struct Proxy::Impl {
       if (ec == http::error::need_buffer) ec = {};
       if (ec || rs.is_done()) break;
     }
-    if (ec || !upstream_keep_alive || !res_parser.is_done()) {
+    if (ec || !upstream_keep_alive || !res_parser.keep_alive() || !res_parser.is_done()) {
       upstream.reset();
     } else if (!keep_alive || l.pool->wanted()) {
       park(l, upstream, upstream_buf);  // this client is done with it, or another waits for it
@@ -1324,7 +1346,8 @@ struct Proxy::Impl {
     auto state = controller_.begin_request(l.service);
     if (!state) co_return;
     InFlight in_flight(controller_, l.service);
-    if (*state != ServiceState::kRunning) {
+    const bool woke = *state != ServiceState::kRunning;
+    if (woke) {
       bool gone = false;
       Status st = co_await wake(l.service, &client, &gone);
       if (gone) co_return;
@@ -1337,7 +1360,7 @@ struct Proxy::Impl {
     beast::error_code ec;
     bool reused = false;             // never: a TCP connection is not given back
     proxy::UpstreamPool::Slot slot;  // given back at once: a TCP upstream may speak last
-    auto opened = co_await open_upstream(l, reused, slot, ec, nullptr);
+    auto opened = co_await open_upstream(l, woke, reused, slot, ec, nullptr);
     slot.done();
     if (!opened) {
       spdlog::warn("Proxy: service {} refused the connection: {}", l.service, ec.message());

@@ -36,6 +36,25 @@ struct UpstreamPool::Waiter {
   bool settled = false;          // the waiter has taken what it was granted, or left
 };
 
+// Called with mu_ held: the newest idle connection still usable; the others on the way closed.
+std::optional<UpstreamPool::Native> UpstreamPool::pop_idle() {
+  while (!idle_.empty()) {
+    const Native n = idle_.back();
+    idle_.pop_back();
+    if (still_usable(n.fd)) return n;
+    ::close(n.fd);
+  }
+  return std::nullopt;
+}
+
+std::optional<UpstreamPool::tcp::socket> UpstreamPool::take_idle(
+    const net::any_io_executor& executor) {
+  std::lock_guard lock(mu_);
+  const auto n = pop_idle();
+  if (!n) return std::nullopt;
+  return tcp::socket(executor, n->protocol, n->fd);
+}
+
 UpstreamPool::~UpstreamPool() {
   for (const Native& n : idle_) ::close(n.fd);
 }
@@ -51,12 +70,7 @@ net::awaitable<UpstreamPool::Grant> UpstreamPool::acquire(
   std::shared_ptr<Waiter> waiter;
   {
     std::lock_guard lock(mu_);
-    while (!idle_.empty()) {
-      const Native n = idle_.back();
-      idle_.pop_back();
-      if (still_usable(n.fd)) co_return grant_of(n);
-      ::close(n.fd);
-    }
+    if (auto n = pop_idle()) co_return grant_of(*n);
     if (connecting_ < max_connecting_) {
       ++connecting_;
       co_return Grant{std::nullopt, Slot(this)};
@@ -127,6 +141,10 @@ void UpstreamPool::release(tcp::socket socket) {
   if (ec) return;  // the socket closes with its object
   const Native n{socket.release(ec), protocol};
   if (ec || n.fd < 0) return;
+  if (!still_usable(n.fd)) {  // closed by the upstream, or bytes nobody asked for: not reused
+    ::close(n.fd);
+    return;
+  }
   std::lock_guard lock(mu_);
   if (!waiters_.empty()) {
     auto waiter = std::move(waiters_.front());

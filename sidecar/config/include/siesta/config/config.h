@@ -45,7 +45,7 @@ struct ProxyConfig {
   double client_body_timeout_seconds = 60;       // between two reads of a request body
   double keepalive_timeout_seconds = 75;         // idle between two requests
   int max_connections = 4096;                    // client connections on all proxy ports
-  int upstream_max_connecting = 4;     // connection attempts to one upstream in progress at once
+  int upstream_max_connecting = 4;     // unproven new connections to one upstream after a wake
   int upstream_idle_connections = 16;  // idle keep-alive connections kept per upstream
 };
 

@@ -37,8 +37,8 @@ struct ProxyOptions {
   std::chrono::milliseconds body_timeout{60'000};       // between two reads of a request body
   std::chrono::milliseconds keepalive_timeout{75'000};  // idle between two requests
   int max_connections = 4096;                           // client connections on all ports
-  // Per service: connection attempts to its upstream in progress at once (a burst after a wake
-  // would overflow a small listen backlog), and idle keep-alive connections kept for reuse.
+  // Per service: new upstream connections opened after a wake and not yet answered (the burst
+  // would overflow a small listen backlog; docs/proxy.md), and idle keep-alive connections kept.
   int upstream_max_connecting = 4;
   int upstream_idle_connections = 16;
 };

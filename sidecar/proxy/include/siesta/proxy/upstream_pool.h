@@ -2,8 +2,11 @@
 // proxy port on every I/O thread.
 //
 // Two jobs:
-// - Bound the new connections not yet proven (`max_connecting`): opened, and no response
-//   header back yet. After a wake, every request that waited is released together; a burst of
+// - Bound the new connections not yet proven (`max_connecting`) that requests released by a wake
+//   open: opened, and no response header back yet (the proxy also lets one go after a second,
+//   so slow answers or slow request bodies do not hold the bound). Requests that did not wait
+//   for a wake are not bounded (take_idle, then connect): the bound is for the burst. After a
+//   wake, every request that waited is released together; a burst of
 //   connections overflows a small listen backlog (python3 -m http.server has 5) that the server
 //   drains slowly, the kernel drops the SYNs beyond it, and each dropped SYN costs its client 1,
 //   3, 7... s of retransmission (a connect completes before the server accepts, so bounding
@@ -88,6 +91,10 @@ class UpstreamPool {
 
   std::size_t idle_count() const;
 
+  // An idle connection, without waiting and without the bound (a request that did not wait for
+  // a wake); nullopt when none is kept.
+  std::optional<tcp::socket> take_idle(const boost::asio::any_io_executor& executor);
+
  private:
   void slot_done();
   struct Waiter;
@@ -95,6 +102,7 @@ class UpstreamPool {
     int fd;
     tcp protocol;
   };
+  std::optional<Native> pop_idle();
   void hand_over(const std::shared_ptr<Waiter>& waiter);
 
   const std::size_t max_connecting_;
