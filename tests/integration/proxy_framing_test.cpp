@@ -436,6 +436,40 @@ TEST_F(ProxyFraming, AHeaderTrickledPastTheHeaderTimeoutIsCut) {
   EXPECT_EQ(up.connections(), 0u);
 }
 
+// Each phase of a connection has its own timeout, whichever is shorter: a keep-alive timeout
+// longer than the header timeout lets the connection idle past the header timeout between
+// requests, and closes it at its own.
+TEST_F(ProxyFraming, EachPhaseOfAConnectionHasItsOwnTimeout) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto r = take_request(pending); !r.empty(); r = take_request(pending)) out += kOk;
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port(), "",
+                                          R"("proxy": {"client_header_timeout_seconds": 0.3,)"
+                                          R"( "keepalive_timeout_seconds": 1.5},)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  auto ask = [&] {
+    std::string got;
+    if (!send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")) return std::string("send failed");
+    read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+    return got.substr(0, 15);
+  };
+  ASSERT_EQ(ask(), "HTTP/1.1 200 OK") << siesta.log();
+  // Idle for more than twice the header timeout, less than the keep-alive timeout: still open.
+  std::this_thread::sleep_for(milliseconds(800));
+  EXPECT_EQ(ask(), "HTTP/1.1 200 OK");
+  // Then idle: closed at the keep-alive timeout, not before.
+  const auto t0 = Clock::now();
+  EXPECT_TRUE(closed_within(fd, milliseconds(5000)));
+  const auto took = Clock::now() - t0;
+  EXPECT_GE(took, milliseconds(1300));
+  EXPECT_LT(took, milliseconds(4000));
+  ::close(fd);
+}
+
 TEST_F(ProxyFraming, ATcpConnectionIdlePastItsTimeoutIsClosedAndTheServiceSleeps) {
   RecordingUpstream up([](std::string&) { return std::string(); });
   SiestaProcess siesta(dir.path(),

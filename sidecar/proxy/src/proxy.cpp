@@ -13,6 +13,7 @@
 #include <limits>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -36,6 +37,8 @@ using SteadyClock = std::chrono::steady_clock;
 namespace {
 
 constexpr std::size_t kChunk = 16 * 1024;          // relay buffer: one read, one write
+constexpr std::size_t kBulk = 64 * 1024;           // relay buffer for a large body
+constexpr std::size_t kHeaderRead = 4 * 1024;      // a request header's first read
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;  // request or response header block
 // A new upstream connection opened after a wake counts against upstream_max_connecting until
 // its response header, or this long: a slow answer or a slow request body does not hold it.
@@ -53,6 +56,26 @@ double seconds_since(SteadyClock::time_point t0) {
 SteadyClock::duration to_duration(double seconds) {
   return std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
 }
+
+// The buffer a body is relayed through: kChunk, enough for a stream's pieces, on the coroutine
+// frame; a body that fills it is a bulk transfer and gets kBulk, so that a large body takes a
+// read and a write per 64 KiB (each a syscall), not per 16 KiB.
+class RelayBuffer {
+ public:
+  char* data() { return big_ ? big_.get() : small_; }
+  std::size_t size() const { return big_ ? kBulk : kChunk; }
+  // After a piece of `size()` - `left` bytes went out: grows when it was a full one, and the
+  // socket's read buffer (`from`) with it, since Beast reads as much as it has room for.
+  void grow_if_filled(std::size_t left, beast::flat_buffer& from) {
+    if (left != 0 || big_) return;
+    big_ = std::make_unique_for_overwrite<char[]>(kBulk);
+    from.reserve(kBulk);
+  }
+
+ private:
+  char small_[kChunk];
+  std::unique_ptr<char[]> big_;
+};
 
 // Ends the in-flight use of a service when the request or connection is over, whatever way.
 class InFlight {
@@ -232,19 +255,22 @@ struct WakeWait {
 };
 
 // Closes a connection on which nothing has moved for the current phase's timeout (waiting for
-// a request, reading its header, its body, relaying). One timer per connection, re-armed only
-// when it fires or a phase shortens the timeout: a timeout on each read and write (beast's
-// tcp_stream::expires_after) cost a timerfd_settime per operation, five per proxied request
-// (docs/benchmarks.md).
+// a request, reading its header, its body, relaying). One timer per connection, never re-armed
+// per operation: a timeout on each read and write (beast's tcp_stream::expires_after) cost a
+// timerfd_settime per operation, five per proxied request (docs/benchmarks.md). The timer wakes
+// at least every `period` (the shortest timeout the connection's phases usually have) to check,
+// so a phase change costs nothing unless its deadline comes before the timer's.
 struct Activity : std::enable_shared_from_this<Activity> {
-  Activity(const net::any_io_executor& ex, SteadyClock::duration t) : timer(ex), timeout(t) {}
+  Activity(const net::any_io_executor& ex, SteadyClock::duration t,
+           SteadyClock::duration check_period)
+      : timer(ex), timeout(t), period(check_period) {}
   void touch() { last = SteadyClock::now(); }
   // A new phase: its timeout counts from now.
   void phase(SteadyClock::duration t) {
-    const bool sooner = t < timeout;
     timeout = t;
     touch();
-    if (sooner) timer.cancel();  // re-armed by watch_idle for the new deadline
+    // Re-armed by watch_idle for the new deadline, only when the timer would check too late.
+    if (last + t < timer.expiry()) timer.cancel();
   }
   // One way of a relay has ended (a half-close): the other way has half_closed_timeout, if
   // set, with nothing moving before the connection is closed, even where it had no timeout.
@@ -255,6 +281,7 @@ struct Activity : std::enable_shared_from_this<Activity> {
   }
   net::steady_timer timer;
   SteadyClock::duration timeout;
+  SteadyClock::duration period;
   SteadyClock::time_point last = SteadyClock::now();
   bool done = false;
   bool paused = false;  // waiting for a wake, or an upgraded connection without a timeout
@@ -264,7 +291,7 @@ struct Activity : std::enable_shared_from_this<Activity> {
 
 awaitable<void> watch_idle(std::shared_ptr<Activity> a) {
   while (!a->done) {
-    a->timer.expires_at(a->last + a->timeout);
+    a->timer.expires_at(std::min(a->last + a->timeout, SteadyClock::now() + a->period));
     beast::error_code ec;
     co_await a->timer.async_wait(ec_token(ec));
     if (a->done) co_return;
@@ -298,28 +325,22 @@ class ActivityScope {
 struct ClientWatch {
   bool active = false;
   bool gone = false;
+  char peeked = 0;                // a pipelined request's first byte, left in the socket
   std::function<void()> on_gone;  // closes the exchange's sockets
 };
 
+// A receive that only peeks, not async_wait: Asio re-arms epoll (an epoll_ctl) for every wait,
+// while a receive waits on the readiness epoll already reports.
 void watch_client(tcp::socket& socket, const std::shared_ptr<ClientWatch>& w) {
   w->active = true;
-  socket.async_wait(tcp::socket::wait_read, [&socket, w](beast::error_code ec) {
-    if (!w->active) return;  // stopped: the socket may be gone
-    if (!ec) {
-      char byte = 0;
-      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        return watch_client(socket, w);
-      }
-      if (n > 0) {  // the next request, pipelined: the client is still there
-        w->active = false;
-        return;
-      }
-    }
-    w->active = false;
-    w->gone = true;
-    w->on_gone();
-  });
+  socket.async_receive(net::buffer(&w->peeked, 1), tcp::socket::message_peek,
+                       [w](beast::error_code ec, std::size_t n) {
+                         if (!w->active) return;  // stopped: the socket may be gone
+                         w->active = false;
+                         if (!ec && n > 0) return;  // the next request, pipelined: still there
+                         w->gone = true;
+                         w->on_gone();
+                       });
 }
 
 // Stops the watch when the exchange ends, however it ends.
@@ -742,6 +763,14 @@ struct Proxy::Impl {
 
   // ---- HTTP ----
 
+  // How often an HTTP connection's Activity timer checks at least: its shortest usual timeout.
+  SteadyClock::duration check_period() const {
+    return std::min({SteadyClock::duration(options_.header_timeout),
+                     SteadyClock::duration(options_.body_timeout),
+                     SteadyClock::duration(options_.keepalive_timeout),
+                     SteadyClock::duration(options_.idle_timeout)});
+  }
+
   awaitable<void> serve_http(Listener& l, tcp::socket socket) {
     Admitted admitted(*this, l);
     beast::tcp_stream client(std::move(socket));
@@ -755,7 +784,8 @@ struct Proxy::Impl {
       if (!ec) peer = ep.address().to_string();
     }
     // The first request's header has header_timeout from the connection's start.
-    auto activity = std::make_shared<Activity>(client.get_executor(), options_.header_timeout);
+    auto activity =
+        std::make_shared<Activity>(client.get_executor(), options_.header_timeout, check_period());
     activity->on_idle = [&client, &upstream] {
       beast::error_code ignored;
       client.socket().close(ignored);
@@ -763,6 +793,9 @@ struct Proxy::Impl {
     };
     ActivityScope scope(activity);
     net::co_spawn(client.get_executor(), watch_idle(activity), net::detached);
+    // Beast reads as much as the buffer has room for (at least 512 bytes): room for a whole
+    // usual header in one read.
+    client_buf.reserve(kHeaderRead);
     for (bool first = true;; first = false) {
       http::request_parser<http::buffer_body> req_parser;
       req_parser.header_limit(kHeaderLimit);
@@ -772,9 +805,14 @@ struct Proxy::Impl {
       beast::error_code ec;
       if (!first && client_buf.size() == 0) {
         // Between requests: keepalive_timeout until the next one starts, then header_timeout
-        // for its whole header (a header trickled byte by byte is cut).
+        // for its whole header (a header trickled byte by byte is cut). An idle connection
+        // keeps no response buffer.
         activity->phase(options_.keepalive_timeout);
-        co_await client.socket().async_wait(tcp::socket::wait_read, ec_token(ec));
+        if (upstream_buf.size() == 0) upstream_buf.shrink_to_fit();
+        if (client_buf.capacity() > kHeaderRead) client_buf.shrink_to_fit();  // after a body
+        const std::size_t n =
+            co_await client.socket().async_read_some(client_buf.prepare(kHeaderRead), ec_token(ec));
+        client_buf.commit(n);
         if (ec) {
           park(l, upstream, upstream_buf);  // between requests the upstream connection is free
           co_return;
@@ -997,7 +1035,7 @@ struct Proxy::Impl {
     };
     ClientWatchScope watching(client.socket(), watch);
 
-    char buf[kChunk];
+    RelayBuffer buf;
     std::optional<http::response_parser<http::buffer_body>> parsed;
     bool sent_body = false;
     for (int attempt = 0;; ++attempt) {
@@ -1041,6 +1079,9 @@ struct Proxy::Impl {
       }
       if (reused) recorder_.proxy_upstream_connection(l.service, true);
       upstream_buf.clear();
+      // Beast reads as much as the buffer has room for (at least 512 bytes): a relay buffer's
+      // worth of the response per read, not 512 bytes (a read and a write each).
+      upstream_buf.reserve(kChunk);
       http::serializer<true, http::buffer_body> sr{req};
       activity.touch();
       co_await http::async_write_header(*upstream, sr, ec_token(ec));
@@ -1048,8 +1089,8 @@ struct Proxy::Impl {
       // The request body, piece by piece as it arrives.
       while (!ec) {
         if (!req_parser.is_done()) {
-          req.body().data = buf;
-          req.body().size = sizeof buf;
+          req.body().data = buf.data();
+          req.body().size = buf.size();
           activity.touch();
           co_await http_framing::read_body_some(client, client_buf, req_parser, ec);
           if (ec == http::error::need_buffer) ec = {};
@@ -1064,7 +1105,7 @@ struct Proxy::Impl {
             record();
             co_return co_await answer(client, std::move(res), false);
           }
-          set_piece(req.body(), buf, sizeof buf - req.body().size, !req_parser.is_done());
+          set_piece(req.body(), buf.data(), buf.size() - req.body().size, !req_parser.is_done());
           // Only a chunk header was read: nothing to pass on yet (an empty piece would end a
           // chunked body early).
           if (req.body().size == 0 && req.body().more) continue;
@@ -1080,6 +1121,7 @@ struct Proxy::Impl {
         co_await http::async_write(*upstream, sr, ec_token(ec));
         if (ec == http::error::need_buffer) ec = {};
         if (ec || sr.is_done()) break;
+        buf.grow_if_filled(req.body().size, client_buf);
       }
       if (!ec) {
         parsed->header_limit(kHeaderLimit);
@@ -1221,15 +1263,17 @@ struct Proxy::Impl {
     // The response body, each piece passed on as soon as it arrives (token streams).
     while (!ec && has_body) {
       if (!res_parser.is_done()) {
-        res.body().data = buf;
-        res.body().size = sizeof buf;
+        res.body().data = buf.data();
+        res.body().size = buf.size();
         activity.touch();
         co_await http::async_read_some(*upstream, upstream_buf, res_parser, ec_token(ec));
         // A close-delimited body ends at the upstream's EOF; the parser completes it then.
         if (ec == http::error::need_buffer) ec = {};
         if (ec) break;
-        set_piece(res.body(), buf, sizeof buf - res.body().size, !res_parser.is_done());
-        if (model_use && model_use->load_scan) model_use->load_scan->feed({buf, res.body().size});
+        set_piece(res.body(), buf.data(), buf.size() - res.body().size, !res_parser.is_done());
+        if (model_use && model_use->load_scan) {
+          model_use->load_scan->feed({buf.data(), res.body().size});
+        }
         if (res.body().size == 0 && res.body().more) continue;
       } else {
         set_piece(res.body(), nullptr, 0, false);
@@ -1238,6 +1282,7 @@ struct Proxy::Impl {
       co_await http::async_write(client, rs, ec_token(ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec || rs.is_done()) break;
+      buf.grow_if_filled(res.body().size, upstream_buf);
     }
     if (ec || !upstream_keep_alive || !res_parser.keep_alive() || !res_parser.is_done()) {
       upstream.reset();
@@ -1371,7 +1416,7 @@ struct Proxy::Impl {
     std::shared_ptr<Activity> activity;
     std::optional<ActivityScope> activity_scope;
     if (l.tcp_idle_timeout) {
-      activity = std::make_shared<Activity>(ex, *l.tcp_idle_timeout);
+      activity = std::make_shared<Activity>(ex, *l.tcp_idle_timeout, *l.tcp_idle_timeout);
       activity->on_idle = [&client, &upstream] {
         beast::error_code ignored;
         client.close(ignored);
