@@ -60,7 +60,8 @@ void set_setting(const SettingField& field, Settings& settings, const nlohmann::
 std::string settings_text(const Settings& settings) {
   std::string text;
   for (const auto& field : kSettingFields) {
-    text += (text.empty() ? "" : " ") + std::string(field.key) + "=";
+    if (!text.empty()) text += ' ';
+    text.append(field.key).append("=");
     text += field.flag != nullptr ? (settings.*field.flag ? "true" : "false")
                                   : number_text(settings.*field.number);
   }
