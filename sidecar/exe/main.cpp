@@ -238,6 +238,7 @@ int main(int argc, char** argv) {
   proxy_options.max_connections = fit_connections(config.proxy.max_connections, fd_limit);
   proxy_options.upstream_max_connecting = config.proxy.upstream_max_connecting;
   proxy_options.upstream_idle_connections = config.proxy.upstream_idle_connections;
+  proxy_options.upstream_idle_timeout = ms(config.proxy.upstream_idle_timeout_seconds);
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
   if (siesta::Status st = proxy.bind(specs); !st) {
     spdlog::critical("{}", st.message());

@@ -470,6 +470,91 @@ TEST_F(ProxyFraming, EachPhaseOfAConnectionHasItsOwnTimeout) {
   ::close(fd);
 }
 
+// The connection kept from a client's last request is not used once the upstream has closed it
+// (as uvicorn, Node and gunicorn close idle ones after 2-5 s): a request with a body on it could
+// not be retried and would get a 502.
+TEST_F(ProxyFraming, AKeptUpstreamConnectionTheUpstreamClosedIsNotUsedForABody) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto r = take_request(pending); !r.empty(); r = take_request(pending)) out += kOk;
+    return out;
+  });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  std::string got;
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << siesta.log();
+  up.shutdown_write(0);  // the upstream closes its idle connection
+  std::this_thread::sleep_for(milliseconds(200));
+  got.clear();
+  ASSERT_TRUE(send_all(fd, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
+      << got << siesta.log();
+  EXPECT_EQ(got.substr(0, 15), "HTTP/1.1 200 OK") << got;
+  EXPECT_EQ(up.connections(), 2u);
+  EXPECT_NE(up.received(1).find("hello"), std::string::npos);
+  ::close(fd);
+}
+
+// Nor is one idle past proxy.upstream_idle_timeout_seconds, which the upstream may be closing
+// as the request goes out.
+TEST_F(ProxyFraming, AnUpstreamConnectionIdlePastTheIdleTimeoutIsNotUsed) {
+  RecordingUpstream up([](std::string& pending) {
+    std::string out;
+    for (auto r = take_request(pending); !r.empty(); r = take_request(pending)) out += kOk;
+    return out;
+  });
+  SiestaProcess siesta(
+      dir.path(), config(up.port(), "", R"("proxy": {"upstream_idle_timeout_seconds": 0.3},)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  auto ask = [&] {
+    std::string got;
+    send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+    return got.substr(0, 15);
+  };
+  ASSERT_EQ(ask(), "HTTP/1.1 200 OK") << siesta.log();
+  ASSERT_EQ(ask(), "HTTP/1.1 200 OK");
+  EXPECT_EQ(up.connections(), 1u) << "used again at once";
+  std::this_thread::sleep_for(milliseconds(600));
+  ASSERT_EQ(ask(), "HTTP/1.1 200 OK");
+  EXPECT_EQ(up.connections(), 2u) << "idle past the timeout: a new one";
+  ::close(fd);
+}
+
+// After a wake, requests beyond upstream_max_connecting wait for a connection; one that none
+// came free for within response_timeout_seconds gets a 504 that says so. Both requests send
+// half their body: the one that gets the slot holds it (1 s at most), the other waits.
+TEST_F(ProxyFraming, ARequestNoUpstreamConnectionCameFreeForGetsA504SayingSo) {
+  RecordingUpstream up([](std::string&) { return std::string(); });  // never answers
+  SiestaProcess siesta(dir.path(), config(up.port(), R"(, "response_timeout_seconds": 0.5)",
+                                          R"("proxy": {"upstream_max_connecting": 1},)"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  std::vector<int> fds;
+  for (int i = 0; i < 2; ++i) {
+    fds.push_back(dial(listen));
+    ASSERT_GE(fds.back(), 0);
+    ASSERT_TRUE(
+        send_all(fds.back(), "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf."));
+  }
+  std::string both;
+  for (int fd : fds) {
+    std::string got;
+    read_until(
+        fd, got, [](const std::string& s) { return response_length(s) > 0; }, milliseconds(1500));
+    both += got;
+  }
+  for (int fd : fds) ::close(fd);
+  EXPECT_EQ(count_of(both, "HTTP/1.1 504"), 1) << both << siesta.log();
+  EXPECT_EQ(count_of(both, "no connection to service web came free within 0.5 s"), 1) << both;
+  EXPECT_EQ(up.connections(), 1u);
+}
+
 TEST_F(ProxyFraming, ATcpConnectionIdlePastItsTimeoutIsClosedAndTheServiceSleeps) {
   RecordingUpstream up([](std::string&) { return std::string(); });
   SiestaProcess siesta(dir.path(),

@@ -223,7 +223,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "proxy.buffering: unknown key (known keys: client_body_timeout_seconds, "
                 "client_header_timeout_seconds, connect_timeout_seconds, "
                 "idle_connection_timeout_seconds, keepalive_timeout_seconds, max_connections, "
-                "threads, upstream_idle_connections, upstream_max_connecting, wake_listen)"},
+                "threads, upstream_idle_connections, upstream_idle_timeout_seconds, "
+                "upstream_max_connecting, wake_listen)"},
+        BadCase{R"({"proxy": {"upstream_idle_timeout_seconds": 0}})",
+                "proxy.upstream_idle_timeout_seconds: must be greater than 0, got 0"},
         BadCase{R"({"proxy": {"upstream_max_connecting": 0}})",
                 "proxy.upstream_max_connecting: must be at least 1, got 0"},
         BadCase{R"({"proxy": {"upstream_idle_connections": 2.5}})",

@@ -141,6 +141,39 @@ TEST_F(ProxyUpstreamPool, IdleConnectionsAreKeptUpToTheLimitAndClosedOnesSkipped
   EXPECT_TRUE(next.grant.slot) << "nothing idle left: a new connection may be opened";
 }
 
+TEST_F(ProxyUpstreamPool, IdleConnectionsPastTheIdleTimeoutAreClosedNotUsed) {
+  auto now = std::chrono::steady_clock::time_point() + std::chrono::hours(1);
+  UpstreamPool pool(1, 4, seconds(4), [&now] { return now; });
+  tcp::socket old = connection();
+  pool.release(std::move(old));
+  now += seconds(3);
+  tcp::socket young = connection();
+  const auto young_end = young.local_endpoint();
+  pool.release(std::move(young));
+  EXPECT_EQ(pool.idle_count(), 2u);
+  now += seconds(2);  // the first is 5 s idle, the second 2 s
+  auto taken = pool.take_idle(io.get_executor());
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(taken->local_endpoint(), young_end);
+  EXPECT_EQ(pool.idle_count(), 0u) << "the expired one is closed, not kept";
+  // Its server end sees the close.
+  char byte;
+  boost::system::error_code ec;
+  server_ends[0].read_some(net::buffer(&byte, 1), ec);
+  EXPECT_EQ(ec, net::error::eof);
+  // A connection released after the timeout of the others: they go, it stays.
+  pool.release(std::move(*taken));
+  now += seconds(5);
+  tcp::socket fresh = connection();
+  pool.release(std::move(fresh));
+  EXPECT_EQ(pool.idle_count(), 1u);
+  Result r;
+  acquire(pool, r, seconds(60));
+  ASSERT_TRUE(r.done);
+  ASSERT_TRUE(r.grant.reused);
+  EXPECT_NE(r.grant.reused->local_endpoint(), young_end);
+}
+
 TEST_F(ProxyUpstreamPool, AWaitEndsEmptyAtItsTimeoutOrWhenStopped) {
   UpstreamPool pool(1, 0);
   Result holder, timed_out, stopped;

@@ -265,7 +265,8 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   r.allow_only({"threads", "wake_listen", "connect_timeout_seconds",
                 "idle_connection_timeout_seconds", "client_header_timeout_seconds",
                 "client_body_timeout_seconds", "keepalive_timeout_seconds", "max_connections",
-                "upstream_max_connecting", "upstream_idle_connections"});
+                "upstream_max_connecting", "upstream_idle_connections",
+                "upstream_idle_timeout_seconds"});
   if (auto v = r.read_number("threads", 1, false, 256)) {
     if (*v != std::floor(*v)) r.fail(r.key_path("threads"), "must be a whole number");
     proxy.threads = static_cast<int>(*v);
@@ -300,6 +301,9 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   }
   if (auto v = r.read_count("upstream_idle_connections", 0, 65536)) {
     proxy.upstream_idle_connections = *v;
+  }
+  if (auto v = r.read_number("upstream_idle_timeout_seconds", 0, true, 86400)) {
+    proxy.upstream_idle_timeout_seconds = *v;
   }
 }
 

@@ -472,7 +472,8 @@ struct Proxy::Impl {
     l.max_connections = spec.max_connections;
     l.pool = std::make_unique<proxy::UpstreamPool>(
         static_cast<std::size_t>(options_.upstream_max_connecting),
-        static_cast<std::size_t>(options_.upstream_idle_connections));
+        static_cast<std::size_t>(options_.upstream_idle_connections),
+        options_.upstream_idle_timeout);
     if (spec.tcp_idle_timeout_seconds) {
       l.tcp_idle_timeout = to_duration(*spec.tcp_idle_timeout_seconds);
     }
@@ -777,6 +778,7 @@ struct Proxy::Impl {
     beast::flat_buffer client_buf;
     std::optional<beast::tcp_stream> upstream;
     beast::flat_buffer upstream_buf;
+    SteadyClock::time_point upstream_idle_since;  // of the upstream connection kept
     std::string peer;
     {
       beast::error_code ec;
@@ -841,7 +843,7 @@ struct Proxy::Impl {
         co_return;
       }
       const bool keep_alive = co_await forward(l, client, client_buf, upstream, upstream_buf,
-                                               req_parser, peer, *activity);
+                                               upstream_idle_since, req_parser, peer, *activity);
       if (!keep_alive) {
         park(l, upstream, upstream_buf);  // forward() leaves it only when its response is whole
         client.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -888,7 +890,7 @@ struct Proxy::Impl {
       co_return std::move(grant.reused);
     }
     if (bounded && !grant.slot) {
-      ec = beast::error::timeout;
+      ec = net::error::try_again;  // no slot nor connection came free in time
       co_return std::nullopt;
     }
     slot = std::move(grant.slot);
@@ -919,6 +921,7 @@ struct Proxy::Impl {
   awaitable<bool> forward(Listener& l, beast::tcp_stream& client, beast::flat_buffer& client_buf,
                           std::optional<beast::tcp_stream>& upstream,
                           beast::flat_buffer& upstream_buf,
+                          SteadyClock::time_point& upstream_idle_since,
                           http::request_parser<http::buffer_body>& req_parser,
                           const std::string& peer, Activity& activity) {
     const auto t0 = SteadyClock::now();
@@ -1038,6 +1041,14 @@ struct Proxy::Impl {
     RelayBuffer buf;
     std::optional<http::response_parser<http::buffer_body>> parsed;
     bool sent_body = false;
+    // The connection kept from this client's last request: the upstream may be closing it now if
+    // it was idle long (it is not used then), or have closed it already; a request with a body
+    // could not be retried, so its connection is checked first (a poll) and left if closed.
+    if (upstream && (SteadyClock::now() - upstream_idle_since >= options_.upstream_idle_timeout ||
+                     ((!req_parser.is_done() || replacement) &&
+                      !proxy::still_usable(upstream->socket().native_handle())))) {
+      upstream.reset();
+    }
     for (int attempt = 0;; ++attempt) {
       parsed.emplace();
       bool replacement_pending = replacement.has_value();
@@ -1066,6 +1077,18 @@ struct Proxy::Impl {
           upstream.reset();
           record();
           co_return false;
+        }
+        if (!upstream && ec == net::error::try_again) {
+          auto res = error_response(
+              http::status::gateway_timeout, version, "gateway_timeout",
+              fmt::format("no connection to service {} came free within {:g} s "
+                          "(response_timeout_seconds) while {} new ones were being opened "
+                          "(proxy.upstream_max_connecting)",
+                          l.service, std::chrono::duration<double>(l.response_timeout).count(),
+                          options_.upstream_max_connecting));
+          status_sent = 504;
+          record();
+          co_return co_await answer(client, std::move(res), false);
         }
         if (!upstream) {
           auto res =
@@ -1288,6 +1311,8 @@ struct Proxy::Impl {
       upstream.reset();
     } else if (!keep_alive || l.pool->wanted()) {
       park(l, upstream, upstream_buf);  // this client is done with it, or another waits for it
+    } else {
+      upstream_idle_since = SteadyClock::now();  // kept for this client's next request
     }
     if (ec) {
       spdlog::debug("Proxy {}: response relay ended early: {}", l.service,

@@ -14,16 +14,10 @@ namespace siesta::proxy {
 
 namespace net = boost::asio;
 
-namespace {
-
-// Whether an idle connection can still carry a request: the upstream has neither closed it nor
-// sent anything unasked (either would make it readable).
 bool still_usable(int fd) {
   pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, 0) == 0;
 }
-
-}  // namespace
 
 // A request waiting for a grant, woken on its own executor by cancelling its timer.
 struct UpstreamPool::Waiter {
@@ -36,8 +30,17 @@ struct UpstreamPool::Waiter {
   bool settled = false;          // the waiter has taken what it was granted, or left
 };
 
+// Called with mu_ held: closes the idle connections past idle_timeout (the oldest are first).
+void UpstreamPool::close_expired() {
+  const auto now = now_();
+  auto fresh = idle_.begin();
+  while (fresh != idle_.end() && now - fresh->idle_since >= idle_timeout_) ::close((fresh++)->fd);
+  idle_.erase(idle_.begin(), fresh);
+}
+
 // Called with mu_ held: the newest idle connection still usable; the others on the way closed.
 std::optional<UpstreamPool::Native> UpstreamPool::pop_idle() {
+  close_expired();
   while (!idle_.empty()) {
     const Native n = idle_.back();
     idle_.pop_back();
@@ -139,13 +142,14 @@ void UpstreamPool::release(tcp::socket socket) {
   boost::system::error_code ec;
   const tcp protocol = socket.local_endpoint(ec).protocol();
   if (ec) return;  // the socket closes with its object
-  const Native n{socket.release(ec), protocol};
+  const Native n{socket.release(ec), protocol, now_()};
   if (ec || n.fd < 0) return;
   if (!still_usable(n.fd)) {  // closed by the upstream, or bytes nobody asked for: not reused
     ::close(n.fd);
     return;
   }
   std::lock_guard lock(mu_);
+  close_expired();
   if (!waiters_.empty()) {
     auto waiter = std::move(waiters_.front());
     waiters_.pop_front();

@@ -47,6 +47,7 @@ struct ProxyConfig {
   int max_connections = 4096;                    // client connections on all proxy ports
   int upstream_max_connecting = 4;     // unproven new connections to one upstream after a wake
   int upstream_idle_connections = 16;  // idle keep-alive connections kept per upstream
+  double upstream_idle_timeout_seconds = 4;  // an idle upstream connection is not used after
 };
 
 // The "docker" section. The Docker backend runs when it is present or a service uses it.

@@ -41,6 +41,8 @@ struct ProxyOptions {
   // would overflow a small listen backlog; docs/proxy.md), and idle keep-alive connections kept.
   int upstream_max_connecting = 4;
   int upstream_idle_connections = 16;
+  // An upstream connection idle this long is closed, not used (the upstream may be closing it).
+  std::chrono::milliseconds upstream_idle_timeout{4000};
 };
 
 class Proxy {

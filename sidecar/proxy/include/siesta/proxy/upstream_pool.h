@@ -39,12 +39,26 @@
 
 namespace siesta::proxy {
 
+// Whether an idle connection can still carry a request: the upstream has neither closed it nor
+// sent anything unasked (either would make it readable). One poll(2).
+bool still_usable(int fd);
+
 class UpstreamPool {
  public:
   using tcp = boost::asio::ip::tcp;
 
-  UpstreamPool(std::size_t max_connecting, std::size_t max_idle)
-      : max_connecting_(max_connecting == 0 ? 1 : max_connecting), max_idle_(max_idle) {}
+  using Clock = std::chrono::steady_clock;
+
+  // Idle connections older than `idle_timeout` are closed, not used: upstreams close theirs
+  // after a few seconds (uvicorn and Node 5 s, gunicorn 2 s), and a request with a body sent as
+  // the upstream closes cannot be retried. `now` is the clock (a fake one in tests).
+  UpstreamPool(std::size_t max_connecting, std::size_t max_idle,
+               Clock::duration idle_timeout = std::chrono::hours(24),
+               std::function<Clock::time_point()> now = Clock::now)
+      : max_connecting_(max_connecting == 0 ? 1 : max_connecting),
+        max_idle_(max_idle),
+        idle_timeout_(idle_timeout),
+        now_(std::move(now)) {}
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -101,12 +115,16 @@ class UpstreamPool {
   struct Native {  // a connection between two I/O threads
     int fd;
     tcp protocol;
+    Clock::time_point idle_since{};
   };
+  void close_expired();
   std::optional<Native> pop_idle();
   void hand_over(const std::shared_ptr<Waiter>& waiter);
 
   const std::size_t max_connecting_;
   const std::size_t max_idle_;
+  const Clock::duration idle_timeout_;
+  const std::function<Clock::time_point()> now_;
   mutable std::mutex mu_;
   std::size_t connecting_ = 0;                   // guarded by mu_
   std::deque<std::shared_ptr<Waiter>> waiters_;  // guarded by mu_, oldest first
