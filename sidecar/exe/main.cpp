@@ -19,7 +19,7 @@
 #include "siesta/discovery/docker_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
-#include "siesta/providers/ollama_provider.h"
+#include "siesta/providers/model_servers.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
@@ -153,6 +153,17 @@ int main(int argc, char** argv) {
     }
   }
 
+  // A model may name a labelled container's service as provider; it may come later.
+  for (const auto& m : config.models) {
+    bool found = false;
+    for (const auto& s : config.services) found |= s.spec.name == m.provider;
+    if (!found) {
+      spdlog::warn(
+          "Model {}: its provider {} is no service yet; a container labelled siesta.enable=true "
+          "and siesta.model-api=ollama named {} will be its server when it is created",
+          m.name, m.provider, m.provider);
+    }
+  }
   std::vector<siesta::ServiceSpec> specs;
   for (const auto& s : config.services) specs.push_back(s.spec);
   siesta::SystemClock clock;
@@ -177,21 +188,14 @@ int main(int argc, char** argv) {
   metrics.declare(registry.snapshot());
   siesta::Persister persister(registry, std::move(store), baseline,
                               [&] { return siesta::handles_of(registry, backends); });
-  // Model servers: every service that models name as provider (or with model_api "ollama").
-  std::map<std::string, std::unique_ptr<siesta::OllamaProvider>> providers;
-  for (const auto& s : specs) {
-    if (s.model_api == siesta::ServiceSpec::ModelApi::kOllama && s.upstream_port != 0) {
-      providers[s.name] =
-          std::make_unique<siesta::OllamaProvider>(s.upstream_host, s.upstream_port);
-    }
-  }
+  // Model servers: every service that models name as provider (or with model_api "ollama"),
+  // and those discovered later (DockerSync's hooks below).
+  siesta::ModelServers model_servers;
+  for (const auto& s : specs) model_servers.add(s);
   siesta::Controller controller(
       registry, backends,
-      [&providers](const std::string& service) -> siesta::ModelProvider* {
-        auto it = providers.find(service);
-        return it == providers.end() ? nullptr : it->second.get();
-      },
-      clock, metrics, [&] { return persister.save(); }, config.max_learned_models);
+      [&model_servers](const std::string& service) { return model_servers.find(service); }, clock,
+      metrics, [&] { return persister.save(); }, config.max_learned_models);
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, metrics, executor);
 
@@ -249,13 +253,18 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<siesta::DockerSync> docker_sync;
   if (docker_backend) {
+    siesta::DockerSync::Hooks hooks;
+    hooks.added = [&proxy, &model_servers](const siesta::ServiceSpec& spec) {
+      model_servers.add(spec);
+      if (siesta::Status st = proxy.add(spec); !st) {
+        spdlog::error("Service {}: {}", spec.name, st.message());
+      }
+    };
+    hooks.container = [&model_servers](const siesta::ServiceSpec& spec, bool exists) {
+      model_servers.set_present(spec.name, exists);
+    };
     docker_sync = std::make_unique<siesta::DockerSync>(
-        registry, controller, *docker_backend, config.docker.label_discovery,
-        [&proxy](const siesta::ServiceSpec& spec) {
-          if (siesta::Status st = proxy.add(spec); !st) {
-            spdlog::error("Service {}: {}", spec.name, st.message());
-          }
-        });
+        registry, controller, *docker_backend, config.docker.label_discovery, std::move(hooks));
     docker_sync->start();
   }
   monitor.start();

@@ -269,6 +269,109 @@ TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
             1);
 }
 
+TEST_F(Docker, ALabelledModelServerManagesItsModelsAndComposeNamesItsServices) {
+  // Issue 17: siesta.model-api makes a discovered container a model server, found after
+  // start-up; siesta.model-keep-alive is its models' keep-alive; Compose's service label names
+  // the service (with the project when two projects have it); the provider goes with the
+  // container. The Ollama emulator runs on the host: busybox has no python.
+  const int api = free_port();
+  const int listen = free_port();
+  const fs::path emulator_log = dir / "emulator.log";
+  const pid_t emulator =
+      spawn_with_output({"python3", SIESTA_SOURCE_DIR "/tests/support/ollama_emulator.py", "--port",
+                         std::to_string(api), "--load-ms", "50"},
+                        emulator_log);
+  ASSERT_GT(emulator, 0);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{emulator};
+  const std::string pid = std::to_string(::getpid());
+  const std::string svc = "llm-" + pid;
+  auto compose = [&](const std::string& project) {
+    return std::vector<std::string>{"--label", "com.docker.compose.service=" + svc, "--label",
+                                    "com.docker.compose.project=" + project};
+  };
+  // Project a's container is there at start-up: named after its Compose service.
+  std::vector<std::string> first = compose("a" + pid);
+  first.insert(first.end(),
+               {"--label", "siesta.enable=true", "--label", "siesta.idle-sleep=false"});
+  create("first", first, {"sleep", "3600"});
+
+  // The config's models may name a service found later: per-model settings for it.
+  const std::string qualified = "b" + pid + "-" + svc;
+  SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 0.01, "docker": {"host": ")" +
+                                       shared_engine() +
+                                       R"("}, "models": {"qwen2.5:7b": {"provider": ")" +
+                                       qualified + R"(", "keep_alive_hours": 0.25}}})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(get_json(siesta, "/admin/services").contains(svc)) << siesta.log();
+  EXPECT_TRUE(
+      siesta.wait_log("Model qwen2.5:7b: its provider " + qualified + " is no service yet"));
+
+  // Project b's, created later, is the model server: named with its project.
+  std::vector<std::string> labels = compose("b" + pid);
+  labels.insert(labels.end(), {"--label", "siesta.enable=true", "--label",
+                               "siesta.model-api=ollama", "--label", "siesta.model-keep-alive=90m",
+                               "--label", "siesta.upstream=127.0.0.1:" + std::to_string(api),
+                               "--label", "siesta.health=/api/version", "--label",
+                               "siesta.listen=127.0.0.1:" + std::to_string(listen)});
+  const std::string server = create("server", labels, {"sleep", "3600"});
+  ASSERT_TRUE(eventually([&] { return get_json(siesta, "/admin/services").contains(qualified); },
+                         seconds(2)))
+      << siesta.log();
+  ASSERT_TRUE(siesta.wait_log("Proxy for service " + qualified + " listening on"));
+
+  // A generate through its port wakes it; the model shows with the label's keep-alive, which
+  // is what Ollama is told (plus siesta's grace), not Ollama's 5-minute default ...
+  httplib::Client via("127.0.0.1", listen);
+  via.set_read_timeout(seconds(30));
+  auto res =
+      via.Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "hi", "stream": false})",
+               "application/json");
+  ASSERT_TRUE(res) << siesta.log();
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(container_status(server), "running");
+  json model = get_json(siesta, "/admin/idle-status")["models"]["llama3.2:3b"];
+  ASSERT_TRUE(model.is_object()) << get_json(siesta, "/admin/idle-status").dump(2);
+  EXPECT_EQ(model["provider"], qualified);
+  EXPECT_EQ(model["loaded"], true);
+  EXPECT_NEAR(model["keep_alive_until"].get<double>() - model["last_used"].get<double>(), 5400, 1);
+  httplib::Client direct("127.0.0.1", api);
+  auto sent = direct.Get("/emulator/requests");
+  ASSERT_TRUE(sent);
+  const json requests = json::parse(sent->body);
+  ASSERT_FALSE(requests.empty());
+  EXPECT_GE(requests.back()["body"]["keep_alive"].get<double>(), 5400) << sent->body;
+  // A model the config names keeps its own keep-alive on the discovered server.
+  res = via.Post("/api/generate", R"({"model": "qwen2.5:7b", "prompt": "hi", "stream": false})",
+                 "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json qwen = get_json(siesta, "/admin/idle-status")["models"]["qwen2.5:7b"];
+  EXPECT_EQ(qwen["loaded"], true) << qwen.dump();
+  EXPECT_NEAR(qwen["keep_alive_until"].get<double>() - qwen["last_used"].get<double>(), 900, 1);
+  // ... and siesta unloads it through the discovered server's provider.
+  res = siesta.client().Post("/admin/models/llama3.2:3b/unload");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto ps = direct.Get("/api/ps");
+  ASSERT_TRUE(ps);
+  for (const auto& m : json::parse(ps->body)["models"]) EXPECT_NE(m["name"], "llama3.2:3b");
+
+  // The container gone, its provider is dropped: a load has no model server to go to.
+  ASSERT_EQ(docker({"rm", "-f", server}).first, 0);
+  ASSERT_TRUE(siesta.wait_log("Model server " + qualified + ": its container is gone"))
+      << siesta.log();
+  res = siesta.client().Post("/admin/models/llama3.2:3b/load");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->status, 200) << res->body;
+  EXPECT_NE(res->body.find("has no model API"), std::string::npos) << res->body;
+}
+
 TEST_F(Docker, AMissingContainerIsAnErrorUntilItExists) {
   const int port = free_port();
   const std::string missing = name("missing");  // not created yet

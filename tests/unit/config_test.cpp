@@ -114,6 +114,17 @@ TEST(Config, AnUpgradedIdleTimeoutIsReadPerService) {
   EXPECT_EQ(c.services.at(0).spec.upgraded_idle_timeout_seconds, 1800);
 }
 
+TEST(Config, AModelMayNameALabelledContainersServiceAsProvider) {
+  // Issue 17: per-model settings for a model server found by its labels.
+  Config c = parse_config(R"({"docker": {}, "models": {"llama3.2:3b": {"provider": "ollama",
+    "keep_alive_hours": 0.5}}})",
+                          "x.json");
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].provider, "ollama");
+  EXPECT_EQ(c.models[0].keep_alive_hours, 0.5);
+  EXPECT_TRUE(c.services.empty());
+}
+
 struct BadCase {
   const char* text;
   const char* message;  // the whole message after "config error in bad.json: "
@@ -183,7 +194,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
                 "services.a.colour: unknown key (known keys: backend, command, container, "
                 "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
-                "max_connections, model_api, protocol, response_timeout_seconds, "
+                "max_connections, model_api, model_keep_alive_hours, protocol, "
+                "response_timeout_seconds, "
                 "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
                 "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": 0}}})",
@@ -198,6 +210,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "proxy.max_connections: must be a whole number"},
         BadCase{R"({"services": {"a": {"command": ["a"], "model_api": "vllm"}}})",
                 "services.a.model_api: must be \"ollama\", got \"vllm\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "model_keep_alive_hours": 1}}})",
+                "services.a.model_keep_alive_hours: is for a model server: set \"model_api\": "
+                "\"ollama\" or name the service as a model's provider"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "model_api": "ollama",
+                "model_keep_alive_hours": -1}}})",
+                "services.a.model_keep_alive_hours: must be at least 0, got -1"},
         BadCase{R"({"services": {"o": {"command": ["o"]}}, "models": {"m": {"provider": "o",
                 "keep_alive_min_seconds": 600, "keep_alive_max_seconds": 60}}})",
                 "models.m.keep_alive_max_seconds: must be at least keep_alive_min_seconds"},
@@ -250,7 +268,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.../etc: invalid service name (letters, digits, '.', '-', '_'; starting "
                 "with a letter or digit; at most 128)"},
         BadCase{R"({"services": {"a": {"command": ["a"]}}, "models": {"m": {"provider": "b"}}})",
-                "models.m.provider: names no service: \"b\" is not under \"services\""},
+                "models.m.provider: names no service: \"b\" is not under \"services\", and no "
+                "labelled container can be it (no \"docker\" section, or label_discovery off)"},
+        BadCase{R"({"docker": {"label_discovery": false}, "models": {"m": {"provider": "b"}}})",
+                "models.m.provider: names no service: \"b\" is not under \"services\", and no "
+                "labelled container can be it (no \"docker\" section, or label_discovery off)"},
         BadCase{R"({"models": {"m": {}}})",
                 "models.m.provider: is required (the service that serves the model)"},
         BadCase{

@@ -7,6 +7,7 @@
 
 #include "siesta/backends/docker_client.h"
 #include "siesta/config/labels.h"
+#include "siesta/providers/model_servers.h"
 
 namespace siesta::testing {
 namespace {
@@ -197,6 +198,63 @@ TEST(Labels, BecomeAServiceLikeAConfigEntry) {
   EXPECT_FALSE(labels_enable({}));
 }
 
+TEST(Labels, AModelServerAndItsModelsKeepAlive) {
+  auto sc = service_from_labels("stack-ollama-1", {{"siesta.enable", "true"},
+                                                   {"siesta.upstream", "127.0.0.1:11435"},
+                                                   {"siesta.model-api", "ollama"},
+                                                   {"siesta.model-keep-alive", "90m"}});
+  ASSERT_TRUE(sc) << sc.status().message();
+  EXPECT_EQ(sc->spec.model_api, ServiceSpec::ModelApi::kOllama);
+  EXPECT_EQ(sc->spec.model_keep_alive_hours, 1.5);
+  auto plain = service_from_labels("web", {{"siesta.enable", "true"}});
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->spec.model_api, ServiceSpec::ModelApi::kNone);
+  EXPECT_FALSE(plain->spec.model_keep_alive_hours);
+}
+
+TEST(Labels, ComposeContainersAreNamedAfterTheirComposeService) {
+  const std::map<std::string, std::string> compose = {{"siesta.enable", "true"},
+                                                      {"com.docker.compose.service", "ollama"},
+                                                      {"com.docker.compose.project", "stack"}};
+  auto sc = service_from_labels("stack-ollama-1", compose);
+  ASSERT_TRUE(sc) << sc.status().message();
+  EXPECT_EQ(sc->spec.name, "ollama");
+  EXPECT_EQ(sc->spec.container, "stack-ollama-1");
+  EXPECT_EQ(compose_qualified_name(compose), "stack-ollama");
+  // siesta.name wins, and then the project is never added.
+  auto named = compose;
+  named["siesta.name"] = "llm";
+  EXPECT_EQ(service_from_labels("stack-ollama-1", named)->spec.name, "llm");
+  EXPECT_FALSE(compose_qualified_name(named));
+  // Not a Compose container: the container's name.
+  EXPECT_FALSE(compose_qualified_name({{"siesta.enable", "true"}}));
+  EXPECT_EQ(service_from_labels("qdrant", {{"siesta.enable", "true"}})->spec.name, "qdrant");
+}
+
+TEST(ModelServers, JoinWithTheirServiceAndAreDroppedWhileTheirContainerIsGone) {
+  ModelServers servers;
+  ServiceSpec ollama;
+  ollama.name = "ollama";
+  ollama.upstream_host = "127.0.0.1";
+  ollama.upstream_port = 11435;
+  ollama.model_api = ServiceSpec::ModelApi::kOllama;
+  ServiceSpec redis;
+  redis.name = "redis";
+  redis.upstream_port = 6379;
+  EXPECT_FALSE(servers.add(redis));
+  EXPECT_EQ(servers.find("redis"), nullptr);
+  EXPECT_EQ(servers.find("ollama"), nullptr);
+  ASSERT_TRUE(servers.add(ollama));
+  ModelProvider* provider = servers.find("ollama");
+  ASSERT_NE(provider, nullptr);
+  servers.set_present("ollama", false);  // its container destroyed
+  EXPECT_EQ(servers.find("ollama"), nullptr);
+  servers.set_present("ollama", true);  // created again: the same provider
+  EXPECT_EQ(servers.find("ollama"), provider);
+  servers.set_present("unknown", true);
+  EXPECT_EQ(servers.find("unknown"), nullptr);
+}
+
 TEST(Labels, BadValuesNameTheLabel) {
   struct Case {
     std::map<std::string, std::string> labels;
@@ -213,6 +271,11 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.name", "../etc"}}, "label siesta.name: invalid service name"},
       {{{"siesta.enable", "perhaps"}}, "label siesta.enable: must be true or false"},
       {{{"siesta.protocol", "udp"}}, "label siesta.protocol: must be \"http\" or \"tcp\""},
+      {{{"siesta.model-api", "vllm"}}, "label siesta.model-api: must be \"ollama\""},
+      {{{"siesta.model-keep-alive", "2h"}},
+       "label siesta.model-keep-alive: is for a model server: add siesta.model-api=ollama"},
+      {{{"siesta.model-api", "ollama"}, {"siesta.model-keep-alive", "soon"}},
+       "label siesta.model-keep-alive: must be a duration"},
   };
   for (const auto& c : cases) {
     auto sc = service_from_labels("web", c.labels);

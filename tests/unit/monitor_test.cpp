@@ -476,5 +476,33 @@ TEST(Controller, AddedServiceIsReadAtOnceAndSleepsLikeAnyOther) {
   EXPECT_EQ(w.backend.count("stop found"), 1);
 }
 
+TEST(Controller, AModelServersKeepAliveIsTheDefaultOfTheModelsItServes) {
+  // Issue 17: a discovered model server (siesta.model-keep-alive) sets the keep-alive of the
+  // models it serves that have no "models" entry; a configured model keeps its own.
+  World w(R"({"model_keep_alive_hours": 2,
+              "services": {"ollama": {"command": ["o"], "model_keep_alive_hours": 0.5}},
+              "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
+  w.run("ollama");
+  EXPECT_EQ(w.controller->keep_alive_policy("new:1b", "ollama").configured_seconds, 1800);
+  EXPECT_EQ(w.controller->keep_alive_policy("new:1b").configured_seconds, 7200);  // no server
+  EXPECT_EQ(w.controller->keep_alive_policy("m", "ollama").configured_seconds, 3600);
+  // Learned from traffic ...
+  w.controller->begin_model_request("new:1b", "ollama");
+  ASSERT_TRUE(w.registry->model("new:1b"));
+  EXPECT_EQ(w.registry->model("new:1b")->spec->keep_alive_hours, 0.5);
+  // ... or found loaded on the server.
+  w.provider.loaded_models = {"other:7b"};
+  w.controller->reconcile();
+  ASSERT_TRUE(w.registry->model("other:7b"));
+  EXPECT_TRUE(w.model("other:7b").loaded);
+  w.clock.advance(std::chrono::minutes(29));
+  w.monitor->step();
+  EXPECT_TRUE(w.model("other:7b").loaded);
+  w.clock.advance(std::chrono::minutes(1));  // 30 minutes: the server's keep-alive, not 2 h
+  w.monitor->step();
+  EXPECT_FALSE(w.model("other:7b").loaded);
+  EXPECT_THAT(w.recorder.events(), ::testing::Contains("unloaded other:7b expired"));
+}
+
 }  // namespace
 }  // namespace siesta::testing

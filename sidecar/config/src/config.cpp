@@ -150,7 +150,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
                 "listen", "protocol", "model_api", "response_timeout_seconds",
                 "trust_forwarded_headers", "max_connections", "tcp_idle_timeout_seconds",
-                "upgraded_idle_timeout_seconds"});
+                "upgraded_idle_timeout_seconds", "model_keep_alive_hours"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -494,11 +494,23 @@ Config parse_config(const std::string& text, const std::string& source) {
         provider_known = true;
         s.spec.model_api = ServiceSpec::ModelApi::kOllama;  // a model server: Ollama's API
       }
-      if (!provider_known) {
-        mr.fail(mr.key_path(name) + ".provider",
-                "names no service: \"" + spec.provider + "\" is not under \"services\"");
+      // With label discovery, the provider may be a labelled container's service (one with
+      // siesta.model-api=ollama), found at start-up or later.
+      if (!provider_known && !(config.docker.configured && config.docker.label_discovery)) {
+        mr.fail(
+            mr.key_path(name) + ".provider",
+            "names no service: \"" + spec.provider +
+                "\" is not under \"services\", and no labelled container can be it (no \"docker\" "
+                "section, or label_discovery off)");
       }
       config.models.push_back(std::move(spec));
+    }
+  }
+  for (const auto& s : config.services) {
+    if (s.spec.model_keep_alive_hours && s.spec.model_api == ServiceSpec::ModelApi::kNone) {
+      top.fail("services." + s.spec.name + ".model_keep_alive_hours",
+               "is for a model server: set \"model_api\": \"ollama\" or name the service as a "
+               "model's provider");
     }
   }
   return config;

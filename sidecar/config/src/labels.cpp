@@ -73,6 +73,8 @@ constexpr LabelKey kLabels[] = {
     {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kDuration},
     {"siesta.listen", "listen", LabelKind::kString},
     {"siesta.protocol", "protocol", LabelKind::kString},
+    {"siesta.model-api", "model_api", LabelKind::kString},
+    {"siesta.model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
 };
 
 // Seconds in one unit of the number a duration label sets.
@@ -89,6 +91,20 @@ std::string known_labels() {
 
 }  // namespace
 
+std::optional<std::string> compose_qualified_name(
+    const std::map<std::string, std::string>& labels) {
+  if (labels.count("siesta.name") != 0) return std::nullopt;
+  auto service = labels.find(kComposeServiceLabel);
+  auto project = labels.find(kComposeProjectLabel);
+  if (service == labels.end() || project == labels.end() || service->second.empty() ||
+      project->second.empty()) {
+    return std::nullopt;
+  }
+  std::string name = project->second + "-" + service->second;
+  if (!valid_service_name(name)) return std::nullopt;
+  return name;
+}
+
 bool labels_enable(const std::map<std::string, std::string>& labels) {
   auto it = labels.find(kEnableLabel);
   return it != labels.end() && parse_bool(it->second).value_or(false);
@@ -101,6 +117,9 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
                   "container " + container + ": label " + label + ": " + why};
   };
   std::string name = container;
+  if (auto it = labels.find(kComposeServiceLabel); it != labels.end() && !it->second.empty()) {
+    name = it->second;
+  }
   json entry = json::object();
   entry["backend"] = "docker";
   entry["container"] = container;
@@ -144,7 +163,10 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
     }
   }
   if (!valid_service_name(name)) {
-    return bad("siesta.name", "container name \"" + name + "\" is not a valid service name");
+    return bad("siesta.name", "name \"" + name + "\" is not a valid service name");
+  }
+  if (entry.contains("model_keep_alive_hours") && !entry.contains("model_api")) {
+    return bad("siesta.model-keep-alive", "is for a model server: add siesta.model-api=ollama");
   }
   try {
     return parse_service(name, entry, "labels of container " + container);

@@ -178,7 +178,7 @@ Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const Model
       --learned;
     }
     if (adding) {
-      ModelSpec learned_spec = spec;
+      ModelSpec learned_spec = with_server_defaults(spec);
       learned_spec.learned = true;
       models_[spec.name] = {std::make_shared<const ModelSpec>(std::move(learned_spec)), runtime};
       result.added = true;
@@ -205,9 +205,17 @@ void Registry::add_model(const ModelSpec& spec, const ModelRuntime& runtime) {
   {
     std::lock_guard lock(mu_);
     if (models_.count(spec.name) != 0) return;
-    models_[spec.name] = {std::make_shared<const ModelSpec>(spec), runtime};
+    models_[spec.name] = {std::make_shared<const ModelSpec>(with_server_defaults(spec)), runtime};
   }
   changes_.notify();
+}
+
+ModelSpec Registry::with_server_defaults(ModelSpec spec) const {
+  if (spec.keep_alive_hours) return spec;
+  if (auto it = services_.find(spec.provider); it != services_.end()) {
+    spec.keep_alive_hours = it->second.spec->model_keep_alive_hours;
+  }
+  return spec;
 }
 
 }  // namespace siesta

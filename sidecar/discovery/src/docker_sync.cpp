@@ -32,6 +32,22 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
       spdlog::error("Docker label discovery: {}; container ignored", sc.status().message());
       continue;
     }
+    // Two Compose projects with the same service: the one found later is named with its project.
+    auto other_has = [&](const std::string& name) {
+      for (const auto& t : taken) {
+        const bool same = t.spec.backend == "docker" && same_container(t.spec, c.name, c.id);
+        if (t.spec.name == name && !same) return true;
+      }
+      for (const auto& f : found) {
+        if (f.spec.name == name) return true;
+      }
+      return false;
+    };
+    if (other_has(sc->spec.name)) {
+      if (auto qualified = compose_qualified_name(c.labels); qualified && !other_has(*qualified)) {
+        sc.value().spec.name = *qualified;
+      }
+    }
     bool clash = false;
     for (const auto& t : taken) {
       const bool same = t.spec.backend == "docker" && same_container(t.spec, c.name, c.id);
@@ -52,12 +68,12 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
 }
 
 DockerSync::DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
-                       bool label_discovery, std::function<void(const ServiceSpec&)> on_added)
+                       bool label_discovery, Hooks hooks)
     : registry_(registry),
       controller_(controller),
       backend_(backend),
       label_discovery_(label_discovery),
-      on_added_(std::move(on_added)) {}
+      hooks_(std::move(hooks)) {}
 
 DockerSync::~DockerSync() { stop(); }
 
@@ -104,6 +120,10 @@ void DockerSync::on_event(const DockerEvent& event) {
     }
     return;
   }
+  if (hooks_.container && (event.action == "destroy" || event.action == "create")) {
+    if (auto view = registry_.service(service))
+      hooks_.container(*view->spec, event.action == "create");
+  }
   refresh_soon(service);
 }
 
@@ -115,6 +135,13 @@ void DockerSync::discover(const std::string& container,
     return;
   }
   if (registry_.service(sc->spec.name)) {
+    // No service has this container (on_event): the name is another container's.
+    if (auto qualified = compose_qualified_name(labels);
+        qualified && !registry_.service(*qualified)) {
+      sc.value().spec.name = *qualified;
+    }
+  }
+  if (registry_.service(sc->spec.name)) {
     spdlog::warn("Container {} has siesta labels for service {}, which already exists; ignored",
                  container, sc->spec.name);
     return;
@@ -122,8 +149,8 @@ void DockerSync::discover(const std::string& container,
   spdlog::info("Container {} discovered by its labels as service {}", container, sc->spec.name);
   if (Status st = controller_.add_service(sc->spec, sc->idle_sleep_enabled, sc->desired); !st) {
     spdlog::warn("Service {}: {}", sc->spec.name, st.message());
-  } else if (on_added_) {
-    on_added_(sc->spec);
+  } else if (hooks_.added) {
+    hooks_.added(sc->spec);
   }
 }
 
@@ -137,8 +164,8 @@ void DockerSync::discover_all() {
   for (auto& sc : find_labelled_services(backend_.client(), taken)) {
     if (Status st = controller_.add_service(sc.spec, sc.idle_sleep_enabled, sc.desired); !st) {
       spdlog::warn("Service {}: {}", sc.spec.name, st.message());
-    } else if (on_added_) {
-      on_added_(sc.spec);
+    } else if (hooks_.added) {
+      hooks_.added(sc.spec);
     }
   }
 }

@@ -735,7 +735,7 @@ struct Proxy::Impl {
     const std::string model = doc["model"].get<std::string>();
     if (model.empty() || model.size() > 256) return;
     const AskedKeepAlive asked = asked_keep_alive(route, doc);
-    const auto policy = controller_.keep_alive_policy(model);
+    const auto policy = controller_.keep_alive_policy(model, l.service);
     ModelUse& use = out.emplace(controller_, model);
     use.route = route;
     use.keep_alive = bounded_keep_alive(asked.seconds, policy.configured_seconds,

@@ -341,13 +341,17 @@ ModelProvider* Controller::provider_of(const std::string& provider_service) {
   return providers_ ? providers_(provider_service) : nullptr;
 }
 
-Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& model) {
+Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& model,
+                                                          const std::string& provider_service) {
   const Settings settings = registry_.settings();
   if (auto view = registry_.model(model)) {
     return {effective_keep_alive(settings, *view->spec, ModelRuntime{}).count(),
             view->spec->keep_alive_min_seconds, view->spec->keep_alive_max_seconds};
   }
-  const ModelSpec defaults;
+  ModelSpec defaults;
+  if (auto server = registry_.service(provider_service)) {
+    defaults.keep_alive_hours = server->spec->model_keep_alive_hours;
+  }
   return {effective_keep_alive(settings, defaults, ModelRuntime{}).count(),
           defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
 }

@@ -13,6 +13,9 @@
 namespace siesta {
 
 inline constexpr const char* kEnableLabel = "siesta.enable";
+// Set by Docker Compose on the containers it creates.
+inline constexpr const char* kComposeServiceLabel = "com.docker.compose.service";
+inline constexpr const char* kComposeProjectLabel = "com.docker.compose.project";
 
 // Go-style durations, as Docker and Traefik write them: "30m", "1h30m", "90s", "1.5h",
 // "250ms". A unit is required except for "0". Seconds, or nullopt when malformed or negative.
@@ -21,9 +24,17 @@ std::optional<double> parse_duration(const std::string& text);
 // True when the labels opt the container in (siesta.enable=true).
 bool labels_enable(const std::map<std::string, std::string>& labels);
 
-// The service a labelled container describes; named by siesta.name, else by the container.
-// An unknown siesta.* label or a bad value is an error naming the label.
+// The service a labelled container describes; named by siesta.name, else by its Compose
+// service (com.docker.compose.service), else by the container. An unknown siesta.* label or a
+// bad value is an error naming the label.
+// siesta.model-api=ollama makes it a model server; siesta.model-keep-alive sets the keep-alive
+// of the models it serves that have no "models" entry of their own.
 Result<ServiceConfig> service_from_labels(const std::string& container,
                                           const std::map<std::string, std::string>& labels);
+
+// The name a container named after its Compose service takes when another container already
+// has that name (two projects with the same service): "<project>-<service>". nullopt when the
+// name does not come from Compose (siesta.name set, or no Compose labels).
+std::optional<std::string> compose_qualified_name(const std::map<std::string, std::string>& labels);
 
 }  // namespace siesta

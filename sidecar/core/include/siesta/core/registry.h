@@ -89,6 +89,8 @@ class Registry {
   // Adds a service the config did not name (e.g. a labelled container). False if known.
   bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);
   // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
+  // A model added here or by add_learned_model without a keep_alive_hours of its own takes its
+  // provider service's model_keep_alive_hours.
   void add_model(const ModelSpec& spec, const ModelRuntime& runtime);
   // Adds a learned model (marked spec.learned) unless known, keeping at most `limit` learned
   // models: the oldest idle ones (not loaded, nothing in flight, least recently used first) are
@@ -117,6 +119,9 @@ class Registry {
 
   mutable std::mutex mu_;
   Settings settings_;
+  // `spec` with its provider's default keep-alive when it has none. Called under mu_.
+  ModelSpec with_server_defaults(ModelSpec spec) const;
+
   std::map<std::string, ServiceEntry> services_;
   std::map<std::string, ModelEntry> models_;
   mutable ChangeSignal changes_;

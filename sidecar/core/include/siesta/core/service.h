@@ -50,6 +50,9 @@ struct ServiceSpec {
   // The model API the service speaks: set for a service that models name as their provider.
   enum class ModelApi { kNone, kOllama };
   ModelApi model_api = ModelApi::kNone;
+  // For a model server: the keep-alive of the models it serves that have no "models" entry of
+  // their own (learned ones); unset: the global model_keep_alive_hours.
+  std::optional<double> model_keep_alive_hours;
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   double start_timeout_seconds = 60;

@@ -114,6 +114,9 @@ inline constexpr SpecNumber<ServiceSpec> kServiceNumbers[] = {
     {"upgraded_idle_timeout_seconds",
      {0, true, 86400, "seconds"},
      [](ServiceSpec& s, double v) { s.upgraded_idle_timeout_seconds = v; }},
+    // A model server's default for its models: the bounds of a model's keep_alive_hours.
+    {"model_keep_alive_hours", kKeepAliveHours,
+     [](ServiceSpec& s, double v) { s.model_keep_alive_hours = v; }},
 };
 
 // keep_alive_max_seconds must also be at least keep_alive_min_seconds (the config checks it).

@@ -5,6 +5,8 @@
 //   - Events: a container started, stopped, crashed or destroyed by anyone is re-inspected at
 //     once, so idle-status and /metrics show it within moments, and one started outside siesta
 //     gets an idle timer like any other.
+//   - Model servers: a container destroyed or created again is told to the `container` hook,
+//     which drops or restores its model provider.
 //   - Engine faults: when the event stream breaks, every Docker service is re-inspected (and so
 //     shows the engine's error); when it comes back, everything is re-read.
 #pragma once
@@ -31,9 +33,15 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
 
 class DockerSync {
  public:
-  // on_added: told of each service discovered after start-up (e.g. to open its proxy port).
+  struct Hooks {
+    // Each service discovered after start-up (e.g. to open its proxy port, make its provider).
+    std::function<void(const ServiceSpec&)> added;
+    // A service's container was destroyed (false) or created again (true), e.g. to drop and
+    // bring back its model provider.
+    std::function<void(const ServiceSpec&, bool exists)> container;
+  };
   DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
-             bool label_discovery, std::function<void(const ServiceSpec&)> on_added = {});
+             bool label_discovery, Hooks hooks = {});
   ~DockerSync();
 
   void start();
@@ -52,7 +60,7 @@ class DockerSync {
   Controller& controller_;
   DockerBackend& backend_;
   const bool label_discovery_;
-  std::function<void(const ServiceSpec&)> on_added_;
+  Hooks hooks_;
   ThreadExecutor executor_;  // refreshes wait for a start or stop; the watcher must not
   std::mutex mu_;
   std::set<std::string> queued_;  // guarded by mu_: refreshes posted, not yet begun

@@ -85,13 +85,15 @@ class Controller {
   // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
   // never loaded and has no other request in flight is forgotten after a failed request.
   void end_model_request(const std::string& model, bool accepted);
-  // The bounds and default for a request's keep-alive on `model` (defaults for unknown ones).
+  // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
+  // it would be learned with on `provider_service` (its model_keep_alive_hours).
   struct KeepAlivePolicy {
     double configured_seconds;
     double min_seconds;
     double max_seconds;
   };
-  KeepAlivePolicy keep_alive_policy(const std::string& model);
+  KeepAlivePolicy keep_alive_policy(const std::string& model,
+                                    const std::string& provider_service = "");
   ModelProvider* provider_of(const std::string& provider_service);
 
   // The monitor's two-step actions: claim() re-checks under the registry lock that the action
