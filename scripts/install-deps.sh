@@ -7,7 +7,7 @@ packages=(
   libgtest-dev libgmock-dev libboost-dev
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
-  nginx redis-server docker-compose wrk linux-perf
+  nginx redis-server docker-compose python3-yaml debootstrap wrk linux-perf
   nodejs python3-requests python3-websockets chromium
 )
 # The client matrix runs `npm ci` (tests/clients). NodeSource's nodejs ships npm itself and

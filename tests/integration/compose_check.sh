@@ -18,4 +18,21 @@ mounts=$(docker-compose -f docker-compose.yml config | grep -oE -- "- $src/[^:]+
 for path in $mounts; do
   [ -e "$path" ] || { echo "mounted but missing: $path" >&2; exit 1; }
 done
+# docker-compose.cpu.yml (Compose v2's !reset, which 1.29 cannot read) removes every GPU
+# reservation the stack makes.
+python3 - "$src" <<'PY'
+import sys, yaml
+src = sys.argv[1]
+class Loader(yaml.SafeLoader):
+    pass
+Loader.add_constructor("!reset", lambda loader, node: "!reset")
+stack = yaml.safe_load(open(f"{src}/docker-compose.yml"))
+cpu = yaml.load(open(f"{src}/docker-compose.cpu.yml"), Loader=Loader)
+gpu = [n for n, s in stack["services"].items()
+       if any(d.get("driver") == "nvidia" for d in
+              s.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", []))]
+assert gpu, "no service reserves a GPU"
+missed = [n for n in gpu if cpu["services"].get(n, {}).get("deploy") != "!reset"]
+assert not missed, f"docker-compose.cpu.yml leaves the GPU reservation of {missed}"
+PY
 echo "compose stack OK"
