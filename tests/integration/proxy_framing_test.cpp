@@ -436,6 +436,50 @@ TEST_F(ProxyFraming, AHeaderTrickledPastTheHeaderTimeoutIsCut) {
   EXPECT_EQ(up.connections(), 0u);
 }
 
+// Chunks that arrive together go out together: 200 small chunks sent in one write by the
+// upstream reach the client in a few chunks, not 200 writes of one chunk each (a streamed model
+// answer cost siesta 300 syscalls per response, nginx 120). The bytes are the same.
+TEST_F(ProxyFraming, ChunksThatArriveTogetherAreWrittenTogether) {
+  std::string body, chunked;
+  for (int i = 0; i < 200; ++i) {
+    const std::string line = "{\"token\": " + std::to_string(i) + "}\n";
+    body += line;
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx\r\n", line.size());
+    chunked += size + line + "\r\n";
+  }
+  const std::string answer =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n" +
+      chunked + "0\r\n\r\n";
+  RecordingUpstream up(
+      [&](std::string& pending) { return take_request(pending).empty() ? std::string() : answer; });
+  SiestaProcess siesta(dir.path(), config(up.port()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int fd = dial(listen);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string got;
+  ASSERT_TRUE(read_until(fd, got, [](const std::string& s) {
+    return s.find("\r\n0\r\n\r\n") != std::string::npos;
+  })) << got;
+  ::close(fd);
+  // Decode the chunks the client got.
+  std::string decoded;
+  int chunks = 0;
+  for (size_t at = got.find("\r\n\r\n") + 4;;) {
+    const size_t eol = got.find("\r\n", at);
+    ASSERT_NE(eol, std::string::npos);
+    const size_t n = std::stoul(got.substr(at, eol - at), nullptr, 16);
+    if (n == 0) break;
+    decoded += got.substr(eol + 2, n);
+    ++chunks;
+    at = eol + 2 + n + 2;
+  }
+  EXPECT_EQ(decoded, body);
+  EXPECT_LE(chunks, 10) << "200 chunks that came in one piece went out one by one";
+}
+
 // Each phase of a connection has its own timeout, whichever is shorter: a keep-alive timeout
 // longer than the header timeout lets the connection idle past the header timeout between
 // requests, and closes it at its own.

@@ -226,6 +226,21 @@ void set_piece(http::buffer_body::value_type& body, char* data, std::size_t size
   body.more = more;
 }
 
+// Parses into the parser's body buffer what `buffer` already holds, without reading, until the
+// body buffer is full, the message done, or a piece is incomplete.
+void take_buffered(http::response_parser<http::buffer_body>& parser, beast::flat_buffer& buffer,
+                   beast::error_code& ec) {
+  while (!parser.is_done() && parser.get().body().size > 0 && buffer.size() > 0) {
+    const std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more || ec == http::error::need_buffer) {
+      ec = {};
+      return;
+    }
+    if (ec || used == 0) return;
+  }
+}
+
 bool is_stream(const http::fields& fields, bool chunked) {
   const auto type = fields[http::field::content_type];
   return chunked || type.starts_with("text/event-stream") ||
@@ -1292,6 +1307,9 @@ struct Proxy::Impl {
         co_await http::async_read_some(*upstream, upstream_buf, res_parser, ec_token(ec));
         // A close-delimited body ends at the upstream's EOF; the parser completes it then.
         if (ec == http::error::need_buffer) ec = {};
+        // Whatever else has arrived already (a stream's next chunks, read together) goes out in
+        // the same write: Beast's parser stops at each chunk.
+        if (!ec) take_buffered(res_parser, upstream_buf, ec);
         if (ec) break;
         set_piece(res.body(), buf.data(), buf.size() - res.body().size, !res_parser.is_done());
         if (model_use && model_use->load_scan) {
