@@ -20,6 +20,7 @@
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
 #include "siesta/providers/model_servers.h"
+#include "siesta/providers/ollama_api.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
@@ -243,6 +244,7 @@ int main(int argc, char** argv) {
   proxy_options.upstream_max_connecting = config.proxy.upstream_max_connecting;
   proxy_options.upstream_idle_connections = config.proxy.upstream_idle_connections;
   proxy_options.upstream_idle_timeout = ms(config.proxy.upstream_idle_timeout_seconds);
+  proxy_options.model_api_of = siesta::model_api_of;
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
   if (siesta::Status st = proxy.bind(specs); !st) {
     spdlog::critical("{}", st.message());

@@ -18,10 +18,10 @@
 #include <optional>
 #include <thread>
 
+#include "siesta/core/decide.h"
 #include "siesta/core/error_json.h"
+#include "siesta/core/model_api.h"
 #include "siesta/http/framing.h"
-#include "siesta/providers/keep_alive.h"
-#include "siesta/providers/load_duration.h"
 #include "siesta/proxy/upstream_pool.h"
 #include "siesta/runtime/executor.h"
 
@@ -409,7 +409,7 @@ struct Proxy::Impl {
     Protocol protocol = Protocol::kHttp;
     std::string upstream_host;
     std::string upstream_port;
-    ServiceSpec::ModelApi model_api = ServiceSpec::ModelApi::kNone;
+    const ModelApi* model_api = nullptr;  // a model server's API; nullptr: not one
     SteadyClock::duration response_timeout = std::chrono::seconds(300);
     bool trust_forwarded_headers = false;
     int max_connections = 1024;
@@ -481,7 +481,7 @@ struct Proxy::Impl {
     l.protocol = spec.protocol;
     l.upstream_host = spec.upstream_host;
     l.upstream_port = std::to_string(spec.upstream_port);
-    l.model_api = spec.model_api;
+    l.model_api = options_.model_api_of ? options_.model_api_of(spec.model_api) : nullptr;
     l.response_timeout = to_duration(spec.response_timeout_seconds);
     l.trust_forwarded_headers = spec.trust_forwarded_headers;
     l.max_connections = spec.max_connections;
@@ -661,7 +661,7 @@ struct Proxy::Impl {
     ModelUse(ModelUse&& o) noexcept
         : controller(std::exchange(o.controller, nullptr)),
           model(std::move(o.model)),
-          route(o.route),
+          carries_keep_alive(o.carries_keep_alive),
           keep_alive(o.keep_alive),
           accepted(o.accepted),
           sent(o.sent),
@@ -685,7 +685,7 @@ struct Proxy::Impl {
     }
     Controller* controller;
     std::string model;
-    ModelRoute route = ModelRoute::kNone;
+    bool carries_keep_alive = false;  // else it is set through the provider after a success
     double keep_alive = 0;
     bool accepted = false;                     // the model server answered 2xx: the model is loaded
     bool sent = false;                         // the request reached the model server
@@ -693,8 +693,8 @@ struct Proxy::Impl {
     std::optional<std::uint64_t> load_ticket;  // the model was not loaded when it began
     bool was_loaded = true;                    // false: this request paid the model's load
     SteadyClock::time_point t0 = SteadyClock::now();
-    double first_byte = 0;                         // seconds from t0 to the response header
-    std::optional<LoadDurationScanner> load_scan;  // this response paid the model's load
+    double first_byte = 0;                 // seconds from t0 to the response header
+    std::unique_ptr<LoadMeter> load_scan;  // this response paid the model's load
   };
 
   // A whole answer that is not a stream (a Content-Length of at most 4 MiB), read into `buf`
@@ -741,38 +741,35 @@ struct Proxy::Impl {
     co_return body;
   }
 
-  // Reads the model a request names and applies the keep-alive policy, rewriting `body`.
-  void begin_model(Listener& l, ModelRoute route, std::string& body, std::optional<ModelUse>& out) {
-    nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (!doc.is_object() || !doc.contains("model") || !doc["model"].is_string()) {
-      return;  // not a model request siesta understands: passed on untouched
+  // Reads the model a request names (the service's model API says how) and applies the
+  // keep-alive policy, rewriting `body`; a request naming no model passes on untouched.
+  void begin_model(Listener& l, std::string_view target, std::string& body,
+                   std::optional<ModelUse>& out) {
+    auto request = l.model_api->read(target, body);
+    if (!request) return;
+    const auto policy = controller_.keep_alive_policy(request->model, l.service);
+    ModelUse& use = out.emplace(controller_, request->model);
+    use.carries_keep_alive = request->carries_keep_alive;
+    // The client's own keep-alive if it asked for one, else the model's; within the bounds.
+    use.keep_alive = clamp_keep_alive(request->asked_keep_alive.value_or(policy.configured_seconds),
+                                      policy.min_seconds, policy.max_seconds);
+    if (auto rewritten = l.model_api->with_keep_alive(*request, use.keep_alive)) {
+      body = std::move(*rewritten);
     }
-    const std::string model = doc["model"].get<std::string>();
-    if (model.empty() || model.size() > 256) return;
-    const AskedKeepAlive asked = asked_keep_alive(route, doc);
-    const auto policy = controller_.keep_alive_policy(model, l.service);
-    ModelUse& use = out.emplace(controller_, model);
-    use.route = route;
-    use.keep_alive = bounded_keep_alive(asked.seconds, policy.configured_seconds,
-                                        policy.min_seconds, policy.max_seconds);
-    // A value Ollama rejects goes on unchanged, so the client gets Ollama's own 400; the request
-    // is in flight on the model all the same.
-    if (route == ModelRoute::kOllama && !asked.invalid) {
-      doc["keep_alive"] = static_cast<long long>(std::ceil(upstream_keep_alive(use.keep_alive)));
-      body = doc.dump();
-    }
-    use.load_ticket = controller_.begin_model_request(model, l.service);
+    use.load_ticket = controller_.begin_model_request(request->model, l.service);
   }
 
-  // Ollama reads no keep_alive from /v1/* requests, so its default would apply: set siesta's
-  // (plus the grace) once the request is over, off the I/O threads.
+  // A request that could not carry siesta's keep-alive (Ollama reads none from /v1/*), so the
+  // server's default would apply: set siesta's through the provider once the request is over,
+  // off the I/O threads.
   void refresh_keep_alive(Listener& l, const ModelUse& use) {
     ModelProvider* provider = controller_.provider_of(l.service);
     if (provider == nullptr) return;
-    wake_threads_.post([provider, model = use.model, keep_alive = use.keep_alive] {
-      if (Status st = provider->load(model, upstream_keep_alive(keep_alive)); !st) {
-        spdlog::warn("Model {}: could not set its keep-alive after a /v1 request: {}", model,
-                     st.message());
+    wake_threads_.post([provider, model = use.model,
+                        keep_alive = l.model_api->server_keep_alive(use.keep_alive)] {
+      if (Status st = provider->load(model, keep_alive); !st) {
+        spdlog::warn("Model {}: could not set its keep-alive after a request that carried none: {}",
+                     model, st.message());
       }
     });
   }
@@ -1021,10 +1018,10 @@ struct Proxy::Impl {
     // keep-alive (docs/models.md).
     std::optional<std::string> replacement;  // the rewritten request body
     std::optional<ModelUse> model_use;
-    if (l.model_api == ServiceSpec::ModelApi::kOllama) {
-      const ModelRoute route =
-          model_route(std::string(req.method_string()), std::string(req.target()));
-      if (route != ModelRoute::kNone) {
+    if (l.model_api != nullptr) {
+      const std::string_view method(req.method_string().data(), req.method_string().size());
+      const std::string_view target(req.target().data(), req.target().size());
+      if (l.model_api->names_model(method, target)) {
         auto body = co_await read_body(client, activity, client_buf, req_parser, ec);
         if (ec) co_return false;
         if (!body) {
@@ -1035,7 +1032,7 @@ struct Proxy::Impl {
           co_return co_await answer(client, std::move(res), false);
         }
         replacement = std::move(*body);
-        begin_model(l, route, *replacement, model_use);
+        begin_model(l, target, *replacement, model_use);
         req.chunked(false);
         req.content_length(replacement->size());
       }
@@ -1275,12 +1272,12 @@ struct Proxy::Impl {
       // its header goes out, a stream's is known only at its end (the metric waits for it, the
       // header says the time to the first byte).
       model_use->first_byte = seconds_since(model_use->t0);
-      model_use->load_scan.emplace();
+      model_use->load_scan = l.model_api->load_meter();
       double load = model_use->first_byte;
       if (has_body) {
         if (auto whole =
                 co_await read_whole_answer(*upstream, upstream_buf, res_parser, activity)) {
-          load = load_duration_of(*whole).value_or(load);
+          load = l.model_api->load_seconds(*whole).value_or(load);
         }
       }
       wake_header += fmt::format("{}model={}; load={:.3f}", wake_header.empty() ? "cold; " : "; ",
@@ -1343,7 +1340,7 @@ struct Proxy::Impl {
     }
     // Only a request the model server accepted sets the keep-alive: a failed one must not load
     // the model.
-    if (model_use && model_use->route == ModelRoute::kOpenAi && model_use->accepted) {
+    if (model_use && !model_use->carries_keep_alive && model_use->accepted) {
       refresh_keep_alive(l, *model_use);
     }
     record();

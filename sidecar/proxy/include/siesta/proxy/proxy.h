@@ -13,11 +13,13 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/model_api.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
 #include "siesta/core/service.h"
@@ -43,6 +45,9 @@ struct ProxyOptions {
   int upstream_idle_connections = 16;
   // An upstream connection idle this long is closed, not used (the upstream may be closing it).
   std::chrono::milliseconds upstream_idle_timeout{4000};
+  // The API a model server speaks (core/model_api.h), by the service's model_api; unset or
+  // nullptr: the proxy tracks no models.
+  std::function<const ModelApi*(ServiceSpec::ModelApi)> model_api_of;
 };
 
 class Proxy {

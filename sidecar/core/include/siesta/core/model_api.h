@@ -1,0 +1,68 @@
+// ModelApi: what the proxy knows of a model server's HTTP API, and nothing more. Which requests
+// name a model, the keep-alive a request asks for and how to make it carry siesta's, and the
+// server's own measure of a model load. One implementation per API (providers/ollama: Ollama's
+// native routes and its OpenAI-compatible ones); the proxy holds the one its service speaks
+// (services.<name>.model_api) and calls nothing else of it, so a new model server is a new
+// implementation, not a change to the proxy. Implementations are stateless and live as long as
+// the program (the proxy keeps plain pointers to them).
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace siesta {
+
+// The server's own measure of a load, read from a streamed answer as it passes. One per response.
+class LoadMeter {
+ public:
+  virtual ~LoadMeter() = default;
+  // The next piece of the response body, as it arrives.
+  virtual void feed(std::string_view piece) = 0;
+  // Seconds the server says the load took, once the body has ended; nullopt if it did not say.
+  virtual std::optional<double> seconds() = 0;
+};
+
+class ModelApi {
+ public:
+  // A request that names a model, as read from its JSON body.
+  struct Request {
+    std::string model;
+    // The keep-alive the client asked for, in seconds (+infinity: forever); absent: none, and
+    // siesta's policy applies.
+    std::optional<double> asked_keep_alive;
+    // The request can carry the keep-alive siesta tells the server (with_keep_alive); if not,
+    // siesta sets it through the provider after a successful request (server_keep_alive).
+    bool carries_keep_alive = false;
+    nlohmann::json doc;  // the parsed body, for with_keep_alive
+  };
+
+  virtual ~ModelApi() = default;
+
+  // Whether a request names a model in its JSON body: the proxy then reads the whole body
+  // (up to 32 MiB) before forwarding it.
+  virtual bool names_model(std::string_view method, std::string_view target) const = 0;
+
+  // The model a request's body names; nullopt when it names none this API knows (the request
+  // then passes untouched and is not tracked).
+  virtual std::optional<Request> read(std::string_view target, const std::string& body) const = 0;
+
+  // The body to send instead, telling the server to keep the model for at least
+  // `enforced_seconds` (siesta unloads it itself then); nullopt: send the body unchanged (the
+  // request cannot carry one, or carries a value the server will refuse with its own error).
+  virtual std::optional<std::string> with_keep_alive(Request& request,
+                                                     double enforced_seconds) const = 0;
+
+  // The keep-alive to give the server (ModelProvider::load) after a successful request that
+  // carried none, for `enforced_seconds`.
+  virtual double server_keep_alive(double enforced_seconds) const = 0;
+
+  // What the server says a load cost, from a whole answer that is not a stream.
+  virtual std::optional<double> load_seconds(std::string_view whole_answer) const = 0;
+  // The same for a streamed answer.
+  virtual std::unique_ptr<LoadMeter> load_meter() const = 0;
+};
+
+}  // namespace siesta
