@@ -436,6 +436,60 @@ TEST_F(ProxyFraming, AHeaderTrickledPastTheHeaderTimeoutIsCut) {
   EXPECT_EQ(up.connections(), 0u);
 }
 
+// An upstream that answers before reading the whole request body and closes (Python's
+// http.server's 501 to a POST, an early 413 or 401): its answer reaches the client, as through
+// nginx, not a 502 from siesta.
+TEST_F(ProxyFraming, AnEarlyAnswerBeforeTheWholeBodyIsPassedOn) {
+  const int upstream_listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(upstream_listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(upstream_listener, 16), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(upstream_listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::thread upstream([upstream_listener] {
+    // Reads each request's header only, answers 413 and closes with the body unread.
+    for (int i = 0; i < 5; ++i) {
+      const int fd = ::accept(upstream_listener, nullptr, nullptr);
+      if (fd < 0) return;
+      std::string got;
+      read_until(fd, got, [](const std::string& s) { return s.find("\r\n\r\n") != s.npos; });
+      send_all(fd,
+               "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n"
+               "\r\ntoo large");
+      ::close(fd);
+    }
+  });
+  SiestaProcess siesta(dir.path(), config(ntohs(addr.sin_port)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  int answered_413 = 0;
+  std::string last;
+  for (int i = 0; i < 5; ++i) {
+    const int fd = dial(listen);
+    ASSERT_GE(fd, 0);
+    send_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n");
+    // The body follows in pieces, as a client uploads; the answer may come at any point.
+    const std::string piece(64 * 1024, 'x');
+    std::string got;
+    for (int sent = 0; sent < 64 && response_length(got) == 0; ++sent) {
+      if (!send_all(fd, piece)) break;
+      read_until(
+          fd, got, [](const std::string& s) { return response_length(s) > 0; }, milliseconds(5));
+    }
+    read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; });
+    ::close(fd);
+    if (got.rfind("HTTP/1.1 413", 0) == 0 && got.find("too large") != std::string::npos) {
+      ++answered_413;
+    }
+    last = got;
+  }
+  ::shutdown(upstream_listener, SHUT_RDWR);
+  upstream.join();
+  ::close(upstream_listener);
+  EXPECT_EQ(answered_413, 5) << last << siesta.log();
+}
+
 // Chunks that arrive together go out together: 200 small chunks sent in one write by the
 // upstream reach the client in a few chunks, not 200 writes of one chunk each (a streamed model
 // answer cost siesta 300 syscalls per response, nginx 120). The bytes are the same.

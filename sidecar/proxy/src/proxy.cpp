@@ -43,6 +43,8 @@ constexpr std::uint32_t kHeaderLimit = 64 * 1024;  // request or response header
 // A new upstream connection opened after a wake counts against upstream_max_connecting until
 // its response header, or this long: a slow answer or a slow request body does not hold it.
 constexpr auto kUnprovenFor = std::chrono::seconds(1);
+// How long an upstream that stopped taking a request is given for the answer it sent first.
+constexpr auto kEarlyAnswerWait = std::chrono::seconds(1);
 // Bodies of any size pass. Not boost::none: Beast 1.74 compares a chunk's length against the
 // optional limit, and any length is "greater" than none.
 constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max();
@@ -859,9 +861,22 @@ struct Proxy::Impl {
       if (!keep_alive) {
         park(l, upstream, upstream_buf);  // forward() leaves it only when its response is whole
         client.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_await linger(client);
         co_return;
       }
     }
+  }
+
+  // After the last answer on a connection whose client may still be sending (a request body
+  // siesta did not read, e.g. after an early answer): reads and drops what comes, until the
+  // client closes or kLingerFor passes, like nginx's lingering close. Closing with unread bytes
+  // would send a reset, which can make the client lose the answer it has not read yet.
+  static awaitable<void> linger(beast::tcp_stream& client) {
+    constexpr auto kLingerFor = std::chrono::seconds(2);
+    char sink[4096];
+    client.expires_after(kLingerFor);
+    beast::error_code ec;
+    while (!ec) co_await client.async_read_some(net::buffer(sink), ec_token(ec));
   }
 
   // Sends one answer made by siesta itself; false when the connection must close.
@@ -1053,6 +1068,7 @@ struct Proxy::Impl {
     RelayBuffer buf;
     std::optional<http::response_parser<http::buffer_body>> parsed;
     bool sent_body = false;
+    bool early_answer = false;  // the upstream answered before taking the whole request
     // The connection kept from this client's last request: the upstream may be closing it now if
     // it was idle long (it is not used then), or have closed it already; a request with a body
     // could not be retried, so its connection is checked first (a poll) and left if closed.
@@ -1158,14 +1174,21 @@ struct Proxy::Impl {
         if (ec || sr.is_done()) break;
         buf.grow_if_filled(req.body().size, client_buf);
       }
-      if (!ec) {
+      // An error here is the upstream's: it stopped taking the request (closed or reset the
+      // connection). It may have answered first, without reading the whole body (an early 4xx
+      // or 5xx, as Python's http.server or uvicorn send): that answer is read and passed on, as
+      // nginx does, and the client connection closes after it, its request not read to the end.
+      const bool cut_short = static_cast<bool>(ec);
+      ec = {};
+      {
         parsed->header_limit(kHeaderLimit);
         parsed->body_limit(kNoBodyLimit);
         if (head) parsed->skip(true);
         // Only the client waits now: watch it, and give the upstream response_timeout.
         if (!watch->active && !watch->gone) watch_client(client.socket(), watch);
         activity.paused = true;
-        upstream->expires_after(l.response_timeout);
+        // An answer sent before the close is there already.
+        upstream->expires_after(cut_short ? kEarlyAnswerWait : l.response_timeout);
         co_await http::async_read_header(*upstream, upstream_buf, *parsed, ec_token(ec));
         // Interim answers (100 Continue, 103 Early Hints) come before the final one: they are
         // dropped, as nginx drops them, and the final answer read (101 is final: it switches).
@@ -1182,13 +1205,17 @@ struct Proxy::Impl {
         activity.phase(options_.idle_timeout);  // relaying: nothing moving for idle_timeout
         if (upstream) upstream->expires_never();
       }
+      if (!ec && cut_short) {
+        early_answer = true;
+        keep_alive = false;
+      }
       if (!ec) break;
       upstream.reset();
       if (watch->gone) {
         record();
         co_return false;  // the client gave up
       }
-      if (ec == beast::error::timeout) {
+      if (ec == beast::error::timeout && !cut_short) {
         auto res = error_response(
             http::status::gateway_timeout, version, "gateway_timeout",
             fmt::format(
@@ -1322,7 +1349,8 @@ struct Proxy::Impl {
       if (ec || rs.is_done()) break;
       buf.grow_if_filled(res.body().size, upstream_buf);
     }
-    if (ec || !upstream_keep_alive || !res_parser.keep_alive() || !res_parser.is_done()) {
+    if (ec || early_answer || !upstream_keep_alive || !res_parser.keep_alive() ||
+        !res_parser.is_done()) {
       upstream.reset();
     } else if (!keep_alive || l.pool->wanted()) {
       park(l, upstream, upstream_buf);  // this client is done with it, or another waits for it
