@@ -31,7 +31,8 @@ namespace {
 // that rate() sees a counter's first increment.
 constexpr const char* kSleepReasons[] = {"idle", "manual"};
 constexpr const char* kWakeReasons[] = {"manual", "desired", "request"};
-constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external"};
+constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external",
+                                          "sleep_tier"};
 constexpr const char* kLoadReasons[] = {"request", "manual"};
 
 // One counter per label value (a reason, an operation, a status code: a handful), in label
@@ -127,6 +128,11 @@ Metrics::Counters& Metrics::counters(Table& table, const std::string& name, bool
       slot->by[kWakes] = Tally(kWakeReasons);
       for (ServiceOperation op : kAllServiceOperations) slot->by[kFailures].add(to_string(op), 0);
       slot->by[kServiceMemoryFreed].add("", 0);
+      for (TierAction tier : kAllTierActions) {
+        for (int family : {kTiersEntered, kTierWakes, kTierWakeSeconds}) {
+          slot->by[family].add(to_string(tier), 0);
+        }
+      }
     } else {
       slot->by[kUnloads] = Tally(kUnloadReasons);
       slot->by[kLoads] = Tally(kLoadReasons);
@@ -206,6 +212,18 @@ void Metrics::model_loaded(const std::string& model, const std::string& reason, 
               &wake_buckets, duration);
 }
 
+void Metrics::service_tier_entered(const std::string& service, const std::string& tier) {
+  count(services_, service, true, kTiersEntered, tier, 1);
+}
+
+void Metrics::service_woke_from_tier(const std::string& service, const std::string& tier,
+                                     Seconds duration) {
+  Counters& c = counters(services_, service, true);
+  std::lock_guard lock(c.mu);
+  c.by[kTierWakes].add(tier, 1);
+  c.by[kTierWakeSeconds].add(tier, duration.count());
+}
+
 void Metrics::service_slept(const std::string& service, const std::string& reason) {
   count(services_, service, true, kSleeps, reason, 1);
 }
@@ -270,6 +288,25 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
     for (ServiceState st : kAllServiceStates) {
       out.sample("siesta_service_state", "service", t.name, "state", to_string(st),
                  t.state == st ? 1 : 0);
+    }
+  }
+  out.family("siesta_service_tier",
+             "1 for the sleep tier the service is in (awake, then each of its tiers' actions: "
+             "pause, unload_models, stop), 0 for its others.",
+             "gauge");
+  for (size_t i = 0; i < services.size(); ++i) {
+    const ServiceTimer& t = services[i];
+    const std::string_view in = t.tier;
+    out.sample("siesta_service_tier", "service", t.name, "tier", "awake", in == "awake" ? 1 : 0);
+    bool stop_listed = false;
+    for (const SleepTier& tier : effective_tiers(settings, *snapshot.services[i].spec)) {
+      const char* name = to_string(tier.action);
+      stop_listed = stop_listed || tier.action == TierAction::kStop;
+      out.sample("siesta_service_tier", "service", t.name, "tier", name, in == name ? 1 : 0);
+    }
+    // A service without a stop tier is still stopped before its first wake.
+    if (!stop_listed) {
+      out.sample("siesta_service_tier", "service", t.name, "tier", "stop", in == "stop" ? 1 : 0);
     }
   }
   out.family("siesta_service_idle_seconds", "Seconds since the service was last used.", "gauge");
@@ -400,6 +437,16 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "Services put to sleep (stopped), by reason: idle or manual.", "reason");
   render_counters(out, service_rows, "service", kWakes, "siesta_service_wakes_total",
                   "Services woken (started and ready), by reason.", "reason");
+  render_counters(out, service_rows, "service", kTiersEntered, "siesta_service_tier_entries_total",
+                  "Sleep tiers entered by idle services, by tier: pause, unload_models, stop.",
+                  "tier");
+  render_counters(out, service_rows, "service", kTierWakes, "siesta_service_tier_wakes_total",
+                  "Uses that woke a service, by the tier it was in (stop: a cold start).", "tier");
+  render_counters(out, service_rows, "service", kTierWakeSeconds,
+                  "siesta_service_tier_wake_seconds_total",
+                  "Time those wakes took, by tier (divide by siesta_service_tier_wakes_total for "
+                  "the mean; unload_models: 0, its models reload on their next request).",
+                  "tier");
   render_counters(out, service_rows, "service", kFailures, "siesta_service_failures_total",
                   "Failed backend operations on a service, by operation.", "operation");
   render_counters(out, service_rows, "service", kServiceMemoryFreed,
@@ -427,9 +474,10 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "Connections to the service's upstream that carried a request: opened for it, "
                   "or reused (kept alive from an earlier request).",
                   "kind");
-  render_counters(out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
-                  "Models unloaded, by reason: expired, forced, service_sleep, external.",
-                  "reason");
+  render_counters(
+      out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
+      "Models unloaded, by reason: expired, forced, service_sleep, external, sleep_tier.",
+      "reason");
   render_counters(out, model_rows, "model", kLoads, "siesta_model_loads_total",
                   "Models loaded, by reason: request (a proxied request) or manual.", "reason");
   render_counters(out, model_rows, "model", kUnloadFailures, "siesta_model_unload_failures_total",

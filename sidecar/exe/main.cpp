@@ -287,6 +287,7 @@ int main(int argc, char** argv) {
   if (config.on_exit == siesta::OnExit::kStop) {
     controller.stop_all();
   } else {
+    controller.leave_all();
     spdlog::info("Leaving managed services running (on_exit \"leave\")");
   }
   if (siesta::Status st = persister.save(); !st) {

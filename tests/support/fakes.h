@@ -69,12 +69,28 @@ class FakeBackend final : public ServiceBackend {
     calls.push_back("stop " + spec.name);
     if (fail_stop.count(spec.name)) return {ErrorCode::kFailed, "stop refused"};
     running.erase(spec.name);
+    paused.erase(spec.name);  // as the real backends: a paused service is stopped too
+    return Status::ok();
+  }
+  bool supports_pause() const override { return true; }
+  Status pause(const ServiceSpec& spec) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("pause " + spec.name);
+    if (running.count(spec.name) == 0) return {ErrorCode::kFailed, "not running"};
+    paused.insert(spec.name);
+    return Status::ok();
+  }
+  Status resume(const ServiceSpec& spec) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("resume " + spec.name);
+    if (fail_resume.count(spec.name) != 0) return {ErrorCode::kFailed, "cannot resume"};
+    paused.erase(spec.name);
     return Status::ok();
   }
   Result<Inspection> inspect(const ServiceSpec& spec) override {
     std::lock_guard lock(mu_);
     if (fail_inspect) return Status{ErrorCode::kUnavailable, "backend unreachable"};
-    return Inspection{running.count(spec.name) != 0, ""};
+    return Inspection{running.count(spec.name) != 0, "", paused.count(spec.name) != 0};
   }
   nlohmann::json save_handle(const ServiceSpec& spec) override {
     std::lock_guard lock(mu_);
@@ -100,7 +116,8 @@ class FakeBackend final : public ServiceBackend {
   std::mutex mu_;
   std::vector<std::string> calls;
   std::set<std::string> running;
-  std::set<std::string> fail_start, fail_stop, never_ready;
+  std::set<std::string> fail_start, fail_stop, never_ready, fail_resume;
+  std::set<std::string> paused;
   bool fail_inspect = false;
   std::map<std::string, nlohmann::json> handles;  // what save_handle answers, per service
   std::function<void()> on_start;  // runs after a start is recorded, outside the lock
@@ -160,10 +177,23 @@ class RecordingRecorder final : public Recorder {
   }
   void model_unload_failed(const std::string& m) override { add("unload_failed " + m); }
   void monitor_ran(WallTime, Seconds) override {}
+  // Graduated sleep, apart from events() so that the one-tier tests read as before.
+  void service_tier_entered(const std::string& s, const std::string& t) override {
+    std::lock_guard lock(mu_);
+    tiers_.push_back("entered " + s + " " + t);
+  }
+  void service_woke_from_tier(const std::string& s, const std::string& t, Seconds) override {
+    std::lock_guard lock(mu_);
+    tiers_.push_back("woke " + s + " from " + t);
+  }
 
   std::vector<std::string> events() {
     std::lock_guard lock(mu_);
     return events_;
+  }
+  std::vector<std::string> tier_events() {
+    std::lock_guard lock(mu_);
+    return tiers_;
   }
 
  private:
@@ -173,6 +203,7 @@ class RecordingRecorder final : public Recorder {
   }
   std::mutex mu_;
   std::vector<std::string> events_;
+  std::vector<std::string> tiers_;
 };
 
 }  // namespace siesta::testing

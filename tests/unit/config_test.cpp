@@ -195,7 +195,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.colour: unknown key (known keys: backend, command, container, "
                 "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
                 "max_connections, model_api, model_keep_alive_hours, protocol, "
-                "response_timeout_seconds, "
+                "response_timeout_seconds, sleep_tiers, "
                 "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
                 "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": 0}}})",

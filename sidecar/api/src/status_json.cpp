@@ -124,6 +124,11 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   o.key("state_since").unix_seconds(rt.state_since);
   o.key("last_error").text_or_null(rt.last_error);
   o.key("last_error_at").unix_seconds(rt.last_error_at);
+  // Graduated sleep: the tier in force and the next one, due in will_sleep_in_seconds.
+  o.key("tier").text(timer.tier);
+  timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))
+                  : o.key("next_tier").null();
+  o.key("next_tier_in_seconds").seconds(timer.next_tier ? timer.sleeps_in : std::nullopt);
 }
 
 void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {

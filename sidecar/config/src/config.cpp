@@ -143,14 +143,79 @@ bool parse_host_port(const std::string& text, std::string& host, int& port) {
   return true;
 }
 
+std::string fmt_number(double d) {
+  std::ostringstream text;
+  text << d;
+  return text.str();
+}
+
+// Graduated sleep: [{"after_minutes": 1, "action": "pause"}, ..., {"after_minutes": 60,
+// "action": "stop"}], in ascending order, each action once, "stop" only last.
+std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value,
+                                        const std::string& source) {
+  const std::string path = r.key_path("sleep_tiers");
+  if (!value.is_array() || value.empty()) {
+    r.fail(path, "must be a non-empty array of {\"after_minutes\": ..., \"action\": ...}");
+  }
+  std::vector<SleepTier> tiers;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    ObjectReader t(value[i], path + "[" + std::to_string(i) + "]", source);
+    t.allow_only({"after_minutes", "action"});
+    SleepTier tier;
+    const auto after = t.read_number("after_minutes", kTimeoutMinutes);
+    if (!after) t.fail(t.key_path("after_minutes"), "is required");
+    tier.after_minutes = *after;
+    const auto action = t.read_string("action");
+    if (!action) t.fail(t.key_path("action"), "is required");
+    const auto parsed = parse_tier_action(*action);
+    if (!parsed) {
+      t.fail(t.key_path("action"),
+             "must be \"pause\", \"unload_models\" or \"stop\", got \"" + *action + "\"" +
+                 (*action == "vllm_sleep" ? " (vllm_sleep is not available yet)" : ""));
+    }
+    tier.action = *parsed;
+    if (!tiers.empty() && tier.after_minutes <= tiers.back().after_minutes) {
+      t.fail(t.key_path("after_minutes"),
+             fmt_number(tier.after_minutes) + " must be greater than the tier before's " +
+                 fmt_number(tiers.back().after_minutes) + " (tiers go from light to deep)");
+    }
+    for (std::size_t j = 0; j < tiers.size(); ++j) {
+      if (tiers[j].action == tier.action) {
+        t.fail(t.key_path("action"),
+               "\"" + *action + "\" is already sleep_tiers[" + std::to_string(j) + "]");
+      }
+    }
+    if (!tiers.empty() && tiers.back().action == TierAction::kStop) {
+      t.fail(t.key_path("action"), "no tier can follow \"stop\": it must be the last");
+    }
+    tiers.push_back(tier);
+  }
+  return tiers;
+}
+
 ServiceConfig read_service_entry(const std::string& name, const json& value,
                                  const std::string& source) {
   ObjectReader r(value, "services." + name, source);
-  r.allow_only({"idle_sleep_enabled", "desired", "idle_timeout_minutes", "backend", "command",
-                "container", "upstream", "health", "start_timeout_seconds", "stop_timeout_seconds",
-                "listen", "protocol", "model_api", "response_timeout_seconds",
-                "trust_forwarded_headers", "max_connections", "tcp_idle_timeout_seconds",
-                "upgraded_idle_timeout_seconds", "model_keep_alive_hours"});
+  r.allow_only({"idle_sleep_enabled",
+                "desired",
+                "idle_timeout_minutes",
+                "backend",
+                "command",
+                "container",
+                "upstream",
+                "health",
+                "start_timeout_seconds",
+                "stop_timeout_seconds",
+                "listen",
+                "protocol",
+                "model_api",
+                "response_timeout_seconds",
+                "trust_forwarded_headers",
+                "max_connections",
+                "tcp_idle_timeout_seconds",
+                "upgraded_idle_timeout_seconds",
+                "model_keep_alive_hours",
+                "sleep_tiers"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -242,6 +307,14 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   }
   if (spec.health.kind != HealthCheck::Kind::kNone && spec.upstream_port == 0) {
     r.fail(r.key_path("health"), "needs \"upstream\" (the host:port to probe)");
+  }
+  if (const json* tiers = r.find("sleep_tiers")) {
+    if (spec.idle_timeout_minutes) {
+      r.fail(r.key_path("sleep_tiers"),
+             "give either idle_timeout_minutes or sleep_tiers, not both (the one timeout is the "
+             "tiers [{\"after_minutes\": N, \"action\": \"stop\"}])");
+    }
+    spec.sleep_tiers = read_sleep_tiers(r, *tiers, source);
   }
   return sc;
 }
@@ -506,11 +579,19 @@ Config parse_config(const std::string& text, const std::string& source) {
       config.models.push_back(std::move(spec));
     }
   }
-  for (const auto& s : config.services) {
-    if (s.spec.model_keep_alive_hours && s.spec.model_api == ServiceSpec::ModelApi::kNone) {
-      top.fail("services." + s.spec.name + ".model_keep_alive_hours",
+  for (const auto& sc : config.services) {
+    if (sc.spec.model_keep_alive_hours && sc.spec.model_api == ServiceSpec::ModelApi::kNone) {
+      top.fail("services." + sc.spec.name + ".model_keep_alive_hours",
                "is for a model server: set \"model_api\": \"ollama\" or name the service as a "
                "model's provider");
+    }
+    for (std::size_t i = 0; i < sc.spec.sleep_tiers.size(); ++i) {
+      if (sc.spec.sleep_tiers[i].action == TierAction::kUnloadModels &&
+          sc.spec.model_api == ServiceSpec::ModelApi::kNone) {
+        top.fail("services." + sc.spec.name + ".sleep_tiers[" + std::to_string(i) + "].action",
+                 "\"unload_models\" needs a model server: set \"model_api\" or name the "
+                 "service as a model's provider");
+      }
     }
   }
   return config;

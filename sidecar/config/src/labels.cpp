@@ -57,7 +57,7 @@ std::optional<bool> parse_bool(const std::string& text) {
 
 // Each label and the config key it sets. A duration is converted to the unit of the key's
 // number (settings_schema.h), whose bounds parse_service then checks.
-enum class LabelKind { kBool, kString, kDuration };
+enum class LabelKind { kBool, kString, kDuration, kTiers };
 struct LabelKey {
   const char* label;
   const char* key;
@@ -75,7 +75,28 @@ constexpr LabelKey kLabels[] = {
     {"siesta.protocol", "protocol", LabelKind::kString},
     {"siesta.model-api", "model_api", LabelKind::kString},
     {"siesta.model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
+    {"siesta.sleep-tiers", "sleep_tiers", LabelKind::kTiers},
 };
+
+// "pause:1m,stop:1h" -> [{"after_minutes": 1, "action": "pause"}, {"after_minutes": 60, ...}];
+// the config's rules (order, actions) are checked by parse_service. Null when malformed.
+json parse_tiers(const std::string& text) {
+  json tiers = json::array();
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    const std::size_t colon = item.find(':');
+    if (colon == std::string::npos) return nullptr;
+    const auto seconds = parse_duration(item.substr(colon + 1));
+    if (!seconds) return nullptr;
+    // Not from labels yet: the unload_models rule (a model server) is checked for the config only.
+    if (item.substr(0, colon) == "unload_models") return nullptr;
+    tiers.push_back({{"after_minutes", *seconds / 60}, {"action", item.substr(0, colon)}});
+    start = comma + 1;
+  }
+  return tiers;
+}
 
 // Seconds in one unit of the number a duration label sets.
 double seconds_per_unit(const char* key) {
@@ -152,6 +173,17 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
       case LabelKind::kString:
         entry[key->key] = value;
         break;
+      case LabelKind::kTiers: {
+        json tiers = parse_tiers(value);
+        if (tiers.is_null()) {
+          return bad(label,
+                     "must be action:duration pairs such as pause:1m,stop:1h (actions "
+                     "pause and stop), got \"" +
+                         value + "\"");
+        }
+        entry[key->key] = std::move(tiers);
+        break;
+      }
       case LabelKind::kDuration: {
         auto seconds = parse_duration(value);
         if (!seconds) {

@@ -84,12 +84,39 @@ const char* to_string(ActionKind kind) {
       return "start_service";
     case ActionKind::kUnloadModel:
       return "unload_model";
+    case ActionKind::kLightSleep:
+      return "light_sleep";
   }
   return "";
 }
 
 Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec) {
   return Seconds(spec.idle_timeout_minutes.value_or(settings.idle_timeout_minutes) * 60.0);
+}
+
+namespace {
+
+// effective_tiers() without building the list: decide() runs per scrape over every service.
+std::size_t tier_count(const ServiceSpec& spec) {
+  return spec.sleep_tiers.empty() ? 1 : spec.sleep_tiers.size();
+}
+SleepTier tier_of(const Settings& settings, const ServiceSpec& spec, std::size_t index) {
+  if (!spec.sleep_tiers.empty()) return spec.sleep_tiers[index];
+  return {effective_idle_timeout(settings, spec).count() / 60.0, TierAction::kStop};
+}
+
+}  // namespace
+
+std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSpec& spec) {
+  std::vector<SleepTier> tiers;
+  for (std::size_t i = 0; i < tier_count(spec); ++i) tiers.push_back(tier_of(settings, spec, i));
+  return tiers;
+}
+
+const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& rt) {
+  if (rt.state == ServiceState::kStopped) return to_string(TierAction::kStop);
+  if (rt.tier == 0 || rt.tier > spec.sleep_tiers.size()) return "awake";
+  return to_string(spec.sleep_tiers[rt.tier - 1].action);
 }
 
 double clamp_keep_alive(double seconds, double min_seconds, double max_seconds) {
@@ -112,7 +139,9 @@ SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& rt) {
   if (!settings.idle_sleep_enabled) return SleepBlocker::kGlobalDisabled;
   if (!rt.idle_sleep_enabled) return SleepBlocker::kServiceDisabled;
   if (rt.desired == Desired::kOn) return SleepBlocker::kDesiredOn;
-  if (rt.state != ServiceState::kRunning) return SleepBlocker::kNotRunning;
+  if (rt.state != ServiceState::kRunning && rt.state != ServiceState::kPaused) {
+    return SleepBlocker::kNotRunning;
+  }
   if (rt.in_flight > 0) return SleepBlocker::kInFlight;
   return SleepBlocker::kNone;
 }
@@ -129,9 +158,10 @@ UnloadBlocker unload_blocker(const Settings& settings, const ModelRuntime& rt, W
 namespace {
 
 // A running service nobody has used yet idles from the moment it was seen running.
-WallTime sleeps_at(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& rt) {
-  return rt.last_used.value_or(rt.state_since) +
-         to_wall_duration(effective_idle_timeout(settings, spec));
+WallTime idle_since(const ServiceRuntime& rt) { return rt.last_used.value_or(rt.state_since); }
+
+WallTime tier_at(const ServiceRuntime& rt, const SleepTier& tier) {
+  return idle_since(rt) + to_wall_duration(Seconds(tier.after_minutes * 60.0));
 }
 
 // A loaded model always has a last use; `now` is only a guard against a broken invariant.
@@ -142,10 +172,23 @@ WallTime keep_alive_until(const Settings& settings, const ModelSpec& spec, const
 
 }  // namespace
 
+std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec& spec,
+                                    const ServiceRuntime& runtime, WallTime now) {
+  if (sleep_blocker(settings, runtime) != SleepBlocker::kNone) return std::nullopt;
+  const std::size_t count = tier_count(spec);
+  if (runtime.tier >= count) return std::nullopt;
+  if (const SleepTier last = tier_of(settings, spec, count - 1);
+      last.action == TierAction::kStop && now >= tier_at(runtime, last)) {
+    return count;
+  }
+  if (now >= tier_at(runtime, tier_of(settings, spec, runtime.tier))) return runtime.tier + 1;
+  return std::nullopt;
+}
+
 bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
                WallTime now) {
-  return sleep_blocker(settings, runtime) == SleepBlocker::kNone &&
-         now >= sleeps_at(settings, spec, runtime);
+  const auto tier = tier_due(settings, spec, runtime, now);
+  return tier && tier_of(settings, spec, *tier - 1).action == TierAction::kStop;
 }
 
 bool unload_due(const Settings& settings, const ModelSpec& spec, const ModelRuntime& runtime,
@@ -176,23 +219,31 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   ServiceTimer timer;
   timer.name = spec.name;
   timer.state = rt.state;
-  timer.timeout = effective_idle_timeout(settings, spec);
+  const std::size_t count = tier_count(spec);
+  const SleepTier next = tier_of(settings, spec, std::min(rt.tier, count - 1));  // or the last
+  timer.timeout = Seconds(next.after_minutes * 60.0);
   if (rt.last_used) timer.idle_for = non_negative(now - *rt.last_used);
   timer.blocker = sleep_blocker(settings, rt);
+  timer.tier = tier_name(spec, rt);
 
-  if (timer.blocker == SleepBlocker::kNone) {
-    WallTime at = sleeps_at(settings, spec, rt);
+  if (timer.blocker == SleepBlocker::kNone && rt.tier < count) {
+    WallTime at = tier_at(rt, next);
     timer.sleeps_at = at;
     timer.sleeps_in = non_negative(at - now);
-    if (now >= at) {
-      actions.push_back({ActionKind::kSleepService, spec.name, "idle"});
+    timer.next_tier = next.action;
+    if (auto due = tier_due(settings, spec, rt, now)) {
+      if (tier_of(settings, spec, *due - 1).action == TierAction::kStop) {
+        actions.push_back({ActionKind::kSleepService, spec.name, "idle"});
+      } else {
+        actions.push_back({ActionKind::kLightSleep, spec.name, "idle", *due});
+      }
     } else {
       deadlines.offer(at);
     }
   }
 
   if (rt.desired == Desired::kOn) {
-    if (rt.state == ServiceState::kStopped) {
+    if (rt.state == ServiceState::kStopped || rt.state == ServiceState::kPaused) {
       actions.push_back({ActionKind::kStartService, spec.name, "desired"});
     } else if (rt.state == ServiceState::kError) {
       // Retry a failed start once per check interval, not in a tight loop.

@@ -14,6 +14,8 @@ const char* to_string(ServiceState state) {
       return "stopping";
     case ServiceState::kError:
       return "error";
+    case ServiceState::kPaused:
+      return "paused";
   }
   return "error";
 }
@@ -26,8 +28,31 @@ const char* to_string(ServiceOperation operation) {
       return "stop";
     case ServiceOperation::kInspect:
       return "inspect";
+    case ServiceOperation::kPause:
+      return "pause";
+    case ServiceOperation::kResume:
+      return "resume";
   }
   return "inspect";
+}
+
+const char* to_string(TierAction action) {
+  switch (action) {
+    case TierAction::kPause:
+      return "pause";
+    case TierAction::kUnloadModels:
+      return "unload_models";
+    case TierAction::kStop:
+      return "stop";
+  }
+  return "stop";
+}
+
+std::optional<TierAction> parse_tier_action(const std::string& text) {
+  for (TierAction action : kAllTierActions) {
+    if (text == to_string(action)) return action;
+  }
+  return std::nullopt;
 }
 
 const char* to_string(Desired desired) { return desired == Desired::kOn ? "on" : "off"; }

@@ -972,7 +972,11 @@ struct Proxy::Impl {
     InFlight in_flight(controller_, l.service);
 
     std::optional<double> cold;
+    std::string woke_from = "cold";  // X-Siesta-Wake: "cold", or "warm-from=<tier>" (paused)
     if (*state != ServiceState::kRunning) {
+      if (auto view = registry_.service(l.service); view && view->runtime.paused) {
+        woke_from = std::string("warm-from=") + tier_name(*view->spec, view->runtime);
+      }
       const auto w0 = SteadyClock::now();
       activity.paused = true;
       bool gone = false;
@@ -1238,7 +1242,7 @@ struct Proxy::Impl {
     const bool upstream_keep_alive = res.keep_alive();
     const std::string upgraded_to = joined_values(res, http::field::upgrade);
     strip_hop_by_hop(res);
-    std::string wake_header = cold ? fmt::format("cold; dur={:.3f}", *cold) : "";
+    std::string wake_header = cold ? fmt::format("{}; dur={:.3f}", woke_from, *cold) : "";
     if (res.result() == http::status::switching_protocols) {
       if (upgrade.empty()) {  // RFC 9110 15.2.2: only to a protocol the client asked for
         upstream.reset();

@@ -19,6 +19,18 @@ Status no_backend(const ServiceSpec& spec) {
           "backend \"" + spec.backend + "\" is not available in this build"};
 }
 
+// The service is up and serving, or down: either way no light tier holds it any more.
+void set_awake(ServiceRuntime& rt, WallTime now) {
+  set_state(rt, ServiceState::kRunning, now);
+  rt.paused = false;
+  rt.tier = 0;
+}
+void set_stopped(ServiceRuntime& rt, WallTime now) {
+  set_state(rt, ServiceState::kStopped, now);
+  rt.paused = false;
+  rt.tier = 0;
+}
+
 // Minutes for log lines: whole numbers stay whole ("60"), short test timeouts stay readable.
 std::string minutes_text(Seconds s) {
   double minutes = std::round(s.count() / 60.0 * 100.0) / 100.0;
@@ -146,16 +158,32 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   s->waiting.fetch_sub(1);
   const WallTime now = clock_.wall_now();
   bool already_up = false;
-  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+  bool paused = false;
+  std::string from;  // the light tier woken from, if any
+  registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    if (rt.paused && (rt.state == ServiceState::kPaused || rt.state == ServiceState::kStopping)) {
+      paused = true;  // held paused (a stop may be claimed, not begun): a resume wakes it
+      from = tier_name(spec, rt);
+      return;
+    }
     // kStopping while we hold the op lock means a stop was claimed but has not begun: the
     // process is still up, so cancelling the stop is the fastest wake there is.
     if (rt.state == ServiceState::kRunning || rt.state == ServiceState::kStopping) {
+      if (rt.tier > 0) from = tier_name(spec, rt);
       set_state(rt, ServiceState::kRunning, now);
       rt.last_used = now;
+      rt.tier = 0;
       already_up = true;
     }
   });
-  if (already_up) return saved(Status::ok(), save());
+  if (already_up) {
+    // A light tier that left it serving (unload_models): nothing to undo.
+    if (!from.empty()) recorder_.service_woke_from_tier(service, from, Seconds(0));
+    return saved(Status::ok(), save());
+  }
+  if (paused) {
+    if (Status st = resume_locked(*view->spec, *backend, from); st) return saved(st, save());
+  }
   // Someone else finished a start while we waited for the lock: share its outcome.
   if (s->starts.load() != starts_seen) {
     if (s->last_start) (void)touch_service(service);
@@ -174,16 +202,148 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   if (st) {
     const WallTime ready_at = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      set_state(rt, ServiceState::kRunning, ready_at);
+      set_awake(rt, ready_at);
       rt.last_used = ready_at;
       rt.retry_at.reset();
     });
     recorder_.service_woke(service, reason, took);
+    recorder_.service_woke_from_tier(service, to_string(TierAction::kStop), took);
     spdlog::info("Service {} is ready after {:.3f} s", service, took.count());
   } else {
     fail_service(service, ServiceOperation::kStart, st, /*schedule_retry=*/true);
   }
   return saved(st, save());
+}
+
+Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backend,
+                                 const std::string& from) {
+  const MonoTime t0 = clock_.mono_now();
+  Status st = backend.resume(spec);
+  const Seconds took = clock_.mono_now() - t0;
+  const WallTime now = clock_.wall_now();
+  if (st) {
+    registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_awake(rt, now);
+      rt.last_used = now;
+    });
+    recorder_.service_woke_from_tier(spec.name, from, took);
+    spdlog::info("Service {} resumed from light sleep ({}) in {:.3f} s", spec.name, from,
+                 took.count());
+    return st;
+  }
+  // It cannot be thawed: the next deeper state is stopped, from which a cold start wakes it.
+  recorder_.service_failed(spec.name, ServiceOperation::kResume);
+  spdlog::error("Service {}: resume failed: {}; stopping it for a cold start", spec.name,
+                st.message());
+  if (Status stopped = backend.stop(spec); !stopped) {
+    spdlog::error("Service {}: stop failed: {}", spec.name, stopped.message());
+  }
+  registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_stopped(rt, now);
+    rt.last_error = failure_text(ServiceOperation::kResume, st);
+    rt.last_error_at = now;
+  });
+  mark_models_unloaded(spec.name, "service_sleep");
+  return st;
+}
+
+bool Controller::claim_light_sleep(const std::string& service, std::size_t tier) {
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  bool claimed = false;
+  Seconds idle{0};
+  std::string action;
+  registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    if (tier == 0 || tier > spec.sleep_tiers.size() || tier_due(settings, spec, rt, now) != tier ||
+        spec.sleep_tiers[tier - 1].action == TierAction::kStop) {
+      return;
+    }
+    idle = now - rt.last_used.value_or(rt.state_since);
+    // The idle time runs on from the same instant: a pause changes state_since.
+    if (!rt.last_used) rt.last_used = rt.state_since;
+    const TierAction a = spec.sleep_tiers[tier - 1].action;
+    if (a == TierAction::kPause) {
+      set_state(rt, ServiceState::kPaused, now);
+      rt.paused = true;
+    }
+    rt.tier = tier;
+    action = to_string(a);
+    claimed = true;
+  });
+  if (claimed) {
+    spdlog::info("Service {} has been idle for {} minutes: light sleep ({})...", service,
+                 minutes_text(idle), action);
+  }
+  return claimed;
+}
+
+void Controller::finish_light_sleep(const std::string& service, std::size_t tier) {
+  Slot* s = slot(service);
+  if (s == nullptr) return;
+  std::lock_guard op(s->op);
+  auto view = registry_.service(service);
+  const bool pausing = view && tier >= 1 && tier <= view->spec->sleep_tiers.size() &&
+                       view->spec->sleep_tiers[tier - 1].action == TierAction::kPause;
+  if (!view || view->runtime.tier != tier ||
+      (pausing && view->runtime.state != ServiceState::kPaused)) {
+    spdlog::info("Light sleep of service {} cancelled: it was used again", service);
+    return;
+  }
+  const TierAction action = view->spec->sleep_tiers[tier - 1].action;
+  ServiceBackend* backend = backend_for(*view->spec);
+  Status st = backend == nullptr ? no_backend(*view->spec)
+              : pausing          ? backend->pause(*view->spec)
+                                 : unload_models_for_tier(*view->spec, *backend);
+  if (st) {
+    recorder_.service_tier_entered(service, to_string(action));
+    spdlog::info("Service {} is in light sleep: {}", service, to_string(action));
+  } else {
+    // It keeps serving, and the tier counts as passed: the next comes at its time rather than
+    // this one being retried in a loop.
+    const WallTime now = clock_.wall_now();
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (pausing) {
+        set_state(rt, ServiceState::kRunning, now);
+        rt.paused = false;
+      }
+      rt.last_error = std::string(to_string(action)) + " failed: " + st.message();
+      rt.last_error_at = now;
+    });
+    // A failed unload_models tier is counted per model (siesta_model_unload_failures_total).
+    if (pausing) recorder_.service_failed(service, ServiceOperation::kPause);
+    spdlog::error("Service {}: light sleep ({}) failed: {}", service, to_string(action),
+                  st.message());
+  }
+  (void)save();
+}
+
+Status Controller::unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend) {
+  const bool paused = registry_.service(spec.name)->runtime.paused;
+  if (paused) {
+    // A frozen model server answers nothing: thawed for the unloads, frozen again after.
+    if (Status st = backend.resume(spec); !st) return st;
+    registry_.update_service(spec.name,
+                             [](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = false; });
+  }
+  Status first = Status::ok();
+  for (const auto& name : registry_.model_names()) {
+    auto m = registry_.model(name);
+    if (!m || m->spec->provider != spec.name || !m->runtime.loaded) continue;
+    if (Status st = unload_now(name, "sleep_tier"); !st && first) first = st;
+  }
+  if (paused) {
+    Status st = backend.pause(spec);
+    if (!st) {
+      // Left running: it serves again, at this tier.
+      registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+        set_state(rt, ServiceState::kRunning, clock_.wall_now());
+      });
+      return st;
+    }
+    registry_.update_service(spec.name,
+                             [](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = true; });
+  }
+  return first;
 }
 
 bool Controller::claim_sleep(const std::string& service) {
@@ -247,9 +407,10 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
   if (st && memory > 0) recorder_.service_memory_freed(service, memory);
   if (st) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      set_state(rt, ServiceState::kStopped, clock_.wall_now());
+      set_stopped(rt, clock_.wall_now());
     });
     recorder_.service_slept(service, reason);
+    if (reason == "idle") recorder_.service_tier_entered(service, to_string(TierAction::kStop));
     mark_models_unloaded(service, "service_sleep");
   } else {
     fail_service(service, ServiceOperation::kStop, st, /*schedule_retry=*/false);
@@ -262,6 +423,8 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
 void Controller::unload_models_before_stop(const std::string& service) {
   ModelProvider* provider = provider_of(service);
   if (provider == nullptr) return;
+  // A paused model server answers nothing; its models go with the stop.
+  if (auto view = registry_.service(service); view && view->runtime.paused) return;
   for (const auto& name : registry_.model_names()) {
     auto m = registry_.model(name);
     if (!m || m->spec->provider != service || !m->runtime.loaded) continue;
@@ -299,19 +462,30 @@ void Controller::mark_models_unloaded(const std::string& provider_service,
 
 Status Controller::touch_service(const std::string& service) {
   const WallTime now = clock_.wall_now();
-  bool known = registry_.update_service(
-      service, [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
+  bool known = registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.last_used = now;
+    if (rt.state == ServiceState::kRunning) rt.tier = 0;  // a paused one stays so until woken
+  });
   if (!known) return {ErrorCode::kNotFound, "unknown service: " + service};
   return saved(Status::ok(), save());
 }
 
 Result<ServiceState> Controller::begin_request(const std::string& service) {
   ServiceState state = ServiceState::kStopped;
-  bool known = registry_.update_service_quiet(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-    ++rt.in_flight;
-    state = rt.state;
-  });
+  const char* from = nullptr;
+  bool known =
+      registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+        ++rt.in_flight;
+        state = rt.state;
+        // A light tier that left it serving (unload_models) ends with this use; a paused one
+        // ends in the wake.
+        if (rt.state == ServiceState::kRunning && rt.tier > 0) {
+          from = tier_name(spec, rt);
+          rt.tier = 0;
+        }
+      });
   if (!known) return Status{ErrorCode::kNotFound, "unknown service: " + service};
+  if (from != nullptr) recorder_.service_woke_from_tier(service, from, Seconds(0));
   return state;
 }
 
@@ -323,7 +497,8 @@ void Controller::end_request(const std::string& service) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
     rt.last_used = now;
     idle = rt.in_flight == 0;
-    timeout_minutes = spec.idle_timeout_minutes;
+    timeout_minutes = spec.sleep_tiers.empty() ? spec.idle_timeout_minutes
+                                               : spec.sleep_tiers.front().after_minutes;
   });
   if (!idle) return;
   // The service now has a sleep deadline; wake the monitor only if it would sleep past it.
@@ -565,8 +740,11 @@ void Controller::finish_unload(const std::string& model, const std::string& reas
 }
 
 Status Controller::unload_model(const std::string& model) {
-  auto view = registry_.model(model);
-  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  if (!registry_.model(model)) return {ErrorCode::kNotFound, "unknown model: " + model};
+  return unload_now(model, "forced");
+}
+
+Status Controller::unload_now(const std::string& model, const std::string& reason) {
   bool claimed = false;
   bool busy = false;
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
@@ -574,9 +752,9 @@ Status Controller::unload_model(const std::string& model) {
     if (rt.loaded && !rt.unloading) rt.unloading = claimed = true;
   });
   if (busy) return {ErrorCode::kConflict, "an unload of model " + model + " is in progress"};
-  if (!claimed) return Status::ok();  // not loaded: nothing to do
-  spdlog::info("Unloading model {} (forced)...", model);
-  Status st = unload_claimed(model, "forced");
+  if (!claimed) return Status::ok();  // not loaded (or forgotten): nothing to do
+  spdlog::info("Unloading model {} ({})...", model, reason);
+  Status st = unload_claimed(model, reason);
   if (st) spdlog::info("Successfully unloaded model {}", model);
   return st;
 }
@@ -586,6 +764,17 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
   ModelProvider* provider = providers_ ? providers_(view->spec->provider) : nullptr;
   auto service = registry_.service(view->spec->provider);
   const bool service_up = service && service->runtime.state != ServiceState::kStopped;
+  if (provider != nullptr && service && service->runtime.paused) {
+    // A frozen model server answers nothing; its unload_models tier or its stop frees the model.
+    const WallTime later = clock_.wall_now() + to_wall_duration(retry_delay(registry_.settings()));
+    registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+      rt.unloading = false;
+      rt.retry_at = later;
+    });
+    spdlog::info("Model {}: not unloaded now, its service {} is paused", model,
+                 view->spec->provider);
+    return Status::ok();
+  }
   Status st = Status::ok();
   if (provider != nullptr && !service_up) {
     // A stopped model server holds no models: nothing to ask it.
@@ -682,10 +871,42 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
     }
     return false;
   }
-  if (seen->running && before != ServiceState::kRunning && before != ServiceState::kStopping) {
+  if (seen->running && seen->paused && before == ServiceState::kPaused) {
+    return false;  // in its pause tier, as siesta left it
+  } else if (seen->running && seen->paused) {
+    // Paused outside siesta, or left paused by an earlier siesta: not serving, so a request
+    // must resume it first, and it is not "running" (nor dead). It counts as in its pause tier
+    // when it has one; the state file's tier (a deeper one) is kept.
+    registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+      if (!rt.last_used) rt.last_used = now;
+      set_state(rt, ServiceState::kPaused, now);
+      rt.paused = true;
+      if (rt.tier == 0) {
+        for (std::size_t i = 0; i < spec.sleep_tiers.size(); ++i) {
+          if (spec.sleep_tiers[i].action == TierAction::kPause) rt.tier = i + 1;
+        }
+      }
+    });
+    spdlog::info("Service {} is paused ({}); a request resumes it", service, seen->detail);
+    return true;
+  } else if (seen->running && before == ServiceState::kPaused) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_awake(rt, now);
+      rt.last_used = now;
+    });
+    spdlog::info("Service {} was resumed outside siesta; idle timer started", service);
+    return true;
+  } else if (seen->running && before != ServiceState::kRunning &&
+             before != ServiceState::kStopping) {
+    registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kRunning, now);
       rt.last_used = now;  // its idle timer starts when siesta first sees it up
+      rt.paused = false;
+      // A tier restored from the state file holds while nothing contradicts it (its models
+      // stay unloaded); one that paused it does not: it runs.
+      for (std::size_t i = 0; i < std::min(rt.tier, spec.sleep_tiers.size()); ++i) {
+        if (spec.sleep_tiers[i].action == TierAction::kPause) rt.tier = 0;
+      }
     });
     if (before == ServiceState::kError) {
       spdlog::info("Service {} is running; idle timer started", service);
@@ -702,10 +923,10 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
     });
     spdlog::info("Service {} is stopped ({}); its backend answers again", service, seen->detail);
     return true;
-  } else if (!seen->running && before == ServiceState::kRunning) {
-    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      set_state(rt, ServiceState::kStopped, now);
-    });
+  } else if (!seen->running &&
+             (before == ServiceState::kRunning || before == ServiceState::kPaused)) {
+    registry_.update_service(service,
+                             [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
     spdlog::warn("Service {} is no longer running ({})", service,
                  seen->detail.empty() ? "stopped outside siesta" : seen->detail);
     mark_models_unloaded(service, "external");
@@ -778,6 +999,25 @@ int Controller::waiters(const std::string& service) {
   return s == nullptr ? 0 : s->waiting.load();
 }
 
+void Controller::leave_all() {
+  for (const auto& name : registry_.service_names()) {
+    Slot* s = slot(name);
+    std::lock_guard op(s->op);
+    auto view = registry_.service(name);
+    if (!view || !view->runtime.paused) continue;
+    ServiceBackend* backend = backend_for(*view->spec);
+    if (backend == nullptr || backend->pause_outlives_siesta()) continue;
+    spdlog::info("Resuming paused service {}: it would not survive paused without siesta", name);
+    if (Status st = backend->resume(*view->spec); !st) {
+      spdlog::error("Service {}: resume failed: {}", name, st.message());
+      continue;
+    }
+    registry_.update_service(
+        name, [&](const ServiceSpec&, ServiceRuntime& rt) { set_awake(rt, clock_.wall_now()); });
+  }
+  (void)save();
+}
+
 void Controller::stop_all() {
   for (const auto& name : registry_.service_names()) {
     Slot* s = slot(name);
@@ -788,13 +1028,13 @@ void Controller::stop_all() {
     if (backend == nullptr) continue;
     spdlog::info("Stopping service {} (siesta is exiting)...", name);
     unload_models_before_stop(name);
+    // A paused one too: the backend thaws it as its stop needs.
     if (Status st = backend->stop(*view->spec); !st) {
       spdlog::error("Service {}: stop failed: {}", name, st.message());
       continue;
     }
-    registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      set_state(rt, ServiceState::kStopped, clock_.wall_now());
-    });
+    registry_.update_service(
+        name, [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, clock_.wall_now()); });
     // Its models went with it: the state file must not say they are loaded.
     mark_models_unloaded(name, "service_sleep");
   }

@@ -37,6 +37,13 @@ WallTime Monitor::step() {
           executor_.post([this, name = action.name] { controller_.finish_sleep(name); });
         }
         break;
+      case ActionKind::kLightSleep:
+        if (controller_.claim_light_sleep(action.name, action.tier)) {
+          executor_.post([this, name = action.name, tier = action.tier] {
+            controller_.finish_light_sleep(name, tier);
+          });
+        }
+        break;
       case ActionKind::kUnloadModel:
         if (controller_.claim_unload(action.name)) {
           executor_.post([this, name = action.name, reason = action.reason] {

@@ -144,10 +144,21 @@ class Restorer {
                                   });
     }
     std::optional<WallTime> last_used = time(key + ".last_used", saved.value("last_used", json()));
+    std::size_t tier = 0;
+    if (const json t = saved.value("tier", json()); !t.is_null()) {
+      auto view = registry_.service(name);
+      if (view && t.is_number_unsigned() &&
+          t.get<std::size_t>() <= view->spec->sleep_tiers.size()) {
+        tier = t.get<std::size_t>();
+      } else {
+        ignore(key + ".tier", t, "must be a tier of the service's sleep_tiers");
+      }
+    }
     registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
+      rt.tier = tier;
     });
     if (saved.contains("handle") && !saved["handle"].is_null()) {
       result_.handles[name] = saved["handle"];
@@ -217,6 +228,11 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
          overridable(view.runtime.idle_sleep_enabled, base.idle_sleep_enabled)},
         {"desired", overridable(to_string(view.runtime.desired), to_string(base.desired))},
         {"last_used", optional_time(view.runtime.last_used)}};
+    // Graduated sleep: a light tier in force outlives a restart (a paused service is found
+    // paused again by its backend; this says which deeper tier it had reached).
+    if (view.runtime.tier > 0 && view.runtime.state != ServiceState::kStopped) {
+      entry["tier"] = view.runtime.tier;
+    }
     auto handle = handles.find(name);
     entry["handle"] = handle != handles.end() ? handle->second : json(nullptr);
     services[name] = std::move(entry);

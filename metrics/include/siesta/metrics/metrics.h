@@ -63,6 +63,9 @@ class Metrics final : public Recorder {
   void model_memory_freed(const std::string& model, double bytes) override;
   void service_memory_freed(const std::string& service, double bytes) override;
   void model_loaded(const std::string& model, const std::string& reason, Seconds duration) override;
+  void service_tier_entered(const std::string& service, const std::string& tier) override;
+  void service_woke_from_tier(const std::string& service, const std::string& tier,
+                              Seconds duration) override;
 
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,
@@ -84,6 +87,9 @@ class Metrics final : public Recorder {
     kProxyConnectionsOpen,  // a gauge kept as +1/-1
     kProxyConnectionsRefused,
     kProxyUpstreamConnections,
+    kTiersEntered,
+    kTierWakes,
+    kTierWakeSeconds,
     kServiceFamilies
   };
   enum ModelFamily : int { kUnloads, kLoads, kUnloadFailures, kVramFreed, kModelFamilies };

@@ -60,14 +60,32 @@ Result<Readiness> DockerBackend::check_ready(const ServiceSpec& spec) {
 
 Status DockerBackend::stop(const ServiceSpec& spec) {
   const int grace = static_cast<int>(std::ceil(spec.stop_timeout_seconds));
+  if (auto c = client_.inspect(container_of(spec)); c && c->status == "paused") {
+    if (Status st = client_.unpause(container_of(spec)); !st) return explain(spec, st);
+  }
   return explain(spec, client_.stop(container_of(spec), grace));
+}
+
+Status DockerBackend::pause(const ServiceSpec& spec) {
+  auto c = client_.inspect(container_of(spec));
+  if (!c) return explain(spec, c.status());
+  if (c->status == "paused") return Status::ok();
+  return explain(spec, client_.pause(container_of(spec)));
+}
+
+Status DockerBackend::resume(const ServiceSpec& spec) {
+  auto c = client_.inspect(container_of(spec));
+  if (!c) return explain(spec, c.status());
+  if (c->status != "paused") return Status::ok();
+  return explain(spec, client_.unpause(container_of(spec)));
 }
 
 Result<Inspection> DockerBackend::inspect(const ServiceSpec& spec) {
   auto c = client_.inspect(container_of(spec));
   if (!c) return explain(spec, c.status());
   Inspection out;
-  out.running = c->status == "running";
+  out.paused = c->status == "paused";
+  out.running = c->status == "running" || out.paused;
   out.detail = "container " + describe(*c);
   return out;
 }

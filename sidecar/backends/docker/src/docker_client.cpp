@@ -305,6 +305,22 @@ Status DockerClient::stop(const std::string& container, int grace_seconds) {
   return engine_error(*res);
 }
 
+Status DockerClient::post_action(const std::string& container, const char* action) {
+  auto p = prefix();
+  if (!p) return p.status();
+  auto cli = connect(Seconds(30));
+  auto res = cli->Post(*p + "/containers/" + percent_encode(container) + "/" + action);
+  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (res->status == 204 || res->status == 304) return Status::ok();
+  return engine_error(*res);
+}
+
+Status DockerClient::pause(const std::string& container) { return post_action(container, "pause"); }
+
+Status DockerClient::unpause(const std::string& container) {
+  return post_action(container, "unpause");
+}
+
 Result<std::vector<ContainerSummary>> DockerClient::list(const std::string& label) {
   auto p = prefix();
   if (!p) return p.status();

@@ -264,6 +264,7 @@ Status ProcessBackend::stop(const ServiceSpec& spec) {
 
   if (child->alive()) {
     ::kill(-pgid, SIGTERM);
+    ::kill(-pgid, SIGCONT);  // a paused (SIGSTOPped) group gets the SIGTERM only once continued
     if (!child->wait_exit(grace, clock_)) {
       spdlog::warn("Service {}: process {} still running {:g} s after SIGTERM; sending SIGKILL",
                    spec.name, pgid, spec.stop_timeout_seconds);
@@ -292,10 +293,41 @@ Status ProcessBackend::stop(const ServiceSpec& spec) {
   return Status::ok();
 }
 
+Status ProcessBackend::pause(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child || !child->alive()) return {ErrorCode::kFailed, "the process is not running"};
+  if (::kill(-child->pid, SIGSTOP) != 0) {
+    return {ErrorCode::kFailed, std::string("SIGSTOP: ") + std::strerror(errno)};
+  }
+  // The signal is delivered asynchronously: return once the leader is seen stopped, so that
+  // "paused" means it uses no CPU from here on.
+  const MonoTime deadline = clock_.mono_now() + milliseconds(1000);
+  while (proc_state(child->pid) != 'T' && child->alive()) {
+    if (clock_.mono_now() >= deadline) {
+      return {ErrorCode::kTimeout, "process " + std::to_string(child->pid) + " did not stop"};
+    }
+    clock_.sleep_for(milliseconds(1));
+  }
+  return child->alive() ? Status::ok() : Status{ErrorCode::kFailed, "the process exited"};
+}
+
+Status ProcessBackend::resume(const ServiceSpec& spec) {
+  auto child = find(spec.name);
+  if (!child || !child->alive()) return {ErrorCode::kFailed, "the process is not running"};
+  if (::kill(-child->pid, SIGCONT) != 0) {
+    return {ErrorCode::kFailed, std::string("SIGCONT: ") + std::strerror(errno)};
+  }
+  return Status::ok();
+}
+
 Result<Inspection> ProcessBackend::inspect(const ServiceSpec& spec) {
   auto child = find(spec.name);
   if (!child) return Inspection{false, ""};
-  if (child->alive()) return Inspection{true, "pid " + std::to_string(child->pid)};
+  if (child->alive()) {
+    const bool paused = proc_state(child->pid) == 'T';
+    return Inspection{true, "pid " + std::to_string(child->pid) + (paused ? " (stopped)" : ""),
+                      paused};
+  }
   return Inspection{false, "process " + std::to_string(child->pid) + " " + child->exit_detail()};
 }
 

@@ -18,7 +18,8 @@ enum class SleepBlocker {
   kGlobalDisabled,   // idle_sleep_enabled is false in the settings
   kServiceDisabled,  // the service's idle_sleep_enabled is false
   kDesiredOn,        // desired is "on"
-  kNotRunning,       // stopped, starting, stopping or in error: no idle timer runs
+  kNotRunning,       // stopped, starting, stopping or in error: no idle timer runs (a paused
+                     // service's does: it goes on to its deeper tiers)
   kInFlight,         // a request or connection is open
 };
 inline constexpr SleepBlocker kAllSleepBlockers[] = {
@@ -41,11 +42,17 @@ const char* describe(UnloadBlocker blocker);
 struct ServiceTimer {
   std::string name;
   ServiceState state = ServiceState::kStopped;
-  Seconds timeout{0};                 // the effective idle timeout
+  // The idle time of the next tier (the last one once all are in force); with one tier, the
+  // effective idle timeout. idle_for + sleeps_in adds up to it.
+  Seconds timeout{0};
   std::optional<Seconds> idle_for;    // since last_used; absent if never used
-  std::optional<WallTime> sleeps_at;  // absent when it will not sleep
+  std::optional<WallTime> sleeps_at;  // when the next tier comes; absent when none will
   std::optional<Seconds> sleeps_in;   // sleeps_at - now, never negative
   SleepBlocker blocker = SleepBlocker::kNone;
+  // Graduated sleep: the tier in force ("awake", an action's name, "stop" for a stopped
+  // service) and the next one, due at sleeps_at (absent when none will come).
+  const char* tier = "awake";
+  std::optional<TierAction> next_tier;
 };
 
 struct ModelTimer {
@@ -58,13 +65,15 @@ struct ModelTimer {
   UnloadBlocker blocker = UnloadBlocker::kNone;
 };
 
-enum class ActionKind { kSleepService, kStartService, kUnloadModel };
+// kSleepService: the stop tier (the full stop); kLightSleep: a lighter tier, Action::tier.
+enum class ActionKind { kSleepService, kStartService, kUnloadModel, kLightSleep };
 const char* to_string(ActionKind kind);
 
 struct Action {
   ActionKind kind;
   std::string name;
-  std::string reason;  // "idle", "desired", "expired"
+  std::string reason;    // "idle", "desired", "expired"
+  std::size_t tier = 0;  // kLightSleep: the tier to enter, 1-based (ServiceRuntime::tier)
   bool operator==(const Action&) const = default;
 };
 
@@ -77,6 +86,10 @@ struct Decision {
 };
 
 Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec);
+// The service's sleep tiers: its sleep_tiers, else the one tier {idle timeout, stop}.
+std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSpec& spec);
+// "awake", the action of the tier in force, or "stop" for a stopped service.
+const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& runtime);
 // The one rule for every keep-alive siesta enforces, whatever its source (the model's
 // keep_alive_hours, the global model_keep_alive_hours, a client's keep_alive): within
 // [min_seconds, max_seconds] (a model's keep_alive_min_seconds and keep_alive_max_seconds).
@@ -92,6 +105,11 @@ Seconds retry_delay(const Settings& settings);
 // The rules decide() applies to one entry, for callers that must re-check a claim
 // atomically under the registry lock (a use may have arrived since the decision).
 SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& runtime);
+// The tier (1-based) the service should enter now: the stop tier as soon as it is due (a light
+// tier still to come is skipped), else the next tier once due; nullopt when none is due.
+std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec& spec,
+                                    const ServiceRuntime& runtime, WallTime now);
+// tier_due() names the stop tier.
 bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
                WallTime now);
 UnloadBlocker unload_blocker(const Settings& settings, const ModelRuntime& runtime, WallTime now);

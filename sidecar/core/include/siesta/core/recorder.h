@@ -22,6 +22,13 @@ class Recorder {
   virtual void model_unloaded(const std::string& model, const std::string& reason) = 0;
   virtual void model_unload_failed(const std::string& model) = 0;
   virtual void monitor_ran(WallTime at, Seconds took) = 0;
+  // Graduated sleep: the service entered its tier `tier` ("pause", "unload_models", "stop")
+  // because it was idle.
+  virtual void service_tier_entered(const std::string& /*service*/, const std::string& /*tier*/) {}
+  // A use woke the service from the tier it was in ("stop": a cold start), taking `duration`
+  // (0 for unload_models: its models reload on their next request).
+  virtual void service_woke_from_tier(const std::string& /*service*/, const std::string& /*tier*/,
+                                      Seconds /*duration*/) {}
   // A service joined after start-up (found by its container labels).
   virtual void service_added(const std::string& /*service*/) {}
   // An HTTP request through the proxy ended with `status` (0: no response was sent) after

@@ -2,6 +2,7 @@
 // (ServiceRuntime).
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,17 +11,36 @@
 
 namespace siesta {
 
-enum class ServiceState { kStopped, kStarting, kRunning, kStopping, kError };
+// kPaused: held by its backend in a light sleep (Docker pause, SIGSTOP of the process group):
+// memory kept, no CPU, not serving; a wake resumes it in milliseconds.
+enum class ServiceState { kStopped, kStarting, kRunning, kStopping, kError, kPaused };
 inline constexpr ServiceState kAllServiceStates[] = {
-    ServiceState::kStopped, ServiceState::kStarting, ServiceState::kRunning,
-    ServiceState::kStopping, ServiceState::kError};
+    ServiceState::kStopped,  ServiceState::kStarting, ServiceState::kRunning,
+    ServiceState::kStopping, ServiceState::kError,    ServiceState::kPaused};
 const char* to_string(ServiceState state);
 
 // What siesta asks of a service's backend; a failed one puts the service in kError.
-enum class ServiceOperation { kStart, kStop, kInspect };
+enum class ServiceOperation { kStart, kStop, kInspect, kPause, kResume };
 inline constexpr ServiceOperation kAllServiceOperations[] = {
-    ServiceOperation::kStart, ServiceOperation::kStop, ServiceOperation::kInspect};
-const char* to_string(ServiceOperation operation);  // "start", "stop", "inspect"
+    ServiceOperation::kStart, ServiceOperation::kStop, ServiceOperation::kInspect,
+    ServiceOperation::kPause, ServiceOperation::kResume};
+// "start", "stop", "inspect", "pause", "resume"
+const char* to_string(ServiceOperation operation);
+
+// Graduated sleep: what one sleep tier does to an idle service. Each deeper tier keeps what the
+// lighter ones did (a paused service whose models are unloaded stays paused); a wake undoes
+// only that. kStop is the full stop of the seed and is always the last tier.
+enum class TierAction { kPause, kUnloadModels, kStop };
+inline constexpr TierAction kAllTierActions[] = {TierAction::kPause, TierAction::kUnloadModels,
+                                                 TierAction::kStop};
+const char* to_string(TierAction action);  // "pause", "unload_models", "stop": config and labels
+std::optional<TierAction> parse_tier_action(const std::string& text);
+
+struct SleepTier {
+  double after_minutes = 0;  // of idleness
+  TierAction action = TierAction::kStop;
+  bool operator==(const SleepTier&) const = default;
+};
 
 // "on": the user wants it running; siesta starts it and never puts it to sleep.
 // "off": siesta may put it to sleep when idle and wakes it on demand.
@@ -55,6 +75,9 @@ struct ServiceSpec {
   std::optional<double> model_keep_alive_hours;
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
+  // Graduated sleep (ascending after_minutes, kStop only last); empty: the one tier
+  // {idle timeout, kStop} (effective_tiers()). Exclusive with idle_timeout_minutes.
+  std::vector<SleepTier> sleep_tiers;
   double start_timeout_seconds = 60;
   double stop_timeout_seconds = 10;
   // Proxy: how long the upstream may take to send its response header (a cold model load
@@ -84,6 +107,11 @@ struct ServiceRuntime {
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;                  // after a failed start of a desired-on service
   std::optional<ServiceOperation> failed_operation;  // what failed, while state is kError
+  // Graduated sleep: how many of the service's tiers are in force (0: awake); a use resets it.
+  std::size_t tier = 0;
+  // The backend holds the service paused (its pause tier); only a resume undoes it, so a
+  // stop or a wake that finds it set resumes first.
+  bool paused = false;
 };
 
 }  // namespace siesta

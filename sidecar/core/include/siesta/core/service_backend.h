@@ -16,8 +16,9 @@ namespace siesta {
 enum class Readiness { kReady, kNotYet };
 
 struct Inspection {
-  bool running = false;
-  std::string detail;  // e.g. "exited with code 1"; shown to the operator
+  bool running = false;  // up, paused or not
+  std::string detail;    // e.g. "exited with code 1"; shown to the operator
+  bool paused = false;   // held paused (Docker pause, SIGSTOP): up, but serving nothing
 };
 
 class ServiceBackend {
@@ -31,10 +32,27 @@ class ServiceBackend {
   // exited), so the caller stops polling.
   virtual Result<Readiness> check_ready(const ServiceSpec& spec) = 0;
   // Stops the service and returns once it is gone, escalating after stop_timeout_seconds.
-  // Stopping a stopped service is not an error.
+  // Stopping a stopped service is not an error; a paused one is stopped too (thawed first
+  // where the backend needs that for it to exit).
   virtual Status stop(const ServiceSpec& spec) = 0;
   // The service's real state, read from the backend.
   virtual Result<Inspection> inspect(const ServiceSpec& spec) = 0;
+
+  // The pause tier of graduated sleep: freezes the running service in place (no CPU, its
+  // memory kept) and returns once it is frozen; resume() thaws it. Pausing a paused service or
+  // resuming a running one is not an error. Backends without it answer kUnavailable.
+  virtual bool supports_pause() const { return false; }
+  // Whether a paused service stays paused after siesta exits (on_exit "leave"). A stopped
+  // process group does not: once siesta (its parent) is gone the group is orphaned, and the
+  // kernel sends an orphaned group with a stopped member SIGHUP then SIGCONT (POSIX), which
+  // would end most services.
+  virtual bool pause_outlives_siesta() const { return true; }
+  virtual Status pause(const ServiceSpec& /*spec*/) {
+    return {ErrorCode::kUnavailable, "this backend cannot pause a service"};
+  }
+  virtual Status resume(const ServiceSpec& /*spec*/) {
+    return {ErrorCode::kUnavailable, "this backend cannot pause a service"};
+  }
 
   // Memory the running service holds now (resident set), if the backend can tell; read just
   // before a stop, to count what sleeping frees.

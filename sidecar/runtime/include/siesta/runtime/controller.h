@@ -101,6 +101,12 @@ class Controller {
   // between (a wake arrived) makes finish() a no-op.
   bool claim_sleep(const std::string& service);
   void finish_sleep(const std::string& service);
+  // Graduated sleep, the same two steps for a light tier (Action::tier, 1-based): the claim
+  // marks the tier in force, and a pause tier makes the service kPaused at once, so that a
+  // request arriving before the pause is done waits for the wake (which resumes it) instead of
+  // reaching a frozen service. A use in between makes finish_light_sleep() a no-op.
+  bool claim_light_sleep(const std::string& service, std::size_t tier);
+  void finish_light_sleep(const std::string& service, std::size_t tier);
   bool claim_unload(const std::string& model);
   void finish_unload(const std::string& model, const std::string& reason);
 
@@ -116,6 +122,9 @@ class Controller {
   void refresh(const std::string& service);
   // On shutdown with on_exit "stop": stops every running service.
   void stop_all();
+  // On shutdown with on_exit "leave": resumes the paused services whose backend cannot keep
+  // them paused without siesta (ServiceBackend::pause_outlives_siesta), so they are left running.
+  void leave_all();
 
   // Callers waiting for the service's operation lock (a start or stop in progress).
   int waiters(const std::string& service);
@@ -139,6 +148,13 @@ class Controller {
   void record_unload(const std::string& model, const std::string& reason,
                      std::optional<double> vram_bytes);
   Status unload_claimed(const std::string& model, const std::string& reason);
+  // Claims and unloads a loaded model now; OK when it was not loaded.
+  Status unload_now(const std::string& model, const std::string& reason);
+  // The unload_models tier: every loaded model of the service, through its provider; a paused
+  // service is resumed for it and paused again. Holds the service's op lock.
+  Status unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend);
+  // A wake of a paused service: resumes it; on failure it is stopped, for a cold start.
+  Status resume_locked(const ServiceSpec& spec, ServiceBackend& backend, const std::string& from);
   // Reads the backend's real state into the registry; true when anything changed (the caller
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);

@@ -30,6 +30,11 @@ class DockerBackend final : public ServiceBackend {
   Result<Readiness> check_ready(const ServiceSpec& spec) override;
   Status stop(const ServiceSpec& spec) override;
   Result<Inspection> inspect(const ServiceSpec& spec) override;
+  // docker pause / unpause: the cgroup freezer. stop() unpauses a paused container first, so
+  // that it gets its stop signal and its grace period like a running one.
+  bool supports_pause() const override { return true; }
+  Status pause(const ServiceSpec& spec) override;
+  Status resume(const ServiceSpec& spec) override;
 
   DockerClient& client() { return client_; }
 

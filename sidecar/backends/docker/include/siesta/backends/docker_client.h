@@ -100,6 +100,9 @@ class DockerClient {
   // stop blocks in the engine for up to `grace_seconds`.
   Status start(const std::string& container, Seconds timeout);
   Status stop(const std::string& container, int grace_seconds);
+  // POST /containers/{id}/pause and /unpause (the cgroup freezer).
+  Status pause(const std::string& container);
+  Status unpause(const std::string& container);
   // Containers (running or not) carrying `label` ("key" or "key=value").
   Result<std::vector<ContainerSummary>> list(const std::string& label);
 
@@ -115,6 +118,8 @@ class DockerClient {
  private:
   std::unique_ptr<httplib::Client> connect(Seconds read_timeout) const;
   Result<std::string> prefix();
+  // POST /containers/{container}/{action}: 204 (or 304) is success.
+  Status post_action(const std::string& container, const char* action);
   Status unreachable(const std::string& what) const;
 
   DockerEndpoint endpoint_;

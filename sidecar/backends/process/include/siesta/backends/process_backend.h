@@ -3,6 +3,8 @@
 // stop_timeout_seconds; every child is reaped. A process started by an earlier siesta (on_exit
 // "leave") is adopted again from its saved handle (pid and kernel start time, so a reused pid
 // is never mistaken for it) only while /proc/<pid>/cmdline is still the service's command.
+// Pause (graduated sleep) is SIGSTOP to the group, resume SIGCONT; a stop sends SIGCONT right
+// after SIGTERM, since a stopped group would keep the SIGTERM pending and never exit.
 // Grace periods are measured, and polls paced, with the injected Clock. Thread-safe.
 #pragma once
 
@@ -27,6 +29,10 @@ class ProcessBackend final : public ServiceBackend {
   Result<Readiness> check_ready(const ServiceSpec& spec) override;
   Status stop(const ServiceSpec& spec) override;
   Result<Inspection> inspect(const ServiceSpec& spec) override;
+  bool supports_pause() const override { return true; }
+  bool pause_outlives_siesta() const override { return false; }
+  Status pause(const ServiceSpec& spec) override;
+  Status resume(const ServiceSpec& spec) override;
   nlohmann::json save_handle(const ServiceSpec& spec) override;
   void restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) override;
 
