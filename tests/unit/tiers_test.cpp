@@ -192,6 +192,20 @@ TEST(Tiers, ARequestAfterThePauseClaimWaitsForTheWakeThatResumesIt) {
   w.controller->end_request("ollama");
 }
 
+TEST(Tiers, DesiredOnResumesAPausedService) {
+  World w(kThreeTiers);
+  pause_after_use(w, /*with_model=*/false);
+  ASSERT_TRUE(w.controller->set_desired("ollama", Desired::kOn));
+  Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
+  EXPECT_THAT(d.actions, ElementsAre(Action{ActionKind::kStartService, "ollama", "desired"}));
+  w.monitor->step();
+  EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume ollama"));
+  EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);
+  w.clock.advance(minutes(120));
+  w.monitor->step();
+  EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);  // desired on: no tier applies
+}
+
 TEST(Tiers, AResumeThatFailsFallsBackToAColdStart) {
   World w(kThreeTiers);
   pause_after_use(w, /*with_model=*/false);
