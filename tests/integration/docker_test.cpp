@@ -373,358 +373,357 @@ TEST_F(Docker, ALabelledModelServerManagesItsModelsAndComposeNamesItsServices) {
   ASSERT_TRUE(res);
   EXPECT_NE(res->status, 200) << res->body;
   EXPECT_NE(res->body.find("has no model API"), std::string::npos) << res->body;
+}
 
-  // One cgroup (v1) file of a container, e.g. ("cpuacct", "cpuacct.usage"), as the kernel says.
-  std::string cgroup_file(const std::string& container, const std::string& controller,
-                          const std::string& file) {
-    const std::string id = docker({"inspect", "-f", "{{.Id}}", container}).second;
-    std::string text = slurp(fs::path("/sys/fs/cgroup") / controller / "docker" / id / file);
-    while (!text.empty() && text.back() == '\n') text.pop_back();
-    return text;
+// One cgroup (v1) file of a container, e.g. ("cpuacct", "cpuacct.usage"), as the kernel says.
+std::string cgroup_file(const std::string& container, const std::string& controller,
+                        const std::string& file) {
+  const std::string id = docker({"inspect", "-f", "{{.Id}}", container}).second;
+  std::string text = slurp(fs::path("/sys/fs/cgroup") / controller / "docker" / id / file);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+double cpu_ns(const std::string& container) {
+  return std::stod(cgroup_file(container, "cpuacct", "cpuacct.usage"));
+}
+
+// The container's anonymous memory (memory.stat total_rss): what a pause must keep. The page
+// cache (in memory.usage_in_bytes) may be reclaimed whatever the container does.
+double rss_bytes(const std::string& container) {
+  std::istringstream stat(cgroup_file(container, "memory", "memory.stat"));
+  std::string key;
+  double value = 0;
+  while (stat >> key >> value) {
+    if (key == "total_rss") return value;
   }
+  return -1;
+}
 
-  double cpu_ns(const std::string& container) {
-    return std::stod(cgroup_file(container, "cpuacct", "cpuacct.usage"));
-  }
+// The "dur=" of an X-Siesta-Wake header, in seconds; -1 without one.
+double wake_dur(const std::string& header) {
+  std::smatch m;
+  return std::regex_search(header, m, std::regex("dur=([0-9.]+)")) ? std::stod(m[1]) : -1;
+}
 
-  // The container's anonymous memory (memory.stat total_rss): what a pause must keep. The page
-  // cache (in memory.usage_in_bytes) may be reclaimed whatever the container does.
-  double rss_bytes(const std::string& container) {
-    std::istringstream stat(cgroup_file(container, "memory", "memory.stat"));
-    std::string key;
-    double value = 0;
-    while (stat >> key >> value) {
-      if (key == "total_rss") return value;
-    }
-    return -1;
-  }
-
-  // The "dur=" of an X-Siesta-Wake header, in seconds; -1 without one.
-  double wake_dur(const std::string& header) {
-    std::smatch m;
-    return std::regex_search(header, m, std::regex("dur=([0-9.]+)")) ? std::stod(m[1]) : -1;
-  }
-
-  // Graduated sleep on the real engine: a container that burns CPU and holds 20 MB (a busy loop
-  // in a shell holding a 20 MB variable, beside httpd) is
-  // paused after 1.2 s idle; the cgroup shows it frozen, using no CPU, its memory kept; a request
-  // through siesta's port unpauses it in milliseconds, the same container (not restarted).
-  TEST_F(Docker, ThePauseTierFreezesTheContainerAndARequestThawsItInMilliseconds) {
-    const int port = free_port();
-    const int listen = free_port();
-    const std::string web = create(
-        "web", {},
-        {"sh", "-c",
-         "(x=$(head -c 20000000 /dev/zero | tr '\\0' a); while :; do :; done) & exec httpd -f -p "
-         "127.0.0.1:" +
-             std::to_string(port) + " -h /www"});
-    SiestaProcess siesta(
-        dir.path(),
-        config(R"("web": )" +
-               web_service(web, port,
-                           R"(, "listen": "127.0.0.1:)" + std::to_string(listen) +
-                               R"(", "sleep_tiers": [{"after_minutes": 0.02, "action": "pause"},
+// Graduated sleep on the real engine: a container that burns CPU and holds 20 MB (a busy loop
+// in a shell holding a 20 MB variable, beside httpd) is
+// paused after 1.2 s idle; the cgroup shows it frozen, using no CPU, its memory kept; a request
+// through siesta's port unpauses it in milliseconds, the same container (not restarted).
+TEST_F(Docker, ThePauseTierFreezesTheContainerAndARequestThawsItInMilliseconds) {
+  const int port = free_port();
+  const int listen = free_port();
+  const std::string web = create(
+      "web", {},
+      {"sh", "-c",
+       "(x=$(head -c 20000000 /dev/zero | tr '\\0' a); while :; do :; done) & exec httpd -f -p "
+       "127.0.0.1:" +
+           std::to_string(port) + " -h /www"});
+  SiestaProcess siesta(
+      dir.path(),
+      config(R"("web": )" +
+             web_service(web, port,
+                         R"(, "listen": "127.0.0.1:)" + std::to_string(listen) +
+                             R"(", "sleep_tiers": [{"after_minutes": 0.02, "action": "pause"},
                               {"after_minutes": 60, "action": "stop"}])")));
-    ASSERT_TRUE(siesta.start()) << siesta.log();
-    httplib::Client via("127.0.0.1", listen);
-    via.set_read_timeout(seconds(30));
-    auto cold = via.Get("/");
-    ASSERT_TRUE(cold) << siesta.log();
-    ASSERT_EQ(cold->status, 200);
-    EXPECT_EQ(cold->get_header_value("X-Siesta-Wake").rfind("cold; dur=", 0), 0u)
-        << cold->get_header_value("X-Siesta-Wake");
-    const std::string started_at = docker({"inspect", "-f", "{{.State.StartedAt}}", web}).second;
-    const double busy0 = cpu_ns(web);
-    std::this_thread::sleep_for(milliseconds(300));
-    EXPECT_GT(cpu_ns(web) - busy0, 100e6) << "the busy loop should burn CPU while running";
-    ASSERT_TRUE(eventually([&] { return rss_bytes(web) > 20e6; }, seconds(5))) << rss_bytes(web);
-    const double memory_running = rss_bytes(web);
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  httplib::Client via("127.0.0.1", listen);
+  via.set_read_timeout(seconds(30));
+  auto cold = via.Get("/");
+  ASSERT_TRUE(cold) << siesta.log();
+  ASSERT_EQ(cold->status, 200);
+  EXPECT_EQ(cold->get_header_value("X-Siesta-Wake").rfind("cold; dur=", 0), 0u)
+      << cold->get_header_value("X-Siesta-Wake");
+  const std::string started_at = docker({"inspect", "-f", "{{.State.StartedAt}}", web}).second;
+  const double busy0 = cpu_ns(web);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_GT(cpu_ns(web) - busy0, 100e6) << "the busy loop should burn CPU while running";
+  ASSERT_TRUE(eventually([&] { return rss_bytes(web) > 20e6; }, seconds(5))) << rss_bytes(web);
+  const double memory_running = rss_bytes(web);
 
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(10)))
-        << status_of(siesta, "web") << siesta.log();
-    // "paused" shows from the claim on (so requests wait); the engine's pause follows.
-    ASSERT_TRUE(siesta.wait_log("Service web is in light sleep: pause")) << siesta.log();
-    EXPECT_EQ(container_status(web), "paused");
-    EXPECT_EQ(docker({"inspect", "-f", "{{.State.Paused}}", web}).second, "true");
-    EXPECT_EQ(cgroup_file(web, "freezer", "freezer.state"), "FROZEN");
-    const double frozen0 = cpu_ns(web);
-    std::this_thread::sleep_for(milliseconds(500));
-    EXPECT_EQ(cpu_ns(web), frozen0) << "a paused container uses no CPU";
-    EXPECT_GE(rss_bytes(web), memory_running * 0.95) << "its memory stays";
-    json st = status_of(siesta, "web");
-    EXPECT_EQ(st["tier"], "pause");
-    EXPECT_EQ(st["next_tier"], "stop");
-    EXPECT_EQ(metric(siesta, R"(siesta_service_tier{service="web",tier="pause"})"), 1);
-    EXPECT_EQ(metric(siesta, R"(siesta_service_tier_entries_total{service="web",tier="pause"})"),
-              1);
-    // The engine's "pause" event makes siesta re-read the container: it is taken for neither
-    // dead nor started outside.
-    std::this_thread::sleep_for(milliseconds(300));
-    EXPECT_EQ(actual(siesta, "web"), "paused");
-    EXPECT_EQ(siesta.log().find("no longer running"), std::string::npos) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(10)))
+      << status_of(siesta, "web") << siesta.log();
+  // "paused" shows from the claim on (so requests wait); the engine's pause follows.
+  ASSERT_TRUE(siesta.wait_log("Service web is in light sleep: pause")) << siesta.log();
+  EXPECT_EQ(container_status(web), "paused");
+  EXPECT_EQ(docker({"inspect", "-f", "{{.State.Paused}}", web}).second, "true");
+  EXPECT_EQ(cgroup_file(web, "freezer", "freezer.state"), "FROZEN");
+  const double frozen0 = cpu_ns(web);
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_EQ(cpu_ns(web), frozen0) << "a paused container uses no CPU";
+  EXPECT_GE(rss_bytes(web), memory_running * 0.95) << "its memory stays";
+  json st = status_of(siesta, "web");
+  EXPECT_EQ(st["tier"], "pause");
+  EXPECT_EQ(st["next_tier"], "stop");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier{service="web",tier="pause"})"), 1);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier_entries_total{service="web",tier="pause"})"), 1);
+  // The engine's "pause" event makes siesta re-read the container: it is taken for neither
+  // dead nor started outside.
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(actual(siesta, "web"), "paused");
+  EXPECT_EQ(siesta.log().find("no longer running"), std::string::npos) << siesta.log();
 
-    const auto t0 = Clock::now();
-    auto warm = via.Get("/");
-    const double took = std::chrono::duration<double>(Clock::now() - t0).count();
-    ASSERT_TRUE(warm) << siesta.log();
-    ASSERT_EQ(warm->status, 200);
-    EXPECT_EQ(warm->body, "ok\n");
-    const std::string header = warm->get_header_value("X-Siesta-Wake");
-    EXPECT_EQ(header.rfind("warm-from=pause; dur=", 0), 0u) << header;
-    EXPECT_LT(wake_dur(header), 0.5) << header;
-    EXPECT_LT(took, 0.5);
-    std::printf(
-        "[ measured ] Docker unpause through the proxy: request %.1f ms, wake %s (the "
-        "cold start before: %s)\n",
-        took * 1000, header.c_str(), cold->get_header_value("X-Siesta-Wake").c_str());
-    EXPECT_EQ(container_status(web), "running");
-    EXPECT_EQ(docker({"inspect", "-f", "{{.State.StartedAt}}", web}).second, started_at);
-    EXPECT_EQ(metric(siesta, R"(siesta_service_tier_wakes_total{service="web",tier="pause"})"), 1);
-    EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="web"})"), 1);
-  }
+  const auto t0 = Clock::now();
+  auto warm = via.Get("/");
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_TRUE(warm) << siesta.log();
+  ASSERT_EQ(warm->status, 200);
+  EXPECT_EQ(warm->body, "ok\n");
+  const std::string header = warm->get_header_value("X-Siesta-Wake");
+  EXPECT_EQ(header.rfind("warm-from=pause; dur=", 0), 0u) << header;
+  EXPECT_LT(wake_dur(header), 0.5) << header;
+  EXPECT_LT(took, 0.5);
+  std::printf(
+      "[ measured ] Docker unpause through the proxy: request %.1f ms, wake %s (the "
+      "cold start before: %s)\n",
+      took * 1000, header.c_str(), cold->get_header_value("X-Siesta-Wake").c_str());
+  EXPECT_EQ(container_status(web), "running");
+  EXPECT_EQ(docker({"inspect", "-f", "{{.State.StartedAt}}", web}).second, started_at);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier_wakes_total{service="web",tier="pause"})"), 1);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_wakes_total{reason="request",service="web"})"), 1);
+}
 
-  // siesta exits (on_exit "stop") while the container is paused: it is stopped all the same.
-  // Then, with on_exit "leave" and a state file, a new siesta finds it paused, in its tier.
-  TEST_F(Docker, APausedContainerIsStoppedOnExitAndFoundPausedAgainAfterARestart) {
-    const int port = free_port();
-    const std::string web = create_web("web", port);
-    const std::string tiers =
-        R"(, "sleep_tiers": [{"after_minutes": 0.01, "action": "pause"},
+// siesta exits (on_exit "stop") while the container is paused: it is stopped all the same.
+// Then, with on_exit "leave" and a state file, a new siesta finds it paused, in its tier.
+TEST_F(Docker, APausedContainerIsStoppedOnExitAndFoundPausedAgainAfterARestart) {
+  const int port = free_port();
+  const std::string web = create_web("web", port);
+  const std::string tiers =
+      R"(, "sleep_tiers": [{"after_minutes": 0.01, "action": "pause"},
          {"after_minutes": 60, "action": "stop"}])";
-    {
-      SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port, tiers)));
-      ASSERT_TRUE(siesta.start()) << siesta.log();
-      ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
-      ASSERT_TRUE(eventually([&] { return container_status(web) == "paused"; }, seconds(10)))
-          << siesta.log();
-      EXPECT_EQ(siesta.stop(), 0);
-      EXPECT_EQ(container_status(web), "exited");
-    }
-    const std::string state = (dir.path() / "state.json").string();
-    const std::string top = R"("on_exit": "leave", "state_file": ")" + state + R"(",)";
-    {
-      SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port, tiers), top));
-      ASSERT_TRUE(siesta.start()) << siesta.log();
-      ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
-      ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(10)))
-          << siesta.log();
-      EXPECT_EQ(siesta.stop(), 0);
-      EXPECT_EQ(container_status(web), "paused");  // left as it was
-    }
+  {
+    SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port, tiers)));
+    ASSERT_TRUE(siesta.start()) << siesta.log();
+    ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+    ASSERT_TRUE(eventually([&] { return container_status(web) == "paused"; }, seconds(10)))
+        << siesta.log();
+    EXPECT_EQ(siesta.stop(), 0);
+    EXPECT_EQ(container_status(web), "exited");
+  }
+  const std::string state = (dir.path() / "state.json").string();
+  const std::string top = R"("on_exit": "leave", "state_file": ")" + state + R"(",)";
+  {
     SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port, tiers), top));
     ASSERT_TRUE(siesta.start()) << siesta.log();
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(5)))
-        << status_of(siesta, "web") << siesta.log();
-    EXPECT_EQ(status_of(siesta, "web")["tier"], "pause");
-    EXPECT_FALSE(siesta.log().find("started outside siesta") != std::string::npos) << siesta.log();
     ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
-    EXPECT_EQ(container_status(web), "running");
-    EXPECT_EQ(metric(siesta, R"(siesta_service_tier_wakes_total{service="web",tier="pause"})"), 1);
-  }
-
-  TEST_F(Docker, AMissingContainerIsAnErrorUntilItExists) {
-    const int port = free_port();
-    const std::string missing = name("missing");  // not created yet
-    SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(missing, port)));
-    ASSERT_TRUE(siesta.start()) << siesta.log();
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
-    EXPECT_EQ(status_of(siesta, "web")["last_error"],
-              "inspect failed: container " + missing +
-                  " does not exist (No such container: " + missing + ")");
-
-    auto res = siesta.client().Post("/admin/services/web/wake");
-    ASSERT_TRUE(res);
-    EXPECT_EQ(res->status, 500);
-    json body = json::parse(res->body);
-    EXPECT_EQ(body["error"]["source"], "siesta");
-    EXPECT_NE(body["error"]["message"].get<std::string>().find("No such container"),
-              std::string::npos);
-    EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="start",service="web"})"),
-              1);
-
-    // Once the container exists, the next wake retries and succeeds.
-    create_web("missing-now", port);
-    ASSERT_EQ(docker({"rename", name("missing-now"), missing}).first, 0);
-    res = siesta.client().Post("/admin/services/web/wake");
-    ASSERT_EQ(res->status, 200) << res->body;
-    EXPECT_EQ(container_status(missing), "running");
-  }
-
-  TEST_F(Docker, AStartTheEngineRefusesIsAnErrorWithTheEnginesMessage) {
-    // Without --init the engine's runtime itself fails to exec the command: a 500 on start.
-    const std::string broken = name("broken");
-    ASSERT_EQ(
-        docker({"create", "--name", broken, "--network", "none", kImage, "/no/such/binary"}).first,
-        0);
-    SiestaProcess siesta(dir.path(), config(R"("broken": {"container": ")" + broken + R"("})"));
-    ASSERT_TRUE(siesta.start()) << siesta.log();
-    auto res = siesta.client().Post("/admin/services/broken/wake");
-    ASSERT_TRUE(res);
-    EXPECT_EQ(res->status, 500) << res->body;
-    EXPECT_NE(res->body.find("no such file or directory"), std::string::npos) << res->body;
-    EXPECT_EQ(actual(siesta, "broken"), "error");
-    EXPECT_EQ(
-        metric(siesta, R"(siesta_service_failures_total{operation="start",service="broken"})"), 1);
-    // The monitor goes on.
-    json before = get_json(siesta, "/admin/idle-status")["monitor_last_run"];
-    ASSERT_EQ(siesta.client().Post("/admin/services/broken/touch")->status, 200);
-    EXPECT_TRUE(eventually(
-        [&] { return get_json(siesta, "/admin/idle-status")["monitor_last_run"] != before; }));
-  }
-
-  // A private engine, so that killing it disturbs no other test.
-  class PrivateEngine {
-   public:
-    PrivateEngine()
-        : root_("/tmp/sit-engine-" + std::to_string(::getpid())),
-          host_("unix://" + root_ + "/docker.sock") {}
-    ~PrivateEngine() {
-      stop();
-      std::error_code ec;
-      fs::remove_all(root_, ec);  // best effort: the engine may leave mounts behind
-    }
-    bool start() { return script("start") == 0; }
-    bool stop() { return script("stop") == 0; }
-    const std::string& host() const { return host_; }
-
-   private:
-    int script(const std::string& verb) {
-      return run_command({"bash", std::string(SIESTA_SOURCE_DIR) + "/scripts/docker-engine.sh",
-                          verb, root_},
-                         fs::path(root_ + ".log"))
-          .first;
-    }
-    std::string root_;
-    std::string host_;
-  };
-
-  TEST_F(Docker, TheEngineDownAtStartUpAndRestartedMidRunIsPickedUpWithoutRestartingSiesta) {
-    PrivateEngine engine;
-    const int port = free_port();
-    const std::string web = "sit-" + std::to_string(::getpid()) + "-private-web";
-    // This siesta uses the private engine, which is not running yet.
-    SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 10, "docker": {"host": ")" +
-                                         engine.host() +
-                                         R"(", "label_discovery": false}, "services": {"web": )" +
-                                         web_service(web, port) + "}}");
-    ASSERT_TRUE(siesta.start()) << siesta.log();
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
-    EXPECT_NE(status_of(siesta, "web")["last_error"].get<std::string>().find("is unreachable"),
-              std::string::npos);
-    EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
-
-    // The engine comes up; a container started there is seen without restarting siesta.
-    ASSERT_TRUE(engine.start());
-    ASSERT_EQ(docker_at(engine.host(),
-                        {"create", "--name", web, "--network", "host", "--init", kImage, "httpd",
-                         "-f", "-p", "127.0.0.1:" + std::to_string(port), "-h", "/www"})
-                  .first,
-              0);
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(5)))
-        << status_of(siesta, "web") << siesta.log();
-    ASSERT_EQ(docker_at(engine.host(), {"start", web}).first, 0);
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "running"; }, seconds(2)))
+    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(10)))
         << siesta.log();
-
-    // The engine goes away mid-run (its containers stop with it): siesta shows the error at once,
-    // a wake fails with 503, and the monitor keeps running.
-    ASSERT_TRUE(engine.stop());
-    ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(2)))
-        << siesta.log();
-    auto res = siesta.client().Post("/admin/services/web/wake");
-    ASSERT_TRUE(res);
-    EXPECT_EQ(res->status, 503) << res->body;
-    EXPECT_TRUE(res->has_header("Retry-After"));
-
-    // It comes back: the stopped container shows as stopped, and wakes.
-    ASSERT_TRUE(engine.start());
-    ASSERT_TRUE(siesta.wait_log("Docker engine at " + engine.host() + " is back", seconds(5)));
-    res = siesta.client().Post("/admin/services/web/wake");
-    ASSERT_TRUE(res);
-    EXPECT_EQ(res->status, 200) << res->body << siesta.log();
-    EXPECT_EQ(container_status(web, engine.host()), "running");
-    EXPECT_TRUE(siesta.running());
-    siesta.stop();
-    docker_at(engine.host(), {"rm", "-f", web});
+    EXPECT_EQ(siesta.stop(), 0);
+    EXPECT_EQ(container_status(web), "paused");  // left as it was
   }
+  SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(web, port, tiers), top));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "paused"; }, seconds(5)))
+      << status_of(siesta, "web") << siesta.log();
+  EXPECT_EQ(status_of(siesta, "web")["tier"], "pause");
+  EXPECT_FALSE(siesta.log().find("started outside siesta") != std::string::npos) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  EXPECT_EQ(container_status(web), "running");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier_wakes_total{service="web",tier="pause"})"), 1);
+}
 
-  // The API client on its own against the real engine.
-  TEST_F(Docker, ClientSpeaksTheEnginesVersionAndTreats304AsSuccess) {
-    auto endpoint = parse_docker_host(shared_engine());
-    ASSERT_TRUE(endpoint);
-    DockerClient client(*endpoint);
-    auto version = client.negotiate();
-    ASSERT_TRUE(version) << version.status().message();
-    EXPECT_EQ(version->to_string(), docker({"version", "-f", "{{.Server.APIVersion}}"}).second);
+TEST_F(Docker, AMissingContainerIsAnErrorUntilItExists) {
+  const int port = free_port();
+  const std::string missing = name("missing");  // not created yet
+  SiestaProcess siesta(dir.path(), config(R"("web": )" + web_service(missing, port)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
+  EXPECT_EQ(status_of(siesta, "web")["last_error"],
+            "inspect failed: container " + missing +
+                " does not exist (No such container: " + missing + ")");
 
-    const std::string c =
-        create("c", {"--label", "sit-client=" + std::to_string(::getpid())}, {"sleep", "3600"});
-    EXPECT_TRUE(client.stop(c, 1));  // already stopped: 304
-    ASSERT_TRUE(client.start(c, Seconds(10)));
-    EXPECT_TRUE(client.start(c, Seconds(10)));  // already started: 304
-    auto state = client.inspect(c);
-    ASSERT_TRUE(state);
-    EXPECT_EQ(state->status, "running");
-    EXPECT_FALSE(state->health.has_value());
-    auto listed = client.list("sit-client=" + std::to_string(::getpid()));
-    ASSERT_TRUE(listed);
-    ASSERT_EQ(listed->size(), 1u);
-    EXPECT_EQ(listed->front().name, c);
-    ASSERT_TRUE(client.stop(c, 1));
-    EXPECT_EQ(client.inspect(c)->status, "exited");
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500);
+  json body = json::parse(res->body);
+  EXPECT_EQ(body["error"]["source"], "siesta");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("No such container"),
+            std::string::npos);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="start",service="web"})"), 1);
 
-    auto missing = client.inspect("sit-no-such-container");
-    ASSERT_FALSE(missing);
-    EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
-    EXPECT_EQ(missing.status().message(), "No such container: sit-no-such-container");
+  // Once the container exists, the next wake retries and succeeds.
+  create_web("missing-now", port);
+  ASSERT_EQ(docker({"rename", name("missing-now"), missing}).first, 0);
+  res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(container_status(missing), "running");
+}
 
-    DockerClient nowhere(*parse_docker_host("unix:///tmp/sit-no-engine.sock"));
-    auto down = nowhere.inspect(c);
-    ASSERT_FALSE(down);
-    EXPECT_EQ(down.status().code(), ErrorCode::kUnavailable);
+TEST_F(Docker, AStartTheEngineRefusesIsAnErrorWithTheEnginesMessage) {
+  // Without --init the engine's runtime itself fails to exec the command: a 500 on start.
+  const std::string broken = name("broken");
+  ASSERT_EQ(
+      docker({"create", "--name", broken, "--network", "none", kImage, "/no/such/binary"}).first,
+      0);
+  SiestaProcess siesta(dir.path(), config(R"("broken": {"container": ")" + broken + R"("})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = siesta.client().Post("/admin/services/broken/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500) << res->body;
+  EXPECT_NE(res->body.find("no such file or directory"), std::string::npos) << res->body;
+  EXPECT_EQ(actual(siesta, "broken"), "error");
+  EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="start",service="broken"})"),
+            1);
+  // The monitor goes on.
+  json before = get_json(siesta, "/admin/idle-status")["monitor_last_run"];
+  ASSERT_EQ(siesta.client().Post("/admin/services/broken/touch")->status, 200);
+  EXPECT_TRUE(eventually(
+      [&] { return get_json(siesta, "/admin/idle-status")["monitor_last_run"] != before; }));
+}
+
+// A private engine, so that killing it disturbs no other test.
+class PrivateEngine {
+ public:
+  PrivateEngine()
+      : root_("/tmp/sit-engine-" + std::to_string(::getpid())),
+        host_("unix://" + root_ + "/docker.sock") {}
+  ~PrivateEngine() {
+    stop();
+    std::error_code ec;
+    fs::remove_all(root_, ec);  // best effort: the engine may leave mounts behind
   }
+  bool start() { return script("start") == 0; }
+  bool stop() { return script("stop") == 0; }
+  const std::string& host() const { return host_; }
 
-  // DOCKER_HOST=tcp://: the same client over TCP, against a stand-in that serves the recorded
-  // answers of the real engine (tests/unit/data/docker), including a Docker 29-style version.
-  TEST(DockerTcp, ClientNegotiatesAndInspectsOverTcp) {
-    httplib::Server engine;
-    std::vector<std::string> paths;
-    std::mutex mu;
-    engine.Get("/version", [&](const httplib::Request& req, httplib::Response& res) {
-      std::lock_guard lock(mu);
-      paths.push_back(req.path);
-      res.set_content(R"({"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.44"})",
+ private:
+  int script(const std::string& verb) {
+    return run_command(
+               {"bash", std::string(SIESTA_SOURCE_DIR) + "/scripts/docker-engine.sh", verb, root_},
+               fs::path(root_ + ".log"))
+        .first;
+  }
+  std::string root_;
+  std::string host_;
+};
+
+TEST_F(Docker, TheEngineDownAtStartUpAndRestartedMidRunIsPickedUpWithoutRestartingSiesta) {
+  PrivateEngine engine;
+  const int port = free_port();
+  const std::string web = "sit-" + std::to_string(::getpid()) + "-private-web";
+  // This siesta uses the private engine, which is not running yet.
+  SiestaProcess siesta(dir.path(), R"({"idle_check_interval_minutes": 10, "docker": {"host": ")" +
+                                       engine.host() +
+                                       R"(", "label_discovery": false}, "services": {"web": )" +
+                                       web_service(web, port) + "}}");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(5)));
+  EXPECT_NE(status_of(siesta, "web")["last_error"].get<std::string>().find("is unreachable"),
+            std::string::npos);
+  EXPECT_EQ(siesta.client().Get("/healthz")->status, 200);
+
+  // The engine comes up; a container started there is seen without restarting siesta.
+  ASSERT_TRUE(engine.start());
+  ASSERT_EQ(docker_at(engine.host(),
+                      {"create", "--name", web, "--network", "host", "--init", kImage, "httpd",
+                       "-f", "-p", "127.0.0.1:" + std::to_string(port), "-h", "/www"})
+                .first,
+            0);
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(5)))
+      << status_of(siesta, "web") << siesta.log();
+  ASSERT_EQ(docker_at(engine.host(), {"start", web}).first, 0);
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "running"; }, seconds(2)))
+      << siesta.log();
+
+  // The engine goes away mid-run (its containers stop with it): siesta shows the error at once,
+  // a wake fails with 503, and the monitor keeps running.
+  ASSERT_TRUE(engine.stop());
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "error"; }, seconds(2)))
+      << siesta.log();
+  auto res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  EXPECT_TRUE(res->has_header("Retry-After"));
+
+  // It comes back: the stopped container shows as stopped, and wakes.
+  ASSERT_TRUE(engine.start());
+  ASSERT_TRUE(siesta.wait_log("Docker engine at " + engine.host() + " is back", seconds(5)));
+  res = siesta.client().Post("/admin/services/web/wake");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body << siesta.log();
+  EXPECT_EQ(container_status(web, engine.host()), "running");
+  EXPECT_TRUE(siesta.running());
+  siesta.stop();
+  docker_at(engine.host(), {"rm", "-f", web});
+}
+
+// The API client on its own against the real engine.
+TEST_F(Docker, ClientSpeaksTheEnginesVersionAndTreats304AsSuccess) {
+  auto endpoint = parse_docker_host(shared_engine());
+  ASSERT_TRUE(endpoint);
+  DockerClient client(*endpoint);
+  auto version = client.negotiate();
+  ASSERT_TRUE(version) << version.status().message();
+  EXPECT_EQ(version->to_string(), docker({"version", "-f", "{{.Server.APIVersion}}"}).second);
+
+  const std::string c =
+      create("c", {"--label", "sit-client=" + std::to_string(::getpid())}, {"sleep", "3600"});
+  EXPECT_TRUE(client.stop(c, 1));  // already stopped: 304
+  ASSERT_TRUE(client.start(c, Seconds(10)));
+  EXPECT_TRUE(client.start(c, Seconds(10)));  // already started: 304
+  auto state = client.inspect(c);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->status, "running");
+  EXPECT_FALSE(state->health.has_value());
+  auto listed = client.list("sit-client=" + std::to_string(::getpid()));
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().name, c);
+  ASSERT_TRUE(client.stop(c, 1));
+  EXPECT_EQ(client.inspect(c)->status, "exited");
+
+  auto missing = client.inspect("sit-no-such-container");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "No such container: sit-no-such-container");
+
+  DockerClient nowhere(*parse_docker_host("unix:///tmp/sit-no-engine.sock"));
+  auto down = nowhere.inspect(c);
+  ASSERT_FALSE(down);
+  EXPECT_EQ(down.status().code(), ErrorCode::kUnavailable);
+}
+
+// DOCKER_HOST=tcp://: the same client over TCP, against a stand-in that serves the recorded
+// answers of the real engine (tests/unit/data/docker), including a Docker 29-style version.
+TEST(DockerTcp, ClientNegotiatesAndInspectsOverTcp) {
+  httplib::Server engine;
+  std::vector<std::string> paths;
+  std::mutex mu;
+  engine.Get("/version", [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(mu);
+    paths.push_back(req.path);
+    res.set_content(R"({"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.44"})",
+                    "application/json");
+  });
+  engine.Get(R"(/v1\.52/containers/([^/]+)/json)", [&](const httplib::Request& req,
+                                                       httplib::Response& res) {
+    std::lock_guard lock(mu);
+    paths.push_back(req.path);
+    if (req.matches[1] != "rec-health") {
+      res.status = 404;
+      res.set_content(R"({"message":"No such container: )" + req.matches[1].str() + "\"}",
                       "application/json");
-    });
-    engine.Get(R"(/v1\.52/containers/([^/]+)/json)", [&](const httplib::Request& req,
-                                                         httplib::Response& res) {
-      std::lock_guard lock(mu);
-      paths.push_back(req.path);
-      if (req.matches[1] != "rec-health") {
-        res.status = 404;
-        res.set_content(R"({"message":"No such container: )" + req.matches[1].str() + "\"}",
-                        "application/json");
-        return;
-      }
-      res.set_content(slurp(fs::path(SIESTA_SOURCE_DIR) /
-                            "tests/unit/data/docker/inspect_running_healthy.json"),
-                      "application/json");
-    });
-    const int port = engine.bind_to_any_port("127.0.0.1");
-    std::thread server([&] { engine.listen_after_bind(); });
-    auto endpoint = parse_docker_host("tcp://127.0.0.1:" + std::to_string(port));
-    ASSERT_TRUE(endpoint);
-    DockerClient client(*endpoint);
-    auto state = client.inspect("rec-health");  // negotiates first
-    engine.stop();
-    server.join();
-    ASSERT_TRUE(state) << state.status().message();
-    EXPECT_EQ(state->health.value_or(""), "healthy");
-    EXPECT_EQ(client.api_version()->to_string(), "1.52");  // Docker 29 refuses anything below 1.44
-    ASSERT_EQ(paths.size(), 2u);
-    EXPECT_EQ(paths[0], "/version");
-    EXPECT_EQ(paths[1], "/v1.52/containers/rec-health/json");
-  }
+      return;
+    }
+    res.set_content(
+        slurp(fs::path(SIESTA_SOURCE_DIR) / "tests/unit/data/docker/inspect_running_healthy.json"),
+        "application/json");
+  });
+  const int port = engine.bind_to_any_port("127.0.0.1");
+  std::thread server([&] { engine.listen_after_bind(); });
+  auto endpoint = parse_docker_host("tcp://127.0.0.1:" + std::to_string(port));
+  ASSERT_TRUE(endpoint);
+  DockerClient client(*endpoint);
+  auto state = client.inspect("rec-health");  // negotiates first
+  engine.stop();
+  server.join();
+  ASSERT_TRUE(state) << state.status().message();
+  EXPECT_EQ(state->health.value_or(""), "healthy");
+  EXPECT_EQ(client.api_version()->to_string(), "1.52");  // Docker 29 refuses anything below 1.44
+  ASSERT_EQ(paths.size(), 2u);
+  EXPECT_EQ(paths[0], "/version");
+  EXPECT_EQ(paths[1], "/v1.52/containers/rec-health/json");
+}
 
 }  // namespace
 }  // namespace siesta::testing
