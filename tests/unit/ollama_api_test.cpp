@@ -33,6 +33,7 @@ TEST(OllamaApi, ANativeRequestCarriesSiestasKeepAlivePlusTheGrace) {
   EXPECT_EQ(r->model, "m:1b");
   EXPECT_EQ(r->asked_keep_alive, 60);
   EXPECT_TRUE(r->carries_keep_alive);
+  EXPECT_FALSE(r->keep_alive_after);
   auto body = api.with_keep_alive(*r, 90);
   ASSERT_TRUE(body);
   const json sent = json::parse(*body);
@@ -54,6 +55,7 @@ TEST(OllamaApi, NullOrAbsentIsNoAskAndAnInvalidValueIsForwardedUnchanged) {
   auto invalid = api.read("/api/generate", R"({"model": "m", "keep_alive": "300"})");
   ASSERT_TRUE(invalid);
   EXPECT_FALSE(invalid->carries_keep_alive);
+  EXPECT_FALSE(invalid->keep_alive_after) << "Ollama's own 400, not a keep-alive set after";
   EXPECT_FALSE(api.with_keep_alive(*invalid, 60));
 }
 
@@ -63,6 +65,7 @@ TEST(OllamaApi, OpenAiRoutesCarryNoKeepAliveAndBodiesWithoutAModelAreNotTracked)
   ASSERT_TRUE(v1);
   EXPECT_FALSE(v1->asked_keep_alive) << "Ollama reads no keep_alive on /v1";
   EXPECT_FALSE(v1->carries_keep_alive);
+  EXPECT_TRUE(v1->keep_alive_after) << "set through the provider after a success";
   EXPECT_FALSE(api.with_keep_alive(*v1, 60));
   EXPECT_FALSE(api.read("/api/generate", "not json"));
   EXPECT_FALSE(api.read("/api/generate", R"({"prompt": "no model"})"));

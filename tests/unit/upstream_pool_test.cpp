@@ -161,6 +161,11 @@ TEST_F(ProxyUpstreamPool, IdleConnectionsPastTheIdleTimeoutAreClosedNotUsed) {
   boost::system::error_code ec;
   server_ends[0].read_some(net::buffer(&byte, 1), ec);
   EXPECT_EQ(ec, net::error::eof);
+  // A connection its client kept idle a while counts its idle time from then, not from its
+  // release.
+  tcp::socket kept = connection();
+  pool.release(std::move(kept), now - seconds(5));
+  EXPECT_EQ(pool.idle_count(), 0u) << "idle 5 s already: closed at once";
   // A connection released after the timeout of the others: they go, it stays.
   pool.release(std::move(*taken));
   now += seconds(5);

@@ -45,6 +45,8 @@ constexpr std::uint32_t kHeaderLimit = 64 * 1024;  // request or response header
 constexpr auto kUnprovenFor = std::chrono::seconds(1);
 // How long an upstream that stopped taking a request is given for the answer it sent first.
 constexpr auto kEarlyAnswerWait = std::chrono::seconds(1);
+// An Activity timer checks no more often than this, whatever tiny timeout it is given.
+constexpr SteadyClock::duration kMinCheckPeriod = std::chrono::milliseconds(1);
 // Bodies of any size pass. Not boost::none: Beast 1.74 compares a chunk's length against the
 // optional limit, and any length is "greater" than none.
 constexpr std::uint64_t kNoBodyLimit = std::numeric_limits<std::uint64_t>::max();
@@ -66,10 +68,10 @@ class RelayBuffer {
  public:
   char* data() { return big_ ? big_.get() : small_; }
   std::size_t size() const { return big_ ? kBulk : kChunk; }
-  // After a piece of `size()` - `left` bytes went out: grows when it was a full one, and the
-  // socket's read buffer (`from`) with it, since Beast reads as much as it has room for.
-  void grow_if_filled(std::size_t left, beast::flat_buffer& from) {
-    if (left != 0 || big_) return;
+  // After a piece of `piece` bytes went out: grows when it filled the buffer, and the socket's
+  // read buffer (`from`) with it, since the reads take as much as it has room for.
+  void grow_if_filled(std::size_t piece, beast::flat_buffer& from) {
+    if (piece < kChunk || big_) return;
     big_ = std::make_unique_for_overwrite<char[]>(kBulk);
     from.reserve(kBulk);
   }
@@ -280,7 +282,7 @@ struct WakeWait {
 struct Activity : std::enable_shared_from_this<Activity> {
   Activity(const net::any_io_executor& ex, SteadyClock::duration t,
            SteadyClock::duration check_period)
-      : timer(ex), timeout(t), period(check_period) {}
+      : timer(ex), timeout(t), period(std::max(check_period, kMinCheckPeriod)) {}
   void touch() { last = SteadyClock::now(); }
   // A new phase: its timeout counts from now.
   void phase(SteadyClock::duration t) {
@@ -663,7 +665,7 @@ struct Proxy::Impl {
     ModelUse(ModelUse&& o) noexcept
         : controller(std::exchange(o.controller, nullptr)),
           model(std::move(o.model)),
-          carries_keep_alive(o.carries_keep_alive),
+          keep_alive_after(o.keep_alive_after),
           keep_alive(o.keep_alive),
           accepted(o.accepted),
           sent(o.sent),
@@ -687,7 +689,7 @@ struct Proxy::Impl {
     }
     Controller* controller;
     std::string model;
-    bool carries_keep_alive = false;  // else it is set through the provider after a success
+    bool keep_alive_after = false;  // set through the provider after a success (ModelApi)
     double keep_alive = 0;
     bool accepted = false;                     // the model server answered 2xx: the model is loaded
     bool sent = false;                         // the request reached the model server
@@ -751,7 +753,7 @@ struct Proxy::Impl {
     if (!request) return;
     const auto policy = controller_.keep_alive_policy(request->model, l.service);
     ModelUse& use = out.emplace(controller_, request->model);
-    use.carries_keep_alive = request->carries_keep_alive;
+    use.keep_alive_after = request->keep_alive_after;
     // The client's own keep-alive if it asked for one, else the model's; within the bounds.
     use.keep_alive = clamp_keep_alive(request->asked_keep_alive.value_or(policy.configured_seconds),
                                       policy.min_seconds, policy.max_seconds);
@@ -830,14 +832,15 @@ struct Proxy::Impl {
             co_await client.socket().async_read_some(client_buf.prepare(kHeaderRead), ec_token(ec));
         client_buf.commit(n);
         if (ec) {
-          park(l, upstream, upstream_buf);  // between requests the upstream connection is free
+          // Between requests the upstream connection is free.
+          park(l, upstream, upstream_buf, upstream_idle_since);
           co_return;
         }
       }
       if (!first) activity->phase(options_.header_timeout);
       co_await http::async_read_header(client, client_buf, req_parser, ec_token(ec));
       if (ec) {
-        park(l, upstream, upstream_buf);  // no request started on it
+        park(l, upstream, upstream_buf, upstream_idle_since);  // no request started on it
         if (ec != http::error::end_of_stream && ec != net::error::eof &&
             ec != beast::error::timeout && ec != net::error::connection_reset &&
             ec != net::error::operation_aborted) {
@@ -861,7 +864,7 @@ struct Proxy::Impl {
       if (!keep_alive) {
         park(l, upstream, upstream_buf);  // forward() leaves it only when its response is whole
         client.socket().shutdown(tcp::socket::shutdown_send, ec);
-        co_await linger(client);
+        if (!req_parser.is_done()) co_await linger(client);  // its body still coming
         co_return;
       }
     }
@@ -938,9 +941,14 @@ struct Proxy::Impl {
 
   // Gives a free upstream connection (its last response complete, nothing unread) back to the
   // pool: to a request that waits, or kept idle for the next.
+  // `idle_since`: when its last response ended (a connection kept by its client may have been
+  // idle a while: its age counts against upstream_idle_timeout from then).
   static void park(Listener& l, std::optional<beast::tcp_stream>& upstream,
-                   const beast::flat_buffer& upstream_buf) {
-    if (upstream && upstream_buf.size() == 0) l.pool->release(upstream->release_socket());
+                   const beast::flat_buffer& upstream_buf,
+                   SteadyClock::time_point idle_since = SteadyClock::now()) {
+    if (upstream && upstream_buf.size() == 0) {
+      l.pool->release(upstream->release_socket(), idle_since);
+    }
     upstream.reset();
   }
 
@@ -1140,6 +1148,7 @@ struct Proxy::Impl {
       http::serializer<true, http::buffer_body> sr{req};
       activity.touch();
       co_await http::async_write_header(*upstream, sr, ec_token(ec));
+      const bool header_sent = !ec;
       if (!ec && model_use) model_use->sent = true;
       // The request body, piece by piece as it arrives.
       while (!ec) {
@@ -1182,9 +1191,11 @@ struct Proxy::Impl {
       // connection). It may have answered first, without reading the whole body (an early 4xx
       // or 5xx, as Python's http.server or uvicorn send): that answer is read and passed on, as
       // nginx does, and the client connection closes after it, its request not read to the end.
-      const bool cut_short = static_cast<bool>(ec);
-      ec = {};
-      {
+      // (Not when even the header did not go out: whatever the connection holds then is no
+      // answer to this request, and a reused one is retried.)
+      const bool cut_short = ec && header_sent;
+      if (cut_short) ec = {};
+      if (!ec) {
         parsed->header_limit(kHeaderLimit);
         parsed->body_limit(kNoBodyLimit);
         if (head) parsed->skip(true);
@@ -1372,7 +1383,7 @@ struct Proxy::Impl {
     }
     // Only a request the model server accepted sets the keep-alive: a failed one must not load
     // the model.
-    if (model_use && !model_use->carries_keep_alive && model_use->accepted) {
+    if (model_use && model_use->keep_alive_after && model_use->accepted) {
       refresh_keep_alive(l, *model_use);
     }
     record();

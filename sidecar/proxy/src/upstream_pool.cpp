@@ -137,14 +137,15 @@ void UpstreamPool::slot_done() {
   hand_over(waiter);
 }
 
-void UpstreamPool::release(tcp::socket socket) {
+void UpstreamPool::release(tcp::socket socket, Clock::time_point idle_since) {
   if (!socket.is_open()) return;
   boost::system::error_code ec;
   const tcp protocol = socket.local_endpoint(ec).protocol();
   if (ec) return;  // the socket closes with its object
-  const Native n{socket.release(ec), protocol, now_()};
+  const Native n{socket.release(ec), protocol, idle_since};
   if (ec || n.fd < 0) return;
-  if (!still_usable(n.fd)) {  // closed by the upstream, or bytes nobody asked for: not reused
+  // Closed by the upstream, bytes nobody asked for, or idle too long already: not reused.
+  if (!still_usable(n.fd) || now_() - idle_since >= idle_timeout_) {
     ::close(n.fd);
     return;
   }

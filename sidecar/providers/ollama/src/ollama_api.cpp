@@ -38,6 +38,7 @@ class OllamaApi final : public ModelApi {
     r.asked_keep_alive = asked.seconds;
     // A value Ollama rejects goes on unchanged, so the client gets Ollama's own 400.
     r.carries_keep_alive = route == ModelRoute::kOllama && !asked.invalid;
+    r.keep_alive_after = route == ModelRoute::kOpenAi;
     r.doc = std::move(doc);
     return r;
   }

@@ -36,6 +36,9 @@ class ModelApi {
     // The request can carry the keep-alive siesta tells the server (with_keep_alive); if not,
     // siesta sets it through the provider after a successful request (server_keep_alive).
     bool carries_keep_alive = false;
+    // The route cannot carry one at all (Ollama's /v1): siesta sets it after a success. A
+    // request that could, but carries a value the server refuses, gets the server's own error.
+    bool keep_alive_after = false;
     nlohmann::json doc;  // the parsed body, for with_keep_alive
   };
 

@@ -8,6 +8,7 @@
 #include <utility>  // first: Boost 1.74's awaitable.hpp uses std::exchange unincluded
 // clang-format on
 
+#include <algorithm>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -75,8 +76,10 @@ boost::asio::awaitable<void> read_body_some(Stream& stream, beast::flat_buffer& 
         co_return;
       }
     }
+    // As much as the buffer has room for (a relay grows it for a large body), 16 KiB at least.
     const std::size_t got = co_await stream.async_read_some(
-        buffer.prepare(kRead), boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+        buffer.prepare(std::max(kRead, buffer.capacity() - buffer.size())),
+        boost::asio::redirect_error(boost::asio::use_awaitable, ec));
     buffer.commit(got);
     if (ec == boost::asio::error::eof) ec = http::error::partial_message;  // the body was cut
     if (ec) co_return;

@@ -97,7 +97,9 @@ class UpstreamPool {
 
   // A connection whose response is complete and that the upstream keeps alive: handed to the
   // request that has waited longest, else kept idle (up to max_idle), else closed.
-  void release(tcp::socket socket);
+  // `idle_since`: when its last response ended (its idle time counts from then).
+  void release(tcp::socket socket, Clock::time_point idle_since);
+  void release(tcp::socket socket) { release(std::move(socket), now_()); }
 
   // Whether a request waits: a client connection then gives up its upstream connection after
   // its response instead of keeping it for its own next request.
