@@ -363,7 +363,10 @@ TEST_F(Docker, ALabelledModelServerManagesItsModelsAndComposeNamesItsServices) {
   ASSERT_EQ(res->status, 200) << res->body;
   auto ps = direct.Get("/api/ps");
   ASSERT_TRUE(ps);
-  for (const auto& m : json::parse(ps->body)["models"]) EXPECT_NE(m["name"], "llama3.2:3b");
+  // Held in a variable: a range-for over a member of the temporary parse() result reads it after
+  // it is freed (found by ASan).
+  const json loaded = json::parse(ps->body)["models"];
+  for (const auto& m : loaded) EXPECT_NE(m["name"], "llama3.2:3b");
 
   // The container gone, its provider is dropped: a load has no model server to go to.
   ASSERT_EQ(docker({"rm", "-f", server}).first, 0);
