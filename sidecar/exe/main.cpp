@@ -134,6 +134,8 @@ int main(int argc, char** argv) {
 
   // The Docker backend runs when the config has a "docker" section or a container service.
   std::unique_ptr<siesta::DockerBackend> docker_backend;
+  // config.services[configured..] were found by their labels, not written in the config.
+  std::size_t configured = config.services.size();
   bool uses_docker = config.docker.configured;
   for (const auto& s : config.services) uses_docker |= s.spec.backend == "docker";
   if (uses_docker) {
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
     // Labelled containers join before the state file is restored, so their runtime changes
     // survive a restart like any other service's.
     if (config.docker.label_discovery) {
+      configured = config.services.size();
       for (auto& found :
            siesta::find_labelled_services(docker_backend->client(), config.services)) {
         config.services.push_back(std::move(found));
@@ -246,21 +249,35 @@ int main(int argc, char** argv) {
   proxy_options.upstream_idle_timeout = ms(config.proxy.upstream_idle_timeout_seconds);
   proxy_options.model_api_of = siesta::model_api_of;
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
-  if (siesta::Status st = proxy.bind(specs); !st) {
+  // A configured listen address that cannot be bound stops the start; a labelled container's
+  // only puts that service's error in its status (someone else's container must not stop
+  // siesta, nor the other services).
+  std::vector<siesta::ServiceSpec> configured_specs;
+  for (std::size_t i = 0; i < configured; ++i) configured_specs.push_back(specs[i]);
+  if (siesta::Status st = proxy.bind(configured_specs); !st) {
     spdlog::critical("{}", st.message());
     return kExitRuntime;
   }
+  auto add_listener = [&proxy, &registry, &clock](const siesta::ServiceSpec& spec) {
+    if (siesta::Status st = proxy.add(spec); !st) {
+      spdlog::error("Service {}: {}", spec.name, st.message());
+      registry.update_service(spec.name,
+                              [&](const siesta::ServiceSpec&, siesta::ServiceRuntime& rt) {
+                                rt.last_error = st.message();
+                                rt.last_error_at = clock.wall_now();
+                              });
+    }
+  };
+  for (std::size_t i = configured; i < specs.size(); ++i) add_listener(specs[i]);
   if (siesta::Status st = persister.save(); !st) {
     spdlog::warn("State file: {}; runtime changes may not survive a restart", st.message());
   }
   std::unique_ptr<siesta::DockerSync> docker_sync;
   if (docker_backend) {
     siesta::DockerSync::Hooks hooks;
-    hooks.added = [&proxy, &model_servers](const siesta::ServiceSpec& spec) {
+    hooks.added = [&add_listener, &model_servers](const siesta::ServiceSpec& spec) {
       model_servers.add(spec);
-      if (siesta::Status st = proxy.add(spec); !st) {
-        spdlog::error("Service {}: {}", spec.name, st.message());
-      }
+      add_listener(spec);
     };
     hooks.container = [&model_servers](const siesta::ServiceSpec& spec, bool exists) {
       model_servers.set_present(spec.name, exists);

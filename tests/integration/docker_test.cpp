@@ -272,6 +272,39 @@ TEST_F(Docker, LabelledContainersBecomeServicesAndTheConfigWins) {
             1);
 }
 
+// Someone else's container must not stop siesta: a labelled container found at start-up whose
+// siesta.listen address is taken gets the error in its status, and the others are served.
+TEST_F(Docker, ALabelledContainerWhoseListenPortIsTakenIsAnErrorOfItsOwnNotOfSiesta) {
+  httplib::Server holder;
+  const int taken = holder.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(taken, 0);
+  const int blocked_port = free_port();
+  create_web("blocked", blocked_port,
+             {"--label", "siesta.enable=true", "--label", "siesta.name=blocked", "--label",
+              "siesta.upstream=127.0.0.1:" + std::to_string(blocked_port), "--label",
+              "siesta.listen=127.0.0.1:" + std::to_string(taken)});
+  const int free_upstream = free_port();
+  const int free_listen = free_port();
+  create_web(
+      "served", free_upstream,
+      {"--label", "siesta.enable=true", "--label", "siesta.name=served", "--label",
+       "siesta.upstream=127.0.0.1:" + std::to_string(free_upstream), "--label", "siesta.health=/",
+       "--label", "siesta.listen=127.0.0.1:" + std::to_string(free_listen)});
+
+  SiestaProcess siesta(dir.path(), R"({"docker": {"host": ")" + shared_engine() + R"("}})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const json blocked = status_of(siesta, "blocked");
+  EXPECT_NE(blocked["last_error"].get<std::string>().find("127.0.0.1:" + std::to_string(taken)),
+            std::string::npos)
+      << blocked.dump(2);
+  httplib::Client via("127.0.0.1", free_listen);
+  via.set_read_timeout(seconds(30));
+  auto res = via.Get("/");
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->body, "ok\n");
+}
+
 TEST_F(Docker, ALabelledModelServerManagesItsModelsAndComposeNamesItsServices) {
   // Issue 17: siesta.model-api makes a discovered container a model server, found after
   // start-up; siesta.model-keep-alive is its models' keep-alive; Compose's service label names
