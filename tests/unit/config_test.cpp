@@ -198,6 +198,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "response_timeout_seconds, sleep_tiers, "
                 "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
                 "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
+                   "upgraded_idle_timeout_seconds": 60}}})",
+                "services.a.upgraded_idle_timeout_seconds: is for HTTP mode (upgraded "
+                "connections); a \"tcp\" service has tcp_idle_timeout_seconds"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "tcp_idle_timeout_seconds": 60}}})",
+                "services.a.tcp_idle_timeout_seconds: is for \"protocol\": \"tcp\"; an HTTP "
+                "service's upgraded connections have upgraded_idle_timeout_seconds"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": 0}}})",
                 "services.a.upgraded_idle_timeout_seconds: must be greater than 0, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": "1h"}}})",

@@ -308,6 +308,17 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   if (spec.health.kind != HealthCheck::Kind::kNone && spec.upstream_port == 0) {
     r.fail(r.key_path("health"), "needs \"upstream\" (the host:port to probe)");
   }
+  // Each protocol's own idle timeout: the other one would be silently ignored.
+  if (spec.protocol == Protocol::kTcp && spec.upgraded_idle_timeout_seconds) {
+    r.fail(r.key_path("upgraded_idle_timeout_seconds"),
+           "is for HTTP mode (upgraded connections); a \"tcp\" service has "
+           "tcp_idle_timeout_seconds");
+  }
+  if (spec.protocol == Protocol::kHttp && spec.tcp_idle_timeout_seconds) {
+    r.fail(r.key_path("tcp_idle_timeout_seconds"),
+           "is for \"protocol\": \"tcp\"; an HTTP service's upgraded connections have "
+           "upgraded_idle_timeout_seconds");
+  }
   if (const json* tiers = r.find("sleep_tiers")) {
     if (spec.idle_timeout_minutes) {
       r.fail(r.key_path("sleep_tiers"),
