@@ -123,7 +123,9 @@ TEST_F(ProxyUpgrade, AnUpgradeWakesTheServiceThenRelaysBytesBothWaysWhileInFligh
 }
 
 TEST_F(ProxyUpgrade, AnUpgradeTheUpstreamDeclinesIsAnOrdinaryResponseAndTheConnectionGoesOn) {
-  RecordingUpstream up(answer_each("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno"));
+  RecordingUpstream up(
+      answer_each("HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Content-Length: 2\r\n\r\nno"));
   SiestaProcess siesta(dir.path(), config(up.port()));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   int fd = dial(listen);
@@ -133,6 +135,11 @@ TEST_F(ProxyUpgrade, AnUpgradeTheUpstreamDeclinesIsAnOrdinaryResponseAndTheConne
   ASSERT_TRUE(read_until(fd, got, [](const std::string& s) { return response_length(s) > 0; }))
       << got << siesta.log();
   EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 426") << got;
+  // RFC 9110 15.5.22: a 426 MUST say which protocol to upgrade to; 7.8: with its Connection
+  // option. The upgrade itself did not happen, so the connection stays open.
+  EXPECT_NE(got.find("\r\nUpgrade: websocket\r\n"), std::string::npos) << got;
+  EXPECT_NE(got.find("Connection: Upgrade"), std::string::npos) << got;
+  EXPECT_EQ(got.find("close"), std::string::npos) << got;
   // Still HTTP: the next request on the same connection is read and forwarded as one.
   got.clear();
   ASSERT_TRUE(send_all(fd, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"));

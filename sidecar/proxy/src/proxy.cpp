@@ -1254,6 +1254,12 @@ struct Proxy::Impl {
     const std::string upgraded_to = joined_values(res, http::field::upgrade);
     strip_hop_by_hop(res);
     std::string wake_header = cold ? fmt::format("{}; dur={:.3f}", woke_from, *cold) : "";
+    // RFC 9110 15.5.22: a 426 names the protocol(s) to upgrade to, in Upgrade with its
+    // Connection option (7.8); the client may then ask this hop for one of them.
+    if (res.result() == http::status::upgrade_required && !upgraded_to.empty()) {
+      res.set(http::field::upgrade, upgraded_to);
+      res.set(http::field::connection, "Upgrade");
+    }
     if (res.result() == http::status::switching_protocols) {
       if (upgrade.empty()) {  // RFC 9110 15.2.2: only to a protocol the client asked for
         upstream.reset();
