@@ -199,6 +199,10 @@ void Metrics::proxy_upstream_connection(const std::string& service, bool reused)
   count(services_, service, true, kProxyUpstreamConnections, reused ? "reused" : "opened", 1);
 }
 
+void Metrics::proxy_idle_closed(const std::string& service, const char* kind) {
+  count(services_, service, true, kProxyIdleCloses, kind, 1);
+}
+
 void Metrics::service_memory_freed(const std::string& service, double bytes) {
   count(services_, service, true, kServiceMemoryFreed, "", bytes);
 }
@@ -473,6 +477,10 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "siesta_proxy_upstream_connections_total",
                   "Connections to the service's upstream that carried a request: opened for it, "
                   "or reused (kept alive from an earlier request).",
+                  "kind");
+  render_counters(out, service_rows, "service", kProxyIdleCloses, "siesta_proxy_idle_closes_total",
+                  "Relayed connections siesta closed because nothing moved either way for their "
+                  "idle timeout: upgraded (a WebSocket) or tcp.",
                   "kind");
   render_counters(
       out, model_rows, "model", kUnloads, "siesta_model_unloads_total",

@@ -668,6 +668,9 @@ TEST_F(ProxyFraming, ATcpConnectionIdlePastItsTimeoutIsClosedAndTheServiceSleeps
   ::close(fd);
   EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
   EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+  EXPECT_TRUE(
+      siesta.wait_log("Proxy: closed an idle tcp connection to web (nothing moved for 0.5 s)"));
+  EXPECT_EQ(metric(siesta, R"(siesta_proxy_idle_closes_total{kind="tcp",service="web"})"), 1);
   EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
 }
 

@@ -333,6 +333,10 @@ TEST_F(ProxyUpgrade, AnUpgradedConnectionIdlePastItsTimeoutIsClosedAndTheService
   ::close(fd);
   EXPECT_TRUE(eventually([&] { return up.closed() == 1; }, milliseconds(1000)));
   EXPECT_TRUE(eventually([&] { return in_flight(siesta) == 0; }, milliseconds(1000)));
+  // Said and counted, so an operator can tell it from a close by either end.
+  EXPECT_TRUE(siesta.wait_log(
+      "Proxy: closed an idle upgraded connection to web (nothing moved for 0.8 s)"));
+  EXPECT_EQ(metric(siesta, R"(siesta_proxy_idle_closes_total{kind="upgraded",service="web"})"), 1);
   EXPECT_TRUE(siesta.wait_log("Successfully stopped idle service web", seconds(5)));
 }
 

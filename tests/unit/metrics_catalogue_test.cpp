@@ -88,6 +88,7 @@ TEST(MetricsCatalogue, ListsEveryFamilyThatMetricsExposesAndNoOther) {
   m.proxy_connection_opened("ollama");
   m.proxy_connection_refused("ollama", "service_limit");
   m.proxy_upstream_connection("ollama", false);
+  m.proxy_idle_closed("ollama", "upgraded");
   m.model_loaded("llama3.2:3b", "request", Seconds(2));
   m.monitor_ran(w.clock.wall_now(), Seconds(0.001));
   const Decision d = decide(snap, w.clock.wall_now());

@@ -303,7 +303,8 @@ struct Activity : std::enable_shared_from_this<Activity> {
   SteadyClock::duration period;
   SteadyClock::time_point last = SteadyClock::now();
   bool done = false;
-  bool paused = false;  // waiting for a wake, or an upgraded connection without a timeout
+  bool expired = false;  // on_idle ran: nothing moved for `timeout`
+  bool paused = false;   // waiting for a wake, or an upgraded connection without a timeout
   std::optional<SteadyClock::duration> half_closed_timeout;
   std::function<void()> on_idle;  // closes the connection's sockets; only while !done
 };
@@ -317,6 +318,7 @@ awaitable<void> watch_idle(std::shared_ptr<Activity> a) {
     if (a->paused) {
       a->touch();
     } else if (SteadyClock::now() - a->last >= a->timeout) {
+      a->expired = true;
       a->on_idle();
       co_return;
     }
@@ -1471,6 +1473,15 @@ struct Proxy::Impl {
     client_buf.clear();
     co_await relay(client.socket(), upstream.socket(), true, activity.shared_from_this(),
                    std::move(to_client), std::move(to_upstream));
+    if (activity.expired) idle_closed(l, "upgraded", activity.timeout);
+  }
+
+  // Says that siesta closed a relayed connection for its idle timeout (a forgotten browser tab
+  // or client), so an operator can tell it from a close by either end.
+  void idle_closed(const Listener& l, const char* kind, SteadyClock::duration after) {
+    spdlog::info("Proxy: closed an idle {} connection to {} (nothing moved for {:.1f} s)", kind,
+                 l.service, std::chrono::duration<double>(after).count());
+    recorder_.proxy_idle_closed(l.service, kind);
   }
 
   // ---- TCP ----
@@ -1515,6 +1526,7 @@ struct Proxy::Impl {
       net::co_spawn(ex, watch_idle(activity), net::detached);
     }
     co_await relay(client, upstream, true, activity);
+    if (activity && activity->expired) idle_closed(l, "tcp", activity->timeout);
     recorder_.proxy_connection(l.service);
   }
 

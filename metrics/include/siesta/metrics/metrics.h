@@ -59,6 +59,7 @@ class Metrics final : public Recorder {
   void proxy_connection_closed(const std::string& service) override;
   void proxy_connection_refused(const std::string& service, const std::string& reason) override;
   void proxy_upstream_connection(const std::string& service, bool reused) override;
+  void proxy_idle_closed(const std::string& service, const char* kind) override;
   void model_added(const std::string& model) override;
   void model_memory_freed(const std::string& model, double bytes) override;
   void service_memory_freed(const std::string& service, double bytes) override;
@@ -87,6 +88,7 @@ class Metrics final : public Recorder {
     kProxyConnectionsOpen,  // a gauge kept as +1/-1
     kProxyConnectionsRefused,
     kProxyUpstreamConnections,
+    kProxyIdleCloses,
     kTiersEntered,
     kTierWakes,
     kTierWakeSeconds,

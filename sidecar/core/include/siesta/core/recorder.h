@@ -57,6 +57,10 @@ class Recorder {
   // A connection to the service's upstream was opened, or one kept alive from an earlier request
   // was `reused` for the next.
   virtual void proxy_upstream_connection(const std::string& /*service*/, bool /*reused*/) {}
+  // A connection relayed as bytes was closed by siesta because nothing moved either way for its
+  // idle timeout: kind "upgraded" (upgraded_idle_timeout_seconds, or the proxy's idle timeout
+  // after a half-close) or "tcp" (tcp_idle_timeout_seconds).
+  virtual void proxy_idle_closed(const std::string& /*service*/, const char* /*kind*/) {}
 };
 
 class NullRecorder final : public Recorder {
