@@ -49,7 +49,6 @@ src, work = sys.argv[1], sys.argv[2]
 text = open(f"{src}/deploy/siesta.json").read()
 config = json.loads(re.sub(r"(?m)^\s*//.*$", "", text))
 config["listen"] = "127.0.0.1:28081"
-config["docker"]["host"] = "tcp://127.0.0.1:28375"
 config["proxy"]["wake_listen"] = "127.0.0.1:28082"
 config["idle_check_interval_minutes"] = 0.05
 open(f"{work}/siesta.json", "w").write(json.dumps(config, indent=2))
@@ -59,8 +58,9 @@ open(f"{work}/prometheus.yml", "w").write(prom)
 PY
 export SIESTA_STANDINS="$work/standins" SIESTA_STANDIN_BASE="$base" SIESTA_E2E_DIR="$work"
 export SIESTA_DOCKER_SOCK="${DOCKER_HOST#unix://}"
-# The resolved stack, without what this engine cannot do: GPU reservations (no NVIDIA runtime)
-# and networks with published ports (no bridge here: every container is on the host network).
+mkdir -p "$work/docker-api"
+# The resolved stack, without what this engine cannot do: networks with published ports (no
+# bridge here: every container is on the host network, except the socket proxy, which has none).
 docker-compose -p "$project" -f "$src/docker-compose.yml" -f "$src/tests/compose/docker-compose.test.yml" \
   config > "$work/resolved.yml"
 python3 - "$work" <<'PY'
@@ -68,10 +68,11 @@ import sys, yaml
 work = sys.argv[1]
 stack = yaml.safe_load(open(f"{work}/resolved.yml"))
 for name, svc in stack["services"].items():
-    svc.pop("deploy", None)
+    assert "deploy" not in svc, f"the shipped stack reserves a GPU for {name}"
     svc.pop("ports", None)
     svc.pop("networks", None)
-    svc["network_mode"] = "host"
+    if svc.get("network_mode") != "none":
+        svc["network_mode"] = "host"
 stack.pop("networks", None)
 yaml.safe_dump(stack, open(f"{work}/stack.yml", "w"), sort_keys=False)
 PY
@@ -95,17 +96,32 @@ wait_for 15 has_all || fail "services not all discovered: $(curl -s "$admin/admi
 step "discovered ollama, qdrant, whisper, redis"
 
 # 4. The socket proxy refuses what siesta must not do.
-proxy=http://127.0.0.1:28375
+proxy=http://docker
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-[ "$(code "$proxy/containers/json")" = 200 ] || fail "the socket proxy does not let reads through"
+pcode() { code --unix-socket "$work/docker-api/docker.sock" "$@"; }  # to the socket proxy
+[ "$(pcode "$proxy/containers/json")" = 200 ] || fail "the socket proxy does not let reads through"
 redis_id=$(compose ps -q redis)
-[ "$(code -X POST -H 'Content-Type: application/json' -d '{"Image": "x"}' "$proxy/containers/create")" = 403 ] ||
+[ "$(pcode -X POST -H 'Content-Type: application/json' -d '{"Image": "x"}' "$proxy/containers/create")" = 403 ] ||
   fail "create not refused"
-[ "$(code -X POST -H 'Content-Type: application/json' -d '{"Cmd": ["id"]}' "$proxy/containers/$redis_id/exec")" = 403 ] ||
+[ "$(pcode -X POST -H 'Content-Type: application/json' -d '{"Cmd": ["id"]}' "$proxy/containers/$redis_id/exec")" = 403 ] ||
   fail "exec not refused"
-[ "$(code -X DELETE "$proxy/containers/$redis_id")" = 403 ] || fail "delete not refused"
-[ "$(code -X POST "$proxy/v1.41/containers/$redis_id/kill")" = 403 ] || fail "kill not refused"
-step "socket proxy: create, exec, delete, kill refused with 403"
+[ "$(pcode -X DELETE "$proxy/containers/$redis_id")" = 403 ] || fail "delete not refused"
+[ "$(pcode -X POST "$proxy/v1.41/containers/$redis_id/kill")" = 403 ] || fail "kill not refused"
+# A start that carries a HostConfig (API < 1.24 applies it: the host's / mounted, privileged) or
+# any other body, and the old API versions themselves (found by a new user's trial: root on the
+# host through a stopped container's start).
+qdrant_id=$(compose ps -q qdrant)
+[ "$(pcode -X POST -H 'Content-Type: application/json' -d '{"Binds": ["/:/host"], "Privileged": true}' \
+  "$proxy/v1.23/containers/$qdrant_id/start")" = 403 ] || fail "a v1.23 start with a HostConfig not refused"
+[ "$(pcode -X POST -H 'Content-Type: application/json' -d '{"Binds": ["/:/host"]}' \
+  "$proxy/v1.41/containers/$qdrant_id/start")" = 403 ] || fail "a start with a body not refused"
+[ "$(pcode -X POST -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' -d '{}' \
+  "$proxy/containers/$qdrant_id/start")" = 403 ] || fail "a chunked start not refused"
+[ "$(pcode "$proxy/v1.12/containers/json")" = 403 ] || fail "API 1.12 not refused"
+[ "$(pcode "$proxy/v1.24/containers/json")" = 200 ] || fail "API 1.24 refused"
+binds=$("$docker_cli" inspect -f '{{json .HostConfig.Binds}} {{.HostConfig.Privileged}}' "$qdrant_id")
+case "$binds" in *"/:/host"*|*true) fail "the qdrant container was changed: $binds" ;; esac
+step "socket proxy: create, exec, delete, kill, starts with a body, API < 1.24 refused with 403"
 
 # 5. A generate through siesta's port wakes Ollama (stopped first, to see the wake), the model
 # shows with the label's keep-alive, and the seed's commands answer as the seed says.

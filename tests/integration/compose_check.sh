@@ -18,21 +18,33 @@ mounts=$(docker-compose -f docker-compose.yml config | grep -oE -- "- $src/[^:]+
 for path in $mounts; do
   [ -e "$path" ] || { echo "mounted but missing: $path" >&2; exit 1; }
 done
-# docker-compose.cpu.yml (Compose v2's !reset, which 1.29 cannot read) removes every GPU
-# reservation the stack makes.
-python3 - "$src" <<'PY'
+# docker-compose.gpu.yml only adds (so Compose 1.29 applies it too): with it, Ollama and Whisper
+# reserve an NVIDIA GPU as Compose resolves the two files; without it, nothing does.
+gpu_of() {
+  docker-compose "$@" config | python3 -c '
 import sys, yaml
-src = sys.argv[1]
-class Loader(yaml.SafeLoader):
-    pass
-Loader.add_constructor("!reset", lambda loader, node: "!reset")
-stack = yaml.safe_load(open(f"{src}/docker-compose.yml"))
-cpu = yaml.load(open(f"{src}/docker-compose.cpu.yml"), Loader=Loader)
-gpu = [n for n, s in stack["services"].items()
-       if any(d.get("driver") == "nvidia" for d in
-              s.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", []))]
-assert gpu, "no service reserves a GPU"
-missed = [n for n in gpu if cpu["services"].get(n, {}).get("deploy") != "!reset"]
-assert not missed, f"docker-compose.cpu.yml leaves the GPU reservation of {missed}"
-PY
+stack = yaml.safe_load(sys.stdin)
+print(" ".join(sorted(n for n, s in stack["services"].items()
+      if any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])
+             for d in s.get("deploy", {}).get("resources", {}).get("reservations", {})
+                        .get("devices", [])))))'
+}
+[ -z "$(gpu_of -f docker-compose.yml)" ] || { echo "the base stack reserves a GPU" >&2; exit 1; }
+with_gpu=$(gpu_of -f docker-compose.yml -f docker-compose.gpu.yml)
+[ "$with_gpu" = "ollama whisper" ] ||
+  { echo "docker-compose.gpu.yml gives a GPU to '$with_gpu', not 'ollama whisper'" >&2; exit 1; }
+# The Docker socket proxy has no network: it is reached only through its socket in a volume
+# that siesta alone shares with it.
+docker-compose -f docker-compose.yml config | python3 -c '
+import sys, yaml
+s = yaml.safe_load(sys.stdin)["services"]
+proxy = s["docker-socket-proxy"]
+assert proxy.get("network_mode") == "none", proxy.get("network_mode")
+assert "ports" not in proxy, proxy["ports"]
+sharing = sorted(n for n, svc in s.items()
+                 if any(isinstance(v, dict) and v.get("source") == "docker-api" or
+                        isinstance(v, str) and v.startswith("docker-api:")
+                        for v in svc.get("volumes", [])))
+assert sharing == ["docker-socket-proxy", "siesta"], sharing
+'
 echo "compose stack OK"
