@@ -9,13 +9,26 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 jobs=$(nproc)
 
-# The Docker tests run against a private engine on loopback; stopped again if started here.
+# The Docker tests run against a private engine on loopback, the Swarm tests against a second
+# one in swarm mode (they leave and re-init the swarm, which must not disturb the first one's
+# tests); each is stopped again at exit if started here.
 engine_root=/tmp/siesta-docker
+swarm_root=/tmp/siesta-swarm
 export DOCKER_HOST="unix://$engine_root/docker.sock"
-if ! [ -f "$engine_root/docker.pid" ] || ! kill -0 "$(cat "$engine_root/docker.pid")" 2>/dev/null; then
-  trap 'bash scripts/docker-engine.sh stop "$engine_root"' EXIT
-fi
+export SIESTA_SWARM_DOCKER_HOST="unix://$swarm_root/docker.sock"
+engine_alive() { [ -f "$1/docker.pid" ] && kill -0 "$(cat "$1/docker.pid")" 2>/dev/null; }
+stop_engines=()
+engine_alive "$engine_root" || stop_engines+=("$engine_root")
+engine_alive "$swarm_root" || stop_engines+=("$swarm_root")
+stop_started_engines() {
+  for root in "${stop_engines[@]}"; do bash scripts/docker-engine.sh stop "$root"; done
+}
+trap stop_started_engines EXIT
 bash scripts/docker-engine.sh start "$engine_root"
+bash scripts/docker-engine.sh start "$swarm_root"
+if [ "$(DOCKER_HOST=$SIESTA_SWARM_DOCKER_HOST docker info -f '{{.Swarm.LocalNodeState}}')" != active ]; then
+  DOCKER_HOST=$SIESTA_SWARM_DOCKER_HOST docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
 
 run_suite() {  # build-dir, extra cmake args...
   local dir=$1; shift

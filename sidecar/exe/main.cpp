@@ -13,10 +13,12 @@
 #include "siesta/api/admin_server.h"
 #include "siesta/backends/docker_backend.h"
 #include "siesta/backends/process_backend.h"
+#include "siesta/backends/swarm_backend.h"
 #include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/docker_sync.h"
+#include "siesta/discovery/swarm_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
 #include "siesta/providers/model_servers.h"
@@ -132,24 +134,43 @@ int main(int argc, char** argv) {
   spdlog::info("siesta {} starting with {} ({} services, {} models)", siesta::kVersion,
                config.source, config.services.size(), config.models.size());
 
-  // The Docker backend runs when the config has a "docker" section or a container service.
+  // The Docker backend runs when the config has a "docker" section or a container service;
+  // the Swarm backend when the section says "swarm": true or a service is a Swarm service.
+  siesta::SystemClock clock;
   std::unique_ptr<siesta::DockerBackend> docker_backend;
+  std::unique_ptr<siesta::SwarmBackend> swarm_backend;
   // config.services[configured..] were found by their labels, not written in the config.
-  std::size_t configured = config.services.size();
+  const std::size_t configured = config.services.size();
   bool uses_docker = config.docker.configured;
-  for (const auto& s : config.services) uses_docker |= s.spec.backend == "docker";
-  if (uses_docker) {
+  bool uses_swarm = config.docker.swarm;
+  for (const auto& s : config.services) {
+    uses_docker |= s.spec.backend == "docker";
+    uses_swarm |= s.spec.backend == "swarm";
+  }
+  if (uses_docker || uses_swarm) {
     auto endpoint = siesta::docker_endpoint(config, std::getenv("DOCKER_HOST"));
     if (!endpoint) {
       std::fprintf(stderr, "siesta: %s\n", endpoint.status().message().c_str());
       return kExitConfig;
     }
+    if (uses_swarm) {
+      swarm_backend = std::make_unique<siesta::SwarmBackend>(*endpoint, clock);
+      spdlog::info("Swarm backend: engine at {}", endpoint->to_string());
+      if (config.docker.label_discovery) {
+        for (auto& found :
+             siesta::find_labelled_swarm_services(swarm_backend->client(), config.services)) {
+          config.services.push_back(std::move(found));
+        }
+      }
+    }
+  }
+  if (uses_docker) {
+    auto endpoint = siesta::docker_endpoint(config, std::getenv("DOCKER_HOST"));
     docker_backend = std::make_unique<siesta::DockerBackend>(*endpoint);
     spdlog::info("Docker backend: engine at {}", endpoint->to_string());
     // Labelled containers join before the state file is restored, so their runtime changes
     // survive a restart like any other service's.
     if (config.docker.label_discovery) {
-      configured = config.services.size();
       for (auto& found :
            siesta::find_labelled_services(docker_backend->client(), config.services)) {
         config.services.push_back(std::move(found));
@@ -170,7 +191,6 @@ int main(int argc, char** argv) {
   }
   std::vector<siesta::ServiceSpec> specs;
   for (const auto& s : config.services) specs.push_back(s.spec);
-  siesta::SystemClock clock;
   const std::unique_ptr<siesta::Registry> registry_owner =
       siesta::make_registry(config, clock.wall_now());
   siesta::Registry& registry = *registry_owner;
@@ -178,6 +198,7 @@ int main(int argc, char** argv) {
   siesta::ProcessBackend process_backend(clock);
   siesta::Controller::BackendMap backends{{"process", &process_backend}};
   if (docker_backend) backends["docker"] = docker_backend.get();
+  if (swarm_backend) backends["swarm"] = swarm_backend.get();
   const siesta::Baseline baseline = baseline_of(config);
 
   std::unique_ptr<siesta::StateStore> store;
@@ -272,19 +293,27 @@ int main(int argc, char** argv) {
   if (siesta::Status st = persister.save(); !st) {
     spdlog::warn("State file: {}; runtime changes may not survive a restart", st.message());
   }
+  // Each service discovered after start-up gets its proxy port and, if it is one, its provider.
+  auto added = [&add_listener, &model_servers](const siesta::ServiceSpec& spec) {
+    model_servers.add(spec);
+    add_listener(spec);
+  };
   std::unique_ptr<siesta::DockerSync> docker_sync;
   if (docker_backend) {
     siesta::DockerSync::Hooks hooks;
-    hooks.added = [&add_listener, &model_servers](const siesta::ServiceSpec& spec) {
-      model_servers.add(spec);
-      add_listener(spec);
-    };
+    hooks.added = added;
     hooks.container = [&model_servers](const siesta::ServiceSpec& spec, bool exists) {
       model_servers.set_present(spec.name, exists);
     };
     docker_sync = std::make_unique<siesta::DockerSync>(
         registry, controller, *docker_backend, config.docker.label_discovery, std::move(hooks));
     docker_sync->start();
+  }
+  std::unique_ptr<siesta::SwarmSync> swarm_sync;
+  if (swarm_backend) {
+    swarm_sync = std::make_unique<siesta::SwarmSync>(registry, controller, *swarm_backend,
+                                                     config.docker.label_discovery, added);
+    swarm_sync->start();
   }
   monitor.start();
   proxy.start();
@@ -298,6 +327,7 @@ int main(int argc, char** argv) {
   proxy.stop();
   monitor.stop();
   if (docker_sync) docker_sync->stop();
+  if (swarm_sync) swarm_sync->stop();
   admin.stop();
   server.join();
   executor.join_all();

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "docker_cli.h"
 #include "siesta/backends/docker_client.h"
 #include "siesta_process.h"
 
@@ -27,22 +28,6 @@ constexpr const char* kImage = "siesta-test/busybox:1";
 std::string shared_engine() {
   const char* host = std::getenv("DOCKER_HOST");
   return host != nullptr && *host != '\0' ? host : "unix:///tmp/siesta-docker/docker.sock";
-}
-
-std::string docker_cli() { return fs::exists("/usr/bin/docker") ? "/usr/bin/docker" : "docker"; }
-
-// Runs the docker CLI against `host`; returns the exit code and the trimmed output.
-std::pair<int, std::string> docker_at(const std::string& host, std::vector<std::string> args) {
-  static std::atomic<int> n{0};
-  const fs::path out =
-      fs::temp_directory_path() / ("siesta-docker-cli-" + std::to_string(::getpid()) + "-" +
-                                   std::to_string(n.fetch_add(1)) + ".out");
-  std::vector<std::string> argv = {docker_cli(), "-H", host};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto [rc, text] = run_command(argv, out);
-  fs::remove(out);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  return {rc, text};
 }
 
 std::pair<int, std::string> docker(std::vector<std::string> args) {

@@ -196,7 +196,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
                 "max_connections, model_api, model_keep_alive_hours, protocol, "
                 "response_timeout_seconds, sleep_tiers, "
-                "start_timeout_seconds, stop_timeout_seconds, tcp_idle_timeout_seconds, "
+                "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
+                "tcp_idle_timeout_seconds, "
                 "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
                    "upgraded_idle_timeout_seconds": 60}}})",
@@ -261,6 +262,21 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"max_learned_models": -1})", "max_learned_models: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "container": "a"}}})",
                 "services.a.container: is for backend \"docker\" only"},
+        BadCase{R"({"services": {"a": {"container": "a", "swarm_service": "a"}}})",
+                "services.a.swarm_service: is for backend \"swarm\" only"},
+        BadCase{R"({"services": {"a": {"backend": "swarm", "swarm_service": "a b"}}})",
+                "services.a.swarm_service: must be a Swarm service name or id (letters, digits, "
+                "'.', '-', '_'), got \"a b\""},
+        BadCase{
+            R"({"services": {"a": {"backend": "swarm", "sleep_tiers": [)"
+            R"({"after_minutes": 1, "action": "pause"}, {"after_minutes": 2, "action": "stop"}]}}})",
+            "services.a.sleep_tiers: a Swarm service cannot be paused (its tasks are scaled "
+            "to 0): use stop only"},
+        BadCase{R"({"services": {"a": {"backend": "kube"}}})",
+                "services.a.backend: must be \"process\", \"docker\" or \"swarm\", got "
+                "\"kube\""},
+        BadCase{R"({"docker": {"swarm": "yes"}})",
+                "docker.swarm: must be true or false, got \"yes\""},
         BadCase{R"({"services": {"a": {"container": "a/b"}}})",
                 "services.a.container: must be a container name or id (letters, digits, '.', "
                 "'-', '_'), got \"a/b\""},

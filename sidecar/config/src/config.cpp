@@ -202,6 +202,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "backend",
                 "command",
                 "container",
+                "swarm_service",
                 "upstream",
                 "health",
                 "start_timeout_seconds",
@@ -240,9 +241,9 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   }
   // A service without a command is a container: the Docker backend's convention.
   spec.backend = r.read_string("backend").value_or(spec.command.empty() ? "docker" : "process");
-  if (spec.backend != "process" && spec.backend != "docker") {
+  if (spec.backend != "process" && spec.backend != "docker" && spec.backend != "swarm") {
     r.fail(r.key_path("backend"),
-           "must be \"process\" or \"docker\", got \"" + spec.backend + "\"");
+           "must be \"process\", \"docker\" or \"swarm\", got \"" + spec.backend + "\"");
   }
   if (spec.backend == "process" && spec.command.empty()) {
     r.fail(r.key_path("command"), "is required for backend \"process\"");
@@ -255,6 +256,17 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                  *container + "\"");
     }
     spec.container = *container;
+  }
+  if (auto service = r.read_string("swarm_service")) {
+    if (spec.backend != "swarm") {
+      r.fail(r.key_path("swarm_service"), "is for backend \"swarm\" only");
+    }
+    if (!valid_container_name(*service)) {
+      r.fail(r.key_path("swarm_service"),
+             "must be a Swarm service name or id (letters, digits, '.', '-', '_'), got \"" +
+                 *service + "\"");
+    }
+    spec.swarm_service = *service;
   }
   if (auto up = r.read_string("upstream")) {
     if (!parse_host_port(*up, spec.upstream_host, spec.upstream_port) || spec.upstream_port == 0) {
@@ -326,13 +338,19 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
              "tiers [{\"after_minutes\": N, \"action\": \"stop\"}])");
     }
     spec.sleep_tiers = read_sleep_tiers(r, *tiers, source);
+    for (const auto& tier : spec.sleep_tiers) {
+      if (tier.action == TierAction::kPause && spec.backend == "swarm") {
+        r.fail(r.key_path("sleep_tiers"),
+               "a Swarm service cannot be paused (its tasks are scaled to 0): use stop only");
+      }
+    }
   }
   return sc;
 }
 
 void read_docker(const json& value, const std::string& source, DockerConfig& docker) {
   ObjectReader r(value, "docker", source);
-  r.allow_only({"host", "label_discovery"});
+  r.allow_only({"host", "label_discovery", "swarm"});
   if (auto host = r.read_string("host")) {
     if (host->rfind("unix:///", 0) != 0 && host->rfind("tcp://", 0) != 0) {
       r.fail(
@@ -342,6 +360,7 @@ void read_docker(const json& value, const std::string& source, DockerConfig& doc
     docker.host = *host;
   }
   r.read_bool("label_discovery", docker.label_discovery);
+  r.read_bool("swarm", docker.swarm);
 }
 
 void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy) {

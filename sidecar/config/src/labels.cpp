@@ -131,21 +131,28 @@ bool labels_enable(const std::map<std::string, std::string>& labels) {
   return it != labels.end() && parse_bool(it->second).value_or(false);
 }
 
-Result<ServiceConfig> service_from_labels(const std::string& container,
-                                          const std::map<std::string, std::string>& labels) {
+namespace {
+
+// A container's (backend docker) or a Swarm service's (backend swarm) labels as a service.
+Result<ServiceConfig> from_labels(const std::string& backend, const std::string& object,
+                                  const std::map<std::string, std::string>& labels) {
+  const bool swarm = backend == "swarm";
+  const std::string what = (swarm ? "swarm service " : "container ") + object;
   auto bad = [&](const std::string& label, const std::string& why) {
-    return Status{ErrorCode::kInvalidArgument,
-                  "container " + container + ": label " + label + ": " + why};
+    return Status{ErrorCode::kInvalidArgument, what + ": label " + label + ": " + why};
   };
-  std::string name = container;
-  if (auto it = labels.find(kComposeServiceLabel); it != labels.end() && !it->second.empty()) {
+  std::string name = object;
+  if (auto it = labels.find(kComposeServiceLabel);
+      !swarm && it != labels.end() && !it->second.empty()) {
     name = it->second;
   }
   json entry = json::object();
-  entry["backend"] = "docker";
-  entry["container"] = container;
+  entry["backend"] = backend;
+  entry[swarm ? "swarm_service" : "container"] = object;
   for (const auto& [label, value] : labels) {
     if (label.rfind("siesta.", 0) != 0) continue;
+    // Written by the Swarm backend itself (kReplicasLabel): the count a sleeping service wakes to.
+    if (swarm && label == "siesta.replicas") continue;
     if (label == kEnableLabel) {
       if (!parse_bool(value)) return bad(label, "must be true or false, got \"" + value + "\"");
       continue;
@@ -201,7 +208,7 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
     return bad("siesta.model-keep-alive", "is for a model server: add siesta.model-api=ollama");
   }
   try {
-    return parse_service(name, entry, "labels of container " + container);
+    return parse_service(name, entry, "labels of " + what);
   } catch (const ConfigError& e) {
     // Name the label rather than the config key it was turned into.
     std::string message = e.what();
@@ -213,6 +220,18 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
     }
     return Status{ErrorCode::kInvalidArgument, message};
   }
+}
+
+}  // namespace
+
+Result<ServiceConfig> service_from_labels(const std::string& container,
+                                          const std::map<std::string, std::string>& labels) {
+  return from_labels("docker", container, labels);
+}
+
+Result<ServiceConfig> service_from_swarm_labels(const std::string& service,
+                                                const std::map<std::string, std::string>& labels) {
+  return from_labels("swarm", service, labels);
 }
 
 }  // namespace siesta

@@ -73,7 +73,8 @@ DockerSync::DockerSync(Registry& registry, Controller& controller, DockerBackend
       controller_(controller),
       backend_(backend),
       label_discovery_(label_discovery),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)),
+      refresh_(controller) {}
 
 DockerSync::~DockerSync() { stop(); }
 
@@ -84,7 +85,7 @@ void DockerSync::start() {
 
 void DockerSync::stop() {
   backend_.stop_watching();
-  executor_.join_all();
+  refresh_.join_all();
 }
 
 std::string DockerSync::service_for(const std::string& name, const std::string& id) {
@@ -94,20 +95,6 @@ std::string DockerSync::service_for(const std::string& name, const std::string& 
     }
   }
   return {};
-}
-
-void DockerSync::refresh_soon(const std::string& service) {
-  {
-    std::lock_guard lock(mu_);
-    if (!queued_.insert(service).second) return;  // one refresh reads the newest state
-  }
-  executor_.post([this, service] {
-    {
-      std::lock_guard lock(mu_);
-      queued_.erase(service);
-    }
-    controller_.refresh(service);
-  });
 }
 
 void DockerSync::on_event(const DockerEvent& event) {
@@ -124,7 +111,7 @@ void DockerSync::on_event(const DockerEvent& event) {
     if (auto view = registry_.service(service))
       hooks_.container(*view->spec, event.action == "create");
   }
-  refresh_soon(service);
+  refresh_.refresh_soon(service);
 }
 
 void DockerSync::discover(const std::string& container,
@@ -173,12 +160,12 @@ void DockerSync::discover_all() {
 void DockerSync::on_connected() {
   // Events may have been missed while the stream was down: read everything again.
   if (label_discovery_) discover_all();
-  executor_.post([this] { controller_.reconcile(); });
+  refresh_.reconcile_soon();
 }
 
 void DockerSync::on_disconnected() {
   // Every Docker service now shows the engine's error instead of a stale state.
-  executor_.post([this] { controller_.reconcile(); });
+  refresh_.reconcile_soon();
 }
 
 }  // namespace siesta

@@ -36,9 +36,8 @@ std::string describe(const ContainerState& c) {
 
 }  // namespace
 
-DockerBackend::DockerBackend(DockerEndpoint endpoint) : client_(std::move(endpoint)) {}
-
-DockerBackend::~DockerBackend() { stop_watching(); }
+DockerBackend::DockerBackend(DockerEndpoint endpoint)
+    : client_(std::move(endpoint)), watcher_(client_) {}
 
 Status DockerBackend::start(const ServiceSpec& spec) {
   return explain(spec, client_.start(container_of(spec), Seconds(spec.start_timeout_seconds + 5)));
@@ -88,67 +87,6 @@ Result<Inspection> DockerBackend::inspect(const ServiceSpec& spec) {
   out.running = c->status == "running" || out.paused;
   out.detail = "container " + describe(*c);
   return out;
-}
-
-void DockerBackend::watch(Watch callbacks) {
-  stop_watching();
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = false;
-  }
-  client_.resume();
-  watch_ = std::move(callbacks);
-  watcher_ = std::thread([this] { watch_loop(); });
-}
-
-void DockerBackend::stop_watching() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  client_.interrupt();
-  if (watcher_.joinable()) watcher_.join();
-}
-
-void DockerBackend::watch_loop() {
-  auto delay = std::chrono::milliseconds(100);
-  bool was_connected = true;  // so that an engine down at start-up is reported once
-  while (true) {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-    }
-    bool connected = false;
-    Status ended = [&]() -> Status {
-      // The engine may have come back as another version.
-      if (auto v = client_.negotiate(); !v) return v.status();
-      return client_.follow_events(
-          [&] {
-            connected = true;
-            if (!was_connected)
-              spdlog::info("Docker engine at {} is back", client_.endpoint().to_string());
-            was_connected = true;
-            delay = std::chrono::milliseconds(100);
-            if (watch_.on_connected) watch_.on_connected();
-          },
-          [&](const DockerEvent& e) {
-            if (watch_.on_event) watch_.on_event(e);
-          });
-    }();
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-    }
-    if (connected || was_connected) {
-      spdlog::warn("Docker events: {}; reconnecting", ended.message());
-      was_connected = false;
-      if (watch_.on_disconnected) watch_.on_disconnected(ended);
-    }
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, delay, [&] { return stopping_; });
-    delay = std::min(delay * 2, std::chrono::milliseconds(1000));
-  }
 }
 
 }  // namespace siesta

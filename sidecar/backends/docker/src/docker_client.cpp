@@ -155,8 +155,10 @@ Result<std::vector<ContainerSummary>> parse_container_list(const json& doc) {
 }
 
 std::optional<DockerEvent> parse_event(const json& doc) {
-  if (!doc.is_object() || string_at(doc, "Type") != "container") return std::nullopt;
+  if (!doc.is_object()) return std::nullopt;
   DockerEvent e;
+  e.type = string_at(doc, "Type");
+  if (e.type != "container" && e.type != "service") return std::nullopt;
   e.action = string_at(doc, "Action");
   // "health_status: healthy" -> "health_status"; "exec_start: sh" -> "exec_start".
   if (auto colon = e.action.find(':'); colon != std::string::npos) e.action.resize(colon);
@@ -168,6 +170,94 @@ std::optional<DockerEvent> parse_event(const json& doc) {
   }
   if (auto it = e.attributes.find("name"); it != e.attributes.end()) e.name = it->second;
   return e;
+}
+
+namespace {
+
+std::optional<int> replica_count(const std::string& text) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 1) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+Result<SwarmService> parse_service(const json& doc) {
+  if (!doc.is_object()) return malformed("service is not an object");
+  auto spec = doc.find("Spec");
+  if (spec == doc.end() || !spec->is_object()) return malformed("service has no Spec");
+  SwarmService s;
+  s.id = string_at(doc, "ID");
+  s.name = string_at(*spec, "Name");
+  if (s.id.empty() || s.name.empty()) return malformed("service has no ID or Spec.Name");
+  if (auto v = doc.find("Version"); v != doc.end() && v->is_object()) {
+    if (auto index = v->find("Index"); index != v->end() && index->is_number_unsigned()) {
+      s.version = index->get<std::uint64_t>();
+    }
+  }
+  if (s.version == 0) return malformed("service " + s.name + " has no Version.Index");
+  if (auto labels = spec->find("Labels"); labels != spec->end()) s.labels = string_map(*labels);
+  if (auto it = s.labels.find(kReplicasLabel); it != s.labels.end()) {
+    s.remembered = replica_count(it->second);
+  }
+  if (auto mode = spec->find("Mode"); mode != spec->end() && mode->is_object()) {
+    if (auto rep = mode->find("Replicated"); rep != mode->end() && rep->is_object()) {
+      // The engine omits Replicas when it is 0.
+      auto n = rep->find("Replicas");
+      s.replicas = n != rep->end() && n->is_number_integer() ? n->get<int>() : 0;
+    }
+  }
+  s.spec = *spec;
+  return s;
+}
+
+Result<std::vector<SwarmService>> parse_service_list(const json& doc) {
+  if (!doc.is_array()) return malformed("service list is not an array");
+  std::vector<SwarmService> out;
+  for (const auto& item : doc) {
+    auto s = parse_service(item);
+    if (!s) return s.status();
+    out.push_back(std::move(*s));
+  }
+  return out;
+}
+
+json scaled_spec(const SwarmService& service, int replicas, std::optional<int> remember) {
+  json spec = service.spec;
+  spec["Mode"] = {{"Replicated", {{"Replicas", replicas}}}};
+  if (remember) {
+    if (!spec.contains("Labels") || !spec["Labels"].is_object()) spec["Labels"] = json::object();
+    spec["Labels"][kReplicasLabel] = std::to_string(*remember);
+  }
+  return spec;
+}
+
+Result<std::vector<SwarmTask>> parse_task_list(const json& doc) {
+  if (!doc.is_array()) return malformed("task list is not an array");
+  std::vector<SwarmTask> out;
+  for (const auto& item : doc) {
+    if (!item.is_object()) return malformed("task list holds a non-object");
+    SwarmTask t;
+    t.id = string_at(item, "ID");
+    t.desired_state = string_at(item, "DesiredState");
+    if (auto status = item.find("Status"); status != item.end() && status->is_object()) {
+      t.state = string_at(*status, "State");
+      t.message = string_at(*status, "Err");
+      if (t.message.empty()) t.message = string_at(*status, "Message");
+    }
+    if (t.state.empty()) return malformed("task " + t.id + " has no Status.State");
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+bool task_alive(const SwarmTask& task) {
+  static const char* kFinal[] = {"complete", "shutdown", "failed", "rejected", "orphaned"};
+  for (const char* f : kFinal) {
+    if (task.state == f) return false;
+  }
+  return true;
 }
 
 namespace {
@@ -201,14 +291,6 @@ std::string engine_message(const httplib::Response& res) {
 Status engine_error(const httplib::Response& res) {
   const ErrorCode code = res.status == 404 ? ErrorCode::kNotFound : ErrorCode::kFailed;
   return {code, engine_message(res)};
-}
-
-template <typename T>
-Result<T> parse_body(const httplib::Response& res,
-                     const std::function<Result<T>(const json&)>& parse) {
-  json doc = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return malformed("not JSON");
-  return parse(doc);
 }
 
 }  // namespace
@@ -274,13 +356,9 @@ Result<std::string> DockerClient::prefix() {
 }
 
 Result<ContainerState> DockerClient::inspect(const std::string& container) {
-  auto p = prefix();
-  if (!p) return p.status();
-  auto cli = connect(Seconds(10));
-  auto res = cli->Get(*p + "/containers/" + percent_encode(container) + "/json");
-  if (!res) return unreachable(httplib::to_string(res.error()));
-  if (res->status != 200) return engine_error(*res);
-  return parse_body<ContainerState>(*res, parse_inspect);
+  auto doc = get_json("/containers/" + percent_encode(container) + "/json");
+  if (!doc) return doc.status();
+  return parse_inspect(*doc);
 }
 
 Status DockerClient::start(const std::string& container, Seconds timeout) {
@@ -322,14 +400,63 @@ Status DockerClient::unpause(const std::string& container) {
 }
 
 Result<std::vector<ContainerSummary>> DockerClient::list(const std::string& label) {
+  const json filters = {{"label", json::array({label})}};
+  auto doc = get_json("/containers/json?all=true&filters=" + percent_encode(filters.dump()));
+  if (!doc) return doc.status();
+  return parse_container_list(*doc);
+}
+
+Result<json> DockerClient::get_json(const std::string& path) {
   auto p = prefix();
   if (!p) return p.status();
   auto cli = connect(Seconds(10));
-  const json filters = {{"label", json::array({label})}};
-  auto res = cli->Get(*p + "/containers/json?all=true&filters=" + percent_encode(filters.dump()));
+  auto res = cli->Get(*p + path);
   if (!res) return unreachable(httplib::to_string(res.error()));
   if (res->status != 200) return engine_error(*res);
-  return parse_body<std::vector<ContainerSummary>>(*res, parse_container_list);
+  json doc = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return malformed("not JSON");
+  return doc;
+}
+
+Result<SwarmService> DockerClient::inspect_service(const std::string& service) {
+  auto doc = get_json("/services/" + percent_encode(service));
+  if (!doc) return doc.status();
+  return parse_service(*doc);
+}
+
+Result<std::vector<SwarmService>> DockerClient::list_services(const std::string& label) {
+  const json filters = {{"label", json::array({label})}};
+  auto doc = get_json("/services?filters=" + percent_encode(filters.dump()));
+  if (!doc) return doc.status();
+  return parse_service_list(*doc);
+}
+
+Result<std::vector<SwarmTask>> DockerClient::list_tasks(const std::string& service_id) {
+  const json filters = {{"service", json::array({service_id})}};
+  auto doc = get_json("/tasks?filters=" + percent_encode(filters.dump()));
+  if (!doc) return doc.status();
+  return parse_task_list(*doc);
+}
+
+Status DockerClient::update_service(const std::string& id, std::uint64_t version,
+                                    const json& spec) {
+  auto p = prefix();
+  if (!p) return p.status();
+  auto cli = connect(Seconds(30));
+  auto res = cli->Post(
+      *p + "/services/" + percent_encode(id) + "/update?version=" + std::to_string(version),
+      spec.dump(), "application/json");
+  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (res->status == 200) return Status::ok();
+  return engine_error(*res);
+}
+
+Result<std::string> DockerClient::swarm_state() {
+  auto doc = get_json("/info");
+  if (!doc) return doc.status();
+  auto swarm = doc->find("Swarm");
+  if (swarm == doc->end() || !swarm->is_object()) return malformed("/info has no Swarm");
+  return string_at(*swarm, "LocalNodeState");
 }
 
 Status DockerClient::follow_events(const std::function<void()>& on_connected,
@@ -338,9 +465,16 @@ Status DockerClient::follow_events(const std::function<void()>& on_connected,
   if (!p) return p.status();
   // Only what changes a container's state; health checks alone would send three exec events
   // per probe. The engine matches "health_status" against "health_status: healthy" too.
-  const json filters = {{"type", json::array({"container"})},
-                        {"event", json::array({"create", "start", "die", "stop", "destroy", "pause",
-                                               "unpause", "health_status"})}};
+  // A Swarm service's own events (create, update, remove) and its tasks' containers starting,
+  // dying and turning healthy.
+  const json filters =
+      events_kind_ == Events::kContainers
+          ? json{{"type", json::array({"container"})},
+                 {"event", json::array({"create", "start", "die", "stop", "destroy", "pause",
+                                        "unpause", "health_status"})}}
+          : json{{"type", json::array({"service", "container"})},
+                 {"event",
+                  json::array({"create", "update", "remove", "start", "die", "health_status"})}};
   // The stream is quiet while nothing happens: no read timeout short of a day.
   auto cli = connect(Seconds(86400));
   {

@@ -55,6 +55,9 @@ struct DockerConfig {
   bool configured = false;      // the section is present
   std::string host;             // empty: $DOCKER_HOST, else unix:///var/run/docker.sock
   bool label_discovery = true;  // containers labelled siesta.enable=true become services
+  // The engine is a swarm manager: the Swarm backend runs, and (with label_discovery) Swarm
+  // services labelled siesta.enable=true become services too.
+  bool swarm = false;
 };
 
 struct Config {

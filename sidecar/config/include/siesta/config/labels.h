@@ -32,6 +32,12 @@ bool labels_enable(const std::map<std::string, std::string>& labels);
 Result<ServiceConfig> service_from_labels(const std::string& container,
                                           const std::map<std::string, std::string>& labels);
 
+// The service a Swarm service's labels (Spec.Labels; Compose's deploy.labels) describe, with
+// backend "swarm": named by siesta.name, else by the Swarm service. The same labels as a
+// container's, and siesta.replicas (written by the Swarm backend itself) is allowed.
+Result<ServiceConfig> service_from_swarm_labels(const std::string& service,
+                                                const std::map<std::string, std::string>& labels);
+
 // The name a container named after its Compose service takes when another container already
 // has that name (two projects with the same service): "<project>-<service>". nullopt when the
 // name does not come from Compose (siesta.name set, or no Compose labels).

@@ -13,16 +13,14 @@
 
 #include <functional>
 #include <map>
-#include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "siesta/backends/docker_backend.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
+#include "siesta/discovery/refresh_queue.h"
 #include "siesta/runtime/controller.h"
-#include "siesta/runtime/executor.h"
 
 namespace siesta {
 
@@ -54,16 +52,13 @@ class DockerSync {
   void discover_all();
   void discover(const std::string& container, const std::map<std::string, std::string>& labels);
   std::string service_for(const std::string& name, const std::string& id);
-  void refresh_soon(const std::string& service);
 
   Registry& registry_;
   Controller& controller_;
   DockerBackend& backend_;
   const bool label_discovery_;
   Hooks hooks_;
-  ThreadExecutor executor_;  // refreshes wait for a start or stop; the watcher must not
-  std::mutex mu_;
-  std::set<std::string> queued_;  // guarded by mu_: refreshes posted, not yet begun
+  RefreshQueue refresh_;
 };
 
 }  // namespace siesta

@@ -2,18 +2,12 @@
 // readiness is the container's own HEALTHCHECK when it has one, else the service's `health`
 // check on its upstream, else "running".
 //
-// It also follows the engine's event stream (watch()), so that containers started, stopped or
-// crashed by someone else are seen within moments, and reconnects with a backoff capped at one
-// second when the engine goes away, renegotiating the API version when it comes back.
+// It also follows the engine's event stream (watch(), an EventWatcher), so that containers
+// started, stopped or crashed by someone else are seen within moments.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
-#include <thread>
-
 #include "siesta/backends/docker_client.h"
+#include "siesta/backends/event_watcher.h"
 #include "siesta/core/service_backend.h"
 
 namespace siesta {
@@ -24,7 +18,6 @@ const std::string& container_of(const ServiceSpec& spec);
 class DockerBackend final : public ServiceBackend {
  public:
   explicit DockerBackend(DockerEndpoint endpoint);
-  ~DockerBackend() override;
 
   Status start(const ServiceSpec& spec) override;
   Result<Readiness> check_ready(const ServiceSpec& spec) override;
@@ -38,27 +31,15 @@ class DockerBackend final : public ServiceBackend {
 
   DockerClient& client() { return client_; }
 
-  struct Watch {
-    // Each container event.
-    std::function<void(const DockerEvent&)> on_event;
-    // After every (re)connection: events may have been missed, so re-read everything.
-    std::function<void()> on_connected;
-    // The stream broke (the engine stopped or restarted).
-    std::function<void(const Status&)> on_disconnected;
-  };
-  // Starts following events on a thread of its own; stop_watching() (or the destructor) ends it.
-  void watch(Watch callbacks);
-  void stop_watching();
+  using Watch = EventWatcher::Callbacks;
+  // Starts following container events on a thread of its own; stop_watching() (or the
+  // destructor) ends it.
+  void watch(Watch callbacks) { watcher_.start(std::move(callbacks)); }
+  void stop_watching() { watcher_.stop(); }
 
  private:
-  void watch_loop();
-
   DockerClient client_;
-  Watch watch_;
-  std::thread watcher_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
+  EventWatcher watcher_;  // declared after client_, which it uses
 };
 
 }  // namespace siesta

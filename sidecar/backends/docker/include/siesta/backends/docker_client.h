@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -75,14 +76,50 @@ struct ContainerSummary {
 };
 Result<std::vector<ContainerSummary>> parse_container_list(const nlohmann::json& doc);
 
-// One object of the GET /events stream. Health changes arrive as action "health_status".
+// One object of the GET /events stream, of a container or (Swarm) a service. Health changes
+// arrive as action "health_status".
 struct DockerEvent {
+  std::string type = "container";  // container | service
   std::string action;  // start, die, stop, health_status, create, destroy, pause, unpause, ...
   std::string id;
   std::string name;
-  std::map<std::string, std::string> attributes;  // the container's labels, name, image, ...
+  // A container's labels, name, image, ...; a service's name, replicas.old, replicas.new.
+  std::map<std::string, std::string> attributes;
 };
 std::optional<DockerEvent> parse_event(const nlohmann::json& doc);
+
+// The label on a Swarm service that remembers the replica count it sleeps from.
+inline constexpr const char* kReplicasLabel = "siesta.replicas";
+
+// GET /services/{id}, the parts siesta reads; `spec` is kept whole, since an update sends the
+// whole spec back.
+struct SwarmService {
+  std::string id;
+  std::string name;
+  std::uint64_t version = 0;      // Version.Index, the update's precondition
+  std::optional<int> replicas;    // Spec.Mode.Replicated.Replicas; none for a global service
+  std::optional<int> remembered;  // the kReplicasLabel label, when it holds a count >= 1
+  std::map<std::string, std::string> labels;  // Spec.Labels
+  nlohmann::json spec;
+};
+Result<SwarmService> parse_service(const nlohmann::json& doc);
+// GET /services (an array of the above).
+Result<std::vector<SwarmService>> parse_service_list(const nlohmann::json& doc);
+// The body of POST /services/{id}/update that scales `service` to `replicas` and remembers
+// `remember` in its kReplicasLabel label (none: the label is left as it is). Everything else
+// in the spec is sent back unchanged, as the engine needs.
+nlohmann::json scaled_spec(const SwarmService& service, int replicas, std::optional<int> remember);
+
+// One element of GET /tasks.
+struct SwarmTask {
+  std::string id;
+  std::string state;          // new ... running, complete, shutdown, failed, rejected, remove
+  std::string desired_state;  // running, shutdown, remove, ...
+  std::string message;        // Status.Err, else Status.Message
+};
+Result<std::vector<SwarmTask>> parse_task_list(const nlohmann::json& doc);
+// A task whose container may still be up: not yet in a final state.
+bool task_alive(const SwarmTask& task);
 
 class DockerClient {
  public:
@@ -106,6 +143,20 @@ class DockerClient {
   // Containers (running or not) carrying `label` ("key" or "key=value").
   Result<std::vector<ContainerSummary>> list(const std::string& label);
 
+  // Swarm services. A node that is not a swarm manager is answered 503, an error here.
+  Result<SwarmService> inspect_service(const std::string& service);
+  Result<std::vector<SwarmService>> list_services(const std::string& label);
+  Result<std::vector<SwarmTask>> list_tasks(const std::string& service_id);
+  // POST /services/{id}/update?version=: `spec` replaces the service's spec.
+  Status update_service(const std::string& id, std::uint64_t version, const nlohmann::json& spec);
+  // GET /info's Swarm.LocalNodeState: "active", "inactive", "pending", "error", "locked".
+  Result<std::string> swarm_state();
+
+  // Which events follow_events() asks for: containers (the default), or Swarm services and
+  // their tasks' containers.
+  enum class Events { kContainers, kSwarm };
+  void set_events(Events events) { events_kind_ = events; }
+
   // Follows GET /events for containers until the stream ends or interrupt() is called. Calls
   // on_connected once the engine accepted the request, then on_event per event. Returns the
   // reason the stream ended.
@@ -121,8 +172,10 @@ class DockerClient {
   // POST /containers/{container}/{action}: 204 (or 304) is success.
   Status post_action(const std::string& container, const char* action);
   Status unreachable(const std::string& what) const;
+  Result<nlohmann::json> get_json(const std::string& path);
 
   DockerEndpoint endpoint_;
+  Events events_kind_ = Events::kContainers;
   mutable std::mutex mu_;
   std::optional<ApiVersion> version_;  // guarded by mu_
   httplib::Client* events_ = nullptr;  // guarded by mu_: the stream in progress
