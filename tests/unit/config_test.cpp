@@ -286,7 +286,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"docker": {"label_discovery": "yes"}})",
                 "docker.label_discovery: must be true or false, got \"yes\""},
         BadCase{R"({"docker": {"hots": "unix:///x"}})",
-                "docker.hots: unknown key (known keys: host, label_discovery)"},
+                "docker.hots: unknown key (known keys: host, label_discovery, swarm)"},
         BadCase{R"({"services": {"../etc": {"command": ["a"]}}})",
                 "services.../etc: invalid service name (letters, digits, '.', '-', '_'; starting "
                 "with a letter or digit; at most 128)"},
