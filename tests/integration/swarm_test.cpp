@@ -194,6 +194,28 @@ TEST_F(Swarm, ThreeReplicasSleepToZeroWakeToThreeAndARestartKeepsTheCount) {
   EXPECT_EQ(replicas(svc), "3");
 }
 
+TEST_F(Swarm, AWakeWaitsForTheImagesHealthcheck) {
+  // Healthy only 3 s after the task started (the start period keeps the failing checks before
+  // that from counting). No siesta health check: the task's state is all siesta reads, and
+  // swarm reports a task with a HEALTHCHECK as running only once it is healthy.
+  const std::string svc = create("health", 0,
+                                 {"--health-cmd", "test -f /tmp/ok", "--health-interval", "1s",
+                                  "--health-retries", "30", "--health-start-period", "20s"},
+                                 {"sh", "-c", "sleep 3; touch /tmp/ok; exec sleep 3600"});
+  SiestaProcess siesta(
+      dir.path(), config(R"("health": {"backend": "swarm", "swarm_service": ")" + svc + R"("})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  const auto asked = Clock::now();
+  auto res = siesta.client().Post("/admin/services/health/wake");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body << siesta.log();
+  EXPECT_GT(std::chrono::duration<double>(Clock::now() - asked).count(), 3.0);
+  auto [rc, health] = docker(
+      {"ps", "--filter", "label=com.docker.swarm.service.name=" + svc, "--format", "{{.Status}}"});
+  ASSERT_EQ(rc, 0);
+  EXPECT_NE(health.find("(healthy)"), std::string::npos) << health;
+}
+
 TEST_F(Swarm, AServiceScaledBySomeoneElseShowsAtOnce) {
   const std::string svc = create("outside", 0, {}, {"sleep", "3600"});
   // The reconcile interval is 10 minutes: only the event stream can show the scale in time.
