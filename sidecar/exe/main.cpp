@@ -23,6 +23,10 @@
 #include "siesta/metrics/metrics.h"
 #include "siesta/providers/model_servers.h"
 #include "siesta/providers/ollama_api.h"
+#include "siesta/providers/ollama_provider.h"
+#include "siesta/providers/openai_api.h"
+#include "siesta/providers/openai_provider.h"
+#include "siesta/providers/vllm_provider.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
@@ -215,7 +219,21 @@ int main(int argc, char** argv) {
                               [&] { return siesta::handles_of(registry, backends); });
   // Model servers: every service that models name as provider (or with model_api "ollama"),
   // and those discovered later (DockerSync's hooks below).
-  siesta::ModelServers model_servers;
+  siesta::ModelServers model_servers(
+      [](const siesta::ServiceSpec& spec) -> std::unique_ptr<siesta::ModelProvider> {
+        using Api = siesta::ServiceSpec::ModelApi;
+        switch (spec.model_api) {
+          case Api::kOllama:
+            return std::make_unique<siesta::OllamaProvider>(spec.upstream_host, spec.upstream_port);
+          case Api::kVllm:
+            return std::make_unique<siesta::VllmProvider>(spec.upstream_host, spec.upstream_port);
+          case Api::kOpenAi:
+            return std::make_unique<siesta::OpenAiProvider>(spec.upstream_host, spec.upstream_port);
+          case Api::kNone:
+            break;
+        }
+        return nullptr;
+      });
   for (const auto& s : specs) model_servers.add(s);
   siesta::Controller controller(
       registry, backends,
@@ -268,7 +286,15 @@ int main(int argc, char** argv) {
   proxy_options.upstream_max_connecting = config.proxy.upstream_max_connecting;
   proxy_options.upstream_idle_connections = config.proxy.upstream_idle_connections;
   proxy_options.upstream_idle_timeout = ms(config.proxy.upstream_idle_timeout_seconds);
-  proxy_options.model_api_of = siesta::model_api_of;
+  proxy_options.model_api_of = [](siesta::ServiceSpec::ModelApi api) -> const siesta::ModelApi* {
+    switch (api) {
+      case siesta::ServiceSpec::ModelApi::kVllm:  // vLLM's model routes are OpenAI's
+      case siesta::ServiceSpec::ModelApi::kOpenAi:
+        return &siesta::openai_api();
+      default:
+        return siesta::model_api_of(api);
+    }
+  };
   siesta::Proxy proxy(registry, controller, metrics, proxy_options);
   // A configured listen address that cannot be bound stops the start; a labelled container's
   // only puts that service's error in its status (someone else's container must not stop

@@ -285,6 +285,25 @@ class Cases:
         return 1 if self.failed or not self.passed else 0
 
 
+def run_all(main, cases, procs, keep):
+    """Runs main() (which runs the cases), then prints the totals, siesta's log on a failure,
+    and cleans up; returns the exit code. An exception in main() fails the run as "setup"."""
+    rc = 1
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        cases.failed.append("setup")
+        print(f"FAIL  setup: {e}", flush=True)
+    finally:
+        rc = cases.finish()
+        if rc:
+            print("--- siesta log (tail) ---\n" + procs.tail("siesta", 4000), flush=True)
+        procs.close(keep=keep)
+        if keep:
+            print(f"work directory kept: {procs.tmp}")
+    return rc
+
+
 def run_json(argv, timeout, stdin_data=None, env=None):
     """Runs a client driver that prints one JSON object on its last stdout line."""
     p = subprocess.run(argv, input=stdin_data, capture_output=True, timeout=timeout, env=env,

@@ -33,7 +33,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from harness import Cases, Processes, Siesta, Tap, die, free_port, http_get, run_json, start_nginx  # noqa: E402
+from harness import Cases, Processes, Siesta, Tap, die, free_port, http_get, run_all, run_json, start_nginx  # noqa: E402
 
 STREAM_N, STREAM_INTERVAL_MS = 10, 100
 NAP_MINUTES = 0.04  # 2.4 s: the abort cases' service, which must fall asleep on time after them
@@ -479,16 +479,4 @@ def main():
     cases.run("ollama-npm/model-in-admin-models", models_listed)
 
 
-try:
-    main()
-except Exception as e:  # noqa: BLE001
-    cases.failed.append("setup")
-    print(f"FAIL  setup: {e}", flush=True)
-finally:
-    rc = cases.finish()
-    if rc:
-        print("--- siesta log (tail) ---\n" + procs.tail("siesta", 4000), flush=True)
-    procs.close(keep=args.keep)
-    if args.keep:
-        print(f"work directory kept: {procs.tmp}")
-sys.exit(rc)
+sys.exit(run_all(main, cases, procs, args.keep))

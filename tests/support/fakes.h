@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "siesta/core/clock.h"
@@ -124,8 +125,55 @@ class FakeBackend final : public ServiceBackend {
   std::function<void()> on_probe;  // runs at each readiness probe, outside the lock
 };
 
+// vLLM's sleep mode: sleep/wake_up/is_sleeping recorded; is_sleeping stays true for
+// `lag_polls` polls after a wake_up (the engine still waking).
+class FakeEngineSleep final : public EngineSleep {
+ public:
+  Status sleep(int level) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("sleep " + std::to_string(level));
+    if (no_dev_mode) return {ErrorCode::kNotFound, "404 (no dev mode)"};
+    asleep = true;
+    return Status::ok();
+  }
+  Status wake_up() override {
+    std::lock_guard lock(mu_);
+    calls.push_back("wake_up");
+    if (no_dev_mode) return {ErrorCode::kNotFound, "404 (no dev mode)"};
+    if (fail_wake_up) return {ErrorCode::kFailed, "500: CUDA error: out of memory"};
+    asleep = false;
+    lag_left = lag_polls;
+    return Status::ok();
+  }
+  Result<bool> is_sleeping() override {
+    std::lock_guard lock(mu_);
+    calls.push_back("is_sleeping");
+    if (no_dev_mode) return Status{ErrorCode::kNotFound, "404 (no dev mode)"};
+    if (lag_left > 0) {
+      --lag_left;
+      return true;
+    }
+    return asleep;
+  }
+  std::vector<std::string> take_calls() {
+    std::lock_guard lock(mu_);
+    return std::exchange(calls, {});
+  }
+  std::mutex mu_;
+  std::vector<std::string> calls;
+  bool asleep = false;
+  bool no_dev_mode = false;
+  bool fail_wake_up = false;
+  int lag_polls = 0;
+  int lag_left = 0;
+};
+
 class FakeProvider final : public ModelProvider {
  public:
+  // Set: the provider has a sleep mode (a vLLM server).
+  FakeEngineSleep* sleep_mode = nullptr;
+  EngineSleep* engine_sleep() override { return sleep_mode; }
+
   Status load(const std::string& model, double) override {
     std::lock_guard lock(mu_);
     calls.push_back("load " + model);

@@ -22,7 +22,10 @@ struct World {
     controller = std::make_unique<Controller>(
         *registry, Controller::BackendMap{{"process", &backend}, {"docker", &backend}},
         [this](const std::string& service) -> ModelProvider* {
-          return service == "ollama" ? &provider : service == "ollama-b" ? &provider_b : nullptr;
+          return service == "ollama"     ? &provider
+                 : service == "ollama-b" ? &provider_b
+                 : service == "vllm"     ? &provider_vllm
+                                         : nullptr;
         },
         clock, recorder,
         [this] {
@@ -31,6 +34,7 @@ struct World {
         },
         config.max_learned_models);
     monitor = std::make_unique<Monitor>(*registry, *controller, clock, recorder, executor);
+    provider_vllm.sleep_mode = &engine;
   }
 
   // Marks a service as running since now, as if it had been seen up.
@@ -46,8 +50,10 @@ struct World {
   Config config;
   FakeClock clock;
   FakeBackend backend;
-  FakeProvider provider;    // the models of service "ollama"
-  FakeProvider provider_b;  // ... and of "ollama-b"
+  FakeProvider provider;       // the models of service "ollama"
+  FakeProvider provider_b;     // ... and of "ollama-b"
+  FakeEngineSleep engine;      // the sleep mode of "vllm"
+  FakeProvider provider_vllm;  // the models of "vllm"; its sleep_mode is `engine`
   RecordingRecorder recorder;
   InlineExecutor executor;
   int saves = 0;

@@ -145,6 +145,41 @@ TEST_P(BadConfig, IsRejectedWithFileKeyAndReason) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfig,
     ::testing::Values(
+        // model_api and the vllm_sleep tier (tests/unit/vllm_test.cpp has the rest).
+        BadCase{R"({"services": {"s": {"command": ["s"], "model_api": "tgi"}}})",
+                "services.s.model_api: must be \"ollama\", \"vllm\" or \"openai\", got \"tgi\""},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep"}]}}})",
+            "services.s.sleep_tiers[0].level: is required for \"vllm_sleep\": 1 or 2"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep", "level": 3}]}}})",
+            "services.s.sleep_tiers[0].level: must be 1 (weights offloaded to CPU RAM) or "
+            "2 (weights dropped), got 3"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep", "level": "1"}]}}})",
+            "services.s.sleep_tiers[0].level: must be 1 (weights offloaded to CPU RAM) or "
+            "2 (weights dropped), got \"1\""},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "pause", "level": 1}]}}})",
+            "services.s.sleep_tiers[0].level: is for the \"vllm_sleep\" action only"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "ollama", "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep", "level": 1}]}}})",
+            "services.s.sleep_tiers[0].action: \"vllm_sleep\" is for a vLLM server: set "
+            "\"model_api\": \"vllm\""},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep", "level": 1}]}}})",
+            "services.s.sleep_tiers[0].action: \"vllm_sleep\" is for a vLLM server: set "
+            "\"model_api\": \"vllm\""},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "openai", "sleep_tiers": [{"after_minutes": 1, "action": "unload_models"}]}}})",
+            "services.s.sleep_tiers[0].action: \"unload_models\" needs a server that can "
+            "unload a model and keep running (\"ollama\"); a \"openai\" server holds its "
+            "model as long as it runs: use \"vllm_sleep\" (vllm) or \"stop\""},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "unload_models"}]}}})",
+            "services.s.sleep_tiers[0].action: \"unload_models\" needs a server that can "
+            "unload a model and keep running (\"ollama\"); a \"vllm\" server holds its "
+            "model as long as it runs: use \"vllm_sleep\" (vllm) or \"stop\""},
         BadCase{R"({"idle_timeout_minutes": 0})",
                 "idle_timeout_minutes: must be greater than 0, got 0"},
         BadCase{R"({"idle_timeout_minutes": -5})",
@@ -216,8 +251,6 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.max_connections: must be at least 1, got 0"},
         BadCase{R"({"proxy": {"max_connections": 1.5}})",
                 "proxy.max_connections: must be a whole number"},
-        BadCase{R"({"services": {"a": {"command": ["a"], "model_api": "vllm"}}})",
-                "services.a.model_api: must be \"ollama\", got \"vllm\""},
         BadCase{R"({"services": {"a": {"command": ["a"], "model_keep_alive_hours": 1}}})",
                 "services.a.model_keep_alive_hours: is for a model server: set \"model_api\": "
                 "\"ollama\" or name the service as a model's provider"},

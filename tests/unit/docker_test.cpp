@@ -8,6 +8,7 @@
 #include "siesta/backends/docker_client.h"
 #include "siesta/config/labels.h"
 #include "siesta/providers/model_servers.h"
+#include "siesta/providers/ollama_provider.h"
 
 namespace siesta::testing {
 namespace {
@@ -232,7 +233,9 @@ TEST(Labels, ComposeContainersAreNamedAfterTheirComposeService) {
 }
 
 TEST(ModelServers, JoinWithTheirServiceAndAreDroppedWhileTheirContainerIsGone) {
-  ModelServers servers;
+  ModelServers servers([](const ServiceSpec& spec) -> std::unique_ptr<ModelProvider> {
+    return std::make_unique<OllamaProvider>(spec.upstream_host, spec.upstream_port);
+  });
   ServiceSpec ollama;
   ollama.name = "ollama";
   ollama.upstream_host = "127.0.0.1";
@@ -271,7 +274,8 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.name", "../etc"}}, "label siesta.name: invalid service name"},
       {{{"siesta.enable", "perhaps"}}, "label siesta.enable: must be true or false"},
       {{{"siesta.protocol", "udp"}}, "label siesta.protocol: must be \"http\" or \"tcp\""},
-      {{{"siesta.model-api", "vllm"}}, "label siesta.model-api: must be \"ollama\""},
+      {{{"siesta.model-api", "tgi"}},
+       "label siesta.model-api: must be \"ollama\", \"vllm\" or \"openai\""},
       {{{"siesta.model-keep-alive", "2h"}},
        "label siesta.model-keep-alive: is for a model server: add siesta.model-api=ollama"},
       {{{"siesta.model-api", "ollama"}, {"siesta.model-keep-alive", "soon"}},

@@ -383,11 +383,10 @@ INSTANTIATE_TEST_SUITE_P(
             "services.s.sleep_tiers[1].after_minutes: 5 must be greater than the tier "
             "before's 5 (tiers go from light to deep)"},
         BadTiers{R"([{"after_minutes": 1, "action": "nap"}])",
-                 "services.s.sleep_tiers[0].action: must be \"pause\", \"unload_models\" or "
-                 "\"stop\", got \"nap\""},
+                 "services.s.sleep_tiers[0].action: must be \"pause\", \"vllm_sleep\", "
+                 "\"unload_models\" or \"stop\", got \"nap\""},
         BadTiers{R"([{"after_minutes": 1, "action": "vllm_sleep"}])",
-                 "services.s.sleep_tiers[0].action: must be \"pause\", \"unload_models\" or "
-                 "\"stop\", got \"vllm_sleep\" (vllm_sleep is not available yet)"},
+                 "services.s.sleep_tiers[0].level: is required for \"vllm_sleep\": 1 or 2"},
         BadTiers{
             R"([{"after_minutes": 1, "action": "stop"}, {"after_minutes": 2, "action": "pause"}])",
             "services.s.sleep_tiers[1].action: no tier can follow \"stop\": it must be the "
@@ -400,8 +399,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadTiers{R"([{"action": "pause"}])",
                  "services.s.sleep_tiers[0].after_minutes: is required"},
         BadTiers{R"([{"after_minutes": 1, "action": "pause", "level": 1}])",
-                 "services.s.sleep_tiers[0].level: unknown key (known keys: action, "
-                 "after_minutes)"},
+                 "services.s.sleep_tiers[0].level: is for the \"vllm_sleep\" action only"},
+        BadTiers{R"([{"after_minutes": 1, "action": "pause", "lvl": 1}])",
+                 "services.s.sleep_tiers[0].lvl: unknown key (known keys: action, "
+                 "after_minutes, level)"},
         BadTiers{R"([{"after_minutes": 1, "action": "unload_models"}])",
                  "services.s.sleep_tiers[0].action: \"unload_models\" needs a model server: set "
                  "\"model_api\" or name the service as a model's provider"}));

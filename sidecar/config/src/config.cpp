@@ -160,7 +160,7 @@ std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value
   std::vector<SleepTier> tiers;
   for (std::size_t i = 0; i < value.size(); ++i) {
     ObjectReader t(value[i], path + "[" + std::to_string(i) + "]", source);
-    t.allow_only({"after_minutes", "action"});
+    t.allow_only({"after_minutes", "action", "level"});
     SleepTier tier;
     const auto after = t.read_number("after_minutes", kTimeoutMinutes);
     if (!after) t.fail(t.key_path("after_minutes"), "is required");
@@ -170,10 +170,24 @@ std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value
     const auto parsed = parse_tier_action(*action);
     if (!parsed) {
       t.fail(t.key_path("action"),
-             "must be \"pause\", \"unload_models\" or \"stop\", got \"" + *action + "\"" +
-                 (*action == "vllm_sleep" ? " (vllm_sleep is not available yet)" : ""));
+             "must be \"pause\", \"vllm_sleep\", \"unload_models\" or \"stop\", got \"" + *action +
+                 "\"");
     }
     tier.action = *parsed;
+    if (const json* level = t.find("level")) {
+      if (tier.action != TierAction::kVllmSleep) {
+        t.fail(t.key_path("level"), "is for the \"vllm_sleep\" action only");
+      }
+      if (!level->is_number_integer() ||
+          (level->get<long long>() != 1 && level->get<long long>() != 2)) {
+        t.fail(t.key_path("level"),
+               "must be 1 (weights offloaded to CPU RAM) or 2 (weights dropped), got " +
+                   level->dump());
+      }
+      tier.level = static_cast<int>(level->get<long long>());
+    } else if (tier.action == TierAction::kVllmSleep) {
+      t.fail(t.key_path("level"), "is required for \"vllm_sleep\": 1 or 2");
+    }
     if (!tiers.empty() && tier.after_minutes <= tiers.back().after_minutes) {
       t.fail(t.key_path("after_minutes"),
              fmt_number(tier.after_minutes) + " must be greater than the tier before's " +
@@ -284,9 +298,12 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     }
   }
   if (auto api = r.read_string("model_api")) {
-    if (*api != "ollama")
-      r.fail(r.key_path("model_api"), "must be \"ollama\", got \"" + *api + "\"");
-    spec.model_api = ServiceSpec::ModelApi::kOllama;
+    const auto parsed = parse_model_api(*api);
+    if (!parsed) {
+      r.fail(r.key_path("model_api"),
+             "must be \"ollama\", \"vllm\" or \"openai\", got \"" + *api + "\"");
+    }
+    spec.model_api = *parsed;
   }
   if (auto protocol = r.read_string("protocol")) {
     if (*protocol == "http") {
@@ -298,7 +315,16 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     }
   }
   auto health = r.read_string("health");
-  if (!health) {
+  if (!health && spec.upstream_port != 0 &&
+      (spec.model_api == ServiceSpec::ModelApi::kVllm ||
+       spec.model_api == ServiceSpec::ModelApi::kOpenAi)) {
+    // Ready when it serves its model: vLLM's /health answers once the engine is built; every
+    // OpenAI-compatible server answers /v1/models (llama-server's /health also waits for the
+    // load: set it explicitly).
+    spec.health.kind = HealthCheck::Kind::kHttp;
+    spec.health.http_path =
+        spec.model_api == ServiceSpec::ModelApi::kVllm ? "/health" : "/v1/models";
+  } else if (!health) {
     spec.health.kind = spec.upstream_port != 0 ? HealthCheck::Kind::kTcp : HealthCheck::Kind::kNone;
   } else if (*health == "none") {
     spec.health.kind = HealthCheck::Kind::kNone;
@@ -595,7 +621,10 @@ Config parse_config(const std::string& text, const std::string& source) {
       for (auto& s : config.services) {
         if (s.spec.name != spec.provider) continue;
         provider_known = true;
-        s.spec.model_api = ServiceSpec::ModelApi::kOllama;  // a model server: Ollama's API
+        // A model server; without a model_api of its own, Ollama's API.
+        if (s.spec.model_api == ServiceSpec::ModelApi::kNone) {
+          s.spec.model_api = ServiceSpec::ModelApi::kOllama;
+        }
       }
       // With label discovery, the provider may be a labelled container's service (one with
       // siesta.model-api=ollama), found at start-up or later.
@@ -616,11 +645,24 @@ Config parse_config(const std::string& text, const std::string& source) {
                "model's provider");
     }
     for (std::size_t i = 0; i < sc.spec.sleep_tiers.size(); ++i) {
-      if (sc.spec.sleep_tiers[i].action == TierAction::kUnloadModels &&
-          sc.spec.model_api == ServiceSpec::ModelApi::kNone) {
-        top.fail("services." + sc.spec.name + ".sleep_tiers[" + std::to_string(i) + "].action",
+      const std::string key =
+          "services." + sc.spec.name + ".sleep_tiers[" + std::to_string(i) + "].action";
+      const TierAction action = sc.spec.sleep_tiers[i].action;
+      const ServiceSpec::ModelApi api = sc.spec.model_api;
+      if (action == TierAction::kUnloadModels && api == ServiceSpec::ModelApi::kNone) {
+        top.fail(key,
                  "\"unload_models\" needs a model server: set \"model_api\" or name the "
                  "service as a model's provider");
+      }
+      if (action == TierAction::kUnloadModels && !can_unload_models(api)) {
+        top.fail(key, std::string("\"unload_models\" needs a server that can unload a model and "
+                                  "keep running (\"ollama\"); a \"") +
+                          to_string(api) +
+                          "\" server holds its model as long as it runs: use \"vllm_sleep\" "
+                          "(vllm) or \"stop\"");
+      }
+      if (action == TierAction::kVllmSleep && api != ServiceSpec::ModelApi::kVllm) {
+        top.fail(key, "\"vllm_sleep\" is for a vLLM server: set \"model_api\": \"vllm\"");
       }
     }
   }

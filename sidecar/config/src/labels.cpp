@@ -91,7 +91,10 @@ json parse_tiers(const std::string& text) {
     const auto seconds = parse_duration(item.substr(colon + 1));
     if (!seconds) return nullptr;
     // Not from labels yet: the unload_models rule (a model server) is checked for the config only.
-    if (item.substr(0, colon) == "unload_models") return nullptr;
+    // Nor vllm_sleep, which needs a level.
+    if (item.substr(0, colon) == "unload_models" || item.substr(0, colon) == "vllm_sleep") {
+      return nullptr;
+    }
     tiers.push_back({{"after_minutes", *seconds / 60}, {"action", item.substr(0, colon)}});
     start = comma + 1;
   }

@@ -1,6 +1,8 @@
 #include "siesta/core/decide.h"
 
 #include <algorithm>
+#include <set>
+#include <string_view>
 
 namespace siesta {
 
@@ -54,6 +56,8 @@ const char* to_string(UnloadBlocker blocker) {
       return "unloading";
     case UnloadBlocker::kRetryWait:
       return "retry_wait";
+    case UnloadBlocker::kNoUnloadApi:
+      return "no_unload_api";
   }
   return "none";
 }
@@ -72,6 +76,8 @@ const char* describe(UnloadBlocker blocker) {
       return "an unload is in progress";
     case UnloadBlocker::kRetryWait:
       return "the last unload failed; waiting to retry";
+    case UnloadBlocker::kNoUnloadApi:
+      return "its server cannot unload one model; the service's sleep tiers free it";
   }
   return "";
 }
@@ -259,7 +265,7 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
 }
 
 ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime now,
-                       std::vector<Action>& actions, DeadlineTracker& deadlines) {
+                       bool unloadable, std::vector<Action>& actions, DeadlineTracker& deadlines) {
   const ModelSpec& spec = *view.spec;
   const ModelRuntime& rt = view.runtime;
   ModelTimer timer;
@@ -268,6 +274,10 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
   timer.loaded = rt.loaded;
   timer.keep_alive = effective_keep_alive(settings, spec, rt);
   timer.blocker = unload_blocker(settings, rt, now);
+  if (!unloadable &&
+      (timer.blocker == UnloadBlocker::kNone || timer.blocker == UnloadBlocker::kRetryWait)) {
+    timer.blocker = UnloadBlocker::kNoUnloadApi;
+  }
   if (timer.blocker == UnloadBlocker::kRetryWait) deadlines.offer(*rt.retry_at);
   if (rt.loaded) {
     WallTime until = keep_alive_until(settings, spec, rt, now);
@@ -296,9 +306,19 @@ Decision decide(const Snapshot& snapshot, WallTime now) {
         service_timer(snapshot.settings, view, now, decision.actions, deadlines));
   }
   decision.models.reserve(snapshot.models.size());
+  // A model of a server that has no unload API (its service's model_api) is freed by the
+  // service's tiers; one whose server is unknown (a container not found yet) as before.
+  std::set<std::string_view> no_unload;
+  for (const auto& service : snapshot.services) {
+    const auto api = service.spec->model_api;
+    if (api != ServiceSpec::ModelApi::kNone && !can_unload_models(api)) {
+      no_unload.insert(service.spec->name);
+    }
+  }
   for (const auto& view : snapshot.models) {
+    const bool unloadable = no_unload.count(view.spec->provider) == 0;
     decision.models.push_back(
-        model_timer(snapshot.settings, view, now, decision.actions, deadlines));
+        model_timer(snapshot.settings, view, now, unloadable, decision.actions, deadlines));
   }
   decision.next_deadline = deadlines.earliest();
   return decision;

@@ -44,9 +44,35 @@ const char* to_string(TierAction action) {
       return "unload_models";
     case TierAction::kStop:
       return "stop";
+    case TierAction::kVllmSleep:
+      return "vllm_sleep";
   }
   return "stop";
 }
+
+const char* to_string(ServiceSpec::ModelApi api) {
+  switch (api) {
+    case ServiceSpec::ModelApi::kOllama:
+      return "ollama";
+    case ServiceSpec::ModelApi::kVllm:
+      return "vllm";
+    case ServiceSpec::ModelApi::kOpenAi:
+      return "openai";
+    case ServiceSpec::ModelApi::kNone:
+      break;
+  }
+  return "";
+}
+
+std::optional<ServiceSpec::ModelApi> parse_model_api(const std::string& text) {
+  for (auto api : {ServiceSpec::ModelApi::kOllama, ServiceSpec::ModelApi::kVllm,
+                   ServiceSpec::ModelApi::kOpenAi}) {
+    if (text == to_string(api)) return api;
+  }
+  return std::nullopt;
+}
+
+bool can_unload_models(ServiceSpec::ModelApi api) { return api == ServiceSpec::ModelApi::kOllama; }
 
 std::optional<TierAction> parse_tier_action(const std::string& text) {
   for (TierAction action : kAllTierActions) {

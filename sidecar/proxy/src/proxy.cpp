@@ -984,7 +984,7 @@ struct Proxy::Impl {
     std::optional<double> cold;
     std::string woke_from = "cold";  // X-Siesta-Wake: "cold", or "warm-from=<tier>" (paused)
     if (*state != ServiceState::kRunning) {
-      if (auto view = registry_.service(l.service); view && view->runtime.paused) {
+      if (auto view = registry_.service(l.service); view && light_asleep(view->runtime)) {
         woke_from = std::string("warm-from=") + tier_name(*view->spec, view->runtime);
       }
       const auto w0 = SteadyClock::now();

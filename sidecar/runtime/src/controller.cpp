@@ -23,12 +23,19 @@ Status no_backend(const ServiceSpec& spec) {
 void set_awake(ServiceRuntime& rt, WallTime now) {
   set_state(rt, ServiceState::kRunning, now);
   rt.paused = false;
+  rt.engine_asleep = false;
   rt.tier = 0;
 }
 void set_stopped(ServiceRuntime& rt, WallTime now) {
   set_state(rt, ServiceState::kStopped, now);
   rt.paused = false;
+  rt.engine_asleep = false;
   rt.tier = 0;
+}
+
+// A light tier that takes the service out of service until a wake undoes it.
+bool holds_service(TierAction action) {
+  return action == TierAction::kPause || action == TierAction::kVllmSleep;
 }
 
 // Minutes for log lines: whole numbers stay whole ("60"), short test timeouts stay readable.
@@ -161,8 +168,10 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   bool paused = false;
   std::string from;  // the light tier woken from, if any
   registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
-    if (rt.paused && (rt.state == ServiceState::kPaused || rt.state == ServiceState::kStopping)) {
-      paused = true;  // held paused (a stop may be claimed, not begun): a resume wakes it
+    if (light_asleep(rt) &&
+        (rt.state == ServiceState::kPaused || rt.state == ServiceState::kStopping)) {
+      // Held paused or its engine asleep (a stop may be claimed, not begun): a resume wakes it.
+      paused = true;
       from = tier_name(spec, rt);
       return;
     }
@@ -215,10 +224,44 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   return saved(st, save());
 }
 
+EngineSleep* Controller::engine_sleep_of(const std::string& service) {
+  ModelProvider* provider = provider_of(service);
+  return provider == nullptr ? nullptr : provider->engine_sleep();
+}
+
+Status Controller::wake_engine(const ServiceSpec& spec) {
+  EngineSleep* engine = engine_sleep_of(spec.name);
+  if (engine == nullptr) {
+    return {ErrorCode::kUnavailable, "service " + spec.name + " has no engine sleep mode"};
+  }
+  if (Status st = engine->wake_up(); !st) return st;
+  // /wake_up may answer before the engine is awake (vLLM's own comment): no request goes through
+  // until it says it is not sleeping.
+  const MonoTime deadline =
+      clock_.mono_now() +
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(spec.start_timeout_seconds));
+  auto delay = std::chrono::milliseconds(2);
+  while (true) {
+    Result<bool> sleeping = engine->is_sleeping();
+    if (!sleeping) return sleeping.status();
+    if (!*sleeping) return Status::ok();
+    if (clock_.mono_now() >= deadline) {
+      return {ErrorCode::kTimeout,
+              fmt::format("the engine still reports is_sleeping: true {:g} s after /wake_up "
+                          "(start_timeout_seconds)",
+                          spec.start_timeout_seconds)};
+    }
+    clock_.sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(25));
+  }
+}
+
 Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backend,
                                  const std::string& from) {
   const MonoTime t0 = clock_.mono_now();
-  Status st = backend.resume(spec);
+  const ServiceRuntime before = registry_.service(spec.name)->runtime;
+  Status st = before.paused ? backend.resume(spec) : Status::ok();
+  if (st && before.engine_asleep) st = wake_engine(spec);
   const Seconds took = clock_.mono_now() - t0;
   const WallTime now = clock_.wall_now();
   if (st) {
@@ -231,10 +274,11 @@ Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backen
                  took.count());
     return st;
   }
-  // It cannot be thawed: the next deeper state is stopped, from which a cold start wakes it.
+  // It cannot be thawed or its engine woken: the next deeper state is stopped, from which a
+  // cold start wakes it.
   recorder_.service_failed(spec.name, ServiceOperation::kResume);
-  spdlog::error("Service {}: resume failed: {}; stopping it for a cold start", spec.name,
-                st.message());
+  spdlog::error("Service {}: resume from {} failed: {}; stopping it for a cold start", spec.name,
+                from, st.message());
   if (Status stopped = backend.stop(spec); !stopped) {
     spdlog::error("Service {}: stop failed: {}", spec.name, stopped.message());
   }
@@ -265,6 +309,10 @@ bool Controller::claim_light_sleep(const std::string& service, std::size_t tier)
     if (a == TierAction::kPause) {
       set_state(rt, ServiceState::kPaused, now);
       rt.paused = true;
+    } else if (a == TierAction::kVllmSleep) {
+      // Out of service from now: a request waits for the wake, which wakes the engine.
+      set_state(rt, ServiceState::kPaused, now);
+      rt.engine_asleep = true;
     }
     rt.tier = tier;
     action = to_string(a);
@@ -282,39 +330,70 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
   if (s == nullptr) return;
   std::lock_guard op(s->op);
   auto view = registry_.service(service);
-  const bool pausing = view && tier >= 1 && tier <= view->spec->sleep_tiers.size() &&
-                       view->spec->sleep_tiers[tier - 1].action == TierAction::kPause;
-  if (!view || view->runtime.tier != tier ||
-      (pausing && view->runtime.state != ServiceState::kPaused)) {
+  const bool in_range = view && tier >= 1 && tier <= view->spec->sleep_tiers.size();
+  const bool holds = in_range && holds_service(view->spec->sleep_tiers[tier - 1].action);
+  if (!in_range || view->runtime.tier != tier ||
+      (holds && view->runtime.state != ServiceState::kPaused)) {
     spdlog::info("Light sleep of service {} cancelled: it was used again", service);
     return;
   }
-  const TierAction action = view->spec->sleep_tiers[tier - 1].action;
+  const SleepTier& entered = view->spec->sleep_tiers[tier - 1];
+  const TierAction action = entered.action;
   ServiceBackend* backend = backend_for(*view->spec);
-  Status st = backend == nullptr ? no_backend(*view->spec)
-              : pausing          ? backend->pause(*view->spec)
-                                 : unload_models_for_tier(*view->spec, *backend);
+  Status st = backend == nullptr             ? no_backend(*view->spec)
+              : action == TierAction::kPause ? backend->pause(*view->spec)
+              : action == TierAction::kVllmSleep
+                  ? sleep_engine_for_tier(*view->spec, *backend, entered.level)
+                  : unload_models_for_tier(*view->spec, *backend);
   if (st) {
     recorder_.service_tier_entered(service, to_string(action));
     spdlog::info("Service {} is in light sleep: {}", service, to_string(action));
+    // Its weights left the GPU: its models are not loaded until the wake.
+    if (action == TierAction::kVllmSleep) mark_models_unloaded(service, "sleep_tier");
   } else {
     // It keeps serving, and the tier counts as passed: the next comes at its time rather than
     // this one being retried in a loop.
     const WallTime now = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-      if (pausing) {
-        set_state(rt, ServiceState::kRunning, now);
-        rt.paused = false;
-      }
+      if (action == TierAction::kPause) rt.paused = false;
+      if (action == TierAction::kVllmSleep) rt.engine_asleep = false;
+      if (holds && !light_asleep(rt)) set_state(rt, ServiceState::kRunning, now);
       rt.last_error = std::string(to_string(action)) + " failed: " + st.message();
       rt.last_error_at = now;
     });
     // A failed unload_models tier is counted per model (siesta_model_unload_failures_total).
-    if (pausing) recorder_.service_failed(service, ServiceOperation::kPause);
+    if (action == TierAction::kPause) recorder_.service_failed(service, ServiceOperation::kPause);
     spdlog::error("Service {}: light sleep ({}) failed: {}", service, to_string(action),
                   st.message());
   }
   (void)save();
+}
+
+Status Controller::sleep_engine_for_tier(const ServiceSpec& spec, ServiceBackend& backend,
+                                         int level) {
+  EngineSleep* engine = engine_sleep_of(spec.name);
+  if (engine == nullptr) {
+    return {ErrorCode::kUnavailable, "service " + spec.name + " has no engine sleep mode"};
+  }
+  const bool paused = registry_.service(spec.name)->runtime.paused;
+  if (paused) {
+    // A frozen server answers nothing: thawed for the sleep, frozen again after (it stays out
+    // of service: its engine is asleep, or the pause still holds it).
+    if (Status st = backend.resume(spec); !st) return st;
+    registry_.update_service(spec.name,
+                             [](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = false; });
+  }
+  Status st = engine->sleep(level);
+  if (paused) {
+    if (Status again = backend.pause(spec); !again) {
+      spdlog::error("Service {}: pausing it again after its engine sleep failed: {}", spec.name,
+                    again.message());
+    } else {
+      registry_.update_service(spec.name,
+                               [](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = true; });
+    }
+  }
+  return st;
 }
 
 Status Controller::unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend) {
@@ -423,6 +502,10 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
 void Controller::unload_models_before_stop(const std::string& service) {
   ModelProvider* provider = provider_of(service);
   if (provider == nullptr) return;
+  // A server that holds its model as long as it runs frees it by stopping.
+  if (auto view = registry_.service(service); view && !can_unload_models(view->spec->model_api)) {
+    return;
+  }
   // A paused model server answers nothing; its models go with the stop.
   if (auto view = registry_.service(service); view && view->runtime.paused) return;
   for (const auto& name : registry_.model_names()) {
@@ -455,7 +538,8 @@ void Controller::mark_models_unloaded(const std::string& provider_service,
     });
     if (unloaded) {
       record_unload(name, reason, freed);
-      spdlog::info("Model {} unloaded: its service {} stopped", name, provider_service);
+      spdlog::info("Model {} unloaded: its service {} {}", name, provider_service,
+                   reason == "sleep_tier" ? "put its engine to sleep" : "stopped");
     }
   }
 }
@@ -873,6 +957,13 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
   }
   if (seen->running && seen->paused && before == ServiceState::kPaused) {
     return false;  // in its pause tier, as siesta left it
+  } else if (seen->running && !seen->paused && before == ServiceState::kPaused &&
+             view->runtime.engine_asleep) {
+    if (!view->runtime.paused) return false;  // its engine asleep, as siesta left it
+    // Thawed outside siesta: its engine is still asleep, so it stays out of service.
+    registry_.update_service(service,
+                             [&](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = false; });
+    return true;
   } else if (seen->running && seen->paused) {
     // Paused outside siesta, or left paused by an earlier siesta: not serving, so a request
     // must resume it first, and it is not "running" (nor dead). It counts as in its pause tier
@@ -943,6 +1034,7 @@ void Controller::reconcile_models() {
     if (provider == nullptr) continue;
     auto view = registry_.service(service);
     if (!view || view->runtime.state != ServiceState::kRunning) continue;
+    if (check_engine_sleep(service, *provider)) continue;  // asleep: it serves no model now
     Result<std::vector<LoadedModel>> loaded = provider->loaded();
     if (!loaded) {
       spdlog::warn("Service {}: cannot list loaded models: {}", service, loaded.status().message());
@@ -992,6 +1084,53 @@ void Controller::reconcile_models() {
     }
     if (changed) (void)save();
   }
+}
+
+bool Controller::check_engine_sleep(const std::string& service, ModelProvider& provider) {
+  EngineSleep* engine = provider.engine_sleep();
+  if (engine == nullptr) return false;
+  auto view = registry_.service(service);
+  if (!view) return false;
+  Result<bool> sleeping = engine->is_sleeping();
+  const WallTime now = clock_.wall_now();
+  if (!sleeping) {
+    // Without dev mode the sleep routes are absent: the vllm_sleep tier cannot work. Said once
+    // per cause, in the log and in idle-status (last_error).
+    const bool needed =
+        std::any_of(view->spec->sleep_tiers.begin(), view->spec->sleep_tiers.end(),
+                    [](const SleepTier& t) { return t.action == TierAction::kVllmSleep; });
+    const std::string text = "vllm_sleep unavailable: " + sleeping.status().message();
+    if (needed && sleeping.status().code() == ErrorCode::kNotFound &&
+        view->runtime.last_error != text) {
+      registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+        rt.last_error = text;
+        rt.last_error_at = now;
+      });
+      spdlog::error("Service {}: {}", service, text);
+      (void)save();
+    }
+    return false;
+  }
+  if (!*sleeping) return false;
+  // Asleep while siesta took it for serving (put to sleep by an earlier siesta or by hand): a
+  // request must wake it first, never reach it.
+  bool marked = false;
+  registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    if (rt.state != ServiceState::kRunning) return;
+    set_state(rt, ServiceState::kPaused, now);
+    rt.engine_asleep = true;
+    if (!rt.last_used) rt.last_used = now;
+    for (std::size_t i = 0; i < spec.sleep_tiers.size() && rt.tier == 0; ++i) {
+      if (spec.sleep_tiers[i].action == TierAction::kVllmSleep) rt.tier = i + 1;
+    }
+    marked = true;
+  });
+  if (marked) {
+    spdlog::info("Service {}: its engine reports is_sleeping: true; a request wakes it", service);
+    mark_models_unloaded(service, "external");
+    (void)save();
+  }
+  return true;
 }
 
 int Controller::waiters(const std::string& service) {

@@ -2,18 +2,20 @@
 
 #include <spdlog/spdlog.h>
 
-#include "siesta/providers/ollama_provider.h"
-
 namespace siesta {
 
 bool ModelServers::add(const ServiceSpec& spec) {
-  if (spec.model_api != ServiceSpec::ModelApi::kOllama || spec.upstream_port == 0) return false;
+  if (spec.model_api == ServiceSpec::ModelApi::kNone || spec.upstream_port == 0) return false;
   std::lock_guard lock(mu_);
   Server& server = servers_[spec.name];
   if (!server.provider) {
-    server.provider = std::make_unique<OllamaProvider>(spec.upstream_host, spec.upstream_port);
-    spdlog::info("Service {} is a model server (Ollama API at {}:{})", spec.name,
-                 spec.upstream_host, spec.upstream_port);
+    server.provider = make_(spec);
+    if (!server.provider) {
+      servers_.erase(spec.name);
+      return false;
+    }
+    spdlog::info("Service {} is a model server ({} API at {}:{})", spec.name,
+                 to_string(spec.model_api), spec.upstream_host, spec.upstream_port);
   }
   server.present = true;
   return true;

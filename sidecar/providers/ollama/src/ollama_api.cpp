@@ -75,7 +75,7 @@ const ModelApi* model_api_of(ServiceSpec::ModelApi api) {
   switch (api) {
     case ServiceSpec::ModelApi::kOllama:
       return &ollama_api();
-    case ServiceSpec::ModelApi::kNone:
+    default:  // another API's (providers/openai, providers/vllm)
       break;
   }
   return nullptr;

@@ -34,7 +34,9 @@ enum class UnloadBlocker {
   kNotLoaded,
   kInFlight,
   kUnloading,
-  kRetryWait,  // the last unload failed; retried at retry_at
+  kRetryWait,    // the last unload failed; retried at retry_at
+  kNoUnloadApi,  // its server (vLLM, OpenAI-compatible) holds it as long as it runs: the
+                 // service's sleep tiers free it, not a keep-alive
 };
 const char* to_string(UnloadBlocker blocker);
 const char* describe(UnloadBlocker blocker);

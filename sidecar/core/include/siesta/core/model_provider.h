@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "siesta/core/engine_sleep.h"
 #include "siesta/core/status.h"
 
 namespace siesta {
@@ -28,6 +29,8 @@ class ModelProvider {
   virtual Result<std::vector<LoadedModel>> loaded() = 0;
   // The names of the models installed on the provider: those it can load.
   virtual Result<std::vector<std::string>> list_installed() = 0;
+  // The server's own sleep mode (vLLM's), nullptr when it has none. Lives as long as the provider.
+  virtual EngineSleep* engine_sleep() { return nullptr; }
 };
 
 }  // namespace siesta

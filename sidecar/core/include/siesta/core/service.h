@@ -29,16 +29,19 @@ const char* to_string(ServiceOperation operation);
 
 // Graduated sleep: what one sleep tier does to an idle service. Each deeper tier keeps what the
 // lighter ones did (a paused service whose models are unloaded stays paused); a wake undoes
-// only that. kStop is the full stop of the seed and is always the last tier.
-enum class TierAction { kPause, kUnloadModels, kStop };
+// only that. kStop is the full stop of the seed and is always the last tier. kVllmSleep: vLLM's
+// sleep mode (POST /sleep?level=N; a wake is POST /wake_up, then GET /is_sleeping false).
+enum class TierAction { kPause, kUnloadModels, kStop, kVllmSleep };
 inline constexpr TierAction kAllTierActions[] = {TierAction::kPause, TierAction::kUnloadModels,
-                                                 TierAction::kStop};
-const char* to_string(TierAction action);  // "pause", "unload_models", "stop": config and labels
+                                                 TierAction::kStop, TierAction::kVllmSleep};
+// "pause", "unload_models", "stop", "vllm_sleep": config and labels
+const char* to_string(TierAction action);
 std::optional<TierAction> parse_tier_action(const std::string& text);
 
 struct SleepTier {
   double after_minutes = 0;  // of idleness
   TierAction action = TierAction::kStop;
+  int level = 0;  // kVllmSleep: 1 (weights to CPU RAM) or 2 (weights dropped); else 0
   bool operator==(const SleepTier&) const = default;
 };
 
@@ -69,7 +72,9 @@ struct ServiceSpec {
   int listen_port = 0;
   Protocol protocol = Protocol::kHttp;
   // The model API the service speaks: set for a service that models name as their provider.
-  enum class ModelApi { kNone, kOllama };
+  // kVllm: vLLM's OpenAI-compatible server, with its sleep mode; kOpenAi: any other
+  // OpenAI-compatible server (llama-server, LocalAI, LM Studio), whose model is the process.
+  enum class ModelApi { kNone, kOllama, kVllm, kOpenAi };
   ModelApi model_api = ModelApi::kNone;
   // For a model server: the keep-alive of the models it serves that have no "models" entry of
   // their own (learned ones); unset: the global model_keep_alive_hours.
@@ -113,6 +118,19 @@ struct ServiceRuntime {
   // The backend holds the service paused (its pause tier); only a resume undoes it, so a
   // stop or a wake that finds it set resumes first.
   bool paused = false;
+  // A vllm_sleep tier put its engine to sleep (state kPaused): a wake calls /wake_up and waits
+  // for /is_sleeping false before any request goes through.
+  bool engine_asleep = false;
 };
+
+// "ollama", "vllm", "openai" (config and labels); "" for kNone.
+const char* to_string(ServiceSpec::ModelApi api);
+std::optional<ServiceSpec::ModelApi> parse_model_api(const std::string& text);
+// Whether the server can unload one model and keep serving (Ollama): the unload_models tier and
+// the models' keep-alive apply. vLLM and OpenAI-compatible servers hold their model for as long
+// as the process runs; their sleep tiers free it.
+bool can_unload_models(ServiceSpec::ModelApi api);
+// The service is held in a light sleep a wake must undo: paused, or its engine asleep.
+inline bool light_asleep(const ServiceRuntime& rt) { return rt.paused || rt.engine_asleep; }
 
 }  // namespace siesta

@@ -153,7 +153,17 @@ class Controller {
   // The unload_models tier: every loaded model of the service, through its provider; a paused
   // service is resumed for it and paused again. Holds the service's op lock.
   Status unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend);
-  // A wake of a paused service: resumes it; on failure it is stopped, for a cold start.
+  // The vllm_sleep tier: the engine to sleep at `level`; a paused service is thawed for it and
+  // frozen again. Holds the service's op lock.
+  Status sleep_engine_for_tier(const ServiceSpec& spec, ServiceBackend& backend, int level);
+  EngineSleep* engine_sleep_of(const std::string& service);
+  // POST /wake_up, then is_sleeping() polled until false (within start_timeout_seconds).
+  Status wake_engine(const ServiceSpec& spec);
+  // A running server with a sleep mode: whether its engine is asleep (marked so, out of
+  // service); an absent sleep route when a vllm_sleep tier needs it is shown as last_error.
+  bool check_engine_sleep(const std::string& service, ModelProvider& provider);
+  // A wake of a paused service or one whose engine is asleep: resumes it and wakes its engine;
+  // on failure it is stopped, for a cold start.
   Status resume_locked(const ServiceSpec& spec, ServiceBackend& backend, const std::string& from);
   // Reads the backend's real state into the registry; true when anything changed (the caller
   // saves).
