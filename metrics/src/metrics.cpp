@@ -381,6 +381,51 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                snapshot.services[i].runtime.upgraded);
   }
 
+  // Activity signals (docs/activity.md): each one's last sample, from the service's runtime.
+  auto each_signal = [&](const auto& fn) {
+    for (size_t i = 0; i < services.size(); ++i) {
+      for (const SignalState& sig : snapshot.services[i].runtime.activity)
+        fn(services[i].name, sig);
+    }
+  };
+  out.family("siesta_activity_value",
+             "The activity signal's last sampled value; absent before its first good sample or "
+             "after a failed one.",
+             "gauge");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    if (sig.sampled_at && sig.error.empty()) {
+      out.sample("siesta_activity_value", "service", service, "signal", sig.name, sig.value);
+    }
+  });
+  out.family("siesta_activity_threshold", "The signal is busy when its value is above this.",
+             "gauge");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    out.sample("siesta_activity_threshold", "service", service, "signal", sig.name, sig.threshold);
+  });
+  out.family("siesta_activity_busy", "1 when the signal's last sample was busy (a use).", "gauge");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    out.sample("siesta_activity_busy", "service", service, "signal", sig.name, sig.busy ? 1 : 0);
+  });
+  out.family("siesta_activity_up", "1 when the signal's last sample succeeded.", "gauge");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    out.sample("siesta_activity_up", "service", service, "signal", sig.name,
+               sig.sampled_at && sig.error.empty() ? 1 : 0);
+  });
+  out.family("siesta_activity_last_busy_timestamp_seconds",
+             "When the signal last saw activity; absent if never.", "gauge");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    if (sig.last_busy_at) {
+      out.sample("siesta_activity_last_busy_timestamp_seconds", "service", service, "signal",
+                 sig.name, to_unix_seconds(*sig.last_busy_at));
+    }
+  });
+  out.family("siesta_activity_errors_total",
+             "Failed samples of the signal (error, timeout, source unavailable).", "counter");
+  each_signal([&](const std::string& service, const SignalState& sig) {
+    out.sample("siesta_activity_errors_total", "service", service, "signal", sig.name,
+               static_cast<double>(sig.errors));
+  });
+
   // Per-model gauges.
   out.family("siesta_model_loaded", "1 when the model is loaded (in VRAM).", "gauge");
   for (const ModelTimer& t : models) {

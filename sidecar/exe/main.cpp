@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "siesta/activity/probes.h"
 #include "siesta/api/admin_server.h"
 #include "siesta/backends/docker_backend.h"
 #include "siesta/backends/process_backend.h"
@@ -241,6 +242,16 @@ int main(int argc, char** argv) {
       metrics, [&] { return persister.save(); }, config.max_learned_models);
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, metrics, executor);
+  // Activity signals (docs/activity.md): sampled on the monitor's executor.
+  siesta::ProbeContext probe_context;
+  probe_context.clock = &clock;
+  probe_context.pid_of = [&process_backend](const std::string& service) {
+    return process_backend.pid_of(service);
+  };
+  probe_context.docker = docker_backend ? &docker_backend->client() : nullptr;
+  siesta::ActivitySampler activity(registry, clock, config.activity,
+                                   siesta::make_probe_factory(std::move(probe_context)));
+  monitor.set_activity(&activity);
 
   siesta::AdminOptions admin_options;
   admin_options.threads = static_cast<size_t>(config.admin_threads);

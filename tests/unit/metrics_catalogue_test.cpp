@@ -78,6 +78,16 @@ TEST(MetricsCatalogue, ListsEveryFamilyThatMetricsExposesAndNoOther) {
   ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
   w.registry->update_model("llama3.2:3b",
                            [](const ModelSpec&, ModelRuntime& rt) { rt.vram_bytes = 1e9; });
+  // An activity signal that has seen activity: every siesta_activity_* sample.
+  w.registry->update_service("ollama", [&](const ServiceSpec&, ServiceRuntime& rt) {
+    SignalState sig;
+    sig.name = "cpu";
+    sig.kind = SignalKind::kCpu;
+    sig.sampled_at = sig.last_busy_at = w.clock.wall_now();
+    sig.value = 50;
+    sig.busy = true;
+    rt.activity.push_back(sig);
+  });
   Metrics m;
   Snapshot snap = w.registry->snapshot();
   m.declare(snap);

@@ -46,6 +46,8 @@ class Out {
   }
   void begin() { w_.StartObject(); }
   void end() { w_.EndObject(); }
+  void array_begin() { w_.StartArray(); }
+  void array_end() { w_.EndArray(); }
   void null() { w_.Null(); }
   void boolean(bool b) { w_.Bool(b); }
   void integer(long long v) { w_.Int64(v); }
@@ -129,6 +131,26 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))
                   : o.key("next_tier").null();
   o.key("next_tier_in_seconds").seconds(timer.next_tier ? timer.sleeps_in : std::nullopt);
+  // Activity signals (docs/activity.md): each one's last sample.
+  o.key("activity");
+  o.array_begin();
+  for (const SignalState& sig : rt.activity) {
+    o.begin();
+    o.key("name").text(sig.name);
+    o.key("kind").text(to_string(sig.kind));
+    o.key("state").text(!sig.sampled_at      ? "pending"
+                        : !sig.error.empty() ? "error"
+                        : sig.busy           ? "busy"
+                                             : "idle");
+    sig.sampled_at&& sig.error.empty() ? o.key("value").number(sig.value) : o.key("value").null();
+    o.key("threshold").number(sig.threshold);
+    o.key("sampled_at").unix_seconds(sig.sampled_at);
+    o.key("last_busy_at").unix_seconds(sig.last_busy_at);
+    o.key("error").text_or_null(sig.error);
+    o.key("errors").integer(static_cast<long long>(sig.errors));
+    o.end();
+  }
+  o.array_end();
 }
 
 void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {

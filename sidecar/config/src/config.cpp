@@ -207,6 +207,119 @@ std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value
   return tiers;
 }
 
+// Activity signals: [{"kind": "cpu", "threshold": 20, ...}, ...] (core/activity.h). Each kind
+// takes only its own keys; names are unique within the list.
+std::vector<SignalSpec> read_activity(const ObjectReader& r, const json& value,
+                                      const std::string& source) {
+  const std::string path = r.key_path("activity");
+  if (!value.is_array()) r.fail(path, "must be an array of {\"kind\": ..., ...}");
+  auto argv = [](const ObjectReader& t, const std::string& key) {
+    std::vector<std::string> out;
+    const json* v = t.find(key);
+    if (v == nullptr) return out;
+    if (!v->is_array() || v->empty())
+      t.fail(t.key_path(key), "must be a non-empty array of strings");
+    for (const auto& arg : *v) {
+      if (!arg.is_string()) t.fail(t.key_path(key), "must hold strings only, got " + arg.dump());
+      out.push_back(arg.get<std::string>());
+    }
+    if (out.front().empty()) t.fail(t.key_path(key), "argv[0] must not be empty");
+    return out;
+  };
+  std::vector<SignalSpec> signals;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    ObjectReader t(value[i], path + "[" + std::to_string(i) + "]", source);
+    const auto kind_text = t.read_string("kind");
+    if (!kind_text) t.fail(t.key_path("kind"), "is required");
+    const auto kind = parse_signal_kind(*kind_text);
+    if (!kind) {
+      t.fail(t.key_path("kind"),
+             "must be \"cpu\", \"network\", \"gpu\", \"prometheus\", \"users\" or "
+             "\"command\", got \"" +
+                 *kind_text + "\"");
+    }
+    std::set<std::string> allowed = {"kind", "name", "threshold", "interval_seconds",
+                                     "timeout_seconds"};
+    switch (*kind) {
+      case SignalKind::kCommand:
+        allowed.insert("command");
+        break;
+      case SignalKind::kPrometheus:
+        allowed.insert({"url", "query"});
+        break;
+      case SignalKind::kGpu:
+        allowed.insert("metric");
+        break;
+      case SignalKind::kUsers:
+        allowed.insert({"utmp", "active_within_minutes", "input_idle_command"});
+        break;
+      case SignalKind::kCpu:
+      case SignalKind::kNetwork:
+        break;
+    }
+    t.allow_only(allowed);
+    SignalSpec sig;
+    sig.kind = *kind;
+    sig.name = t.read_string("name").value_or(to_string(*kind));
+    if (!valid_service_name(sig.name)) {
+      t.fail(t.key_path("name"),
+             "must be letters, digits, '.', '-', '_', got \"" + sig.name + "\"");
+    }
+    for (std::size_t j = 0; j < signals.size(); ++j) {
+      if (signals[j].name == sig.name) {
+        t.fail(t.key_path("name"), "\"" + sig.name + "\" is already " + path + "[" +
+                                       std::to_string(j) +
+                                       "] (give each signal of one kind its own \"name\")");
+      }
+    }
+    if (auto v = t.read_number("threshold", 0, false, 1e15)) sig.threshold = *v;
+    if (auto v = t.read_number("interval_seconds", 0.1, false, 86400)) sig.interval_seconds = *v;
+    if (auto v = t.read_number("timeout_seconds", 0, true, 3600)) sig.timeout_seconds = *v;
+    switch (*kind) {
+      case SignalKind::kCommand:
+        sig.command = argv(t, "command");
+        if (sig.command.empty()) t.fail(t.key_path("command"), "is required for kind \"command\"");
+        break;
+      case SignalKind::kPrometheus: {
+        const auto url = t.read_string("url");
+        if (!url || url->rfind("http://", 0) != 0 || url->size() <= 7) {
+          t.fail(t.key_path("url"), "is required: \"http://host:port\" of the Prometheus server");
+        }
+        sig.url = *url;
+        const auto query = t.read_string("query");
+        if (!query || query->empty())
+          t.fail(t.key_path("query"), "is required: a PromQL expression");
+        sig.query = *query;
+        break;
+      }
+      case SignalKind::kGpu:
+        sig.gpu_metric = t.read_string("metric").value_or("utilization");
+        if (sig.gpu_metric != "utilization" && sig.gpu_metric != "memory") {
+          t.fail(t.key_path("metric"),
+                 "must be \"utilization\" or \"memory\", got \"" + sig.gpu_metric + "\"");
+        }
+        break;
+      case SignalKind::kUsers:
+        if (auto utmp = t.read_string("utmp")) {
+          if (utmp->empty())
+            t.fail(t.key_path("utmp"), "must not be empty (omit it for /var/run/utmp)");
+          sig.utmp_path = *utmp;
+        }
+        sig.active_within_minutes = t.read_number("active_within_minutes", kTimeoutMinutes);
+        sig.input_idle_command = argv(t, "input_idle_command");
+        if (!sig.input_idle_command.empty() && !sig.active_within_minutes) {
+          t.fail(t.key_path("input_idle_command"), "needs active_within_minutes");
+        }
+        break;
+      case SignalKind::kCpu:
+      case SignalKind::kNetwork:
+        break;
+    }
+    signals.push_back(std::move(sig));
+  }
+  return signals;
+}
+
 ServiceConfig read_service_entry(const std::string& name, const json& value,
                                  const std::string& source) {
   ObjectReader r(value, "services." + name, source);
@@ -230,7 +343,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "tcp_idle_timeout_seconds",
                 "upgraded_idle_timeout_seconds",
                 "model_keep_alive_hours",
-                "sleep_tiers"});
+                "sleep_tiers",
+                "activity"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -371,6 +485,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
       }
     }
   }
+  if (const json* activity = r.find("activity"))
+    spec.activity = read_activity(r, *activity, source);
   return sc;
 }
 
@@ -530,7 +646,8 @@ Config parse_config(const std::string& text, const std::string& source) {
                                     "models",
                                     "admin_request_timeout_seconds",
                                     "admin_max_connections",
-                                    "max_learned_models"};
+                                    "max_learned_models",
+                                    "activity"};
   for (const auto& field : kSettingFields) top_keys.insert(field.key);
   top.allow_only(top_keys);
   read_settings(top, config.settings);
@@ -572,6 +689,9 @@ Config parse_config(const std::string& text, const std::string& source) {
   if (auto v = top.read_number("max_learned_models", 0, false, 1'000'000)) {
     if (*v != std::floor(*v)) top.fail("max_learned_models", "must be a whole number");
     config.max_learned_models = static_cast<std::size_t>(*v);
+  }
+  if (const json* activity = top.find("activity")) {
+    config.activity = read_activity(top, *activity, source);
   }
   if (const json* docker = top.find("docker")) {
     read_docker(*docker, source, config.docker);

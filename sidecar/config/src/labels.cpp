@@ -57,7 +57,7 @@ std::optional<bool> parse_bool(const std::string& text) {
 
 // Each label and the config key it sets. A duration is converted to the unit of the key's
 // number (settings_schema.h), whose bounds parse_service then checks.
-enum class LabelKind { kBool, kString, kDuration, kTiers };
+enum class LabelKind { kBool, kString, kDuration, kTiers, kJson };
 struct LabelKey {
   const char* label;
   const char* key;
@@ -76,6 +76,7 @@ constexpr LabelKey kLabels[] = {
     {"siesta.model-api", "model_api", LabelKind::kString},
     {"siesta.model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
     {"siesta.sleep-tiers", "sleep_tiers", LabelKind::kTiers},
+    {"siesta.activity", "activity", LabelKind::kJson},
 };
 
 // "pause:1m,stop:1h" -> [{"after_minutes": 1, "action": "pause"}, {"after_minutes": 60, ...}];
@@ -192,6 +193,24 @@ Result<ServiceConfig> from_labels(const std::string& backend, const std::string&
                          value + "\"");
         }
         entry[key->key] = std::move(tiers);
+        break;
+      }
+      case LabelKind::kJson: {
+        // The config's own form (an array of signals), checked by parse_service. Whoever can
+        // label a container must not run commands on the host as siesta: no command signals.
+        json doc = json::parse(value, nullptr, /*allow_exceptions=*/false);
+        if (!doc.is_array()) {
+          return bad(label, "must be a JSON array of signals as in the config's \"activity\"");
+        }
+        for (const auto& signal : doc) {
+          if (signal.is_object() && (signal.value("kind", json()) == "command" ||
+                                     signal.contains("input_idle_command"))) {
+            return bad(label,
+                       "command signals run on the host as siesta: give them in the config file, "
+                       "not in a container's labels");
+          }
+        }
+        entry[key->key] = std::move(doc);
         break;
       }
       case LabelKind::kDuration: {

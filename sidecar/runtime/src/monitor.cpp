@@ -29,7 +29,8 @@ WallTime Monitor::step() {
     last_reconcile_ = now;
   }
 
-  Decision decision = decide(registry_.snapshot(), now);
+  const Snapshot snapshot = registry_.snapshot();
+  Decision decision = decide(snapshot, now);
   for (const Action& action : decision.actions) {
     switch (action.kind) {
       case ActionKind::kSleepService:
@@ -59,6 +60,9 @@ WallTime Monitor::step() {
         break;
     }
   }
+  // Samples run on the executor; a busy one is a use, which the next decision sees.
+  std::optional<WallTime> sample_due;
+  if (activity_ != nullptr) sample_due = activity_->run_due(snapshot, now, executor_);
   {
     std::lock_guard lock(mu_);
     last_run_ = now;
@@ -67,6 +71,7 @@ WallTime Monitor::step() {
 
   WallTime next = *last_reconcile_ + interval;
   if (decision.next_deadline) next = std::min(next, *decision.next_deadline);
+  if (sample_due) next = std::min(next, *sample_due);
   return next;
 }
 

@@ -361,6 +361,43 @@ Result<ContainerState> DockerClient::inspect(const std::string& container) {
   return parse_inspect(*doc);
 }
 
+std::optional<ContainerStats> parse_stats(const nlohmann::json& doc) {
+  if (!doc.is_object()) return std::nullopt;
+  const auto cpu = doc.find("cpu_stats");
+  if (cpu == doc.end() || !cpu->is_object() || !cpu->contains("cpu_usage")) return std::nullopt;
+  const auto& usage = (*cpu)["cpu_usage"];
+  if (!usage.is_object() || !usage.contains("total_usage") || !usage["total_usage"].is_number()) {
+    return std::nullopt;
+  }
+  ContainerStats stats;
+  stats.cpu_seconds = usage["total_usage"].get<double>() / 1e9;  // nanoseconds
+  if (const auto nets = doc.find("networks"); nets != doc.end() && nets->is_object()) {
+    stats.has_networks = !nets->empty();
+    for (const auto& [name, net] : nets->items()) {
+      for (const char* key : {"rx_bytes", "tx_bytes"}) {
+        if (net.is_object() && net.contains(key) && net[key].is_number()) {
+          stats.network_bytes += net[key].get<double>();
+        }
+      }
+    }
+  }
+  return stats;
+}
+
+Result<ContainerStats> DockerClient::stats(const std::string& container, Seconds timeout) {
+  auto p = prefix();
+  if (!p) return p.status();
+  auto cli = connect(timeout);
+  auto res = cli->Get(*p + "/containers/" + percent_encode(container) +
+                      "/stats?stream=false&one-shot=true");
+  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (res->status != 200) return engine_error(*res);
+  return parse_body<ContainerStats>(*res, [](const json& doc) -> Result<ContainerStats> {
+    if (auto stats = parse_stats(doc)) return *stats;
+    return malformed("stats without cpu_stats.cpu_usage.total_usage");
+  });
+}
+
 Status DockerClient::start(const std::string& container, Seconds timeout) {
   auto p = prefix();
   if (!p) return p.status();

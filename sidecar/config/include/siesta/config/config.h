@@ -75,6 +75,8 @@ struct Config {
   bool protect_metrics = false;               // /metrics needs the token too (when there is one)
   // Models not in the config kept at most (learned from traffic, /api/ps, the admin API).
   std::size_t max_learned_models = kDefaultMaxLearnedModels;
+  // Activity signals of every service that has no "activity" list of its own.
+  std::vector<SignalSpec> activity;
   std::vector<ServiceConfig> services;
   std::vector<ModelSpec> models;
 };

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "siesta/core/activity.h"
 #include "siesta/core/clock.h"
 
 namespace siesta {
@@ -99,6 +100,8 @@ struct ServiceSpec {
   // Proxy, HTTP mode: an upgraded connection (a WebSocket) with nothing moving either way for
   // this long is closed; off, an open one keeps the service awake however quiet it is.
   std::optional<double> upgraded_idle_timeout_seconds;
+  // Activity signals (activity.h); absent: the config's global "activity" list.
+  std::optional<std::vector<SignalSpec>> activity;
 };
 
 struct ServiceRuntime {
@@ -121,6 +124,8 @@ struct ServiceRuntime {
   // A vllm_sleep tier put its engine to sleep (state kPaused): a wake calls /wake_up and waits
   // for /is_sleeping false before any request goes through.
   bool engine_asleep = false;
+  // The last result of each activity signal, in the order of its specs (written by the sampler).
+  std::vector<SignalState> activity;
 };
 
 // "ollama", "vllm", "openai" (config and labels); "" for kNone.

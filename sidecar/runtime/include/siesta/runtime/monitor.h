@@ -16,6 +16,7 @@
 #include "siesta/core/clock.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
+#include "siesta/runtime/activity_sampler.h"
 #include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
 
@@ -26,6 +27,9 @@ class Monitor {
   Monitor(Registry& registry, Controller& controller, const Clock& clock, Recorder& recorder,
           Executor& executor);
   ~Monitor();
+
+  // Activity signals sampled on each pass (before start()); none by default.
+  void set_activity(ActivitySampler* activity) { activity_ = activity; }
 
   // One pass at clock.wall_now(); returns when the next pass is due.
   WallTime step();
@@ -47,6 +51,7 @@ class Monitor {
   const Clock& clock_;
   Recorder& recorder_;
   Executor& executor_;
+  ActivitySampler* activity_ = nullptr;
 
   std::optional<WallTime> last_reconcile_;  // only touched by the pass
   mutable std::mutex mu_;

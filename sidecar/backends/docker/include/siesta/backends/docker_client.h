@@ -120,6 +120,13 @@ struct SwarmTask {
 Result<std::vector<SwarmTask>> parse_task_list(const nlohmann::json& doc);
 // A task whose container may still be up: not yet in a final state.
 bool task_alive(const SwarmTask& task);
+// The counters of one stats reading that the activity signals use.
+struct ContainerStats {
+  double cpu_seconds = 0;     // cpu_stats.cpu_usage.total_usage, in seconds
+  double network_bytes = 0;   // rx_bytes + tx_bytes over every network
+  bool has_networks = false;  // false on the host's network (--network host): no counters
+};
+std::optional<ContainerStats> parse_stats(const nlohmann::json& doc);
 
 class DockerClient {
  public:
@@ -140,6 +147,9 @@ class DockerClient {
   // POST /containers/{id}/pause and /unpause (the cgroup freezer).
   Status pause(const std::string& container);
   Status unpause(const std::string& container);
+  // GET /containers/{id}/stats?stream=false&one-shot=true: one reading of the container's
+  // counters (cgroup v1 or v2), without the engine's second reading for precpu_stats.
+  Result<ContainerStats> stats(const std::string& container, Seconds timeout);
   // Containers (running or not) carrying `label` ("key" or "key=value").
   Result<std::vector<ContainerSummary>> list(const std::string& label);
 

@@ -1,0 +1,40 @@
+// nvidia-smi's CSV output, for the GPU activity signal:
+//   nvidia-smi --query-gpu=index,uuid,utilization.gpu,memory.used --format=csv,noheader,nounits
+//   nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace siesta {
+
+struct GpuRow {
+  int index = 0;
+  std::string uuid;
+  std::optional<double> utilization_percent;  // "[N/A]" on some boards
+  std::optional<double> memory_used_mib;
+};
+struct ComputeApp {
+  long pid = 0;
+  std::string gpu_uuid;
+  std::optional<double> used_memory_mib;
+};
+
+// Rows that do not parse are an error naming the line.
+struct GpuParse {
+  std::vector<GpuRow> gpus;
+  std::vector<ComputeApp> apps;
+  std::string error;
+};
+GpuParse parse_query_gpu(const std::string& csv);
+GpuParse parse_query_compute_apps(const std::string& csv);
+
+// The signal's value for the processes `pids` (a service's): "memory": the MiB they hold;
+// "utilization": the busiest GPU they run on (every GPU when `pids` is empty). Nothing of theirs
+// on a GPU is 0.
+double gpu_value(const std::vector<GpuRow>& gpus, const std::vector<ComputeApp>& apps,
+                 const std::set<long>& pids, const std::string& metric);
+
+}  // namespace siesta

@@ -1,0 +1,25 @@
+// run_command: runs an executable with a deadline and captures its standard output, for the
+// command, GPU and input-idle activity signals. The child gets its own process group, which a
+// timeout kills whole (SIGKILL), so a hung helper never outlives its sample.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "siesta/core/clock.h"
+
+namespace siesta {
+
+struct CommandResult {
+  enum class Outcome { kExited, kSignalled, kTimedOut, kNotFound, kFailed };
+  Outcome outcome = Outcome::kFailed;
+  int exit_code = -1;  // kExited; the signal number for kSignalled
+  std::string output;  // standard output, at most 1 MiB
+  std::string error;   // for kNotFound and kFailed
+};
+
+// Thread-safe. Blocks the caller for at most about `timeout`.
+CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout);
+
+}  // namespace siesta

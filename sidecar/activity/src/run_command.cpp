@@ -1,0 +1,117 @@
+#include "siesta/activity/run_command.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <sstream>
+
+extern char** environ;
+
+namespace siesta {
+
+namespace {
+
+constexpr std::size_t kMaxOutput = 1 << 20;
+
+int wait_child(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+}  // namespace
+
+CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout) {
+  CommandResult result;
+  if (argv.empty() || argv.front().empty()) {
+    result.error = "no command";
+    return result;
+  }
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    result.error = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t empty;
+  sigemptyset(&empty);
+  sigset_t defaults;
+  sigfillset(&defaults);
+  posix_spawnattr_setpgroup(&attr, 0);  // its own group: a timeout kills its children too
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    result.outcome =
+        rc == ENOENT ? CommandResult::Outcome::kNotFound : CommandResult::Outcome::kFailed;
+    result.error = "cannot run " + argv[0] + ": " + std::strerror(rc);
+    return result;
+  }
+  // Read until end of file or the deadline; the deadline kills the whole group.
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
+  bool timed_out = false;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{out[0], POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;
+    const ssize_t got = ::read(out[0], buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;  // end of file: the command (and whatever held its stdout) is done
+    if (result.output.size() < kMaxOutput) result.output.append(buf, static_cast<std::size_t>(got));
+  }
+  ::close(out[0]);
+  if (timed_out) {
+    ::kill(-pid, SIGKILL);
+    wait_child(pid);
+    result.outcome = CommandResult::Outcome::kTimedOut;
+    std::ostringstream text;
+    text << argv[0] << " did not finish within " << timeout.count() << " s";
+    result.error = text.str();
+    return result;
+  }
+  const int status = wait_child(pid);
+  if (WIFEXITED(status)) {
+    result.outcome = CommandResult::Outcome::kExited;
+    result.exit_code = WEXITSTATUS(status);
+  } else {
+    result.outcome = CommandResult::Outcome::kSignalled;
+    result.exit_code = WIFSIGNALED(status) ? WTERMSIG(status) : -1;
+  }
+  return result;
+}
+
+}  // namespace siesta

@@ -1,0 +1,45 @@
+#include "siesta/activity/utmp.h"
+
+#include <sys/stat.h>
+#include <utmp.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace siesta {
+
+UtmpRead read_utmp(const std::string& path, const std::string& dev_root) {
+  UtmpRead result;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    result.error = "cannot read " + path + ": " + std::strerror(errno);
+    return result;
+  }
+  utmp record{};
+  while (in.read(reinterpret_cast<char*>(&record), sizeof record)) {
+    if (record.ut_type != USER_PROCESS) continue;
+    UtmpSession session;
+    session.user.assign(record.ut_user, strnlen(record.ut_user, sizeof record.ut_user));
+    session.line.assign(record.ut_line, strnlen(record.ut_line, sizeof record.ut_line));
+    struct stat st {};
+    if (!session.line.empty() && session.line.find("..") == std::string::npos &&
+        ::stat((dev_root + "/" + session.line).c_str(), &st) == 0) {
+      session.input_at = WallTime(std::chrono::duration_cast<WallTime::duration>(
+          std::chrono::seconds(st.st_atim.tv_sec) + std::chrono::nanoseconds(st.st_atim.tv_nsec)));
+    }
+    result.sessions.push_back(std::move(session));
+  }
+  return result;
+}
+
+int active_sessions(const std::vector<UtmpSession>& sessions, WallTime now,
+                    std::optional<Seconds> window) {
+  int count = 0;
+  for (const UtmpSession& s : sessions) {
+    if (!window || !s.input_at || now - *s.input_at <= to_wall_duration(*window)) ++count;
+  }
+  return count;
+}
+
+}  // namespace siesta

@@ -1,0 +1,147 @@
+#include "siesta/runtime/activity_sampler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <exception>
+
+namespace siesta {
+
+namespace {
+
+// The states of a service's signals, in their order, before any sample.
+void init_states(ServiceRuntime& rt, const std::vector<SignalSpec>& signals) {
+  if (rt.activity.size() == signals.size()) return;
+  rt.activity.assign(signals.size(), SignalState{});
+  for (std::size_t i = 0; i < signals.size(); ++i) {
+    rt.activity[i].name = signals[i].name;
+    rt.activity[i].kind = signals[i].kind;
+    rt.activity[i].threshold = signals[i].threshold;
+  }
+}
+
+}  // namespace
+
+ActivitySampler::ActivitySampler(Registry& registry, const Clock& clock,
+                                 std::vector<SignalSpec> defaults, ProbeFactory factory)
+    : registry_(registry),
+      clock_(clock),
+      defaults_(std::move(defaults)),
+      factory_(std::move(factory)) {}
+
+std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallTime now,
+                                                 Executor& executor) {
+  struct Due {
+    std::shared_ptr<const ServiceSpec> spec;
+    std::size_t index;
+    std::shared_ptr<Slot> slot;
+  };
+  std::vector<Due> due;
+  std::vector<std::string> fresh;  // services whose states are not in the registry yet
+  std::optional<WallTime> next;
+  {
+    std::lock_guard lock(mu_);
+    for (const ServiceView& view : snapshot.services) {
+      const std::vector<SignalSpec>& signals = signals_of(*view.spec);
+      if (signals.empty()) continue;
+      Entry& entry = entries_[view.spec->name];
+      if (entry.spec != view.spec) {
+        entry.spec = view.spec;
+        entry.slots.clear();
+        if (view.runtime.activity.size() != signals.size()) fresh.push_back(view.spec->name);
+        for (const SignalSpec& signal : signals) {
+          auto slot = std::make_shared<Slot>();
+          slot->probe = factory_(*view.spec, signal);
+          entry.slots.push_back(std::move(slot));
+        }
+      }
+      // Only a running service is sampled: nothing else can be used, and a paused one is frozen.
+      // Its first sample after a start is taken at once.
+      if (view.runtime.state != ServiceState::kRunning) {
+        for (auto& slot : entry.slots) {
+          if (!slot->running) slot->next_due.reset();
+        }
+        continue;
+      }
+      for (std::size_t i = 0; i < entry.slots.size(); ++i) {
+        Slot& slot = *entry.slots[i];
+        if (slot.running) continue;  // its end schedules the next
+        if (!slot.next_due || *slot.next_due <= now) {
+          slot.running = true;
+          slot.next_due = now + to_wall_duration(Seconds(signals[i].interval_seconds));
+          due.push_back({view.spec, i, entry.slots[i]});
+        }
+        next = next ? std::min(*next, *slot.next_due) : *slot.next_due;
+      }
+    }
+  }
+  for (const std::string& name : fresh) {
+    registry_.update_service_quiet(name, [this](const ServiceSpec& spec, ServiceRuntime& rt) {
+      init_states(rt, signals_of(spec));
+    });
+  }
+  for (Due& d : due) {
+    executor.post([this, d] {
+      const SignalSpec& signal = signals_of(*d.spec)[d.index];
+      SignalSample sample;
+      try {
+        sample = d.slot->probe ? d.slot->probe->sample(*d.spec)
+                               : SignalSample{std::nullopt, "unavailable: no probe for this kind"};
+      } catch (const std::exception& e) {
+        sample = {std::nullopt, e.what()};
+      }
+      record(d.spec->name, d.index, signal, sample, *d.slot);
+      {
+        std::lock_guard lock(mu_);
+        d.slot->running = false;
+      }
+      // The next sample may be due before the monitor's planned wake.
+      registry_.changes().notify_if_before(clock_.wall_now() +
+                                           to_wall_duration(Seconds(signal.interval_seconds)));
+    });
+  }
+  return next;
+}
+
+void ActivitySampler::record(const std::string& service, std::size_t index,
+                             const SignalSpec& signal, const SignalSample& sample, Slot& slot) {
+  const WallTime at = clock_.wall_now();
+  const bool failed = !sample.error.empty();
+  const bool busy = !failed && sample.value && *sample.value > signal.threshold;
+  registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    init_states(rt, signals_of(spec));
+    if (index >= rt.activity.size()) return;
+    SignalState& state = rt.activity[index];
+    if (failed) {
+      state.error = sample.error;
+      state.busy = false;
+      ++state.errors;
+      state.sampled_at = at;
+      return;
+    }
+    if (!sample.value) return;  // a baseline only
+    state.error.clear();
+    state.value = *sample.value;
+    state.busy = busy;
+    state.sampled_at = at;
+    if (busy) {
+      state.last_busy_at = at;
+      // A use, as a request through siesta would be: the idle timer restarts, and a light tier
+      // that left the service serving (unload_models) ends.
+      if (!rt.last_used || *rt.last_used < at) rt.last_used = at;
+      if (rt.state == ServiceState::kRunning) rt.tier = 0;
+    }
+  });
+  if (failed) {
+    if (slot.logged_error != sample.error) {
+      spdlog::warn("Service {}: activity signal {} failed: {} (it counts as neither busy nor idle)",
+                   service, signal.name, sample.error);
+      slot.logged_error = sample.error;
+    }
+  } else if (!slot.logged_error.empty() && sample.value) {
+    spdlog::info("Service {}: activity signal {} works again", service, signal.name);
+    slot.logged_error.clear();
+  }
+}
+
+}  // namespace siesta

@@ -1,0 +1,462 @@
+// Activity signals: the sampler on a fake clock (a busy sample is a use, a failing one is
+// neither), the config's "activity" lists, and the parsers of /proc, utmp, nvidia-smi and
+// Prometheus answers on recorded or written inputs.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <utmp.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "siesta/activity/nvidia_smi.h"
+#include "siesta/activity/proc_stats.h"
+#include "siesta/activity/prometheus_query.h"
+#include "siesta/activity/run_command.h"
+#include "siesta/activity/utmp.h"
+#include "siesta/api/status_json.h"
+#include "siesta/config/labels.h"
+#include "siesta/runtime/activity_sampler.h"
+#include "world.h"
+
+namespace siesta::testing {
+namespace {
+
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+// Answers from a script shared with the test; the last answer repeats.
+class ScriptedProbe final : public SignalProbe {
+ public:
+  explicit ScriptedProbe(std::shared_ptr<std::deque<SignalSample>> script)
+      : script_(std::move(script)) {}
+  SignalSample sample(const ServiceSpec&) override {
+    ++calls;
+    SignalSample s = script_->front();
+    if (script_->size() > 1) script_->pop_front();
+    return s;
+  }
+  int calls = 0;
+
+ private:
+  std::shared_ptr<std::deque<SignalSample>> script_;
+};
+
+// Keeps the posted tasks until the test runs them: a sample still running.
+class HeldExecutor final : public Executor {
+ public:
+  void post(std::function<void()> task) override { tasks.push_back(std::move(task)); }
+  void run_all() {
+    auto now = std::move(tasks);
+    tasks.clear();
+    for (auto& t : now) t();
+  }
+  std::vector<std::function<void()>> tasks;
+};
+
+SignalSample busy() { return {100.0, ""}; }
+SignalSample idle() { return {0.0, ""}; }
+SignalSample broken() { return {std::nullopt, "exited with 3"}; }
+
+// One service "a" with a 10-minute timeout and a command signal sampled every 60 s.
+struct ActivityWorld {
+  explicit ActivityWorld(std::deque<SignalSample> answers)
+      : world(R"({"idle_timeout_minutes": 10, "idle_check_interval_minutes": 60,
+                 "services": {"a": {"command": ["a"], "activity": [
+                   {"kind": "command", "command": ["probe"], "interval_seconds": 60}]}}})"),
+        script(std::make_shared<std::deque<SignalSample>>(std::move(answers))),
+        sampler(*world.registry, world.clock, world.config.activity,
+                [this](const ServiceSpec&, const SignalSpec&) {
+                  ++probes_made;
+                  return std::make_unique<ScriptedProbe>(script);
+                }) {
+    world.monitor->set_activity(&sampler);
+  }
+  World world;
+  std::shared_ptr<std::deque<SignalSample>> script;
+  int probes_made = 0;
+  ActivitySampler sampler;
+};
+
+TEST(Activity, ABusySignalKeepsTheServiceUpPastItsTimeoutAndAnIdleOneLetsItSleep) {
+  ActivityWorld a({busy()});
+  a.world.run("a");
+  const WallTime t0 = a.world.clock.wall_now();
+  // Busy for 15 minutes: every sample is a use, so the 10-minute timeout never runs out.
+  for (int i = 0; i < 15; ++i) {
+    const WallTime next = a.world.monitor->step();
+    EXPECT_EQ(next, a.world.clock.wall_now() + seconds(60));  // the next sample, not the timeout
+    a.world.clock.advance(seconds(60));
+  }
+  a.world.monitor->step();
+  EXPECT_EQ(a.world.service("a").state, ServiceState::kRunning);
+  const WallTime last_busy = a.world.clock.wall_now();
+  EXPECT_EQ(a.world.service("a").last_used, last_busy);
+  ASSERT_EQ(a.world.service("a").activity.size(), 1u);
+  EXPECT_TRUE(a.world.service("a").activity[0].busy);
+  EXPECT_EQ(a.world.service("a").activity[0].last_busy_at, last_busy);
+  EXPECT_GT(last_busy, t0 + minutes(10));
+
+  // It stops burning: idle samples are no use, and it sleeps 10 minutes after the last busy one.
+  a.script->assign({idle()});
+  for (int i = 0; i < 9; ++i) {
+    a.world.clock.advance(seconds(60));
+    a.world.monitor->step();
+  }
+  EXPECT_EQ(a.world.service("a").state, ServiceState::kRunning);
+  EXPECT_FALSE(a.world.service("a").activity[0].busy);
+  EXPECT_EQ(a.world.service("a").activity[0].last_busy_at, last_busy);
+  a.world.clock.advance(seconds(60));
+  a.world.monitor->step();
+  EXPECT_EQ(a.world.service("a").state, ServiceState::kStopped);
+  EXPECT_EQ(a.world.recorder.events(), (std::vector<std::string>{"slept a idle"}));
+}
+
+TEST(Activity, AFailingSignalNeitherKeepsTheServiceAwakeNorPutsItToSleep) {
+  ActivityWorld a({broken()});
+  a.world.run("a");
+  const WallTime t0 = a.world.clock.wall_now();
+  a.world.monitor->step();
+  ServiceRuntime rt = a.world.service("a");
+  ASSERT_EQ(rt.activity.size(), 1u);
+  EXPECT_EQ(rt.activity[0].error, "exited with 3");
+  EXPECT_EQ(rt.activity[0].errors, 1u);
+  EXPECT_FALSE(rt.activity[0].busy);
+  // Not put to sleep early: still running until the timeout of its last use.
+  for (int i = 0; i < 9; ++i) {
+    a.world.clock.advance(seconds(60));
+    a.world.monitor->step();
+    EXPECT_EQ(a.world.service("a").state, ServiceState::kRunning) << i;
+  }
+  EXPECT_EQ(a.world.service("a").activity[0].errors, 10u);  // every failure counted
+  a.world.clock.advance(seconds(60));
+  a.world.monitor->step();
+  EXPECT_EQ(a.world.service("a").state, ServiceState::kStopped);  // nor kept awake
+  EXPECT_FALSE(a.world.service("a").last_used);  // never used: its deadline ran from t0
+  EXPECT_EQ(a.world.service("a").state_since, t0 + minutes(10));
+}
+
+TEST(Activity, ARecoveredSignalClearsItsErrorAndCountsAgain) {
+  ActivityWorld a({broken(), busy()});
+  a.world.run("a");
+  a.world.monitor->step();
+  EXPECT_FALSE(a.world.service("a").activity[0].error.empty());
+  a.world.clock.advance(seconds(60));
+  a.world.monitor->step();
+  const SignalState s = a.world.service("a").activity[0];
+  EXPECT_TRUE(s.error.empty());
+  EXPECT_TRUE(s.busy);
+  EXPECT_EQ(s.errors, 1u);
+  EXPECT_EQ(a.world.service("a").last_used, a.world.clock.wall_now());
+}
+
+TEST(Activity, AStoppedServiceIsNotSampledAndItsFirstSampleAfterAStartIsAtOnce) {
+  ActivityWorld a({busy()});
+  const WallTime t0 = a.world.clock.wall_now();
+  a.world.monitor->step();                              // stopped: nothing sampled, nothing due
+  EXPECT_EQ(a.probes_made, 1);                          // its probe exists ...
+  EXPECT_EQ(a.world.service("a").activity.size(), 1u);  // ... and shows as pending
+  EXPECT_FALSE(a.world.service("a").activity[0].sampled_at);
+  EXPECT_FALSE(a.world.service("a").last_used);
+  a.world.clock.advance(minutes(30));
+  a.world.run("a");
+  a.world.monitor->step();
+  EXPECT_EQ(a.world.service("a").activity[0].sampled_at, t0 + minutes(30));
+}
+
+TEST(Activity, ASlowSampleIsNeverPostedTwiceAndNeverHoldsTheMonitor) {
+  ActivityWorld a({busy()});
+  HeldExecutor held;
+  Monitor monitor(*a.world.registry, *a.world.controller, a.world.clock, a.world.recorder, held);
+  monitor.set_activity(&a.sampler);
+  a.world.run("a");
+  monitor.step();
+  EXPECT_EQ(held.tasks.size(), 1u);  // posted, not run: step() returned without it
+  a.world.clock.advance(seconds(120));
+  monitor.step();
+  EXPECT_EQ(held.tasks.size(), 1u);  // still running: not posted again
+  held.run_all();
+  EXPECT_TRUE(a.world.service("a").activity[0].busy);
+  a.world.clock.advance(seconds(60));
+  monitor.step();
+  EXPECT_EQ(held.tasks.size(), 1u);  // the next one
+}
+
+TEST(Activity, IdleStatusShowsEachSignal) {
+  ActivityWorld a({busy()});
+  a.world.run("a");
+  a.world.monitor->step();
+  const Snapshot snap = a.world.registry->snapshot();
+  const Decision d = decide(snap, a.world.clock.wall_now());
+  const auto doc = nlohmann::json::parse(idle_status_text(snap, d, {}));
+  const auto& sig = doc["services"]["a"]["activity"][0];
+  EXPECT_EQ(sig["name"], "command");
+  EXPECT_EQ(sig["kind"], "command");
+  EXPECT_EQ(sig["state"], "busy");
+  EXPECT_EQ(sig["value"], 100);
+  EXPECT_EQ(sig["threshold"], 0);
+  EXPECT_EQ(sig["last_busy_at"], 1'700'000'000);
+  EXPECT_TRUE(sig["error"].is_null());
+}
+
+// --- config ---
+
+Config parse(const std::string& text) { return parse_config(text, "t.json"); }
+
+std::string config_error(const std::string& text) {
+  try {
+    parse(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ActivityConfig, ReadsEachKindAndTheGlobalDefault) {
+  const Config c = parse(R"j({
+    "activity": [{"kind": "users", "utmp": "/tmp/u", "active_within_minutes": 5}],
+    "services": {
+      "a": {"command": ["a"], "upstream": "127.0.0.1:9", "activity": [
+        {"kind": "cpu", "threshold": 20, "interval_seconds": 2},
+        {"kind": "network"},
+        {"kind": "gpu", "metric": "memory", "threshold": 100},
+        {"kind": "prometheus", "url": "http://127.0.0.1:9090", "query": "sum(up)"},
+        {"kind": "command", "name": "batch", "command": ["/bin/true"], "timeout_seconds": 1}]},
+      "b": {"command": ["b"]},
+      "c": {"command": ["c"], "activity": []}}})j");
+  ASSERT_EQ(c.activity.size(), 1u);
+  EXPECT_EQ(c.activity[0].kind, SignalKind::kUsers);
+  EXPECT_EQ(c.activity[0].utmp_path, "/tmp/u");
+  EXPECT_EQ(c.activity[0].active_within_minutes, 5);
+  const auto& a = *c.services[0].spec.activity;
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(a[0].kind, SignalKind::kCpu);
+  EXPECT_EQ(a[0].threshold, 20);
+  EXPECT_EQ(a[0].interval_seconds, 2);
+  EXPECT_EQ(a[1].name, "network");
+  EXPECT_EQ(a[2].gpu_metric, "memory");
+  EXPECT_EQ(a[3].query, "sum(up)");
+  EXPECT_EQ(a[4].name, "batch");
+  EXPECT_EQ(a[4].command, std::vector<std::string>{"/bin/true"});
+  EXPECT_FALSE(c.services[1].spec.activity);          // b: the global list
+  EXPECT_TRUE(c.services[2].spec.activity->empty());  // c: none at all
+  World w("{}");
+  ActivitySampler sampler(*w.registry, w.clock, c.activity, nullptr);
+  EXPECT_EQ(sampler.signals_of(c.services[1].spec).size(), 1u);
+  EXPECT_TRUE(sampler.signals_of(c.services[2].spec).empty());
+}
+
+TEST(ActivityConfig, BadEntriesNameTheKeyAndTheReason) {
+  auto svc = [](const std::string& activity) {
+    return R"({"services": {"a": {"command": ["a"], "activity": )" + activity + "}}}";
+  };
+  EXPECT_EQ(config_error(svc(R"([{"kind": "disk"}])")),
+            "config error in t.json: services.a.activity[0].kind: must be \"cpu\", \"network\", "
+            "\"gpu\", \"prometheus\", \"users\" or \"command\", got \"disk\"");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "cpu", "url": "http://x"}])")).substr(0, 63),
+            "config error in t.json: services.a.activity[0].url: unknown key");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "cpu"}, {"kind": "cpu", "threshold": 5}])")),
+            "config error in t.json: services.a.activity[1].name: \"cpu\" is already "
+            "services.a.activity[0] (give each signal of one kind its own \"name\")");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "cpu", "threshold": -1}])")).substr(0, 65),
+            "config error in t.json: services.a.activity[0].threshold: must be");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "command"}])")),
+            "config error in t.json: services.a.activity[0].command: is required for kind "
+            "\"command\"");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "prometheus", "query": "up"}])")),
+            "config error in t.json: services.a.activity[0].url: is required: \"http://host:port\" "
+            "of the Prometheus server");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "gpu", "metric": "fan"}])")),
+            "config error in t.json: services.a.activity[0].metric: must be \"utilization\" or "
+            "\"memory\", got \"fan\"");
+  EXPECT_EQ(config_error(R"({"activity": {"kind": "cpu"}})"),
+            "config error in t.json: activity: must be an array of {\"kind\": ..., ...}");
+  EXPECT_EQ(config_error(svc(R"([{"kind": "users", "input_idle_command": ["xprintidle"]}])")),
+            "config error in t.json: services.a.activity[0].input_idle_command: needs "
+            "active_within_minutes");
+}
+
+// --- parsers on recorded and written inputs ---
+
+std::string data(const std::string& name) {
+  std::ifstream in(std::string(SIESTA_SOURCE_DIR) + "/tests/unit/data/" + name);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(ProcStats, ReadsAStatLineWhoseCommandHoldsSpacesAndParentheses) {
+  const auto st = parse_proc_stat(
+      "4242 (my (odd) cmd) R 1 4240 4240 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 1 0 5 0 0");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->pgrp, 4240);
+  EXPECT_EQ(st->ticks, 325u);
+  EXPECT_FALSE(parse_proc_stat("garbage"));
+}
+
+TEST(ProcStats, CountsDirectConnectionsButNotSiestasOwn) {
+  // /proc/net/tcp as the kernel writes it: a listener on 8080 (0x1F90), a client of siesta's
+  // (local 127.0.0.1:40000 -> 8080, inode 111 held by siesta) and its server side, a direct
+  // client from 127.0.0.1:40002 and its server side, and a closed one (TIME_WAIT).
+  const std::string tcp =
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+      "timeout inode\n"
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000   0 100 "
+      "1 0 100 0 0 10 0\n"
+      "   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000   0 111 "
+      "1 0 20 4 30 10 -1\n"
+      "   2: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000   0 112 "
+      "1 0 20 4 30 10 -1\n"
+      "   3: 0100007F:9C42 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000   0 121 "
+      "1 0 20 4 30 10 -1\n"
+      "   4: 0100007F:1F90 0100007F:9C42 01 00000000:00000000 00:00000000 00000000  1000   0 122 "
+      "1 0 20 4 30 10 -1\n"
+      "   5: 0100007F:1F90 0100007F:9C44 06 00000000:00000000 03:00000000 00000000     0   0 0 "
+      "3 0000000000000000\n";
+  const auto entries = parse_proc_net_tcp(tcp);
+  ASSERT_EQ(entries.size(), 6u);
+  EXPECT_EQ(entries[0].local_port, 8080);
+  EXPECT_EQ(entries[1].state, 1);
+  EXPECT_EQ(entries[1].inode, 111u);
+  EXPECT_EQ(direct_connections(entries, 8080, {111}), 1);  // only the direct client
+  EXPECT_EQ(direct_connections(entries, 8080, {}), 2);
+  EXPECT_EQ(direct_connections(entries, 9090, {}), 0);
+}
+
+TEST(NvidiaSmi, ParsesRecordedOutputs) {
+  const GpuParse gpus = parse_query_gpu(data("nvidia-smi/query-gpu-two.csv"));
+  ASSERT_TRUE(gpus.error.empty()) << gpus.error;
+  ASSERT_EQ(gpus.gpus.size(), 2u);
+  EXPECT_EQ(gpus.gpus[0].utilization_percent, 87);
+  EXPECT_EQ(gpus.gpus[1].memory_used_mib, 512);
+  const GpuParse apps = parse_query_compute_apps(data("nvidia-smi/query-compute-apps-two.csv"));
+  ASSERT_TRUE(apps.error.empty()) << apps.error;
+  ASSERT_EQ(apps.apps.size(), 2u);
+  EXPECT_EQ(apps.apps[0].pid, 4242);
+  // The service's process 4242 runs on GPU 0 (87 %), holding 9728 MiB.
+  EXPECT_EQ(gpu_value(gpus.gpus, apps.apps, {4242}, "utilization"), 87);
+  EXPECT_EQ(gpu_value(gpus.gpus, apps.apps, {4242}, "memory"), 9728);
+  EXPECT_EQ(gpu_value(gpus.gpus, apps.apps, {5151}, "utilization"), 3);
+  EXPECT_EQ(gpu_value(gpus.gpus, apps.apps, {}, "utilization"), 87);  // every GPU
+  EXPECT_EQ(gpu_value(gpus.gpus, apps.apps, {}, "memory"), 10228);
+
+  const GpuParse na = parse_query_gpu(data("nvidia-smi/query-gpu-na.csv"));
+  ASSERT_TRUE(na.error.empty()) << na.error;
+  EXPECT_FALSE(na.gpus[0].utilization_percent);  // "[N/A]"
+  EXPECT_EQ(gpu_value(na.gpus, {}, {}, "utilization"), 0);
+  EXPECT_TRUE(
+      parse_query_compute_apps(data("nvidia-smi/query-compute-apps-none.csv")).apps.empty());
+  EXPECT_EQ(parse_query_gpu(data("nvidia-smi/no-driver.txt")).error.substr(0, 40),
+            "unexpected nvidia-smi output, line 1: NV");
+}
+
+TEST(PrometheusAnswer, ReadsVectorsScalarsAndErrors) {
+  auto v = parse_prometheus_answer(
+      R"({"status":"success","data":{"resultType":"vector","result":[
+        {"metric":{"a":"1"},"value":[1700000000,"0.5"]},{"metric":{},"value":[1700000000,"3"]}]}})");
+  EXPECT_EQ(v.value, 3);
+  v = parse_prometheus_answer(R"({"status":"success","data":{"resultType":"vector","result":[]}})");
+  EXPECT_EQ(v.value, 0);  // empty: idle
+  v = parse_prometheus_answer(
+      R"({"status":"success","data":{"resultType":"scalar","result":[1700000000,"NaN"]}})");
+  EXPECT_EQ(v.value, 0);
+  v = parse_prometheus_answer(
+      R"({"status":"error","errorType":"bad_data","error":"parse error at char 4"})");
+  EXPECT_EQ(v.error, "query failed: bad_data: parse error at char 4");
+  EXPECT_EQ(parse_prometheus_answer("<html>").error, "answer is not JSON");
+}
+
+// A utmp file written the way login writes it, and terminals whose atime the test sets.
+TEST(Utmp, CountsLoggedInSessionsAndThoseActiveWithinTheWindow) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("siesta-utmp-" + std::to_string(::getpid()));
+  fs::create_directories(dir / "dev" / "pts");
+  auto record = [](short type, const char* user, const char* line) {
+    utmp u{};
+    u.ut_type = type;
+    std::strncpy(u.ut_user, user, sizeof u.ut_user);
+    std::strncpy(u.ut_line, line, sizeof u.ut_line);
+    return u;
+  };
+  {
+    std::ofstream out(dir / "utmp", std::ios::binary);
+    for (const utmp& u :
+         {record(BOOT_TIME, "reboot", "~"), record(USER_PROCESS, "ann", "pts/0"),
+          record(LOGIN_PROCESS, "LOGIN", "tty1"), record(USER_PROCESS, "bob", "pts/1"),
+          record(DEAD_PROCESS, "", "pts/2")}) {
+      out.write(reinterpret_cast<const char*>(&u), sizeof u);
+    }
+  }
+  const WallTime now = from_unix_seconds(1'700'000'000);
+  auto touch = [&](const char* line, WallTime at) {
+    std::ofstream(dir / "dev" / line).put('x');
+    const timespec times[2] = {{static_cast<time_t>(to_unix_seconds(at)), 0},
+                               {static_cast<time_t>(to_unix_seconds(at)), 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (dir / "dev" / line).c_str(), times, 0), 0);
+  };
+  touch("pts/0", now - minutes(2));
+  touch("pts/1", now - minutes(30));
+  const UtmpRead read = read_utmp((dir / "utmp").string(), (dir / "dev").string());
+  ASSERT_TRUE(read.error.empty()) << read.error;
+  ASSERT_EQ(read.sessions.size(), 2u);
+  EXPECT_EQ(read.sessions[0].user, "ann");
+  EXPECT_EQ(read.sessions[1].line, "pts/1");
+  EXPECT_EQ(active_sessions(read.sessions, now, std::nullopt), 2);
+  EXPECT_EQ(active_sessions(read.sessions, now, Seconds(5 * 60)), 1);  // ann only
+  EXPECT_EQ(active_sessions(read.sessions, now, Seconds(60 * 60)), 2);
+  EXPECT_FALSE(read_utmp((dir / "none").string()).error.empty());
+  fs::remove_all(dir);
+}
+
+// The command signal's runner, on real processes.
+TEST(RunCommand, ExitCodesTimeoutsAndMissingTools) {
+  auto r = run_command({"/bin/sh", "-c", "echo 1234; exit 0"}, Seconds(5));
+  EXPECT_EQ(r.outcome, CommandResult::Outcome::kExited);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output, "1234\n");
+  r = run_command({"/bin/sh", "-c", "exit 1"}, Seconds(5));
+  EXPECT_EQ(r.exit_code, 1);
+  // A hung command and its child are killed at the deadline.
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run_command({"/bin/sh", "-c", "sleep 30 & sleep 30"}, Seconds(0.3));
+  EXPECT_EQ(r.outcome, CommandResult::Outcome::kTimedOut);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5));
+  r = run_command({"/nonexistent/nvidia-smi"}, Seconds(1));
+  EXPECT_EQ(r.outcome, CommandResult::Outcome::kNotFound);
+}
+
+}  // namespace
+}  // namespace siesta::testing
+
+namespace siesta::testing {
+namespace {
+
+TEST(ActivityLabels, AContainerCarriesItsSignalsAsJsonButNoCommand) {
+  auto svc = service_from_labels(
+      "web", {{"siesta.enable", "true"},
+              {"siesta.activity", R"([{"kind": "cpu", "threshold": 15}, {"kind": "network"}])"}});
+  ASSERT_TRUE(svc) << svc.status().message();
+  ASSERT_EQ(svc->spec.activity->size(), 2u);
+  EXPECT_EQ((*svc->spec.activity)[0].threshold, 15);
+  EXPECT_EQ((*svc->spec.activity)[1].kind, SignalKind::kNetwork);
+
+  auto cmd = service_from_labels(
+      "web", {{"siesta.enable", "true"},
+              {"siesta.activity", R"([{"kind": "command", "command": ["rm", "-rf", "/"]}])"}});
+  ASSERT_FALSE(cmd);
+  EXPECT_EQ(cmd.status().message(),
+            "container web: label siesta.activity: command signals run on the host as siesta: "
+            "give them in the config file, not in a container's labels");
+  auto bad = service_from_labels(
+      "web", {{"siesta.enable", "true"}, {"siesta.activity", R"([{"kind": "cpu", "x": 1}])"}});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.status().message().find("label siesta.activity[0].x: unknown key"),
+            std::string::npos)
+      << bad.status().message();
+  EXPECT_FALSE(service_from_labels("web", {{"siesta.enable", "true"}, {"siesta.activity", "cpu"}}));
+}
+
+}  // namespace
+}  // namespace siesta::testing
