@@ -706,6 +706,77 @@ TEST_F(Docker, ClientSpeaksTheEnginesVersionAndTreats304AsSuccess) {
 
 // DOCKER_HOST=tcp://: the same client over TCP, against a stand-in that serves the recorded
 // answers of the real engine (tests/unit/data/docker), including a Docker 29-style version.
+// Activity signals on a real container (docs/activity.md). CPU from the engine's one-shot stats:
+// a container burning CPU stays up past its timeout and sleeps once it stops.
+TEST_F(Docker, AContainerBurningCpuStaysUpAndSleepsOnceItStops) {
+  const std::string web =
+      create("burner", {}, {"sh", "-c", "while [ ! -e /tmp/stop ]; do :; done; exec sleep 1000"});
+  SiestaProcess siesta(
+      dir.path(), config(R"("web": {"container": ")" + web + R"(", "idle_timeout_minutes": 0.02,
+                 "activity": [{"kind": "cpu", "threshold": 5, "interval_seconds": 0.3}]})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  std::this_thread::sleep_for(seconds(4));  // three timeouts
+  const json st = status_of(siesta, "web");
+  ASSERT_EQ(st["actual"], "running") << st.dump() << siesta.log();
+  EXPECT_EQ(st["activity"][0]["state"], "busy") << st.dump();
+  EXPECT_GT(st["activity"][0]["value"].get<double>(), 5);
+  EXPECT_EQ(container_status(web), "running");
+
+  ASSERT_EQ(docker({"exec", web, "touch", "/tmp/stop"}).first, 0);  // it stops burning
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(10)))
+      << siesta.log();
+  EXPECT_EQ(container_status(web), "exited");
+}
+
+// Network bytes from the engine's stats: a container on a bridge network of its own, and a
+// client on the host talking to it by its address (not through siesta), keep it up.
+TEST_F(Docker, AContainersNetworkTrafficKeepsItUp) {
+  const std::string net = "sit-" + std::to_string(::getpid()) + "-activity";
+  ASSERT_EQ(docker({"network", "create", net}).first, 0);
+  const std::string web = name("traffic");
+  // The container goes before its network, however the test ends.
+  struct RemoveNetwork {
+    std::string name;
+    std::string container;
+    ~RemoveNetwork() {
+      docker({"rm", "-f", container});
+      docker({"network", "rm", name});
+    }
+  } remove_network{net, web};
+  ASSERT_EQ(docker({"create", "--name", web, "--network", net, "--init", kImage, "httpd", "-f",
+                    "-p", "80", "-h", "/www"})
+                .first,
+            0);
+  SiestaProcess siesta(
+      dir.path(), config(R"("web": {"container": ")" + web + R"(", "idle_timeout_minutes": 0.02,
+                 "activity": [{"kind": "network", "threshold": 500, "interval_seconds": 0.3}]})"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  const std::string ip =
+      docker({"inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", web})
+          .second;
+  ASSERT_FALSE(ip.empty());
+  httplib::Client client(ip, 80);
+  client.set_connection_timeout(seconds(2));
+  const auto until = Clock::now() + seconds(4);  // three timeouts of traffic
+  int answered = 0;
+  while (Clock::now() < until) {
+    auto res = client.Get("/");
+    answered += res && res->status == 200 ? 1 : 0;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_GT(answered, 10);
+  const json st = status_of(siesta, "web");
+  ASSERT_EQ(st["actual"], "running") << st.dump() << siesta.log();
+  EXPECT_EQ(st["activity"][0]["state"], "busy") << st.dump();
+  EXPECT_GT(st["activity"][0]["value"].get<double>(), 500);  // bytes per second
+
+  // Quiet: it sleeps on its timeout.
+  ASSERT_TRUE(eventually([&] { return actual(siesta, "web") == "stopped"; }, seconds(10)))
+      << status_of(siesta, "web").dump() << siesta.log();
+}
+
 TEST(DockerTcp, ClientNegotiatesAndInspectsOverTcp) {
   httplib::Server engine;
   std::vector<std::string> paths;
