@@ -197,7 +197,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
         BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: admin_max_connections, "
+                "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
                 "admin_request_timeout_seconds, admin_threads, admin_token_file, "
                 "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
                 "listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
@@ -227,7 +227,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"services": {"a": {"command": ["a"], "stop_timeout_seconds": -1}}})",
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
-                "services.a.colour: unknown key (known keys: backend, command, container, "
+                "services.a.colour: unknown key (known keys: activity, backend, command, container, "
                 "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
                 "max_connections, model_api, model_keep_alive_hours, protocol, "
                 "response_timeout_seconds, sleep_tiers, "
