@@ -42,11 +42,11 @@ echo "== normal build =="
 run_suite build
 if [ "${1:-}" != "--quick" ]; then
   echo "== ASan + UBSan build =="
-  # The client matrix and the WebSocket clients (minutes of real clients, Chromium) run once, in
+  # The client matrix, the WebSocket clients and the page tests (real clients, Chromium) run once, in
   # the normal build. A sanitized Debug build runs ~9x slower (CrashSafety's 200 SIGKILL rounds:
   # 10 s normal, 88 s here alone): each test gets 300 s instead of 120.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    CTEST_TIMEOUT=300 CTEST_ARGS="-E clients\.(matrix|websockets)" run_suite build-asan -DSIESTA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+    CTEST_TIMEOUT=300 CTEST_ARGS="-E clients\.(matrix|websockets|ui)" run_suite build-asan -DSIESTA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 
   echo "== ThreadSanitizer build: the monitor, controller and proxy tests =="
   # A race makes siesta (or the unit test) stop with the report, and the test fail.

@@ -30,6 +30,7 @@
 #include "siesta/providers/vllm_provider.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
+#include "siesta/runtime/event_log.h"
 #include "siesta/runtime/executor.h"
 #include "siesta/runtime/monitor.h"
 #include "siesta/runtime/persister.h"
@@ -216,6 +217,9 @@ int main(int argc, char** argv) {
 
   siesta::Metrics metrics;
   metrics.declare(registry.snapshot());
+  // Every event goes through the history (GET /admin/events, the waking page's estimate) to
+  // the metrics.
+  siesta::EventLog events(metrics, clock);
   siesta::Persister persister(registry, std::move(store), baseline,
                               [&] { return siesta::handles_of(registry, backends); });
   // Model servers: every service that models name as provider (or with model_api "ollama"),
@@ -239,9 +243,9 @@ int main(int argc, char** argv) {
   siesta::Controller controller(
       registry, backends,
       [&model_servers](const std::string& service) { return model_servers.find(service); }, clock,
-      metrics, [&] { return persister.save(); }, config.max_learned_models);
+      events, [&] { return persister.save(); }, config.max_learned_models);
   siesta::ThreadExecutor executor;
-  siesta::Monitor monitor(registry, controller, clock, metrics, executor);
+  siesta::Monitor monitor(registry, controller, clock, events, executor);
   // Activity signals (docs/activity.md): sampled on the monitor's executor.
   siesta::ProbeContext probe_context;
   probe_context.clock = &clock;
@@ -260,6 +264,7 @@ int main(int argc, char** argv) {
   admin_options.max_connections = static_cast<size_t>(config.admin_max_connections);
   admin_options.token = admin_token;
   admin_options.protect_metrics = config.protect_metrics;
+  admin_options.events = &events;
   if (admin_token.empty()) {
     spdlog::info("Admin API without a token (loopback{}): see docs/security.md",
                  siesta::is_loopback_host(config.listen.host) ? "" : ", --insecure");
@@ -306,7 +311,10 @@ int main(int argc, char** argv) {
         return siesta::model_api_of(api);
     }
   };
-  siesta::Proxy proxy(registry, controller, metrics, proxy_options);
+  proxy_options.expected_wake_seconds = [&events](const std::string& service) {
+    return events.expected_wake_seconds(service);
+  };
+  siesta::Proxy proxy(registry, controller, events, proxy_options);
   // A configured listen address that cannot be bound stops the start; a labelled container's
   // only puts that service's error in its status (someone else's container must not stop
   // siesta, nor the other services).

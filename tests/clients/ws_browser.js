@@ -4,18 +4,12 @@
 //
 //   node ws_browser.js URL [CHROMIUM]
 "use strict";
-const puppeteer = require("puppeteer-core");
+const {launch} = require("./chromium");
 
 const [url, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
 
 (async () => {
-  const browser = await puppeteer.launch({
-    executablePath,
-    headless: true,
-    // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update"],
-  });
+  const browser = await launch(executablePath);
   try {
     const page = await browser.newPage();
     const response = await page.goto(url, {waitUntil: "load", timeout: 60000});

@@ -233,7 +233,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "response_timeout_seconds, sleep_tiers, "
                 "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
                 "tcp_idle_timeout_seconds, "
-                "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream)"},
+                "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
                    "upgraded_idle_timeout_seconds": 60}}})",
                 "services.a.upgraded_idle_timeout_seconds: is for HTTP mode (upgraded "
@@ -241,6 +241,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"services": {"a": {"command": ["a"], "tcp_idle_timeout_seconds": 60}}})",
                 "services.a.tcp_idle_timeout_seconds: is for \"protocol\": \"tcp\"; an HTTP "
                 "service's upgraded connections have upgraded_idle_timeout_seconds"},
+        BadCase{R"({"services": {"a": {"command": ["a"], "wake_page": "yes"}}})",
+                "services.a.wake_page: must be true or false, got \"yes\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1",
+                    "listen": "127.0.0.1:2", "protocol": "tcp", "wake_page": true}}})",
+                "services.a.wake_page: needs protocol \"http\" (a page is an HTTP answer)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": 0}}})",
                 "services.a.upgraded_idle_timeout_seconds: must be greater than 0, got 0"},
         BadCase{R"({"services": {"a": {"command": ["a"], "upgraded_idle_timeout_seconds": "1h"}}})",

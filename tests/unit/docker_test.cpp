@@ -174,6 +174,7 @@ TEST(Labels, BecomeAServiceLikeAConfigEntry) {
                                              {"siesta.stop-timeout", "20s"},
                                              {"siesta.listen", "127.0.0.1:11435"},
                                              {"siesta.protocol", "http"},
+                                             {"siesta.wake-page", "true"},
                                              {"com.docker.compose.service", "ollama"}});
   ASSERT_TRUE(sc) << sc.status().message();
   EXPECT_EQ(sc->spec.name, "ollama");
@@ -189,6 +190,7 @@ TEST(Labels, BecomeAServiceLikeAConfigEntry) {
   EXPECT_EQ(sc->spec.stop_timeout_seconds, 20);
   EXPECT_EQ(sc->spec.listen_port, 11435);
   EXPECT_EQ(sc->spec.protocol, Protocol::kHttp);
+  EXPECT_TRUE(sc->spec.wake_page);
 
   auto minimal = service_from_labels("redis", {{"siesta.enable", "true"}});
   ASSERT_TRUE(minimal);
@@ -274,6 +276,9 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.name", "../etc"}}, "label siesta.name: invalid service name"},
       {{{"siesta.enable", "perhaps"}}, "label siesta.enable: must be true or false"},
       {{{"siesta.protocol", "udp"}}, "label siesta.protocol: must be \"http\" or \"tcp\""},
+      {{{"siesta.wake-page", "please"}}, "label siesta.wake-page: must be true or false"},
+      {{{"siesta.wake-page", "true"}, {"siesta.protocol", "tcp"}},
+       "label siesta.wake-page: needs protocol \"http\""},
       {{{"siesta.model-api", "tgi"}},
        "label siesta.model-api: must be \"ollama\", \"vllm\" or \"openai\""},
       {{{"siesta.model-keep-alive", "2h"}},

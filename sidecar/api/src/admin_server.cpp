@@ -21,11 +21,15 @@
 #include "siesta/api/status_json.h"
 #include "siesta/config/config.h"
 #include "siesta/core/decide.h"
+#include "siesta/core/embedded_asset.h"
 #include "siesta/core/settings_schema.h"
 #include "siesta/http/framing.h"
 #include "siesta/http/listen.h"
 
 namespace siesta {
+
+// The admin page's files (sidecar/api/ui/, compiled in by cmake/EmbedAssets.cmake).
+const EmbeddedAsset* admin_ui_asset(std::string_view file_name);
 
 using nlohmann::json;
 namespace net = boost::asio;
@@ -39,6 +43,7 @@ namespace {
 struct AdminRequest {
   std::string method;         // as sent ("GET", "POST", ...)
   std::string path;           // percent-decoded, without the query
+  std::string query;          // after '?', as sent (empty when none)
   std::string authorization;  // the Authorization header, if any
   std::string body;
 };
@@ -47,6 +52,26 @@ struct AdminRequest {
 std::string decoded_path(std::string_view target) {
   target = target.substr(0, target.find('?'));
   return httplib::detail::decode_url(std::string(target), false);
+}
+
+std::string query_of(std::string_view target) {
+  const auto q = target.find('?');
+  return q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
+}
+
+// The value of `key` in a query string (percent-decoded); nullopt when absent.
+std::optional<std::string> query_param(const std::string& query, std::string_view key) {
+  std::string_view rest = query;
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) != key) continue;
+    if (eq == std::string_view::npos) return std::string();
+    return httplib::detail::decode_url(std::string(pair.substr(eq + 1)), true);
+  }
+  return std::nullopt;
 }
 
 constexpr std::size_t kTrimAbove = 1024 * 1024;
@@ -64,6 +89,24 @@ struct Reply {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
 };
+
+// What the admin page may load: its own files and the API, nothing inline, nothing from
+// elsewhere, and no framing by another site.
+constexpr const char* kPagePolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+Reply asset_reply(const EmbeddedAsset& asset) {
+  Reply r;
+  r.body = nullptr;
+  r.text = std::string(asset.content);
+  r.content_type = std::string(asset.content_type);
+  r.headers = {{"Content-Security-Policy", kPagePolicy},
+               {"X-Content-Type-Options", "nosniff"},
+               {"Referrer-Policy", "no-referrer"},
+               {"Cache-Control", "no-cache"}};
+  return r;
+}
 
 // An answer already written as JSON text.
 Reply text_reply(std::string text) {
@@ -343,8 +386,10 @@ class AdminServer::Impl {
             msg.version(), false, false);
         co_return;
       }
+      const std::string_view target(msg.target().data(), msg.target().size());
       AdminRequest req{std::string(msg.method_string()),
-                       decoded_path(std::string_view(msg.target().data(), msg.target().size())),
+                       decoded_path(target),
+                       query_of(target),
                        std::string(msg[http::field::authorization]),
                        {}};
       const unsigned version = msg.version();
@@ -680,7 +725,68 @@ class AdminServer::Impl {
     return model_reply(name);
   }
 
+  // GET /admin/events?since=<unix seconds>&after=<id>: siesta's recent history, oldest first.
+  Reply events_get(const AdminRequest& req) {
+    if (options_.events == nullptr) {
+      return error_reply(404, "not_found", "no event history in this server");
+    }
+    auto number = [&](std::string_view key, double fallback) -> std::optional<double> {
+      auto text = query_param(req.query, key);
+      if (!text) return fallback;
+      char* end = nullptr;
+      const double v = std::strtod(text->c_str(), &end);
+      if (text->empty() || *end != '\0' || !std::isfinite(v) || v < 0) return std::nullopt;
+      return v;
+    };
+    const double now = to_unix_seconds(clock_.wall_now());
+    const auto since = number("since", now - 3600);
+    if (!since) {
+      return error_reply(400, "invalid_argument",
+                         "\"since\" must be a Unix time in seconds (a number, 0 or more)");
+    }
+    const auto after = number("after", 0);
+    if (!after || *after != std::floor(*after) || *after > 9e15) {
+      return error_reply(400, "invalid_argument", "\"after\" must be an event id (0 or more)");
+    }
+    json events = json::array();
+    for (const auto& e : options_.events->since(*since, static_cast<std::uint64_t>(*after))) {
+      json j = {{"id", e.id},           {"at", e.at},     {"kind", e.kind},
+                {"subject", e.subject}, {"name", e.name}, {"reason", e.reason}};
+      j["duration_seconds"] = e.duration ? json(*e.duration) : json(nullptr);
+      events.push_back(std::move(j));
+    }
+    Reply r;
+    r.body = {
+        {"events", std::move(events)}, {"capacity", options_.events->capacity()}, {"now", now}};
+    return r;
+  }
+
   void add_routes() {
+    // The admin page: static files, no data (that comes from /admin with the token).
+    on("/", "GET", [](const auto&, const auto&) {
+      Reply r;
+      r.status = 302;
+      r.body = nullptr;
+      r.text = "";
+      r.content_type = "text/plain";
+      r.headers.emplace_back("Location", "/ui/");
+      return r;
+    });
+    on("/ui", "GET", [](const auto&, const auto&) {
+      Reply r;
+      r.status = 302;
+      r.body = nullptr;
+      r.content_type = "text/plain";
+      r.headers.emplace_back("Location", "/ui/");
+      return r;
+    });
+    on(R"(/ui/([A-Za-z0-9_.-]*))", "GET", [](const auto&, const std::smatch& m) {
+      const std::string file = m[1].str().empty() ? "index.html" : m[1].str();
+      const EmbeddedAsset* asset = admin_ui_asset(file);
+      if (asset == nullptr) return error_reply(404, "not_found", "no such file: /ui/" + file);
+      return asset_reply(*asset);
+    });
+    on("/admin/events", "GET", [this](const auto& req, const auto&) { return events_get(req); });
     on("/healthz", "GET", [](const auto&, const auto&) {
       Reply r;
       r.body = {{"status", "ok"}};
@@ -765,7 +871,7 @@ void AdminServer::stop() { impl_->stop(); }
 AdminResponse AdminServer::handle(const std::string& method, const std::string& path,
                                   const std::vector<std::pair<std::string, std::string>>& headers,
                                   const std::string& body) {
-  AdminRequest req{method, decoded_path(path), {}, body};
+  AdminRequest req{method, decoded_path(path), query_of(path), {}, body};
   for (const auto& [name, value] : headers) {
     if (beast::iequals(name, "Authorization")) {
       req.authorization = value;

@@ -339,6 +339,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "model_api",
                 "response_timeout_seconds",
                 "trust_forwarded_headers",
+                "wake_page",
                 "max_connections",
                 "tcp_idle_timeout_seconds",
                 "upgraded_idle_timeout_seconds",
@@ -356,6 +357,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   }
   read_numbers(r, kServiceNumbers, spec);
   r.read_bool("trust_forwarded_headers", spec.trust_forwarded_headers);
+  r.read_bool("wake_page", spec.wake_page);
   if (const json* cmd = r.find("command")) {
     if (!cmd->is_array() || cmd->empty()) {
       r.fail(r.key_path("command"), "must be a non-empty array of strings (argv)");
@@ -427,6 +429,9 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     } else {
       r.fail(r.key_path("protocol"), "must be \"http\" or \"tcp\", got \"" + *protocol + "\"");
     }
+  }
+  if (spec.wake_page && spec.protocol != Protocol::kHttp) {
+    r.fail(r.key_path("wake_page"), "needs protocol \"http\" (a page is an HTTP answer)");
   }
   auto health = r.read_string("health");
   if (!health && spec.upstream_port != 0 &&

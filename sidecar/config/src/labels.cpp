@@ -77,6 +77,7 @@ constexpr LabelKey kLabels[] = {
     {"siesta.model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
     {"siesta.sleep-tiers", "sleep_tiers", LabelKind::kTiers},
     {"siesta.activity", "activity", LabelKind::kJson},
+    {"siesta.wake-page", "wake_page", LabelKind::kBool},
 };
 
 // "pause:1m,stop:1h" -> [{"after_minutes": 1, "action": "pause"}, {"after_minutes": 60, ...}];

@@ -23,6 +23,7 @@
 #include "siesta/core/model_api.h"
 #include "siesta/http/framing.h"
 #include "siesta/proxy/upstream_pool.h"
+#include "siesta/proxy/wake_page.h"
 #include "siesta/runtime/executor.h"
 
 namespace siesta {
@@ -418,6 +419,7 @@ struct Proxy::Impl {
     const ModelApi* model_api = nullptr;  // a model server's API; nullptr: not one
     SteadyClock::duration response_timeout = std::chrono::seconds(300);
     bool trust_forwarded_headers = false;
+    bool wake_page = false;
     int max_connections = 1024;
     std::optional<SteadyClock::duration> tcp_idle_timeout;
     std::optional<SteadyClock::duration> upgraded_idle_timeout;
@@ -490,6 +492,7 @@ struct Proxy::Impl {
     l.model_api = options_.model_api_of ? options_.model_api_of(spec.model_api) : nullptr;
     l.response_timeout = to_duration(spec.response_timeout_seconds);
     l.trust_forwarded_headers = spec.trust_forwarded_headers;
+    l.wake_page = spec.wake_page;
     l.max_connections = spec.max_connections;
     l.pool = std::make_unique<proxy::UpstreamPool>(
         static_cast<std::size_t>(options_.upstream_max_connecting),
@@ -625,14 +628,20 @@ struct Proxy::Impl {
   // Waits (without blocking an I/O thread) for the service to be woken. With `client`, a client
   // that closes meanwhile ends the wait at once (*gone is set); the wake itself goes on for the
   // others.
+  // With `grace`, the wait ends after it with *still_waking set if the wake is not done (the wake
+  // goes on).
   awaitable<Status> wake(const std::string& service, tcp::socket* client = nullptr,
-                         bool* gone = nullptr) {
+                         bool* gone = nullptr,
+                         std::optional<std::chrono::milliseconds> grace = std::nullopt,
+                         bool* still_waking = nullptr) {
     auto ex = co_await net::this_coro::executor;
     auto wait = std::make_shared<WakeWait>(ex);
     double limit = 60;
     if (auto view = registry_.service(service)) limit = view->spec->start_timeout_seconds;
     // The controller gives up at start_timeout_seconds; this is only a backstop.
-    wait->timer.expires_after(std::chrono::milliseconds(static_cast<long>(limit * 1000) + 5000));
+    auto wait_for = std::chrono::milliseconds(static_cast<long>(limit * 1000) + 5000);
+    if (grace) wait_for = std::min(wait_for, *grace);
+    wait->timer.expires_after(wait_for);
     request_wake(service, [wait, ex](Status st) {
       net::post(ex, [wait, st = std::move(st)]() mutable {
         wait->result = std::move(st);
@@ -652,6 +661,10 @@ struct Proxy::Impl {
     if (watch->gone && !wait->result) {
       if (gone != nullptr) *gone = true;
       co_return Status{ErrorCode::kUnavailable, "the client went away during the wake"};
+    }
+    if (!wait->result && grace && still_waking != nullptr) {
+      *still_waking = true;
+      co_return Status{ErrorCode::kUnavailable, "service " + service + " is still waking"};
     }
     if (!wait->result) {
       co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
@@ -884,6 +897,68 @@ struct Proxy::Impl {
     while (!ec) co_await client.async_read_some(net::buffer(sink), ec_token(ec));
   }
 
+  // ---- The waking page (docs/proxy.md#the-waking-page) ----
+
+  std::optional<double> expected_wake(const std::string& service) const {
+    return options_.expected_wake_seconds ? options_.expected_wake_seconds(service) : std::nullopt;
+  }
+
+  // 503 (the real page is not there yet; nothing caches it) with the page and Retry-After.
+  http::response<http::string_body> waking_page(const Listener& l, unsigned version) {
+    http::response<http::string_body> res{http::status::service_unavailable, version};
+    res.set(http::field::content_type, "text/html; charset=utf-8");
+    res.set(http::field::cache_control, "no-store");
+    res.set(http::field::retry_after, "2");
+    res.set("Content-Security-Policy", wake_page::kPolicy);
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set("X-Siesta-Wake", "waking-page");
+    res.body() = wake_page::page_html(l.service, expected_wake(l.service));
+    res.prepare_payload();
+    return res;
+  }
+
+  // GET /.siesta/{wake-status,wake.js,wake.css} on a service with the waking page: answered by
+  // siesta, never forwarded; neither a use nor a wake.
+  http::response<http::string_body> siesta_path(const Listener& l,
+                                                const http::request_header<http::fields>& req,
+                                                std::string_view target) {
+    const unsigned version = req.version();
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      auto res = error_response(http::status::method_not_allowed, version, "method_not_allowed",
+                                "use GET on " + std::string(target));
+      res.set(http::field::allow, "GET, HEAD");
+      return res;
+    }
+    const std::string_view path = target.substr(0, target.find('?'));
+    const std::string_view file = path.substr(wake_page::kPrefix.size());
+    http::response<http::string_body> res{http::status::ok, version};
+    res.set(http::field::cache_control, "no-store");
+    res.set("X-Content-Type-Options", "nosniff");
+    if (file == "wake-status") {
+      const auto view = registry_.service(l.service);
+      if (!view) {
+        return error_response(http::status::not_found, version, "not_found",
+                              "unknown service: " + l.service);
+      }
+      res.set(http::field::content_type, "application/json");
+      res.body() = wake_page::status_json(l.service, view->runtime.state, expected_wake(l.service));
+    } else if (const EmbeddedAsset* a = wake_page::asset(file)) {
+      res.set(http::field::content_type, std::string(a->content_type));
+      res.body() = std::string(a->content);
+    } else {
+      return error_response(
+          http::status::not_found, version, "not_found",
+          "no such path: " + std::string(path) + " (siesta answers /.siesta/wake-status here)");
+    }
+    res.prepare_payload();
+    if (req.method() == http::verb::head) {
+      const auto length = res.body().size();
+      res.body().clear();
+      res.content_length(length);
+    }
+    return res;
+  }
+
   // Sends one answer made by siesta itself; false when the connection must close.
   awaitable<bool> answer(beast::tcp_stream& client, http::response<http::string_body> res,
                          bool keep_alive) {
@@ -971,6 +1046,17 @@ struct Proxy::Impl {
       recorder_.proxy_request(l.service, status_sent, Seconds(seconds_since(t0)));
     };
 
+    if (l.wake_page) {
+      const std::string_view target(req.target().data(), req.target().size());
+      if (target.starts_with(wake_page::kPrefix)) {
+        auto res = siesta_path(l, req, target);
+        status_sent = static_cast<int>(res.result_int());
+        record();
+        // Answered without reading a body: the connection cannot carry another request.
+        co_return co_await answer(client, std::move(res), keep_alive && req_parser.is_done());
+      }
+    }
+
     auto state = controller_.begin_request(l.service);
     if (!state) {
       auto res =
@@ -990,12 +1076,23 @@ struct Proxy::Impl {
       const auto w0 = SteadyClock::now();
       activity.paused = true;
       bool gone = false;
-      Status st = co_await wake(l.service, &client.socket(), &gone);
+      // A browser's navigation gets the waking page if the wake takes longer than the grace.
+      const bool page = l.wake_page && wake_page::is_navigation(req);
+      bool still_waking = false;
+      Status st =
+          co_await wake(l.service, &client.socket(), &gone,
+                        page ? std::optional(wake_page::kGrace) : std::nullopt, &still_waking);
       activity.paused = false;
       activity.touch();
       if (gone) {  // nobody to answer: the request ends (counted with code 0), the wake goes on
         record();
         co_return false;
+      }
+      if (still_waking) {  // the wake goes on; the page polls for its end
+        auto res = waking_page(l, version);
+        status_sent = static_cast<int>(res.result_int());
+        record();
+        co_return co_await answer(client, std::move(res), keep_alive && req_parser.is_done());
       }
       if (!st) {
         // The request body was not read: the connection cannot be reused.

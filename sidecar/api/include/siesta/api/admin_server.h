@@ -21,6 +21,7 @@
 #include "siesta/core/status.h"
 #include "siesta/metrics/metrics.h"
 #include "siesta/runtime/controller.h"
+#include "siesta/runtime/event_log.h"
 #include "siesta/runtime/persister.h"
 
 namespace siesta {
@@ -40,6 +41,8 @@ struct AdminOptions {
   // "Authorization: Bearer <token>"; otherwise 401. Never logged.
   std::string token;
   bool protect_metrics = false;
+  // The history behind GET /admin/events; nullptr: that endpoint answers 404.
+  const EventLog* events = nullptr;
 };
 
 // One answer, as handle() returns it.

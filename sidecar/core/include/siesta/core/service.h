@@ -93,6 +93,9 @@ struct ServiceSpec {
   // Proxy: keep a client's Forwarded, X-Forwarded-Host and X-Forwarded-Proto (siesta sits
   // behind a proxy that sets them); otherwise they are replaced.
   bool trust_forwarded_headers = false;
+  // Proxy: a browser's navigation to the sleeping service gets a "Waking ..." page after a
+  // short grace instead of a blank tab for the whole start (docs/proxy.md#the-waking-page).
+  bool wake_page = false;
   // Proxy: connections open at once on `listen`; more are refused (HTTP: 503).
   int max_connections = 1024;
   // Proxy, TCP mode: a connection with nothing moving either way for this long is closed.

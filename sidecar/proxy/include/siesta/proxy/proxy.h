@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ struct ProxyOptions {
   // The API a model server speaks (core/model_api.h), by the service's model_api; unset or
   // nullptr: the proxy tracks no models.
   std::function<const ModelApi*(ServiceSpec::ModelApi)> model_api_of;
+  // The usual cold start of a service (seconds), for the waking page; unset or nullopt: none
+  // measured yet.
+  std::function<std::optional<double>(const std::string& service)> expected_wake_seconds;
 };
 
 class Proxy {
