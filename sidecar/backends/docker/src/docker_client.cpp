@@ -385,17 +385,11 @@ std::optional<ContainerStats> parse_stats(const nlohmann::json& doc) {
 }
 
 Result<ContainerStats> DockerClient::stats(const std::string& container, Seconds timeout) {
-  auto p = prefix();
-  if (!p) return p.status();
-  auto cli = connect(timeout);
-  auto res = cli->Get(*p + "/containers/" + percent_encode(container) +
-                      "/stats?stream=false&one-shot=true");
-  if (!res) return unreachable(httplib::to_string(res.error()));
-  if (res->status != 200) return engine_error(*res);
-  return parse_body<ContainerStats>(*res, [](const json& doc) -> Result<ContainerStats> {
-    if (auto stats = parse_stats(doc)) return *stats;
-    return malformed("stats without cpu_stats.cpu_usage.total_usage");
-  });
+  auto doc = get_json(
+      "/containers/" + percent_encode(container) + "/stats?stream=false&one-shot=true", timeout);
+  if (!doc) return doc.status();
+  if (auto stats = parse_stats(*doc)) return *stats;
+  return malformed("stats without cpu_stats.cpu_usage.total_usage");
 }
 
 Status DockerClient::start(const std::string& container, Seconds timeout) {
@@ -443,10 +437,10 @@ Result<std::vector<ContainerSummary>> DockerClient::list(const std::string& labe
   return parse_container_list(*doc);
 }
 
-Result<json> DockerClient::get_json(const std::string& path) {
+Result<json> DockerClient::get_json(const std::string& path, Seconds timeout) {
   auto p = prefix();
   if (!p) return p.status();
-  auto cli = connect(Seconds(10));
+  auto cli = connect(timeout);
   auto res = cli->Get(*p + path);
   if (!res) return unreachable(httplib::to_string(res.error()));
   if (res->status != 200) return engine_error(*res);

@@ -182,7 +182,7 @@ class DockerClient {
   // POST /containers/{container}/{action}: 204 (or 304) is success.
   Status post_action(const std::string& container, const char* action);
   Status unreachable(const std::string& what) const;
-  Result<nlohmann::json> get_json(const std::string& path);
+  Result<nlohmann::json> get_json(const std::string& path, Seconds timeout = Seconds(10));
 
   DockerEndpoint endpoint_;
   Events events_kind_ = Events::kContainers;
