@@ -44,12 +44,12 @@ TEST(AdminSlowClients, TwoHundredHeldConnectionsDoNotStarveTheAdminApi) {
   for (int i = 0; i < 80; ++i) silent.emplace_back(siesta.port());
   for (int i = 0; i < 80; ++i) {
     header.emplace_back(siesta.port());
-    header.back().send("GET /admin/idle-status HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    header.back().send("GET /admin/idle-status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
   }
   for (int i = 0; i < 40; ++i) {
     body.emplace_back(siesta.port());
     body.back().send(
-        "POST /admin/settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /admin/settings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         "Content-Length: 100000\r\n\r\n{");
   }
   for (auto* group : {&silent, &header, &body}) {
@@ -107,12 +107,12 @@ TEST(AdminSlowClients, BodiesTrickledToAnOpenRouteDoNotLockOutTheAdminApi) {
   for (int i = 0; i < 16; ++i) {
     held.emplace_back(siesta.port());
     ASSERT_TRUE(
-        held.back().send("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{"));
+        held.back().send("POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n{"));
   }
   std::this_thread::sleep_for(milliseconds(200));  // every header read: each waits for a body
   for (int i = 0; i < 5; ++i) {
     const std::string answer =
-        raw_exchange(siesta.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        raw_exchange(siesta.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                      std::chrono::seconds(2));
     EXPECT_EQ(status_code(answer), 200) << "request " << i << " got: " << answer;
   }
@@ -123,7 +123,7 @@ TEST(AdminSlowClients, AHeaderTrickledPastTheDeadlineIsCutOff) {
   SiestaProcess siesta(dir.path(), R"({"admin_request_timeout_seconds": 1})");
   ASSERT_TRUE(siesta.start()) << siesta.log();
   RawConnection slow(siesta.port());
-  ASSERT_TRUE(slow.send("GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+  ASSERT_TRUE(slow.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n"));
   // One byte every 100 ms never completes the header: the total deadline, not a per-byte one,
   // ends it.
   const auto t0 = Clock::now();
@@ -149,7 +149,7 @@ TEST(AdminSlowClients, ABodyOverTheLimitIsRefusedBeforeItIsRead) {
   // Announces 10 MB and sends none of it: refused at once from the header.
   const std::string answer =
       raw_exchange(siesta.port(),
-                   "POST /admin/settings HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+                   "POST /admin/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
   EXPECT_EQ(status_code(answer), 413) << answer;
   EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
 }
@@ -160,7 +160,7 @@ TEST(AdminSlowClients, AmbiguousFramingIsRefusedAsTheProxyRefusesIt) {
   TempDir dir;
   SiestaProcess siesta(dir.path(), R"({"services": {"web": {"command": ["sleep", "3600"]}}})");
   ASSERT_TRUE(siesta.start()) << siesta.log();
-  const std::string head = "POST /admin/services/web/touch HTTP/1.1\r\nHost: x\r\n";
+  const std::string head = "POST /admin/services/web/touch HTTP/1.1\r\nHost: localhost\r\n";
   struct Case {
     std::string rest;
     int status;

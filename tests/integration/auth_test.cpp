@@ -218,5 +218,68 @@ TEST(Auth, EveryAdminRouteInEveryFramingNeedsTheToken) {
   }
 }
 
+// Without a token, the admin API trusts whoever reaches its loopback port; a web page the
+// user visits must not be one of them (found by a new user's trial): a cross-site form POST
+// (CSRF) carries an Origin that is not the API's, and a page on a rebound DNS name
+// (evil.example -> 127.0.0.1) sends that name as Host. Both are refused before any route runs,
+// and nothing changes; curl, which sends neither, and the admin page's own same-origin calls pass.
+TEST(Auth, WithoutATokenCrossSiteAndRebindingRequestsAreRefused) {
+  TempDir dir;
+  SiestaProcess siesta(dir.path(), R"({"idle_timeout_minutes": 60})");
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto cli = siesta.client();
+  const std::string self = "http://127.0.0.1:" + std::to_string(siesta.port());
+  const std::string form = R"({"idleTimeout": 5})";
+
+  auto res = cli.Post("/admin/settings", {{"Origin", "http://evil.example"}}, form, "text/plain");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 403) << res->body;
+  auto body = nlohmann::json::parse(res->body);
+  EXPECT_EQ(body["error"]["code"], "forbidden");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("http://evil.example"),
+            std::string::npos)
+      << res->body;
+  EXPECT_EQ(cli.Post("/admin/settings", {{"Origin", "null"}}, form, "text/plain")->status, 403);
+  // Another port on the same host is another origin.
+  EXPECT_EQ(
+      cli.Post("/admin/settings", {{"Origin", "http://127.0.0.1:1"}}, form, "application/json")
+          ->status,
+      403);
+  // DNS rebinding: the page's name arrives as Host, on reads too.
+  EXPECT_EQ(
+      cli.Get("/admin/idle-status", {{"Host", "evil.example:" + std::to_string(siesta.port())}})
+          ->status,
+      403);
+  EXPECT_EQ(cli.Get("/metrics", {{"Host", "evil.example"}})->status, 403);
+  // Nothing changed.
+  EXPECT_EQ(get_json(siesta, "/admin/settings")["idle_timeout_minutes"], 60);
+
+  // The API's own origin (the admin page), loopback names, and clients that send no Origin.
+  res = cli.Post("/admin/settings", {{"Origin", self}}, form, "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(cli.Get("/admin/idle-status", {{"Host", "localhost:" + std::to_string(siesta.port())}})
+                ->status,
+            200);
+  EXPECT_EQ(cli.Get("/admin/idle-status", {{"Host", "[::1]"}})->status, 200);
+  EXPECT_EQ(cli.Get("/healthz")->status, 200);
+  EXPECT_EQ(get_json(siesta, "/admin/settings")["idle_timeout_minutes"], 5);
+}
+
+// With a token the token is the guard (a page cannot send it, nor pass a CORS preflight), and
+// siesta may sit behind a proxy that keeps a public Host or Origin: neither is checked.
+TEST(Auth, WithATokenHostAndOriginAreNotChecked) {
+  TempDir dir;
+  SiestaProcess siesta(dir.path(), with_token_file(dir));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto cli = siesta.client();
+  httplib::Headers h = bearer(kToken);
+  h.emplace("Host", "siesta.example.org");
+  h.emplace("Origin", "https://siesta.example.org");
+  auto res = cli.Get("/admin/idle-status", h);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+}
+
 }  // namespace
 }  // namespace siesta::testing

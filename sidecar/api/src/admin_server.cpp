@@ -46,7 +46,26 @@ struct AdminRequest {
   std::string query;          // after '?', as sent (empty when none)
   std::string authorization;  // the Authorization header, if any
   std::string body;
+  std::string host;    // the Host header, if any
+  std::string origin;  // the Origin header a browser sends (absent from curl and the like)
 };
+
+// Whether a Host header names this machine's loopback: localhost (and *.localhost, which
+// browsers resolve themselves, RFC 6761), 127.0.0.0/8, [::1]; with or without a port.
+bool loopback_host_header(std::string_view host) {
+  std::string name(host);
+  if (!name.empty() && name.front() == '[') {
+    name = name.substr(1, name.find(']') == std::string::npos ? 0 : name.find(']') - 1);
+  } else if (const auto colon = name.rfind(':'); colon != std::string::npos) {
+    name.resize(colon);
+  }
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (name == "localhost" || (name.size() > 10 && name.ends_with(".localhost"))) return true;
+  beast::error_code ec;
+  const auto address = net::ip::make_address(name, ec);
+  return !ec && address.is_loopback();
+}
 
 // The path of a request target: the query cut off, percent-escapes decoded.
 std::string decoded_path(std::string_view target) {
@@ -252,6 +271,7 @@ class AdminServer::Impl {
     if (!ec) acceptor_.bind(endpoint, ec);
     // The system's backlog: a burst of connections is queued, not dropped and retried.
     if (!ec) acceptor_.listen(listen_backlog(), ec);
+    loopback_ = address.is_loopback();
     if (ec) {
       beast::error_code ignored;
       acceptor_.close(ignored);
@@ -283,7 +303,8 @@ class AdminServer::Impl {
   }
 
   // One complete request, start to end: authorization, then the route.
-  Reply serve_one(const AdminRequest& req) {
+  Reply serve_one(const AdminRequest& req, bool has_origin) {
+    if (auto refused = from_a_web_page(req, has_origin)) return *refused;
     if (!authorized(req)) return unauthorized();
     return run_route(req);
   }
@@ -391,12 +412,19 @@ class AdminServer::Impl {
                        decoded_path(target),
                        query_of(target),
                        std::string(msg[http::field::authorization]),
-                       {}};
+                       {},
+                       std::string(msg[http::field::host]),
+                       std::string(msg[http::field::origin])};
       const unsigned version = msg.version();
       const bool head = msg.method() == http::verb::head;
       bool keep_alive = msg.keep_alive();
 
       // The one gate: no handler, and no byte of the body, before authorization.
+      if (auto refused = from_a_web_page(req, msg.count(http::field::origin) > 0)) {
+        keep_alive = keep_alive && parser.is_done();
+        if (!co_await write_reply(stream, *refused, version, keep_alive, head)) co_return;
+        continue;
+      }
       if (!authorized(req)) {
         keep_alive = keep_alive && parser.is_done();  // an unread body: close
         if (!co_await write_reply(stream, unauthorized(), version, keep_alive, head)) co_return;
@@ -515,6 +543,30 @@ class AdminServer::Impl {
       spdlog::error("Admin API: {} {} failed", req.method, req.path);
     }
     return error_reply(500, "internal", "internal error");
+  }
+
+  // Without a token the API trusts whoever reaches its port, which on loopback means the local
+  // users, not the web pages they visit: a cross-site request (a form POST, CSRF) carries an
+  // Origin that is not the API's own, and a page on a rebound DNS name (DNS rebinding) sends
+  // its name as Host. Both are refused (403) before any route. With a token the token guards
+  // (a page can neither send it nor pass a CORS preflight) and a reverse proxy may keep a
+  // public Host or Origin, so neither is checked; nor is Host when --insecure listens beyond
+  // loopback, where users reach it by any name.
+  std::optional<Reply> from_a_web_page(const AdminRequest& req, bool has_origin) const {
+    if (!options_.token.empty()) return std::nullopt;
+    if (has_origin && !beast::iequals(req.origin, "http://" + req.host)) {
+      return error_reply(403, "forbidden",
+                         "cross-origin request refused: Origin " + req.origin +
+                             " is not this API's (http://" + req.host +
+                             "); set an admin token to use the API from another origin");
+    }
+    if (loopback_ && !loopback_host_header(req.host)) {
+      return error_reply(403, "forbidden",
+                         "request for host \"" + req.host +
+                             "\" refused: without an admin token this API answers only to "
+                             "loopback names (localhost, 127.0.0.1, [::1])");
+    }
+    return std::nullopt;
   }
 
   bool authorized(const AdminRequest& req) const {
@@ -849,6 +901,7 @@ class AdminServer::Impl {
   const Clock& clock_;
   MonitorStatusFn monitor_;
   AdminOptions options_;
+  bool loopback_ = false;  // listening on a loopback address (bind)
   std::vector<Route> routes_;
   net::io_context io_{1};
   tcp::acceptor acceptor_{io_};
@@ -871,14 +924,21 @@ void AdminServer::stop() { impl_->stop(); }
 AdminResponse AdminServer::handle(const std::string& method, const std::string& path,
                                   const std::vector<std::pair<std::string, std::string>>& headers,
                                   const std::string& body) {
-  AdminRequest req{method, decoded_path(path), query_of(path), {}, body};
-  for (const auto& [name, value] : headers) {
-    if (beast::iequals(name, "Authorization")) {
+  AdminRequest req{method, decoded_path(path), query_of(path), {}, body, "localhost", {}};
+  bool has_origin = false;
+  bool has_authorization = false;
+  for (const auto& [name, value] : headers) {  // the first of each, as the server reads it
+    if (beast::iequals(name, "Authorization") && !has_authorization) {
       req.authorization = value;
-      break;  // the first, as the server reads it
+      has_authorization = true;
+    } else if (beast::iequals(name, "Host")) {
+      req.host = value;
+    } else if (beast::iequals(name, "Origin") && !has_origin) {
+      req.origin = value;
+      has_origin = true;
     }
   }
-  Reply reply = impl_->serve_one(req);
+  Reply reply = impl_->serve_one(req, has_origin);
   const int status = reply.status;
   std::string content_type = reply.content_type;
   return {status, body_text(std::move(reply)), std::move(content_type)};
