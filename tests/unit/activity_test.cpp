@@ -385,7 +385,7 @@ TEST(Utmp, CountsLoggedInSessionsAndThoseActiveWithinTheWindow) {
     for (const utmp& u :
          {record(BOOT_TIME, "reboot", "~"), record(USER_PROCESS, "ann", "pts/0"),
           record(LOGIN_PROCESS, "LOGIN", "tty1"), record(USER_PROCESS, "bob", "pts/1"),
-          record(DEAD_PROCESS, "", "pts/2")}) {
+          record(DEAD_PROCESS, "", "pts/2"), record(USER_PROCESS, "gone", "pts/9")}) {
       out.write(reinterpret_cast<const char*>(&u), sizeof u);
     }
   }
@@ -400,13 +400,20 @@ TEST(Utmp, CountsLoggedInSessionsAndThoseActiveWithinTheWindow) {
   touch("pts/1", now - minutes(30));
   const UtmpRead read = read_utmp((dir / "utmp").string(), (dir / "dev").string());
   ASSERT_TRUE(read.error.empty()) << read.error;
-  ASSERT_EQ(read.sessions.size(), 2u);
+  ASSERT_EQ(read.sessions.size(), 3u);
   EXPECT_EQ(read.sessions[0].user, "ann");
   EXPECT_EQ(read.sessions[1].line, "pts/1");
-  EXPECT_EQ(active_sessions(read.sessions, now, std::nullopt), 2);
+  // Logged in: all three records (as `who` says); with input: never "gone", whose terminal no
+  // longer exists (a crashed session's record; found by a new user's trial).
+  EXPECT_EQ(active_sessions(read.sessions, now, std::nullopt), 3);
   EXPECT_EQ(active_sessions(read.sessions, now, Seconds(5 * 60)), 1);  // ann only
   EXPECT_EQ(active_sessions(read.sessions, now, Seconds(60 * 60)), 2);
   EXPECT_FALSE(read_utmp((dir / "none").string()).error.empty());
+  // Only a regular file: a device or a FIFO would never end (a trial's /dev/zero spun a core).
+  EXPECT_EQ(read_utmp("/dev/zero").error, "cannot read /dev/zero: not a regular file");
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  EXPECT_EQ(read_utmp((dir / "fifo").string()).error,
+            "cannot read " + (dir / "fifo").string() + ": not a regular file");
   fs::remove_all(dir);
 }
 
@@ -418,6 +425,12 @@ TEST(RunCommand, ExitCodesTimeoutsAndMissingTools) {
   EXPECT_EQ(r.output, "1234\n");
   r = run_command({"/bin/sh", "-c", "exit 1"}, Seconds(5));
   EXPECT_EQ(r.exit_code, 1);
+  // The command's exit decides, not a child it left behind holding its output (which is
+  // killed with its group).
+  r = run_command({"/bin/sh", "-c", "echo 7; sleep 30 & exit 1"}, Seconds(5));
+  EXPECT_EQ(r.outcome, CommandResult::Outcome::kExited);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "7\n");
   // A hung command and its child are killed at the deadline.
   const auto t0 = std::chrono::steady_clock::now();
   r = run_command({"/bin/sh", "-c", "sleep 30 & sleep 30"}, Seconds(0.3));
@@ -447,8 +460,17 @@ TEST(ActivityLabels, AContainerCarriesItsSignalsAsJsonButNoCommand) {
               {"siesta.activity", R"([{"kind": "command", "command": ["rm", "-rf", "/"]}])"}});
   ASSERT_FALSE(cmd);
   EXPECT_EQ(cmd.status().message(),
-            "container web: label siesta.activity: command signals run on the host as siesta: "
-            "give them in the config file, not in a container's labels");
+            "container web: label siesta.activity: only cpu, network and gpu signals can be "
+            "given in labels (users, prometheus and command signals read or run things on the "
+            "host as siesta: give them in the config file), got \"command\"");
+  // Nor what reads the host: any file as root, any URL (a new user's trial).
+  for (const char* signal : {R"([{"kind": "users", "utmp": "/dev/zero"}])",
+                             R"([{"kind": "prometheus", "url": "http://127.0.0.1:8081",
+                                  "query": "x"}])"}) {
+    EXPECT_FALSE(
+        service_from_labels("web", {{"siesta.enable", "true"}, {"siesta.activity", signal}}))
+        << signal;
+  }
   auto bad = service_from_labels(
       "web", {{"siesta.enable", "true"}, {"siesta.activity", R"([{"kind": "cpu", "x": 1}])"}});
   ASSERT_FALSE(bad);

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 extern char** environ;
@@ -72,10 +73,13 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     result.error = "cannot run " + argv[0] + ": " + std::strerror(rc);
     return result;
   }
-  // Read until end of file or the deadline; the deadline kills the whole group.
+  // Read until the command exits (or its output ends) or the deadline; the deadline kills the
+  // whole group. A child the command left in the background (holding its stdout) does not
+  // make it a timeout: the command's exit decides, and the leftovers are killed with the group.
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
   bool timed_out = false;
+  std::optional<int> exited;  // the command's wait status, once it has exited
   char buf[4096];
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -85,15 +89,32 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
       break;
     }
     pollfd p{out[0], POLLIN, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
-    const ssize_t got = ::read(out[0], buf, sizeof buf);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;  // end of file: the command (and whatever held its stdout) is done
-    if (result.output.size() < kMaxOutput) result.output.append(buf, static_cast<std::size_t>(got));
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 20)));
+    if (n < 0 && errno != EINTR) break;
+    if (n > 0) {
+      const ssize_t got = ::read(out[0], buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;  // end of file: the command (and whatever held its stdout) is done
+      if (result.output.size() < kMaxOutput) {
+        result.output.append(buf, static_cast<std::size_t>(got));
+      }
+      continue;
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = status;
+      // What it wrote just before exiting is still in the pipe: take what is there now.
+      ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+      for (ssize_t got; (got = ::read(out[0], buf, sizeof buf)) > 0;) {
+        if (result.output.size() < kMaxOutput) {
+          result.output.append(buf, static_cast<std::size_t>(got));
+        }
+      }
+      break;
+    }
   }
   ::close(out[0]);
+  if (exited) ::kill(-pid, SIGKILL);  // what it left running in its group
   if (timed_out) {
     ::kill(-pid, SIGKILL);
     wait_child(pid);
@@ -103,7 +124,7 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     result.error = text.str();
     return result;
   }
-  const int status = wait_child(pid);
+  const int status = exited ? *exited : wait_child(pid);
   if (WIFEXITED(status)) {
     result.outcome = CommandResult::Outcome::kExited;
     result.exit_code = WEXITSTATUS(status);
