@@ -20,6 +20,7 @@ starting 1.5 s late like a slow web app) and two more. Cases:
   waking/estimate             after a measured cold start the page says "usually N s"
   waking/api-clients-block    curl, Python requests and http.client (and a browser's POST) to the
                               same sleeping service wait for the wake and get the real answer
+  waking/fast-failure         a start that fails at once: the page for a navigation, JSON for curl
   waking/status-path          /.siesta/wake-status answers on the service's port without a token,
                               wakes nothing, and reports the state
 With --screenshots the browser's screenshots are written there (docs/img/ for docs/ui.md).
@@ -80,6 +81,12 @@ def services(web_root):
             "idle_timeout_minutes": 10, "start_timeout_seconds": 30}
         ports[name] = listen
     out["files"]["wake_page"] = True
+    # broken: its start fails at once (the command exits), with the waking page.
+    up, listen = free_port(), free_port()
+    out["broken"] = {"command": ["sh", "-c", "exit 3"], "upstream": f"127.0.0.1:{up}",
+                     "health": "/", "listen": f"127.0.0.1:{listen}", "wake_page": True,
+                     "idle_timeout_minutes": 10, "start_timeout_seconds": 5}
+    ports["broken"] = listen
     return out, ports
 
 
@@ -232,6 +239,27 @@ def status_path_case(siesta, ports):
     return f"expected_seconds {status['expected_seconds']}"
 
 
+def fast_failure_case(siesta, ports):
+    """A start that fails within the grace: a navigation still gets the page (which reads the
+    error state and offers to try again), an API client the JSON error."""
+    def get(headers):
+        c = http.client.HTTPConnection("127.0.0.1", ports["broken"], timeout=30)
+        c.request("GET", "/", headers=headers)
+        r = c.getresponse()
+        body = r.read().decode()
+        c.close()
+        return r.status, r.getheader("Content-Type", ""), body
+    status, ctype, body = get({"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
+                               "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"})
+    fail_if(status != 503 or not ctype.startswith("text/html") or "siesta-wake" not in body,
+            f"navigation: {status} {ctype} {body[:200]!r}")
+    fail_if("could not be woken:" in body, f"the page carries the error text: {body[:200]!r}")
+    status, ctype, body = get({})
+    fail_if(status != 503 or not ctype.startswith("application/json") or
+            "could not be woken" not in body, f"API client: {status} {ctype} {body[:200]!r}")
+    return "navigation: the waking page; API client: JSON 503"
+
+
 def main():
     for tool in ("node", "curl"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
@@ -258,6 +286,7 @@ def main():
     cases.run("waking/estimate", estimate_case, siesta, ports)
     cases.run("waking/api-clients-block", api_clients_case, siesta, ports)
     cases.run("waking/status-path", status_path_case, siesta, ports)
+    cases.run("waking/fast-failure", fast_failure_case, siesta, ports)
     return cases.finish()
 
 

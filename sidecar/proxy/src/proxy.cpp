@@ -1088,7 +1088,10 @@ struct Proxy::Impl {
         record();
         co_return false;
       }
-      if (still_waking) {  // the wake goes on; the page polls for its end
+      // The wake goes on (the page polls for its end), or it failed within the grace: a person
+      // gets the page too, which says so and offers to try again, not the JSON error (found
+      // by a new user's trial: a command that exits at once showed raw JSON in the tab).
+      if (still_waking || (page && !st)) {
         auto res = waking_page(l, version);
         status_sent = static_cast<int>(res.result_int());
         record();
