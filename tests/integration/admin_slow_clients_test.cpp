@@ -106,14 +106,14 @@ TEST(AdminSlowClients, BodiesTrickledToAnOpenRouteDoNotLockOutTheAdminApi) {
   std::vector<RawConnection> held;
   for (int i = 0; i < 16; ++i) {
     held.emplace_back(siesta.port());
-    ASSERT_TRUE(
-        held.back().send("POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n{"));
+    ASSERT_TRUE(held.back().send(
+        "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n{"));
   }
   std::this_thread::sleep_for(milliseconds(200));  // every header read: each waits for a body
   for (int i = 0; i < 5; ++i) {
-    const std::string answer =
-        raw_exchange(siesta.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                     std::chrono::seconds(2));
+    const std::string answer = raw_exchange(
+        siesta.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        std::chrono::seconds(2));
     EXPECT_EQ(status_code(answer), 200) << "request " << i << " got: " << answer;
   }
 }
@@ -147,9 +147,9 @@ TEST(AdminSlowClients, ABodyOverTheLimitIsRefusedBeforeItIsRead) {
   SiestaProcess siesta(dir.path(), "{}");
   ASSERT_TRUE(siesta.start()) << siesta.log();
   // Announces 10 MB and sends none of it: refused at once from the header.
-  const std::string answer =
-      raw_exchange(siesta.port(),
-                   "POST /admin/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
+  const std::string answer = raw_exchange(
+      siesta.port(),
+      "POST /admin/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
   EXPECT_EQ(status_code(answer), 413) << answer;
   EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
 }

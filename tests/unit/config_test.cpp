@@ -226,14 +226,15 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.health: needs \"upstream\" (the host:port to probe)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "stop_timeout_seconds": -1}}})",
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
-        BadCase{R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
-                "services.a.colour: unknown key (known keys: activity, backend, command, container, "
-                "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
-                "max_connections, model_api, model_keep_alive_hours, protocol, "
-                "response_timeout_seconds, sleep_tiers, "
-                "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
-                "tcp_idle_timeout_seconds, "
-                "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page)"},
+        BadCase{
+            R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
+            "services.a.colour: unknown key (known keys: activity, backend, command, container, "
+            "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
+            "max_connections, model_api, model_keep_alive_hours, protocol, "
+            "response_timeout_seconds, sleep_tiers, "
+            "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
+            "tcp_idle_timeout_seconds, "
+            "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
                    "upgraded_idle_timeout_seconds": 60}}})",
                 "services.a.upgraded_idle_timeout_seconds: is for HTTP mode (upgraded "
