@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
       }
     }
     admin_token = siesta::admin_token_policy(config, std::getenv("SIESTA_ADMIN_TOKEN"), insecure);
+    // Read once, then gone from the environment that services and activity commands inherit.
+    ::unsetenv("SIESTA_ADMIN_TOKEN");
   } catch (const siesta::ConfigError& e) {
     std::fprintf(stderr, "siesta: %s\n", e.what());
     return kExitConfig;

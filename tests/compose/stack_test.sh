@@ -100,6 +100,8 @@ proxy=http://docker
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 pcode() { code --unix-socket "$work/docker-api/docker.sock" "$@"; }  # to the socket proxy
 [ "$(pcode "$proxy/containers/json")" = 200 ] || fail "the socket proxy does not let reads through"
+[ "$(pcode "$proxy/v1.41/containers/$(compose ps -q redis)/stats?stream=false&one-shot=true")" = 200 ] ||
+  fail "the socket proxy refuses the stats the activity signals read"
 redis_id=$(compose ps -q redis)
 [ "$(pcode -X POST -H 'Content-Type: application/json' -d '{"Image": "x"}' "$proxy/containers/create")" = 403 ] ||
   fail "create not refused"

@@ -79,16 +79,27 @@ TEST(Auth, ProtectMetricsPutsMetricsBehindTheTokenToo) {
   EXPECT_EQ(cli.Get("/healthz")->status, 200);
 }
 
-TEST(Auth, TheEnvironmentTokenWinsOverTheFile) {
+TEST(Auth, TheEnvironmentTokenWinsOverTheFileAndNoServiceInheritsIt) {
   TempDir dir;
   ::setenv("SIESTA_ADMIN_TOKEN", "another-token-abcdefghij", 1);
-  SiestaProcess siesta(dir.path(), with_token_file(dir));
+  // A managed process (and an activity command) runs with siesta's environment: not the token.
+  const std::string env_file = (dir / "env.txt").string();
+  SiestaProcess siesta(dir.path(),
+                       with_token_file(dir, R"(, "services": {"probe": {"command": ["sh", "-c",
+                        "env > )" + env_file + R"(; exec sleep 30"], "desired": "on"}})"));
   const bool started = siesta.start();
   ::unsetenv("SIESTA_ADMIN_TOKEN");
   ASSERT_TRUE(started) << siesta.log();
   auto cli = siesta.client();
   EXPECT_EQ(cli.Get("/admin/settings", bearer(kToken))->status, 401);
   EXPECT_EQ(cli.Get("/admin/settings", bearer("another-token-abcdefghij"))->status, 200);
+  ASSERT_TRUE(eventually([&] { return fs::exists(env_file) && fs::file_size(env_file) > 0; },
+                         std::chrono::seconds(10)))
+      << siesta.log();
+  std::ifstream in(env_file);
+  const std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(env.find("SIESTA_ADMIN_TOKEN"), std::string::npos) << env;
+  EXPECT_EQ(env.find("another-token"), std::string::npos);
 }
 
 TEST(Auth, ANonLoopbackAdminListenNeedsATokenOrInsecure) {

@@ -431,6 +431,12 @@ TEST(RunCommand, ExitCodesTimeoutsAndMissingTools) {
   EXPECT_EQ(r.outcome, CommandResult::Outcome::kExited);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output, "7\n");
+  // A command that closes its output and then hangs is a timeout, not a wait without end (a
+  // review found the sample, and so siesta's shutdown, could hang).
+  const auto t1 = std::chrono::steady_clock::now();
+  r = run_command({"/bin/sh", "-c", "exec >/dev/null; sleep 30"}, Seconds(0.3));
+  EXPECT_EQ(r.outcome, CommandResult::Outcome::kTimedOut);
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, seconds(5));
   // A hung command and its child are killed at the deadline.
   const auto t0 = std::chrono::steady_clock::now();
   r = run_command({"/bin/sh", "-c", "sleep 30 & sleep 30"}, Seconds(0.3));

@@ -79,6 +79,7 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
   bool timed_out = false;
+  bool output_ended = false;  // end of file (or a read error): only the exit is awaited now
   std::optional<int> exited;  // the command's wait status, once it has exited
   char buf[4096];
   for (;;) {
@@ -88,24 +89,24 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
       timed_out = true;
       break;
     }
-    pollfd p{out[0], POLLIN, 0};
+    // Every turn: read what there is (waiting at most 20 ms), then check the exit, so that
+    // neither a command that closed its output and hangs nor a child that keeps writing
+    // outlives the deadline.
+    pollfd p{output_ended ? -1 : out[0], POLLIN, 0};
     const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 20)));
-    if (n < 0 && errno != EINTR) break;
-    if (n > 0) {
+    if (n > 0 && !output_ended) {
       const ssize_t got = ::read(out[0], buf, sizeof buf);
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) break;  // end of file: the command (and whatever held its stdout) is done
-      if (result.output.size() < kMaxOutput) {
+      if (got > 0 && result.output.size() < kMaxOutput) {
         result.output.append(buf, static_cast<std::size_t>(got));
       }
-      continue;
+      if (got == 0 || (got < 0 && errno != EINTR)) output_ended = true;
     }
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
       exited = status;
       // What it wrote just before exiting is still in the pipe: take what is there now.
       ::fcntl(out[0], F_SETFL, O_NONBLOCK);
-      for (ssize_t got; (got = ::read(out[0], buf, sizeof buf)) > 0;) {
+      for (ssize_t got; !output_ended && (got = ::read(out[0], buf, sizeof buf)) > 0;) {
         if (result.output.size() < kMaxOutput) {
           result.output.append(buf, static_cast<std::size_t>(got));
         }
@@ -124,7 +125,7 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     result.error = text.str();
     return result;
   }
-  const int status = exited ? *exited : wait_child(pid);
+  const int status = *exited;
   if (WIFEXITED(status)) {
     result.outcome = CommandResult::Outcome::kExited;
     result.exit_code = WEXITSTATUS(status);
