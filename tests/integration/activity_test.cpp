@@ -274,6 +274,47 @@ TEST_F(PrometheusActivity, ANonEmptyResultAboveZeroKeepsItUpAndAnEmptyOneLetsItS
   ASSERT_EQ(bad.client().Post("/admin/services/web/wake")->status, 200);
   ASSERT_TRUE(eventually([&] { return signal(bad)["state"] == "error"; }, seconds(5)));
   EXPECT_EQ(signal(bad)["error"].get<std::string>().substr(0, 24), "query failed: bad_data: ");
+  bad.stop();
+
+  // +Inf is busy, and idle-status writes it as Prometheus's API does (JSON has no infinity).
+  SiestaProcess inf(dir.path(), config(signal_json("vector(1/0)")));
+  ASSERT_TRUE(inf.start()) << inf.log();
+  ASSERT_EQ(inf.client().Post("/admin/services/web/wake")->status, 200);
+  ASSERT_TRUE(eventually([&] { return signal(inf)["state"] == "busy"; }, seconds(5)))
+      << signal(inf).dump();
+  EXPECT_EQ(signal(inf)["value"], "+Inf");
+}
+
+// Prometheus not listening: the error says what happened in words, not httplib's enum name
+// ("cannot query http://...: Connection" read as a cut-off sentence).
+TEST_F(Activity, APrometheusThatIsNotListeningIsAnErrorThatSaysSo) {
+  const std::string url = "http://127.0.0.1:" + std::to_string(free_port());
+  SiestaProcess siesta(
+      dir.path(),
+      config(
+          json::array(
+              {{{"kind", "prometheus"}, {"url", url}, {"query", "up"}, {"interval_seconds", 0.3}}})
+              .dump()));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  ASSERT_TRUE(eventually([&] { return signal(siesta)["state"] == "error"; }, seconds(5)));
+  EXPECT_EQ(signal(siesta)["error"],
+            "cannot query " + url + ": could not connect: refused, unreachable or no such host");
+}
+
+// A signal sampled less often than the service goes to sleep can miss a busy spell: siesta says
+// so at start-up, naming the signal; one sampled often enough is not mentioned.
+TEST_F(Activity, ASignalSampledLessOftenThanTheTimeoutIsWarnedAbout) {
+  SiestaProcess siesta(
+      dir.path(),
+      config(R"([{"name": "slow", "kind": "command", "command": ["true"], "interval_seconds": 5},
+                 {"name": "quick", "kind": "command", "command": ["true"], "interval_seconds": 0.3}])"));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_TRUE(
+      siesta.wait_log("activity signal slow is sampled every 5 s, less often than the "
+                      "service goes to sleep (1.2 s idle)"))
+      << siesta.log();
+  EXPECT_EQ(siesta.log().find("activity signal quick is sampled"), std::string::npos);
 }
 
 }  // namespace

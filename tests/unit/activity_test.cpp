@@ -268,6 +268,11 @@ TEST(ActivityConfig, BadEntriesNameTheKeyAndTheReason) {
   EXPECT_EQ(config_error(svc(R"([{"kind": "prometheus", "query": "up"}])")),
             "config error in t.json: services.a.activity[0].url: is required: \"http://host:port\" "
             "of the Prometheus server");
+  EXPECT_EQ(
+      config_error(svc(R"([{"kind": "prometheus", "url": "https://p:9090", "query": "up"}])")),
+      "config error in t.json: services.a.activity[0].url: https is not supported: give the "
+      "Prometheus server's plain \"http://host:port\" (e.g. on loopback, or through a local "
+      "TLS-terminating proxy)");
   EXPECT_EQ(config_error(svc(R"([{"kind": "gpu", "metric": "fan"}])")),
             "config error in t.json: services.a.activity[0].metric: must be \"utilization\" or "
             "\"memory\", got \"fan\"");

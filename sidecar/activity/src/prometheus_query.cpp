@@ -5,6 +5,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "siesta/core/http_client_error.h"
+
 namespace siesta {
 
 namespace {
@@ -73,7 +75,7 @@ SignalSample prometheus_query(const std::string& url, const std::string& query, 
   client.set_write_timeout(std::chrono::microseconds(usec));
   const httplib::Params params{{"query", query}};
   auto res = client.Get(prefix + "/api/v1/query", params, httplib::Headers{});
-  if (!res) return {std::nullopt, "cannot query " + url + ": " + httplib::to_string(res.error())};
+  if (!res) return {std::nullopt, "cannot query " + url + ": " + describe(res.error())};
   if (res->status != 200 && res->status != 400 && res->status != 422) {
     return {std::nullopt, url + " answered " + std::to_string(res->status)};
   }

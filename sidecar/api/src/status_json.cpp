@@ -142,7 +142,15 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
                         : !sig.error.empty() ? "error"
                         : sig.busy           ? "busy"
                                              : "idle");
-    sig.sampled_at&& sig.error.empty() ? o.key("value").number(sig.value) : o.key("value").null();
+    // A Prometheus answer can be +Inf, -Inf or NaN, which JSON has no number for: written as
+    // Prometheus's own API writes them, as a string.
+    if (!sig.sampled_at || !sig.error.empty()) {
+      o.key("value").null();
+    } else if (std::isfinite(sig.value)) {
+      o.key("value").number(sig.value);
+    } else {
+      o.key("value").text(std::isnan(sig.value) ? "NaN" : sig.value > 0 ? "+Inf" : "-Inf");
+    }
     o.key("threshold").number(sig.threshold);
     o.key("sampled_at").unix_seconds(sig.sampled_at);
     o.key("last_busy_at").unix_seconds(sig.last_busy_at);

@@ -282,7 +282,11 @@ std::vector<SignalSpec> read_activity(const ObjectReader& r, const json& value,
         break;
       case SignalKind::kPrometheus: {
         const auto url = t.read_string("url");
-        if (!url || url->rfind("http://", 0) != 0 || url->size() <= 7) {
+        if (url && url->rfind("https://", 0) == 0) {
+          t.fail(t.key_path("url"),
+                 "https is not supported: give the Prometheus server's plain \"http://host:port\" "
+                 "(e.g. on loopback, or through a local TLS-terminating proxy)");
+        } else if (!url || url->rfind("http://", 0) != 0 || url->size() <= 7) {
           t.fail(t.key_path("url"), "is required: \"http://host:port\" of the Prometheus server");
         }
         sig.url = *url;

@@ -5,9 +5,29 @@
 #include <algorithm>
 #include <exception>
 
+#include "siesta/core/decide.h"
+
 namespace siesta {
 
 namespace {
+
+// A signal sampled less often than the service's first tier comes can miss a busy spell shorter
+// than its interval: said once per spec, at the first sight of it.
+void warn_if_slower_than_first_tier(const Settings& settings, const ServiceSpec& spec,
+                                    const std::vector<SignalSpec>& signals) {
+  const auto tiers = effective_tiers(settings, spec);
+  if (tiers.empty()) return;
+  const double first_seconds = tiers.front().after_minutes * 60;
+  for (const SignalSpec& signal : signals) {
+    if (signal.interval_seconds > first_seconds) {
+      spdlog::warn(
+          "Service {}: activity signal {} is sampled every {:g} s, less often than the service "
+          "goes to sleep ({:g} s idle): a busy spell shorter than {:g} s can be missed; lower its "
+          "interval_seconds",
+          spec.name, signal.name, signal.interval_seconds, first_seconds, signal.interval_seconds);
+    }
+  }
+}
 
 // The states of a service's signals, in their order, before any sample.
 void init_states(ServiceRuntime& rt, const std::vector<SignalSpec>& signals) {
@@ -48,6 +68,7 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
       if (entry.spec != view.spec) {
         entry.spec = view.spec;
         entry.slots.clear();
+        warn_if_slower_than_first_tier(snapshot.settings, *view.spec, signals);
         if (view.runtime.activity.size() != signals.size()) fresh.push_back(view.spec->name);
         for (const SignalSpec& signal : signals) {
           auto slot = std::make_shared<Slot>();

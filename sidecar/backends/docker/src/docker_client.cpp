@@ -7,6 +7,8 @@
 #include <cctype>
 #include <charconv>
 
+#include "siesta/core/http_client_error.h"
+
 namespace siesta {
 
 using nlohmann::json;
@@ -323,7 +325,7 @@ Status DockerClient::unreachable(const std::string& what) const {
 Result<ApiVersion> DockerClient::negotiate() {
   auto cli = connect(Seconds(10));
   auto res = cli->Get("/version");
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status != 200) return engine_error(*res);
   json doc = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   if (!doc.is_object()) return malformed("/version is not an object");
@@ -397,7 +399,7 @@ Status DockerClient::start(const std::string& container, Seconds timeout) {
   if (!p) return p.status();
   auto cli = connect(timeout);
   auto res = cli->Post(*p + "/containers/" + percent_encode(container) + "/start");
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status == 204 || res->status == 304) return Status::ok();
   return engine_error(*res);
 }
@@ -409,7 +411,7 @@ Status DockerClient::stop(const std::string& container, int grace_seconds) {
   auto cli = connect(Seconds(grace_seconds + 30));
   auto res = cli->Post(*p + "/containers/" + percent_encode(container) +
                        "/stop?t=" + std::to_string(grace_seconds));
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status == 204 || res->status == 304) return Status::ok();
   return engine_error(*res);
 }
@@ -419,7 +421,7 @@ Status DockerClient::post_action(const std::string& container, const char* actio
   if (!p) return p.status();
   auto cli = connect(Seconds(30));
   auto res = cli->Post(*p + "/containers/" + percent_encode(container) + "/" + action);
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status == 204 || res->status == 304) return Status::ok();
   return engine_error(*res);
 }
@@ -442,7 +444,7 @@ Result<json> DockerClient::get_json(const std::string& path, Seconds timeout) {
   if (!p) return p.status();
   auto cli = connect(timeout);
   auto res = cli->Get(*p + path);
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status != 200) return engine_error(*res);
   json doc = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return malformed("not JSON");
@@ -477,7 +479,7 @@ Status DockerClient::update_service(const std::string& id, std::uint64_t version
   auto res = cli->Post(
       *p + "/services/" + percent_encode(id) + "/update?version=" + std::to_string(version),
       spec.dump(), "application/json");
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   if (res->status == 200) return Status::ok();
   return engine_error(*res);
 }
@@ -540,7 +542,7 @@ Status DockerClient::follow_events(const std::function<void()>& on_connected,
   }
   if (status != 0 && status != 200)
     return {ErrorCode::kFailed, "events: HTTP " + std::to_string(status)};
-  if (!res) return unreachable(httplib::to_string(res.error()));
+  if (!res) return unreachable(describe(res.error()));
   return unreachable("the event stream ended");
 }
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "siesta/core/http_client_error.h"
+
 namespace siesta {
 
 using nlohmann::json;
@@ -42,8 +44,7 @@ Status OllamaProvider::generate(const std::string& model, double keep_alive_seco
   }
   auto res = cli.Post("/api/generate", body.dump(), "application/json");
   if (!res) {
-    return {ErrorCode::kUnavailable,
-            where() + " did not answer (" + httplib::to_string(res.error()) + ")"};
+    return {ErrorCode::kUnavailable, where() + " did not answer (" + describe(res.error()) + ")"};
   }
   if (res->status == 200) return Status::ok();
   if (unload && res->status == 404) return Status::ok();  // not installed: not loaded either
@@ -66,7 +67,7 @@ Result<json> OllamaProvider::models_of(const std::string& path) {
   auto res = cli.Get(path);
   if (!res) {
     return Status{ErrorCode::kUnavailable,
-                  where() + " did not answer (" + httplib::to_string(res.error()) + ")"};
+                  where() + " did not answer (" + describe(res.error()) + ")"};
   }
   if (res->status != 200) {
     return Status{ErrorCode::kFailed, where() + " answered " + std::to_string(res->status) +

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "siesta/core/http_client_error.h"
+
 namespace siesta {
 
 using nlohmann::json;
@@ -38,7 +40,7 @@ Result<std::vector<std::string>> OpenAiProvider::list_installed() {
   auto res = cli.Get("/v1/models");
   if (!res) {
     return Status{ErrorCode::kUnavailable,
-                  where() + " did not answer (" + httplib::to_string(res.error()) + ")"};
+                  where() + " did not answer (" + describe(res.error()) + ")"};
   }
   if (res->status != 200) {
     return Status{ErrorCode::kFailed,
