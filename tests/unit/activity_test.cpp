@@ -491,5 +491,40 @@ TEST(ActivityLabels, AContainerCarriesItsSignalsAsJsonButNoCommand) {
   EXPECT_FALSE(service_from_labels("web", {{"siesta.enable", "true"}, {"siesta.activity", "cpu"}}));
 }
 
+// A label must not make siesta sample ten times a second, nor hold its shutdown on a sample for
+// an hour (a review: the config's bounds, 0.1 s and 3600 s, applied to labels too).
+TEST(ActivityLabels, ALabelsSignalSamplesAtMostOnceASecondAndGivesUpWithin30s) {
+  auto with = [](const std::string& signal) {
+    return service_from_labels("web", {{"siesta.enable", "true"}, {"siesta.activity", signal}});
+  };
+  auto fast = with(R"([{"kind": "cpu", "interval_seconds": 0.1}])");
+  ASSERT_FALSE(fast);
+  EXPECT_EQ(fast.status().message(),
+            "container web: label siesta.activity: interval_seconds must be a number of at least 1 "
+            "in labels, got 0.1");
+  auto stuck = with(R"([{"kind": "gpu", "timeout_seconds": 3600}])");
+  ASSERT_FALSE(stuck);
+  EXPECT_EQ(stuck.status().message(),
+            "container web: label siesta.activity: timeout_seconds must be a number of at most 30 "
+            "in labels, got 3600");
+  EXPECT_TRUE(with(R"([{"kind": "cpu", "interval_seconds": 1, "timeout_seconds": 30}])"));
+}
+
+// A Swarm service's tasks run on any node: cpu and network cannot be read; gpu can (this host).
+TEST(ActivityLabels, ASwarmServiceRefusesCpuAndNetworkSignals) {
+  auto cpu = service_from_swarm_labels(
+      "web", {{"siesta.enable", "true"}, {"siesta.activity", R"([{"kind": "cpu"}])"}});
+  ASSERT_FALSE(cpu);
+  EXPECT_NE(
+      cpu.status().message().find(
+          "activity[0].kind: a Swarm service's cpu cannot be read: its tasks run on any node"),
+      std::string::npos)
+      << cpu.status().message();
+  EXPECT_FALSE(service_from_swarm_labels(
+      "web", {{"siesta.enable", "true"}, {"siesta.activity", R"([{"kind": "network"}])"}}));
+  EXPECT_TRUE(service_from_swarm_labels(
+      "web", {{"siesta.enable", "true"}, {"siesta.activity", R"([{"kind": "gpu"}])"}}));
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -216,6 +216,18 @@ Result<ServiceConfig> from_labels(const std::string& backend, const std::string&
                        "siesta: give them in the config file), got " +
                            (kind.is_null() ? std::string("no kind") : kind.dump()));
           }
+          // Nor make it sample the engine ten times a second, or hold siesta's shutdown for an
+          // hour on a stuck sample (the config allows both, for its own signals).
+          const json interval = signal.value("interval_seconds", json(10));
+          const json timeout = signal.value("timeout_seconds", json(5));
+          if (!interval.is_number() || interval.get<double>() < 1) {
+            return bad(label, "interval_seconds must be a number of at least 1 in labels, got " +
+                                  interval.dump());
+          }
+          if (!timeout.is_number() || timeout.get<double>() > 30) {
+            return bad(label, "timeout_seconds must be a number of at most 30 in labels, got " +
+                                  timeout.dump());
+          }
         }
         entry[key->key] = std::move(doc);
         break;
