@@ -26,8 +26,7 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kImage = "siesta-test/busybox:1";
 
 std::string shared_engine() {
-  const char* host = std::getenv("DOCKER_HOST");
-  return host != nullptr && *host != '\0' ? host : "unix:///tmp/siesta-docker/docker.sock";
+  return engine_from_env("DOCKER_HOST", "unix:///tmp/siesta-docker/docker.sock");
 }
 
 std::pair<int, std::string> docker(std::vector<std::string> args) {
@@ -36,11 +35,6 @@ std::pair<int, std::string> docker(std::vector<std::string> args) {
 
 std::string container_status(const std::string& name, const std::string& host = shared_engine()) {
   return docker_at(host, {"inspect", "-f", "{{.State.Status}}", name}).second;
-}
-
-std::string actual(const SiestaProcess& s, const std::string& service) {
-  json st = status_of(s, service)["actual"];
-  return st.is_string() ? st.get<std::string>() : "";
 }
 
 class Docker : public ::testing::Test {
@@ -437,8 +431,10 @@ TEST_F(Docker, ThePauseTierFreezesTheContainerAndARequestThawsItInMilliseconds) 
   const std::string web = create(
       "web", {},
       {"sh", "-c",
-       "(x=$(head -c 20000000 /dev/zero | tr '\\0' a); while :; do :; done) & exec httpd -f -p "
-       "127.0.0.1:" +
+       // httpd starts (and the wake ends) once the variable is held: the 1.2 s until the
+       // pause must not race its building on a loaded machine.
+       "(x=$(head -c 20000000 /dev/zero | tr '\\0' a); touch /tmp/held; while :; do :; done) & "
+       "while [ ! -e /tmp/held ]; do sleep 0.05; done; exec httpd -f -p 127.0.0.1:" +
            std::to_string(port) + " -h /www"});
   SiestaProcess siesta(
       dir.path(),

@@ -25,8 +25,7 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kImage = "siesta-test/busybox:1";
 
 std::string swarm_engine() {
-  const char* host = std::getenv("SIESTA_SWARM_DOCKER_HOST");
-  return host != nullptr && *host != '\0' ? host : "unix:///tmp/siesta-swarm/docker.sock";
+  return engine_from_env("SIESTA_SWARM_DOCKER_HOST", "unix:///tmp/siesta-swarm/docker.sock");
 }
 
 std::pair<int, std::string> docker(std::vector<std::string> args) {
@@ -51,11 +50,6 @@ int running_tasks(const std::string& service) {
     ++n;
   }
   return n;
-}
-
-std::string actual(const SiestaProcess& s, const std::string& service) {
-  json st = status_of(s, service)["actual"];
-  return st.is_string() ? st.get<std::string>() : "";
 }
 
 class Swarm : public ::testing::Test {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,12 @@ namespace siesta::testing {
 
 inline std::string docker_cli() {
   return fs::exists("/usr/bin/docker") ? "/usr/bin/docker" : "docker";
+}
+
+// The engine named by environment variable `var` (a DOCKER_HOST value), else `fallback`.
+inline std::string engine_from_env(const char* var, const char* fallback) {
+  const char* host = std::getenv(var);
+  return host != nullptr && *host != '\0' ? host : fallback;
 }
 
 // Runs the docker CLI against `host`; returns the exit code and the trimmed output.

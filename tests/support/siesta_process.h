@@ -214,6 +214,12 @@ inline nlohmann::json status_of(const SiestaProcess& s, const std::string& servi
   return get_json(s, "/admin/idle-status")["services"][service];
 }
 
+// The service's "actual" state in idle-status ("" when there is none).
+inline std::string actual(const SiestaProcess& s, const std::string& service) {
+  nlohmann::json st = status_of(s, service)["actual"];
+  return st.is_string() ? st.get<std::string>() : "";
+}
+
 // The value of one sample (name and labels as exposed) in siesta's /metrics, or -1.
 inline double metric(const SiestaProcess& s, const std::string& sample) {
   auto res = s.client().Get("/metrics");

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,7 +12,7 @@
 #include <optional>
 #include <sstream>
 
-extern char** environ;
+#include "siesta/core/spawn.h"
 
 namespace siesta {
 
@@ -36,43 +35,15 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     result.error = "no command";
     return result;
   }
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    result.error = std::string("pipe: ") + std::strerror(errno);
-    return result;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty;
-  sigemptyset(&empty);
-  sigset_t defaults;
-  sigfillset(&defaults);
-  posix_spawnattr_setpgroup(&attr, 0);  // its own group: a timeout kills its children too
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  if (rc != 0) {
-    ::close(out[0]);
+  const SpawnedChild child = spawn_in_own_group(argv, /*stderr_too=*/false);
+  if (child.pid < 0) {
     result.outcome =
-        rc == ENOENT ? CommandResult::Outcome::kNotFound : CommandResult::Outcome::kFailed;
-    result.error = "cannot run " + argv[0] + ": " + std::strerror(rc);
+        child.error == ENOENT ? CommandResult::Outcome::kNotFound : CommandResult::Outcome::kFailed;
+    result.error = "cannot run " + argv[0] + ": " + std::strerror(child.error);
     return result;
   }
+  const pid_t pid = child.pid;
+  const int out_fd = child.output;
   // Read until the command exits (or its output ends) or the deadline; the deadline kills the
   // whole group. A child the command left in the background (holding its stdout) does not
   // make it a timeout: the command's exit decides, and the leftovers are killed with the group.
@@ -92,10 +63,10 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     // Every turn: read what there is (waiting at most 20 ms), then check the exit, so that
     // neither a command that closed its output and hangs nor a child that keeps writing
     // outlives the deadline.
-    pollfd p{output_ended ? -1 : out[0], POLLIN, 0};
+    pollfd p{output_ended ? -1 : out_fd, POLLIN, 0};
     const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 20)));
     if (n > 0 && !output_ended) {
-      const ssize_t got = ::read(out[0], buf, sizeof buf);
+      const ssize_t got = ::read(out_fd, buf, sizeof buf);
       if (got > 0 && result.output.size() < kMaxOutput) {
         result.output.append(buf, static_cast<std::size_t>(got));
       }
@@ -105,8 +76,8 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
     if (::waitpid(pid, &status, WNOHANG) == pid) {
       exited = status;
       // What it wrote just before exiting is still in the pipe: take what is there now.
-      ::fcntl(out[0], F_SETFL, O_NONBLOCK);
-      for (ssize_t got; !output_ended && (got = ::read(out[0], buf, sizeof buf)) > 0;) {
+      ::fcntl(out_fd, F_SETFL, O_NONBLOCK);
+      for (ssize_t got; !output_ended && (got = ::read(out_fd, buf, sizeof buf)) > 0;) {
         if (result.output.size() < kMaxOutput) {
           result.output.append(buf, static_cast<std::size_t>(got));
         }
@@ -114,7 +85,7 @@ CommandResult run_command(const std::vector<std::string>& argv, Seconds timeout)
       break;
     }
   }
-  ::close(out[0]);
+  ::close(out_fd);
   if (exited) ::kill(-pid, SIGKILL);  // what it left running in its group
   if (timed_out) {
     ::kill(-pid, SIGKILL);

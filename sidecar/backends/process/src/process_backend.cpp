@@ -1,8 +1,6 @@
 #include "siesta/backends/process_backend.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,9 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "siesta/core/spawn.h"
 #include "siesta/probe/health_probe.h"
-
-extern char** environ;
 
 namespace siesta {
 
@@ -178,48 +175,14 @@ pid_t ProcessBackend::pid_of(const std::string& service) const {
 Status ProcessBackend::start(const ServiceSpec& spec) {
   if (auto existing = find(spec.name); existing && existing->alive()) return Status::ok();
 
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    return {ErrorCode::kInternal, std::string("pipe: ") + std::strerror(errno)};
+  // Its output, stdout and stderr, goes to siesta's log (pump_output).
+  const SpawnedChild spawned = spawn_in_own_group(spec.command, /*stderr_too=*/true);
+  if (spawned.pid < 0) {
+    return {ErrorCode::kFailed,
+            "cannot run " + spec.command[0] + ": " + std::strerror(spawned.error)};
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
-  // Nothing else of siesta's goes with it: its listening sockets (Asio opens them without
-  // O_CLOEXEC) would stay bound in the service, which outlives siesta with on_exit "leave".
-  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
-
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // Own process group: a stop reaches the service's own children too. Signal mask and
-  // dispositions are reset, since siesta blocks SIGTERM/SIGINT for its signal thread.
-  sigset_t empty;
-  sigemptyset(&empty);
-  sigset_t defaults;
-  sigfillset(&defaults);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-  std::vector<char*> argv;
-  for (const auto& arg : spec.command) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    return {ErrorCode::kFailed, "cannot run " + spec.command[0] + ": " + std::strerror(rc)};
-  }
-
-  std::thread(pump_output, out[0], spec.name).detach();
+  const pid_t pid = spawned.pid;
+  std::thread(pump_output, spawned.output, spec.name).detach();
   auto child = std::make_shared<Child>();
   child->pid = pid;
   child->start_ticks = proc_start_ticks(pid);
