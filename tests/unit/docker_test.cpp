@@ -1,5 +1,6 @@
 // The Docker client's parsing and version negotiation, against answers recorded from a real
-// engine (tests/unit/data/docker, Docker 20.10 / API 1.41), and container labels as config.
+// engine (tests/unit/data/docker, Docker 20.10 / API 1.41), and model servers joined with their
+// containers (container labels as config: labels_test.cpp).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -150,90 +151,6 @@ TEST(DockerEvents, ParsesTheRecordedStream) {
   EXPECT_FALSE(parse_event(json{{"Type", "container"}}));
 }
 
-TEST(Durations, GoSyntax) {
-  EXPECT_EQ(parse_duration("30m"), 1800);
-  EXPECT_EQ(parse_duration("1h30m"), 5400);
-  EXPECT_EQ(parse_duration("90s"), 90);
-  EXPECT_EQ(parse_duration("1.5h"), 5400);
-  EXPECT_EQ(parse_duration("250ms"), 0.25);
-  EXPECT_EQ(parse_duration("0"), 0);
-  for (const char* bad : {"", "30", "m", "-5m", "5 m", "5d", "1h-30m", "1..5s", "5mm"}) {
-    EXPECT_FALSE(parse_duration(bad)) << bad;
-  }
-}
-
-TEST(Labels, BecomeAServiceLikeAConfigEntry) {
-  auto sc = service_from_labels("ollama-1", {{"siesta.enable", "true"},
-                                             {"siesta.name", "ollama"},
-                                             {"siesta.idle-timeout", "30m"},
-                                             {"siesta.idle-sleep", "false"},
-                                             {"siesta.desired", "on"},
-                                             {"siesta.upstream", "127.0.0.1:11434"},
-                                             {"siesta.health", "/api/version"},
-                                             {"siesta.start-timeout", "2m"},
-                                             {"siesta.stop-timeout", "20s"},
-                                             {"siesta.listen", "127.0.0.1:11435"},
-                                             {"siesta.protocol", "http"},
-                                             {"siesta.wake-page", "true"},
-                                             {"com.docker.compose.service", "ollama"}});
-  ASSERT_TRUE(sc) << sc.status().message();
-  EXPECT_EQ(sc->spec.name, "ollama");
-  EXPECT_EQ(sc->spec.backend, "docker");
-  EXPECT_EQ(sc->spec.container, "ollama-1");
-  EXPECT_EQ(sc->spec.idle_timeout_minutes, 30);
-  EXPECT_FALSE(sc->idle_sleep_enabled);
-  EXPECT_EQ(sc->desired, Desired::kOn);
-  EXPECT_EQ(sc->spec.upstream_port, 11434);
-  EXPECT_EQ(sc->spec.health.kind, HealthCheck::Kind::kHttp);
-  EXPECT_EQ(sc->spec.health.http_path, "/api/version");
-  EXPECT_EQ(sc->spec.start_timeout_seconds, 120);
-  EXPECT_EQ(sc->spec.stop_timeout_seconds, 20);
-  EXPECT_EQ(sc->spec.listen_port, 11435);
-  EXPECT_EQ(sc->spec.protocol, Protocol::kHttp);
-  EXPECT_TRUE(sc->spec.wake_page);
-
-  auto minimal = service_from_labels("redis", {{"siesta.enable", "true"}});
-  ASSERT_TRUE(minimal);
-  EXPECT_EQ(minimal->spec.name, "redis");
-  EXPECT_FALSE(minimal->spec.idle_timeout_minutes.has_value());  // the global timeout
-  EXPECT_TRUE(labels_enable({{"siesta.enable", "true"}}));
-  EXPECT_FALSE(labels_enable({{"siesta.enable", "false"}}));
-  EXPECT_FALSE(labels_enable({}));
-}
-
-TEST(Labels, AModelServerAndItsModelsKeepAlive) {
-  auto sc = service_from_labels("stack-ollama-1", {{"siesta.enable", "true"},
-                                                   {"siesta.upstream", "127.0.0.1:11435"},
-                                                   {"siesta.model-api", "ollama"},
-                                                   {"siesta.model-keep-alive", "90m"}});
-  ASSERT_TRUE(sc) << sc.status().message();
-  EXPECT_EQ(sc->spec.model_api, ServiceSpec::ModelApi::kOllama);
-  EXPECT_EQ(sc->spec.model_keep_alive_hours, 1.5);
-  auto plain = service_from_labels("web", {{"siesta.enable", "true"}});
-  ASSERT_TRUE(plain);
-  EXPECT_EQ(plain->spec.model_api, ServiceSpec::ModelApi::kNone);
-  EXPECT_FALSE(plain->spec.model_keep_alive_hours);
-}
-
-TEST(Labels, ComposeContainersAreNamedAfterTheirComposeService) {
-  const std::map<std::string, std::string> compose = {{"siesta.enable", "true"},
-                                                      {"com.docker.compose.service", "ollama"},
-                                                      {"com.docker.compose.project", "stack"}};
-  auto sc = service_from_labels("stack-ollama-1", compose);
-  ASSERT_TRUE(sc) << sc.status().message();
-  EXPECT_EQ(sc->spec.name, "ollama");
-  EXPECT_EQ(sc->spec.container, "stack-ollama-1");
-  EXPECT_EQ(compose_qualified_name(compose), "stack-ollama");
-  // siesta.name wins, and then the project is never added.
-  auto named = compose;
-  named["siesta.name"] = "llm";
-  EXPECT_EQ(service_from_labels("stack-ollama-1", named)->spec.name, "llm");
-  EXPECT_FALSE(compose_qualified_name(named));
-  // Not a Compose container: the container's name.
-  EXPECT_FALSE(compose_qualified_name({{"siesta.enable", "true"}}));
-  EXPECT_EQ(service_from_labels("qdrant", {{"siesta.enable", "true"}})->spec.name, "qdrant");
-}
-
 TEST(ModelServers, JoinWithTheirServiceAndAreDroppedWhileTheirContainerIsGone) {
   ModelServers servers([](const ServiceSpec& spec) -> std::unique_ptr<ModelProvider> {
     return std::make_unique<OllamaProvider>(spec.upstream_host, spec.upstream_port);
@@ -258,41 +175,6 @@ TEST(ModelServers, JoinWithTheirServiceAndAreDroppedWhileTheirContainerIsGone) {
   EXPECT_EQ(servers.find("ollama"), provider);
   servers.set_present("unknown", true);
   EXPECT_EQ(servers.find("unknown"), nullptr);
-}
-
-TEST(Labels, BadValuesNameTheLabel) {
-  struct Case {
-    std::map<std::string, std::string> labels;
-    std::string expect;
-  };
-  const Case cases[] = {
-      {{{"siesta.idle-timout", "30m"}}, "label siesta.idle-timout: unknown label"},
-      {{{"siesta.idle-timeout", "30"}}, "label siesta.idle-timeout: must be a duration"},
-      {{{"siesta.idle-timeout", "0"}}, "label siesta.idle-timeout: must be greater than 0"},
-      {{{"siesta.idle-sleep", "maybe"}}, "label siesta.idle-sleep: must be true or false"},
-      {{{"siesta.desired", "sometimes"}}, "label siesta.desired: must be \"on\" or \"off\""},
-      {{{"siesta.upstream", "localhost"}}, "label siesta.upstream: must be \"host:port\""},
-      {{{"siesta.health", "/x"}}, "label siesta.health: needs \"upstream\""},
-      {{{"siesta.name", "../etc"}}, "label siesta.name: invalid service name"},
-      {{{"siesta.enable", "perhaps"}}, "label siesta.enable: must be true or false"},
-      {{{"siesta.protocol", "udp"}}, "label siesta.protocol: must be \"http\" or \"tcp\""},
-      {{{"siesta.wake-page", "please"}}, "label siesta.wake-page: must be true or false"},
-      {{{"siesta.wake-page", "true"}, {"siesta.protocol", "tcp"}},
-       "label siesta.wake-page: needs protocol \"http\""},
-      {{{"siesta.model-api", "tgi"}},
-       "label siesta.model-api: must be \"ollama\", \"vllm\" or \"openai\""},
-      {{{"siesta.model-keep-alive", "2h"}},
-       "label siesta.model-keep-alive: is for a model server: add siesta.model-api=ollama"},
-      {{{"siesta.model-api", "ollama"}, {"siesta.model-keep-alive", "soon"}},
-       "label siesta.model-keep-alive: must be a duration"},
-  };
-  for (const auto& c : cases) {
-    auto sc = service_from_labels("web", c.labels);
-    ASSERT_FALSE(sc) << c.expect;
-    EXPECT_NE(sc.status().message().find(c.expect), std::string::npos)
-        << sc.status().message() << "\n  expected: " << c.expect;
-    EXPECT_NE(sc.status().message().find("container web"), std::string::npos);
-  }
 }
 
 }  // namespace
