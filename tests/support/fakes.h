@@ -174,9 +174,10 @@ class FakeProvider final : public ModelProvider {
   FakeEngineSleep* sleep_mode = nullptr;
   EngineSleep* engine_sleep() override { return sleep_mode; }
 
-  Status load(const std::string& model, double) override {
+  Status load(const std::string& model, double keep_alive_seconds) override {
     std::lock_guard lock(mu_);
     calls.push_back("load " + model);
+    load_keep_alives.push_back(keep_alive_seconds);
     if (!installed.empty() && installed.count(model) == 0) {
       return {ErrorCode::kNotFound, "model '" + model + "' not found"};
     }
@@ -205,6 +206,7 @@ class FakeProvider final : public ModelProvider {
   std::vector<std::string> calls;
   std::set<std::string> loaded_models;
   std::set<std::string> installed;
+  std::vector<double> load_keep_alives;  // the keep-alive each load() asked for
   bool fail_unload = false;
 };
 

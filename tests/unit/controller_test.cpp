@@ -1,6 +1,7 @@
 // The controller on fakes: wakes, sleeps, failures, requests in flight, reconcile, models.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <thread>
 
 #include "world.h"
@@ -431,6 +432,74 @@ TEST(Controller, AModelServersKeepAliveIsTheDefaultOfTheModelsItServes) {
   w.monitor->step();
   EXPECT_FALSE(w.model("other:7b").loaded);
   EXPECT_THAT(w.recorder.events(), ::testing::Contains("unloaded other:7b expired"));
+}
+
+// The timers the controller sets itself come from decide.h (first_tier_at, keep_alive_ends,
+// retry_at, model_server_keep_alive): on the fake clock, each lands where decide() acts.
+
+TEST(Controller, ARequestsEndWakesTheMonitorForTheFirstTierDeadline) {
+  World w(R"({"idle_timeout_minutes": 10, "services": {"a": {"command": ["a"],
+              "sleep_tiers": [{"after_minutes": 2, "action": "pause"},
+                              {"after_minutes": 30, "action": "stop"}]}}})");
+  w.run("a");
+  const WallTime now = w.clock.wall_now();
+  ChangeSignal& signal = w.registry->changes();
+  signal.plan_wake(now + minutes(2));  // the monitor sleeps until exactly that deadline
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  const auto g0 = signal.generation();
+  w.controller->end_request("a");
+  EXPECT_EQ(signal.generation(), g0);  // first_tier_at(now) is not before it: no wake-up
+  signal.plan_wake(now + minutes(2) + seconds(1));
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  w.controller->end_request("a");
+  EXPECT_EQ(signal.generation(), g0 + 1);  // 2 minutes, the first tier, not the 10 or 30
+  EXPECT_EQ(*decide(w.registry->snapshot(), now).next_deadline,
+            first_tier_at(w.registry->settings(), *w.registry->service("a")->spec, now));
+}
+
+TEST(Controller, AModelRequestsKeepAliveEndsWhereTheMonitorUnloadsIt) {
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
+  w.run("ollama");
+  w.provider.loaded_models.insert("m");  // as the server will list it
+  const WallTime now = w.clock.wall_now();
+  (void)w.controller->begin_model_request("m", "ollama");
+  w.controller->model_accepted("m", 60, std::nullopt);  // the request's own keep_alive
+  w.controller->end_model_request("m", true);
+  const Settings settings = w.registry->settings();
+  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model("m")->spec, w.model("m")),
+            now + seconds(60));
+  EXPECT_EQ(w.monitor->step(), now + seconds(60));  // the monitor sleeps until exactly then
+  w.clock.advance(seconds(60));
+  w.monitor->step();
+  EXPECT_FALSE(w.model("m").loaded);
+  // A client's "forever" is bounded by the model's keep_alive_max_seconds (a day).
+  (void)w.controller->begin_model_request("m", "ollama");
+  w.controller->model_accepted("m", std::numeric_limits<double>::infinity(), std::nullopt);
+  w.controller->end_model_request("m", true);
+  const WallTime later = w.clock.wall_now();
+  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model("m")->spec, w.model("m")),
+            later + std::chrono::hours(24));
+  const Decision d = decide(w.registry->snapshot(), later);
+  ASSERT_EQ(d.models.size(), 1u);
+  EXPECT_EQ(d.models[0].keep_alive_until, later + std::chrono::hours(24));
+}
+
+TEST(Controller, FailuresAreRetriedAtRetryAt) {
+  World w(R"({"idle_check_interval_minutes": 5,
+              "services": {"r": {"command": ["r"], "desired": "on"}}})");
+  w.backend.fail_start.insert("r");
+  const WallTime now = w.clock.wall_now();
+  EXPECT_FALSE(w.controller->wake("r", "desired"));
+  EXPECT_EQ(w.service("r").retry_at, retry_at(w.registry->settings(), now));
+}
+
+TEST(Controller, AnAdminLoadAsksTheServerForTheKeepAlivePlusTheGrace) {
+  World w(R"({"services": {"ollama": {"command": ["o"]}},
+              "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
+  ASSERT_TRUE(w.controller->load_model("m"));
+  EXPECT_THAT(w.provider.load_keep_alives, ElementsAre(model_server_keep_alive(3600)));
+  EXPECT_THAT(w.provider.load_keep_alives, ElementsAre(3600 + kModelServerGraceSeconds));
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 namespace siesta {
 namespace {
 
@@ -242,6 +245,85 @@ TEST(Decide, NextDeadlineIsTheEarliestAcrossServicesAndModels) {
   Decision d = decide(snap, kNow);
   EXPECT_TRUE(d.actions.empty());
   EXPECT_EQ(*d.next_deadline, kNow + minutes(2));
+}
+
+// The timers set outside decide() (a request's end, a retry, a load) come from decide.h too,
+// and agree with what decide() finds due.
+
+TEST(DecideTimers, AUsesEndMakesTheFirstTierDueAfterTheIdleTimeoutOrTheFirstSleepTier) {
+  Settings settings;
+  settings.idle_timeout_minutes = 60;
+  ServiceSpec spec;
+  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(60));  // the global timeout
+  spec.idle_timeout_minutes = 3;
+  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(3));  // its own
+  spec.sleep_tiers = {{2, TierAction::kPause}, {30, TierAction::kStop}};
+  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(2));  // its first tier
+  // The deadline is the one decide() reports for a service last used then.
+  auto view = service("a", ServiceState::kRunning, kNow, 3);
+  EXPECT_EQ(*decide(one(view, settings), kNow).next_deadline,
+            first_tier_at(settings, *view.spec, kNow));
+}
+
+TEST(DecideTimers, AKeepAliveEndsItsEffectiveKeepAliveAfterTheLastUseAndNeverWhenForever) {
+  Settings settings;
+  settings.model_keep_alive_hours = 2;
+  auto view = model("m", true, kNow);
+  EXPECT_EQ(keep_alive_ends(settings, *view.spec, view.runtime), kNow + std::chrono::hours(2));
+  view.runtime.keep_alive_seconds = 90;  // a request's own
+  EXPECT_EQ(keep_alive_ends(settings, *view.spec, view.runtime), kNow + seconds(90));
+  view.runtime.keep_alive_seconds = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(keep_alive_ends(settings, *view.spec, view.runtime),  // within its max, a day
+            kNow + std::chrono::hours(24));
+  ModelSpec unbounded = *view.spec;
+  unbounded.keep_alive_max_seconds = std::numeric_limits<double>::infinity();
+  EXPECT_FALSE(keep_alive_ends(settings, unbounded, view.runtime));
+  view.runtime.keep_alive_seconds.reset();
+  view.runtime.last_used.reset();
+  EXPECT_FALSE(keep_alive_ends(settings, *view.spec, view.runtime));
+  // decide() unloads at the same instant.
+  auto used = model("m", true, kNow - std::chrono::hours(2));
+  Snapshot snap;
+  snap.settings = settings;
+  snap.models.push_back(used);
+  EXPECT_EQ(keep_alive_ends(settings, *used.spec, used.runtime), kNow);
+  ASSERT_EQ(decide(snap, kNow).actions.size(), 1u);
+}
+
+TEST(DecideTimers, AFailureIsRetriedOneCheckIntervalLater) {
+  Settings settings;
+  settings.idle_check_interval_minutes = 5;
+  EXPECT_EQ(reconcile_interval(settings), Seconds(300));
+  EXPECT_EQ(retry_delay(settings), Seconds(300));
+  EXPECT_EQ(retry_at(settings, kNow), kNow + minutes(5));
+}
+
+TEST(DecideTimers, TheKeepAlivePolicyOfAKnownModelAndOfOneItsServerWouldLearn) {
+  Settings settings;
+  settings.model_keep_alive_hours = 2;
+  ModelSpec known;
+  known.keep_alive_hours = 1;
+  known.keep_alive_min_seconds = 60;
+  known.keep_alive_max_seconds = 7200;
+  ServiceSpec server;
+  server.model_keep_alive_hours = 0.5;
+  KeepAlivePolicy p = keep_alive_policy(settings, &known, &server);  // its own wins
+  EXPECT_EQ(p.configured_seconds, 3600);
+  EXPECT_EQ(p.min_seconds, 60);
+  EXPECT_EQ(p.max_seconds, 7200);
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, &server).configured_seconds, 1800);
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).configured_seconds, 7200);
+  const ModelSpec defaults;
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).min_seconds,
+            defaults.keep_alive_min_seconds);
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).max_seconds,
+            defaults.keep_alive_max_seconds);
+}
+
+TEST(DecideTimers, AModelServerIsToldTheKeepAlivePlusAGraceAndForeverStaysForever) {
+  EXPECT_EQ(model_server_keep_alive(600), 900);
+  EXPECT_EQ(model_server_keep_alive(0), kModelServerGraceSeconds);
+  EXPECT_TRUE(std::isinf(model_server_keep_alive(std::numeric_limits<double>::infinity())));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "siesta/core/decide.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string_view>
 
@@ -137,8 +138,29 @@ Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
       clamp_keep_alive(seconds, spec.keep_alive_min_seconds, spec.keep_alive_max_seconds));
 }
 
-Seconds retry_delay(const Settings& settings) {
+Seconds reconcile_interval(const Settings& settings) {
   return Seconds(settings.idle_check_interval_minutes * 60.0);
+}
+
+Seconds retry_delay(const Settings& settings) { return reconcile_interval(settings); }
+
+WallTime retry_at(const Settings& settings, WallTime now) {
+  return now + to_wall_duration(retry_delay(settings));
+}
+
+KeepAlivePolicy keep_alive_policy(const Settings& settings, const ModelSpec* model,
+                                  const ServiceSpec* server) {
+  ModelSpec defaults;
+  if (model == nullptr && server != nullptr) {
+    defaults.keep_alive_hours = server->model_keep_alive_hours;
+  }
+  const ModelSpec& spec = model != nullptr ? *model : defaults;
+  return {effective_keep_alive(settings, spec, ModelRuntime{}).count(), spec.keep_alive_min_seconds,
+          spec.keep_alive_max_seconds};
+}
+
+double model_server_keep_alive(double enforced_seconds) {
+  return enforced_seconds + kModelServerGraceSeconds;
 }
 
 SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& rt) {
@@ -177,6 +199,17 @@ WallTime keep_alive_until(const Settings& settings, const ModelSpec& spec, const
 }
 
 }  // namespace
+
+WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec, WallTime last_used) {
+  return last_used + to_wall_duration(Seconds(tier_of(settings, spec, 0).after_minutes * 60.0));
+}
+
+std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
+                                        const ModelRuntime& runtime) {
+  const Seconds keep_alive = effective_keep_alive(settings, spec, runtime);
+  if (!runtime.last_used || !std::isfinite(keep_alive.count())) return std::nullopt;
+  return *runtime.last_used + to_wall_duration(keep_alive);
+}
 
 std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec& spec,
                                     const ServiceRuntime& runtime, WallTime now) {

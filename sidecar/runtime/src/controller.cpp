@@ -115,13 +115,13 @@ std::string failure_text(ServiceOperation operation, const Status& st) {
 void Controller::fail_service(const std::string& service, ServiceOperation operation,
                               const Status& st, bool schedule_retry) {
   const WallTime now = clock_.wall_now();
-  const WallTime retry_at = now + to_wall_duration(retry_delay(registry_.settings()));
+  const WallTime retry = retry_at(registry_.settings(), now);
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
     set_state(rt, ServiceState::kError, now);
     rt.last_error = failure_text(operation, st);
     rt.failed_operation = operation;
     rt.last_error_at = now;
-    if (schedule_retry) rt.retry_at = retry_at;
+    if (schedule_retry) rt.retry_at = retry;
   });
   recorder_.service_failed(service, operation);
   spdlog::error("Service {}: {} failed: {}", service, to_string(operation), st.message());
@@ -575,19 +575,15 @@ Result<ServiceState> Controller::begin_request(const std::string& service) {
 
 void Controller::end_request(const std::string& service) {
   const WallTime now = clock_.wall_now();
-  bool idle = false;
-  std::optional<double> timeout_minutes;
+  const Settings settings = registry_.settings();
+  std::optional<WallTime> deadline;
   registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
     rt.last_used = now;
-    idle = rt.in_flight == 0;
-    timeout_minutes = spec.sleep_tiers.empty() ? spec.idle_timeout_minutes
-                                               : spec.sleep_tiers.front().after_minutes;
+    if (rt.in_flight == 0) deadline = first_tier_at(settings, spec, now);
   });
-  if (!idle) return;
   // The service now has a sleep deadline; wake the monitor only if it would sleep past it.
-  const double minutes = timeout_minutes.value_or(registry_.settings().idle_timeout_minutes);
-  registry_.changes().notify_if_before(now + to_wall_duration(Seconds(minutes * 60)));
+  if (deadline) registry_.changes().notify_if_before(*deadline);
 }
 
 void Controller::count_upgraded(const std::string& service, bool open) {
@@ -600,19 +596,14 @@ ModelProvider* Controller::provider_of(const std::string& provider_service) {
   return providers_ ? providers_(provider_service) : nullptr;
 }
 
-Controller::KeepAlivePolicy Controller::keep_alive_policy(const std::string& model,
-                                                          const std::string& provider_service) {
+KeepAlivePolicy Controller::keep_alive_policy(const std::string& model,
+                                              const std::string& provider_service) {
   const Settings settings = registry_.settings();
   if (auto view = registry_.model(model)) {
-    return {effective_keep_alive(settings, *view->spec, ModelRuntime{}).count(),
-            view->spec->keep_alive_min_seconds, view->spec->keep_alive_max_seconds};
+    return siesta::keep_alive_policy(settings, view->spec.get(), nullptr);
   }
-  ModelSpec defaults;
-  if (auto server = registry_.service(provider_service)) {
-    defaults.keep_alive_hours = server->spec->model_keep_alive_hours;
-  }
-  return {effective_keep_alive(settings, defaults, ModelRuntime{}).count(),
-          defaults.keep_alive_min_seconds, defaults.keep_alive_max_seconds};
+  auto server = registry_.service(provider_service);
+  return siesta::keep_alive_policy(settings, nullptr, server ? server->spec.get() : nullptr);
 }
 
 std::optional<std::uint64_t> Controller::begin_model_request(const std::string& model,
@@ -654,23 +645,19 @@ bool Controller::model_accepted(const std::string& model, double keep_alive_seco
 
 void Controller::end_model_request(const std::string& model, bool accepted) {
   const WallTime now = clock_.wall_now();
-  bool idle = false;
-  double keep_alive = 0;
+  std::optional<WallTime> deadline;
   const Settings settings = registry_.settings();
   registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
     rt.last_used = now;  // the keep-alive runs from the end of the last request
-    idle = rt.in_flight == 0;
-    keep_alive = effective_keep_alive(settings, spec, rt).count();
+    if (rt.in_flight == 0) deadline = keep_alive_ends(settings, spec, rt);
   });
   // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
   if (!accepted && forget_if_unused(model)) {
     spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
     return;
   }
-  if (idle && std::isfinite(keep_alive)) {
-    registry_.changes().notify_if_before(now + to_wall_duration(Seconds(keep_alive)));
-  }
+  if (deadline) registry_.changes().notify_if_before(*deadline);
 }
 
 Result<std::string> Controller::find_installed(const std::string& model) {
@@ -735,7 +722,7 @@ Status Controller::load_model(const std::string& model) {
       effective_keep_alive(registry_.settings(), *view->spec, view->runtime).count();
   spdlog::info("Loading model {} on {}...", model, view->spec->provider);
   const MonoTime t0 = clock_.mono_now();
-  Status st = provider->load(model, std::isfinite(keep_alive) ? keep_alive + 300 : keep_alive);
+  Status st = provider->load(model, model_server_keep_alive(keep_alive));
   const Seconds took = clock_.mono_now() - t0;
   if (!st) {
     spdlog::error("Model {}: load failed: {}", model, st.message());
@@ -850,7 +837,7 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
   const bool service_up = service && service->runtime.state != ServiceState::kStopped;
   if (provider != nullptr && service && service->runtime.paused) {
     // A frozen model server answers nothing; its unload_models tier or its stop frees the model.
-    const WallTime later = clock_.wall_now() + to_wall_duration(retry_delay(registry_.settings()));
+    const WallTime later = retry_at(registry_.settings(), clock_.wall_now());
     registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
       rt.unloading = false;
       rt.retry_at = later;
@@ -885,7 +872,7 @@ Status Controller::unload_claimed(const std::string& model, const std::string& r
     } else {
       rt.last_error = "unload failed: " + st.message();
       rt.last_error_at = now;
-      rt.retry_at = now + to_wall_duration(retry_delay(settings));
+      rt.retry_at = retry_at(settings, now);
     }
   });
   if (st) {

@@ -22,8 +22,7 @@ Monitor::~Monitor() { stop(); }
 WallTime Monitor::step() {
   const MonoTime began = clock_.mono_now();
   WallTime now = clock_.wall_now();
-  const auto interval =
-      to_wall_duration(Seconds(registry_.settings().idle_check_interval_minutes * 60.0));
+  const auto interval = to_wall_duration(reconcile_interval(registry_.settings()));
   if (!last_reconcile_ || now >= *last_reconcile_ + interval) {
     controller_.reconcile();
     last_reconcile_ = now;

@@ -104,6 +104,38 @@ Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
 // A failed start of a desired-on service, or a failed unload, is retried this long later.
 Seconds retry_delay(const Settings& settings);
 
+// The timers siesta sets outside decide() (claims, request ends, loads). Each is computed here
+// and nowhere else, so a deadline the monitor is woken for is the one decide() later finds due.
+
+// How often backends are reconciled (their real state re-read): idle_check_interval_minutes.
+Seconds reconcile_interval(const Settings& settings);
+// When a failure at `now` is retried (retry_at of a service or a model).
+WallTime retry_at(const Settings& settings, WallTime now);
+// A use of the service ended at `last_used` with nothing else in flight: its first sleep tier
+// (the idle timeout with no sleep_tiers) is due then. The earliest deadline the use creates.
+WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec, WallTime last_used);
+// A model's keep-alive ends (last_used + effective_keep_alive); absent when it is forever or the
+// model has no last use.
+std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
+                                        const ModelRuntime& runtime);
+
+// The keep-alive rule for a request on a model: its default (configured) keep-alive and its
+// bounds. `model` is the known model's spec; for a model siesta does not know yet (nullptr), the
+// model it would be learned as on `server` (its model_keep_alive_hours; nullptr: none).
+struct KeepAlivePolicy {
+  double configured_seconds;
+  double min_seconds;
+  double max_seconds;
+};
+KeepAlivePolicy keep_alive_policy(const Settings& settings, const ModelSpec* model,
+                                  const ServiceSpec* server);
+
+// What siesta tells a model server that unloads on its own (Ollama's keep_alive): longer than
+// siesta's own deadline by this grace, so the server never unloads first, yet finite, so a model
+// is not pinned forever should siesta be gone. Infinite stays infinite.
+inline constexpr double kModelServerGraceSeconds = 300;
+double model_server_keep_alive(double enforced_seconds);
+
 // The rules decide() applies to one entry, for callers that must re-check a claim
 // atomically under the registry lock (a use may have arrived since the decision).
 SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& runtime);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/decide.h"
 #include "siesta/core/model_provider.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
@@ -86,12 +87,9 @@ class Controller {
   // never loaded and has no other request in flight is forgotten after a failed request.
   void end_model_request(const std::string& model, bool accepted);
   // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
-  // it would be learned with on `provider_service` (its model_keep_alive_hours).
-  struct KeepAlivePolicy {
-    double configured_seconds;
-    double min_seconds;
-    double max_seconds;
-  };
+  // it would be learned with on `provider_service` (its model_keep_alive_hours). The rule is
+  // siesta::keep_alive_policy (decide.h).
+  using KeepAlivePolicy = siesta::KeepAlivePolicy;
   KeepAlivePolicy keep_alive_policy(const std::string& model,
                                     const std::string& provider_service = "");
   ModelProvider* provider_of(const std::string& provider_service);

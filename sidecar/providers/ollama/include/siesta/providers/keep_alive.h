@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "siesta/core/decide.h"
 #include "siesta/core/status.h"
 
 namespace siesta {
@@ -32,11 +33,11 @@ AskedKeepAlive asked_keep_alive(ModelRoute route, const nlohmann::json& doc);
 double bounded_keep_alive(std::optional<double> client_seconds, double configured_seconds,
                           double min_seconds, double max_seconds);
 
-// What siesta tells Ollama: longer than siesta's own deadline, so Ollama never unloads first,
-// yet finite, so a model is not pinned forever should siesta be gone.
-inline constexpr double kOllamaGraceSeconds = 300;
+// What siesta tells Ollama: model_server_keep_alive (decide.h), siesta's own deadline plus a
+// grace, so Ollama never unloads first, yet finite, so a model is not pinned forever should
+// siesta be gone.
 inline double upstream_keep_alive(double enforced_seconds) {
-  return enforced_seconds + kOllamaGraceSeconds;
+  return model_server_keep_alive(enforced_seconds);
 }
 
 }  // namespace siesta
