@@ -234,10 +234,10 @@ std::regex compiled(const std::string& pattern) {
 
 class AdminServer::Impl {
  public:
-  Impl(Registry& registry, Controller& controller, Persister& persister, const Metrics& metrics,
+  Impl(Registry& registry, AdminActions& actions, Persister& persister, const Metrics& metrics,
        const Clock& clock, MonitorStatusFn monitor, AdminOptions options)
       : registry_(registry),
-        controller_(controller),
+        actions_(actions),
         persister_(persister),
         metrics_(metrics),
         clock_(clock),
@@ -721,7 +721,7 @@ class AdminServer::Impl {
               " " + rule.unit + ", got " + text_of(value));
     }
     // Everything is valid: apply all of it at once.
-    Status st = controller_.update_settings([&](Settings& s) {
+    Status st = actions_.update_settings([&](Settings& s) {
       for (const auto& [canonical, change] : changes) set_setting(*change.field, s, change.value);
     });
     if (!st) return status_reply(st);
@@ -743,7 +743,7 @@ class AdminServer::Impl {
         return error_reply(400, "invalid_argument",
                            "\"enabled\" is required and must be true or false");
       }
-      st = controller_.set_idle_sleep(name, (*body)["enabled"].get<bool>());
+      st = actions_.set_idle_sleep(name, (*body)["enabled"].get<bool>());
     } else if (action == "desired") {
       if (Status keys = only_keys(*body, {"desired"}); !keys) return status_reply(keys);
       const json& d = body->value("desired", json());
@@ -752,27 +752,27 @@ class AdminServer::Impl {
         return error_reply(400, "invalid_argument",
                            "\"desired\" is required and must be \"on\" or \"off\"");
       }
-      st = controller_.set_desired(name, *desired);
+      st = actions_.set_desired(name, *desired);
     } else {
       if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
-      if (action == "wake") st = controller_.wake(name, "manual");
-      if (action == "sleep") st = controller_.sleep(name);
-      if (action == "touch") st = controller_.touch_service(name);
-      if (action == "unload-models") st = controller_.unload_models_of(name);
+      if (action == "wake") st = actions_.wake(name, "manual");
+      if (action == "sleep") st = actions_.sleep(name);
+      if (action == "touch") st = actions_.touch_service(name);
+      if (action == "unload-models") st = actions_.unload_models_of(name);
     }
     if (!st) return status_reply(st);
     return service_reply(name);
   }
 
   Reply model_action(const AdminRequest& req, const std::string& name, const std::string& action) {
-    // A model to load may be one siesta has not seen: the controller asks the model servers.
+    // A model to load may be one siesta has not seen: the runtime asks the model servers.
     if (auto bad = check_model(name, action != "load")) return *bad;
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
     if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
-    Status st = action == "unload" ? controller_.unload_model(name)
-                : action == "load" ? controller_.load_model(name)
-                                   : controller_.touch_model(name);
+    Status st = action == "unload" ? actions_.unload_model(name)
+                : action == "load" ? actions_.load_model(name)
+                                   : actions_.touch_model(name);
     if (!st) return status_reply(st);
     return model_reply(name);
   }
@@ -895,7 +895,7 @@ class AdminServer::Impl {
   }
 
   Registry& registry_;
-  Controller& controller_;
+  AdminActions& actions_;
   Persister& persister_;
   const Metrics& metrics_;
   const Clock& clock_;
@@ -909,11 +909,11 @@ class AdminServer::Impl {
   std::optional<net::thread_pool> pool_;                // the handlers, from serve(); joined first
 };
 
-AdminServer::AdminServer(Registry& registry, Controller& controller, Persister& persister,
+AdminServer::AdminServer(Registry& registry, AdminActions& actions, Persister& persister,
                          const Metrics& metrics, const Clock& clock, MonitorStatusFn monitor,
                          AdminOptions options)
-    : impl_(std::make_unique<Impl>(registry, controller, persister, metrics, clock,
-                                   std::move(monitor), options)) {}
+    : impl_(std::make_unique<Impl>(registry, actions, persister, metrics, clock, std::move(monitor),
+                                   options)) {}
 
 AdminServer::~AdminServer() = default;
 

@@ -67,7 +67,7 @@ std::vector<ServiceConfig> find_labelled_services(DockerClient& client,
   return found;
 }
 
-DockerSync::DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
+DockerSync::DockerSync(Registry& registry, DiscoveryActions& controller, DockerBackend& backend,
                        bool label_discovery, Hooks hooks)
     : registry_(registry),
       controller_(controller),

@@ -52,7 +52,7 @@ std::vector<ServiceConfig> find_labelled_swarm_services(DockerClient& client,
   return found;
 }
 
-SwarmSync::SwarmSync(Registry& registry, Controller& controller, SwarmBackend& backend,
+SwarmSync::SwarmSync(Registry& registry, DiscoveryActions& controller, SwarmBackend& backend,
                      bool label_discovery, std::function<void(const ServiceSpec&)> added,
                      std::chrono::milliseconds swarm_check)
     : registry_(registry),

@@ -20,7 +20,7 @@
 #include "siesta/core/registry.h"
 #include "siesta/core/status.h"
 #include "siesta/metrics/metrics.h"
-#include "siesta/runtime/controller.h"
+#include "siesta/runtime/admin_actions.h"
 #include "siesta/runtime/event_log.h"
 #include "siesta/runtime/persister.h"
 
@@ -56,7 +56,8 @@ class AdminServer {
  public:
   using MonitorStatusFn = std::function<MonitorStatus()>;
 
-  AdminServer(Registry& registry, Controller& controller, Persister& persister,
+  // Reads `registry`; every change goes through `actions` (the Controller in siesta).
+  AdminServer(Registry& registry, AdminActions& actions, Persister& persister,
               const Metrics& metrics, const Clock& clock, MonitorStatusFn monitor,
               AdminOptions options = {});
   ~AdminServer();

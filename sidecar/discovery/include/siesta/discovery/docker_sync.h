@@ -20,7 +20,7 @@
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/refresh_queue.h"
-#include "siesta/runtime/controller.h"
+#include "siesta/runtime/discovery_actions.h"
 
 namespace siesta {
 
@@ -38,7 +38,7 @@ class DockerSync {
     // bring back its model provider.
     std::function<void(const ServiceSpec&, bool exists)> container;
   };
-  DockerSync(Registry& registry, Controller& controller, DockerBackend& backend,
+  DockerSync(Registry& registry, DiscoveryActions& controller, DockerBackend& backend,
              bool label_discovery, Hooks hooks = {});
   ~DockerSync();
 
@@ -54,7 +54,7 @@ class DockerSync {
   std::string service_for(const std::string& name, const std::string& id);
 
   Registry& registry_;
-  Controller& controller_;
+  DiscoveryActions& controller_;
   DockerBackend& backend_;
   const bool label_discovery_;
   Hooks hooks_;

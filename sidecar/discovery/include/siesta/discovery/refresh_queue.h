@@ -7,14 +7,14 @@
 #include <set>
 #include <string>
 
-#include "siesta/runtime/controller.h"
+#include "siesta/runtime/discovery_actions.h"
 #include "siesta/runtime/executor.h"
 
 namespace siesta {
 
 class RefreshQueue {
  public:
-  explicit RefreshQueue(Controller& controller) : controller_(controller) {}
+  explicit RefreshQueue(DiscoveryActions& controller) : controller_(controller) {}
   void refresh_soon(const std::string& service);
   // Re-reads every service (after events may have been missed).
   void reconcile_soon() {
@@ -23,7 +23,7 @@ class RefreshQueue {
   void join_all() { executor_.join_all(); }
 
  private:
-  Controller& controller_;
+  DiscoveryActions& controller_;
   ThreadExecutor executor_;
   std::mutex mu_;
   std::set<std::string> queued_;  // guarded by mu_: refreshes posted, not yet begun

@@ -20,7 +20,7 @@
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/refresh_queue.h"
-#include "siesta/runtime/controller.h"
+#include "siesta/runtime/discovery_actions.h"
 
 namespace siesta {
 
@@ -32,8 +32,8 @@ std::vector<ServiceConfig> find_labelled_swarm_services(DockerClient& client,
 
 class SwarmSync {
  public:
-  SwarmSync(Registry& registry, Controller& controller, SwarmBackend& backend, bool label_discovery,
-            std::function<void(const ServiceSpec&)> added,
+  SwarmSync(Registry& registry, DiscoveryActions& controller, SwarmBackend& backend,
+            bool label_discovery, std::function<void(const ServiceSpec&)> added,
             std::chrono::milliseconds swarm_check = std::chrono::seconds(2));
   ~SwarmSync();
 
@@ -47,7 +47,7 @@ class SwarmSync {
   std::string service_for(const std::string& name, const std::string& id);
 
   Registry& registry_;
-  Controller& controller_;
+  DiscoveryActions& controller_;
   SwarmBackend& backend_;
   const bool label_discovery_;
   std::function<void(const ServiceSpec&)> added_;

@@ -1,6 +1,9 @@
-// Controller: performs every state change of a service or model — wake, sleep, unload, touch,
-// reconcile — through the backends and providers, and keeps the registry, the recorder and the
-// state file in step. The monitor decides when; the admin API asks directly.
+// Controller: performs every state change of a service — wake, sleep, light sleep, touch,
+// reconcile, shutdown — through the backends, and keeps the registry, the recorder and the state
+// file in step. The monitor decides when; the admin API (AdminActions), discovery
+// (DiscoveryActions) and the proxy ask directly. A model's state changes are ModelLifecycle's
+// (model_lifecycle.h): the Controller owns one and forwards its model methods to it, and tells it
+// when a model server stopped or slept.
 //
 // Thread-safe. Operations on one service are serialised by a per-service mutex, so concurrent
 // wakes share one start and a wake that arrives during a stop waits for it, then starts.
@@ -23,10 +26,13 @@
 #include "siesta/core/registry.h"
 #include "siesta/core/service_backend.h"
 #include "siesta/core/status.h"
+#include "siesta/runtime/admin_actions.h"
+#include "siesta/runtime/discovery_actions.h"
+#include "siesta/runtime/model_lifecycle.h"
 
 namespace siesta {
 
-class Controller {
+class Controller : public AdminActions, public DiscoveryActions {
  public:
   using BackendMap = std::map<std::string, ServiceBackend*>;  // backend name -> backend
   // The provider for models served by the named service; nullptr when there is none.
@@ -42,11 +48,11 @@ class Controller {
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
   // use. reason: "manual", "desired", "request".
-  Status wake(const std::string& service, const std::string& reason);
+  Status wake(const std::string& service, const std::string& reason) override;
   // Stops the service now (reason "manual"). A desired-on service is refused (kConflict).
-  Status sleep(const std::string& service);
+  Status sleep(const std::string& service) override;
   // Records a use of the service now, without waking it.
-  Status touch_service(const std::string& service);
+  Status touch_service(const std::string& service) override;
   // A request or connection through the proxy begins: it is in flight (the service will not be
   // put to sleep) until end_request(). Returns the service's state, so the caller knows whether
   // to wake it first. Cheap: no state-file save, no monitor wake-up.
@@ -57,22 +63,26 @@ class Controller {
   // connection ended: counted for idle-status and /metrics. It stays in flight until
   // end_request() either way.
   void count_upgraded(const std::string& service, bool open);
+  // Runtime changes from the admin API; each is saved before it returns.
+  Status set_idle_sleep(const std::string& service, bool enabled) override;
+  Status set_desired(const std::string& service, Desired desired) override;
+  Status update_settings(const std::function<void(Settings&)>& change) override;
+
+  // Model lifecycle, done by ModelLifecycle (model_lifecycle.h).
   // Records a use of the model now: it counts as loaded, its keep-alive restarts, and its
   // provider service is used too.
-  Status touch_model(const std::string& model);
-  // Runtime changes from the admin API; each is saved before it returns.
-  Status set_idle_sleep(const std::string& service, bool enabled);
-  Status set_desired(const std::string& service, Desired desired);
-  Status update_settings(const std::function<void(Settings&)>& change);
+  Status touch_model(const std::string& model) override;
   // Unloads now through the provider (reason "forced").
-  Status unload_model(const std::string& model);
+  Status unload_model(const std::string& model) override;
   // Loads now through the provider with the model's keep-alive (admin API). A model siesta has
   // not seen is looked for on the model servers (find_installed) and learned; kNotFound when
   // none has it.
-  Status load_model(const std::string& model);
+  Status load_model(const std::string& model) override;
   // Unloads every loaded model of a provider service (reason "forced").
-  Status unload_models_of(const std::string& provider_service);
-
+  Status unload_models_of(const std::string& provider_service) override;
+  // The monitor's two steps for an expired keep-alive (as claim_sleep/finish_sleep below).
+  bool claim_unload(const std::string& model);
+  void finish_unload(const std::string& model, const std::string& reason);
   // A proxied request names `model` on `provider_service`: the model is in flight (never
   // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
   // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
@@ -105,19 +115,17 @@ class Controller {
   // reaching a frozen service. A use in between makes finish_light_sleep() a no-op.
   bool claim_light_sleep(const std::string& service, std::size_t tier);
   void finish_light_sleep(const std::string& service, std::size_t tier);
-  bool claim_unload(const std::string& model);
-  void finish_unload(const std::string& model, const std::string& reason);
 
   // Adds a service found after start-up (a labelled container) and reads its real state. A
   // running one gets its idle timer started like any other. kConflict if the name is taken.
-  Status add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired);
+  Status add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired) override;
 
   // Re-reads every service's real state from its backend and every provider's loaded models.
   // Services with a start or stop in progress are skipped: that operation sets their state.
-  void reconcile();
+  void reconcile() override;
   // Re-reads one service's real state (e.g. on a Docker event); waits for a start or stop in
   // progress to finish first, so the event is never lost.
-  void refresh(const std::string& service);
+  void refresh(const std::string& service) override;
   // On shutdown with on_exit "stop": stops every running service.
   void stop_all();
   // On shutdown with on_exit "leave": resumes the paused services whose backend cannot keep
@@ -142,12 +150,8 @@ class Controller {
   void fail_service(const std::string& service, ServiceOperation operation, const Status& st,
                     bool schedule_retry);
   void unload_models_before_stop(const std::string& service);
+  // ModelLifecycle::mark_models_unloaded.
   void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
-  void record_unload(const std::string& model, const std::string& reason,
-                     std::optional<double> vram_bytes);
-  Status unload_claimed(const std::string& model, const std::string& reason);
-  // Claims and unloads a loaded model now; OK when it was not loaded.
-  Status unload_now(const std::string& model, const std::string& reason);
   // The unload_models tier: every loaded model of the service, through its provider; a paused
   // service is resumed for it and paused again. Holds the service's op lock.
   Status unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend);
@@ -166,16 +170,9 @@ class Controller {
   // Reads the backend's real state into the registry; true when anything changed (the caller
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);
+  // Every running model server's loaded models (ModelLifecycle::sync_loaded), unless its engine
+  // is asleep.
   void reconcile_models();
-  // The model server that has `model` installed: the only one there is, else the first (running
-  // ones asked first, then stopped ones woken) whose list has it. kNotFound when none has it.
-  Result<std::string> find_installed(const std::string& model);
-  // Forgets a learned model that was never loaded and is not in use.
-  bool forget_if_unused(const std::string& model);
-  void forget_loads(const std::vector<std::string>& models);
-  // Adds a model not in the config (Registry::add_learned_model); false if it was known.
-  bool learn_model(const std::string& model, const std::string& provider_service,
-                   const ModelRuntime& runtime, const char* how);
   Status save();
 
   Registry& registry_;
@@ -184,11 +181,7 @@ class Controller {
   const Clock& clock_;
   Recorder& recorder_;
   SaveFn save_;
-  std::size_t max_learned_models_;
-  // Per model, the loads paid by a request (its answer found the model not loaded), so that a
-  // request that began before the latest load does not count it again (model_accepted).
-  std::mutex loads_mu_;
-  std::map<std::string, std::uint64_t> request_loads_;  // guarded by loads_mu_
+  ModelLifecycle models_;
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
 };

@@ -1,0 +1,388 @@
+#include "siesta/runtime/model_lifecycle.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "saved.h"
+
+namespace siesta {
+
+ModelLifecycle::ModelLifecycle(Registry& registry, ProviderLookup providers, const Clock& clock,
+                               Recorder& recorder, SaveFn save, WakeFn wake,
+                               std::size_t max_learned_models)
+    : registry_(registry),
+      providers_(std::move(providers)),
+      clock_(clock),
+      recorder_(recorder),
+      save_(std::move(save)),
+      wake_(std::move(wake)),
+      max_learned_models_(max_learned_models) {
+  auto trimmed = registry_.add_learned_model(ModelSpec{}, ModelRuntime{}, max_learned_models_);
+  if (!trimmed.forgotten.empty()) {
+    spdlog::info("Forgot {} learned models never or no longer loaded (max_learned_models {})",
+                 trimmed.forgotten.size(), max_learned_models_);
+  }
+}
+
+ModelProvider* ModelLifecycle::provider_of(const std::string& provider_service) {
+  return providers_ ? providers_(provider_service) : nullptr;
+}
+
+Status ModelLifecycle::save() { return save_ ? save_() : Status::ok(); }
+
+bool ModelLifecycle::learn_model(const std::string& model, const std::string& provider_service,
+                                 const ModelRuntime& runtime, const char* how) {
+  ModelSpec spec;
+  spec.name = model;
+  spec.provider = provider_service;
+  auto learned = registry_.add_learned_model(spec, runtime, max_learned_models_);
+  forget_loads(learned.forgotten);  // idle: nothing in flight
+  for (const auto& name : learned.forgotten) {
+    spdlog::info("Model {} forgotten: not loaded, the oldest of more than {} learned models", name,
+                 max_learned_models_);
+  }
+  if (learned.added) spdlog::info("Model {} {} {}; tracking it", model, how, provider_service);
+  return learned.added;
+}
+
+void ModelLifecycle::record_unload(const std::string& model, const std::string& reason,
+                                   std::optional<double> vram_bytes) {
+  recorder_.model_unloaded(model, reason);
+  if (vram_bytes && *vram_bytes > 0) recorder_.model_memory_freed(model, *vram_bytes);
+}
+
+void ModelLifecycle::mark_models_unloaded(const std::string& provider_service,
+                                          const std::string& reason) {
+  for (const auto& name : registry_.model_names()) {
+    bool unloaded = false;
+    std::optional<double> freed;
+    registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& rt) {
+      if (spec.provider == provider_service && rt.loaded) {
+        freed = std::exchange(rt.vram_bytes, std::nullopt);
+        rt.loaded = false;
+        rt.keep_alive_seconds.reset();
+        unloaded = true;
+      }
+    });
+    if (unloaded) {
+      record_unload(name, reason, freed);
+      spdlog::info("Model {} unloaded: its service {} {}", name, provider_service,
+                   reason == "sleep_tier" ? "put its engine to sleep" : "stopped");
+    }
+  }
+}
+
+KeepAlivePolicy ModelLifecycle::keep_alive_policy(const std::string& model,
+                                                  const std::string& provider_service) {
+  const Settings settings = registry_.settings();
+  if (auto view = registry_.model(model)) {
+    return siesta::keep_alive_policy(settings, view->spec.get(), nullptr);
+  }
+  auto server = registry_.service(provider_service);
+  return siesta::keep_alive_policy(settings, nullptr, server ? server->spec.get() : nullptr);
+}
+
+std::optional<std::uint64_t> ModelLifecycle::begin_model_request(
+    const std::string& model, const std::string& provider_service) {
+  ModelRuntime first;
+  first.in_flight = 1;
+  bool loaded = false;
+  // An idle learned entry may be forgotten between the two steps: then learn it again.
+  while (!registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    ++rt.in_flight;
+    loaded = rt.loaded;
+  })) {
+    if (learn_model(model, provider_service, first, "is used through")) break;
+  }
+  if (loaded) return std::nullopt;
+  std::lock_guard lock(loads_mu_);
+  return request_loads_[model];
+}
+
+bool ModelLifecycle::model_accepted(const std::string& model, double keep_alive_seconds,
+                                    std::optional<std::uint64_t> ticket) {
+  const WallTime now = clock_.wall_now();
+  bool paid = false;
+  if (ticket) {
+    // Not `!rt.loaded`: /api/ps may have shown the model while this request was loading it.
+    std::lock_guard lock(loads_mu_);
+    auto& loads = request_loads_[model];
+    paid = *ticket == loads;
+    if (paid) ++loads;
+  }
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = now;
+    rt.keep_alive_seconds = keep_alive_seconds;
+  });
+  if (paid) recorder_.model_added(model);  // its counters start at zero
+  return paid;
+}
+
+void ModelLifecycle::end_model_request(const std::string& model, bool accepted) {
+  const WallTime now = clock_.wall_now();
+  std::optional<WallTime> deadline;
+  const Settings settings = registry_.settings();
+  registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    rt.in_flight = std::max(0, rt.in_flight - 1);
+    rt.last_used = now;  // the keep-alive runs from the end of the last request
+    if (rt.in_flight == 0) deadline = keep_alive_ends(settings, spec, rt);
+  });
+  // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
+  if (!accepted && forget_if_unused(model)) {
+    spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
+    return;
+  }
+  if (deadline) registry_.changes().notify_if_before(*deadline);
+}
+
+Result<std::string> ModelLifecycle::find_installed(const std::string& model) {
+  std::vector<std::string> servers;
+  for (const auto& name : registry_.service_names()) {
+    if (provider_of(name) != nullptr) servers.push_back(name);
+  }
+  const Status none{ErrorCode::kNotFound, "unknown model: " + model + " (no model server has it)"};
+  if (servers.empty()) return none;
+  if (servers.size() == 1) return servers.front();  // its load says whether it has the model
+  // Running servers are asked first: waking one only to ask costs a start.
+  std::stable_partition(servers.begin(), servers.end(), [&](const std::string& name) {
+    auto view = registry_.service(name);
+    return view && view->runtime.state == ServiceState::kRunning;
+  });
+  for (const auto& name : servers) {
+    if (Status st = wake_(name); !st) {
+      spdlog::warn("Model {}: cannot ask {} whether it has it: {}", model, name, st.message());
+      continue;
+    }
+    auto installed = provider_of(name)->list_installed();
+    if (!installed) {
+      spdlog::warn("Model {}: cannot list the models of {}: {}", model, name,
+                   installed.status().message());
+      continue;
+    }
+    if (std::find(installed->begin(), installed->end(), model) != installed->end()) return name;
+  }
+  return none;
+}
+
+bool ModelLifecycle::forget_if_unused(const std::string& model) {
+  const bool forgotten =
+      registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
+        return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
+      });
+  if (forgotten) forget_loads({model});  // no request holds a ticket: none is in flight
+  return forgotten;
+}
+
+void ModelLifecycle::forget_loads(const std::vector<std::string>& models) {
+  std::lock_guard lock(loads_mu_);
+  for (const auto& m : models) request_loads_.erase(m);
+}
+
+Status ModelLifecycle::load_model(const std::string& model) {
+  auto view = registry_.model(model);
+  if (!view) {
+    auto server = find_installed(model);
+    if (!server) return server.status();
+    learn_model(model, *server, ModelRuntime{}, "is loaded by the admin API on");
+    view = registry_.model(model);
+    if (!view) return {ErrorCode::kConflict, "model " + model + " was forgotten meanwhile"};
+  }
+  ModelProvider* provider = provider_of(view->spec->provider);
+  if (provider == nullptr) {
+    return {ErrorCode::kUnavailable, "service " + view->spec->provider + " has no model API"};
+  }
+  // The provider service must be up first.
+  if (Status st = wake_(view->spec->provider); !st) return st;
+  const double keep_alive =
+      effective_keep_alive(registry_.settings(), *view->spec, view->runtime).count();
+  spdlog::info("Loading model {} on {}...", model, view->spec->provider);
+  const MonoTime t0 = clock_.mono_now();
+  Status st = provider->load(model, model_server_keep_alive(keep_alive));
+  const Seconds took = clock_.mono_now() - t0;
+  if (!st) {
+    spdlog::error("Model {}: load failed: {}", model, st.message());
+    if (forget_if_unused(model)) spdlog::info("Model {} forgotten: it was never loaded", model);
+    return st;
+  }
+  const WallTime now = clock_.wall_now();
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = now;
+  });
+  recorder_.model_loaded(model, "manual", took);
+  spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
+  return saved(Status::ok(), save());
+}
+
+Status ModelLifecycle::unload_models_of(const std::string& provider_service) {
+  if (!registry_.service(provider_service)) {
+    return {ErrorCode::kNotFound, "unknown service: " + provider_service};
+  }
+  Status first = Status::ok();
+  for (const auto& name : registry_.model_names()) {
+    auto view = registry_.model(name);
+    if (!view || view->spec->provider != provider_service || !view->runtime.loaded) continue;
+    if (Status st = unload_model(name); !st && first) first = st;
+  }
+  return first;
+}
+
+Status ModelLifecycle::touch_model(const std::string& model) {
+  const WallTime now = clock_.wall_now();
+  std::string provider;
+  bool known = registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = now;
+    provider = spec.provider;
+  });
+  if (!known) return {ErrorCode::kNotFound, "unknown model: " + model};
+  registry_.update_service(provider,
+                           [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
+  return saved(Status::ok(), save());
+}
+
+bool ModelLifecycle::claim_unload(const std::string& model) {
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  bool claimed = false;
+  registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
+    if (unload_due(settings, spec, rt, now)) {
+      rt.unloading = true;
+      claimed = true;
+    }
+  });
+  if (claimed) spdlog::info("Model {} keep-alive expired, unloading...", model);
+  return claimed;
+}
+
+void ModelLifecycle::finish_unload(const std::string& model, const std::string& reason) {
+  if (unload_claimed(model, reason)) spdlog::info("Successfully unloaded idle model {}", model);
+}
+
+Status ModelLifecycle::unload_model(const std::string& model) {
+  if (!registry_.model(model)) return {ErrorCode::kNotFound, "unknown model: " + model};
+  return unload_now(model, "forced");
+}
+
+Status ModelLifecycle::unload_now(const std::string& model, const std::string& reason) {
+  bool claimed = false;
+  bool busy = false;
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    busy = rt.unloading;
+    if (rt.loaded && !rt.unloading) rt.unloading = claimed = true;
+  });
+  if (busy) return {ErrorCode::kConflict, "an unload of model " + model + " is in progress"};
+  if (!claimed) return Status::ok();  // not loaded (or forgotten): nothing to do
+  spdlog::info("Unloading model {} ({})...", model, reason);
+  Status st = unload_claimed(model, reason);
+  if (st) spdlog::info("Successfully unloaded model {}", model);
+  return st;
+}
+
+Status ModelLifecycle::unload_claimed(const std::string& model, const std::string& reason) {
+  auto view = registry_.model(model);
+  ModelProvider* provider = providers_ ? providers_(view->spec->provider) : nullptr;
+  auto service = registry_.service(view->spec->provider);
+  const bool service_up = service && service->runtime.state != ServiceState::kStopped;
+  if (provider != nullptr && service && service->runtime.paused) {
+    // A frozen model server answers nothing; its unload_models tier or its stop frees the model.
+    const WallTime later = retry_at(registry_.settings(), clock_.wall_now());
+    registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+      rt.unloading = false;
+      rt.retry_at = later;
+    });
+    spdlog::info("Model {}: not unloaded now, its service {} is paused", model,
+                 view->spec->provider);
+    return Status::ok();
+  }
+  Status st = Status::ok();
+  if (provider != nullptr && !service_up) {
+    // A stopped model server holds no models: nothing to ask it.
+    spdlog::info("Model {}: its service {} is stopped, so it is not loaded", model,
+                 view->spec->provider);
+  } else if (provider != nullptr) {
+    st = provider->unload(model);
+  } else {
+    spdlog::warn(
+        "Model {}: no model provider for service {}; marking it unloaded without "
+        "contacting the service",
+        model, view->spec->provider);
+  }
+  const WallTime now = clock_.wall_now();
+  const Settings settings = registry_.settings();
+  std::optional<double> freed;
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.unloading = false;
+    if (st) {
+      freed = std::exchange(rt.vram_bytes, std::nullopt);
+      rt.loaded = false;
+      rt.keep_alive_seconds.reset();
+      rt.retry_at.reset();
+    } else {
+      rt.last_error = "unload failed: " + st.message();
+      rt.last_error_at = now;
+      rt.retry_at = retry_at(settings, now);
+    }
+  });
+  if (st) {
+    record_unload(model, reason, freed);
+  } else {
+    recorder_.model_unload_failed(model);
+    spdlog::error("Model {}: unload failed: {} (retrying in {:g} s)", model, st.message(),
+                  retry_delay(settings).count());
+  }
+  return saved(st, save());
+}
+
+bool ModelLifecycle::sync_loaded(const std::string& service,
+                                 const std::vector<LoadedModel>& loaded) {
+  const WallTime now = clock_.wall_now();
+  bool changed = false;
+  for (const auto& m : loaded) {
+    ModelRuntime rt;
+    rt.loaded = true;
+    rt.last_used = now;
+    rt.size_bytes = m.size_bytes;
+    rt.vram_bytes = m.vram_bytes;
+    if (!registry_.model(m.name) && learn_model(m.name, service, rt, "found loaded on")) {
+      recorder_.model_added(m.name);
+      changed = true;
+    }
+    registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {
+      cur.size_bytes = m.size_bytes;
+      cur.vram_bytes = m.vram_bytes;
+      if (!cur.loaded) {
+        cur.loaded = true;
+        cur.last_used = now;
+        changed = true;
+      }
+    });
+  }
+  for (const auto& name : registry_.model_names()) {
+    bool gone = false;
+    std::optional<double> freed;
+    registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& cur) {
+      // A model with a request running may still be loading: Ollama lists it only then.
+      if (spec.provider != service || !cur.loaded || cur.unloading || cur.in_flight > 0) return;
+      bool listed = std::any_of(loaded.begin(), loaded.end(),
+                                [&](const LoadedModel& m) { return m.name == name; });
+      if (!listed) {
+        freed = std::exchange(cur.vram_bytes, std::nullopt);
+        cur.loaded = false;
+        cur.keep_alive_seconds.reset();
+        gone = true;
+      }
+    });
+    if (gone) {
+      record_unload(name, "external", freed);
+      spdlog::info("Model {} was unloaded outside siesta", name);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+}  // namespace siesta
