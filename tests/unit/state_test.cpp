@@ -11,6 +11,7 @@
 
 #include "siesta/config/config.h"
 #include "siesta/state/state_store.h"
+#include "temp_dir.h"
 
 namespace siesta {
 namespace {
@@ -47,18 +48,7 @@ const char* kConfig = R"({"idle_timeout_minutes": 60,
   "services": {"ollama": {"command": ["o"]}, "redis": {"command": ["r"], "desired": "on"}},
   "models": {"llama3.2:3b": {"provider": "ollama"}}})";
 
-class TempDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("siesta-state-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-};
+using siesta::testing::TempDir;
 
 using StateFile = TempDir;
 
