@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
   prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev rapidjson-dev libspdlog-dev libcli11-dev
-  libgtest-dev libgmock-dev libboost-dev
+  libgtest-dev libgmock-dev libboost-dev libssl-dev libyaml-dev openssl
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
   nginx redis-server docker-compose python3-yaml debootstrap wrk linux-perf

@@ -13,12 +13,14 @@
 #include "siesta/activity/probes.h"
 #include "siesta/api/admin_server.h"
 #include "siesta/backends/docker_backend.h"
+#include "siesta/backends/kube_backend.h"
 #include "siesta/backends/process_backend.h"
 #include "siesta/backends/swarm_backend.h"
 #include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/docker_sync.h"
+#include "siesta/discovery/kube_sync.h"
 #include "siesta/discovery/swarm_sync.h"
 #include "siesta/log/logging.h"
 #include "siesta/metrics/metrics.h"
@@ -186,6 +188,28 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The Kubernetes backend: when the config has a "kubernetes" section or a workload service.
+  std::unique_ptr<siesta::KubeBackend> kube_backend;
+  bool uses_kube = config.kubernetes.configured;
+  for (const auto& s : config.services) uses_kube |= s.spec.backend == "kubernetes";
+  if (uses_kube) {
+    auto credentials = siesta::resolve_kube_credentials(
+        config.kubernetes.kubeconfig, config.kubernetes.namespace_name,
+        [](const char* name) { return std::getenv(name); });
+    if (!credentials) {
+      std::fprintf(stderr, "siesta: kubernetes: %s\n", credentials.status().message().c_str());
+      return kExitConfig;
+    }
+    spdlog::info("Kubernetes backend: API at {}, namespace {} ({})", credentials->server(),
+                 credentials->namespace_name, credentials->source);
+    kube_backend = std::make_unique<siesta::KubeBackend>(*credentials, clock);
+    if (config.kubernetes.label_discovery) {
+      for (auto& found : siesta::find_labelled_workloads(kube_backend->client(), config.services)) {
+        config.services.push_back(std::move(found));
+      }
+    }
+  }
+
   // A model may name a labelled container's service as provider; it may come later.
   for (const auto& m : config.models) {
     bool found = false;
@@ -207,6 +231,7 @@ int main(int argc, char** argv) {
   siesta::Controller::BackendMap backends{{"process", &process_backend}};
   if (docker_backend) backends["docker"] = docker_backend.get();
   if (swarm_backend) backends["swarm"] = swarm_backend.get();
+  if (kube_backend) backends["kubernetes"] = kube_backend.get();
   const siesta::Baseline baseline = baseline_of(config);
 
   std::unique_ptr<siesta::StateStore> store;
@@ -362,6 +387,12 @@ int main(int argc, char** argv) {
                                                      config.docker.label_discovery, added);
     swarm_sync->start();
   }
+  std::unique_ptr<siesta::KubeSync> kube_sync;
+  if (kube_backend) {
+    kube_sync = std::make_unique<siesta::KubeSync>(registry, controller, *kube_backend,
+                                                   config.kubernetes.label_discovery, added);
+    kube_sync->start();
+  }
   monitor.start();
   proxy.start();
   std::thread server([&] { admin.serve(); });
@@ -375,6 +406,7 @@ int main(int argc, char** argv) {
   monitor.stop();
   if (docker_sync) docker_sync->stop();
   if (swarm_sync) swarm_sync->stop();
+  if (kube_sync) kube_sync->stop();
   admin.stop();
   server.join();
   executor.join_all();

@@ -200,7 +200,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
                 "admin_request_timeout_seconds, admin_threads, admin_token_file, "
                 "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
-                "listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
+                "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
                 "protect_metrics, proxy, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"idle_timeout_minutes": 1E400})",
@@ -234,7 +234,8 @@ INSTANTIATE_TEST_SUITE_P(
             "response_timeout_seconds, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
             "tcp_idle_timeout_seconds, "
-            "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page)"},
+            "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page, "
+            "workload)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
                    "upgraded_idle_timeout_seconds": 60}}})",
                 "services.a.upgraded_idle_timeout_seconds: is for HTTP mode (upgraded "
@@ -311,9 +312,10 @@ INSTANTIATE_TEST_SUITE_P(
             R"({"after_minutes": 1, "action": "pause"}, {"after_minutes": 2, "action": "stop"}]}}})",
             "services.a.sleep_tiers: a Swarm service cannot be paused (its tasks are scaled "
             "to 0): use stop only"},
-        BadCase{R"({"services": {"a": {"backend": "kube"}}})",
-                "services.a.backend: must be \"process\", \"docker\" or \"swarm\", got "
-                "\"kube\""},
+        BadCase{
+            R"({"services": {"a": {"backend": "kube"}}})",
+            "services.a.backend: must be \"process\", \"docker\", \"swarm\" or \"kubernetes\", got "
+            "\"kube\""},
         BadCase{R"({"docker": {"swarm": "yes"}})",
                 "docker.swarm: must be true or false, got \"yes\""},
         BadCase{R"({"services": {"a": {"container": "a/b"}}})",

@@ -334,6 +334,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "command",
                 "container",
                 "swarm_service",
+                "workload",
                 "upstream",
                 "health",
                 "start_timeout_seconds",
@@ -375,9 +376,11 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   }
   // A service without a command is a container: the Docker backend's convention.
   spec.backend = r.read_string("backend").value_or(spec.command.empty() ? "docker" : "process");
-  if (spec.backend != "process" && spec.backend != "docker" && spec.backend != "swarm") {
+  if (spec.backend != "process" && spec.backend != "docker" && spec.backend != "swarm" &&
+      spec.backend != "kubernetes") {
     r.fail(r.key_path("backend"),
-           "must be \"process\", \"docker\" or \"swarm\", got \"" + spec.backend + "\"");
+           "must be \"process\", \"docker\", \"swarm\" or \"kubernetes\", got \"" + spec.backend +
+               "\"");
   }
   if (spec.backend == "process" && spec.command.empty()) {
     r.fail(r.key_path("command"), "is required for backend \"process\"");
@@ -402,6 +405,18 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     }
     spec.swarm_service = *service;
   }
+  if (auto workload = r.read_string("workload")) {
+    if (spec.backend != "kubernetes") {
+      r.fail(r.key_path("workload"), "is for backend \"kubernetes\" only");
+    }
+    if (!valid_workload(*workload)) {
+      r.fail(r.key_path("workload"),
+             "must be \"deployment/NAME\" or \"statefulset/NAME\" (NAME a DNS-1123 name), got \"" +
+                 *workload + "\"");
+    }
+    spec.workload = *workload;
+  }
+  if (spec.backend == "kubernetes" && spec.workload.empty()) spec.workload = "deployment/" + name;
   if (auto up = r.read_string("upstream")) {
     if (!parse_host_port(*up, spec.upstream_host, spec.upstream_port) || spec.upstream_port == 0) {
       r.fail(r.key_path("upstream"),
@@ -492,6 +507,10 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
         r.fail(r.key_path("sleep_tiers"),
                "a Swarm service cannot be paused (its tasks are scaled to 0): use stop only");
       }
+      if (tier.action == TierAction::kPause && spec.backend == "kubernetes") {
+        r.fail(r.key_path("sleep_tiers"),
+               "a Kubernetes workload cannot be paused (its pods are scaled to 0): use stop only");
+      }
     }
   }
   if (const json* activity = r.find("activity")) {
@@ -522,6 +541,24 @@ void read_docker(const json& value, const std::string& source, DockerConfig& doc
   }
   r.read_bool("label_discovery", docker.label_discovery);
   r.read_bool("swarm", docker.swarm);
+}
+
+void read_kubernetes(const json& value, const std::string& source, KubernetesConfig& kube) {
+  ObjectReader r(value, "kubernetes", source);
+  r.allow_only({"kubeconfig", "namespace", "label_discovery"});
+  if (auto path = r.read_string("kubeconfig")) {
+    if (path->empty()) r.fail(r.key_path("kubeconfig"), "must not be empty (omit it)");
+    kube.kubeconfig = *path;
+  }
+  if (auto ns = r.read_string("namespace")) {
+    if (!valid_dns_label(*ns)) {
+      r.fail(r.key_path("namespace"),
+             "must be a namespace name (lower-case letters, digits, '-'; at most 63), got \"" +
+                 *ns + "\"");
+    }
+    kube.namespace_name = *ns;
+  }
+  r.read_bool("label_discovery", kube.label_discovery);
 }
 
 void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy) {
@@ -617,6 +654,30 @@ bool valid_container_name(const std::string& name) {
   });
 }
 
+bool valid_dns_label(const std::string& name) {
+  if (name.empty() || name.size() > 63 || name.front() == '-' || name.back() == '-') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+bool valid_workload(const std::string& workload) {
+  const auto slash = workload.find('/');
+  if (slash == std::string::npos) return false;
+  const std::string kind = workload.substr(0, slash);
+  const std::string name = workload.substr(slash + 1);
+  if (kind != "deployment" && kind != "statefulset") return false;
+  if (name.empty() || name.size() > 253) return false;
+  // A DNS-1123 subdomain: labels joined by dots.
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t dot = std::min(name.find('.', start), name.size());
+    if (!valid_dns_label(name.substr(start, dot - start))) return false;
+    start = dot + 1;
+  }
+  return true;
+}
+
 bool valid_model_name(const std::string& name) {
   if (name.empty() || name.size() > 256) return false;
   if (!std::isalnum(static_cast<unsigned char>(name.front()))) return false;
@@ -657,6 +718,7 @@ Config parse_config(const std::string& text, const std::string& source) {
                                     "state_file",
                                     "on_exit",
                                     "docker",
+                                    "kubernetes",
                                     "proxy",
                                     "admin_threads",
                                     "admin_token_file",
@@ -711,6 +773,10 @@ Config parse_config(const std::string& text, const std::string& source) {
   }
   if (const json* activity = top.find("activity")) {
     config.activity = read_activity(top, *activity, source);
+  }
+  if (const json* kube = top.find("kubernetes")) {
+    read_kubernetes(*kube, source, config.kubernetes);
+    config.kubernetes.configured = true;
   }
   if (const json* docker = top.find("docker")) {
     read_docker(*docker, source, config.docker);

@@ -55,8 +55,9 @@ std::optional<bool> parse_bool(const std::string& text) {
   return std::nullopt;
 }
 
-// Each label and the config key it sets. A duration is converted to the unit of the key's
-// number (settings_schema.h), whose bounds parse_service then checks.
+// Each label (after its prefix: "siesta." on Docker, "siesta.io/" on Kubernetes) and the config
+// key it sets. A duration is converted to the unit of the key's number (settings_schema.h),
+// whose bounds parse_service then checks.
 enum class LabelKind { kBool, kString, kDuration, kTiers, kJson };
 struct LabelKey {
   const char* label;
@@ -64,20 +65,20 @@ struct LabelKey {
   LabelKind kind;
 };
 constexpr LabelKey kLabels[] = {
-    {"siesta.idle-timeout", "idle_timeout_minutes", LabelKind::kDuration},
-    {"siesta.idle-sleep", "idle_sleep_enabled", LabelKind::kBool},
-    {"siesta.desired", "desired", LabelKind::kString},
-    {"siesta.upstream", "upstream", LabelKind::kString},
-    {"siesta.health", "health", LabelKind::kString},
-    {"siesta.start-timeout", "start_timeout_seconds", LabelKind::kDuration},
-    {"siesta.stop-timeout", "stop_timeout_seconds", LabelKind::kDuration},
-    {"siesta.listen", "listen", LabelKind::kString},
-    {"siesta.protocol", "protocol", LabelKind::kString},
-    {"siesta.model-api", "model_api", LabelKind::kString},
-    {"siesta.model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
-    {"siesta.sleep-tiers", "sleep_tiers", LabelKind::kTiers},
-    {"siesta.activity", "activity", LabelKind::kJson},
-    {"siesta.wake-page", "wake_page", LabelKind::kBool},
+    {"idle-timeout", "idle_timeout_minutes", LabelKind::kDuration},
+    {"idle-sleep", "idle_sleep_enabled", LabelKind::kBool},
+    {"desired", "desired", LabelKind::kString},
+    {"upstream", "upstream", LabelKind::kString},
+    {"health", "health", LabelKind::kString},
+    {"start-timeout", "start_timeout_seconds", LabelKind::kDuration},
+    {"stop-timeout", "stop_timeout_seconds", LabelKind::kDuration},
+    {"listen", "listen", LabelKind::kString},
+    {"protocol", "protocol", LabelKind::kString},
+    {"model-api", "model_api", LabelKind::kString},
+    {"model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
+    {"sleep-tiers", "sleep_tiers", LabelKind::kTiers},
+    {"activity", "activity", LabelKind::kJson},
+    {"wake-page", "wake_page", LabelKind::kBool},
 };
 
 // "pause:1m,stop:1h" -> [{"after_minutes": 1, "action": "pause"}, {"after_minutes": 60, ...}];
@@ -109,9 +110,9 @@ double seconds_per_unit(const char* key) {
   return unit == "minutes" ? 60 : unit == "hours" ? 3600 : 1;
 }
 
-std::string known_labels() {
-  std::string out = "siesta.enable, siesta.name";
-  for (const auto& l : kLabels) out += std::string(", ") + l.label;
+std::string known_labels(const std::string& prefix) {
+  std::string out = prefix + "enable, " + prefix + "name";
+  for (const auto& l : kLabels) out += ", " + prefix + l.label;
   return out;
 }
 
@@ -138,31 +139,43 @@ bool labels_enable(const std::map<std::string, std::string>& labels) {
 
 namespace {
 
-// A container's (backend docker) or a Swarm service's (backend swarm) labels as a service.
-Result<ServiceConfig> from_labels(const std::string& backend, const std::string& object,
+// How one kind of object carries its settings: the prefix of its keys, what the keys are called
+// in messages, and the config key naming the object.
+struct LabelDialect {
+  std::string backend;     // docker, swarm, kubernetes
+  std::string prefix;      // siesta. or siesta.io/
+  std::string what;        // "container web", "deployment web"
+  std::string key_noun;    // label, annotation
+  std::string object_key;  // container, swarm_service, workload
+  std::string object;      // the object_key's value
+};
+
+// A container's (backend docker), a Swarm service's (backend swarm) or a Kubernetes workload's
+// (backend kubernetes) labels or annotations as a service.
+Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& default_name,
                                   const std::map<std::string, std::string>& labels) {
-  const bool swarm = backend == "swarm";
-  const std::string what = (swarm ? "swarm service " : "container ") + object;
+  // Whose replica count the backend keeps in a key of its own.
+  const bool scaled = d.backend != "docker";
+  const std::string& prefix = d.prefix;
+  const std::string what = d.what;
+  const std::string noun = d.key_noun;
   auto bad = [&](const std::string& label, const std::string& why) {
-    return Status{ErrorCode::kInvalidArgument, what + ": label " + label + ": " + why};
+    return Status{ErrorCode::kInvalidArgument, what + ": " + noun + " " + label + ": " + why};
   };
-  std::string name = object;
-  if (auto it = labels.find(kComposeServiceLabel);
-      !swarm && it != labels.end() && !it->second.empty()) {
-    name = it->second;
-  }
+  std::string name = default_name;
   json entry = json::object();
-  entry["backend"] = backend;
-  entry[swarm ? "swarm_service" : "container"] = object;
+  entry["backend"] = d.backend;
+  entry[d.object_key] = d.object;
   for (const auto& [label, value] : labels) {
-    if (label.rfind("siesta.", 0) != 0) continue;
-    // Written by the Swarm backend itself (kReplicasLabel): the count a sleeping service wakes to.
-    if (swarm && label == "siesta.replicas") continue;
-    if (label == kEnableLabel) {
+    if (label.rfind(prefix, 0) != 0) continue;
+    // Written by the Swarm and Kubernetes backends themselves: the count a sleeping service
+    // wakes to.
+    if (scaled && label == prefix + "replicas") continue;
+    if (label == prefix + "enable") {
       if (!parse_bool(value)) return bad(label, "must be true or false, got \"" + value + "\"");
       continue;
     }
-    if (label == "siesta.name") {
+    if (label == prefix + "name") {
       if (!valid_service_name(value)) {
         return bad(label, "invalid service name \"" + value +
                               "\" (letters, digits, '.', '-', '_'; at most 128)");
@@ -172,9 +185,11 @@ Result<ServiceConfig> from_labels(const std::string& backend, const std::string&
     }
     const LabelKey* key = nullptr;
     for (const auto& l : kLabels) {
-      if (label == l.label) key = &l;
+      if (label == prefix + l.label) key = &l;
     }
-    if (key == nullptr) return bad(label, "unknown label (known: " + known_labels() + ")");
+    if (key == nullptr) {
+      return bad(label, "unknown " + noun + " (known: " + known_labels(prefix) + ")");
+    }
     switch (key->kind) {
       case LabelKind::kBool: {
         auto b = parse_bool(value);
@@ -243,20 +258,21 @@ Result<ServiceConfig> from_labels(const std::string& backend, const std::string&
     }
   }
   if (!valid_service_name(name)) {
-    return bad("siesta.name", "name \"" + name + "\" is not a valid service name");
+    return bad(prefix + "name", "name \"" + name + "\" is not a valid service name");
   }
   if (entry.contains("model_keep_alive_hours") && !entry.contains("model_api")) {
-    return bad("siesta.model-keep-alive", "is for a model server: add siesta.model-api=ollama");
+    return bad(prefix + "model-keep-alive",
+               "is for a model server: add " + prefix + "model-api=ollama");
   }
   try {
-    return parse_service(name, entry, "labels of " + what);
+    return parse_service(name, entry, noun + "s of " + what);
   } catch (const ConfigError& e) {
     // Name the label rather than the config key it was turned into.
     std::string message = e.what();
     for (const auto& l : kLabels) {
       const std::string path = "services." + name + "." + l.key;
       if (auto at = message.find(path); at != std::string::npos) {
-        message.replace(at, path.size(), std::string("label ") + l.label);
+        message.replace(at, path.size(), noun + " " + prefix + l.label);
       }
     }
     return Status{ErrorCode::kInvalidArgument, message};
@@ -267,12 +283,29 @@ Result<ServiceConfig> from_labels(const std::string& backend, const std::string&
 
 Result<ServiceConfig> service_from_labels(const std::string& container,
                                           const std::map<std::string, std::string>& labels) {
-  return from_labels("docker", container, labels);
+  std::string name = container;
+  if (auto it = labels.find(kComposeServiceLabel); it != labels.end() && !it->second.empty()) {
+    name = it->second;
+  }
+  return from_labels(
+      {"docker", "siesta.", "container " + container, "label", "container", container}, name,
+      labels);
 }
 
 Result<ServiceConfig> service_from_swarm_labels(const std::string& service,
                                                 const std::map<std::string, std::string>& labels) {
-  return from_labels("swarm", service, labels);
+  return from_labels(
+      {"swarm", "siesta.", "swarm service " + service, "label", "swarm_service", service}, service,
+      labels);
+}
+
+Result<ServiceConfig> service_from_annotations(
+    const std::string& workload, const std::map<std::string, std::string>& annotations) {
+  const std::string name = workload.substr(workload.find('/') + 1);
+  const std::string kind = workload.substr(0, workload.find('/'));
+  return from_labels(
+      {"kubernetes", kKubePrefix, kind + " " + name, "annotation", "workload", workload}, name,
+      annotations);
 }
 
 }  // namespace siesta

@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "siesta/core/http_client_error.h"
+#include "siesta/core/percent_encode.h"
 
 namespace siesta {
 
@@ -263,22 +264,6 @@ bool task_alive(const SwarmTask& task) {
 }
 
 namespace {
-
-std::string percent_encode(const std::string& text) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += ch;
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
 
 // The engine's {"message": "..."} on an error status, or the status itself.
 std::string engine_message(const httplib::Response& res) {

@@ -60,6 +60,16 @@ struct DockerConfig {
   bool swarm = false;
 };
 
+// The "kubernetes" section. The Kubernetes backend runs when it is present or a service uses it.
+struct KubernetesConfig {
+  bool configured = false;  // the section is present
+  // Empty: in the cluster (service account) when KUBERNETES_SERVICE_HOST is set, else
+  // $KUBECONFIG, else ~/.kube/config.
+  std::string kubeconfig;
+  std::string namespace_name;   // empty: the service account's namespace, else the context's
+  bool label_discovery = true;  // workloads labelled siesta.io/enable=true become services
+};
+
 struct Config {
   std::string source = "(defaults)";  // the file it came from, for messages
   Settings settings;
@@ -67,6 +77,7 @@ struct Config {
   std::string state_file;  // empty: runtime changes are not persisted
   OnExit on_exit = OnExit::kStop;
   DockerConfig docker;
+  KubernetesConfig kubernetes;
   ProxyConfig proxy;
   int admin_threads = 8;  // the admin API's own pool, separate from the data plane
   double admin_request_timeout_seconds = 10;  // an admin request's header and body, in all
@@ -104,6 +115,10 @@ bool is_loopback_host(const std::string& host);
 bool valid_service_name(const std::string& name);
 bool valid_model_name(const std::string& name);
 bool valid_container_name(const std::string& name);
+// A Kubernetes namespace (a DNS-1123 label: a-z, 0-9, '-', at most 63).
+bool valid_dns_label(const std::string& name);
+// A Kubernetes workload: "deployment/NAME" or "statefulset/NAME", NAME a DNS-1123 subdomain.
+bool valid_workload(const std::string& workload);
 bool parse_listen(const std::string& text, ListenAddress& out);
 
 }  // namespace siesta

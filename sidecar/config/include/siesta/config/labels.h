@@ -13,6 +13,9 @@
 namespace siesta {
 
 inline constexpr const char* kEnableLabel = "siesta.enable";
+// Kubernetes: the label that opts a workload in is kKubePrefix + "enable"; the other settings
+// are annotations with the same names after this prefix.
+inline constexpr const char* kKubePrefix = "siesta.io/";
 // Set by Docker Compose on the containers it creates.
 inline constexpr const char* kComposeServiceLabel = "com.docker.compose.service";
 inline constexpr const char* kComposeProjectLabel = "com.docker.compose.project";
@@ -37,6 +40,13 @@ Result<ServiceConfig> service_from_labels(const std::string& container,
 // container's, and siesta.replicas (written by the Swarm backend itself) is allowed.
 Result<ServiceConfig> service_from_swarm_labels(const std::string& service,
                                                 const std::map<std::string, std::string>& labels);
+
+// The service a Kubernetes workload ("deployment/web", "statefulset/db") describes with its
+// siesta.io/* annotations, with backend "kubernetes": named by siesta.io/name, else by the
+// workload. The same keys as a container's labels after the prefix; siesta.io/replicas
+// (written by the Kubernetes backend itself) is allowed.
+Result<ServiceConfig> service_from_annotations(
+    const std::string& workload, const std::map<std::string, std::string>& annotations);
 
 // The name a container named after its Compose service takes when another container already
 // has that name (two projects with the same service): "<project>-<service>". nullopt when the

@@ -67,7 +67,8 @@ struct ServiceSpec {
   std::vector<std::string> command;  // argv for the process backend
   std::string container;             // for the docker backend; empty: the service name
   std::string swarm_service;         // for the swarm backend; empty: the service name
-  std::string upstream_host;         // where the service listens; empty if not given
+  std::string workload;       // for the kubernetes backend: "deployment/NAME" or "statefulset/NAME"
+  std::string upstream_host;  // where the service listens; empty if not given
   int upstream_port = 0;
   std::string listen_host;  // siesta's proxy port for this service; empty: no proxy
   int listen_port = 0;
