@@ -53,6 +53,10 @@ for name in ("siesta-overview.json", "siesta-service.json"):
     variables = {v["name"]: v for v in d["templating"]["list"]}
     ds = variables.get("datasource", {})
     if ds.get("type") != "datasource" or ds.get("query") != "prometheus": fail(f"{name}: no datasource variable")
+    # A fleet (docs/fleet.md): an instance variable, and every query selects by it.
+    inst = variables.get("instance", {})
+    if inst.get("definition") != "label_values(siesta_service_state, instance)" or not inst.get("includeAll"):
+        fail(f"{name}: no instance variable")
     for p in d["panels"]:
         where = f'{name}: panel "{p.get("title")}"'
         if not p.get("description"): fail(f"{where}: no description")
@@ -61,6 +65,9 @@ for name in ("siesta-overview.json", "siesta-service.json"):
         for t in p["targets"]:
             if not t.get("refId") or not t.get("expr"): fail(f"{where}: target without refId/expr")
             if t.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}: fail(f"{where}: target datasource")
+            for metric in re.findall(r'(?<![\w:"])((?:siesta|process)_[a-z0-9_]+|siesta:[a-z0-9_:]+)(\{[^}]*\})?', t["expr"]):
+                if 'instance=~"$instance"' not in metric[1]:
+                    fail(f"{where}: {metric[0]} not selected by instance")
             for counter in re.findall(r"(siesta_\w+_total|_bucket)", t["expr"]):
                 if "rate(" not in t["expr"] and "increase(" not in t["expr"]:
                     fail(f"{where}: counter {counter} outside rate()/increase()")
@@ -146,6 +153,7 @@ scrape_configs:
             for t in p["targets"]:
                 # The overview shows every service; the drill-down is looked at for redis.
                 expr = (t["expr"].replace("$__rate_interval", "5m")
+                        .replace('=~"$instance"', '=~".+"')
                         .replace('=~"$service"', '=~".+"').replace("$service", "redis"))
                 r = query(expr)
                 checked += 1
