@@ -517,9 +517,11 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     spec.activity = read_activity(r, *activity, source);
     for (std::size_t i = 0; i < spec.activity->size(); ++i) {
       const SignalKind kind = (*spec.activity)[i].kind;
-      if (spec.backend == "swarm" && (kind == SignalKind::kCpu || kind == SignalKind::kNetwork)) {
+      const bool cluster = spec.backend == "swarm" || spec.backend == "kubernetes";
+      if (cluster && (kind == SignalKind::kCpu || kind == SignalKind::kNetwork)) {
         r.fail(r.key_path("activity") + "[" + std::to_string(i) + "].kind",
-               std::string("a Swarm service's ") + to_string(kind) +
+               std::string(spec.backend == "swarm" ? "a Swarm service's " : "a workload's ") +
+                   to_string(kind) +
                    " cannot be read: its tasks run on any node, not as a container or process "
                    "siesta knows (use gpu, prometheus, users or command)");
       }

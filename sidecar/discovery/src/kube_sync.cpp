@@ -60,7 +60,7 @@ std::vector<ServiceConfig> find_labelled_workloads(KubeClient& client,
   return labelled_workload_services(all, taken);
 }
 
-KubeSync::KubeSync(Registry& registry, Controller& controller, KubeBackend& backend,
+KubeSync::KubeSync(Registry& registry, DiscoveryActions& controller, KubeBackend& backend,
                    bool label_discovery, std::function<void(const ServiceSpec&)> added)
     : registry_(registry),
       controller_(controller),

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "siesta/core/http_client_error.h"
 #include "siesta/core/percent_encode.h"
 
 namespace siesta {
@@ -168,8 +169,8 @@ Result<json> KubeClient::request(const std::string& method, const std::string& p
   httplib::Result res =
       method == "GET" ? cli->Get(path, headers) : cli->Patch(path, headers, body, content_type);
   if (!res) {
-    return Status{ErrorCode::kUnavailable, "Kubernetes API at " + credentials_.server() + ": " +
-                                               httplib::to_string(res.error())};
+    return Status{ErrorCode::kUnavailable,
+                  "Kubernetes API at " + credentials_.server() + ": " + describe(res.error())};
   }
   if (res->status < 200 || res->status > 299) {
     const ErrorCode code = res->status == 404   ? ErrorCode::kNotFound
@@ -305,7 +306,7 @@ WatchEnd KubeClient::watch(const std::string& kind, std::string& resource_versio
   }
   if (!res) {
     why = {ErrorCode::kUnavailable,
-           "Kubernetes API at " + credentials_.server() + ": " + httplib::to_string(res.error())};
+           "Kubernetes API at " + credentials_.server() + ": " + describe(res.error())};
     return WatchEnd::kFailed;
   }
   return WatchEnd::kClosed;

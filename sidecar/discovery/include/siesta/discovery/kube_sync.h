@@ -19,7 +19,7 @@
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/refresh_queue.h"
-#include "siesta/runtime/controller.h"
+#include "siesta/runtime/discovery_actions.h"
 
 namespace siesta {
 
@@ -35,8 +35,8 @@ std::vector<ServiceConfig> find_labelled_workloads(KubeClient& client,
 
 class KubeSync {
  public:
-  KubeSync(Registry& registry, Controller& controller, KubeBackend& backend, bool label_discovery,
-           std::function<void(const ServiceSpec&)> added);
+  KubeSync(Registry& registry, DiscoveryActions& controller, KubeBackend& backend,
+           bool label_discovery, std::function<void(const ServiceSpec&)> added);
   ~KubeSync();
 
   void start();
@@ -46,7 +46,7 @@ class KubeSync {
   void add_found(const std::vector<Workload>& workloads);
 
   Registry& registry_;
-  Controller& controller_;
+  DiscoveryActions& controller_;
   KubeBackend& backend_;
   const bool label_discovery_;
   std::function<void(const ServiceSpec&)> added_;
