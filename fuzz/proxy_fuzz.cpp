@@ -776,7 +776,8 @@ struct Harness {
     // each input's upstream connections to close, so a pooled one cost 1 s per input: 73
     // inputs in 30 s). The pool has its own tests (ProxyUpstreamPool.*, Proxy.Upstream*).
     options.upstream_idle_connections = 0;
-    proxy = new siesta::Proxy(*world->registry, *world->controller, world->recorder, options);
+    proxy = new siesta::Proxy(*world->registry, *world->controller, world->recorder, world->clock,
+                              options);
     std::vector<siesta::ServiceSpec> specs;
     for (const auto& s : world->config.services) specs.push_back(s.spec);
     if (auto st = proxy->bind(specs); !st) {

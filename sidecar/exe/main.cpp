@@ -341,7 +341,7 @@ int main(int argc, char** argv) {
   proxy_options.expected_wake_seconds = [&events](const std::string& service) {
     return events.expected_wake_seconds(service);
   };
-  siesta::Proxy proxy(registry, controller, events, proxy_options);
+  siesta::Proxy proxy(registry, controller, events, clock, proxy_options);
   // A configured listen address that cannot be bound stops the start; a labelled container's
   // only puts that service's error in its status (someone else's container must not stop
   // siesta, nor the other services).

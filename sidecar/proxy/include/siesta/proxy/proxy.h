@@ -4,7 +4,7 @@
 // on `proxy.wake_listen` wakes a service for proxies users already run (nginx auth_request,
 // Traefik forwardAuth).
 //
-// Every request or connection is in flight (Controller::begin_request) from arrival until its
+// Every request or connection is in flight (ProxyControl::begin_request) from arrival until its
 // response or stream has ended, so a service is never put to sleep under a running stream.
 // Concurrent requests to a sleeping service share one start.
 //
@@ -21,11 +21,11 @@
 
 #include "siesta/core/clock.h"
 #include "siesta/core/model_api.h"
+#include "siesta/core/proxy_control.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
 #include "siesta/core/service.h"
 #include "siesta/core/status.h"
-#include "siesta/runtime/controller.h"
 
 namespace siesta {
 
@@ -56,7 +56,10 @@ struct ProxyOptions {
 
 class Proxy {
  public:
-  Proxy(Registry& registry, Controller& controller, Recorder& recorder, ProxyOptions options);
+  // `control` is the runtime's side (the Controller in siesta, a fake in unit tests); `clock`
+  // times what the proxy reports (sidecar/proxy/DESIGN.md, "Time").
+  Proxy(Registry& registry, ProxyControl& control, Recorder& recorder, const Clock& clock,
+        ProxyOptions options);
   ~Proxy();
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;

@@ -22,6 +22,7 @@
 #include "siesta/core/clock.h"
 #include "siesta/core/decide.h"
 #include "siesta/core/model_provider.h"
+#include "siesta/core/proxy_control.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
 #include "siesta/core/service_backend.h"
@@ -32,7 +33,9 @@
 
 namespace siesta {
 
-class Controller : public AdminActions, public DiscoveryActions {
+// The proxy sees it as a ProxyControl (core/proxy_control.h), the admin API as AdminActions,
+// discovery as DiscoveryActions: each through the overrides below.
+class Controller : public ProxyControl, public AdminActions, public DiscoveryActions {
  public:
   using BackendMap = std::map<std::string, ServiceBackend*>;  // backend name -> backend
   // The provider for models served by the named service; nullptr when there is none.
@@ -56,13 +59,13 @@ class Controller : public AdminActions, public DiscoveryActions {
   // A request or connection through the proxy begins: it is in flight (the service will not be
   // put to sleep) until end_request(). Returns the service's state, so the caller knows whether
   // to wake it first. Cheap: no state-file save, no monitor wake-up.
-  Result<ServiceState> begin_request(const std::string& service);
+  Result<ServiceState> begin_request(const std::string& service) override;
   // It ended: idle time starts now if nothing else is in flight.
-  void end_request(const std::string& service);
+  void end_request(const std::string& service) override;
   // A request in flight became an upgraded connection (`open`, e.g. a WebSocket) or that
   // connection ended: counted for idle-status and /metrics. It stays in flight until
   // end_request() either way.
-  void count_upgraded(const std::string& service, bool open);
+  void count_upgraded(const std::string& service, bool open) override;
   // Runtime changes from the admin API; each is saved before it returns.
   Status set_idle_sleep(const std::string& service, bool enabled) override;
   Status set_desired(const std::string& service, Desired desired) override;
@@ -87,22 +90,21 @@ class Controller : public AdminActions, public DiscoveryActions {
   // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
   // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
   std::optional<std::uint64_t> begin_model_request(const std::string& model,
-                                                   const std::string& provider_service);
+                                                   const std::string& provider_service) override;
   // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
   // `keep_alive_seconds` from the request's end. Returns whether this request paid the load: it
   // began with the model not loaded (`ticket`) and no other request's answer loaded it since.
   bool model_accepted(const std::string& model, double keep_alive_seconds,
-                      std::optional<std::uint64_t> ticket);
+                      std::optional<std::uint64_t> ticket) override;
   // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
   // never loaded and has no other request in flight is forgotten after a failed request.
-  void end_model_request(const std::string& model, bool accepted);
+  void end_model_request(const std::string& model, bool accepted) override;
   // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
   // it would be learned with on `provider_service` (its model_keep_alive_hours). The rule is
-  // siesta::keep_alive_policy (decide.h).
-  using KeepAlivePolicy = siesta::KeepAlivePolicy;
+  // siesta::keep_alive_policy (decide.h); the type is ProxyControl's alias of it.
   KeepAlivePolicy keep_alive_policy(const std::string& model,
-                                    const std::string& provider_service = "");
-  ModelProvider* provider_of(const std::string& provider_service);
+                                    const std::string& provider_service = "") override;
+  ModelProvider* provider_of(const std::string& provider_service) override;
 
   // The monitor's two-step actions: claim() re-checks under the registry lock that the action
   // is still due and marks it in progress; finish() does the slow part. A claim cancelled in

@@ -1,0 +1,57 @@
+// ProxyControl: what the proxy asks of the runtime — a request or connection in flight, a wake,
+// and the use of a model. The Controller implements it; the proxy depends on this interface
+// only, so its parts are unit-tested in-process with a fake (tests/unit/proxy_*_test.cpp).
+//
+// Implementations are thread-safe: the proxy calls them from its I/O threads, and wake() from
+// its wake threads (it may block for a whole start; the others must be cheap).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "siesta/core/decide.h"
+#include "siesta/core/model_provider.h"
+#include "siesta/core/service.h"
+#include "siesta/core/status.h"
+
+namespace siesta {
+
+class ProxyControl {
+ public:
+  virtual ~ProxyControl() = default;
+
+  // Starts the service if needed and returns once it is ready (or the start failed). Counts as
+  // a use. The proxy's reason is "request".
+  virtual Status wake(const std::string& service, const std::string& reason) = 0;
+  // A request or connection begins: it is in flight (the service is not put to sleep) until
+  // end_request(). Returns the service's state, so the caller knows whether to wake it first;
+  // an unknown service is an error (the proxy answers 404). Cheap.
+  virtual Result<ServiceState> begin_request(const std::string& service) = 0;
+  // It ended: idle time starts now if nothing else is in flight.
+  virtual void end_request(const std::string& service) = 0;
+  // A request in flight became an upgraded connection (`open`, e.g. a WebSocket) or that
+  // connection ended. It stays in flight until end_request() either way.
+  virtual void count_upgraded(const std::string& service, bool open) = 0;
+
+  // A request names `model` on `provider_service`: the model is in flight (never unloaded) until
+  // end_model_request(). Returns a ticket when the model is not loaded: the request may be the
+  // one to pay its load.
+  virtual std::optional<std::uint64_t> begin_model_request(const std::string& model,
+                                                           const std::string& provider_service) = 0;
+  // Its model server accepted the request (a 2xx answer): the model is loaded and keeps
+  // `keep_alive_seconds` from the request's end. Returns whether this request paid the load.
+  virtual bool model_accepted(const std::string& model, double keep_alive_seconds,
+                              std::optional<std::uint64_t> ticket) = 0;
+  // The request ended; `accepted`: model_accepted() was called for it.
+  virtual void end_model_request(const std::string& model, bool accepted) = 0;
+  // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
+  // it would be learned with on `provider_service`.
+  using KeepAlivePolicy = siesta::KeepAlivePolicy;  // decide.h's: the one rule
+  virtual KeepAlivePolicy keep_alive_policy(const std::string& model,
+                                            const std::string& provider_service) = 0;
+  // The provider for models served by the named service; nullptr when there is none.
+  virtual ModelProvider* provider_of(const std::string& provider_service) = 0;
+};
+
+}  // namespace siesta

@@ -1,0 +1,99 @@
+// A request on a model server's model: what the service's ModelApi (core/model_api.h) reads
+// from it, the keep-alive siesta gives it, and the use counted until it ends. The proxy knows
+// no model API itself.
+
+#include "server.h"
+#include "siesta/core/decide.h"
+#include "siesta/http/framing.h"
+
+namespace siesta::proxy {
+
+ModelUse::~ModelUse() {
+  if (controller == nullptr) return;
+  // Sent but never answered (the client gave up, the upstream broke off): the server may
+  // have loaded the model all the same, with the keep-alive siesta gave it. Kept as loaded,
+  // so siesta unloads it on time (the /api/ps sync corrects it if it was not).
+  if (sent && !answered && !accepted) {
+    accepted = true;
+    (void)controller->model_accepted(model, keep_alive, load_ticket);
+  }
+  controller->end_model_request(model, accepted);
+}
+
+// A whole answer that is not a stream (a Content-Length of at most 4 MiB), read into `buf`
+// before its header goes out; nullopt for any other. The relay then sends it from `buf`.
+awaitable<std::optional<std::string_view>> Server::read_whole_answer(
+    beast::tcp_stream& upstream, beast::flat_buffer& buf,
+    http::response_parser<http::buffer_body>& parser, Activity& activity) {
+  const auto length = parser.content_length();
+  if (is_stream(parser.get(), parser.get().chunked()) || !length || *length > (4u << 20)) {
+    co_return std::nullopt;
+  }
+  const auto size = static_cast<std::size_t>(*length);
+  while (buf.size() < size) {
+    beast::error_code ec;
+    activity.touch();
+    const std::size_t n =
+        co_await upstream.async_read_some(buf.prepare(size - buf.size()), ec_token(ec));
+    buf.commit(n);
+    if (ec) co_return std::nullopt;  // the relay meets the same end
+  }
+  co_return std::string_view(static_cast<const char*>(buf.data().data()), size);
+}
+
+// The whole request body, or nullopt when it is over the limit.
+awaitable<std::optional<std::string>> Server::read_body(
+    beast::tcp_stream& client, Activity& activity, beast::flat_buffer& client_buf,
+    http::request_parser<http::buffer_body>& parser, beast::error_code& ec) {
+  constexpr std::size_t kLimit = 32 * 1024 * 1024;
+  std::string body;
+  auto& req = parser.get();
+  while (!parser.is_done()) {
+    const std::size_t old = body.size();
+    body.resize(old + kChunk);
+    req.body().data = body.data() + old;
+    req.body().size = kChunk;
+    activity.touch();
+    co_await http_framing::read_body_some(client, client_buf, parser, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return std::nullopt;
+    body.resize(old + (kChunk - req.body().size));
+    if (body.size() > kLimit) co_return std::nullopt;
+  }
+  co_return body;
+}
+
+// Reads the model a request names (the service's model API says how) and applies the
+// keep-alive policy, rewriting `body`; a request naming no model passes on untouched.
+void Server::begin_model(Listener& l, std::string_view target, std::string& body,
+                         std::optional<ModelUse>& out) {
+  auto request = l.model_api->read(target, body);
+  if (!request) return;
+  const auto policy = control_.keep_alive_policy(request->model, l.service);
+  ModelUse& use = out.emplace(control_, request->model, clock_.mono_now());
+  use.keep_alive_after = request->keep_alive_after;
+  // The client's own keep-alive if it asked for one, else the model's; within the bounds.
+  use.keep_alive = clamp_keep_alive(request->asked_keep_alive.value_or(policy.configured_seconds),
+                                    policy.min_seconds, policy.max_seconds);
+  if (auto rewritten = l.model_api->with_keep_alive(*request, use.keep_alive)) {
+    body = std::move(*rewritten);
+  }
+  use.load_ticket = control_.begin_model_request(request->model, l.service);
+}
+
+// A request that could not carry siesta's keep-alive (Ollama reads none from /v1/*), so the
+// server's default would apply: set siesta's through the provider once the request is over,
+// off the I/O threads.
+void Server::refresh_keep_alive(Listener& l, const ModelUse& use) {
+  ModelProvider* provider = control_.provider_of(l.service);
+  if (provider == nullptr) return;
+  wake_threads_.post([provider, model = use.model,
+                      keep_alive = l.model_api->server_keep_alive(use.keep_alive)] {
+    if (Status st = provider->load(model, keep_alive); !st) {
+      spdlog::warn("Model {}: could not set its keep-alive after a request that carried none: {}",
+                   model, st.message());
+    }
+  });
+}
+
+}  // namespace siesta::proxy
