@@ -56,6 +56,15 @@ if (!refused) fail("the validator accepted spec.replicas: \"two\"");
 const find = (kind, name) => docs.map((d) => d.doc).find(
     (d) => d.kind === kind && (!name || d.metadata.name === name));
 
+// No admin token is shipped (a public placeholder would be accepted as the token), and a restart
+// of siesta's pod leaves the workloads up (on_exit "leave"; "stop" scales them all to 0).
+if (find("Secret")) fail("a Secret is shipped: the admin token must be created by the operator");
+{
+  const cm = find("ConfigMap", "siesta-config");
+  const text = (cm && cm.data && cm.data["siesta.json"]) || "";
+  if (!/"on_exit":\s*"leave"/.test(text)) fail("the shipped config does not set \"on_exit\": \"leave\"");
+}
+
 // RBAC: exactly the verbs siesta uses, nothing more.
 const role = find("Role", "siesta");
 const want = {

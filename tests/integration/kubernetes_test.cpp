@@ -143,11 +143,6 @@ class StandIn {
   int port_ = 0;
 };
 
-std::string actual(const SiestaProcess& s, const std::string& service) {
-  json st = status_of(s, service)["actual"];
-  return st.is_string() ? st.get<std::string>() : "";
-}
-
 class Kubernetes : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_GT(api.port(), 0) << api.log(); }
