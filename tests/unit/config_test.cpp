@@ -146,6 +146,27 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfig,
     ::testing::Values(
         // model_api and the vllm_sleep tier (tests/unit/vllm_test.cpp has the rest).
+        // From a new user's trial: vllm_sleep with nowhere to send /sleep, a keep-alive on a
+        // server that cannot unload, a service forwarding to its own port.
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "vllm_sleep", "level": 1}]}}})",
+            "services.s.sleep_tiers[0].action: \"vllm_sleep\" needs \"upstream\": siesta "
+            "calls the server's /sleep and /wake_up there"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "upstream": "127.0.0.1:8001", "model_api": "vllm", "model_keep_alive_hours": 2}}})",
+            "services.s.model_keep_alive_hours: a \"vllm\" server has no unload API: its model "
+            "stays while the server runs; free it with the service's sleep_tiers (vllm_sleep, "
+            "stop) instead"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "upstream": "127.0.0.1:8001", "model_api": "vllm"}}, "models": {"Qwen/Qwen3-0.6B": {"provider": "s", "keep_alive_hours": 2}}})",
+            "models.Qwen/Qwen3-0.6B.keep_alive_hours: a \"vllm\" server has no unload API: its "
+            "model stays while the server runs; free it with the service's sleep_tiers "
+            "(vllm_sleep, stop) instead"},
+        BadCase{
+            R"({"services": {"s": {"command": ["s"], "upstream": "127.0.0.1:8000", "listen": "0.0.0.0:8000"}}})",
+            "services.s.listen: is the upstream's own address (127.0.0.1:8000): siesta would "
+            "forward each request to itself; give the server another port and \"upstream\" "
+            "that one"},
         BadCase{R"({"services": {"s": {"command": ["s"], "model_api": "tgi"}}})",
                 "services.s.model_api: must be \"ollama\", \"vllm\" or \"openai\", got \"tgi\""},
         BadCase{

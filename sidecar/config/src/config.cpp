@@ -871,6 +871,40 @@ Config parse_config(const std::string& text, const std::string& source) {
       if (action == TierAction::kVllmSleep && api != ServiceSpec::ModelApi::kVllm) {
         top.fail(key, "\"vllm_sleep\" is for a vLLM server: set \"model_api\": \"vllm\"");
       }
+      if (action == TierAction::kVllmSleep && sc.spec.upstream_port == 0) {
+        top.fail(key,
+                 "\"vllm_sleep\" needs \"upstream\": siesta calls the server's /sleep and "
+                 "/wake_up there");
+      }
+    }
+    // A server whose model is the process has no unload: a keep-alive could never be kept.
+    const bool no_unload = sc.spec.model_api == ServiceSpec::ModelApi::kVllm ||
+                           sc.spec.model_api == ServiceSpec::ModelApi::kOpenAi;
+    const std::string no_unload_why =
+        std::string("a \"") + to_string(sc.spec.model_api) +
+        "\" server has no unload API: its model stays while the server runs; free it with the "
+        "service's sleep_tiers (vllm_sleep, stop) instead";
+    if (no_unload && sc.spec.model_keep_alive_hours) {
+      top.fail("services." + sc.spec.name + ".model_keep_alive_hours", no_unload_why);
+    }
+    for (const auto& m : config.models) {
+      if (no_unload && m.provider == sc.spec.name && m.keep_alive_hours) {
+        top.fail("models." + m.name + ".keep_alive_hours", no_unload_why);
+      }
+    }
+    // Forwarding to its own listen address would loop.
+    const auto local = [](const std::string& host) {
+      return host.empty() || host == "0.0.0.0" || host == "::" || host == "127.0.0.1" ||
+             host == "localhost" || host == "::1";
+    };
+    if (sc.spec.listen_port != 0 && sc.spec.listen_port == sc.spec.upstream_port &&
+        (sc.spec.listen_host == sc.spec.upstream_host ||
+         (local(sc.spec.listen_host) && local(sc.spec.upstream_host)))) {
+      top.fail("services." + sc.spec.name + ".listen",
+               "is the upstream's own address (" + sc.spec.upstream_host + ":" +
+                   std::to_string(sc.spec.upstream_port) +
+                   "): siesta would forward each request to itself; give the server another "
+                   "port and \"upstream\" that one");
     }
   }
   return config;
