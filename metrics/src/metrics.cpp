@@ -431,6 +431,14 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   for (const ModelTimer& t : models) {
     out.sample("siesta_model_loaded", "model", t.name, "provider", t.provider, t.loaded ? 1 : 0);
   }
+  out.family("siesta_model_offloaded",
+             "1 when the model is not loaded but its weights wait in CPU RAM (its vLLM engine "
+             "sleeps at level 1).",
+             "gauge");
+  for (const ModelTimer& t : models) {
+    out.sample("siesta_model_offloaded", "model", t.name, "provider", t.provider,
+               t.offloaded ? 1 : 0);
+  }
   out.family("siesta_model_keep_alive_remaining_seconds",
              "Seconds until the model is unloaded; absent when not loaded.", "gauge");
   for (const ModelTimer& t : models) {

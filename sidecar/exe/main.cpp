@@ -29,6 +29,7 @@
 #include "siesta/providers/ollama_provider.h"
 #include "siesta/providers/openai_api.h"
 #include "siesta/providers/openai_provider.h"
+#include "siesta/providers/vllm_api.h"
 #include "siesta/providers/vllm_provider.h"
 #include "siesta/proxy/proxy.h"
 #include "siesta/runtime/controller.h"
@@ -331,7 +332,8 @@ int main(int argc, char** argv) {
   proxy_options.upstream_idle_timeout = ms(config.proxy.upstream_idle_timeout_seconds);
   proxy_options.model_api_of = [](siesta::ServiceSpec::ModelApi api) -> const siesta::ModelApi* {
     switch (api) {
-      case siesta::ServiceSpec::ModelApi::kVllm:  // vLLM's model routes are OpenAI's
+      case siesta::ServiceSpec::ModelApi::kVllm:  // OpenAI's model routes, dev routes refused
+        return &siesta::vllm_api();
       case siesta::ServiceSpec::ModelApi::kOpenAi:
         return &siesta::openai_api();
       default:

@@ -136,9 +136,11 @@ class FakeEngineSleep final : public EngineSleep {
     asleep = true;
     return Status::ok();
   }
-  Status wake_up() override {
+  Status wake_up(double timeout_seconds) override {
+    if (during_wake_up) during_wake_up();  // e.g. the fake clock advanced: a slow /wake_up
     std::lock_guard lock(mu_);
     calls.push_back("wake_up");
+    wake_up_timeouts.push_back(timeout_seconds);
     if (no_dev_mode) return {ErrorCode::kNotFound, "404 (no dev mode)"};
     if (fail_wake_up) return {ErrorCode::kFailed, "500: CUDA error: out of memory"};
     asleep = false;
@@ -166,6 +168,8 @@ class FakeEngineSleep final : public EngineSleep {
   bool fail_wake_up = false;
   int lag_polls = 0;
   int lag_left = 0;
+  std::vector<double> wake_up_timeouts;
+  std::function<void()> during_wake_up;
 };
 
 class FakeProvider final : public ModelProvider {

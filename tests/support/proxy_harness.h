@@ -26,13 +26,16 @@ namespace siesta::testing {
 // wake() with `wake_result` (holding it while `hold_wake`, so that requests pile up behind it).
 class FakeProxyControl final : public ProxyControl {
  public:
-  Status wake(const std::string& service, const std::string& reason) override {
+  Status wake(const std::string& service, const std::string& reason,
+              std::string* woke_from) override {
     std::unique_lock lock(mu_);
     ++wakes;
+    if (woke_from != nullptr) woke_from->clear();
     // A wake that finds the service up starts nothing (as the Controller's): a request that
     // joins the gate just after a wake ended makes one of these.
     if (state == ServiceState::kRunning) return Status::ok();
     ++starts;
+    if (woke_from != nullptr) *woke_from = "stop";  // it took a start
     wake_reasons.push_back(service + " " + reason);
     cv_.notify_all();
     cv_.wait(lock, [this] { return !hold_wake; });
@@ -40,7 +43,7 @@ class FakeProxyControl final : public ProxyControl {
     if (wake_result) state = ServiceState::kRunning;
     return wake_result;
   }
-  Result<ServiceState> begin_request(const std::string& service) override {
+  Result<ServiceState> begin_request(const std::string& service, bool /*use*/ = true) override {
     std::lock_guard lock(mu_);
     if (service != known_service)
       return Status{ErrorCode::kNotFound, "unknown service: " + service};
@@ -48,7 +51,7 @@ class FakeProxyControl final : public ProxyControl {
     cv_.notify_all();
     return state;
   }
-  void end_request(const std::string& /*service*/) override {
+  void end_request(const std::string& /*service*/, bool /*use*/ = true) override {
     std::lock_guard lock(mu_);
     ++ended;
     cv_.notify_all();

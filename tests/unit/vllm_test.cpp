@@ -6,6 +6,7 @@
 
 #include "siesta/api/status_json.h"
 #include "siesta/providers/openai_api.h"
+#include "siesta/providers/vllm_api.h"
 #include "world.h"
 
 namespace siesta::testing {
@@ -36,12 +37,40 @@ TEST(OpenAiApi, TheThreeRoutesNameAModelInTheirBody) {
   EXPECT_FALSE(r->carries_keep_alive);
   EXPECT_FALSE(r->keep_alive_after);
   EXPECT_FALSE(api.with_keep_alive(*r, 60));  // the body goes on unchanged
-  // No answer says what a load cost: the proxy uses the time to the first byte.
+  // No answer says what a load cost: the proxy reports none (the wake's dur says it).
+  EXPECT_FALSE(api.reports_load());
   EXPECT_FALSE(api.load_seconds(R"({"load_duration": 5000000000})"));
   auto meter = api.load_meter();
   ASSERT_NE(meter, nullptr);
   meter->feed("data: {\"load_duration\": 1}\n\n");
   EXPECT_FALSE(meter->seconds());
+}
+
+TEST(VllmApi, RefusesTheDevelopmentRoutesAsVllmReadsThemAndNothingElse) {
+  const ModelApi& api = vllm_api();
+  for (const char* target :
+       {"/sleep", "/sleep?level=2", "/wake_up", "/wake_up?tags=weights", "/is_sleeping",
+        "/collective_rpc", "/reset_prefix_cache", "/reset_mm_cache", "/reset_encoder_cache",
+        "/reconfigure", "/server_info", "/pause", "/resume", "/is_paused", "/abort_requests",
+        "/update_weights", "/init_weight_transfer_engine", "/get_world_size",
+        // As uvicorn and Starlette read them: percent-decoded, a trailing slash redirected.
+        "/%73leep", "/wake%5Fup", "/sleep/", "/is_sleeping//?x=1",
+        // The absolute form a proxy may be sent.
+        "http://127.0.0.1:8000/sleep?level=1"}) {
+    EXPECT_TRUE(vllm_dev_route(target)) << target;
+    auto why = api.refusal("POST", target);
+    ASSERT_TRUE(why) << target;
+    EXPECT_NE(why->find("siesta alone controls"), std::string::npos) << *why;
+  }
+  for (const char* target : {"/v1/chat/completions", "/v1/models", "/health", "/metrics", "/",
+                             "/sleeping", "/v1/sleep", "/Sleep", "/version", "/tokenize"}) {
+    EXPECT_FALSE(api.refusal("POST", target)) << target;
+    EXPECT_FALSE(api.refusal("GET", target)) << target;
+  }
+  // Its model routes are OpenAI's; the OpenAI and Ollama APIs refuse nothing.
+  EXPECT_TRUE(api.names_model("POST", "/v1/chat/completions"));
+  EXPECT_EQ(api.read("/v1/completions", R"({"model": "m", "prompt": "x"})")->model, "m");
+  EXPECT_FALSE(openai_api().refusal("POST", "/sleep"));
 }
 
 TEST(OpenAiApi, ABodyThatNamesNoModelPassesUntracked) {
@@ -143,6 +172,49 @@ TEST(VllmSleep, ThreeTiersPauseThenSleepTheEngineThenStop) {
   EXPECT_FALSE(w.service("vllm").engine_asleep);
 }
 
+// A model of a sleeping engine: offloaded at level 1 (weights in CPU RAM), not loaded at level 2,
+// loaded again after the wake; the status JSON and decide() (which /metrics reads) agree.
+TEST(VllmSleep, AModelShowsOffloadedAtLevelOneAndNotLoadedAtLevelTwo) {
+  const auto model_state = [](World& w) {
+    const Snapshot snap = w.registry->snapshot();
+    const Decision d = decide(snap, w.clock.wall_now());
+    const auto doc = nlohmann::json::parse(idle_status_text(snap, d, {}));
+    const auto& m = doc["models"]["Qwen/Qwen3-0.6B"];
+    EXPECT_EQ(m["state"] == "offloaded", d.models.front().offloaded) << m;
+    EXPECT_EQ(m["loaded"].get<bool>(), d.models.front().loaded) << m;
+    return m["state"].get<std::string>();
+  };
+  World one(kVllmTiers);  // pause at 1 min, vllm_sleep level 1 at 5
+  one.run("vllm");
+  ASSERT_TRUE(one.controller->touch_model("Qwen/Qwen3-0.6B"));
+  EXPECT_EQ(model_state(one), "loaded");
+  one.clock.advance(minutes(1));
+  one.monitor->step();
+  ASSERT_TRUE(one.service("vllm").paused);
+  one.clock.advance(minutes(4));
+  one.monitor->step();
+  ASSERT_TRUE(one.service("vllm").engine_asleep);
+  EXPECT_EQ(model_state(one), "offloaded");
+  ASSERT_TRUE(one.controller->wake("vllm", "request"));
+  ASSERT_TRUE(one.controller->touch_model("Qwen/Qwen3-0.6B"));
+  EXPECT_EQ(model_state(one), "loaded");
+
+  World two(R"({"idle_check_interval_minutes": 1000,
+    "services": {"vllm": {"command": ["vllm", "serve"], "upstream": "127.0.0.1:8000",
+      "model_api": "vllm", "sleep_tiers": [{"after_minutes": 5, "action": "vllm_sleep", "level": 2},
+                                           {"after_minutes": 60, "action": "stop"}]}},
+    "models": {"Qwen/Qwen3-0.6B": {"provider": "vllm"}}})");
+  two.run("vllm");
+  ASSERT_TRUE(two.controller->touch_model("Qwen/Qwen3-0.6B"));
+  two.clock.advance(minutes(5));
+  two.monitor->step();
+  ASSERT_TRUE(two.service("vllm").engine_asleep);
+  EXPECT_EQ(model_state(two), "not_loaded");
+  two.clock.advance(minutes(55));
+  two.monitor->step();
+  EXPECT_EQ(model_state(two), "not_loaded");  // stopped
+}
+
 TEST(VllmSleep, AWakeCallsWakeUpAndWaitsUntilTheEngineSaysItIsAwake) {
   World w(kVllmOneLightTier);
   asleep_after_use(w);
@@ -157,6 +229,49 @@ TEST(VllmSleep, AWakeCallsWakeUpAndWaitsUntilTheEngineSaysItIsAwake) {
   EXPECT_EQ(w.recorder.tier_events().back(), "woke vllm from vllm_sleep");
 }
 
+// Review: a wake between the claim of the vllm_sleep tier and its finish called /wake_up on an
+// engine never put to sleep. It has nothing to undo; the finish then finds the sleep cancelled.
+TEST(VllmSleep, AWakeBetweenTheClaimAndItsFinishUndoesNothingAndCancelsTheSleep) {
+  World w(kVllmOneLightTier);
+  w.run("vllm");
+  w.clock.advance(minutes(5));
+  w.backend.take_calls();
+  w.engine.take_calls();
+  ASSERT_TRUE(w.controller->claim_light_sleep("vllm", 1));
+  ASSERT_EQ(w.service("vllm").state, ServiceState::kPaused);  // out of service from the claim
+  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  w.controller->finish_light_sleep("vllm", 1);
+  EXPECT_TRUE(sleeps_and_wakes(w).empty());  // neither /wake_up nor /sleep
+  EXPECT_TRUE(w.backend.take_calls().empty());
+  const ServiceRuntime rt = w.service("vllm");
+  EXPECT_EQ(rt.state, ServiceState::kRunning);
+  EXPECT_FALSE(rt.engine_asleep);
+  EXPECT_EQ(rt.tier, 0u);
+  EXPECT_TRUE(w.recorder.tier_events().empty());
+}
+
+// The same after a pause that was done: the wake undoes the pause only.
+TEST(VllmSleep, AWakeBetweenTheClaimAndItsFinishUndoesOnlyTheLighterTiers) {
+  World w(kVllmTiers);
+  w.run("vllm");
+  w.clock.advance(minutes(1));
+  w.monitor->step();
+  ASSERT_TRUE(w.service("vllm").paused);
+  w.clock.advance(minutes(4));
+  w.backend.take_calls();
+  w.engine.take_calls();
+  ASSERT_TRUE(w.controller->claim_light_sleep("vllm", 2));
+  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  w.controller->finish_light_sleep("vllm", 2);
+  EXPECT_TRUE(sleeps_and_wakes(w).empty());
+  EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume vllm"));
+  const ServiceRuntime rt = w.service("vllm");
+  EXPECT_EQ(rt.state, ServiceState::kRunning);
+  EXPECT_FALSE(rt.paused);
+  EXPECT_FALSE(rt.engine_asleep);
+  EXPECT_THAT(w.recorder.tier_events(), ElementsAre("entered vllm pause", "woke vllm from pause"));
+}
+
 TEST(VllmSleep, AnEngineThatStaysAsleepPastTheStartTimeoutIsStoppedAndColdStarted) {
   World w(kVllmOneLightTier);
   asleep_after_use(w);
@@ -165,6 +280,22 @@ TEST(VllmSleep, AnEngineThatStaysAsleepPastTheStartTimeoutIsStoppedAndColdStarte
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("stop vllm", "start vllm"));
   EXPECT_EQ(w.service("vllm").state, ServiceState::kRunning);
   EXPECT_THAT(w.recorder.events(), ::testing::Contains("failed vllm resume"));
+}
+
+// Review: /wake_up (up to 120 s) and the is_sleeping polls (start_timeout_seconds more) could
+// outlast the proxy's backstop. They now share start_timeout_seconds (60 s here).
+TEST(VllmSleep, TheWakeUpAndThePollsAfterItShareTheStartTimeout) {
+  World w(kVllmOneLightTier);
+  asleep_after_use(w);
+  w.engine.lag_polls = 1000000;  // never says it is awake
+  w.engine.during_wake_up = [&] { w.clock.advance(seconds(40)); };
+  const MonoTime t0 = w.clock.mono_now();
+  ASSERT_TRUE(w.controller->wake("vllm", "request"));  // given up, then a cold start
+  EXPECT_THAT(w.engine.wake_up_timeouts, ElementsAre(60.0));
+  const double took = std::chrono::duration<double>(w.clock.mono_now() - t0).count();
+  EXPECT_GE(took, 60.0);
+  EXPECT_LT(took, 60.1);  // not 40 + 60
+  EXPECT_THAT(w.backend.take_calls(), ElementsAre("stop vllm", "start vllm"));
 }
 
 TEST(VllmSleep, AWakeUpThatFailsGoesToTheNextDeeperStateAndIsCounted) {

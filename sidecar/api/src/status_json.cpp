@@ -173,6 +173,9 @@ void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   o.key("provider").text(timer.provider);
   o.key("will_unload_in_seconds").seconds(counting ? timer.unloads_in : std::nullopt);
   o.key("loaded").boolean(timer.loaded);
+  // One word for the dashboards: "offloaded" while a vLLM engine sleeps at level 1 (weights in
+  // CPU RAM), "not_loaded" at level 2 or stopped.
+  o.key("state").text(timer.loaded ? "loaded" : timer.offloaded ? "offloaded" : "not_loaded");
   o.key("keep_alive_seconds").number(precise(timer.keep_alive));
   blocked ? o.key("unload_blocker").text(to_string(timer.blocker)) : o.key("unload_blocker").null();
   blocked ? o.key("will_not_unload_because").text(describe(timer.blocker))

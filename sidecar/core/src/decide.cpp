@@ -298,13 +298,15 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
 }
 
 ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime now,
-                       bool unloadable, std::vector<Action>& actions, DeadlineTracker& deadlines) {
+                       bool unloadable, bool offloaded, std::vector<Action>& actions,
+                       DeadlineTracker& deadlines) {
   const ModelSpec& spec = *view.spec;
   const ModelRuntime& rt = view.runtime;
   ModelTimer timer;
   timer.name = spec.name;
   timer.provider = spec.provider;
   timer.loaded = rt.loaded;
+  timer.offloaded = !rt.loaded && offloaded;
   timer.keep_alive = effective_keep_alive(settings, spec, rt);
   timer.blocker = unload_blocker(settings, rt, now);
   if (!unloadable &&
@@ -342,16 +344,26 @@ Decision decide(const Snapshot& snapshot, WallTime now) {
   // A model of a server that has no unload API (its service's model_api) is freed by the
   // service's tiers; one whose server is unknown (a container not found yet) as before.
   std::set<std::string_view> no_unload;
+  // Servers whose engine sleeps at level 1: their models' weights wait in CPU RAM.
+  std::set<std::string_view> offloading;
   for (const auto& service : snapshot.services) {
     const auto api = service.spec->model_api;
     if (api != ServiceSpec::ModelApi::kNone && !can_unload_models(api)) {
       no_unload.insert(service.spec->name);
     }
+    const auto& tiers = service.spec->sleep_tiers;
+    int level = 0;  // of the deepest vllm_sleep tier in force
+    for (std::size_t i = 0;
+         service.runtime.engine_asleep && i < service.runtime.tier && i < tiers.size(); ++i) {
+      if (tiers[i].action == TierAction::kVllmSleep) level = tiers[i].level;
+    }
+    if (level == 1) offloading.insert(service.spec->name);
   }
   for (const auto& view : snapshot.models) {
     const bool unloadable = no_unload.count(view.spec->provider) == 0;
-    decision.models.push_back(
-        model_timer(snapshot.settings, view, now, unloadable, decision.actions, deadlines));
+    const bool offloaded = offloading.count(view.spec->provider) != 0;
+    decision.models.push_back(model_timer(snapshot.settings, view, now, unloadable, offloaded,
+                                          decision.actions, deadlines));
   }
   decision.next_deadline = deadlines.earliest();
   return decision;

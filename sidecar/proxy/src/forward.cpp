@@ -41,7 +41,15 @@ awaitable<bool> Server::forward(Listener& l, beast::tcp_stream& client,
     }
   }
 
-  auto state = control_.begin_request(l.service);
+  // What the model server's API answers without the server, before a use or a wake.
+  bool probe = false;  // no use of the service (ModelApi::is_probe)
+  if (auto own = model_api_answer(l, req, version, head, probe)) {
+    status_sent = static_cast<int>(own->result_int());
+    record();
+    co_return co_await answer(client, std::move(*own), keep_alive && req_parser.is_done());
+  }
+
+  auto state = control_.begin_request(l.service, !probe);
   if (!state) {
     auto res =
         error_response(http::status::not_found, version, "not_found", state.status().message());
@@ -49,7 +57,7 @@ awaitable<bool> Server::forward(Listener& l, beast::tcp_stream& client,
     record();
     co_return co_await answer(client, std::move(res), false);
   }
-  InFlight in_flight(control_, l.service);
+  InFlight in_flight(control_, l.service, !probe);
 
   std::optional<double> cold;
   std::string woke_from = "cold";  // X-Siesta-Wake: "cold", or "warm-from=<tier>" (paused)
@@ -63,9 +71,15 @@ awaitable<bool> Server::forward(Listener& l, beast::tcp_stream& client,
     // A browser's navigation gets the waking page if the wake takes longer than the grace.
     const bool page = l.wake_page && wake_page::is_navigation(req);
     bool still_waking = false;
-    Status st =
-        co_await wake(l.service, &client.socket(), &gone,
-                      page ? std::optional(wake_page::kGrace) : std::nullopt, &still_waking);
+    std::string undone;  // what the wake undid: a failed resume ends in a cold start
+    Status st = co_await wake(l.service, &client.socket(), &gone,
+                              page ? std::optional(wake_page::kGrace) : std::nullopt, &still_waking,
+                              &undone);
+    if (undone == to_string(TierAction::kStop)) {
+      woke_from = "cold";
+    } else if (!undone.empty()) {
+      woke_from = "warm-from=" + undone;
+    }
     activity.paused = false;
     activity.touch();
     if (gone) {  // nobody to answer: the request ends (counted with code 0), the wake goes on
@@ -399,7 +413,7 @@ awaitable<bool> Server::forward(Listener& l, beast::tcp_stream& client,
     model_use->was_loaded =
         !control_.model_accepted(model_use->model, model_use->keep_alive, model_use->load_ticket);
   }
-  if (model_use && !model_use->was_loaded) {
+  if (model_use && !model_use->was_loaded && l.model_api->reports_load()) {
     // The model was not loaded: this response paid its load. Its price is Ollama's own
     // load_duration, in the answer's final JSON (docs/models.md): a whole answer is read before
     // its header goes out, a stream's is known only at its end (the metric waits for it, the

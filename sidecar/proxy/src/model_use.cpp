@@ -96,4 +96,49 @@ void Server::refresh_keep_alive(Listener& l, const ModelUse& use) {
   });
 }
 
+// The models siesta tracks on a service, for ModelApi::asleep_reply.
+std::vector<std::string> Server::models_of(const std::string& service) const {
+  std::vector<std::string> out;
+  for (const auto& name : registry_.model_names()) {
+    if (auto m = registry_.model(name); m && m->spec->provider == service) out.push_back(name);
+  }
+  return out;
+}
+
+// What a service's ModelApi answers itself: a route it keeps for siesta (refusal: 403, never
+// forwarded), a probe while the service does not serve (asleep_reply). nullopt: the request
+// goes on; `probe` then says it is no use of the service (forwarded, but not counted as one).
+std::optional<http::response<http::string_body>> Server::model_api_answer(
+    const Listener& l, const http::request<http::buffer_body>& req, unsigned version, bool head,
+    bool& probe) {
+  probe = false;
+  if (l.model_api == nullptr) return std::nullopt;
+  const std::string_view method(req.method_string().data(), req.method_string().size());
+  const std::string_view target(req.target().data(), req.target().size());
+  if (auto why = l.model_api->refusal(method, target)) {
+    return error_response(http::status::forbidden, version, "forbidden", *why);
+  }
+  probe = l.model_api->is_probe(method, target);
+  auto view = registry_.service(l.service);
+  // Asleep: in a light tier or stopped (one in error, or starting, is not answered for).
+  if (!probe || !view || view->runtime.state == ServiceState::kRunning ||
+      !(light_asleep(view->runtime) || view->runtime.state == ServiceState::kStopped)) {
+    return std::nullopt;
+  }
+  auto reply = l.model_api->asleep_reply(method, target, models_of(l.service));
+  if (!reply) {
+    probe = false;  // siesta cannot answer it: the server must, woken for it (a use)
+    return std::nullopt;
+  }
+  http::response<http::string_body> res{static_cast<http::status>(reply->status), version};
+  if (!reply->content_type.empty()) res.set(http::field::content_type, reply->content_type);
+  res.set(http::field::cache_control, "no-store");
+  res.set("X-Siesta-Asleep", light_asleep(view->runtime) ? tier_name(*view->spec, view->runtime)
+                                                         : to_string(view->runtime.state));
+  res.body() = std::move(reply->body);
+  res.prepare_payload();
+  if (head) res.body().clear();  // its length all the same
+  return res;
+}
+
 }  // namespace siesta::proxy

@@ -10,7 +10,8 @@
 //                        both ways, the idle timer and the client watch
 //   tcp_relay.cpp        a TCP-mode connection
 //   wake_endpoint.cpp    GET /wake/{service} (nginx auth_request, Traefik forwardAuth)
-//   model_use.cpp        a request on a model (through the service's ModelApi)
+//   model_use.cpp        a request on a model (through the service's ModelApi), and what that
+//                        ModelApi answers itself (a refused route, a probe while asleep)
 //   http_messages.cpp    header rewriting and siesta's own answers
 // Every connection lives on one I/O context (one thread): nothing here is locked per operation.
 #pragma once
@@ -101,15 +102,16 @@ class RelayBuffer {
 // Ends the in-flight use of a service when the request or connection is over, whatever way.
 class InFlight {
  public:
-  InFlight(ProxyControl& controller, std::string service)
-      : controller_(controller), service_(std::move(service)) {}
-  ~InFlight() { controller_.end_request(service_); }
+  InFlight(ProxyControl& controller, std::string service, bool use = true)
+      : controller_(controller), service_(std::move(service)), use_(use) {}
+  ~InFlight() { controller_.end_request(service_, use_); }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
 
  private:
   ProxyControl& controller_;
   std::string service_;
+  bool use_;
 };
 
 // Counts an upgraded connection (a WebSocket) open while it is relayed, however it ends.
@@ -165,6 +167,7 @@ struct WakeWait {
   explicit WakeWait(const net::any_io_executor& ex) : timer(ex) {}
   net::steady_timer timer;
   std::optional<Status> result;
+  std::string woke_from;  // ProxyControl::wake's: what the wake undid
 };
 
 // Closes a connection on which nothing has moved for the current phase's timeout (waiting for
@@ -338,7 +341,7 @@ struct Server {
 
   // Wakes in progress: one per service, shared by every request that waits for it.
   std::mutex wake_mu_;
-  std::map<std::string, std::vector<std::function<void(Status)>>> waking_;
+  std::map<std::string, std::vector<std::function<void(Status, std::string)>>> waking_;
   ThreadExecutor wake_threads_;
 
   // ---- Listening and admission (proxy.cpp) ----
@@ -369,11 +372,11 @@ struct Server {
   awaitable<void> refuse_http(tcp::socket socket);
 
   // ---- The wake gate and the waking page (wake_gate.cpp) ----
-  void request_wake(const std::string& service, std::function<void(Status)> done);
+  void request_wake(const std::string& service, std::function<void(Status, std::string)> done);
   awaitable<Status> wake(const std::string& service, tcp::socket* client = nullptr,
                          bool* gone = nullptr,
                          std::optional<std::chrono::milliseconds> grace = std::nullopt,
-                         bool* still_waking = nullptr);
+                         bool* still_waking = nullptr, std::string* woke_from = nullptr);
   std::optional<double> expected_wake(const std::string& service) const;
   http::response<http::string_body> waking_page(const Listener& l, unsigned version);
   http::response<http::string_body> siesta_path(const Listener& l,
@@ -414,6 +417,10 @@ struct Server {
   void begin_model(Listener& l, std::string_view target, std::string& body,
                    std::optional<ModelUse>& out);
   void refresh_keep_alive(Listener& l, const ModelUse& use);
+  std::vector<std::string> models_of(const std::string& service) const;
+  std::optional<http::response<http::string_body>> model_api_answer(
+      const Listener& l, const http::request<http::buffer_body>& req, unsigned version, bool head,
+      bool& probe);
 
   // ---- Streaming (relay.cpp) ----
   awaitable<void> relay_response(beast::tcp_stream& client, beast::tcp_stream& upstream,

@@ -10,7 +10,8 @@
 namespace siesta::proxy {
 
 // Starts the wake (or joins the one in progress) and calls `done` with its outcome.
-void Server::request_wake(const std::string& service, std::function<void(Status)> done) {
+void Server::request_wake(const std::string& service,
+                          std::function<void(Status, std::string)> done) {
   {
     std::lock_guard lock(wake_mu_);
     auto [it, first] = waking_.try_emplace(service);
@@ -18,14 +19,15 @@ void Server::request_wake(const std::string& service, std::function<void(Status)
     if (!first) return;
   }
   wake_threads_.post([this, service] {
-    Status st = control_.wake(service, "request");
-    std::vector<std::function<void(Status)>> waiters;
+    std::string woke_from;
+    Status st = control_.wake(service, "request", &woke_from);
+    std::vector<std::function<void(Status, std::string)>> waiters;
     {
       std::lock_guard lock(wake_mu_);
       waiters = std::move(waking_[service]);
       waking_.erase(service);
     }
-    for (auto& w : waiters) w(st);
+    for (auto& w : waiters) w(st, woke_from);
   });
 }
 
@@ -36,18 +38,27 @@ void Server::request_wake(const std::string& service, std::function<void(Status)
 // With `grace`, the wait ends after it with *still_waking set if the wake is not done (the wake
 // goes on).
 awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, bool* gone,
-                               std::optional<std::chrono::milliseconds> grace, bool* still_waking) {
+                               std::optional<std::chrono::milliseconds> grace, bool* still_waking,
+                               std::string* woke_from) {
   auto ex = co_await net::this_coro::executor;
   auto wait = std::make_shared<WakeWait>(ex);
   double limit = 60;
-  if (auto view = registry_.service(service)) limit = view->spec->start_timeout_seconds;
+  if (auto view = registry_.service(service)) {
+    limit = view->spec->start_timeout_seconds;
+    // A resume from a light tier that fails (within start_timeout_seconds) is followed by a
+    // stop and a cold start.
+    if (light_asleep(view->runtime)) {
+      limit = 2 * limit + view->spec->stop_timeout_seconds;
+    }
+  }
   // The controller gives up at start_timeout_seconds; this is only a backstop.
   auto wait_for = std::chrono::milliseconds(static_cast<long>(limit * 1000) + 5000);
   if (grace) wait_for = std::min(wait_for, *grace);
   wait->timer.expires_after(wait_for);
-  request_wake(service, [wait, ex](Status st) {
-    net::post(ex, [wait, st = std::move(st)]() mutable {
+  request_wake(service, [wait, ex](Status st, std::string from) {
+    net::post(ex, [wait, st = std::move(st), from = std::move(from)]() mutable {
       wait->result = std::move(st);
+      wait->woke_from = std::move(from);
       wait->timer.cancel();
     });
   });
@@ -72,6 +83,7 @@ awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, 
   if (!wait->result) {
     co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
   }
+  if (woke_from != nullptr) *woke_from = wait->woke_from;
   co_return *wait->result;
 }
 

@@ -128,7 +128,11 @@ Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backe
   }
 }
 
-Status Controller::wake(const std::string& service, const std::string& reason) {
+Status Controller::wake(const std::string& service, const std::string& reason,
+                        std::string* woke_from) {
+  std::string ignored;
+  std::string& woke = woke_from != nullptr ? *woke_from : ignored;
+  woke.clear();
   Slot* s = slot(service);
   auto view = registry_.service(service);
   if (s == nullptr || !view) return {ErrorCode::kNotFound, "unknown service: " + service};
@@ -143,7 +147,26 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   bool already_up = false;
   bool paused = false;
   std::string from;  // the light tier woken from, if any
+  const std::size_t pending = s->light_pending.exchange(0);
   registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+    if (pending != 0 && rt.tier == pending && pending <= spec.sleep_tiers.size()) {
+      // Claimed, not done (its finish waits for this lock, then finds it cancelled): only what
+      // lighter tiers did is undone.
+      const TierAction a = spec.sleep_tiers[pending - 1].action;
+      if (a == TierAction::kPause) rt.paused = false;
+      if (a == TierAction::kVllmSleep) rt.engine_asleep = false;
+      rt.tier = 0;
+      for (std::size_t i = pending - 1; i >= 1 && rt.tier == 0; --i) {
+        const TierAction done = spec.sleep_tiers[i - 1].action;
+        if ((done == TierAction::kPause && rt.paused) ||
+            (done == TierAction::kVllmSleep && rt.engine_asleep)) {
+          rt.tier = i;
+        }
+      }
+      if (rt.state == ServiceState::kPaused && !light_asleep(rt)) {
+        set_state(rt, ServiceState::kRunning, now);
+      }
+    }
     if (light_asleep(rt) &&
         (rt.state == ServiceState::kPaused || rt.state == ServiceState::kStopping)) {
       // Held paused or its engine asleep (a stop may be claimed, not begun): a resume wakes it.
@@ -164,11 +187,17 @@ Status Controller::wake(const std::string& service, const std::string& reason) {
   if (already_up) {
     // A light tier that left it serving (unload_models): nothing to undo.
     if (!from.empty()) recorder_.service_woke_from_tier(service, from, Seconds(0));
+    woke = from;
     return saved(Status::ok(), save());
   }
   if (paused) {
-    if (Status st = resume_locked(*view->spec, *backend, from); st) return saved(st, save());
+    if (Status st = resume_locked(*view->spec, *backend, from); st) {
+      woke = from;
+      return saved(st, save());
+    }
   }
+  // From here it takes a start (after a failed resume too: that is a cold start, not a warm one).
+  woke = to_string(TierAction::kStop);
   // Someone else finished a start while we waited for the lock: share its outcome.
   if (s->starts.load() != starts_seen) {
     if (s->last_start) (void)touch_service(service);
@@ -210,12 +239,14 @@ Status Controller::wake_engine(const ServiceSpec& spec) {
   if (engine == nullptr) {
     return {ErrorCode::kUnavailable, "service " + spec.name + " has no engine sleep mode"};
   }
-  if (Status st = engine->wake_up(); !st) return st;
-  // /wake_up may answer before the engine is awake (vLLM's own comment): no request goes through
-  // until it says it is not sleeping.
+  // /wake_up and the polls after it share start_timeout_seconds: a wake that fails takes at most
+  // that before the cold start (the proxy's backstop counts on it).
   const MonoTime deadline =
       clock_.mono_now() +
       std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(spec.start_timeout_seconds));
+  if (Status st = engine->wake_up(spec.start_timeout_seconds); !st) return st;
+  // /wake_up may answer before the engine is awake (vLLM's own comment): no request goes through
+  // until it says it is not sleeping.
   auto delay = std::chrono::milliseconds(2);
   while (true) {
     Result<bool> sleeping = engine->is_sleeping();
@@ -273,6 +304,7 @@ bool Controller::claim_light_sleep(const std::string& service, std::size_t tier)
   bool claimed = false;
   Seconds idle{0};
   std::string action;
+  Slot* s = slot(service);
   registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
     if (tier == 0 || tier > spec.sleep_tiers.size() || tier_due(settings, spec, rt, now) != tier ||
         spec.sleep_tiers[tier - 1].action == TierAction::kStop) {
@@ -293,6 +325,8 @@ bool Controller::claim_light_sleep(const std::string& service, std::size_t tier)
     rt.tier = tier;
     action = to_string(a);
     claimed = true;
+    // Before the registry lock is let go: a wake from here on sees the tier as not done.
+    if (s != nullptr) s->light_pending.store(tier);
   });
   if (claimed) {
     spdlog::info("Service {} has been idle for {} minutes: light sleep ({})...", service,
@@ -305,6 +339,7 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
   Slot* s = slot(service);
   if (s == nullptr) return;
   std::lock_guard op(s->op);
+  s->light_pending.store(0);  // from here a wake waits for the tier to be done, then undoes it
   auto view = registry_.service(service);
   const bool in_range = view && tier >= 1 && tier <= view->spec->sleep_tiers.size();
   const bool holds = in_range && holds_service(view->spec->sleep_tiers[tier - 1].action);
@@ -503,7 +538,7 @@ Status Controller::touch_service(const std::string& service) {
   return saved(Status::ok(), save());
 }
 
-Result<ServiceState> Controller::begin_request(const std::string& service) {
+Result<ServiceState> Controller::begin_request(const std::string& service, bool use) {
   ServiceState state = ServiceState::kStopped;
   const char* from = nullptr;
   bool known =
@@ -512,7 +547,7 @@ Result<ServiceState> Controller::begin_request(const std::string& service) {
         state = rt.state;
         // A light tier that left it serving (unload_models) ends with this use; a paused one
         // ends in the wake.
-        if (rt.state == ServiceState::kRunning && rt.tier > 0) {
+        if (use && rt.state == ServiceState::kRunning && rt.tier > 0) {
           from = tier_name(spec, rt);
           rt.tier = 0;
         }
@@ -522,15 +557,23 @@ Result<ServiceState> Controller::begin_request(const std::string& service) {
   return state;
 }
 
-void Controller::end_request(const std::string& service) {
+void Controller::end_request(const std::string& service, bool use) {
   const WallTime now = clock_.wall_now();
   const Settings settings = registry_.settings();
   std::optional<WallTime> deadline;
+  bool idle = false;
   registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
+    idle = rt.in_flight == 0;
+    if (!use) return;
     rt.last_used = now;
-    if (rt.in_flight == 0) deadline = first_tier_at(settings, spec, now);
+    if (idle) deadline = first_tier_at(settings, spec, now);
   });
+  if (idle && !use) {
+    // A probe is no use, but it held back a sleep that may be due now.
+    registry_.changes().notify_if_before(now);
+    return;
+  }
   // The service now has a sleep deadline; wake the monitor only if it would sleep past it.
   if (deadline) registry_.changes().notify_if_before(*deadline);
 }
@@ -734,7 +777,14 @@ void Controller::reconcile_models() {
   if (!providers_) return;
   for (const auto& service : registry_.service_names()) {
     ModelProvider* provider = providers_(service);
-    if (provider == nullptr) continue;
+    Slot* s = slot(service);
+    if (provider == nullptr || s == nullptr) continue;
+    // Under the service's op lock, or not now: a wake, a light sleep or a stop in progress would
+    // be undone by what is read here (an engine still saying is_sleeping: true as its wake ends
+    // was marked asleep again; a model list read while the engine went to sleep marked its
+    // models loaded). The next reconcile reads it.
+    std::unique_lock op(s->op, std::try_to_lock);
+    if (!op.owns_lock()) continue;
     auto view = registry_.service(service);
     if (!view || view->runtime.state != ServiceState::kRunning) continue;
     if (check_engine_sleep(service, *provider)) continue;  // asleep: it serves no model now

@@ -297,7 +297,13 @@ Result<Inspection> ProcessBackend::inspect(const ServiceSpec& spec) {
 nlohmann::json ProcessBackend::save_handle(const ServiceSpec& spec) {
   auto child = find(spec.name);
   if (!child || !child->alive()) return nullptr;
-  return {{"pid", child->pid}, {"start_ticks", child->start_ticks}};
+  // The command line the kernel shows for it now, and the command it was started with: a
+  // command that execs another (`env VAR=1 vllm serve`, a script ending in exec, a Python entry
+  // point) shows another argv than the one started, and is recognised by this one.
+  return {{"pid", child->pid},
+          {"start_ticks", child->start_ticks},
+          {"command", spec.command},
+          {"cmdline", proc_cmdline(child->pid)}};
 }
 
 void ProcessBackend::restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) {
@@ -311,8 +317,23 @@ void ProcessBackend::restore_handle(const ServiceSpec& spec, const nlohmann::jso
   child->adopted = true;
   if (child->pid <= 1 || !child->alive()) return;  // gone, or the pid now belongs to another
   // The pid and start time come from a file: adopt only a process that still runs the
-  // service's own command, so that a sleep never signals something else.
-  if (std::vector<std::string> argv = proc_cmdline(child->pid); argv != spec.command) {
+  // service's own command, so that a sleep never signals something else. It runs it when its
+  // argv is the command, or (the command exec'd another program) the argv saved with the handle
+  // while that command was the service's.
+  const std::vector<std::string> argv = proc_cmdline(child->pid);
+  const auto saved = [&](const char* key) {
+    std::vector<std::string> out;
+    const auto it = handle.find(key);
+    if (it == handle.end() || !it->is_array()) return out;
+    for (const auto& a : *it) {
+      if (!a.is_string()) return std::vector<std::string>{};
+      out.push_back(a.get<std::string>());
+    }
+    return out;
+  };
+  const std::vector<std::string> seen = saved("cmdline");
+  const bool same_command = saved("command") == spec.command && !seen.empty() && argv == seen;
+  if (argv != spec.command && !same_command) {
     spdlog::warn(
         "Service {}: not adopting process {} from the state file: it runs \"{}\", not the "
         "service's command \"{}\"",

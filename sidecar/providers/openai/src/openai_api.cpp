@@ -24,7 +24,7 @@ std::optional<std::string> openai_model_of(std::string_view method, std::string_
 
 namespace {
 
-// OpenAI's answers say nothing of a load: the proxy uses the time to the first byte.
+// OpenAI's answers say nothing of a load (reports_load: false): no meter is asked for.
 class NoLoadMeter final : public LoadMeter {
  public:
   void feed(std::string_view) override {}
@@ -35,6 +35,17 @@ class OpenAiApi final : public ModelApi {
  public:
   bool names_model(std::string_view method, std::string_view target) const override {
     return openai_model_route(method, target);
+  }
+
+  // llama-server, LocalAI and LM Studio have no route that takes the server away from siesta.
+  std::optional<std::string> refusal(std::string_view, std::string_view) const override {
+    return std::nullopt;
+  }
+  // Every request is a use (a probe answered without the server is vLLM's alone for now).
+  bool is_probe(std::string_view, std::string_view) const override { return false; }
+  std::optional<Reply> asleep_reply(std::string_view, std::string_view,
+                                    const std::vector<std::string>&) const override {
+    return std::nullopt;
   }
 
   std::optional<Request> read(std::string_view target, const std::string& body) const override {
@@ -52,6 +63,7 @@ class OpenAiApi final : public ModelApi {
 
   double server_keep_alive(double enforced_seconds) const override { return enforced_seconds; }
 
+  bool reports_load() const override { return false; }
   std::optional<double> load_seconds(std::string_view) const override { return std::nullopt; }
 
   std::unique_ptr<LoadMeter> load_meter() const override { return std::make_unique<NoLoadMeter>(); }

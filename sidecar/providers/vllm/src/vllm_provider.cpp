@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 namespace siesta {
@@ -41,7 +43,9 @@ Status VllmProvider::post(const std::string& path, int read_timeout_seconds) {
 // Offloading or dropping the weights of a large model takes seconds; a wake as long.
 Status VllmProvider::sleep(int level) { return post("/sleep?level=" + std::to_string(level), 120); }
 
-Status VllmProvider::wake_up() { return post("/wake_up", 120); }
+Status VllmProvider::wake_up(double timeout_seconds) {
+  return post("/wake_up", std::max(1, static_cast<int>(std::ceil(timeout_seconds))));
+}
 
 Result<bool> VllmProvider::is_sleeping() {
   httplib::Client cli(models_.host(), models_.port());

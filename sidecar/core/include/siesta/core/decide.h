@@ -61,6 +61,9 @@ struct ModelTimer {
   std::string name;
   std::string provider;
   bool loaded = false;
+  // Not loaded, but its weights wait in CPU RAM: its server's vLLM engine sleeps at level 1 (at
+  // level 2, or stopped, it is only not loaded). A wake brings them back.
+  bool offloaded = false;
   Seconds keep_alive{0};                     // the effective keep-alive
   std::optional<WallTime> keep_alive_until;  // absent when not loaded
   std::optional<Seconds> unloads_in;         // keep_alive_until - now, never negative

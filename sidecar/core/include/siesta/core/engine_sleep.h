@@ -14,8 +14,9 @@ class EngineSleep {
   // Puts the engine to sleep at `level` (1 or 2). kNotFound: the server has no such route (vLLM
   // without VLLM_SERVER_DEV_MODE=1).
   virtual Status sleep(int level) = 0;
-  // Asks the engine to wake; it serves again once is_sleeping() answers false.
-  virtual Status wake_up() = 0;
+  // Asks the engine to wake, waiting at most `timeout_seconds` for the answer; it serves again
+  // once is_sleeping() answers false.
+  virtual Status wake_up(double timeout_seconds) = 0;
   // Whether the engine reports itself asleep. kNotFound as for sleep().
   virtual Result<bool> is_sleeping() = 0;
 };

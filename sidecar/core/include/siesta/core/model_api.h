@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace siesta {
 
@@ -42,7 +43,31 @@ class ModelApi {
     nlohmann::json doc;  // the parsed body, for with_keep_alive
   };
 
+  // An answer siesta makes itself, in the server's own shape.
+  struct Reply {
+    int status = 200;
+    std::string content_type;  // empty: no body
+    std::string body;
+  };
+
   virtual ~ModelApi() = default;
+
+  // Whether a request only looks at the server (a load balancer's health check, a client's model
+  // list): it is no use of the service, so it neither wakes it nor keeps it awake. While the
+  // service serves it is forwarded as any request (in flight, but its idle time runs on); while
+  // it does not (a light tier or stopped) the proxy sends asleep_reply() instead, or wakes the
+  // service for it when that is nullopt.
+  virtual bool is_probe(std::string_view method, std::string_view target) const = 0;
+  // The answer to a probe while the service does not serve; `models`: those siesta tracks on it.
+  virtual std::optional<Reply> asleep_reply(std::string_view method, std::string_view target,
+                                            const std::vector<std::string>& models) const = 0;
+
+  // Whether the proxy must refuse a request outright, before it is forwarded or wakes anything:
+  // the server's control routes that siesta alone may use (vLLM's development routes: a client's
+  // POST /sleep would put the engine to sleep behind siesta's back). Returns the reason, sent in
+  // a 403 with the JSON error shape; nullopt lets the request through.
+  virtual std::optional<std::string> refusal(std::string_view method,
+                                             std::string_view target) const = 0;
 
   // Whether a request names a model in its JSON body: the proxy then reads the whole body
   // (up to 32 MiB) before forwarding it.
@@ -62,6 +87,11 @@ class ModelApi {
   // carried none, for `enforced_seconds`.
   virtual double server_keep_alive(double enforced_seconds) const = 0;
 
+  // Whether the server's answers say what a model's load cost (load_seconds, load_meter). If
+  // not (the model is the process: its load is the service's start or wake, which
+  // X-Siesta-Wake's dur says), the proxy reports no load of its own (the time to the answer
+  // would be the generation's).
+  virtual bool reports_load() const = 0;
   // What the server says a load cost, from a whole answer that is not a stream.
   virtual std::optional<double> load_seconds(std::string_view whole_answer) const = 0;
   // The same for a streamed answer.

@@ -22,14 +22,18 @@ class ProxyControl {
   virtual ~ProxyControl() = default;
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as
-  // a use. The proxy's reason is "request".
-  virtual Status wake(const std::string& service, const std::string& reason) = 0;
+  // a use. The proxy's reason is "request". `woke_from`, if given, is set to what the wake
+  // undid: a light tier's name when it resumed from it, "stop" when it took a start (also after
+  // a failed resume), empty when the service was up already (X-Siesta-Wake follows it).
+  virtual Status wake(const std::string& service, const std::string& reason,
+                      std::string* woke_from) = 0;
   // A request or connection begins: it is in flight (the service is not put to sleep) until
   // end_request(). Returns the service's state, so the caller knows whether to wake it first;
-  // an unknown service is an error (the proxy answers 404). Cheap.
-  virtual Result<ServiceState> begin_request(const std::string& service) = 0;
-  // It ended: idle time starts now if nothing else is in flight.
-  virtual void end_request(const std::string& service) = 0;
+  // an unknown service is an error (the proxy answers 404). Cheap. `use` false: a probe
+  // (ModelApi::is_probe), in flight all the same but no use: the idle time and tier run on.
+  virtual Result<ServiceState> begin_request(const std::string& service, bool use = true) = 0;
+  // It ended: idle time starts now if nothing else is in flight (for a use).
+  virtual void end_request(const std::string& service, bool use = true) = 0;
   // A request in flight became an upgraded connection (`open`, e.g. a WebSocket) or that
   // connection ended. It stays in flight until end_request() either way.
   virtual void count_upgraded(const std::string& service, bool open) = 0;

@@ -50,18 +50,25 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
              std::size_t max_learned_models = kDefaultMaxLearnedModels);
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
-  // use. reason: "manual", "desired", "request".
-  Status wake(const std::string& service, const std::string& reason) override;
+  // use. reason: "manual", "desired", "request". `woke_from`, if given, is set to what the wake
+  // undid: a light tier's name when it resumed from it, "stop" when it took a start (also after
+  // a failed resume), empty when the service was up already.
+  Status wake(const std::string& service, const std::string& reason,
+              std::string* woke_from) override;
+  Status wake(const std::string& service, const std::string& reason) override {
+    return wake(service, reason, nullptr);
+  }
   // Stops the service now (reason "manual"). A desired-on service is refused (kConflict).
   Status sleep(const std::string& service) override;
   // Records a use of the service now, without waking it.
   Status touch_service(const std::string& service) override;
   // A request or connection through the proxy begins: it is in flight (the service will not be
   // put to sleep) until end_request(). Returns the service's state, so the caller knows whether
-  // to wake it first. Cheap: no state-file save, no monitor wake-up.
-  Result<ServiceState> begin_request(const std::string& service) override;
-  // It ended: idle time starts now if nothing else is in flight.
-  void end_request(const std::string& service) override;
+  // to wake it first. Cheap: no state-file save, no monitor wake-up. `use` false: a probe
+  // (ModelApi::is_probe), in flight all the same but no use: the idle time and tier run on.
+  Result<ServiceState> begin_request(const std::string& service, bool use = true) override;
+  // It ended: idle time starts now if nothing else is in flight (for a use).
+  void end_request(const std::string& service, bool use = true) override;
   // A request in flight became an upgraded connection (`open`, e.g. a WebSocket) or that
   // connection ended: counted for idle-status and /metrics. It stays in flight until
   // end_request() either way.
@@ -143,6 +150,9 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
     std::atomic<std::uint64_t> starts{0};  // start attempts finished
     std::atomic<int> waiting{0};           // callers queued for `op`
     Status last_start;                     // guarded by op
+    // A light tier claimed whose finish has not begun (0: none): a wake in between has nothing
+    // of it to undo (no /wake_up to an engine never put to sleep, no unpause of a running one).
+    std::atomic<std::size_t> light_pending{0};
   };
 
   Slot* slot(const std::string& service);
@@ -165,6 +175,7 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   Status wake_engine(const ServiceSpec& spec);
   // A running server with a sleep mode: whether its engine is asleep (marked so, out of
   // service); an absent sleep route when a vllm_sleep tier needs it is shown as last_error.
+  // The caller holds the service's op lock.
   bool check_engine_sleep(const std::string& service, ModelProvider& provider);
   // A wake of a paused service or one whose engine is asleep: resumes it and wakes its engine;
   // on failure it is stopped, for a cold start.

@@ -30,7 +30,7 @@ class VllmProvider final : public ModelProvider, public EngineSleep {
   EngineSleep* engine_sleep() override { return this; }
 
   Status sleep(int level) override;
-  Status wake_up() override;
+  Status wake_up(double timeout_seconds) override;
   Result<bool> is_sleeping() override;
 
  private:
