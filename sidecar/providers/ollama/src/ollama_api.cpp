@@ -24,18 +24,6 @@ class OllamaApi final : public ModelApi {
     return model_route(std::string(method), std::string(target)) != ModelRoute::kNone;
   }
 
-  // Ollama has no route that takes the server away from siesta (an unload through /api/generate
-  // is tracked like any request).
-  std::optional<std::string> refusal(std::string_view, std::string_view) const override {
-    return std::nullopt;
-  }
-  // Every request is a use (a probe answered without the server is vLLM's alone for now).
-  bool is_probe(std::string_view, std::string_view) const override { return false; }
-  std::optional<Reply> asleep_reply(std::string_view, std::string_view,
-                                    const std::vector<std::string>&) const override {
-    return std::nullopt;
-  }
-
   std::optional<Request> read(std::string_view target, const std::string& body) const override {
     const ModelRoute route = model_route("POST", std::string(target));
     if (route == ModelRoute::kNone) return std::nullopt;

@@ -37,17 +37,6 @@ class OpenAiApi final : public ModelApi {
     return openai_model_route(method, target);
   }
 
-  // llama-server, LocalAI and LM Studio have no route that takes the server away from siesta.
-  std::optional<std::string> refusal(std::string_view, std::string_view) const override {
-    return std::nullopt;
-  }
-  // Every request is a use (a probe answered without the server is vLLM's alone for now).
-  bool is_probe(std::string_view, std::string_view) const override { return false; }
-  std::optional<Reply> asleep_reply(std::string_view, std::string_view,
-                                    const std::vector<std::string>&) const override {
-    return std::nullopt;
-  }
-
   std::optional<Request> read(std::string_view target, const std::string& body) const override {
     auto model = openai_model_of("POST", target, body);
     if (!model) return std::nullopt;

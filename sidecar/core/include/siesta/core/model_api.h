@@ -57,17 +57,26 @@ class ModelApi {
   // service serves it is forwarded as any request (in flight, but its idle time runs on); while
   // it does not (a light tier or stopped) the proxy sends asleep_reply() instead, or wakes the
   // service for it when that is nullopt.
-  virtual bool is_probe(std::string_view method, std::string_view target) const = 0;
+  // Default: every request is a use.
+  virtual bool is_probe(std::string_view /*method*/, std::string_view /*target*/) const {
+    return false;
+  }
   // The answer to a probe while the service does not serve; `models`: those siesta tracks on it.
-  virtual std::optional<Reply> asleep_reply(std::string_view method, std::string_view target,
-                                            const std::vector<std::string>& models) const = 0;
+  virtual std::optional<Reply> asleep_reply(std::string_view /*method*/,
+                                            std::string_view /*target*/,
+                                            const std::vector<std::string>& /*models*/) const {
+    return std::nullopt;
+  }
 
   // Whether the proxy must refuse a request outright, before it is forwarded or wakes anything:
   // the server's control routes that siesta alone may use (vLLM's development routes: a client's
   // POST /sleep would put the engine to sleep behind siesta's back). Returns the reason, sent in
   // a 403 with the JSON error shape; nullopt lets the request through.
-  virtual std::optional<std::string> refusal(std::string_view method,
-                                             std::string_view target) const = 0;
+  // Default: none refused (Ollama's and OpenAI's APIs have no such route).
+  virtual std::optional<std::string> refusal(std::string_view /*method*/,
+                                             std::string_view /*target*/) const {
+    return std::nullopt;
+  }
 
   // Whether a request names a model in its JSON body: the proxy then reads the whole body
   // (up to 32 MiB) before forwarding it.
