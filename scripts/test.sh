@@ -32,35 +32,40 @@ fi
 
 # CI needs line numbers in its stack traces and sanitizer reports, not full debug info: -g1
 # (line tables) instead of -g compiles the coroutine-heavy sources ~15% faster.
+# Each stage says how long its build and its tests took (CI's time budget is spent here).
+stage() { echo "== $* ($(date -u +%H:%M:%S), ${SECONDS} s in) =="; }
 run_suite() {  # build-dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" "$@" >/dev/null  # later -D wins
   cmake --build "$dir" -j "$jobs" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
+  stage "$dir built"
   ctest --test-dir "$dir" -j "$jobs" --timeout "${CTEST_TIMEOUT:-120}" --output-on-failure \
     ${CTEST_ARGS:-}
 }
 
-echo "== normal build =="
+stage "normal build"
 run_suite build
 if [ "${1:-}" != "--quick" ]; then
-  echo "== ASan + UBSan build =="
+  stage "ASan + UBSan build"
   # The client matrix, the WebSocket clients and the page tests (real clients, Chromium) run once, in
   # the normal build; so does the benchmark harness's smoke test (figures under ASan mean
   # nothing). A sanitized Debug build runs ~9x slower (CrashSafety's 200 SIGKILL rounds: 10 s
   # normal, 88 s here alone): each test gets 300 s instead of 120.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     CTEST_TIMEOUT=300 CTEST_ARGS="-E clients\.(matrix|websockets|ui)" \
-    run_suite build-asan -DSIESTA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSIESTA_BUILD_BENCH=OFF
+    run_suite build-asan -DSIESTA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+    -DSIESTA_BUILD_BENCH=OFF
 
-  echo "== ThreadSanitizer build: the monitor, controller, proxy, tier and activity tests =="
+  stage "ThreadSanitizer build: the monitor, controller, proxy, tier and activity tests"
   # A race makes siesta (or the unit test) stop with the report, and the test fail.
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
-    CTEST_TIMEOUT=300 BUILD_TARGETS="siesta siesta-testserver unit_tests integration_tests activity_unit_tests
+    CTEST_TIMEOUT=300 BUILD_TARGETS="siesta siesta-testserver unit_tests proxy_unit_tests integration_tests activity_unit_tests
     activity_integration_tests" \
     CTEST_ARGS="-R (Monitor|SeedScenarios|Controller|ChangeSignal|Proxy|Models|CrashSafety|Tiers|Vllm|Activity)" \
     run_suite build-tsan -DSIESTA_TSAN=ON -DSIESTA_DOCKER_TESTS=OFF -DSIESTA_BUILD_BENCH=OFF
 
-  echo "== fuzzers (libFuzzer, ASan + UBSan), 60 s each =="
+  stage "fuzzers (libFuzzer, ASan + UBSan), 60 s each"
   bash scripts/fuzz.sh 60
 fi
+stage "all stages passed"

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "siesta/core/http_client_error.h"
+
 namespace siesta {
 
 namespace {
@@ -30,8 +32,8 @@ Status VllmProvider::post(const std::string& path, int read_timeout_seconds) {
   cli.set_read_timeout(std::chrono::seconds(read_timeout_seconds));
   auto res = cli.Post(path, "", "application/json");
   if (!res) {
-    return {ErrorCode::kUnavailable, models_.where() + " did not answer POST " + path + " (" +
-                                         httplib::to_string(res.error()) + ")"};
+    return {ErrorCode::kUnavailable,
+            models_.where() + " did not answer POST " + path + " (" + describe(res.error()) + ")"};
   }
   if (res->status == 200) return Status::ok();
   const std::string what = models_.where() + " answered " + std::to_string(res->status) +
@@ -54,7 +56,7 @@ Result<bool> VllmProvider::is_sleeping() {
   auto res = cli.Get("/is_sleeping");
   if (!res) {
     return Status{ErrorCode::kUnavailable, models_.where() + " did not answer GET /is_sleeping (" +
-                                               httplib::to_string(res.error()) + ")"};
+                                               describe(res.error()) + ")"};
   }
   const std::string what =
       models_.where() + " answered " + std::to_string(res->status) + " to GET /is_sleeping";
