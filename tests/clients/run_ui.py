@@ -111,6 +111,11 @@ def loads_case(siesta, names):
     return f"{len(out['listed'])} services listed"
 
 
+def settings_case(siesta):
+    out = browser("settings", admin=f"http://127.0.0.1:{siesta.admin}")
+    return "refused in the form: " + "; ".join(f"{k} ({v})" for k, v in out["refused"].items())
+
+
 def countdown_case(siesta):
     siesta.wake("web")
     out = browser("countdown", admin=f"http://127.0.0.1:{siesta.admin}", service="web")
@@ -280,6 +285,7 @@ def main():
 
     cases.run("page/loads", loads_case, siesta, sorted(svc))
     cases.run("page/countdown", countdown_case, siesta)
+    cases.run("page/settings", settings_case, siesta)
     cases.run("page/sleep-and-keyboard", sleep_keyboard_case, siesta)
     cases.run("page/token", token_case, args.siesta, web_root)
     cases.run("waking/browser", waking_case, siesta, ports)

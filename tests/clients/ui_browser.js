@@ -54,6 +54,14 @@ async function watchedPage(browser) {
   return {page, seen};
 }
 
+// The table is rendered again at each poll: a button found, then clicked through the protocol,
+// can be detached in between. Found and clicked in one task of the page, it cannot.
+async function clickRowButton(page, action) {
+  const sel = `button[data-action="${action}"]`;
+  await page.waitForSelector(sel, {timeout: 10000});
+  await page.$eval(sel, (b) => b.click());
+}
+
 async function shot(page, name) {
   if (args.screenshots) await page.screenshot({path: `${args.screenshots}/${name}.png`});
 }
@@ -74,6 +82,41 @@ const cases = {
     check(seen.errors.length === 0, `errors: ${seen.errors.join("; ")}`);
     await shot(page, "ui-admin");
     return {listed};
+  },
+
+  // The settings form refuses what the API refuses before sending it (a timeout of 0: HTML's
+  // min is inclusive, the API's bound is not; a keep-alive past the schema's max), then saves a
+  // good value, which the API shows.
+  async settings(browser) {
+    const {page, seen} = await watchedPage(browser);
+    await page.goto(args.admin + "/ui/", {waitUntil: "load"});
+    await page.waitForSelector("#idleTimeout");
+    await until("the form filled", async () => (await page.$eval("#idleTimeout", (i) => i.value)) !== "");
+    const posts = [];
+    page.on("request", (r) => {
+      if (r.method() === "POST" && r.url().endsWith("/admin/settings")) posts.push(r.postData());
+    });
+    const refused = {};
+    for (const [id, value] of [["idleTimeout", "0"], ["modelKeepAlive", "100000"],
+                               ["idleCheckInterval", "0.001"]]) {
+      const before = await page.$eval(`#${id}`, (i) => i.value);
+      await page.$eval(`#${id}`, (i) => { i.value = ""; });
+      await page.type(`#${id}`, value);
+      await page.click("#settings button[type=submit]");
+      await pause(300);
+      refused[id] = await page.$eval(`#${id}`, (i) => i.validationMessage);
+      check(refused[id] !== "", `${id}=${value} was not refused by the form`);
+      await page.$eval(`#${id}`, (i, v) => { i.value = v; i.dispatchEvent(new Event("input", {bubbles: true})); }, before);
+    }
+    check(posts.length === 0, `the form sent ${posts.length} bad settings: ${posts.join("; ")}`);
+    await page.$eval("#idleTimeout", (i) => { i.value = ""; });
+    await page.type("#idleTimeout", "42.5");
+    await page.click("#settings button[type=submit]");
+    await until("the API shows 42.5", async () =>
+      (await api("GET", "/admin/settings")).body.idle_timeout_minutes === 42.5);
+    check(posts.length === 1, `${posts.length} posts for one save`);
+    check(seen.errors.length === 0, `errors: ${seen.errors.join("; ")}`);
+    return {refused};
   },
 
   // The countdown of a running service goes down between polls.
@@ -99,7 +142,7 @@ const cases = {
     check((await actual(s)) === "running", `${s} is not running at the start`);
     await page.goto(args.admin + "/ui/", {waitUntil: "load"});
     await page.waitForSelector(`tr[data-service="${s}"][data-actual="running"]`);
-    await page.click(`button[data-action="${s}:sleep"]`);
+    await clickRowButton(page, `${s}:sleep`);
     await until(`${s} stopped (API)`, async () => (await actual(s)) === "stopped");
     await page.waitForSelector(`tr[data-service="${s}"][data-actual="stopped"]`, {timeout: 10000});
     await shot(page, "ui-slept");
@@ -148,7 +191,7 @@ const cases = {
     check(kept === args.token, "the token is not in sessionStorage");
     const local = await page.evaluate(() => localStorage.length);
     check(local === 0, "something was put in localStorage");
-    await page.click(`button[data-action="${args.service}:sleep"]`);
+    await clickRowButton(page, `${args.service}:sleep`);
     await until("sleep with the token", async () => (await actual(args.service, args.token)) === "stopped");
     check(!seen.urls.some((u) => u.includes(args.token)), "the token appeared in a URL");
     // 401s are expected here (the first calls, the wrong token): Chromium logs each one.

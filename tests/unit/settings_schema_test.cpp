@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <optional>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -57,6 +59,44 @@ TEST(SettingsSchema, EverySettingIsDocumented) {
     EXPECT_THAT(configuration, HasSubstr("| `" + std::string(field.key) + "` |"));
     EXPECT_THAT(api, HasSubstr("\"" + std::string(field.alias) + "\""));
     EXPECT_THAT(catalogue, HasSubstr("| `" + std::string(field.metric) + "` |"));
+  }
+}
+
+// The admin page's settings form is written by hand (sidecar/api/ui/index.html): each row has
+// its input, named by the alias the page posts, of the row's kind, with the row's bounds and
+// unit, so the browser refuses what the API would refuse. HTML has no exclusive minimum: such an
+// input says so with data-exclusive-min and app.js refuses the bound itself.
+TEST(SettingsSchema, TheAdminPageFormHasEachRowWithItsBounds) {
+  const std::string page = read_text("sidecar/api/ui/index.html");
+  const std::string script = read_text("sidecar/api/ui/app.js");
+  const auto attribute = [](const std::string& tag, const std::string& name) {
+    std::smatch m;
+    const std::regex re("\\s" + name + "(?:=\"([^\"]*)\")?[\\s>/]");
+    if (!std::regex_search(tag, m, re)) return std::optional<std::string>{};
+    return std::optional<std::string>{m[1].str()};
+  };
+  for (const auto& field : kSettingFields) {
+    SCOPED_TRACE(field.key);
+    std::smatch m;
+    const std::regex input_re("<input[^>]*\\sid=\"" + std::string(field.alias) + "\"[^>]*>");
+    ASSERT_TRUE(std::regex_search(page, m, input_re)) << "no input with id " << field.alias;
+    const std::string tag = m.str();
+    EXPECT_EQ(attribute(tag, "name"), field.alias);
+    EXPECT_THAT(script, HasSubstr(std::string(field.alias) + ":")) << "app.js posts it";
+    if (field.flag != nullptr) {
+      EXPECT_EQ(attribute(tag, "type"), "checkbox");
+      continue;
+    }
+    EXPECT_EQ(attribute(tag, "type"), "number");
+    ASSERT_TRUE(attribute(tag, "min").has_value());
+    ASSERT_TRUE(attribute(tag, "max").has_value());
+    EXPECT_DOUBLE_EQ(std::stod(*attribute(tag, "min")), field.rule.min);
+    EXPECT_DOUBLE_EQ(std::stod(*attribute(tag, "max")), field.rule.max);
+    EXPECT_EQ(attribute(tag, "data-exclusive-min").has_value(), field.rule.min_exclusive);
+    const std::regex label_re("<label for=\"" + std::string(field.alias) + "\">[^<]*\\(" +
+                              field.rule.unit + "\\)</label>");
+    EXPECT_TRUE(std::regex_search(page, label_re))
+        << "its label names the unit " << field.rule.unit;
   }
 }
 

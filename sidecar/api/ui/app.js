@@ -337,9 +337,18 @@ async function refresh() {
 
 function setupSettings() {
   const form = $("settings");
-  form.addEventListener("input", () => { state.settingsDirty = true; });
+  form.addEventListener("input", (ev) => {
+    state.settingsDirty = true;
+    // HTML's min is inclusive; a bound the API excludes (a timeout of 0) is refused here.
+    const input = ev.target;
+    if (input.hasAttribute && input.hasAttribute("data-exclusive-min")) {
+      const bad = input.value !== "" && Number(input.value) <= Number(input.min);
+      input.setCustomValidity(bad ? "Must be more than " + input.min : "");
+    }
+  });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    if (!form.reportValidity()) return;
     const body = {
       idleSleepEnabled: $("idleSleepEnabled").checked,
       idleTimeout: Number($("idleTimeout").value),
