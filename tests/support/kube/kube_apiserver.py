@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """A stand-in Kubernetes API server for siesta's Kubernetes tests (no real one can run here).
 
-It serves apps/v1 Deployments and StatefulSets of one namespace over HTTPS, their scale
-subresource, lists and watches (resourceVersion, allowWatchBookmarks, timeoutSeconds), and the
-API's errors (401, 403 with an RBAC message, 404, 409 on a stale resourceVersion, 410 Gone on a
-watch), in the shapes of shapes.json, which names the reference page each comes from.
+It serves apps/v1 Deployments and StatefulSets over HTTPS, each in its namespace (a list, get or
+watch in one namespace sees only that namespace's), their scale subresource, DELETE (a DELETED
+watch event and a Status of success), lists and watches (resourceVersion, allowWatchBookmarks,
+timeoutSeconds; a bookmark never passes an event the watch has not sent), and the API's errors
+(401, 403 with an RBAC message, 404, 409 on a stale resourceVersion, 410 Gone on a watch), in the
+shapes of shapes.json, which names the reference page each comes from.
 
 Its workloads are real: a workload with a command runs it (once, on loopback) while its replicas
 are above 0, and reports readyReplicas = replicas once the command's port accepts connections,
@@ -13,9 +15,11 @@ as a kubelet with a readiness probe would; scaled to 0 the process is stopped.
 Certificates are made at start with the openssl command: a CA, a server certificate for
 127.0.0.1 and a client certificate (CN siesta-client) that the server accepts.
 
-Control (no auth, under /_stand-in/): POST workloads (create), POST scale (someone else's scale),
-POST auth {"mode": "full"|"role"|"401"|"403"}, POST compact (forget the history and end open
-watches: the next watch from an old version gets 410), GET requests (what was asked).
+Control (no auth, under /_stand-in/): POST workloads (create; "namespace" default "default"),
+POST scale (someone else's scale), POST auth {"mode": "full"|"role"|"401"|"403"}, POST compact
+(forget the history and end open watches: the next watch from an old version gets 410), POST
+expire {"always": true|false} (every watch gets 410 at once, as from a server whose history is
+always too short), GET requests (what was asked, with when: [method, path, unix time]).
 
 Usage: kube_apiserver.py --dir DIR [--token TOKEN]; prints "PORT <n>" when it listens.
 """
@@ -77,9 +81,11 @@ def make_certs(d):
 
 
 class Workload:
-    def __init__(self, kind, name, labels, annotations, replicas, command, port):
-        self.kind, self.name = kind, name
-        self.obj = shape(kind, name=name, namespace=NAMESPACE, uid=f"uid-{kind}-{name}", rv="0")
+    def __init__(self, kind, name, labels, annotations, replicas, command, port,
+                 namespace=NAMESPACE):
+        self.kind, self.name, self.namespace = kind, name, namespace
+        self.obj = shape(kind, name=name, namespace=namespace, uid=f"uid-{namespace}-{kind}-{name}",
+                         rv="0")
         self.obj["metadata"]["labels"] = dict(labels)
         self.obj["metadata"]["annotations"] = dict(annotations)
         self.obj["spec"]["replicas"] = replicas
@@ -92,8 +98,9 @@ class State:
         self.rv = 100
         self.oldest = 100  # the oldest version a watch may start from
         self.epoch = 0  # bumped by compact: open watches end
-        self.history = []  # (rv, plural, event)
-        self.workloads = {}  # (plural, name) -> Workload
+        self.history = []  # (rv, namespace, plural, event)
+        self.workloads = {}  # (namespace, plural, name) -> Workload
+        self.expire_always = False
         self.token = token
         self.mode = "full"
         self.requests = []
@@ -102,7 +109,8 @@ class State:
         """Records a change of w (lock held): new resourceVersion, an event for the watches."""
         self.rv += 1
         w.obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.history.append((self.rv, plural, {"type": type_, "object": copy.deepcopy(w.obj)}))
+        self.history.append((self.rv, w.namespace, plural,
+                             {"type": type_, "object": copy.deepcopy(w.obj)}))
         self.lock.notify_all()
 
     def set_replicas(self, plural, w, n):
@@ -127,6 +135,8 @@ class State:
                 w.proc.wait()
             w.proc = None
         with self.lock:
+            if self.workloads.get((w.namespace, plural, w.name)) is not w:
+                return  # deleted: no more events of it
             w.obj["status"]["replicas"] = want
             w.obj["status"]["observedGeneration"] = w.obj["metadata"]["generation"]
             self.bump(plural, w, "MODIFIED")
@@ -169,6 +179,7 @@ def merge(target, patch):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state = None
+    route_namespace = NAMESPACE
 
     def log_message(self, *args):
         pass
@@ -195,12 +206,13 @@ class Handler(BaseHTTPRequestHandler):
         if st.mode == "401" or not (by_cert or by_token):
             self.send_json(401, shape("status_401"))
             return False
+        namespace = self.route_namespace
         forbidden = st.mode == "403" or (
             st.mode == "role" and sub is None and verb in ("patch", "update"))
         if forbidden:
             resource_path = plural + ("/" + sub if sub else "")
             doc = shape("status_403", resource=plural, name=name or "", user=USER, verb=verb,
-                        resource_path=resource_path, namespace=NAMESPACE)
+                        resource_path=resource_path, namespace=namespace)
             if not name:  # a collection: no name in the message
                 doc["message"] = doc["message"].replace(f' "{name}"', "", 1)
                 del doc["details"]["name"]
@@ -216,14 +228,13 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) < 6 or parts[:4] != ["apis", "apps", "v1", "namespaces"] or \
                 parts[5] not in KINDS:
             return None
-        if parts[4] != NAMESPACE:
-            return ("wrong-namespace", parts[5], None, None, query)
+        self.route_namespace = parts[4]
         name = parts[6] if len(parts) > 6 else None
         sub = parts[7] if len(parts) > 7 else None
         return (parts[4], parts[5], name, sub, query)
 
-    def find(self, plural, name):
-        w = self.state.workloads.get((plural, name))
+    def find(self, namespace, plural, name):
+        w = self.state.workloads.get((namespace, plural, name))
         if w is None:
             self.send_json(404, shape("status_404", resource=plural, name=name))
         return w
@@ -231,39 +242,40 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         st = self.state
         with st.lock:
-            st.requests.append(["GET", self.path])
+            st.requests.append(["GET", self.path, time.time()])
         if self.path.startswith("/_stand-in/requests"):
             with st.lock:
                 return self.send_json(200, st.requests)
         r = self.route()
         if r is None:
             return self.send_json(404, shape("status_404", resource="paths", name=self.path))
-        _, plural, name, sub, query = r
+        namespace, plural, name, sub, query = r
         watching = query.get("watch") in ("1", "true")
         verb = "watch" if watching else ("get" if name else "list")
         if not self.authorized(verb, plural, name, sub):
             return
         if watching:
-            return self.watch(plural, query)
+            return self.watch(namespace, plural, query)
         with st.lock:
             if name is None:
                 doc = shape("list", Kind=SHAPES[KINDS[plural]]["shape"]["kind"], rv=st.rv)
                 selector = query.get("labelSelector", "")
-                for (p, _), w in sorted(st.workloads.items()):
-                    if p != plural or not matches(w.obj["metadata"]["labels"], selector):
+                for (ns, p, _), w in sorted(st.workloads.items()):
+                    if ns != namespace or p != plural or \
+                            not matches(w.obj["metadata"]["labels"], selector):
                         continue
                     item = copy.deepcopy(w.obj)
                     del item["kind"], item["apiVersion"]
                     doc["items"].append(item)
                 return self.send_json(200, doc)
-            w = self.find(plural, name)
+            w = self.find(namespace, plural, name)
             if w is None:
                 return
             return self.send_json(200, self.scale_of(w) if sub == "scale" else w.obj)
 
     def scale_of(self, w):
         m = w.obj["metadata"]
-        doc = shape("scale", name=m["name"], namespace=NAMESPACE, uid=m["uid"],
+        doc = shape("scale", name=m["name"], namespace=w.namespace, uid=m["uid"],
                     rv=m["resourceVersion"])
         doc["spec"]["replicas"] = w.obj["spec"]["replicas"]
         doc["status"]["replicas"] = w.obj["status"]["replicas"]
@@ -278,16 +290,16 @@ class Handler(BaseHTTPRequestHandler):
     def write(self, verb):
         st = self.state
         with st.lock:
-            st.requests.append([verb.upper(), self.path])
+            st.requests.append([verb.upper(), self.path, time.time()])
         r = self.route()
         if r is None or r[2] is None:
             return self.send_json(405, shape("status_404", resource="paths", name=self.path))
-        _, plural, name, sub, _ = r
+        namespace, plural, name, sub, _ = r
         if not self.authorized(verb, plural, name, sub):
             return
         patch = self.body()
         with st.lock:
-            w = self.find(plural, name)
+            w = self.find(namespace, plural, name)
             if w is None:
                 return
             asked_rv = patch.get("metadata", {}).get("resourceVersion")
@@ -306,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.bump(plural, w, "MODIFIED")
             return self.send_json(200, w.obj)
 
-    def watch(self, plural, query):
+    def watch(self, namespace, plural, query):
         st = self.state
         since = int(query.get("resourceVersion") or 0)
         bookmarks = query.get("allowWatchBookmarks") == "true"
@@ -324,7 +336,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             with st.lock:
                 epoch = st.epoch
-                if since < st.oldest:
+                if since < st.oldest or st.expire_always:
                     send(shape("status_410", asked=since, oldest=st.oldest))
                     self.wfile.write(b"0\r\n\r\n")
                     return
@@ -334,9 +346,15 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     if st.epoch != epoch:
                         break  # compacted: the client watches again and meets the 410
-                    events = [e for rv, p, e in st.history if rv > since and p == plural]
+                    def pending():
+                        return [e for rv, ns, p, e in st.history
+                                if rv > since and ns == namespace and p == plural]
+                    events = pending()
                     if not events:
                         st.lock.wait(0.2)
+                        # An event recorded while it waited is sent before any bookmark passes
+                        # it: the events and the bookmark's version are read together.
+                        events = pending()
                     top = st.rv
                 for e in events:
                     send(e)
@@ -350,6 +368,27 @@ class Handler(BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
+    def do_DELETE(self):
+        st = self.state
+        with st.lock:
+            st.requests.append(["DELETE", self.path, time.time()])
+        r = self.route()
+        if r is None or r[2] is None or r[3] is not None:
+            return self.send_json(405, shape("status_404", resource="paths", name=self.path))
+        namespace, plural, name, _, _ = r
+        if not self.authorized("delete", plural, name, None):
+            return
+        with st.lock:
+            w = self.find(namespace, plural, name)
+            if w is None:
+                return
+            del st.workloads[(namespace, plural, name)]
+            w.obj["spec"]["replicas"] = 0
+            st.bump(plural, w, "DELETED")
+        threading.Thread(target=st.reconcile, args=(plural, w), daemon=True).start()
+        self.send_json(200, shape("status_success", resource=plural, name=name,
+                                  uid=w.obj["metadata"]["uid"]))
+
     def do_POST(self):
         st = self.state
         doc = self.body()
@@ -357,22 +396,28 @@ class Handler(BaseHTTPRequestHandler):
             plural = doc["kind"] + "s"
             w = Workload(doc["kind"], doc["name"], doc.get("labels", {}),
                          doc.get("annotations", {}), doc.get("replicas", 1), doc.get("command"),
-                         doc.get("port"))
+                         doc.get("port"), doc.get("namespace", NAMESPACE))
             with st.lock:
-                st.workloads[(plural, w.name)] = w
+                st.workloads[(w.namespace, plural, w.name)] = w
                 st.bump(plural, w, "ADDED")
             threading.Thread(target=st.reconcile, args=(plural, w), daemon=True).start()
             return self.send_json(201, w.obj)
         if self.path == "/_stand-in/scale":
             kind, name = doc["workload"].split("/")
             with st.lock:
-                w = st.workloads[(kind + "s", name)]
+                w = st.workloads[(doc.get("namespace", NAMESPACE), kind + "s", name)]
                 st.set_replicas(kind + "s", w, doc["replicas"])
             return self.send_json(200, w.obj)
         if self.path == "/_stand-in/auth":
             with st.lock:
                 st.mode = doc["mode"]
             return self.send_json(200, {"mode": st.mode})
+        if self.path == "/_stand-in/expire":
+            with st.lock:
+                st.expire_always = bool(doc.get("always"))
+                st.epoch += 1  # open watches end, and meet the 410 when they watch again
+                st.lock.notify_all()
+            return self.send_json(200, {"always": st.expire_always})
         if self.path == "/_stand-in/compact":
             with st.lock:
                 st.oldest = st.rv + 1
