@@ -18,6 +18,7 @@
 #include "siesta/backends/swarm_backend.h"
 #include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
+#include "siesta/config/labels.h"
 #include "siesta/core/registry.h"
 #include "siesta/discovery/docker_sync.h"
 #include "siesta/discovery/kube_sync.h"
@@ -148,6 +149,17 @@ int main(int argc, char** argv) {
   // The Docker backend runs when the config has a "docker" section or a container service;
   // the Swarm backend when the section says "swarm": true or a service is a Swarm service.
   siesta::SystemClock clock;
+  {
+    // What labels and annotations may ask of siesta's ports (docs/security.md).
+    siesta::LabelBounds bounds;
+    bounds.bind_host = config.listen.host;
+    bounds.admin_port = config.listen.port;
+    bounds.wake_port = config.proxy.wake_listen_port;
+    for (const auto& s : config.services) {
+      if (s.spec.listen_port != 0) bounds.taken[s.spec.listen_port] = s.spec.name;
+    }
+    siesta::set_label_bounds(std::move(bounds));
+  }
   std::unique_ptr<siesta::DockerBackend> docker_backend;
   std::unique_ptr<siesta::SwarmBackend> swarm_backend;
   // config.services[configured..] were found by their labels, not written in the config.
@@ -391,8 +403,12 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<siesta::KubeSync> kube_sync;
   if (kube_backend) {
+    std::set<std::string> configured_names;
+    for (std::size_t i = 0; i < configured; ++i)
+      configured_names.insert(config.services[i].spec.name);
     kube_sync = std::make_unique<siesta::KubeSync>(registry, controller, *kube_backend,
-                                                   config.kubernetes.label_discovery, added);
+                                                   config.kubernetes.label_discovery, added,
+                                                   std::move(configured_names));
     kube_sync->start();
   }
   monitor.start();

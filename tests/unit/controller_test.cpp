@@ -153,6 +153,12 @@ TEST(Controller, StopFailureIsAnErrorNotACrash) {
   w.monitor->step();
   EXPECT_EQ(w.service("b").state, ServiceState::kError);
   EXPECT_THAT(w.recorder.events(), ElementsAre("failed b stop"));
+  // The backend refused the stop: as far as siesta knows it still runs, and stays served.
+  EXPECT_TRUE(w.service("b").serving_in_error);
+  auto state = w.controller->begin_request("b");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(*state, ServiceState::kRunning);
+  w.controller->end_request("b");
 }
 
 TEST(Controller, ManualSleepOfADesiredOnServiceIsRefused) {
@@ -213,6 +219,41 @@ TEST(Controller, AServiceDownWhileTheBackendWasUnreachableIsStoppedWhenItAnswers
   EXPECT_EQ(w.service("a").last_error, "inspect failed: backend unreachable");  // kept
   ASSERT_TRUE(w.controller->wake("a", "manual"));  // and it can be woken again
   EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+}
+
+// A control-plane outage (the Docker engine unreachable, the Kubernetes API refusing) is not the
+// service's: one that was running stays reachable through the proxy while the error shows.
+TEST(Controller, AnUnreachableBackendKeepsARunningServiceServedUntilItAnswersAgain) {
+  World w(R"({"idle_check_interval_minutes": 5,
+              "services": {"a": {"command": ["a"]}, "b": {"command": ["b"]},
+                           "r": {"command": ["r"], "desired": "on"}}})");
+  w.run("a");
+  w.run("r");
+  w.backend.fail_inspect = true;
+  w.monitor->step();
+  for (const char* name : {"a", "r"}) {
+    EXPECT_EQ(w.service(name).state, ServiceState::kError) << name;
+    EXPECT_TRUE(w.service(name).serving_in_error) << name;
+    EXPECT_EQ(w.service(name).last_error, "inspect failed: backend unreachable") << name;
+  }
+  EXPECT_FALSE(w.service("b").serving_in_error);  // it was not running: a wake must start it
+  // The proxy forwards to it as to a running one, and a wake starts nothing.
+  auto state = w.controller->begin_request("a");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(*state, ServiceState::kRunning);
+  w.controller->end_request("a");
+  EXPECT_TRUE(w.controller->wake("a", "request"));
+  EXPECT_EQ(w.service("a").state, ServiceState::kError);  // still shown
+  // A desired-on one is not "retried" into a start either, however many passes run.
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  EXPECT_EQ(w.backend.count("start a"), 0);
+  EXPECT_EQ(w.backend.count("start r"), 0);
+  // Access returns: the error clears.
+  w.backend.fail_inspect = false;
+  w.controller->refresh("a");
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  EXPECT_FALSE(w.service("a").serving_in_error);
 }
 
 TEST(Controller, AFailedStartStaysAnErrorUntilTheNextWake) {

@@ -183,7 +183,12 @@ TEST(KubeObjects, AWorkloadAsTheReferenceShowsIt) {
   EXPECT_EQ(w->key(), "deployment/web");
   EXPECT_EQ(w->resource_version, "42");
   EXPECT_EQ(w->replicas, 0);
-  EXPECT_EQ(kube_wake_replicas(*w, 5), 3);  // the annotation first
+  EXPECT_EQ(kube_wake_replicas(*w, RememberedReplicas{5, std::nullopt}), 3);  // the annotation
+  // The state file's count learned while the annotation said 3 is the newer; one learned before
+  // the annotation was changed to 3 is not.
+  EXPECT_EQ(kube_wake_replicas(*w, RememberedReplicas{5, "3"}), 5);
+  EXPECT_EQ(kube_wake_replicas(*w, RememberedReplicas{5, "2"}), 3);
+  EXPECT_EQ(kube_wake_replicas(*w, RememberedReplicas{5, ""}), 3);
   json s = shape("statefulset");
   s["spec"].erase("replicas");      // defaulted to 1 by the API
   s["status"] = {{"replicas", 1}};  // readyReplicas absent: none ready
@@ -192,10 +197,16 @@ TEST(KubeObjects, AWorkloadAsTheReferenceShowsIt) {
   EXPECT_EQ(ss->kind, "statefulset");
   EXPECT_EQ(ss->replicas, 1);
   EXPECT_EQ(ss->ready_replicas, 0);
-  EXPECT_EQ(kube_wake_replicas(*ss, 4), 4);  // then the state file
+  EXPECT_EQ(kube_wake_replicas(*ss, RememberedReplicas{4, std::nullopt}), 4);  // the state file
   EXPECT_EQ(kube_wake_replicas(*ss, std::nullopt), 1);
   ss.value().annotations["siesta.io/replicas"] = "zero";
-  EXPECT_EQ(kube_wake_replicas(*ss, 4), 4);  // a bad annotation is ignored
+  EXPECT_EQ(kube_wake_replicas(*ss, RememberedReplicas{4, std::nullopt}), 4);  // bad: ignored
+  // An annotation must not make a wake start a hundred thousand pods (docs/security.md).
+  ss.value().annotations["siesta.io/replicas"] = "100000";
+  EXPECT_EQ(kube_wake_replicas(*ss, RememberedReplicas{4, std::nullopt}), 4);
+  EXPECT_EQ(kube_wake_replicas(*ss, std::nullopt), 1);
+  ss.value().annotations["siesta.io/replicas"] = "1000";
+  EXPECT_EQ(kube_wake_replicas(*ss, std::nullopt), 1000);
 }
 
 TEST(KubeObjects, ErrorsReadAsTheirStatus) {
@@ -213,7 +224,7 @@ TEST(KubeObjects, ErrorsReadAsTheirStatus) {
 TEST(KubeAnnotations, TheDockerLabelsUnderSiestaIoBecomeAService) {
   auto sc = service_from_annotations("deployment/web", {{"siesta.io/idle-timeout", "30m"},
                                                         {"siesta.io/upstream", "web:8080"},
-                                                        {"siesta.io/listen", "0.0.0.0:8080"},
+                                                        {"siesta.io/listen", "127.0.0.1:8080"},
                                                         {"siesta.io/replicas", "3"},
                                                         {"kubectl.kubernetes.io/x", "ignored"}});
   ASSERT_TRUE(sc) << sc.status().message();
@@ -242,6 +253,36 @@ TEST(KubeAnnotations, TheDockerLabelsUnderSiestaIoBecomeAService) {
   auto docker_style = service_from_annotations("deployment/web", {{"siesta.idle-timeout", "1s"}});
   ASSERT_TRUE(docker_style);
   EXPECT_FALSE(docker_style->spec.idle_timeout_minutes);
+}
+
+// Relists in a row after a 410 or an error wait longer each time, bounded (finding 6 of a new
+// user's trial: a server that expired every watch was listed in a loop).
+TEST(KubeWatch, RelistsBackOffExponentiallyUpToFiveSeconds) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(kube_relist_backoff(1, /*expired=*/true), milliseconds(0));  // as the API asks
+  EXPECT_EQ(kube_relist_backoff(2, true), milliseconds(200));
+  EXPECT_EQ(kube_relist_backoff(3, true), milliseconds(400));
+  EXPECT_EQ(kube_relist_backoff(1, /*expired=*/false), milliseconds(200));
+  EXPECT_EQ(kube_relist_backoff(2, false), milliseconds(400));
+  EXPECT_EQ(kube_relist_backoff(5, false), milliseconds(3200));
+  EXPECT_EQ(kube_relist_backoff(6, false), milliseconds(5000));
+  EXPECT_EQ(kube_relist_backoff(1000, false), milliseconds(5000));
+  EXPECT_EQ(kube_relist_backoff(1000, true), milliseconds(5000));
+}
+
+// "True" passes siesta's boolean parser but not the label selector siesta.io/enable=true: only
+// "true" opts a workload in, wherever siesta reads the label.
+TEST(KubeAnnotations, OnlyTheLabelValueTheSelectorMatchesOptsIn) {
+  Workload w;
+  w.kind = "deployment";
+  w.name = "x";
+  w.labels = {{"siesta.io/enable", "true"}};
+  EXPECT_TRUE(kube_labelled(w));
+  for (const char* value : {"True", "TRUE", "1", "yes", "false", ""}) {
+    w.labels["siesta.io/enable"] = value;
+    EXPECT_FALSE(kube_labelled(w)) << value;
+    EXPECT_TRUE(labelled_workload_services({w}, {}).empty()) << value;
+  }
 }
 
 TEST(KubeAnnotations, OnlyLabelledWorkloadsAndTheConfigWins) {

@@ -126,5 +126,58 @@ TEST(Labels, BadValuesNameTheLabel) {
   }
 }
 
+// Found by a new user's trial: labels and annotations could pick any listen address or
+// upstream, siesta's admin port included. The same rules for a container's labels, a Swarm
+// service's and a workload's annotations (one parser).
+TEST(Labels, ListenAndUpstreamAreBoundedToLoopbackOrSiestasBindAndNeverSiestasPorts) {
+  LabelBounds b;
+  b.bind_host = "127.0.0.1";
+  b.admin_port = 8081;
+  b.wake_port = 8082;
+  b.taken = {{9000, "configured"}};
+  set_label_bounds(b);
+  auto docker = [](const std::string& key, const std::string& value) {
+    return service_from_labels("c", {{"siesta.enable", "true"}, {"siesta." + key, value}});
+  };
+  auto kube = [](const std::string& key, const std::string& value) {
+    return service_from_annotations("deployment/w", {{"siesta.io/" + key, value}});
+  };
+  auto swarm = [](const std::string& key, const std::string& value) {
+    return service_from_swarm_labels("s", {{"siesta." + key, value}});
+  };
+  EXPECT_TRUE(docker("listen", "127.0.0.1:9090"));
+  EXPECT_TRUE(kube("listen", "127.0.0.1:9090"));
+  EXPECT_TRUE(docker("upstream", "10.0.0.5:8081"));  // another host's 8081 is not siesta's
+  struct Case {
+    const char* key;
+    const char* value;
+    const char* why;
+  };
+  for (const Case& c : {Case{"listen", "0.0.0.0:9090", "may listen on loopback or on 127.0.0.1"},
+                        Case{"listen", "127.0.0.1:8081", "siesta's admin API port 8081"},
+                        Case{"listen", "127.0.0.1:8082", "siesta's /wake port 8082"},
+                        Case{"listen", "127.0.0.1:9000", "port 9000 of service configured"},
+                        Case{"upstream", "127.0.0.1:8081", "may not lead to siesta's admin API"},
+                        Case{"upstream", "localhost:9000", "port 9000 of service configured"},
+                        Case{"upstream", "0.0.0.0:8082", "siesta's /wake port"}}) {
+    for (const auto& [what, found] :
+         {std::pair{"siesta." + std::string(c.key), docker(c.key, c.value)},
+          std::pair{"siesta.io/" + std::string(c.key), kube(c.key, c.value)},
+          std::pair{"siesta." + std::string(c.key), swarm(c.key, c.value)}}) {
+      ASSERT_FALSE(found) << c.key << "=" << c.value;
+      EXPECT_NE(found.status().message().find(what + ": "), std::string::npos)
+          << found.status().message();
+      EXPECT_NE(found.status().message().find(c.why), std::string::npos)
+          << found.status().message();
+    }
+  }
+  // siesta listening beyond loopback (in a pod: 0.0.0.0) lets labels listen there too.
+  b.bind_host = "0.0.0.0";
+  set_label_bounds(b);
+  EXPECT_TRUE(kube("listen", "0.0.0.0:9090"));
+  EXPECT_FALSE(kube("listen", "10.1.2.3:9090"));
+  set_label_bounds({});
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -51,6 +51,14 @@ TEST(SwarmService, ZeroReplicasGlobalModeAndTheRememberedLabel) {
   EXPECT_FALSE(bad_label->remembered);
   EXPECT_EQ(wake_replicas(*bad_label, 5), 5);  // then the state file's
   EXPECT_EQ(wake_replicas(*bad_label, std::nullopt), 1);
+  // A label must not make a wake start a hundred thousand tasks (docs/security.md).
+  doc["Spec"]["Labels"]["siesta.replicas"] = "100000";
+  auto huge = parse_service(doc);
+  ASSERT_TRUE(huge);
+  EXPECT_FALSE(huge->remembered);
+  EXPECT_EQ(wake_replicas(*huge, 5), 5);
+  doc["Spec"]["Labels"]["siesta.replicas"] = "1000";
+  EXPECT_EQ(parse_service(doc)->remembered, 1000);
 
   doc["Spec"]["Mode"] = {{"Global", json::object()}};
   auto global = parse_service(doc);

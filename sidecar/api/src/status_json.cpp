@@ -126,6 +126,8 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   o.key("state_since").unix_seconds(rt.state_since);
   o.key("last_error").text_or_null(rt.last_error);
   o.key("last_error_at").unix_seconds(rt.last_error_at);
+  o.key("serving_in_error").boolean(rt.serving_in_error);
+  o.key("config_error").text_or_null(rt.config_error);
   // Graduated sleep: the tier in force and the next one, due in will_sleep_in_seconds.
   o.key("tier").text(timer.tier);
   timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))

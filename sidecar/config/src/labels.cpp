@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <mutex>
 
 #include "siesta/core/settings_schema.h"
 
@@ -139,6 +140,26 @@ bool labels_enable(const std::map<std::string, std::string>& labels) {
 
 namespace {
 
+std::mutex bounds_mu;
+LabelBounds bounds;  // guarded by bounds_mu
+
+// Whether `host` names this machine (where siesta's own ports are).
+bool local(const std::string& host, const LabelBounds& b) {
+  return host.empty() || is_loopback_host(host) || host == "0.0.0.0" || host == "::" ||
+         host == b.bind_host;
+}
+
+// Why `port` is siesta's own, or empty.
+std::string siestas_port(int port, const LabelBounds& b) {
+  if (port == 0) return {};
+  if (port == b.admin_port) return "siesta's admin API port " + std::to_string(port);
+  if (port == b.wake_port) return "siesta's /wake port " + std::to_string(port);
+  if (auto it = b.taken.find(port); it != b.taken.end()) {
+    return "port " + std::to_string(port) + " of service " + it->second;
+  }
+  return {};
+}
+
 // How one kind of object carries its settings: the prefix of its keys, what the keys are called
 // in messages, and the config key naming the object.
 struct LabelDialect {
@@ -265,7 +286,32 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
                "is for a model server: add " + prefix + "model-api=ollama");
   }
   try {
-    return parse_service(name, entry, noun + "s of " + what);
+    ServiceConfig sc = parse_service(name, entry, noun + "s of " + what);
+    LabelBounds b;
+    {
+      std::lock_guard lock(bounds_mu);
+      b = bounds;
+    }
+    const ServiceSpec& s = sc.spec;
+    if (s.listen_port != 0 || !s.listen_host.empty()) {
+      if (!is_loopback_host(s.listen_host) && s.listen_host != b.bind_host) {
+        return bad(prefix + "listen",
+                   "may listen on loopback" +
+                       (b.bind_host.empty() ? std::string() : " or on " + b.bind_host) +
+                       " only (siesta's own listen host; give other addresses in the config "
+                       "file), got \"" +
+                       s.listen_host + "\"");
+      }
+      if (auto why = siestas_port(s.listen_port, b); !why.empty()) {
+        return bad(prefix + "listen", "may not take " + why);
+      }
+    }
+    if (s.upstream_port != 0 && local(s.upstream_host, b)) {
+      if (auto why = siestas_port(s.upstream_port, b); !why.empty()) {
+        return bad(prefix + "upstream", "may not lead to " + why);
+      }
+    }
+    return sc;
   } catch (const ConfigError& e) {
     // Name the label rather than the config key it was turned into.
     std::string message = e.what();
@@ -280,6 +326,11 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
 }
 
 }  // namespace
+
+void set_label_bounds(LabelBounds b) {
+  std::lock_guard lock(bounds_mu);
+  bounds = std::move(b);
+}
 
 Result<ServiceConfig> service_from_labels(const std::string& container,
                                           const std::map<std::string, std::string>& labels) {

@@ -284,8 +284,9 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   if (rt.desired == Desired::kOn) {
     if (rt.state == ServiceState::kStopped || rt.state == ServiceState::kPaused) {
       actions.push_back({ActionKind::kStartService, spec.name, "desired"});
-    } else if (rt.state == ServiceState::kError) {
-      // Retry a failed start once per check interval, not in a tight loop.
+    } else if (rt.state == ServiceState::kError && !rt.serving_in_error) {
+      // Retry a failed start once per check interval, not in a tight loop. One still serving
+      // through a control-plane outage needs no start.
       WallTime retry_at = rt.retry_at.value_or(rt.state_since);
       if (now >= retry_at) {
         actions.push_back({ActionKind::kStartService, spec.name, "desired"});

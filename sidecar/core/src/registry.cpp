@@ -38,6 +38,7 @@ void ChangeSignal::notify_if_before(WallTime deadline) {
 }
 
 void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now) {
+  if (state != ServiceState::kError) runtime.serving_in_error = false;
   if (runtime.state != state) {
     runtime.state = state;
     runtime.state_since = now;
@@ -145,6 +146,17 @@ bool Registry::add_service(const ServiceSpec& spec, const ServiceRuntime& runtim
     std::lock_guard lock(mu_);
     if (services_.count(spec.name) != 0) return false;
     services_[spec.name] = {std::make_shared<const ServiceSpec>(spec), runtime};
+  }
+  changes_.notify();
+  return true;
+}
+
+bool Registry::replace_spec(const ServiceSpec& spec) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = services_.find(spec.name);
+    if (it == services_.end()) return false;
+    it->second.spec = std::make_shared<const ServiceSpec>(spec);
   }
   changes_.notify();
   return true;

@@ -93,7 +93,14 @@ void Controller::fail_service(const std::string& service, ServiceOperation opera
   const WallTime now = clock_.wall_now();
   const WallTime retry = retry_at(registry_.settings(), now);
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    // Its backend did not answer a read or a stop while it ran (or since): as far as siesta
+    // knows it still runs, so it stays reachable through the proxy.
+    const bool serving = rt.state == ServiceState::kRunning ||
+                         rt.state == ServiceState::kStopping ||
+                         (rt.state == ServiceState::kError && rt.serving_in_error);
     set_state(rt, ServiceState::kError, now);
+    rt.serving_in_error = serving && (operation == ServiceOperation::kInspect ||
+                                      operation == ServiceOperation::kStop);
     rt.last_error = failure_text(operation, st);
     rt.failed_operation = operation;
     rt.last_error_at = now;
@@ -176,6 +183,13 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     }
     // kStopping while we hold the op lock means a stop was claimed but has not begun: the
     // process is still up, so cancelling the stop is the fastest wake there is.
+    if (rt.state == ServiceState::kError && rt.serving_in_error) {
+      // Its control plane is out, not the service: nothing to start (the start would fail on
+      // the same outage); the error stays until the backend answers again.
+      rt.last_used = now;
+      already_up = true;
+      return;
+    }
     if (rt.state == ServiceState::kRunning || rt.state == ServiceState::kStopping) {
       if (rt.tier > 0) from = tier_name(spec, rt);
       set_state(rt, ServiceState::kRunning, now);
@@ -544,7 +558,10 @@ Result<ServiceState> Controller::begin_request(const std::string& service, bool 
   bool known =
       registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
         ++rt.in_flight;
-        state = rt.state;
+        // In error through a control-plane outage while it ran: the proxy forwards as to a
+        // running one (Controller::fail_service).
+        state = rt.state == ServiceState::kError && rt.serving_in_error ? ServiceState::kRunning
+                                                                        : rt.state;
         // A light tier that left it serving (unload_models) ends with this use; a paused one
         // ends in the wake.
         if (use && rt.state == ServiceState::kRunning && rt.tier > 0) {
@@ -660,6 +677,35 @@ Status Controller::add_service(const ServiceSpec& spec, bool idle_sleep_enabled,
   recorder_.service_added(spec.name);
   reconcile_service(spec.name, /*wait_for_op=*/true);
   return saved(Status::ok(), save());
+}
+
+Status Controller::update_spec(const ServiceSpec& spec, std::optional<bool> idle_sleep_enabled) {
+  Slot* s = slot(spec.name);
+  if (s == nullptr) return {ErrorCode::kNotFound, "unknown service: " + spec.name};
+  {
+    std::lock_guard op(s->op);
+    if (!registry_.replace_spec(spec)) {
+      return {ErrorCode::kNotFound, "unknown service: " + spec.name};
+    }
+    if (idle_sleep_enabled) {
+      registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+        rt.idle_sleep_enabled = *idle_sleep_enabled;
+      });
+    }
+  }
+  return saved(Status::ok(), save());
+}
+
+void Controller::set_config_error(const std::string& service, const std::string& error) {
+  const WallTime now = clock_.wall_now();
+  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    if (rt.config_error == error) return;
+    rt.config_error = error;
+    if (!error.empty()) {
+      rt.last_error = error;
+      rt.last_error_at = now;
+    }
+  });
 }
 
 void Controller::reconcile() {

@@ -9,6 +9,7 @@
 
 #include "siesta/core/http_client_error.h"
 #include "siesta/core/percent_encode.h"
+#include "siesta/core/replicas.h"
 
 namespace siesta {
 
@@ -180,7 +181,9 @@ namespace {
 std::optional<int> replica_count(const std::string& text) {
   int n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size() || n < 1) return std::nullopt;
+  if (ec != std::errc() || end != text.data() + text.size() || n < 1 || n > kMaxWakeReplicas) {
+    return std::nullopt;  // ignored: the state file's count, else 1
+  }
   return n;
 }
 

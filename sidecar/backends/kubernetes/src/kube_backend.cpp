@@ -2,22 +2,32 @@
 
 #include <spdlog/spdlog.h>
 
+#include "siesta/core/replicas.h"
 #include "siesta/probe/health_probe.h"
 
 namespace siesta {
 
-int kube_wake_replicas(const Workload& workload, std::optional<int> from_state) {
+std::string replicas_annotation(const Workload& workload) {
+  auto it = workload.annotations.find(kReplicasAnnotation);
+  return it == workload.annotations.end() ? std::string() : it->second;
+}
+
+int kube_wake_replicas(const Workload& workload,
+                       const std::optional<RememberedReplicas>& remembered) {
+  if (remembered && remembered->annotation_seen == replicas_annotation(workload)) {
+    return remembered->replicas;  // newer than the annotation: it has not changed since
+  }
   if (auto it = workload.annotations.find(kReplicasAnnotation); it != workload.annotations.end()) {
     try {
       std::size_t used = 0;
       const int n = std::stoi(it->second, &used);
-      if (used == it->second.size() && n >= 1) return n;
+      if (used == it->second.size() && n >= 1 && n <= kMaxWakeReplicas) return n;
     } catch (...) {
     }
-    spdlog::warn("{}: annotation {}=\"{}\" is not a count from 1; ignored", workload.key(),
-                 kReplicasAnnotation, it->second);
+    spdlog::warn("{}: annotation {}=\"{}\" is not a count from 1 to {}; ignored", workload.key(),
+                 kReplicasAnnotation, it->second, kMaxWakeReplicas);
   }
-  if (from_state) return *from_state;
+  if (remembered) return remembered->replicas;
   return 1;
 }
 
@@ -37,16 +47,16 @@ Status explain(const ServiceSpec& spec, const Status& st) {
 KubeBackend::KubeBackend(KubeCredentials credentials, const Clock& clock)
     : clock_(clock), client_(std::move(credentials)) {}
 
-std::optional<int> KubeBackend::remembered(const std::string& service) {
+std::optional<RememberedReplicas> KubeBackend::remembered(const std::string& service) {
   std::lock_guard lock(mu_);
   auto it = remembered_.find(service);
   if (it == remembered_.end()) return std::nullopt;
   return it->second;
 }
 
-void KubeBackend::remember(const std::string& service, int replicas) {
+void KubeBackend::remember(const std::string& service, const Workload& seen, int replicas) {
   std::lock_guard lock(mu_);
-  remembered_[service] = replicas;
+  remembered_[service] = {replicas, replicas_annotation(seen)};
 }
 
 Status KubeBackend::start(const ServiceSpec& spec) {
@@ -76,11 +86,14 @@ Status KubeBackend::stop(const ServiceSpec& spec) {
   auto w = client_.get(spec.workload);
   if (!w) return explain(spec, w.status());
   if (w->replicas > 0) {
-    remember(spec.name, w->replicas);
+    remember(spec.name, *w, w->replicas);
     // The annotation first: a siesta that dies between the two still finds the count.
-    if (Status st =
-            client_.annotate(spec.workload, kReplicasAnnotation, std::to_string(w->replicas));
-        !st) {
+    const std::string count = std::to_string(w->replicas);
+    if (Status st = client_.annotate(spec.workload, kReplicasAnnotation, count); st) {
+      Workload written = *w;
+      written.annotations[kReplicasAnnotation] = count;
+      remember(spec.name, written, w->replicas);
+    } else {
       std::lock_guard lock(mu_);
       if (annotation_refused_.insert(spec.workload).second) {
         spdlog::warn(
@@ -118,7 +131,7 @@ Result<Inspection> KubeBackend::inspect(const ServiceSpec& spec) {
   auto w = client_.get(spec.workload);
   if (!w) return explain(spec, w.status());
   // Someone else's scale counts as the count to wake to.
-  if (w->replicas > 0) remember(spec.name, w->replicas);
+  if (w->replicas > 0) remember(spec.name, *w, w->replicas);
   Inspection out;
   out.running = w->replicas > 0;
   out.detail = "kubernetes " + spec.workload + ": " + std::to_string(w->ready_replicas) + "/" +
@@ -132,14 +145,21 @@ Result<Inspection> KubeBackend::inspect(const ServiceSpec& spec) {
 nlohmann::json KubeBackend::save_handle(const ServiceSpec& spec) {
   auto n = remembered(spec.name);
   if (!n) return nullptr;
-  return {{"replicas", *n}};
+  nlohmann::json out = {{"replicas", n->replicas}};
+  if (n->annotation_seen) out["annotation"] = *n->annotation_seen;
+  return out;
 }
 
 void KubeBackend::restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) {
   if (!handle.is_object()) return;
   auto it = handle.find("replicas");
   if (it == handle.end() || !it->is_number_integer() || it->get<int>() < 1) return;
-  remember(spec.name, it->get<int>());
+  RememberedReplicas r{it->get<int>(), std::nullopt};
+  if (auto a = handle.find("annotation"); a != handle.end() && a->is_string()) {
+    r.annotation_seen = a->get<std::string>();
+  }
+  std::lock_guard lock(mu_);
+  remembered_[spec.name] = r;
 }
 
 }  // namespace siesta

@@ -48,6 +48,21 @@ Result<ServiceConfig> service_from_swarm_labels(const std::string& service,
 Result<ServiceConfig> service_from_annotations(
     const std::string& workload, const std::map<std::string, std::string>& annotations);
 
+// What labels and annotations may ask of siesta's ports (docs/security.md): whoever can label a
+// container or annotate a workload is trusted less than the config's author. A label's `listen`
+// is on loopback or on `bind_host` (the admin API's own listen host) only, and never one of
+// siesta's ports (the admin API's, /wake's, a config service's); its `upstream` on this host is
+// none of them either (it would send clients into siesta's admin API or another service's
+// proxy). Set once by main at start-up, before any discovery; until then only loopback and no
+// ports are known.
+struct LabelBounds {
+  std::string bind_host;
+  int admin_port = 0;
+  int wake_port = 0;
+  std::map<int, std::string> taken;  // a config service's listen port -> its name
+};
+void set_label_bounds(LabelBounds bounds);
+
 // The name a container named after its Compose service takes when another container already
 // has that name (two projects with the same service): "<project>-<service>". nullopt when the
 // name does not come from Compose (siesta.name set, or no Compose labels).

@@ -88,6 +88,9 @@ class Registry {
   bool update_model(const std::string& name, const ModelFn& fn);
   // Adds a service the config did not name (e.g. a labelled container). False if known.
   bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);
+  // Replaces the spec of the service named spec.name, its runtime kept (a discovered service's
+  // annotations edited). False if unknown.
+  bool replace_spec(const ServiceSpec& spec);
   // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
   // A model added here or by add_learned_model without a keep_alive_hours of its own takes its
   // provider service's model_keep_alive_hours.

@@ -120,6 +120,15 @@ struct ServiceRuntime {
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;                  // after a failed start of a desired-on service
   std::optional<ServiceOperation> failed_operation;  // what failed, while state is kError
+  // In kError because its backend stopped answering (an inspect or a stop failed: the Docker
+  // engine unreachable, the Kubernetes API refusing) while it was running: the control plane is
+  // out, not the service, so the proxy still forwards to it (the data plane survives) and a
+  // wake starts nothing. Cleared with any other state (set_state), e.g. when access returns.
+  bool serving_in_error = false;
+  // A discovered service's labels or annotations have a bad value (the message names the
+  // object, the key and the reason): the spec in force is the last good one, or the bare
+  // workload's when there was none. Empty once they are good again.
+  std::string config_error;
   // Graduated sleep: how many of the service's tiers are in force (0: awake); a use resets it.
   std::size_t tier = 0;
   // The backend holds the service paused (its pause tier); only a resume undoes it, so a

@@ -128,6 +128,9 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // Adds a service found after start-up (a labelled container) and reads its real state. A
   // running one gets its idle timer started like any other. kConflict if the name is taken.
   Status add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired) override;
+  // Its new spec applies from the next decision; a start or stop in progress finishes first.
+  Status update_spec(const ServiceSpec& spec, std::optional<bool> idle_sleep_enabled) override;
+  void set_config_error(const std::string& service, const std::string& error) override;
 
   // Re-reads every service's real state from its backend and every provider's loaded models.
   // Services with a start or stop in progress are skipped: that operation sets their state.

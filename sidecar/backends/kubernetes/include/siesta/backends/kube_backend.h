@@ -22,6 +22,15 @@ namespace siesta {
 // The annotation holding the count a sleeping workload wakes to.
 inline constexpr const char* kReplicasAnnotation = "siesta.io/replicas";
 
+// The count siesta last saw a workload run with, and its annotation siesta.io/replicas as it
+// was then ("" when absent; nullopt when not known: a state file from before it was kept). The
+// annotation unchanged since means the count is newer than it (e.g. a Role that cannot patch
+// the workload left a stale one behind).
+struct RememberedReplicas {
+  int replicas = 1;
+  std::optional<std::string> annotation_seen;
+};
+
 class KubeBackend final : public ServiceBackend {
  public:
   KubeBackend(KubeCredentials credentials, const Clock& clock);
@@ -36,20 +45,26 @@ class KubeBackend final : public ServiceBackend {
   void restore_handle(const ServiceSpec& spec, const nlohmann::json& handle) override;
 
   KubeClient& client() { return client_; }
+  const Clock& clock() const { return clock_; }
 
  private:
-  std::optional<int> remembered(const std::string& service);
-  void remember(const std::string& service, int replicas);
+  std::optional<RememberedReplicas> remembered(const std::string& service);
+  void remember(const std::string& service, const Workload& seen, int replicas);
 
   const Clock& clock_;
   KubeClient client_;
   std::mutex mu_;
-  std::map<std::string, int> remembered_;     // guarded by mu_: by siesta service name
+  std::map<std::string, RememberedReplicas> remembered_;  // guarded by mu_: by service name
   std::set<std::string> annotation_refused_;  // guarded by mu_: warned once per workload
 };
 
-// The count a sleeping workload wakes to: its annotation's (a whole number from 1), else the
-// state file's, else 1.
-int kube_wake_replicas(const Workload& workload, std::optional<int> from_state);
+// The count a sleeping workload wakes to: the remembered one (the state file's) when the
+// annotation has not changed since it was remembered (it is the newer); else the annotation's
+// (a whole number from 1), else the remembered one, else 1.
+int kube_wake_replicas(const Workload& workload,
+                       const std::optional<RememberedReplicas>& remembered);
+
+// The workload's annotation siesta.io/replicas ("" when it has none).
+std::string replicas_annotation(const Workload& workload);
 
 }  // namespace siesta
