@@ -680,18 +680,15 @@ Status Controller::add_service(const ServiceSpec& spec, bool idle_sleep_enabled,
 }
 
 Status Controller::update_spec(const ServiceSpec& spec, std::optional<bool> idle_sleep_enabled) {
-  Slot* s = slot(spec.name);
-  if (s == nullptr) return {ErrorCode::kNotFound, "unknown service: " + spec.name};
-  {
-    std::lock_guard op(s->op);
-    if (!registry_.replace_spec(spec)) {
-      return {ErrorCode::kNotFound, "unknown service: " + spec.name};
-    }
-    if (idle_sleep_enabled) {
-      registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
-        rt.idle_sleep_enabled = *idle_sleep_enabled;
-      });
-    }
+  // No operation lock: a start or stop in progress keeps the spec it began with (a shared
+  // copy), and the watch thread that calls this must not wait for one.
+  if (!registry_.replace_spec(spec)) {
+    return {ErrorCode::kNotFound, "unknown service: " + spec.name};
+  }
+  if (idle_sleep_enabled) {
+    registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      rt.idle_sleep_enabled = *idle_sleep_enabled;
+    });
   }
   return saved(Status::ok(), save());
 }

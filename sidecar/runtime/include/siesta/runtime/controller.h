@@ -128,7 +128,8 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // Adds a service found after start-up (a labelled container) and reads its real state. A
   // running one gets its idle timer started like any other. kConflict if the name is taken.
   Status add_service(const ServiceSpec& spec, bool idle_sleep_enabled, Desired desired) override;
-  // Its new spec applies from the next decision; a start or stop in progress finishes first.
+  // Its new spec applies from the next decision; a start or stop in progress goes on with the
+  // spec it began with (no operation lock: the watch thread calling it must not wait).
   Status update_spec(const ServiceSpec& spec, std::optional<bool> idle_sleep_enabled) override;
   void set_config_error(const std::string& service, const std::string& error) override;
 
