@@ -136,14 +136,20 @@ TEST(Labels, ListenAndUpstreamAreBoundedToLoopbackOrSiestasBindAndNeverSiestasPo
   b.wake_port = 8082;
   b.taken = {{9000, "configured"}};
   set_label_bounds(b);
-  auto docker = [](const std::string& key, const std::string& value) {
-    return service_from_labels("c", {{"siesta.enable", "true"}, {"siesta." + key, value}});
+  // A listen needs an upstream: another host's, which no bound concerns.
+  auto with = [](const std::string& prefix, const std::string& key, const std::string& value) {
+    std::map<std::string, std::string> labels = {{prefix + key, value}};
+    if (key == "listen") labels[prefix + "upstream"] = "10.0.0.5:80";
+    return labels;
   };
-  auto kube = [](const std::string& key, const std::string& value) {
-    return service_from_annotations("deployment/w", {{"siesta.io/" + key, value}});
+  auto docker = [&](const std::string& key, const std::string& value) {
+    return service_from_labels("c", with("siesta.", key, value));
   };
-  auto swarm = [](const std::string& key, const std::string& value) {
-    return service_from_swarm_labels("s", {{"siesta." + key, value}});
+  auto kube = [&](const std::string& key, const std::string& value) {
+    return service_from_annotations("deployment/w", with("siesta.io/", key, value));
+  };
+  auto swarm = [&](const std::string& key, const std::string& value) {
+    return service_from_swarm_labels("s", with("siesta.", key, value));
   };
   EXPECT_TRUE(docker("listen", "127.0.0.1:9090"));
   EXPECT_TRUE(kube("listen", "127.0.0.1:9090"));
