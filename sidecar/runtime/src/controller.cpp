@@ -567,7 +567,7 @@ void Controller::end_request(const std::string& service, bool use) {
     idle = rt.in_flight == 0;
     if (!use) return;
     rt.last_used = now;
-    if (idle) deadline = first_tier_at(settings, spec, now);
+    if (idle) deadline = first_tier_at(settings, spec, rt, now);
   });
   if (idle && !use) {
     // A probe is no use, but it held back a sleep that may be due now.
