@@ -38,6 +38,7 @@
 #include "siesta/runtime/executor.h"
 #include "siesta/runtime/monitor.h"
 #include "siesta/runtime/persister.h"
+#include "siesta/sim/simulator.h"
 #include "siesta/state/state_store.h"
 #include "siesta/version.h"
 
@@ -98,12 +99,27 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "Validate the config and exit (0: valid, 2: not)");
   app.add_flag("--insecure", insecure,
                "Allow the admin API on a non-loopback address without an admin token");
+  // `siesta simulate`: replays a trace through decide() per policy (docs/policies.md).
+  siesta::sim::SimulateArgs sim_args;
+  CLI::App* simulate =
+      app.add_subcommand("simulate", "Replay a request trace through the timeout policies");
+  simulate->add_option("--trace", sim_args.trace, "CSV or JSONL: time,service[,model][,duration]")
+      ->required();
+  simulate->add_option("--policy", sim_args.policies,
+                       "fixed:60m, fixed:15m, adaptive, adaptive:30m (repeat; default: those "
+                       "three without adaptive:30m)");
+  simulate->add_option("--cold-start", sim_args.cold_start,
+                       "Seconds a start takes: SECONDS, or SERVICE=SECONDS (repeat; default 60)");
+  simulate->add_option("--timeout", sim_args.default_timeout_minutes,
+                       "Minutes: the timeout of a policy that names none (default 60)");
+  simulate->add_flag("--json", sim_args.json, "Print JSON instead of the table");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitConfig;
   }
+  if (simulate->parsed()) return siesta::sim::run_simulate(sim_args, std::cout, std::cerr);
 
   siesta::Config config;
   std::string admin_token;

@@ -249,9 +249,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "services.a.stop_timeout_seconds: must be at least 0, got -1"},
         BadCase{
             R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
-            "services.a.colour: unknown key (known keys: activity, backend, command, container, "
-            "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
-            "max_connections, model_api, model_keep_alive_hours, protocol, "
+            "services.a.colour: unknown key (known keys: activity, backend, cold_start_seconds, "
+            "command, container, desired, health, idle_sleep_enabled, idle_timeout_minutes, "
+            "listen, max_connections, model_api, model_keep_alive_hours, policy, protocol, "
             "response_timeout_seconds, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
             "tcp_idle_timeout_seconds, "

@@ -308,7 +308,8 @@ TEST(Controller, ARequestsEndWakesTheMonitorForTheFirstTierDeadline) {
   w.controller->end_request("a");
   EXPECT_EQ(signal.generation(), g0 + 1);  // 2 minutes, the first tier, not the 10 or 30
   EXPECT_EQ(*decide(w.registry->snapshot(), now).next_deadline,
-            first_tier_at(w.registry->settings(), *w.registry->service("a")->spec, now));
+            first_tier_at(w.registry->settings(), *w.registry->service("a")->spec,
+                          w.registry->service("a")->runtime, now));
 }
 
 TEST(Controller, FailuresAreRetriedAtRetryAt) {

@@ -254,15 +254,15 @@ TEST(DecideTimers, AUsesEndMakesTheFirstTierDueAfterTheIdleTimeoutOrTheFirstSlee
   Settings settings;
   settings.idle_timeout_minutes = 60;
   ServiceSpec spec;
-  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(60));  // the global timeout
+  EXPECT_EQ(first_tier_at(settings, spec, {}, kNow), kNow + minutes(60));  // the global timeout
   spec.idle_timeout_minutes = 3;
-  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(3));  // its own
+  EXPECT_EQ(first_tier_at(settings, spec, {}, kNow), kNow + minutes(3));  // its own
   spec.sleep_tiers = {{2, TierAction::kPause}, {30, TierAction::kStop}};
-  EXPECT_EQ(first_tier_at(settings, spec, kNow), kNow + minutes(2));  // its first tier
+  EXPECT_EQ(first_tier_at(settings, spec, {}, kNow), kNow + minutes(2));  // its first tier
   // The deadline is the one decide() reports for a service last used then.
   auto view = service("a", ServiceState::kRunning, kNow, 3);
   EXPECT_EQ(*decide(one(view, settings), kNow).next_deadline,
-            first_tier_at(settings, *view.spec, kNow));
+            first_tier_at(settings, *view.spec, view.runtime, kNow));
 }
 
 TEST(DecideTimers, AKeepAliveEndsItsEffectiveKeepAliveAfterTheLastUseAndNeverWhenForever) {

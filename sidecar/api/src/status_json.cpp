@@ -133,6 +133,11 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))
                   : o.key("next_tier").null();
   o.key("next_tier_in_seconds").seconds(timer.next_tier ? timer.sleeps_in : std::nullopt);
+  // The timeout policy that chose idle_timeout_minutes, and why (docs/policies.md).
+  o.key("policy").text(timer.policy);
+  o.key("policy_reason").text_or_null(timer.policy_reason);
+  o.key("prewarm_at").unix_seconds(timer.prewarm_at);
+  o.key("idle_gaps").integer(static_cast<long long>(rt.idle_gaps.size()));
   // Activity signals (docs/activity.md): each one's last sample.
   o.key("activity");
   o.array_begin();

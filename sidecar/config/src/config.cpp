@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "siesta/core/policy.h"
 #include "siesta/core/settings_schema.h"
 
 namespace siesta {
@@ -350,6 +351,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "upgraded_idle_timeout_seconds",
                 "model_keep_alive_hours",
                 "sleep_tiers",
+                "policy",
+                "cold_start_seconds",
                 "activity"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
@@ -513,6 +516,19 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
       }
     }
   }
+  if (auto policy = r.read_string("policy")) {
+    if (find_policy(*policy) == nullptr) {
+      r.fail(r.key_path("policy"),
+             "must be one of " + policy_names() + ", got \"" + *policy + "\"");
+    }
+    if (*policy != "fixed" && !spec.sleep_tiers.empty()) {
+      r.fail(r.key_path("policy"),
+             "\"" + *policy + "\" chooses the one idle timeout: not together with sleep_tiers");
+    }
+    spec.policy = *policy;
+  }
+  spec.cold_start_seconds =
+      r.read_number("cold_start_seconds", NumberRule{0, false, 86400, "seconds"});
   if (const json* activity = r.find("activity")) {
     spec.activity = read_activity(r, *activity, source);
     for (std::size_t i = 0; i < spec.activity->size(); ++i) {

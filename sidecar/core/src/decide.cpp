@@ -107,17 +107,41 @@ namespace {
 std::size_t tier_count(const ServiceSpec& spec) {
   return spec.sleep_tiers.empty() ? 1 : spec.sleep_tiers.size();
 }
-SleepTier tier_of(const Settings& settings, const ServiceSpec& spec, std::size_t index) {
+
+// A run that began at or after the pre-warm point of the last use is the pre-warmed one: it
+// stays until the keep-alive. Any other sleeps `sleep_after` the use.
+bool prewarmed_run(const PolicyChoice& choice, const ServiceRuntime& rt) {
+  return choice.prewarm_after && rt.last_used &&
+         rt.state_since >= *rt.last_used + to_wall_duration(*choice.prewarm_after);
+}
+
+// The one tier of a service without sleep_tiers comes after its policy's timeout.
+SleepTier tier_of(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& rt,
+                  std::size_t index) {
   if (!spec.sleep_tiers.empty()) return spec.sleep_tiers[index];
-  return {effective_idle_timeout(settings, spec).count() / 60.0, TierAction::kStop};
+  const PolicyChoice choice = policy_choice(settings, spec, rt);
+  const Seconds after = prewarmed_run(choice, rt) ? choice.keep_alive : choice.sleep_after;
+  return {after.count() / 60.0, TierAction::kStop};
 }
 
 }  // namespace
 
+PolicyChoice policy_choice(const Settings& settings, const ServiceSpec& spec,
+                           const ServiceRuntime& runtime) {
+  PolicyInput input;
+  input.configured_timeout = effective_idle_timeout(settings, spec);
+  input.idle_gaps = &runtime.idle_gaps;
+  input.cold_start_seconds = spec.cold_start_seconds.value_or(runtime.cold_start_seconds);
+  input.adaptive = &spec.adaptive;
+  const TimeoutPolicy* policy = find_policy(spec.policy);
+  return (policy != nullptr ? *policy : fixed_policy()).choose(input);
+}
+
 std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSpec& spec) {
-  std::vector<SleepTier> tiers;
-  for (std::size_t i = 0; i < tier_count(spec); ++i) tiers.push_back(tier_of(settings, spec, i));
-  return tiers;
+  if (spec.sleep_tiers.empty()) {
+    return {{effective_idle_timeout(settings, spec).count() / 60.0, TierAction::kStop}};
+  }
+  return spec.sleep_tiers;
 }
 
 const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& rt) {
@@ -200,8 +224,12 @@ WallTime keep_alive_until(const Settings& settings, const ModelSpec& spec, const
 
 }  // namespace
 
-WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec, WallTime last_used) {
-  return last_used + to_wall_duration(Seconds(tier_of(settings, spec, 0).after_minutes * 60.0));
+WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,
+                       const ServiceRuntime& runtime, WallTime last_used) {
+  ServiceRuntime used = runtime;
+  used.last_used = last_used;
+  return last_used +
+         to_wall_duration(Seconds(tier_of(settings, spec, used, 0).after_minutes * 60.0));
 }
 
 std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
@@ -216,18 +244,20 @@ std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec&
   if (sleep_blocker(settings, runtime) != SleepBlocker::kNone) return std::nullopt;
   const std::size_t count = tier_count(spec);
   if (runtime.tier >= count) return std::nullopt;
-  if (const SleepTier last = tier_of(settings, spec, count - 1);
+  if (const SleepTier last = tier_of(settings, spec, runtime, count - 1);
       last.action == TierAction::kStop && now >= tier_at(runtime, last)) {
     return count;
   }
-  if (now >= tier_at(runtime, tier_of(settings, spec, runtime.tier))) return runtime.tier + 1;
+  if (now >= tier_at(runtime, tier_of(settings, spec, runtime, runtime.tier))) {
+    return runtime.tier + 1;
+  }
   return std::nullopt;
 }
 
 bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
                WallTime now) {
   const auto tier = tier_due(settings, spec, runtime, now);
-  return tier && tier_of(settings, spec, *tier - 1).action == TierAction::kStop;
+  return tier && tier_of(settings, spec, runtime, *tier - 1).action == TierAction::kStop;
 }
 
 bool unload_due(const Settings& settings, const ModelSpec& spec, const ModelRuntime& runtime,
@@ -259,11 +289,31 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   timer.name = spec.name;
   timer.state = rt.state;
   const std::size_t count = tier_count(spec);
-  const SleepTier next = tier_of(settings, spec, std::min(rt.tier, count - 1));  // or the last
+  const SleepTier next = tier_of(settings, spec, rt, std::min(rt.tier, count - 1));  // or last
   timer.timeout = Seconds(next.after_minutes * 60.0);
   if (rt.last_used) timer.idle_for = non_negative(now - *rt.last_used);
   timer.blocker = sleep_blocker(settings, rt);
   timer.tier = tier_name(spec, rt);
+  if (spec.sleep_tiers.empty()) {
+    PolicyChoice choice = policy_choice(settings, spec, rt);
+    timer.policy = choice.policy;
+    timer.policy_reason = std::move(choice.reason);
+    // Pre-warm: a service asleep since its last use is started at the pre-warm point, unless
+    // its keep-alive has passed (the predicted use did not come; the next use wakes it).
+    if (choice.prewarm_after && rt.last_used && rt.state == ServiceState::kStopped &&
+        settings.idle_sleep_enabled && rt.idle_sleep_enabled && rt.desired == Desired::kOff) {
+      const WallTime at = *rt.last_used + to_wall_duration(*choice.prewarm_after);
+      const WallTime until = *rt.last_used + to_wall_duration(choice.keep_alive);
+      if (now < until) {
+        timer.prewarm_at = at;
+        if (now >= at) {
+          actions.push_back({ActionKind::kStartService, spec.name, "prewarm"});
+        } else {
+          deadlines.offer(at);
+        }
+      }
+    }
+  }
 
   if (timer.blocker == SleepBlocker::kNone && rt.tier < count) {
     WallTime at = tier_at(rt, next);
@@ -271,7 +321,7 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
     timer.sleeps_in = non_negative(at - now);
     timer.next_tier = next.action;
     if (auto due = tier_due(settings, spec, rt, now)) {
-      if (tier_of(settings, spec, *due - 1).action == TierAction::kStop) {
+      if (tier_of(settings, spec, rt, *due - 1).action == TierAction::kStop) {
         actions.push_back({ActionKind::kSleepService, spec.name, "idle"});
       } else {
         actions.push_back({ActionKind::kLightSleep, spec.name, "idle", *due});

@@ -231,7 +231,9 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     const WallTime ready_at = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_awake(rt, ready_at);
-      rt.last_used = ready_at;
+      // A pre-warm is no use: the adaptive policy counts its keep-alive from the last one.
+      if (reason != "prewarm" || !rt.last_used) rt.last_used = ready_at;
+      rt.cold_start_seconds = took.count();
       rt.retry_at.reset();
     });
     recorder_.service_woke(service, reason, took);
@@ -555,8 +557,11 @@ Status Controller::touch_service(const std::string& service) {
 Result<ServiceState> Controller::begin_request(const std::string& service, bool use) {
   ServiceState state = ServiceState::kStopped;
   const char* from = nullptr;
+  const WallTime now = clock_.wall_now();
   bool known =
       registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+        // The idle gap this use ends: the adaptive policy's history.
+        if (use && rt.in_flight == 0) record_idle_gap(rt.idle_gaps, rt.last_used, now);
         ++rt.in_flight;
         // In error through a control-plane outage while it ran: the proxy forwards as to a
         // running one (Controller::fail_service).
@@ -584,7 +589,7 @@ void Controller::end_request(const std::string& service, bool use) {
     idle = rt.in_flight == 0;
     if (!use) return;
     rt.last_used = now;
-    if (idle) deadline = first_tier_at(settings, spec, now);
+    if (idle) deadline = first_tier_at(settings, spec, rt, now);
   });
   if (idle && !use) {
     // A probe is no use, but it held back a sleep that may be due now.

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -154,11 +155,26 @@ class Restorer {
         ignore(key + ".tier", t, "must be a tier of the service's sleep_tiers");
       }
     }
+    // The adaptive policy's history (policy.h): positive numbers, the newest kMaxIdleGaps.
+    std::vector<double> gaps;
+    if (const json g = saved.value("idle_gaps", json()); !g.is_null()) {
+      const bool valid =
+          g.is_array() && std::all_of(g.begin(), g.end(), [](const json& v) {
+            return v.is_number() && v.get<double>() > 0 && std::isfinite(v.get<double>());
+          });
+      if (valid) {
+        for (const auto& v : g) gaps.push_back(v.get<double>());
+        if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
+      } else {
+        ignore(key + ".idle_gaps", g, "must be an array of positive seconds");
+      }
+    }
     registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
       rt.tier = tier;
+      rt.idle_gaps = std::move(gaps);
     });
     if (saved.contains("handle") && !saved["handle"].is_null()) {
       result_.handles[name] = saved["handle"];
@@ -233,6 +249,7 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
     if (view.runtime.tier > 0 && view.runtime.state != ServiceState::kStopped) {
       entry["tier"] = view.runtime.tier;
     }
+    if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
     auto handle = handles.find(name);
     entry["handle"] = handle != handles.end() ? handle->second : json(nullptr);
     services[name] = std::move(entry);

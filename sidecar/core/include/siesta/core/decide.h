@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/policy.h"
 #include "siesta/core/registry.h"
 
 namespace siesta {
@@ -55,6 +56,11 @@ struct ServiceTimer {
   // service) and the next one, due at sleeps_at (absent when none will come).
   const char* tier = "awake";
   std::optional<TierAction> next_tier;
+  // The timeout policy that chose `timeout` (a service without sleep_tiers) and why; and when
+  // the adaptive policy will start it again before a predicted use (absent: not planned).
+  const char* policy = "fixed";
+  std::string policy_reason;
+  std::optional<WallTime> prewarm_at;
 };
 
 struct ModelTimer {
@@ -77,7 +83,7 @@ const char* to_string(ActionKind kind);
 struct Action {
   ActionKind kind;
   std::string name;
-  std::string reason;    // "idle", "desired", "expired"
+  std::string reason;    // "idle", "desired", "expired", "prewarm"
   std::size_t tier = 0;  // kLightSleep: the tier to enter, 1-based (ServiceRuntime::tier)
   bool operator==(const Action&) const = default;
 };
@@ -90,8 +96,13 @@ struct Decision {
   std::optional<WallTime> next_deadline;  // the earliest future instant something is due
 };
 
+// The configured idle timeout: the service's idle_timeout_minutes, else the global one.
 Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec);
-// The service's sleep tiers: its sleep_tiers, else the one tier {idle timeout, stop}.
+// What the service's timeout policy (spec.policy) chooses from its history now.
+PolicyChoice policy_choice(const Settings& settings, const ServiceSpec& spec,
+                           const ServiceRuntime& runtime);
+// The service's configured sleep tiers: its sleep_tiers, else the one tier {idle timeout, stop}
+// (its policy may choose another timeout: ServiceTimer::timeout).
 std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSpec& spec);
 // "awake", the action of the tier in force, or "stop" for a stopped service.
 const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& runtime);
@@ -116,7 +127,8 @@ Seconds reconcile_interval(const Settings& settings);
 WallTime retry_at(const Settings& settings, WallTime now);
 // A use of the service ended at `last_used` with nothing else in flight: its first sleep tier
 // (the idle timeout with no sleep_tiers) is due then. The earliest deadline the use creates.
-WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec, WallTime last_used);
+WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,
+                       const ServiceRuntime& runtime, WallTime last_used);
 // A model's keep-alive ends (last_used + effective_keep_alive); absent when it is forever or the
 // model has no last use.
 std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,

@@ -9,6 +9,7 @@
 
 #include "siesta/core/activity.h"
 #include "siesta/core/clock.h"
+#include "siesta/core/policy.h"
 
 namespace siesta {
 
@@ -83,6 +84,13 @@ struct ServiceSpec {
   std::optional<double> model_keep_alive_hours;
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
+  // The timeout policy (policy.h): "fixed" (the idle timeout) or "adaptive" (learned from the
+  // service's idle gaps, the idle timeout while it cannot tell). Only with one sleep tier.
+  std::string policy = "fixed";
+  AdaptiveParams adaptive;
+  // How long a start takes, for the adaptive policy's break-even and pre-warm lead; unset: the
+  // measured one (ServiceRuntime::cold_start_seconds).
+  std::optional<double> cold_start_seconds;
   // Graduated sleep (ascending after_minutes, kStop only last); empty: the one tier
   // {idle timeout, kStop} (effective_tiers()). Exclusive with idle_timeout_minutes.
   std::vector<SleepTier> sleep_tiers;
@@ -137,6 +145,11 @@ struct ServiceRuntime {
   // A vllm_sleep tier put its engine to sleep (state kPaused): a wake calls /wake_up and waits
   // for /is_sleeping false before any request goes through.
   bool engine_asleep = false;
+  // The idle gaps between its uses, in seconds, oldest first (record_idle_gap; at most
+  // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
+  std::vector<double> idle_gaps;
+  // The last cold start's duration, measured; 0 until one was.
+  double cold_start_seconds = 0;
   // The last result of each activity signal, in the order of its specs (written by the sampler).
   std::vector<SignalState> activity;
 };

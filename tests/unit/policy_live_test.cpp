@@ -1,0 +1,109 @@
+// The adaptive policy live (docs/policies.md): its config keys, its history recorded by the
+// controller on the fake clock and kept in the state file, a pre-warm that is no use, and
+// idle-status naming the policy.
+#include <gtest/gtest.h>
+
+#include "siesta/config/config.h"
+#include "siesta/core/decide.h"
+#include "siesta/state/state_store.h"
+#include "world.h"
+
+namespace siesta {
+namespace {
+
+using siesta::testing::World;
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+std::string config_error(const std::string& text) {
+  try {
+    parse_config(text, "bad.json");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+TEST(PolicyLive, ConfigKeys) {
+  Config c = parse_config(
+      R"({"services": {"a": {"command": ["a"], "policy": "adaptive", "cold_start_seconds": 30}}})",
+      "t.json");
+  EXPECT_EQ(c.services[0].spec.policy, "adaptive");
+  EXPECT_EQ(*c.services[0].spec.cold_start_seconds, 30);
+  EXPECT_EQ(
+      parse_config(R"({"services": {"a": {"command": ["a"]}}})", "t.json").services[0].spec.policy,
+      "fixed");
+  EXPECT_EQ(config_error(R"({"services": {"a": {"command": ["a"], "policy": "lru"}}})"),
+            "config error in bad.json: services.a.policy: must be one of fixed, adaptive, got "
+            "\"lru\"");
+  EXPECT_EQ(
+      config_error(
+          R"({"services": {"a": {"command": ["a"], "policy": "adaptive", "sleep_tiers": [{"after_minutes": 5, "action": "stop"}]}}})"),
+      "config error in bad.json: services.a.policy: \"adaptive\" chooses the one idle timeout: "
+      "not together with sleep_tiers");
+  EXPECT_NE(config_error(R"({"services": {"a": {"command": ["a"], "cold_start_seconds": -1}}})")
+                .find("services.a.cold_start_seconds: must be at least 0"),
+            std::string::npos);
+}
+
+TEST(PolicyLive, UsesRecordTheirIdleGapsAndThePolicyIsInIdleStatus) {
+  World w(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  w.run("a");
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE(w.controller->begin_request("a"));
+    w.clock.advance(seconds(2));
+    w.controller->end_request("a");
+    w.clock.advance(minutes(5));
+  }
+  const auto view = *w.registry->service("a");
+  ASSERT_EQ(view.runtime.idle_gaps.size(), 11u);  // the first use had no last use before it
+  EXPECT_DOUBLE_EQ(view.runtime.idle_gaps.back(), 300);
+  const Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
+  EXPECT_STREQ(d.services[0].policy, "adaptive");
+  EXPECT_NE(d.services[0].policy_reason.find("p99 of 11 idle gaps"), std::string::npos)
+      << d.services[0].policy_reason;
+  // Every gap 5 minutes: keep-alive to 300 s +10 %, but asleep 60 s after a use and
+  // pre-warmed before the next one (270 s, no start measured yet).
+  EXPECT_NE(d.services[0].policy_reason.find("pre-warmed"), std::string::npos);
+  EXPECT_EQ(d.services[0].timeout.count(), 60);
+  EXPECT_NEAR(policy_choice(w.registry->settings(), *view.spec, view.runtime).keep_alive.count(),
+              330, 1e-6);
+}
+
+TEST(PolicyLive, APreWarmKeepsTheLastUseAndMeasuresTheStart) {
+  World w(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  const WallTime used = w.clock.wall_now() - minutes(20);
+  w.registry->update_service("a",
+                             [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = used; });
+  ASSERT_TRUE(w.controller->wake("a", "prewarm"));
+  EXPECT_EQ(*w.registry->service("a")->runtime.last_used, used);
+  ASSERT_TRUE(w.controller->sleep("a"));
+  ASSERT_TRUE(w.controller->wake("a", "request"));
+  EXPECT_GT(*w.registry->service("a")->runtime.last_used, used);
+}
+
+TEST(PolicyLive, TheHistorySurvivesInTheStateFile) {
+  World w(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  w.registry->update_service("a", [&](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.idle_gaps = {60, 120.5, 3600};
+  });
+  const nlohmann::json doc = encode_state(w.registry->snapshot(), Baseline{}, {});
+  EXPECT_EQ(doc["services"]["a"]["idle_gaps"], nlohmann::json({60, 120.5, 3600}));
+
+  World after(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  Baseline base;
+  base.services["a"] = {true, Desired::kOff};
+  ASSERT_TRUE(restore_state(doc, base, *after.registry, after.clock.wall_now()));
+  EXPECT_EQ(after.registry->service("a")->runtime.idle_gaps,
+            (std::vector<double>{60, 120.5, 3600}));
+
+  nlohmann::json bad = doc;
+  bad["services"]["a"]["idle_gaps"] = {60, -1};
+  World third(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  auto restored = restore_state(bad, base, *third.registry, third.clock.wall_now());
+  ASSERT_TRUE(restored);
+  EXPECT_TRUE(third.registry->service("a")->runtime.idle_gaps.empty());
+}
+
+}  // namespace
+}  // namespace siesta
