@@ -217,12 +217,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "model_keep_alive_hours: must be at least 0, got -1"},
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
-        BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
-                "admin_request_timeout_seconds, admin_threads, admin_token_file, "
-                "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
-                "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
-                "protect_metrics, proxy, services, state_file)"},
+        BadCase{
+            R"({"idle_timout_minutes": 5})",
+            "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
+            "admin_request_timeout_seconds, admin_threads, admin_token_file, "
+            "docker, gpu, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
+            "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
+            "protect_metrics, proxy, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"idle_timeout_minutes": 1E400})",
                 "(top level): invalid JSON: [json.exception.out_of_range.406] number overflow "
@@ -250,7 +251,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
             "services.a.colour: unknown key (known keys: activity, backend, command, container, "
-            "desired, health, idle_sleep_enabled, idle_timeout_minutes, listen, "
+            "desired, gpu_devices, gpu_memory_mib, health, idle_sleep_enabled, "
+            "idle_timeout_minutes, listen, "
             "max_connections, model_api, model_keep_alive_hours, protocol, "
             "response_timeout_seconds, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
