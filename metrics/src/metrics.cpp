@@ -110,7 +110,44 @@ Metrics::Metrics()
       load_duration_(&prometheus::BuildHistogram()
                           .Name("siesta_model_load_duration_seconds")
                           .Help("Time to load a model: the cold-start price of unloading it.")
-                          .Register(*registry_)) {}
+                          .Register(*registry_)),
+      gpu_evictions_(&BuildCounter()
+                          .Name("siesta_gpu_evictions_total")
+                          .Help("Services stopped and models unloaded to make room in the GPU "
+                                "budget, by reason (make_room).")
+                          .Register(*registry_)),
+      gpu_waits_(&BuildCounter()
+                      .Name("siesta_gpu_waits_total")
+                      .Help("Wakes and loads that waited for room in the GPU budget, by outcome "
+                            "(fitted, timed_out, cannot_fit).")
+                      .Register(*registry_)),
+      gpu_waiting_(&prometheus::BuildGauge()
+                        .Name("siesta_gpu_waiting")
+                        .Help("Wakes and loads waiting for room in the GPU budget now.")
+                        .Register(*registry_)
+                        .Add({})) {}
+
+void Metrics::set_gpu(const GpuConfig& gpu) {
+  gpu_ = gpu;
+  if (!gpu_.enabled()) return;
+  gpu_evictions_->Add({{"reason", "make_room"}});
+  for (const char* outcome : {"fitted", "timed_out", "cannot_fit"}) {
+    gpu_waits_->Add({{"outcome", outcome}});
+  }
+}
+
+void Metrics::gpu_evicted(const std::string& reason) {
+  gpu_evictions_->Add({{"reason", reason}}).Increment();
+}
+
+void Metrics::gpu_wait(bool began, const char* outcome) {
+  if (began) {
+    gpu_waiting_->Increment();
+    return;
+  }
+  gpu_waiting_->Decrement();
+  gpu_waits_->Add({{"outcome", outcome}}).Increment();
+}
 
 Metrics::~Metrics() = default;
 
@@ -565,6 +602,38 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   if (decision.next_deadline) {
     out.sample("siesta_monitor_next_deadline_timestamp_seconds",
                to_unix_seconds(*decision.next_deadline));
+  }
+  if (gpu_.enabled()) {
+    constexpr double kMiB = 1024.0 * 1024.0;
+    const std::vector<GpuHolder> holders = gpu_holders(gpu_, snapshot);
+    const std::vector<GpuDeviceUse> use = gpu_use(gpu_, holders);
+    out.family("siesta_gpu_memory_budget_bytes", "The GPU budget of the device (docs/gpu.md).",
+               "gauge");
+    for (const auto& d : use) {
+      out.sample("siesta_gpu_memory_budget_bytes", "device", std::to_string(d.id),
+                 d.budget_mib * kMiB);
+    }
+    out.family("siesta_gpu_memory_free_bytes",
+               "The budget less what its holders hold (never negative).", "gauge");
+    for (const auto& d : use) {
+      out.sample("siesta_gpu_memory_free_bytes", "device", std::to_string(d.id), d.free_mib * kMiB);
+    }
+    for (const auto kind : {GpuHolder::Kind::kService, GpuHolder::Kind::kModel}) {
+      const bool svc = kind == GpuHolder::Kind::kService;
+      const char* name = svc ? "siesta_gpu_service_memory_bytes" : "siesta_gpu_model_memory_bytes";
+      out.family(name,
+                 svc ? "GPU memory a running service holds on the device (its gpu_memory_mib)."
+                     : "GPU memory a loaded model holds on the device (its size_vram, else its "
+                       "gpu_memory_mib).",
+                 "gauge");
+      for (const GpuHolder& h : holders) {
+        if (h.kind != kind) continue;
+        for (int d : h.devices) {
+          out.sample(name, svc ? "service" : "model", h.name, "device", std::to_string(d),
+                     h.mib * kMiB);
+        }
+      }
+    }
   }
   out.family("siesta_build_info", "Always 1; the labels describe the build.", "gauge");
   out.sample("siesta_build_info", "version", kVersion, 1);

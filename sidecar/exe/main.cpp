@@ -4,12 +4,14 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
 #include <thread>
 
+#include "siesta/activity/nvidia_smi.h"
 #include "siesta/activity/probes.h"
 #include "siesta/api/admin_server.h"
 #include "siesta/backends/docker_backend.h"
@@ -133,6 +135,15 @@ int main(int argc, char** argv) {
         throw siesta::ConfigError("config error in " + config.source +
                                   ": state_file: " + st.message());
       }
+    }
+    // A GPU device without a budget takes its total from nvidia-smi ($SIESTA_NVIDIA_SMI: another
+    // path to the tool).
+    if (std::any_of(config.gpu.devices.begin(), config.gpu.devices.end(),
+                    [](const siesta::GpuDevice& d) { return d.memory_mib <= 0; })) {
+      const char* tool = std::getenv("SIESTA_NVIDIA_SMI");
+      std::string why;
+      const auto totals = siesta::query_gpu_totals(tool != nullptr ? tool : "nvidia-smi", why);
+      siesta::resolve_gpu_totals(config, totals, why);
     }
     admin_token = siesta::admin_token_policy(config, std::getenv("SIESTA_ADMIN_TOKEN"), insecure);
     // Read once, then gone from the environment that services and activity commands inherit.
@@ -300,6 +311,8 @@ int main(int argc, char** argv) {
       registry, backends,
       [&model_servers](const std::string& service) { return model_servers.find(service); }, clock,
       events, [&] { return persister.save(); }, config.max_learned_models);
+  controller.set_gpu(config.gpu);
+  metrics.set_gpu(config.gpu);
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, events, executor);
   // Activity signals (docs/activity.md): sampled on the monitor's executor.

@@ -81,10 +81,12 @@ try:
     config = {
         "listen": f"127.0.0.1:{siesta_port}",
         "idle_check_interval_minutes": 0.01,
+        # The GPU budget's row: web and ollama hold declared sizes, ollama's models size_vram.
+        "gpu": {"devices": [{"id": 0, "memory_mib": 24000}]},
         "services": {
             "web": {"command": [testserver, "--port", str(web_port)], "upstream": f"127.0.0.1:{web_port}",
                     "health": "/health", "idle_timeout_minutes": 600,
-                    "listen": f"127.0.0.1:{web_listen}"},
+                    "listen": f"127.0.0.1:{web_listen}", "gpu_memory_mib": 1000},
             "cold": {"command": [testserver, "--port", str(cold_port)], "upstream": f"127.0.0.1:{cold_port}",
                      "health": "/health", "idle_timeout_minutes": 0.02,
                      "listen": f"127.0.0.1:{cold_listen}"},
@@ -94,7 +96,8 @@ try:
                                    "--port", str(ollama_port), "--load-ms", "100",
                                    "--models", "qwen2.5:7b,tiny:1b"],
                        "upstream": f"127.0.0.1:{ollama_port}", "health": "/api/version",
-                       "listen": f"127.0.0.1:{ollama_listen}", "idle_timeout_minutes": 600},
+                       "listen": f"127.0.0.1:{ollama_listen}", "idle_timeout_minutes": 600,
+                       "gpu_memory_mib": 500},
         },
         "models": {"llama3.2:3b": {"provider": "redis"},
                    "qwen2.5:7b": {"provider": "ollama", "keep_alive_hours": 1},

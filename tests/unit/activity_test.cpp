@@ -357,6 +357,67 @@ TEST(NvidiaSmi, ParsesRecordedOutputs) {
             "unexpected nvidia-smi output, line 1: NV");
 }
 
+// The GPU budget's query: totals per physical GPU, with and without MIG, and the budget of a
+// device without memory_mib filled in from them (or a config error naming the key).
+TEST(NvidiaSmi, ParsesMemoryTotalsWithAndWithoutMig) {
+  const GpuMemoryParse two = parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-two.csv"));
+  ASSERT_TRUE(two.error.empty()) << two.error;
+  ASSERT_EQ(two.gpus.size(), 2u);
+  EXPECT_EQ(two.gpus[0].index, 0);
+  EXPECT_EQ(two.gpus[0].total_mib, 24564);
+  EXPECT_EQ(two.gpus[0].used_mib, 22118);
+  EXPECT_EQ(two.gpus[1].index, 1);
+  EXPECT_EQ(gpu_totals(two.gpus), (std::map<int, double>{{0, 24564}, {1, 24564}}));
+
+  // MIG on: one row, the physical card; per-process memory unknown ([N/A]) in its instances.
+  const GpuMemoryParse mig = parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-mig.csv"));
+  ASSERT_TRUE(mig.error.empty()) << mig.error;
+  ASSERT_EQ(mig.gpus.size(), 1u);
+  EXPECT_EQ(mig.gpus[0].total_mib, 81920);
+  const GpuParse apps = parse_query_compute_apps(data("nvidia-smi/query-compute-apps-mig.csv"));
+  ASSERT_TRUE(apps.error.empty()) << apps.error;
+  ASSERT_EQ(apps.apps.size(), 2u);
+  EXPECT_FALSE(apps.apps[0].used_memory_mib);
+  EXPECT_EQ(gpu_value({}, apps.apps, {3117}, "memory"), 0);
+
+  EXPECT_EQ(parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-bad.csv")).error,
+            "unexpected nvidia-smi output, line 1: 0, [N/A], 0");
+  EXPECT_EQ(parse_query_gpu_memory(data("nvidia-smi/no-driver.txt")).error.substr(0, 40),
+            "unexpected nvidia-smi output, line 1: NV");
+  EXPECT_EQ(parse_query_gpu_memory(data("nvidia-smi/query-gpu-two.csv")).error.substr(0, 38),
+            "unexpected nvidia-smi output, line 1: ");  // four columns, not three
+}
+
+TEST(NvidiaSmi, ADeviceWithoutABudgetTakesItsTotal) {
+  const std::string text = R"({"gpu": {"devices": [{"id": 0}, {"id": 1, "memory_mib": 8000}]}})";
+  Config config = parse_config(text, "gpu.json");
+  EXPECT_EQ(config.gpu.devices[0].memory_mib, 0);  // to be filled in
+  resolve_gpu_totals(
+      config, gpu_totals(parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-two.csv")).gpus),
+      "");
+  EXPECT_EQ(config.gpu.devices[0].memory_mib, 24564);
+  EXPECT_EQ(config.gpu.devices[1].memory_mib, 8000);  // configured: kept
+
+  Config without = parse_config(text, "gpu.json");
+  try {
+    resolve_gpu_totals(without, {}, "nvidia-smi not found");
+    FAIL() << "accepted without nvidia-smi";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "config error in gpu.json: gpu.devices[0].memory_mib: is required without "
+                 "nvidia-smi (nvidia-smi not found)");
+  }
+  Config other = parse_config(R"({"gpu": {"devices": [{"id": 3}]}})", "gpu.json");
+  try {
+    resolve_gpu_totals(other, {{0, 24564}}, "");
+    FAIL() << "accepted a GPU nvidia-smi does not report";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "config error in gpu.json: gpu.devices[0].memory_mib: is required: nvidia-smi "
+                 "reports no GPU 3");
+  }
+}
+
 TEST(PrometheusAnswer, ReadsVectorsScalarsAndErrors) {
   auto v = parse_prometheus_answer(
       R"({"status":"success","data":{"resultType":"vector","result":[

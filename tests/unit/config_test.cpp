@@ -217,12 +217,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "model_keep_alive_hours: must be at least 0, got -1"},
         BadCase{R"({"idle_sleep_enabled": "yes"})",
                 "idle_sleep_enabled: must be true or false, got \"yes\""},
-        BadCase{R"({"idle_timout_minutes": 5})",
-                "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
-                "admin_request_timeout_seconds, admin_threads, admin_token_file, "
-                "docker, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
-                "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
-                "protect_metrics, proxy, services, state_file)"},
+        BadCase{
+            R"({"idle_timout_minutes": 5})",
+            "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
+            "admin_request_timeout_seconds, admin_threads, admin_token_file, "
+            "docker, gpu, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
+            "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
+            "protect_metrics, proxy, services, state_file)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"idle_timeout_minutes": 1E400})",
                 "(top level): invalid JSON: [json.exception.out_of_range.406] number overflow "
@@ -250,8 +251,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
             "services.a.colour: unknown key (known keys: activity, backend, cold_start_seconds, "
-            "command, container, desired, health, idle_sleep_enabled, idle_timeout_minutes, "
-            "listen, max_connections, model_api, model_keep_alive_hours, policy, protocol, "
+            "command, container, desired, gpu_devices, gpu_memory_mib, health, "
+            "idle_sleep_enabled, idle_timeout_minutes, listen, max_connections, model_api, "
+            "model_keep_alive_hours, policy, protocol, "
             "response_timeout_seconds, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
             "tcp_idle_timeout_seconds, "
@@ -364,6 +366,44 @@ INSTANTIATE_TEST_SUITE_P(
             R"({"services": {"a": {"command": ["a"]}}, "models": {"x/../y": {"provider": "a"}}})",
             "models.x/../y: invalid model name (letters, digits, '.', '-', '_', ':', '/'; no "
             "empty, '.' or '..' path segments; at most 256)"}));
+
+// The GPU budget's keys (docs/gpu.md; tests/unit/gpu_test.cpp has the rest).
+INSTANTIATE_TEST_SUITE_P(
+    Gpu, BadConfig,
+    ::testing::Values(
+        BadCase{R"({"gpu": {}})",
+                "gpu.devices: is required: a non-empty array of {\"id\": GPU index, "
+                "\"memory_mib\": budget}"},
+        BadCase{R"({"gpu": {"devices": [{"memory_mib": 100}]}})",
+                "gpu.devices[0].id: is required (nvidia-smi's index)"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}, {"id": 0}]}})",
+                "gpu.devices[1].id: GPU 0 is listed twice"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0, "memory_mib": -1}]}})",
+                "gpu.devices[0].memory_mib: must be greater than 0, got -1"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0, "vram": 1}]}})",
+                "gpu.devices[0].vram: unknown key (known keys: id, memory_mib)"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}], "exclusive": [["a"]]}})",
+                "gpu.exclusive[0]: must be an array of at least two service names, got [\"a\"]"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}], "exclusive": [["a", "b"]]},
+                   "services": {"a": {"command": ["a"]}}})",
+                "gpu.exclusive[0]: names no service: \"b\" is not under \"services\""},
+        BadCase{R"({"services": {"a": {"command": ["a"], "gpu_memory_mib": 100}}})",
+                "services.a.gpu_memory_mib: needs a \"gpu\" section (the devices and their "
+                "budget, docs/gpu.md)"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}]},
+                   "services": {"a": {"command": ["a"], "gpu_memory_mib": "6G"}}})",
+                "services.a.gpu_memory_mib: must be a number, got \"6G\""},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}]},
+                   "services": {"a": {"command": ["a"], "gpu_devices": [1]}}})",
+                "services.a.gpu_devices: names GPU 1, not in gpu.devices"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0}]},
+                   "services": {"a": {"command": ["a"], "gpu_devices": [0.5]}}})",
+                "services.a.gpu_devices: must hold GPU indexes (whole numbers from 0 to 1023), got "
+                "0.5"},
+        BadCase{R"({"services": {"a": {"command": ["a"]}},
+                   "models": {"m": {"provider": "a", "gpu_memory_mib": 10}}})",
+                "models.m.gpu_memory_mib: needs a \"gpu\" section (the devices and their budget, "
+                "docs/gpu.md)"}));
 
 TEST(Config, InvalidJsonNamesTheFileAndThePosition) {
   try {

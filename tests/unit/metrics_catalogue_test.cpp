@@ -69,7 +69,8 @@ std::map<std::string, Family> catalogued() {
 }
 
 TEST(MetricsCatalogue, ListsEveryFamilyThatMetricsExposesAndNoOther) {
-  World w(R"({"services": {"ollama": {"command": ["o"]},
+  World w(R"({"gpu": {"devices": [{"id": 0, "memory_mib": 24576}]},
+              "services": {"ollama": {"command": ["o"], "gpu_memory_mib": 500},
                            "redis": {"command": ["r"], "idle_sleep_enabled": false}},
               "models": {"llama3.2:3b": {"provider": "ollama"}}})");
   w.run("ollama");
@@ -89,6 +90,8 @@ TEST(MetricsCatalogue, ListsEveryFamilyThatMetricsExposesAndNoOther) {
     rt.activity.push_back(sig);
   });
   Metrics m;
+  m.set_gpu(w.config.gpu);  // the siesta_gpu_* families
+  m.gpu_evicted("make_room");
   Snapshot snap = w.registry->snapshot();
   m.declare(snap);
   // Every family that appears only with its first event.

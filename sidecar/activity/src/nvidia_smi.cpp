@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "siesta/activity/run_command.h"
+
 namespace siesta {
 
 namespace {
@@ -36,10 +38,10 @@ bool number(const std::string& text, std::optional<double>& out) {
   }
 }
 
-template <class Row, class Fn>
-GpuParse parse_rows(const std::string& csv, std::size_t columns, std::vector<Row> GpuParse::*rows,
-                    Fn fill) {
-  GpuParse out;
+template <class Row, class Parse = GpuParse, class Fn>
+Parse parse_rows(const std::string& csv, std::size_t columns, std::vector<Row> Parse::*rows,
+                 Fn fill) {
+  Parse out;
   std::istringstream lines(csv);
   std::string line;
   int n = 0;
@@ -67,6 +69,43 @@ GpuParse parse_query_gpu(const std::string& csv) {
     row.uuid = f[1];
     return number(f[2], row.utilization_percent) && number(f[3], row.memory_used_mib);
   });
+}
+
+GpuMemoryParse parse_query_gpu_memory(const std::string& csv) {
+  return parse_rows<GpuMemoryRow, GpuMemoryParse>(
+      csv, 3, &GpuMemoryParse::gpus, [](const auto& f, GpuMemoryRow& row) {
+        std::optional<double> index, total;
+        if (!number(f[0], index) || !index || !number(f[1], total) || !total) return false;
+        row.index = static_cast<int>(*index);
+        row.total_mib = *total;
+        return number(f[2], row.used_mib);
+      });
+}
+
+std::map<int, double> gpu_totals(const std::vector<GpuMemoryRow>& gpus) {
+  std::map<int, double> out;
+  for (const GpuMemoryRow& g : gpus) out[g.index] = g.total_mib;
+  return out;
+}
+
+std::map<int, double> query_gpu_totals(const std::string& tool, std::string& error) {
+  const CommandResult r = run_command(
+      {tool, "--query-gpu=index,memory.total,memory.used", "--format=csv,noheader,nounits"},
+      Seconds(10));
+  if (r.outcome == CommandResult::Outcome::kNotFound) {
+    error = tool + " not found";
+    return {};
+  }
+  if (r.outcome != CommandResult::Outcome::kExited || r.exit_code != 0) {
+    error = tool + " failed (exit code " + std::to_string(r.exit_code) + ")";
+    return {};
+  }
+  GpuMemoryParse parsed = parse_query_gpu_memory(r.output);
+  if (!parsed.error.empty()) {
+    error = parsed.error;
+    return {};
+  }
+  return gpu_totals(parsed.gpus);
 }
 
 GpuParse parse_query_compute_apps(const std::string& csv) {

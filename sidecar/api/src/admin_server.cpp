@@ -856,7 +856,10 @@ class AdminServer::Impl {
     on("/admin/idle-status", "GET", [this](const auto&, const auto&) {
       Snapshot snapshot;
       Decision d = current_decision(snapshot);
-      return text_reply(idle_status_text(snapshot, d, {monitor_(), persister_.enabled()}));
+      IdleStatusExtras extras{monitor_(), persister_.enabled()};
+      extras.gpu = &actions_.gpu();
+      extras.gpu_waiting = actions_.gpu_waiting();
+      return text_reply(idle_status_text(snapshot, d, extras));
     });
     on("/admin/settings", "GET", [this](const auto&, const auto&) {
       Reply r;

@@ -96,6 +96,8 @@ class Out {
     if (j.is_boolean()) return j.get<bool>() ? rapidjson::kTrueType : rapidjson::kFalseType;
     if (j.is_number()) return rapidjson::kNumberType;
     if (j.is_string()) return rapidjson::kStringType;
+    if (j.is_object()) return rapidjson::kObjectType;  // written compact, on one line
+    if (j.is_array()) return rapidjson::kArrayType;
     return rapidjson::kNullType;
   }
 
@@ -249,6 +251,32 @@ std::string models_text(const Snapshot& snapshot, const Decision& decision) {
   return o.str();
 }
 
+json gpu_json(const GpuConfig& gpu, const Snapshot& snapshot, int waiting) {
+  const std::vector<GpuHolder> holders = gpu_holders(gpu, snapshot);
+  json devices = json::array();
+  for (const GpuDeviceUse& d : gpu_use(gpu, holders)) {
+    devices.push_back({{"id", d.id},
+                       {"budget_mib", d.budget_mib},
+                       {"held_mib", d.held_mib},
+                       {"free_mib", d.free_mib}});
+  }
+  json held = json::array();
+  for (const GpuHolder& h : holders) {
+    held.push_back({{"kind", h.kind == GpuHolder::Kind::kModel ? "model" : "service"},
+                    {"name", h.name},
+                    {"service", h.service},
+                    {"mib", h.mib},
+                    {"devices", h.devices},
+                    {"in_flight", h.in_flight},
+                    {"pinned", h.pinned}});
+  }
+  return {{"devices", devices},
+          {"holders", held},
+          {"exclusive", gpu.exclusive},
+          {"wait_seconds", gpu.wait_seconds},
+          {"waiting", waiting}};
+}
+
 std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
                              const IdleStatusExtras& extras) {
   Out o;
@@ -267,6 +295,9 @@ std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
       ? o.key("next_deadline").number(precise(Seconds(to_unix_seconds(*decision.next_deadline))))
       : o.key("next_deadline").null();
   o.key("now").number(precise(Seconds(to_unix_seconds(decision.now))));
+  if (extras.gpu != nullptr && extras.gpu->enabled()) {
+    o.key("gpu").value(gpu_json(*extras.gpu, snapshot, extras.gpu_waiting));
+  }
   o.key("state_file").boolean(extras.state_file);
   o.key("version").text(kVersion);
   o.end();

@@ -325,6 +325,27 @@ std::vector<SignalSpec> read_activity(const ObjectReader& r, const json& value,
   return signals;
 }
 
+// A non-empty list of distinct GPU indexes (nvidia-smi's).
+std::vector<int> read_device_ids(const ObjectReader& r, const std::string& key, const json& value) {
+  const std::string path = r.key_path(key);
+  if (!value.is_array() || value.empty()) {
+    r.fail(path, "must be a non-empty array of GPU indexes (nvidia-smi's), got " + value.dump());
+  }
+  std::vector<int> ids;
+  for (const json& v : value) {
+    if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1023 ||
+        v.get<double>() != std::floor(v.get<double>())) {
+      r.fail(path, "must hold GPU indexes (whole numbers from 0 to 1023), got " + v.dump());
+    }
+    const int id = v.get<int>();
+    if (std::find(ids.begin(), ids.end(), id) != ids.end()) {
+      r.fail(path, "names GPU " + std::to_string(id) + " twice");
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
 ServiceConfig read_service_entry(const std::string& name, const json& value,
                                  const std::string& source) {
   ObjectReader r(value, "services." + name, source);
@@ -353,7 +374,9 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                 "sleep_tiers",
                 "policy",
                 "cold_start_seconds",
-                "activity"});
+                "activity",
+                "gpu_memory_mib",
+                "gpu_devices"});
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -364,6 +387,9 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     sc.desired = *parsed;
   }
   read_numbers(r, kServiceNumbers, spec);
+  if (const json* devices = r.find("gpu_devices")) {
+    spec.gpu_devices = read_device_ids(r, "gpu_devices", *devices);
+  }
   r.read_bool("trust_forwarded_headers", spec.trust_forwarded_headers);
   r.read_bool("wake_page", spec.wake_page);
   if (const json* cmd = r.find("command")) {
@@ -626,10 +652,59 @@ void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy
   }
 }
 
+// The "gpu" section: {"devices": [{"id": 0, "memory_mib": 24576}], "exclusive": [["a", "b"]]}.
+void read_gpu(const json& value, const std::string& source, GpuConfig& gpu) {
+  ObjectReader r(value, "gpu", source);
+  r.allow_only({"devices", "exclusive", "wait_seconds"});
+  if (auto v = r.read_number("wait_seconds", 0, false, 3600)) gpu.wait_seconds = *v;
+  const json* devices = r.find("devices");
+  if (devices == nullptr || !devices->is_array() || devices->empty()) {
+    r.fail(r.key_path("devices"),
+           "is required: a non-empty array of {\"id\": GPU index, \"memory_mib\": budget}");
+  }
+  for (std::size_t i = 0; i < devices->size(); ++i) {
+    ObjectReader d((*devices)[i], "gpu.devices[" + std::to_string(i) + "]", source);
+    d.allow_only({"id", "memory_mib"});
+    if (d.find("id") == nullptr) d.fail(d.key_path("id"), "is required (nvidia-smi's index)");
+    GpuDevice device;
+    device.id = *d.read_count("id", 0, 1023);
+    for (const GpuDevice& seen : gpu.devices) {
+      if (seen.id == device.id) {
+        d.fail(d.key_path("id"), "GPU " + std::to_string(device.id) + " is listed twice");
+      }
+    }
+    // Absent: the device's total, from nvidia-smi at start-up (resolve_gpu_totals).
+    device.memory_mib = d.read_number("memory_mib", kGpuMemoryMib).value_or(0);
+    gpu.devices.push_back(device);
+  }
+  if (const json* groups = r.find("exclusive")) {
+    const std::string path = r.key_path("exclusive");
+    if (!groups->is_array()) r.fail(path, "must be an array of groups (arrays of service names)");
+    for (std::size_t i = 0; i < groups->size(); ++i) {
+      const json& g = (*groups)[i];
+      const std::string gpath = path + "[" + std::to_string(i) + "]";
+      if (!g.is_array() || g.size() < 2) {
+        r.fail(gpath, "must be an array of at least two service names, got " + g.dump());
+      }
+      std::vector<std::string> names;
+      for (const json& n : g) {
+        if (!n.is_string() || !valid_service_name(n.get<std::string>())) {
+          r.fail(gpath, "must hold service names, got " + n.dump());
+        }
+        if (std::find(names.begin(), names.end(), n.get<std::string>()) != names.end()) {
+          r.fail(gpath, "names " + n.dump() + " twice");
+        }
+        names.push_back(n.get<std::string>());
+      }
+      gpu.exclusive.push_back(std::move(names));
+    }
+  }
+}
+
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
   ObjectReader r(value, "models." + name, source);
-  r.allow_only(
-      {"provider", "keep_alive_hours", "keep_alive_min_seconds", "keep_alive_max_seconds"});
+  r.allow_only({"provider", "keep_alive_hours", "keep_alive_min_seconds", "keep_alive_max_seconds",
+                "gpu_memory_mib"});
   ModelSpec spec;
   spec.name = name;
   auto provider = r.read_string("provider");
@@ -642,7 +717,63 @@ ModelSpec read_model(const std::string& name, const json& value, const std::stri
   return spec;
 }
 
+// The services' and models' GPU keys against the "gpu" section.
+void check_gpu(const ObjectReader& top, const Config& config) {
+  const auto known = [&](int id) {
+    return std::any_of(config.gpu.devices.begin(), config.gpu.devices.end(),
+                       [id](const GpuDevice& d) { return d.id == id; });
+  };
+  const char* no_section = "needs a \"gpu\" section (the devices and their budget, docs/gpu.md)";
+  for (const auto& sc : config.services) {
+    const std::string at = "services." + sc.spec.name + ".";
+    if (!config.gpu.enabled() && sc.spec.gpu_memory_mib)
+      top.fail(at + "gpu_memory_mib", no_section);
+    if (!config.gpu.enabled() && !sc.spec.gpu_devices.empty())
+      top.fail(at + "gpu_devices", no_section);
+    for (int id : sc.spec.gpu_devices) {
+      if (!known(id)) {
+        top.fail(at + "gpu_devices", "names GPU " + std::to_string(id) + ", not in gpu.devices");
+      }
+    }
+  }
+  for (const auto& m : config.models) {
+    if (!config.gpu.enabled() && m.gpu_memory_mib) {
+      top.fail("models." + m.name + ".gpu_memory_mib", no_section);
+    }
+  }
+  const bool labels = config.docker.configured && config.docker.label_discovery;
+  for (std::size_t i = 0; i < config.gpu.exclusive.size(); ++i) {
+    for (const auto& name : config.gpu.exclusive[i]) {
+      const bool found = std::any_of(config.services.begin(), config.services.end(),
+                                     [&](const ServiceConfig& sc) { return sc.spec.name == name; });
+      if (!found && !labels) {
+        top.fail("gpu.exclusive[" + std::to_string(i) + "]",
+                 "names no service: \"" + name + "\" is not under \"services\"");
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void resolve_gpu_totals(Config& config, const std::map<int, double>& totals,
+                        const std::string& tool_error) {
+  for (std::size_t i = 0; i < config.gpu.devices.size(); ++i) {
+    GpuDevice& d = config.gpu.devices[i];
+    if (d.memory_mib > 0) continue;
+    const std::string key = "gpu.devices[" + std::to_string(i) + "].memory_mib";
+    if (!tool_error.empty()) {
+      throw ConfigError("config error in " + config.source + ": " + key +
+                        ": is required without nvidia-smi (" + tool_error + ")");
+    }
+    auto it = totals.find(d.id);
+    if (it == totals.end() || it->second <= 0) {
+      throw ConfigError("config error in " + config.source + ": " + key +
+                        ": is required: nvidia-smi reports no GPU " + std::to_string(d.id));
+    }
+    d.memory_mib = it->second;
+  }
+}
 
 std::string ListenAddress::to_string() const {
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
@@ -746,7 +877,8 @@ Config parse_config(const std::string& text, const std::string& source) {
                                     "admin_request_timeout_seconds",
                                     "admin_max_connections",
                                     "max_learned_models",
-                                    "activity"};
+                                    "activity",
+                                    "gpu"};
   for (const auto& field : kSettingFields) top_keys.insert(field.key);
   top.allow_only(top_keys);
   read_settings(top, config.settings);
@@ -792,6 +924,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   if (const json* activity = top.find("activity")) {
     config.activity = read_activity(top, *activity, source);
   }
+  if (const json* gpu = top.find("gpu")) read_gpu(*gpu, source, config.gpu);
   if (const json* kube = top.find("kubernetes")) {
     read_kubernetes(*kube, source, config.kubernetes);
     config.kubernetes.configured = true;
@@ -861,6 +994,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       config.models.push_back(std::move(spec));
     }
   }
+  check_gpu(top, config);
   for (const auto& sc : config.services) {
     if (sc.spec.model_keep_alive_hours && sc.spec.model_api == ServiceSpec::ModelApi::kNone) {
       top.fail("services." + sc.spec.name + ".model_keep_alive_hours",

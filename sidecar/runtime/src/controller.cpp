@@ -218,6 +218,24 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     return s->last_start;
   }
 
+  // The GPU budget: room before the start (a service that declares its size, or is in an
+  // exclusive group).
+  if (gpu_.enabled()) {
+    const ServiceSpec& spec = *view->spec;
+    bool grouped = false;
+    for (const auto& g : gpu_.exclusive) {
+      grouped = grouped || std::find(g.begin(), g.end(), service) != g.end();
+    }
+    if (spec.gpu_memory_mib || grouped) {
+      Status room = make_room({GpuHolder::Kind::kService, service, service,
+                               spec.gpu_memory_mib.value_or(0), gpu_devices_of(gpu_, spec)});
+      if (!room) {
+        s->last_start = room;
+        s->starts.fetch_add(1);
+        return room;
+      }
+    }
+  }
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
     set_state(rt, ServiceState::kStarting, now);
   });
@@ -630,7 +648,26 @@ bool Controller::model_accepted(const std::string& model, double keep_alive_seco
 void Controller::end_model_request(const std::string& model, bool accepted) {
   models_.end_model_request(model, accepted);
 }
-Status Controller::load_model(const std::string& model) { return models_.load_model(model); }
+Status Controller::load_model(const std::string& model) {
+  // A sized model of a server in the budget makes room first (its server's own size counts
+  // once the server is up; the load itself wakes it if needed).
+  if (auto m = registry_.model(model); m && gpu_.enabled() && !m->runtime.loaded) {
+    if (auto server = registry_.service(m->spec->provider)) {
+      const ServiceSpec& sspec = *server->spec;
+      const std::optional<double> mib =
+          m->runtime.vram_bytes ? std::optional(*m->runtime.vram_bytes / (1024.0 * 1024.0))
+                                : m->spec->gpu_memory_mib;
+      if (mib && (sspec.gpu_memory_mib || !sspec.gpu_devices.empty())) {
+        if (Status st = make_room(
+                {GpuHolder::Kind::kModel, model, sspec.name, *mib, gpu_devices_of(gpu_, sspec)});
+            !st) {
+          return st;
+        }
+      }
+    }
+  }
+  return models_.load_model(model);
+}
 Status Controller::unload_model(const std::string& model) { return models_.unload_model(model); }
 Status Controller::unload_models_of(const std::string& provider_service) {
   return models_.unload_models_of(provider_service);
@@ -890,6 +927,100 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
     (void)save();
   }
   return true;
+}
+
+void Controller::set_gpu(GpuConfig gpu) { gpu_ = std::move(gpu); }
+
+Status Controller::make_room(const GpuRequest& request) {
+  std::unique_lock lock(gpu_mu_);
+  const std::uint64_t ticket = gpu_next_ticket_++;
+  const MonoTime deadline =
+      clock_.mono_now() +
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(gpu_.wait_seconds));
+  bool waiting = false;
+  const auto leave = [&](const char* outcome) {
+    if (waiting) {
+      gpu_waiting_.fetch_sub(1);
+      recorder_.gpu_wait(false, outcome);
+    }
+    ++gpu_serving_;
+    gpu_cv_.notify_all();
+  };
+  const auto begin_wait = [&] {
+    if (!waiting) {
+      waiting = true;
+      gpu_waiting_.fetch_add(1);
+      recorder_.gpu_wait(true, "");
+    }
+  };
+  // First come, first served: the head of the queue alone plans and evicts.
+  while (gpu_serving_ != ticket) {
+    begin_wait();
+    gpu_cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+  for (int round = 0;; ++round) {
+    const RoomPlan plan = plan_room(gpu_, gpu_holders(gpu_, registry_.snapshot()), request);
+    if (plan.verdict == RoomVerdict::kFits) {
+      leave("fitted");
+      return Status::ok();
+    }
+    std::string held;
+    for (const auto& h : plan.held_by) held += (held.empty() ? "" : ", ") + h;
+    if (plan.verdict == RoomVerdict::kCannotFit) {
+      spdlog::warn("GPU: no room for {}: {}; held by {}", request.name, plan.reason, held);
+      leave("cannot_fit");
+      return {ErrorCode::kUnavailable, "no room in the GPU budget: " + plan.reason +
+                                           (held.empty() ? "" : "; held by " + held)};
+    }
+    if (plan.verdict == RoomVerdict::kEvict && round < 16) {
+      // Evicting takes seconds (a stop): others may queue meanwhile, not plan.
+      lock.unlock();
+      for (const GpuHolder& h : plan.evict) evict(h);
+      lock.lock();
+      continue;  // planned again: what the evictions really freed, and any change since
+    }
+    // kWait (or evictions that keep not freeing enough): in-flight work has to end first.
+    begin_wait();
+    if (clock_.mono_now() >= deadline) {
+      spdlog::warn("GPU: no room for {} after {:g} s: {}; held by {}", request.name,
+                   gpu_.wait_seconds, plan.reason, held);
+      leave("timed_out");
+      return {ErrorCode::kUnavailable,
+              fmt::format("no room in the GPU budget after waiting {:g} s (gpu.wait_seconds): {}; "
+                          "held by {}",
+                          gpu_.wait_seconds, plan.reason, held)};
+    }
+    lock.unlock();
+    clock_.sleep_for(std::chrono::milliseconds(50));
+    lock.lock();
+  }
+}
+
+void Controller::evict(const GpuHolder& h) {
+  if (h.kind == GpuHolder::Kind::kModel) {
+    auto m = registry_.model(h.name);
+    if (!m || !m->runtime.loaded || m->runtime.in_flight > 0) return;
+    spdlog::info("GPU: unloading model {} to make room", h.name);
+    if (models_.unload_now(h.name, "make_room")) recorder_.gpu_evicted("make_room");
+    return;
+  }
+  Slot* s = slot(h.name);
+  if (s == nullptr) return;
+  std::lock_guard op(s->op);
+  bool claimed = false;
+  const bool global = registry_.snapshot().settings.idle_sleep_enabled;
+  registry_.update_service(h.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    // The same rule plan_room applied, re-checked now: a use since wins.
+    const bool up = rt.state == ServiceState::kRunning || rt.state == ServiceState::kPaused;
+    if (up && rt.in_flight == 0 && global && rt.idle_sleep_enabled && rt.desired == Desired::kOff) {
+      set_state(rt, ServiceState::kStopping, clock_.wall_now());
+      claimed = true;
+    }
+  });
+  if (!claimed) return;
+  s->light_pending.store(0);
+  spdlog::info("Stopping service {} (make_room)...", h.name);
+  if (stop_locked(h.name, "make_room")) recorder_.gpu_evicted("make_room");
 }
 
 int Controller::waiters(const std::string& service) {

@@ -116,4 +116,8 @@ void EventLog::proxy_idle_closed(const std::string& service, const char* kind) {
   next_.proxy_idle_closed(service, kind);
 }
 
+void EventLog::gpu_evicted(const std::string& reason) { next_.gpu_evicted(reason); }
+
+void EventLog::gpu_wait(bool began, const char* outcome) { next_.gpu_wait(began, outcome); }
+
 }  // namespace siesta

@@ -210,7 +210,9 @@ class Restorer {
                                 " is no longer in the config; dropped");
         return;
       }
-      ModelSpec spec{name, provider, std::nullopt};
+      ModelSpec spec;
+      spec.name = name;
+      spec.provider = provider;
       spec.learned = true;  // not in the config; trimmed to max_learned_models by the Controller
       registry_.add_model(spec, rt);
     }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "siesta/core/decide.h"
+#include "siesta/core/gpu.h"
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
 
@@ -68,6 +69,10 @@ class Metrics final : public Recorder {
   void service_woke_from_tier(const std::string& service, const std::string& tier,
                               Seconds duration) override;
 
+  void gpu_evicted(const std::string& reason) override;
+  void gpu_wait(bool began, const char* outcome) override;
+  // The GPU budget whose gauges /metrics shows (none: no siesta_gpu_* at all). Set before use.
+  void set_gpu(const GpuConfig& gpu);
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,
                      const MonitorStatus& monitor) const;
@@ -125,6 +130,10 @@ class Metrics final : public Recorder {
   prometheus::Family<prometheus::Histogram>* wake_duration_;
   prometheus::Family<prometheus::Histogram>* proxy_duration_;
   prometheus::Family<prometheus::Histogram>* load_duration_;
+  GpuConfig gpu_;
+  prometheus::Family<prometheus::Counter>* gpu_evictions_;
+  prometheus::Family<prometheus::Counter>* gpu_waits_;
+  prometheus::Gauge* gpu_waiting_;
   mutable std::atomic<std::size_t> last_size_{0};  // the last exposition's size: one allocation
 };
 

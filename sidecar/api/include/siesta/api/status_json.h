@@ -13,6 +13,7 @@
 
 #include "siesta/core/decide.h"
 #include "siesta/core/error_json.h"
+#include "siesta/core/gpu.h"
 #include "siesta/core/registry.h"
 #include "siesta/metrics/metrics.h"
 
@@ -29,7 +30,11 @@ std::string models_text(const Snapshot& snapshot, const Decision& decision);
 struct IdleStatusExtras {
   MonitorStatus monitor;
   bool state_file = false;
+  const GpuConfig* gpu = nullptr;  // the GPU budget; absent or empty: no "gpu" key
+  int gpu_waiting = 0;             // wakes and loads waiting for room in it now
 };
+// "gpu" of idle-status: per device budget, held and free MiB; the holders; the waits.
+nlohmann::json gpu_json(const GpuConfig& gpu, const Snapshot& snapshot, int waiting);
 std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
                              const IdleStatusExtras& extras);
 

@@ -2,11 +2,13 @@
 // listen address, the state file and the services and models to manage.
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "siesta/core/gpu.h"
 #include "siesta/core/model.h"
 #include "siesta/core/service.h"
 #include "siesta/core/settings.h"
@@ -86,6 +88,9 @@ struct Config {
   bool protect_metrics = false;               // /metrics needs the token too (when there is one)
   // Models not in the config kept at most (learned from traffic, /api/ps, the admin API).
   std::size_t max_learned_models = kDefaultMaxLearnedModels;
+  // The "gpu" section (docs/gpu.md); a device whose memory_mib is 0 takes the device's total
+  // from nvidia-smi at start-up (resolve_gpu_totals).
+  GpuConfig gpu;
   // Activity signals of every service that has no "activity" list of its own.
   std::vector<SignalSpec> activity;
   std::vector<ServiceConfig> services;
@@ -101,6 +106,12 @@ ServiceConfig parse_service(const std::string& name, const nlohmann::json& value
                             const std::string& source);
 // Reads and parses a file. Throws ConfigError naming the file.
 Config load_config_file(const std::string& path);
+
+// Fills in the budget of each "gpu" device that has no memory_mib with the device's total as
+// nvidia-smi reports it (`totals`: index -> MiB; `tool_error`: why nvidia-smi gave none). Throws
+// ConfigError naming the device's key when a device needs a total that is not there.
+void resolve_gpu_totals(Config& config, const std::map<int, double>& totals,
+                        const std::string& tool_error);
 
 // The admin API's bearer token: $SIESTA_ADMIN_TOKEN when set (`env_token`), else the contents
 // of admin_token_file (one line; surrounding whitespace ignored), else empty (no auth). Throws

@@ -19,6 +19,8 @@ struct ModelSpec {
   // Not in the config: learned from traffic, the provider's lists, the admin API or the state
   // file. Only these are forgotten (max_learned_models).
   bool learned = false;
+  // The GPU budget's estimate of its size before its server first reports size_vram.
+  std::optional<double> gpu_memory_mib;
 };
 
 // How many learned models are kept by default (the config's max_learned_models).

@@ -61,6 +61,11 @@ class Recorder {
   // idle timeout: kind "upgraded" (upgraded_idle_timeout_seconds, or the proxy's idle timeout
   // after a half-close) or "tcp" (tcp_idle_timeout_seconds).
   virtual void proxy_idle_closed(const std::string& /*service*/, const char* /*kind*/) {}
+  // The GPU budget (gpu.h): a holder was stopped or unloaded for room (reason "make_room").
+  virtual void gpu_evicted(const std::string& /*reason*/) {}
+  // A wake or load began waiting for room (`began`), or its wait ended: outcome "fitted" (room was
+  // made), "timed_out" (still no room after gpu.wait_seconds) or "cannot_fit".
+  virtual void gpu_wait(bool /*began*/, const char* /*outcome*/) {}
 };
 
 class NullRecorder final : public Recorder {

@@ -114,6 +114,10 @@ struct ServiceSpec {
   std::optional<double> upgraded_idle_timeout_seconds;
   // Activity signals (activity.h); absent: the config's global "activity" list.
   std::optional<std::vector<SignalSpec>> activity;
+  // The GPU budget (gpu.h): the MiB the service holds on each of its devices while it runs
+  // (a model server: without its models, which count by their size_vram); absent: none.
+  std::optional<double> gpu_memory_mib;
+  std::vector<int> gpu_devices;  // nvidia-smi indexes; empty: the budget's first device
 };
 
 struct ServiceRuntime {

@@ -29,6 +29,8 @@ struct NumberRule {
 inline constexpr NumberRule kTimeoutMinutes{0, true, kMaxMinutes, "minutes"};
 inline constexpr NumberRule kKeepAliveHours{0, false, kMaxHours, "hours"};
 inline constexpr NumberRule kKeepAliveSeconds{0, false, kMaxHours * 3600, "seconds"};
+// GPU memory in MiB: up to 16 TiB (far beyond any card, short of absurd).
+inline constexpr NumberRule kGpuMemoryMib{0, true, 16'777'216, "MiB"};
 inline constexpr NumberRule kCheckIntervalMinutes{kMinCheckIntervalMinutes, false, kMaxMinutes,
                                                   "minutes"};
 
@@ -117,6 +119,8 @@ inline constexpr SpecNumber<ServiceSpec> kServiceNumbers[] = {
     // A model server's default for its models: the bounds of a model's keep_alive_hours.
     {"model_keep_alive_hours", kKeepAliveHours,
      [](ServiceSpec& s, double v) { s.model_keep_alive_hours = v; }},
+    // The GPU budget (docs/gpu.md): what it holds on each of its devices while it runs.
+    {"gpu_memory_mib", kGpuMemoryMib, [](ServiceSpec& s, double v) { s.gpu_memory_mib = v; }},
 };
 
 // keep_alive_max_seconds must also be at least keep_alive_min_seconds (the config checks it).
@@ -136,6 +140,8 @@ inline constexpr SpecNumber<ModelSpec> kModelNumbers[] = {
      [](ModelSpec& m, double v) { m.keep_alive_min_seconds = v; }},
     {"keep_alive_max_seconds", kKeepAliveSeconds,
      [](ModelSpec& m, double v) { m.keep_alive_max_seconds = v; }},
+    // Its size until its server reports size_vram (docs/gpu.md).
+    {"gpu_memory_mib", kGpuMemoryMib, [](ModelSpec& m, double v) { m.gpu_memory_mib = v; }},
 };
 
 }  // namespace siesta

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 
+#include "siesta/core/gpu.h"
 #include "siesta/core/service.h"
 #include "siesta/core/settings.h"
 #include "siesta/core/status.h"
@@ -19,6 +20,13 @@ namespace siesta {
 class AdminActions {
  public:
   virtual ~AdminActions() = default;
+
+  // The GPU budget for idle-status (none by default) and the wakes waiting for room in it now.
+  virtual const GpuConfig& gpu() const {
+    static const GpuConfig none;
+    return none;
+  }
+  virtual int gpu_waiting() const { return 0; }
 
   // Settings: `change` is applied to the registry's settings under its lock (validated before).
   virtual Status update_settings(const std::function<void(Settings&)>& change) = 0;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -21,6 +22,7 @@
 
 #include "siesta/core/clock.h"
 #include "siesta/core/decide.h"
+#include "siesta/core/gpu.h"
 #include "siesta/core/model_provider.h"
 #include "siesta/core/proxy_control.h"
 #include "siesta/core/recorder.h"
@@ -148,6 +150,15 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // Callers waiting for the service's operation lock (a start or stop in progress).
   int waiters(const std::string& service);
 
+  // The GPU budget (gpu.h, docs/gpu.md), set once before any wake. A cold start of a service that
+  // declares gpu_memory_mib (or is in an exclusive group) and an admin load of a sized model first
+  // make room: they evict in plan_room's order (reason "make_room"), wait in FIFO order at most
+  // gpu.wait_seconds for in-flight work on the holders to end, else fail kUnavailable (503)
+  // naming what holds the memory.
+  void set_gpu(GpuConfig gpu);
+  const GpuConfig& gpu() const override { return gpu_; }
+  int gpu_waiting() const override { return gpu_waiting_.load(); }
+
  private:
   struct Slot {
     std::mutex op;                         // held for the whole of a start or stop
@@ -191,6 +202,11 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // is asleep.
   void reconcile_models();
   Status save();
+  // The GPU budget: room for `request` (see set_gpu). Called before a start, without the
+  // registry lock; may hold other services' operation locks while it stops them.
+  Status make_room(const GpuRequest& request);
+  // Stops `h` for room if it is still idle and not pinned (re-checked under the registry lock).
+  void evict(const GpuHolder& h);
 
   Registry& registry_;
   BackendMap backends_;
@@ -201,6 +217,13 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   ModelLifecycle models_;
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
+  GpuConfig gpu_;                                       // set before use, then read only
+  // Room is made for one request at a time, in the order they asked (tickets).
+  std::mutex gpu_mu_;
+  std::condition_variable gpu_cv_;
+  std::uint64_t gpu_next_ticket_ = 0;  // guarded by gpu_mu_
+  std::uint64_t gpu_serving_ = 0;      // guarded by gpu_mu_
+  std::atomic<int> gpu_waiting_{0};    // requests queued or waiting for in-flight work
 };
 
 }  // namespace siesta

@@ -66,6 +66,8 @@ class EventLog final : public Recorder {
   void proxy_connection_refused(const std::string& service, const std::string& reason) override;
   void proxy_upstream_connection(const std::string& service, bool reused) override;
   void proxy_idle_closed(const std::string& service, const char* kind) override;
+  void gpu_evicted(const std::string& reason) override;
+  void gpu_wait(bool began, const char* outcome) override;
 
  private:
   void add(std::string kind, std::string subject, std::string name, std::string reason,
