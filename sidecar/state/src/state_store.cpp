@@ -158,6 +158,7 @@ class Restorer {
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
+      rt.last_used_restored = last_used.has_value();
       rt.tier = tier;
     });
     if (saved.contains("handle") && !saved["handle"].is_null()) {
