@@ -255,6 +255,29 @@ TEST_F(Process, OnExitStopStopsManagedProcessesAndLeaveAdoptsThemAgain) {
   EXPECT_TRUE(eventually([&] { return !pid_alive(pid); }));
 }
 
+// A process left running (on_exit "leave") and adopted by the next siesta keeps its idle time
+// from the state file: a restart is no use of the service (a siesta restarted more often than
+// the timeout would never put it to sleep). One started by hand later gets its timer from then.
+TEST_F(Process, AnAdoptedProcessKeepsItsLastUseFromTheStateFile) {
+  const std::string state_file = (dir / "state.json").string();
+  const std::string cfg =
+      config("\"on_exit\": \"leave\", \"state_file\": \"" + state_file + "\",", web);
+  SiestaProcess siesta(dir.path(), cfg);
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  const double used = status_of(siesta, "web")["last_used"].get<double>();
+  EXPECT_EQ(siesta.stop(SIGINT), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_TRUE(siesta.wait_log("adopted process")) << siesta.log();
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "web")["actual"] == "running"; }));
+  const json st = status_of(siesta, "web");
+  EXPECT_NEAR(st["last_used"].get<double>(), used, 0.01) << st.dump();
+  EXPECT_GE(st["idle_for_seconds"].get<double>(), 2.4) << st.dump();
+  EXPECT_EQ(siesta.log().find("started outside siesta"), std::string::npos) << siesta.log();
+}
+
 // A state file naming the pid (and start time) of an unrelated process, e.g. after the pid
 // was reused or the file was edited: siesta must not adopt it, nor kill it on sleep.
 TEST_F(Process, ARestoredPidRunningAnotherCommandIsNotAdopted) {

@@ -157,6 +157,27 @@ TEST_F(Vllm, ARequestWakesTheSleepingEngineAndNeverReachesItAsleep) {
   EXPECT_EQ(get_json(siesta, "/admin/idle-status")["models"][kModel]["loaded"], true);
 }
 
+// An engine put to sleep outside siesta (a client on vLLM's own port) holds the requests that
+// reach it: siesta, finding it asleep at its next check with requests in flight, wakes it then,
+// so they are answered (they waited for response_timeout_seconds, then a 504, before).
+TEST_F(Vllm, RequestsThatReachAnEngineSleptOutsideSiestaAreAnsweredOnceSiestaSeesIt) {
+  SiestaProcess siesta(dir.path(), config(""));
+  start_awake(siesta);
+  ASSERT_EQ(chat()->status, 200);
+  {
+    httplib::Client direct("127.0.0.1", upstream);
+    auto slept = direct.Post("/sleep?level=1", "", "application/json");
+    ASSERT_TRUE(slept);
+    ASSERT_EQ(slept->status, 200);
+  }
+  auto res = chat();  // forwarded (siesta does not know yet) and held by the sleeping engine
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 200) << res->body << siesta.log();
+  EXPECT_TRUE(siesta.wait_log("reached its sleeping engine")) << siesta.log();
+  EXPECT_EQ(events("wake_up").size(), 1u);
+  EXPECT_EQ(emulator("/is_sleeping")["is_sleeping"], false);
+}
+
 TEST_F(Vllm, TheDevelopmentRoutesAreRefusedThroughTheProxyAndNeverReachTheEngine) {
   SiestaProcess siesta(dir.path(), config(sleep_then_stop(20)));
   start_awake(siesta);
@@ -394,7 +415,16 @@ TEST_F(Vllm, AnOpenAiCompatibleServerIsTrackedFromItsTrafficAndCannotUnloadAMode
   ASSERT_TRUE(unload);
   EXPECT_EQ(unload->status, 503) << unload->body;
   EXPECT_NE(unload->body.find("the model is the process"), std::string::npos) << unload->body;
-  EXPECT_EQ(get_json(siesta, "/admin/idle-status")["models"][kModel]["loaded"], true);
+  const json after = get_json(siesta, "/admin/idle-status")["models"][kModel];
+  EXPECT_EQ(after["loaded"], true);
+  // Refused, not failed: no failure counted (its alert says the VRAM is not freed), no error on
+  // the model, no retry.
+  EXPECT_TRUE(after["last_error"].is_null()) << after;
+  // Absent (-1) or 0.
+  EXPECT_LE(
+      metric(siesta, "siesta_model_unload_failures_total{model=\"" + std::string(kModel) + "\"}"),
+      0);
+  EXPECT_EQ(siesta.log().find("unload failed"), std::string::npos) << siesta.log();
 }
 
 }  // namespace

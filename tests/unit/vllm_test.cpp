@@ -56,14 +56,19 @@ TEST(VllmApi, RefusesTheDevelopmentRoutesAsVllmReadsThemAndNothingElse) {
         // As uvicorn and Starlette read them: percent-decoded, a trailing slash redirected.
         "/%73leep", "/wake%5Fup", "/sleep/", "/is_sleeping//?x=1",
         // The absolute form a proxy may be sent.
-        "http://127.0.0.1:8000/sleep?level=1"}) {
+        "http://127.0.0.1:8000/sleep?level=1",
+        // As anything on the way may normalize them (Python's http.server merges slashes; a
+        // new user's trial put the emulator to sleep with //sleep).
+        "//sleep?level=2", "///sleep", "//wake_up", "/./sleep", "/v1/../sleep", "/%2Fsleep",
+        "/..//is_sleeping"}) {
     EXPECT_TRUE(vllm_dev_route(target)) << target;
     auto why = api.refusal("POST", target);
     ASSERT_TRUE(why) << target;
     EXPECT_NE(why->find("siesta alone controls"), std::string::npos) << *why;
   }
-  for (const char* target : {"/v1/chat/completions", "/v1/models", "/health", "/metrics", "/",
-                             "/sleeping", "/v1/sleep", "/Sleep", "/version", "/tokenize"}) {
+  for (const char* target :
+       {"/v1/chat/completions", "/v1/models", "/health", "/metrics", "/", "/sleeping", "/v1/sleep",
+        "/Sleep", "/version", "/tokenize", "/sleep/../v1/models", "//v1//models"}) {
     EXPECT_FALSE(api.refusal("POST", target)) << target;
     EXPECT_FALSE(api.refusal("GET", target)) << target;
   }

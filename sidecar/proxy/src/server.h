@@ -301,7 +301,8 @@ struct Listener {
   std::string upstream_host;
   std::string upstream_port;
   const ModelApi* model_api = nullptr;  // a model server's API; nullptr: not one
-  SteadyClock::duration response_timeout = std::chrono::seconds(300);
+  SteadyClock::duration response_timeout = std::chrono::duration_cast<SteadyClock::duration>(
+      std::chrono::duration<double>(kDefaultResponseTimeoutSeconds));
   bool trust_forwarded_headers = false;
   bool wake_page = false;
   int max_connections = 1024;

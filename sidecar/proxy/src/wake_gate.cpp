@@ -42,7 +42,7 @@ awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, 
                                std::string* woke_from) {
   auto ex = co_await net::this_coro::executor;
   auto wait = std::make_shared<WakeWait>(ex);
-  double limit = 60;
+  double limit = kDefaultStartTimeoutSeconds;
   if (auto view = registry_.service(service)) {
     limit = view->spec->start_timeout_seconds;
     // A resume from a light tier that fails (within start_timeout_seconds) is followed by a

@@ -777,6 +777,15 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
                                                : Result<Inspection>(no_backend(*view->spec));
   const WallTime now = clock_.wall_now();
   const ServiceState before = view->runtime.state;
+  // The first inspection since start-up: a last use restored from the state file holds for a
+  // service found running (left by an earlier siesta); from then on, one seen running again was
+  // started outside siesta and its timer starts.
+  const bool restored_use = view->runtime.last_used_restored && view->runtime.last_used &&
+                            *view->runtime.last_used <= now;
+  if (view->runtime.last_used_restored) {
+    registry_.update_service(
+        service, [](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used_restored = false; });
+  }
   if (!seen) {
     // A new failure, or another reason for it: recorded (an unchanged one is not counted again).
     if (before != ServiceState::kError ||
@@ -823,7 +832,7 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
              before != ServiceState::kStopping) {
     registry_.update_service(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
       set_state(rt, ServiceState::kRunning, now);
-      rt.last_used = now;  // its idle timer starts when siesta first sees it up
+      if (!restored_use) rt.last_used = now;  // its idle timer starts when siesta first sees it up
       rt.paused = false;
       // A tier restored from the state file holds while nothing contradicts it (its models
       // stay unloaded); one that paused it does not: it runs.
@@ -831,7 +840,10 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
         if (spec.sleep_tiers[i].action == TierAction::kPause) rt.tier = 0;
       }
     });
-    if (before == ServiceState::kError) {
+    if (restored_use) {
+      spdlog::info("Service {} is running (left by an earlier siesta); idle since its last use",
+                   service);
+    } else if (before == ServiceState::kError) {
       spdlog::info("Service {} is running; idle timer started", service);
     } else {
       spdlog::info("Service {} is running (started outside siesta); idle timer started", service);
@@ -872,7 +884,18 @@ void Controller::reconcile_models() {
     if (!op.owns_lock()) continue;
     auto view = registry_.service(service);
     if (!view || view->runtime.state != ServiceState::kRunning) continue;
-    if (check_engine_sleep(service, *provider)) continue;  // asleep: it serves no model now
+    if (check_engine_sleep(service, *provider)) {  // asleep: it serves no model now
+      // Requests forwarded before siesta knew (put to sleep outside siesta) wait inside the
+      // engine for a wake_up: it comes now, not with the next request.
+      auto asleep = registry_.service(service);
+      if (asleep && asleep->runtime.engine_asleep && asleep->runtime.in_flight > 0) {
+        op.unlock();
+        spdlog::info("Service {}: {} request(s) in flight reached its sleeping engine; waking it",
+                     service, asleep->runtime.in_flight);
+        (void)wake(service, "request");
+      }
+      continue;
+    }
     Result<std::vector<LoadedModel>> loaded = provider->loaded();
     if (!loaded) {
       spdlog::warn("Service {}: cannot list loaded models: {}", service, loaded.status().message());

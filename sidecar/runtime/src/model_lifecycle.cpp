@@ -263,7 +263,17 @@ void ModelLifecycle::finish_unload(const std::string& model, const std::string& 
 }
 
 Status ModelLifecycle::unload_model(const std::string& model) {
-  if (!registry_.model(model)) return {ErrorCode::kNotFound, "unknown model: " + model};
+  auto view = registry_.model(model);
+  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
+  // A server whose model is the process has no unload to ask for: refused, not a failed unload
+  // (no failure counted, no error on the model, no retry).
+  if (auto server = registry_.service(view->spec->provider);
+      server && server->spec->model_api != ServiceSpec::ModelApi::kNone &&
+      !can_unload_models(server->spec->model_api)) {
+    return {ErrorCode::kUnavailable,
+            "service " + view->spec->provider + " cannot unload model " + model +
+                ": the model is the process; put the service to sleep (its sleep tiers) instead"};
+  }
   return unload_now(model, "forced");
 }
 

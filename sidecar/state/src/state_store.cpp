@@ -173,6 +173,7 @@ class Restorer {
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
+      rt.last_used_restored = last_used.has_value();
       rt.tier = tier;
       rt.idle_gaps = std::move(gaps);
     });

@@ -4,6 +4,8 @@
 #include <array>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "siesta/providers/openai_api.h"
 
@@ -72,8 +74,28 @@ std::string decoded_path(std::string_view target) {
     }
     out.push_back(target[i]);
   }
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
+  // Then as anything on the way may have normalized it: empty and "." segments dropped ("//sleep",
+  // "/./sleep": Python's http.server merges slashes), ".." resolved (RFC 3986, 5.2.4), a trailing
+  // slash ignored. Refusing a path some router would not match costs nothing.
+  std::vector<std::string_view> segments;
+  std::string_view rest = out;
+  while (!rest.empty()) {
+    const auto slash = rest.find('/');
+    const std::string_view segment = rest.substr(0, slash);
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    if (segment.empty() || segment == ".") continue;
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+      continue;
+    }
+    segments.push_back(segment);
+  }
+  std::string path;
+  for (const auto segment : segments) {
+    path += '/';
+    path += segment;
+  }
+  return path.empty() ? "/" : path;
 }
 
 // vLLM's OpenAI routes name a model as OpenAI's do; its development routes are refused.

@@ -62,6 +62,10 @@ struct HealthCheck {
 // How the proxy forwards a service's listen port to its upstream.
 enum class Protocol { kHttp, kTcp };
 
+// Defaults that parts holding no ServiceSpec (the proxy's listeners) fall back to as well.
+inline constexpr double kDefaultStartTimeoutSeconds = 60;
+inline constexpr double kDefaultResponseTimeoutSeconds = 300;
+
 struct ServiceSpec {
   std::string name;
   std::string backend = "process";
@@ -94,11 +98,11 @@ struct ServiceSpec {
   // Graduated sleep (ascending after_minutes, kStop only last); empty: the one tier
   // {idle timeout, kStop} (effective_tiers()). Exclusive with idle_timeout_minutes.
   std::vector<SleepTier> sleep_tiers;
-  double start_timeout_seconds = 60;
+  double start_timeout_seconds = kDefaultStartTimeoutSeconds;
   double stop_timeout_seconds = 10;
   // Proxy: how long the upstream may take to send its response header (a cold model load
   // included) before the client gets a 504.
-  double response_timeout_seconds = 300;
+  double response_timeout_seconds = kDefaultResponseTimeoutSeconds;
   // Proxy: keep a client's Forwarded, X-Forwarded-Host and X-Forwarded-Proto (siesta sits
   // behind a proxy that sets them); otherwise they are replaced.
   bool trust_forwarded_headers = false;
@@ -125,10 +129,13 @@ struct ServiceRuntime {
   Desired desired = Desired::kOff;
   ServiceState state = ServiceState::kStopped;
   std::optional<WallTime> last_used;  // absent until the first use or the first sighting running
-  WallTime state_since{};             // when `state` last changed
-  int in_flight = 0;                  // requests or connections open through siesta
-  int upgraded = 0;                   // of which upgraded connections (WebSockets) now relayed
-  std::string last_error;             // kept after recovery, for the operator
+  // last_used came from the state file and no inspection has seen the service since start-up:
+  // found running then (left by an earlier siesta), it keeps that last use.
+  bool last_used_restored = false;
+  WallTime state_since{};  // when `state` last changed
+  int in_flight = 0;       // requests or connections open through siesta
+  int upgraded = 0;        // of which upgraded connections (WebSockets) now relayed
+  std::string last_error;  // kept after recovery, for the operator
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;                  // after a failed start of a desired-on service
   std::optional<ServiceOperation> failed_operation;  // what failed, while state is kError
