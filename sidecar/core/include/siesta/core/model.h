@@ -20,7 +20,7 @@ struct ModelSpec {
   // file. Only these are forgotten (max_learned_models).
   bool learned = false;
   // The GPU budget's estimate of its size before its server first reports size_vram.
-  std::optional<double> gpu_memory_mib;
+  std::optional<double> gpu_memory_mib{};
 };
 
 // How many learned models are kept by default (the config's max_learned_models).
