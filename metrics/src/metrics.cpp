@@ -119,7 +119,8 @@ Metrics::Metrics()
       gpu_waits_(&BuildCounter()
                       .Name("siesta_gpu_waits_total")
                       .Help("Wakes and loads that waited for room in the GPU budget, by outcome "
-                            "(fitted, timed_out, cannot_fit).")
+                            "(fitted, timed_out, cannot_fit); a refusal without a wait counts "
+                            "as cannot_fit.")
                       .Register(*registry_)),
       gpu_waiting_(&prometheus::BuildGauge()
                         .Name("siesta_gpu_waiting")

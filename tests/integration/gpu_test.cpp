@@ -128,7 +128,9 @@ TEST_F(Gpu, MoreThanTheBudgetIsRefusedAtOnceAndADesiredOnServiceIsNeverStopped) 
             std::string::npos)
       << res->body;
   EXPECT_EQ(status_of(siesta, "a")["actual"], "running");
-  EXPECT_EQ(metric(siesta, R"(siesta_gpu_waits_total{outcome="cannot_fit"})"), 0);  // no wait
+  // Both refusals counted, though neither waited: the alert watches cannot_fit.
+  EXPECT_EQ(metric(siesta, R"(siesta_gpu_waits_total{outcome="cannot_fit"})"), 2);
+  EXPECT_EQ(metric(siesta, "siesta_gpu_waiting"), 0);
 }
 
 TEST_F(Gpu, AnExclusiveGroupStopsTheOtherWhateverTheMemory) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "fakes.h"
 #include "siesta/config/config.h"
 #include "world.h"
@@ -201,6 +203,25 @@ TEST_F(GpuBudget, OtherDevicesAreNotTouched) {
   EXPECT_EQ(on1.verdict, RoomVerdict::kFits);
 }
 
+// A request on two devices evicts only on the one short of room (a new user's trial: the
+// models and server on GPU 0, which had room, were stopped too).
+TEST_F(GpuBudget, ARequestOnTwoDevicesEvictsOnlyWhereRoomIsShort) {
+  gpu.devices = {{0, 6000}, {1, 1000}};
+  add_service("ollama", 500);
+  add_model("qwen2.5:7b", "ollama", 4000);
+  add_service("d1", 900);
+  auto& d1 = snap.services[1];
+  auto spec = std::make_shared<ServiceSpec>(*d1.spec);
+  spec->gpu_devices = {1};
+  d1.spec = spec;
+  use_model("qwen2.5:7b");
+  use_service("d1");
+  const RoomPlan plan = plan_room(gpu, gpu_holders(gpu, snap),
+                                  {GpuHolder::Kind::kService, "both", "both", 200, {0, 1}});
+  EXPECT_EQ(plan.verdict, RoomVerdict::kEvict);
+  EXPECT_EQ(names(plan), (std::vector<std::string>{"d1"}));
+}
+
 TEST_F(GpuBudget, AnExclusiveGroupStopsTheOthersWhateverTheMemory) {
   add_service("vllm", 2048);
   use_service("vllm");
@@ -254,6 +275,31 @@ TEST(GpuController, AWakeWaitsForInFlightWorkThenFailsNamingTheHolder) {
   w.controller->end_request("a");
   ASSERT_TRUE(w.controller->wake("b", "request"));  // idle now: a goes
   EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start a", "stop a", "start b"}));
+}
+
+// A wait that outlasts many polls still ends in the evictions it waited for (a new user's trial:
+// after ~16 polls, 0.8 s, eviction was no longer allowed and every such wake failed at the
+// deadline, with an empty reason). The request on a ends 10 s into an hour's wait, on the fake
+// clock, from another thread.
+TEST(GpuController, AWakeThatWaitedStartsOnceTheRequestEnds) {
+  testing::World w(R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}], "wait_seconds": 3600},
+    "services": {"a": {"command": ["a"], "gpu_memory_mib": 600},
+                 "b": {"command": ["b"], "gpu_memory_mib": 600}}})");
+  w.controller->set_gpu(w.config.gpu);
+  ASSERT_TRUE(w.controller->wake("a", "request"));
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  const MonoTime t0 = w.clock.mono_now();
+  std::thread ender([&] {
+    while (w.clock.mono_now() - t0 < Seconds(10)) std::this_thread::yield();
+    w.controller->end_request("a");
+  });
+  const Status st = w.controller->wake("b", "request");
+  ender.join();
+  EXPECT_TRUE(st) << st.message();
+  EXPECT_LT(w.clock.mono_now() - t0, Seconds(3600));
+  EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start a", "stop a", "start b"}));
+  EXPECT_EQ(w.controller->gpu_waiting(), 0);
 }
 
 // The config: the section, a service's and a model's keys; bad values name file, key and reason.

@@ -229,6 +229,13 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
   for (const GpuHolder& h : candidates) {
     if (fits(free)) break;
     if (chosen.count(key(h)) != 0) continue;
+    // Only a holder on a device still short of room helps: one on a device that already has
+    // room (a request spanning two) is left running.
+    const bool helps = std::any_of(h.devices.begin(), h.devices.end(), [&](int d) {
+      const auto f = free.find(d);
+      return f != free.end() && f->second + 1e-9 < request.mib;
+    });
+    if (!helps) continue;
     choose(h);
   }
   if (fits(free) && wait_for.empty()) {

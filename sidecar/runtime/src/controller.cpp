@@ -962,6 +962,12 @@ Status Controller::make_room(const GpuRequest& request) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(gpu_.wait_seconds));
   bool waiting = false;
   const auto leave = [&](const char* outcome) {
+    // A refusal is counted by its outcome even without a wait (the alert watches them).
+    if (!waiting && std::string_view(outcome) == "cannot_fit") {
+      waiting = true;
+      gpu_waiting_.fetch_add(1);
+      recorder_.gpu_wait(true, "");
+    }
     if (waiting) {
       gpu_waiting_.fetch_sub(1);
       recorder_.gpu_wait(false, outcome);
@@ -981,8 +987,11 @@ Status Controller::make_room(const GpuRequest& request) {
     begin_wait();
     gpu_cv_.wait_for(lock, std::chrono::milliseconds(20));
   }
-  for (int round = 0;; ++round) {
-    const RoomPlan plan = plan_room(gpu_, gpu_holders(gpu_, registry_.snapshot()), request);
+  // Rounds of evictions (each planned again from what they really freed), not polls of a wait:
+  // a wait may take many polls and still end in evictions.
+  int evictions = 0;
+  for (;;) {
+    RoomPlan plan = plan_room(gpu_, gpu_holders(gpu_, registry_.snapshot()), request);
     if (plan.verdict == RoomVerdict::kFits) {
       leave("fitted");
       return Status::ok();
@@ -995,7 +1004,7 @@ Status Controller::make_room(const GpuRequest& request) {
       return {ErrorCode::kUnavailable, "no room in the GPU budget: " + plan.reason +
                                            (held.empty() ? "" : "; held by " + held)};
     }
-    if (plan.verdict == RoomVerdict::kEvict && round < 16) {
+    if (plan.verdict == RoomVerdict::kEvict && evictions++ < 16) {
       // Evicting takes seconds (a stop): others may queue meanwhile, not plan.
       lock.unlock();
       for (const GpuHolder& h : plan.evict) evict(h);
@@ -1003,6 +1012,11 @@ Status Controller::make_room(const GpuRequest& request) {
       continue;  // planned again: what the evictions really freed, and any change since
     }
     // kWait (or evictions that keep not freeing enough): in-flight work has to end first.
+    if (plan.verdict == RoomVerdict::kEvict) {
+      plan.reason = request.name + " needs " + std::to_string(static_cast<long long>(request.mib)) +
+                    " MiB: evicting idle holders did not free it";
+      for (const GpuHolder& h : plan.evict) held += (held.empty() ? "" : ", ") + h.name;
+    }
     begin_wait();
     if (clock_.mono_now() >= deadline) {
       spdlog::warn("GPU: no room for {} after {:g} s: {}; held by {}", request.name,
