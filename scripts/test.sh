@@ -60,9 +60,9 @@ if [ "${1:-}" != "--quick" ]; then
   stage "ThreadSanitizer build: the monitor, controller, proxy, tier and activity tests"
   # A race makes siesta (or the unit test) stop with the report, and the test fail.
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
-    CTEST_TIMEOUT=300 BUILD_TARGETS="siesta siesta-testserver unit_tests proxy_unit_tests integration_tests activity_unit_tests
+    CTEST_TIMEOUT=300 BUILD_TARGETS="siesta siesta-testserver unit_tests proxy_unit_tests gpu_unit_tests integration_tests activity_unit_tests
     activity_integration_tests" \
-    CTEST_ARGS="-R (Monitor|SeedScenarios|Controller|ChangeSignal|Proxy|Models|CrashSafety|Tiers|Vllm|Activity)" \
+    CTEST_ARGS="-R (Monitor|SeedScenarios|Controller|ChangeSignal|Proxy|Models|CrashSafety|Tiers|Vllm|Activity|Gpu)" \
     run_suite build-tsan -DSIESTA_TSAN=ON -DSIESTA_DOCKER_TESTS=OFF -DSIESTA_BUILD_BENCH=OFF
 
   stage "fuzzers (libFuzzer, ASan + UBSan), 60 s each"
