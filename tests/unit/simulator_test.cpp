@@ -51,6 +51,12 @@ TEST(SimulatorTrace, BadLinesNameFileLineAndReason) {
   EXPECT_EQ(parse_error("1\n"), "t.csv:1: expected 2 to 4 fields, got 1");
   EXPECT_EQ(parse_error("-1,a\n"), "t.csv:1: time: must be at least 0");
   EXPECT_EQ(parse_error("1,a,,-3\n"), "t.csv:1: duration: must be at least 0");
+  // Milliseconds, or values past what a clock holds, would all fold into one burst (a new
+  // user's trial: a millisecond trace gave 1 cold start for every policy).
+  EXPECT_EQ(parse_error("1764530720900,a\n"),
+            "t.csv:1: time: 1764530720900 is past the year 2286: times are in seconds "
+            "(milliseconds?)");
+  EXPECT_EQ(parse_error("1,a,,1e12\n"), "t.csv:1: duration: must be at most 2592000 (30 days)");
   EXPECT_EQ(parse_error("when,service\n"),
             "t.csv:1: unknown column \"when\" (time, service, model, duration)");
   EXPECT_EQ(parse_error("{\"time\": 1}\n"), "t.csv:1: service: missing");
@@ -70,6 +76,7 @@ TEST(SimulatorTrace, PolicyArguments) {
   EXPECT_EQ(parse_policy_arg("lru").status().message(),
             "--policy: unknown policy \"lru\" (fixed, adaptive)");
   EXPECT_FALSE(parse_policy_arg("fixed:0m"));
+  EXPECT_FALSE(parse_policy_arg("fixed:2562048h"));  // past ten years: an overflow before
   EXPECT_FALSE(parse_policy_arg("fixed:soon"));
 }
 

@@ -39,6 +39,17 @@ std::vector<std::string> split_csv(std::string_view line) {
   return fields;
 }
 
+// Unix seconds up to 1e10 (the year 2286): a millisecond time is past it. A request lasts at
+// most 30 days.
+constexpr double kMaxTraceTime = 1e10;
+constexpr double kMaxDuration = 30 * 86400.0;
+
+std::string fmt_number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.15g", v);
+  return buf;
+}
+
 std::optional<double> number(const std::string& text) {
   if (text.empty()) return std::nullopt;
   char* end = nullptr;
@@ -51,7 +62,12 @@ std::optional<double> number(const std::string& text) {
 std::string check_request(const TraceRequest& r) {
   if (r.service.empty()) return "service: must not be empty";
   if (r.time < 0) return "time: must be at least 0";
+  if (r.time >= kMaxTraceTime) {
+    return "time: " + fmt_number(r.time) +
+           " is past the year 2286: times are in seconds (milliseconds?)";
+  }
   if (r.duration < 0) return "duration: must be at least 0";
+  if (r.duration > kMaxDuration) return "duration: must be at most 2592000 (30 days)";
   return "";
 }
 
@@ -159,10 +175,11 @@ Result<PolicyArg> parse_policy_arg(const std::string& text) {
       value.pop_back();
     }
     auto v = number(value);
-    if (!v || *v <= 0) {
-      return Status{
-          ErrorCode::kInvalidArgument,
-          "--policy " + text + ": the timeout must be a positive duration (90s, 15m, 1h)"};
+    if (!v || *v <= 0 || *v * unit > kMaxMinutes) {
+      return Status{ErrorCode::kInvalidArgument,
+                    "--policy " + text +
+                        ": the timeout must be a positive duration up to ten years (90s, 15m, "
+                        "1h)"};
     }
     arg.timeout_minutes = *v * unit;
   }
@@ -319,14 +336,19 @@ nlohmann::json to_json(const std::vector<PolicyResult>& results) {
 
 int run_simulate(const SimulateArgs& args, std::ostream& out, std::ostream& err) {
   SimOptions options;
+  if (!(args.default_timeout_minutes > 0) || args.default_timeout_minutes > kMaxMinutes) {
+    err << "siesta simulate: --timeout " << args.default_timeout_minutes
+        << ": must be more than 0 and at most " << kMaxMinutes << " minutes\n";
+    return 2;
+  }
   options.default_timeout_minutes = args.default_timeout_minutes;
   for (const std::string& text : args.cold_start) {
     const std::size_t eq = text.find('=');
     const std::string value = eq == std::string::npos ? text : text.substr(eq + 1);
     auto v = number(value);
-    if (!v || *v < 0) {
+    if (!v || *v < 0 || *v > 86400 || (eq != std::string::npos && eq == 0)) {
       err << "siesta simulate: --cold-start " << text
-          << ": must be SECONDS or SERVICE=SECONDS, seconds at least 0\n";
+          << ": must be SECONDS or SERVICE=SECONDS, seconds from 0 to 86400\n";
       return 2;
     }
     if (eq == std::string::npos) {
