@@ -75,6 +75,12 @@ class FakeProxyControl final : public ProxyControl {
   }
   ModelProvider* provider_of(const std::string& /*service*/) override { return nullptr; }
 
+  // Sets fields while the proxy runs: under the lock its threads read them with (a plain write
+  // from the test's thread races with those reads, as ThreadSanitizer says).
+  void set(const std::function<void(FakeProxyControl&)>& change) {
+    std::lock_guard lock(mu_);
+    change(*this);
+  }
   // Lets a held wake go on.
   void release_wake() {
     std::lock_guard lock(mu_);
@@ -93,7 +99,7 @@ class FakeProxyControl final : public ProxyControl {
     return field;
   }
 
-  // Set before the proxy runs, or under the lock (the fields below are guarded by mu_).
+  // Guarded by mu_: set them with set() once the proxy runs.
   std::string known_service = "web";
   ServiceState state = ServiceState::kRunning;
   Status wake_result = Status::ok();

@@ -68,7 +68,9 @@ TEST(ProxyForward, AClientThatLeavesMidAnswerEndsItsRequestOnce) {
 TEST(ProxyForward, AnUnknownServiceAnswers404AndIsNeverBegun) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());
-  h.control.known_service = "other";  // the runtime no longer knows "web"
+  h.control.set([&](FakeProxyControl& c) {
+    c.known_service = "other";
+  });  // the runtime no longer knows "web"
   auto c = h.client();
   auto res = c.Get("/");
   ASSERT_TRUE(res);

@@ -20,7 +20,7 @@ ProxyOptions with_wake_endpoint() {
 TEST(ProxyWakeEndpoint, WakesASleepingServiceAndAnswers204) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port(), "", with_wake_endpoint());
-  h.control.state = ServiceState::kStopped;
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
   httplib::Client c("127.0.0.1", h.proxy->wake_port());
   auto res = c.Get("/wake/web");
   ASSERT_TRUE(res);
@@ -34,8 +34,10 @@ TEST(ProxyWakeEndpoint, WakesASleepingServiceAndAnswers204) {
 TEST(ProxyWakeEndpoint, AFailedWakeIs503AndAnUnknownService404) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port(), "", with_wake_endpoint());
-  h.control.state = ServiceState::kStopped;
-  h.control.wake_result = Status{ErrorCode::kTimeout, "not ready within 60 s"};
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
+  h.control.set([&](FakeProxyControl& c) {
+    c.wake_result = Status{ErrorCode::kTimeout, "not ready within 60 s"};
+  });
   httplib::Client c("127.0.0.1", h.proxy->wake_port());
   auto res = c.Get("/wake/web");
   ASSERT_TRUE(res);

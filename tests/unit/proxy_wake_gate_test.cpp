@@ -14,8 +14,8 @@ namespace {
 TEST(ProxyWakeGate, ConcurrentRequestsToASleepingServiceShareOneWake) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());
-  h.control.state = ServiceState::kStopped;
-  h.control.hold_wake = true;
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
+  h.control.set([&](FakeProxyControl& c) { c.hold_wake = true; });
   constexpr int kClients = 8;
   std::vector<int> statuses(kClients, 0);
   std::vector<std::thread> clients;
@@ -43,8 +43,10 @@ TEST(ProxyWakeGate, ConcurrentRequestsToASleepingServiceShareOneWake) {
 TEST(ProxyWakeGate, AFailedWakeAnswers503InTheJsonErrorShape) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());
-  h.control.state = ServiceState::kStopped;
-  h.control.wake_result = Status{ErrorCode::kUnavailable, "its command exited with status 1"};
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
+  h.control.set([&](FakeProxyControl& c) {
+    c.wake_result = Status{ErrorCode::kUnavailable, "its command exited with status 1"};
+  });
   auto c = h.client();
   auto res = c.Post("/api", "{}", "application/json");
   ASSERT_TRUE(res);
@@ -67,8 +69,10 @@ TEST(ProxyWakeGate, AFailedWakeAnswers503InTheJsonErrorShape) {
 TEST(ProxyWakeGate, TheWakeIsTimedOnTheInjectedClock) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());
-  h.control.state = ServiceState::kStopped;
-  h.control.on_wake = [&] { h.clock.advance(std::chrono::milliseconds(2500)); };
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
+  h.control.set([&](FakeProxyControl& c) {
+    c.on_wake = [&] { h.clock.advance(std::chrono::milliseconds(2500)); };
+  });
   auto c = h.client();
   auto res = c.Get("/");
   ASSERT_TRUE(res);
@@ -85,8 +89,8 @@ TEST(ProxyWakeGate, TheWakeIsTimedOnTheInjectedClock) {
 TEST(ProxyWakeGate, AClientThatLeavesDuringTheWakeEndsItsRequestOnceAndTheWakeGoesOn) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());
-  h.control.state = ServiceState::kStopped;
-  h.control.hold_wake = true;
+  h.control.set([&](FakeProxyControl& c) { c.state = ServiceState::kStopped; });
+  h.control.set([&](FakeProxyControl& c) { c.hold_wake = true; });
   const int fd = dial(h.port);
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"));
