@@ -7,7 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+# Ninja for a new build dir (scripts/test.sh says why); -g1: line tables are all a crash report
+# needs, and compile faster than -g.
+generator=()
+[ -f build-fuzz/CMakeCache.txt ] || generator=(-GNinja)
+# shellcheck disable=SC2086  # the launcher flags from scripts/test.sh, if any, are words
+cmake -S . -B build-fuzz "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DCMAKE_CXX_COMPILER=clang++ ${SIESTA_CMAKE_LAUNCHER:-} \
   -DSIESTA_FUZZ=ON -DSIESTA_SANITIZE=ON -DSIESTA_WERROR=OFF -DSIESTA_BUILD_TESTS=OFF \
   -DSIESTA_BUILD_BENCH=OFF >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target admin_fuzz config_fuzz proxy_fuzz

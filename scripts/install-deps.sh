@@ -2,9 +2,10 @@
 # Installs what siesta needs to build and test on Debian 12, and nothing else. Idempotent.
 set -euo pipefail
 packages=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake ninja-build pkg-config git ca-certificates ccache
   prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev rapidjson-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libboost-dev libssl-dev libyaml-dev openssl
+  libhowardhinnant-date-dev tzdata
   prometheus curl python3 procps clang-format clang libclang-rt-14-dev
   docker.io busybox-static cgroupfs-mount
   nginx redis-server docker-compose python3-yaml debootstrap wrk linux-perf

@@ -67,14 +67,26 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--days", type=float, default=14)
     p.add_argument("--service", default=None, help="default: the kind's name")
+    p.add_argument("--start", default=None, metavar="YYYY-MM-DD",
+                   help="the date (UTC) day 0 falls on, so that a schedule's days line up with "
+                        "the trace's (diurnal's day 0 is a weekday: give a Monday); default: "
+                        "times from 0, 1970-01-01, a Thursday")
     a = p.parse_args()
+    offset = 0.0
+    if a.start is not None:
+        import datetime
+        try:
+            day0 = datetime.datetime.strptime(a.start, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            p.error(f"--start: must be a date YYYY-MM-DD, got {a.start!r}")
+        offset = day0.timestamp()
     rng = random.Random(a.seed)
     service = a.service or a.kind
     out = sys.stdout
     out.write("time,service,model,duration\n")
     for t in KINDS[a.kind](rng, a.days):
         # A request runs 1-20 s once the service is up.
-        out.write(f"{t:.1f},{service},,{rng.uniform(1, 20):.1f}\n")
+        out.write(f"{t + offset:.1f},{service},,{rng.uniform(1, 20):.1f}\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ class Exposition {
                    type);
   }
 
-  // A sample with no labels, one label, or two.
+  // A sample with no labels, one label, two or three.
   void sample(std::string_view name, double value) {
     out_ += name;
     value_(value);
@@ -46,6 +46,18 @@ class Exposition {
     label_(k1, v1);
     out_ += ',';
     label_(k2, v2);
+    out_ += '}';
+    value_(value);
+  }
+  void sample(std::string_view name, std::string_view k1, std::string_view v1, std::string_view k2,
+              std::string_view v2, std::string_view k3, std::string_view v3, double value) {
+    out_ += name;
+    out_ += '{';
+    label_(k1, v1);
+    out_ += ',';
+    label_(k2, v2);
+    out_ += ',';
+    label_(k3, v3);
     out_ += '}';
     value_(value);
   }

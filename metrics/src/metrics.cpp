@@ -28,12 +28,7 @@ using prometheus::MetricType;
 namespace {
 
 // Reasons and operations are small fixed sets: pre-declared at zero per service or model, so
-// that rate() sees a counter's first increment.
-constexpr const char* kSleepReasons[] = {"idle", "manual"};
-constexpr const char* kWakeReasons[] = {"manual", "desired", "request"};
-constexpr const char* kUnloadReasons[] = {"expired", "forced", "service_sleep", "external",
-                                          "sleep_tier"};
-constexpr const char* kLoadReasons[] = {"request", "manual"};
+// that rate() sees a counter's first increment (the reasons: core/reason.h).
 
 // One counter per label value (a reason, an operation, a status code: a handful), in label
 // order for a stable exposition. Not a fixed array, so that a value outside the pre-declared
@@ -43,8 +38,8 @@ struct Tally {
 
   Tally() = default;
   template <std::size_t N>
-  explicit Tally(const char* const (&labels)[N]) {
-    for (const char* l : labels) add(l, 0);
+  explicit Tally(const Reason (&reasons)[N]) {
+    for (Reason r : reasons) add(to_string(r), 0);
   }
   void add(std::string_view label, double amount) {
     auto it = std::lower_bound(values.begin(), values.end(), label,
@@ -62,7 +57,15 @@ struct Metrics::Counters {
   Tally by[kFamilies];
   prometheus::Histogram* duration = nullptr;  // wake (service) or load (model) time
   prometheus::Histogram* proxy_duration = nullptr;
+  // A model's counters carry its service too (two services may serve the same name).
+  std::string model;
+  std::string service;
 };
+
+namespace {
+// A model's row in the model table: its name, then its service (so rows sort by name).
+std::string model_row(const ModelKey& key) { return key.name + '\0' + key.service; }
+}  // namespace
 
 std::vector<double> Metrics::wake_buckets() {
   // Cold starts range from a local process ready in ~10 ms to a container with a large model
@@ -128,17 +131,19 @@ Metrics::Metrics()
                         .Register(*registry_)
                         .Add({})) {}
 
+void Metrics::set_currency(const std::string& currency) { currency_ = currency; }
+
 void Metrics::set_gpu(const GpuConfig& gpu) {
   gpu_ = gpu;
   if (!gpu_.enabled()) return;
-  gpu_evictions_->Add({{"reason", "make_room"}});
+  gpu_evictions_->Add({{"reason", to_string(Reason::kMakeRoom)}});
   for (const char* outcome : {"fitted", "timed_out", "cannot_fit"}) {
     gpu_waits_->Add({{"outcome", outcome}});
   }
 }
 
-void Metrics::gpu_evicted(const std::string& reason) {
-  gpu_evictions_->Add({{"reason", reason}}).Increment();
+void Metrics::gpu_evicted(Reason reason) {
+  gpu_evictions_->Add({{"reason", to_string(reason)}}).Increment();
 }
 
 void Metrics::gpu_wait(bool began, const char* outcome) {
@@ -172,6 +177,9 @@ Metrics::Counters& Metrics::counters(Table& table, const std::string& name, bool
         }
       }
     } else {
+      const auto split = name.find('\0');
+      slot->model = name.substr(0, split);
+      if (split != std::string::npos) slot->service = name.substr(split + 1);
       slot->by[kUnloads] = Tally(kUnloadReasons);
       slot->by[kLoads] = Tally(kLoadReasons);
       slot->by[kUnloadFailures].add("", 0);
@@ -197,17 +205,20 @@ void Metrics::count_timed(Table& table, const std::string& name, bool is_service
   std::lock_guard lock(c.mu);
   c.by[family].add(label, 1);
   prometheus::Histogram*& h = c.*histogram;
-  if (!h) h = &histograms.Add({{is_service ? "service" : "model", name}}, buckets());
+  if (!h) {
+    h = is_service ? &histograms.Add({{"service", name}}, buckets())
+                   : &histograms.Add({{"model", c.model}, {"service", c.service}}, buckets());
+  }
   h->Observe(duration.count());
 }
 
 void Metrics::declare(const Snapshot& snapshot) {
   for (const auto& view : snapshot.services) service_added(view.spec->name);
-  for (const auto& view : snapshot.models) model_added(view.spec->name);
+  for (const auto& view : snapshot.models) model_added(view.spec->key());
 }
 
 void Metrics::service_added(const std::string& s) { counters(services_, s, true); }
-void Metrics::model_added(const std::string& m) { counters(models_, m, false); }
+void Metrics::model_added(const ModelKey& m) { counters(models_, model_row(m), false); }
 
 void Metrics::proxy_request(const std::string& service, int status, Seconds duration) {
   char code[12];
@@ -245,13 +256,13 @@ void Metrics::service_memory_freed(const std::string& service, double bytes) {
   count(services_, service, true, kServiceMemoryFreed, "", bytes);
 }
 
-void Metrics::model_memory_freed(const std::string& model, double bytes) {
-  count(models_, model, false, kVramFreed, "", bytes);
+void Metrics::model_memory_freed(const ModelKey& model, double bytes) {
+  count(models_, model_row(model), false, kVramFreed, "", bytes);
 }
 
-void Metrics::model_loaded(const std::string& model, const std::string& reason, Seconds duration) {
-  count_timed(models_, model, false, kLoads, reason, *load_duration_, &Counters::duration,
-              &wake_buckets, duration);
+void Metrics::model_loaded(const ModelKey& model, Reason reason, Seconds duration) {
+  count_timed(models_, model_row(model), false, kLoads, to_string(reason), *load_duration_,
+              &Counters::duration, &wake_buckets, duration);
 }
 
 void Metrics::service_tier_entered(const std::string& service, const std::string& tier) {
@@ -266,26 +277,25 @@ void Metrics::service_woke_from_tier(const std::string& service, const std::stri
   c.by[kTierWakeSeconds].add(tier, duration.count());
 }
 
-void Metrics::service_slept(const std::string& service, const std::string& reason) {
-  count(services_, service, true, kSleeps, reason, 1);
+void Metrics::service_slept(const std::string& service, Reason reason) {
+  count(services_, service, true, kSleeps, to_string(reason), 1);
 }
 
-void Metrics::service_woke(const std::string& service, const std::string& reason,
-                           Seconds duration) {
-  count_timed(services_, service, true, kWakes, reason, *wake_duration_, &Counters::duration,
-              &wake_buckets, duration);
+void Metrics::service_woke(const std::string& service, Reason reason, Seconds duration) {
+  count_timed(services_, service, true, kWakes, to_string(reason), *wake_duration_,
+              &Counters::duration, &wake_buckets, duration);
 }
 
 void Metrics::service_failed(const std::string& service, ServiceOperation operation) {
   count(services_, service, true, kFailures, to_string(operation), 1);
 }
 
-void Metrics::model_unloaded(const std::string& model, const std::string& reason) {
-  count(models_, model, false, kUnloads, reason, 1);
+void Metrics::model_unloaded(const ModelKey& model, Reason reason) {
+  count(models_, model_row(model), false, kUnloads, to_string(reason), 1);
 }
 
-void Metrics::model_unload_failed(const std::string& model) {
-  count(models_, model, false, kUnloadFailures, "", 1);
+void Metrics::model_unload_failed(const ModelKey& model) {
+  count(models_, model_row(model), false, kUnloadFailures, "", 1);
 }
 
 void Metrics::monitor_ran(WallTime, Seconds took) {
@@ -301,7 +311,12 @@ void Metrics::render_counters(Exposition& out, const Rows& rows, const char* ent
   for (const auto& [entity_name, c] : rows) {
     std::lock_guard entry(c->mu);
     for (const auto& [value, n] : c->by[family].values) {
-      if (label == nullptr) {
+      // A model's: model, then the family's label, then service (labels in name order).
+      if (std::string_view(entity) == "model" && label == nullptr) {
+        out.sample(name, "model", c->model, "service", c->service, n);
+      } else if (std::string_view(entity) == "model") {
+        out.sample(name, "model", c->model, label, value, "service", c->service, n);
+      } else if (label == nullptr) {
         out.sample(name, entity, *entity_name, n);
       } else if (std::string_view(label) < entity) {  // labels in name order, as prometheus-cpp
         out.sample(name, label, value, entity, *entity_name, n);
@@ -419,6 +434,51 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                snapshot.services[i].runtime.upgraded);
   }
 
+  // Energy and cost (docs/policies.md#energy-and-cost): counted on the registry's clock, so
+  // written from the decision's accounts; only for services that declare an idle power.
+  out.family("siesta_service_idle_power_watts",
+             "The power the service draws while up and idle (source: configured).", "gauge");
+  for (const ServiceTimer& t : services) {
+    if (t.energy) {
+      out.sample("siesta_service_idle_power_watts", "service", t.name, "source", t.energy->source,
+                 t.energy->watts);
+    }
+  }
+  out.family("siesta_service_energy_saved_joules_total",
+             "Energy saved by sleeping: the time stopped times the idle power.", "counter");
+  for (const ServiceTimer& t : services) {
+    if (t.energy) {
+      out.sample("siesta_service_energy_saved_joules_total", "service", t.name,
+                 t.energy->saved_joules);
+    }
+  }
+  out.family("siesta_service_cold_start_energy_joules_total",
+             "Energy spent on cold starts: their time, start to ready, times the idle power.",
+             "counter");
+  for (const ServiceTimer& t : services) {
+    if (t.energy) {
+      out.sample("siesta_service_cold_start_energy_joules_total", "service", t.name,
+                 t.energy->cold_start_joules);
+    }
+  }
+  out.family("siesta_service_cost_saved_total",
+             "The energy saved by sleeping at price_per_kwh; absent without a price.", "counter");
+  for (const ServiceTimer& t : services) {
+    if (t.energy && t.energy->cost_saved) {
+      out.sample("siesta_service_cost_saved_total", "service", t.name, "currency", currency_,
+                 *t.energy->cost_saved);
+    }
+  }
+  out.family("siesta_service_cold_start_cost_total",
+             "The energy spent on cold starts at price_per_kwh; absent without a price.",
+             "counter");
+  for (const ServiceTimer& t : services) {
+    if (t.energy && t.energy->cold_start_cost) {
+      out.sample("siesta_service_cold_start_cost_total", "service", t.name, "currency", currency_,
+                 *t.energy->cold_start_cost);
+    }
+  }
+
   // Activity signals (docs/activity.md): each one's last sample, from the service's runtime.
   auto each_signal = [&](const auto& fn) {
     for (size_t i = 0; i < services.size(); ++i) {
@@ -478,15 +538,22 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                t.offloaded ? 1 : 0);
   }
   out.family("siesta_model_keep_alive_remaining_seconds",
-             "Seconds until the model is unloaded; absent when not loaded.", "gauge");
+             "Seconds until the model is unloaded: its keep-alive, or for a server whose model is "
+             "the process (vLLM, OpenAI-compatible) its service's next tier that frees it; absent "
+             "when not loaded or nothing will unload it.",
+             "gauge");
   for (const ModelTimer& t : models) {
     if (t.unloads_in) {
       out.sample("siesta_model_keep_alive_remaining_seconds", "model", t.name, "provider",
                  t.provider, t.unloads_in->count());
     }
   }
-  out.family("siesta_model_keep_alive_seconds", "The keep-alive in force for the model.", "gauge");
+  out.family("siesta_model_keep_alive_seconds",
+             "The keep-alive in force for the model; absent when none applies (its server's "
+             "model is the process: its service's idle timeout or sleep tiers free it).",
+             "gauge");
   for (const ModelTimer& t : models) {
+    if (!t.keep_alive_applies) continue;
     out.sample("siesta_model_keep_alive_seconds", "model", t.name, "provider", t.provider,
                t.keep_alive.count());
   }
@@ -529,9 +596,13 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   const Rows service_rows = rows_of(services_);
   const Rows model_rows = rows_of(models_);
   render_counters(out, service_rows, "service", kSleeps, "siesta_service_sleeps_total",
-                  "Services put to sleep (stopped), by reason: idle or manual.", "reason");
-  render_counters(out, service_rows, "service", kWakes, "siesta_service_wakes_total",
-                  "Services woken (started and ready), by reason.", "reason");
+                  "Services put to sleep (stopped), by reason: idle, manual or make_room.",
+                  "reason");
+  render_counters(
+      out, service_rows, "service", kWakes, "siesta_service_wakes_total",
+      "Services woken (started and ready), by reason: manual, desired, request, schedule or "
+      "prewarm.",
+      "reason");
   render_counters(out, service_rows, "service", kTiersEntered, "siesta_service_tier_entries_total",
                   "Sleep tiers entered by idle services, by tier: pause, unload_models, stop.",
                   "tier");
@@ -575,7 +646,8 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "kind");
   render_counters(
       out, model_rows, "model", kUnloads, "siesta_model_unloads_total",
-      "Models unloaded, by reason: expired, forced, service_sleep, external, sleep_tier.",
+      "Models unloaded, by reason: expired, forced, service_sleep, external, sleep_tier, "
+      "make_room.",
       "reason");
   render_counters(out, model_rows, "model", kLoads, "siesta_model_loads_total",
                   "Models loaded, by reason: request (a proxied request) or manual.", "reason");
@@ -587,9 +659,7 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   // Process-wide gauges.
   for (const auto& field : kSettingFields) {  // settings_schema.h
     out.family(field.metric, field.metric_help, "gauge");
-    out.sample(field.metric, field.flag != nullptr
-                                 ? (settings.*field.flag ? 1 : 0)
-                                 : settings.*field.number * field.seconds_per_unit);
+    out.sample(field.metric, setting_gauge(field, settings));
   }
   out.family("siesta_monitor_running", "1 while the idle monitor task runs.", "gauge");
   out.sample("siesta_monitor_running", monitor.running ? 1 : 0);

@@ -15,12 +15,21 @@ import traceback
 import urllib.request
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, never one handed out before in this run: the kernel may
+    give a just-closed port again, and two of siesta's listeners on one port are refused (a
+    service's listen was the admin API's once: "is already the admin API's listen address")."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, timeout=20, proc=None, what="port"):

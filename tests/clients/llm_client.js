@@ -1,9 +1,10 @@
 // The client matrix's LLM-library driver: the official `ollama` and `openai` npm packages (pinned
 // in package-lock.json) against siesta's port for an Ollama service. run_matrix.py gives one case:
-//   {"lib": "ollama"|"openai", "api": "generate"|"chat"|"chat.completions", "stream": bool,
-//    "port": N, "model": "llama3.2:3b", "repeat": 2}
+//   {"lib": "ollama"|"openai", "api": "generate"|"chat"|"chat.completions"|"models.list",
+//    "stream": bool, "port": N, "model": "llama3.2:3b", "repeat": 2}
 // and reads one JSON line back: for each of `repeat` calls (one client, so one connection pool),
-// the text the library produced and the time each streamed piece arrived. Retries are off: a
+// the text the library produced and the time each streamed piece arrived (for models.list: the
+// models it read). Retries are off: a
 // failure through siesta must show, not be papered over.
 'use strict';
 
@@ -30,6 +31,11 @@ async function call(client) {
       out.text = textOf(res);
       out.done = res.done;
     }
+  } else if (spec.api === 'models.list') {
+    // The model list as the library reads it (one page: OpenAI-compatible servers send all).
+    const page = await client.models.list();
+    out.models = page.data;
+    out.done = true;
   } else {
     const res = await client.chat.completions.create({ model: spec.model, messages, stream: spec.stream });
     if (spec.stream) {

@@ -11,6 +11,9 @@ Cases:
   vllm/after-sleep     once the engine sleeps (vllm_sleep, level 1), a streamed completion through
                        the library wakes it: the answer is whole, the engine was awake for it,
                        and siesta counted one wake from vllm_sleep
+  vllm/models-asleep   once the engine sleeps again, the library lists the models: siesta
+                       answers with the server's own last ModelCard (every field vLLM sends,
+                       created not 0, max_model_len), and the engine is not woken
   openai/stream        a streamed chat completion through the "openai" service; its model is
                        tracked from the request (loaded, no keep-alive unload)
 Prints one line per case and "N passed, N failed"; exits 1 on any failure.
@@ -55,6 +58,20 @@ def npm_openai(port, model, stream):
     fail_if(call["text"] != TEXT, f"text {call['text']!r}, want {TEXT!r}")
     fail_if(not call.get("done"), "the answer did not finish")
     return call
+
+
+def npm_openai_models(port):
+    spec = {"lib": "openai", "api": "models.list", "port": port, "repeat": 1}
+    r = run_json(["node", os.path.join(HERE, "llm_client.js"), json.dumps(spec)], 40, env=node_env)
+    fail_if(r.get("fatal"), f"driver crashed: {r.get('fatal')}")
+    call = r["calls"][0]
+    fail_if(call.get("error"), f"openai npm: {call.get('error')}")
+    return call["models"]
+
+
+# vLLM's ModelCard (vllm/entrypoints/openai/engine/protocol.py): every field it sends.
+MODEL_CARD = {"id", "object", "created", "owned_by", "root", "parent", "max_model_len",
+              "permission"}
 
 
 def emulator_events(port, kind):
@@ -106,6 +123,24 @@ def main():
         fail_if(metric(siesta, sample) != wakes + 1, f"{sample}: {metric(siesta, sample)}, was {wakes}")
         return f"whole request through the library {took:.3f} s"
 
+    def vllm_models_asleep():
+        siesta.wait_service("vllm", lambda s: s.get("tier") == "vllm_sleep", 15,
+                            "the vllm_sleep tier")
+        wake_ups = len(emulator_events(vllm_up, "wake_up"))
+        models = npm_openai_models(vllm_port)
+        fail_if(len(models) != 1, f"models {models}")
+        m = models[0]
+        fail_if(set(m) != MODEL_CARD, f"fields {sorted(m)}, want {sorted(MODEL_CARD)}")
+        fail_if(m["id"] != VLLM_MODEL or m["object"] != "model" or m["owned_by"] != "vllm",
+                f"model {m}")
+        fail_if(not m["created"] or m["created"] > time.time() + 1, f"created {m['created']}")
+        fail_if(m["max_model_len"] != 4096, f"max_model_len {m['max_model_len']}")
+        fail_if(len(m["permission"]) != 1 or m["permission"][0]["object"] != "model_permission",
+                f"permission {m['permission']}")
+        fail_if(len(emulator_events(vllm_up, "wake_up")) != wake_ups, "listing woke the engine")
+        state = siesta.get("/admin/idle-status")["services"]["vllm"]
+        fail_if(state.get("tier") != "vllm_sleep", f"vllm {state}")
+
     def openai_stream():
         npm_openai(llama_port, LLAMA_MODEL, stream=True)
         m = siesta.get("/admin/idle-status")["models"].get(LLAMA_MODEL)
@@ -115,6 +150,7 @@ def main():
 
     cases.run("vllm/cold", vllm_cold)
     cases.run("vllm/after-sleep", vllm_after_sleep)
+    cases.run("vllm/models-asleep", vllm_models_asleep)
     cases.run("openai/stream", openai_stream)
 
 

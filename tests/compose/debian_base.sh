@@ -8,7 +8,7 @@
 # sources.list.d), else deb.debian.org.
 set -euo pipefail
 # The stand-ins' programs, and siesta's runtime libraries (as the Dockerfile's final stage).
-packages="python3,prometheus,redis-server,haproxy,libprometheus-cpp-core1.0,libcpp-httplib0.11,libspdlog1.10,libfmt9,libssl3,libyaml-0-2"
+packages="python3,prometheus,redis-server,haproxy,libprometheus-cpp-core1.0,libcpp-httplib0.11,libspdlog1.10,libfmt9,libssl3,libyaml-0-2,libdate-tz3,tzdata"
 key=$(printf '%s' "$packages" | sha256sum | cut -c1-12)
 image="siesta-stack/debian:12-$key"
 if docker image inspect "$image" >/dev/null 2>&1; then echo "$image"; exit 0; fi

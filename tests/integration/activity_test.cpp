@@ -200,6 +200,32 @@ TEST_F(Activity, AGpuSignalWithoutTheToolIsUnavailable) {
   ASSERT_TRUE(eventually([&] { return stopped(siesta); }, seconds(8))) << siesta.log();
 }
 
+// The GPU signal runs the nvidia-smi that SIESTA_NVIDIA_SMI names, as the GPU budget does (it ran
+// "nvidia-smi" from PATH whatever the variable said: a new user's re-trial of issue 21). The fake
+// puts every process on one GPU busy at 90 %: the service's process group is among them.
+TEST_F(Activity, AGpuSignalRunsTheToolSiestaNvidiaSmiNames) {
+  const fs::path tool = dir / "nvidia-smi";
+  std::ofstream(tool) << R"(#!/bin/sh
+case "$1" in
+  --query-gpu=*) echo '0, GPU-fake-0, 90, 5000' ;;
+  --query-compute-apps=*) for p in $(ps -e -o pid=); do echo "$p, GPU-fake-0, 100"; done ;;
+  *) exit 2 ;;
+esac
+)";
+  fs::permissions(tool, fs::perms::owner_all);
+  ::setenv("SIESTA_NVIDIA_SMI", tool.c_str(), 1);
+  SiestaProcess siesta(dir.path(),
+                       config(R"([{"kind": "gpu", "threshold": 50, "interval_seconds": 0.3}])", "",
+                              R"("activity": [],)"));
+  const bool started = siesta.start();
+  ::unsetenv("SIESTA_NVIDIA_SMI");
+  ASSERT_TRUE(started) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/web/wake")->status, 200);
+  std::this_thread::sleep_for(seconds(3));  // three timeouts
+  EXPECT_EQ(status_of(siesta, "web")["actual"], "running") << siesta.log();
+  EXPECT_EQ(signal(siesta)["value"], 90) << signal(siesta).dump();
+}
+
 // A real Prometheus: a query with a result above 0 keeps the service up; an empty one does not.
 class PrometheusActivity : public Activity {
  protected:

@@ -25,9 +25,9 @@ class Models : public ::testing::Test {
   // An "ollama" service running the emulator; `fields` adds service keys, `models` the models.
   std::string config(const std::string& models, const std::string& fields = "",
                      std::vector<std::string> emulator_args = {}) {
-    json cmd =
-        json::array({"python3", SIESTA_SOURCE_DIR "/tests/support/ollama_emulator.py", "--port",
-                     std::to_string(upstream), "--load-ms", "150", "--events-file", events_file});
+    json cmd = json::array(
+        {"python3", std::string(SIESTA_SOURCE_DIR) + "/tests/support/ollama_emulator.py", "--port",
+         std::to_string(upstream), "--load-ms", "150", "--events-file", events_file});
     for (const auto& a : emulator_args) cmd.push_back(a);
     return R"({"idle_check_interval_minutes": 0.01, "services": {"ollama": {"command": )" +
            cmd.dump() + R"(, "upstream": "127.0.0.1:)" + std::to_string(upstream) +
@@ -93,16 +93,24 @@ TEST_F(Models, ARequestLoadsTheModelAndSiestaUnloadsItWhenItsKeepAliveEnds) {
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["vram_bytes"], 2e9);
   EXPECT_EQ(metric(siesta, R"(siesta_model_vram_bytes{model="llama3.2:3b",provider="ollama"})"),
             2e9);
-  EXPECT_EQ(metric(siesta, R"(siesta_model_loads_total{model="llama3.2:3b",reason="request"})"), 1);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_model_loads_total{model="llama3.2:3b",reason="request",service="ollama"})"),
+      1);
 
   // 1.8 s after the request ended siesta unloads it, through Ollama's API.
   ASSERT_TRUE(siesta.wait_log("Successfully unloaded idle model llama3.2:3b", seconds(10)))
       << siesta.log();
   EXPECT_TRUE(loaded_in_ollama().empty());
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], false);
-  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="llama3.2:3b",reason="expired"})"),
-            1);
-  EXPECT_EQ(metric(siesta, R"(siesta_model_vram_freed_bytes_total{model="llama3.2:3b"})"), 2e9);
+  EXPECT_EQ(
+      metric(
+          siesta,
+          R"(siesta_model_unloads_total{model="llama3.2:3b",reason="expired",service="ollama"})"),
+      1);
+  EXPECT_EQ(metric(siesta,
+                   R"(siesta_model_vram_freed_bytes_total{model="llama3.2:3b",service="ollama"})"),
+            2e9);
   // The service itself stays up (its own timeout is an hour).
   EXPECT_EQ(status_of(siesta, "ollama")["actual"], "running");
 }
@@ -127,7 +135,8 @@ TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
   ASSERT_EQ(whole->status, 200);
   EXPECT_DOUBLE_EQ(load_in(whole), 0.15) << whole->get_header_value("X-Siesta-Wake");
   // Observed once the answer has been relayed: an instant after the client has it.
-  const std::string whole_sum = R"(siesta_model_load_duration_seconds_sum{model="llama3.2:3b"})";
+  const std::string whole_sum =
+      R"(siesta_model_load_duration_seconds_sum{model="llama3.2:3b",service="ollama"})";
   ASSERT_TRUE(eventually([&] { return metric(siesta, whole_sum) > 0; }));
   EXPECT_NEAR(metric(siesta, whole_sum), 0.15, 1e-9);
   // Streamed: the header goes out before the final line, so it says the time to the first
@@ -139,7 +148,8 @@ TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
   ASSERT_EQ(stream->status, 200);
   EXPECT_GE(load_in(stream), 0.15);
   EXPECT_LT(load_in(stream), 1.5);  // not the 2 s of tokens
-  const std::string stream_sum = R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b"})";
+  const std::string stream_sum =
+      R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b",service="ollama"})";
   ASSERT_TRUE(eventually([&] { return metric(siesta, stream_sum) > 0; }));
   EXPECT_NEAR(metric(siesta, stream_sum), 0.15, 1e-9);
 }
@@ -321,7 +331,9 @@ TEST_F(Models, PuttingTheServiceToSleepUnloadsItsModelsFirst) {
       << events;
   EXPECT_EQ(model_status(siesta, "llama3.2:3b")["loaded"], false);
   EXPECT_EQ(
-      metric(siesta, R"(siesta_model_unloads_total{model="llama3.2:3b",reason="service_sleep"})"),
+      metric(
+          siesta,
+          R"(siesta_model_unloads_total{model="llama3.2:3b",reason="service_sleep",service="ollama"})"),
       1);
 
   // A model request to the sleeping service wakes it, then loads the model: a cold start.
@@ -366,14 +378,20 @@ TEST_F(Models, AdminLoadUnloadAndUnloadEveryModelOfAProvider) {
   auto in_ollama = loaded_in_ollama();
   std::sort(in_ollama.begin(), in_ollama.end());
   EXPECT_EQ(in_ollama, (std::vector<std::string>{"llama3.2:3b", "qwen2.5:7b"}));
-  EXPECT_EQ(metric(siesta, R"(siesta_model_loads_total{model="qwen2.5:7b",reason="manual"})"), 1);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_model_loads_total{model="qwen2.5:7b",reason="manual",service="ollama"})"),
+      1);
 
   ASSERT_EQ(siesta.client().Post("/admin/models/llama3.2:3b/unload")->status, 200);
   EXPECT_EQ(loaded_in_ollama(), std::vector<std::string>{"qwen2.5:7b"});
   ASSERT_EQ(siesta.client().Post("/admin/services/ollama/unload-models")->status, 200);
   EXPECT_TRUE(loaded_in_ollama().empty());
   EXPECT_EQ(model_status(siesta, "qwen2.5:7b")["loaded"], false);
-  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="forced"})"), 1);
+  EXPECT_EQ(
+      metric(siesta,
+             R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="forced",service="ollama"})"),
+      1);
 }
 
 TEST_F(Models, AdminLoadOfAnInstalledModelSiestaHasNotSeen) {
@@ -402,7 +420,10 @@ TEST_F(Models, AnUnloadOllamaRefusesIsShownCountedAndRetried) {
             200);
   ASSERT_TRUE(eventually(
       [&] {
-        return metric(siesta, R"(siesta_model_unload_failures_total{model="llama3.2:3b"})") >= 2;
+        return metric(
+                   siesta,
+                   R"(siesta_model_unload_failures_total{model="llama3.2:3b",service="ollama"})") >=
+               2;
       },
       seconds(10)))
       << siesta.log();  // retried after idle_check_interval (0.6 s)
@@ -431,8 +452,11 @@ TEST_F(Models, ModelsLoadedOrUnloadedOutsideSiestaAreSyncedFromApiPs) {
           ->status,
       200);
   ASSERT_TRUE(eventually([&] { return model_status(siesta, "qwen2.5:7b")["loaded"] == false; }));
-  EXPECT_EQ(metric(siesta, R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="external"})"),
-            1);
+  EXPECT_EQ(
+      metric(
+          siesta,
+          R"(siesta_model_unloads_total{model="qwen2.5:7b",reason="external",service="ollama"})"),
+      1);
 }
 
 TEST_F(Models, SiestasExitUnloadsTheModelsOfTheServersItStops) {
@@ -456,7 +480,7 @@ TEST_F(Models, SiestasExitUnloadsTheModelsOfTheServersItStops) {
             std::string::npos)
       << events;
   const json saved = json::parse(slurp(state), nullptr, false);
-  EXPECT_EQ(saved["models"]["llama3.2:3b"]["loaded"], false) << saved;
+  EXPECT_EQ(saved["models"]["ollama"]["llama3.2:3b"]["loaded"], false) << saved;
   SiestaProcess again(dir.path(), cfg);
   ASSERT_TRUE(again.start()) << again.log();
   EXPECT_EQ(model_status(again, "llama3.2:3b")["loaded"], false);

@@ -81,6 +81,8 @@ try:
     config = {
         "listen": f"127.0.0.1:{siesta_port}",
         "idle_check_interval_minutes": 0.01,
+        # The energy and cost panels: cold has an idle power, sleeps and cold-starts.
+        "price_per_kwh": 0.3, "currency": "EUR",
         # The GPU budget's row: web and ollama hold declared sizes, ollama's models size_vram.
         "gpu": {"devices": [{"id": 0, "memory_mib": 24000}]},
         "services": {
@@ -89,7 +91,7 @@ try:
                     "listen": f"127.0.0.1:{web_listen}", "gpu_memory_mib": 1000},
             "cold": {"command": [testserver, "--port", str(cold_port)], "upstream": f"127.0.0.1:{cold_port}",
                      "health": "/health", "idle_timeout_minutes": 0.02,
-                     "listen": f"127.0.0.1:{cold_listen}"},
+                     "listen": f"127.0.0.1:{cold_listen}", "idle_power_watts": 40},
             "redis": {"command": ["sleep", "600"], "idle_sleep_enabled": False, "desired": "on"},
             # The Ollama emulator as a model server: one model stays loaded, one is unloaded.
             "ollama": {"command": ["python3", f"{source}/tests/support/ollama_emulator.py",

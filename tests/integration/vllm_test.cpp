@@ -33,9 +33,9 @@ class Vllm : public ::testing::Test {
     json cmd = json::array();
     for (const auto& a : prefix) cmd.push_back(a);
     for (const auto& a :
-         {std::string("python3"), std::string(SIESTA_SOURCE_DIR "/tests/support/vllm_emulator.py"),
-          std::string("--port"), std::to_string(upstream), std::string("--model"),
-          std::string(kModel)}) {
+         {std::string("python3"),
+          std::string(SIESTA_SOURCE_DIR) + "/tests/support/vllm_emulator.py", std::string("--port"),
+          std::to_string(upstream), std::string("--model"), std::string(kModel)}) {
       cmd.push_back(a);
     }
     for (const auto& a : emulator_args) cmd.push_back(a);
@@ -44,7 +44,7 @@ class Vllm : public ::testing::Test {
                     {"listen", "127.0.0.1:" + std::to_string(listen)},
                     {"model_api", model_api}};
     if (!tiers.empty()) service["sleep_tiers"] = json::parse(tiers);
-    top["idle_check_interval_minutes"] = 0.01;
+    if (!top.contains("idle_check_interval_minutes")) top["idle_check_interval_minutes"] = 0.01;
     top["services"] = {{"vllm", service}};
     return top.dump();
   }
@@ -178,6 +178,27 @@ TEST_F(Vllm, RequestsThatReachAnEngineSleptOutsideSiestaAreAnsweredOnceSiestaSee
   EXPECT_EQ(emulator("/is_sleeping")["is_sleeping"], false);
 }
 
+// A new user's trial (issue 24): siesta finding the engine asleep (slept outside siesta, nothing
+// in flight) logged "unloaded: its service vllm stopped"; the log says what it found.
+TEST_F(Vllm, AModelFoundWithItsEngineAsleepIsLoggedAsSuchNotAsStopped) {
+  SiestaProcess siesta(dir.path(), config(""));
+  start_awake(siesta);
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(chat()->status, 200);
+  {
+    httplib::Client direct("127.0.0.1", upstream);
+    auto slept = direct.Post("/sleep?level=1", "", "application/json");
+    ASSERT_TRUE(slept);
+    ASSERT_EQ(slept->status, 200);
+  }
+  ASSERT_TRUE(siesta.wait_log("its engine reports is_sleeping: true")) << siesta.log();
+  EXPECT_TRUE(siesta.wait_log(std::string("Model ") + kModel +
+                              " unloaded: its service vllm was found with its engine asleep"))
+      << siesta.log();
+  EXPECT_EQ(siesta.log().find("unloaded: its service vllm stopped"), std::string::npos)
+      << siesta.log();
+}
+
 TEST_F(Vllm, TheDevelopmentRoutesAreRefusedThroughTheProxyAndNeverReachTheEngine) {
   SiestaProcess siesta(dir.path(), config(sleep_then_stop(20)));
   start_awake(siesta);
@@ -238,6 +259,27 @@ TEST_F(Vllm, AnEngineStartedThroughEnvIsAdoptedAgainAfterARestart) {
 
 // Found by a new user: a load balancer's GET /health (and a client's GET /v1/models) woke the
 // engine from vllm_sleep and the server from its stop, and kept it awake.
+// A cold start of a real vLLM takes tens of seconds: a load balancer's /health during it is
+// answered at once, not held until the engine is up (a new user's trial: it waited the whole
+// start and carried the wake's header).
+TEST_F(Vllm, AHealthCheckDuringAColdStartIsAnsweredWithoutWaitingForIt) {
+  SiestaProcess siesta(dir.path(), config(sleep_then_stop(10), {}, "vllm", json::object(),
+                                          {"sh", "-c", "sleep 3; exec \"$@\"", "sh"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  std::thread request([&] { EXPECT_EQ(chat()->status, 200); });  // it starts the engine
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "vllm")["actual"] == "starting"; }))
+      << siesta.log();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto health = via().Get("/health");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->get_header_value("X-Siesta-Asleep"), "starting");
+  EXPECT_FALSE(health->has_header("X-Siesta-Wake"));
+  EXPECT_LT(took, seconds(2)) << "held for the start";  // the start takes 3 s at least
+  request.join();
+}
+
 TEST_F(Vllm, HealthChecksAndTheModelListNeitherWakeNorKeepTheEngineAwake) {
   SiestaProcess siesta(dir.path(), config(sleep_then_stop(0.01)));
   ASSERT_TRUE(siesta.start()) << siesta.log();
@@ -350,6 +392,13 @@ TEST_F(Vllm, WithoutDevModeSiestaSaysWhyAndTheServiceKeepsServing) {
   EXPECT_NE(st["last_error"].get<std::string>().find("vllm_sleep failed: vLLM at"),
             std::string::npos)
       << st;
+  // Shown as it is (the last trial: it said vllm_sleep): awake, the failed tier named, counted.
+  EXPECT_EQ(st["tier"], "awake") << st;
+  EXPECT_EQ(st["failed_tiers"], json::array({"vllm_sleep"})) << st;
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier{service="vllm",tier="awake"})"), 1);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_tier{service="vllm",tier="vllm_sleep"})"), 0);
+  EXPECT_EQ(metric(siesta, R"(siesta_service_failures_total{operation="pause",service="vllm"})"),
+            1);
   auto res = chat();
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
@@ -395,11 +444,21 @@ TEST_F(Vllm, AnOpenAiCompatibleServerIsTrackedFromItsTrafficAndCannotUnloadAMode
   auto res = chat();
   ASSERT_TRUE(res) << siesta.log();
   ASSERT_EQ(res->status, 200) << res->body;
-  // Tracked from the request's body; its keep-alive does not apply to it.
-  json m = get_json(siesta, "/admin/idle-status")["models"][kModel];
+  // Tracked from the request's body; its keep-alive does not apply to it. The request counts in
+  // flight until the proxy ends it, which may be just after the client has its answer.
+  json m;
+  EXPECT_TRUE(eventually([&] {
+    m = get_json(siesta, "/admin/idle-status")["models"][kModel];
+    return m["unload_blocker"] == "no_unload_api";
+  })) << m;
   EXPECT_EQ(m["loaded"], true) << m;
   EXPECT_EQ(m["provider"], "vllm") << m;
-  EXPECT_EQ(m["unload_blocker"], "no_unload_api") << m;
+  // No keep-alive applies (the last trial: it showed the global one): its service frees it.
+  EXPECT_TRUE(m["keep_alive_seconds"].is_null()) << m;
+  EXPECT_EQ(m["freed_by"], "service") << m;
+  EXPECT_EQ(metric(siesta, "siesta_model_keep_alive_seconds{model=\"" + std::string(kModel) +
+                               "\",provider=\"vllm\"}"),
+            -1);  // absent
   // A model it does not serve: the server's own 404, in OpenAI's shape; not tracked.
   auto other =
       via().Post("/v1/completions", R"({"model": "other", "prompt": "x"})", "application/json");
@@ -415,16 +474,215 @@ TEST_F(Vllm, AnOpenAiCompatibleServerIsTrackedFromItsTrafficAndCannotUnloadAMode
   ASSERT_TRUE(unload);
   EXPECT_EQ(unload->status, 503) << unload->body;
   EXPECT_NE(unload->body.find("the model is the process"), std::string::npos) << unload->body;
+  // For good: no Retry-After (a client that follows it would retry forever; a new user's trial).
+  EXPECT_FALSE(unload->has_header("Retry-After"));
   const json after = get_json(siesta, "/admin/idle-status")["models"][kModel];
   EXPECT_EQ(after["loaded"], true);
   // Refused, not failed: no failure counted (its alert says the VRAM is not freed), no error on
   // the model, no retry.
   EXPECT_TRUE(after["last_error"].is_null()) << after;
   // Absent (-1) or 0.
-  EXPECT_LE(
-      metric(siesta, "siesta_model_unload_failures_total{model=\"" + std::string(kModel) + "\"}"),
-      0);
+  EXPECT_LE(metric(siesta, "siesta_model_unload_failures_total{model=\"" + std::string(kModel) +
+                               "\",service=\"vllm\"}"),
+            0);
   EXPECT_EQ(siesta.log().find("unload failed"), std::string::npos) << siesta.log();
+  // A load is refused the same way (a new user's trial: it "loaded" the model and counted a load
+  // time, though nothing was loaded).
+  auto load = siesta.client().Post("/admin/models/Qwen/Qwen3-0.6B/load");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(load->status, 503) << load->body;
+  EXPECT_NE(load->body.find("cannot load model"), std::string::npos) << load->body;
+  EXPECT_FALSE(load->has_header("Retry-After"));
+  EXPECT_EQ(siesta.log().find("Loading model"), std::string::npos) << siesta.log();
+  EXPECT_EQ(siesta.log().find("loaded in"), std::string::npos) << siesta.log();
+  EXPECT_TRUE(get_json(siesta, "/admin/idle-status")["models"][kModel]["last_error"].is_null());
+}
+
+// Issue 24, a new user's trial: a wake by a request that names no model (GET /health through an
+// OpenAI-compatible service, which is a use there) showed the served model not_loaded until the
+// next reconcile (an hour here). The wake reads the served models at once.
+TEST_F(Vllm, AWakeByARequestNamingNoModelShowsTheServedModelLoadedAtOnce) {
+  SiestaProcess siesta(
+      dir.path(), config("", {"--no-dev-mode"}, "openai", {{"idle_check_interval_minutes", 60}}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = via().Get("/health");
+  ASSERT_TRUE(res) << siesta.log();
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("X-Siesta-Wake").rfind("cold; dur=", 0), 0u);
+  const json models = get_json(siesta, "/admin/idle-status")["models"];
+  ASSERT_TRUE(models.contains(kModel)) << models;
+  const json& m = models[kModel];
+  EXPECT_EQ(m["loaded"], true) << m;
+  EXPECT_EQ(m["state"], "loaded") << m;
+  EXPECT_EQ(m["provider"], "vllm") << m;
+}
+
+// Issue 24: while vLLM sleeps siesta answers GET /v1/models itself; its entries had `created` 0
+// and lacked vLLM's ModelCard fields (max_model_len, parent, permission). They are the server's
+// own, as it last listed them.
+TEST_F(Vllm, WhileAsleepTheModelListIsTheServersOwnLastAnswer) {
+  SiestaProcess siesta(dir.path(), config(sleep_then_stop(0.01)));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto awake = via().Get("/v1/models");  // wakes it (no model known yet)
+  ASSERT_TRUE(awake) << siesta.log();
+  ASSERT_EQ(awake->status, 200) << awake->body;
+  json served = json::parse(awake->body)["data"][0];
+  ASSERT_TRUE(siesta.wait_log("Service vllm is in light sleep: vllm_sleep", seconds(10)))
+      << siesta.log();
+  auto asleep = via().Get("/v1/models");
+  ASSERT_TRUE(asleep) << siesta.log();
+  ASSERT_EQ(asleep->status, 200) << asleep->body;
+  EXPECT_EQ(asleep->get_header_value("X-Siesta-Asleep"), "vllm_sleep");
+  json card = json::parse(asleep->body)["data"][0];
+  EXPECT_TRUE(events("wake_up").empty());
+  for (const char* field : {"id", "object", "owned_by", "root", "parent", "max_model_len"}) {
+    EXPECT_EQ(card[field], served[field]) << field << ": " << card;
+  }
+  EXPECT_EQ(card["max_model_len"], 4096) << card;
+  EXPECT_GT(card["created"].get<long long>(), 1'600'000'000) << card;  // not 0
+  ASSERT_EQ(card["permission"].size(), 1u) << card;
+  EXPECT_EQ(card["permission"][0]["object"], "model_permission") << card;
+}
+
+// Before the server ever listed its models (a configured model, the server never run), the list
+// has the fields vLLM always sends, with honest values: `created` when siesta first knew of the
+// model (its start), what it cannot know null.
+TEST_F(Vllm, BeforeTheServerListedItsModelsTheListHasVllmsFieldsWithHonestValues) {
+  const auto t0 = std::chrono::system_clock::now();
+  SiestaProcess siesta(dir.path(), config(sleep_then_stop(20), {}, "vllm",
+                                          {{"models", {{kModel, {{"provider", "vllm"}}}}}}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = via().Get("/v1/models");
+  ASSERT_TRUE(res) << siesta.log();
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("X-Siesta-Asleep"), "stopped");
+  json card = json::parse(res->body)["data"][0];
+  EXPECT_EQ(card["id"], kModel);
+  EXPECT_EQ(card["object"], "model");
+  EXPECT_EQ(card["owned_by"], "vllm");
+  const long long created = card["created"].get<long long>();
+  EXPECT_GE(created, std::chrono::duration_cast<seconds>(t0.time_since_epoch()).count() - 1)
+      << card;
+  EXPECT_LE(created,
+            std::chrono::duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count())
+      << card;
+  for (const char* unknown : {"root", "parent", "max_model_len"}) {
+    EXPECT_TRUE(card.contains(unknown) && card[unknown].is_null()) << unknown << ": " << card;
+  }
+  ASSERT_EQ(card["permission"].size(), 1u) << card;
+  EXPECT_EQ(card["permission"][0]["object"], "model_permission") << card;
+  EXPECT_EQ(status_of(siesta, "vllm")["actual"], "stopped");  // nothing was started
+}
+
+// Issue 24, a new user's trial: an engine started by hand on the upstream port answers siesta's
+// readiness check, and siesta's own engine dies on "address in use": before, at every wake, with
+// no last_error. Now the service's last_error names the exit and the other process, and a failed
+// start is counted; requests are not refused (the upstream may be served by another process by
+// design).
+TEST_F(Vllm, AnEngineThatCannotTakeItsPortBecauseAnotherHoldsItIsAFailedStartSaidSo) {
+  const pid_t by_hand = spawn_with_output(
+      {"python3", std::string(SIESTA_SOURCE_DIR) + "/tests/support/vllm_emulator.py", "--port",
+       std::to_string(upstream), "--model", kModel},
+      dir / "by_hand.log");
+  ASSERT_GT(by_hand, 0);
+  const Reaped reaped(by_hand);
+  ASSERT_TRUE(eventually([&] { return emulator("/is_sleeping").is_object(); }));
+  SiestaProcess siesta(dir.path(), config(""));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto res = chat();  // served: by the engine started by hand
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 200) << res->body;
+  json st;
+  ASSERT_TRUE(eventually([&] {
+    st = status_of(siesta, "vllm");
+    return st["last_error"].is_string();
+  })) << siesta.log();
+  const std::string error = st["last_error"];
+  EXPECT_EQ(error.rfind("start failed: process ", 0), 0u) << error;
+  EXPECT_NE(error.find("exited with code 1"), std::string::npos) << error;
+  EXPECT_NE(
+      error.find("another process answers its upstream 127.0.0.1:" + std::to_string(upstream)),
+      std::string::npos)
+      << error;
+  EXPECT_EQ(st["actual"], "error") << st;
+  EXPECT_GE(metric(siesta, R"(siesta_service_failures_total{operation="start",service="vllm"})"),
+            1);
+  // Not refused: the next request is served all the same.
+  auto again = chat();
+  ASSERT_TRUE(again) << siesta.log();
+  EXPECT_EQ(again->status, 200) << again->body;
+}
+
+// Issue 24, the last trial's findings: a request naming a model the sleeping vLLM does not serve
+// (a typo) woke the engine only to get its 404. siesta knows the server's model list (its last
+// /v1/models, read at each wake and reconcile): it answers vLLM's own 404 without waking it, and
+// the request is no use of the service. A model it serves still wakes it; so does a typo to a
+// stopped server, answered the same way without a start.
+TEST_F(Vllm, ARequestNamingAModelTheSleepingEngineDoesNotServeGetsItsOwn404WithoutAWake) {
+  SiestaProcess siesta(dir.path(), config(sleep_then_stop(0.01)));
+  start_awake(siesta);  // the wake reads its /v1/models
+  if (HasFatalFailure()) return;
+  const std::string typo = R"({"model": "Qwen/Qwen3-0.6", "messages": []})";
+  // vLLM's own answer, straight from the server while it serves.
+  httplib::Client direct("127.0.0.1", upstream);
+  auto own = direct.Post("/v1/chat/completions", typo, "application/json");
+  ASSERT_TRUE(own);
+  ASSERT_EQ(own->status, 404) << own->body;
+  ASSERT_TRUE(siesta.wait_log("Service vllm is in light sleep: vllm_sleep", seconds(10)))
+      << siesta.log();
+  const json before = status_of(siesta, "vllm");
+  auto res = via().Post("/v1/chat/completions", typo, "application/json");
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 404) << res->body;
+  EXPECT_EQ(json::parse(res->body), json::parse(own->body)) << res->body;
+  EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(res->get_header_value("X-Siesta-Asleep"), "vllm_sleep");
+  EXPECT_FALSE(res->has_header("X-Siesta-Wake"));
+  EXPECT_TRUE(events("wake_up").empty());
+  const json after = status_of(siesta, "vllm");
+  EXPECT_EQ(after["tier"], "vllm_sleep") << after;
+  EXPECT_EQ(after["last_used"], before["last_used"]) << after;  // no use
+  EXPECT_FALSE(get_json(siesta, "/admin/idle-status")["models"].contains("Qwen/Qwen3-0.6"));
+  // On the same connection, a model it serves wakes it as before.
+  auto c = via();
+  auto again = c.Post("/v1/completions", R"({"model": "Qwen/Qwen3-0.6B-x", "prompt": "x"})",
+                      "application/json");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 404);
+  auto served =
+      c.Post("/v1/chat/completions", json({{"model", kModel}, {"messages", json::array()}}).dump(),
+             "application/json");
+  ASSERT_TRUE(served) << siesta.log();
+  EXPECT_EQ(served->status, 200) << served->body;
+  EXPECT_EQ(served->get_header_value("X-Siesta-Wake").rfind("warm-from=vllm_sleep", 0), 0u);
+  EXPECT_EQ(events("wake_up").size(), 1u);
+  // Stopped: the same answer, and nothing starts it.
+  ASSERT_EQ(siesta.client().Post("/admin/services/vllm/sleep")->status, 200);
+  auto stopped = via().Post("/v1/chat/completions", typo, "application/json");
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->status, 404);
+  EXPECT_EQ(stopped->get_header_value("X-Siesta-Asleep"), "stopped");
+  EXPECT_EQ(status_of(siesta, "vllm")["actual"], "stopped");
+}
+
+// An OpenAI-compatible server is woken for any model name: llama.cpp's llama-server answers
+// whatever name a request gives, LocalAI and LM Studio load a model by its name from disk, so
+// its last list does not say what it would refuse.
+TEST_F(Vllm, AnOpenAiCompatibleServerIsWokenForAModelItDidNotList) {
+  SiestaProcess siesta(dir.path(), config("", {"--no-dev-mode"}, "openai"));
+  start_awake(siesta);
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(eventually([&] {
+    return get_json(siesta, "/admin/idle-status")["models"].contains(kModel);
+  })) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/vllm/sleep")->status, 200);
+  auto res = via().Post("/v1/chat/completions", R"({"model": "other", "messages": []})",
+                        "application/json");
+  ASSERT_TRUE(res) << siesta.log();
+  EXPECT_EQ(res->status, 404);  // the server's own, after a cold start
+  EXPECT_EQ(res->get_header_value("X-Siesta-Wake").rfind("cold; dur=", 0), 0u);
+  EXPECT_EQ(status_of(siesta, "vllm")["actual"], "running");
 }
 
 }  // namespace

@@ -66,6 +66,12 @@ class FakeBackend final : public ServiceBackend {
     return Readiness::kReady;
   }
   Status stop(const ServiceSpec& spec) override {
+    std::function<void(const std::string&)> hook;
+    {
+      std::lock_guard lock(mu_);
+      hook = on_stop;
+    }
+    if (hook) hook(spec.name);
     std::lock_guard lock(mu_);
     calls.push_back("stop " + spec.name);
     if (fail_stop.count(spec.name)) return {ErrorCode::kFailed, "stop refused"};
@@ -90,8 +96,10 @@ class FakeBackend final : public ServiceBackend {
   }
   Result<Inspection> inspect(const ServiceSpec& spec) override {
     std::lock_guard lock(mu_);
-    if (fail_inspect) return Status{ErrorCode::kUnavailable, "backend unreachable"};
-    return Inspection{running.count(spec.name) != 0, "", paused.count(spec.name) != 0};
+    if (fail_inspect) return inspect_error;
+    auto failure = start_failures.find(spec.name);
+    return Inspection{running.count(spec.name) != 0, "", paused.count(spec.name) != 0,
+                      failure == start_failures.end() ? std::string() : failure->second};
   }
   nlohmann::json save_handle(const ServiceSpec& spec) override {
     std::lock_guard lock(mu_);
@@ -120,9 +128,12 @@ class FakeBackend final : public ServiceBackend {
   std::set<std::string> fail_start, fail_stop, never_ready, fail_resume;
   std::set<std::string> paused;
   bool fail_inspect = false;
-  std::map<std::string, nlohmann::json> handles;  // what save_handle answers, per service
+  Status inspect_error{ErrorCode::kUnavailable, "backend unreachable"};  // with fail_inspect
+  std::map<std::string, nlohmann::json> handles;      // what save_handle answers, per service
+  std::map<std::string, std::string> start_failures;  // what inspect says of a stopped service
   std::function<void()> on_start;  // runs after a start is recorded, outside the lock
   std::function<void()> on_probe;  // runs at each readiness probe, outside the lock
+  std::function<void(const std::string&)> on_stop;  // runs before a stop, outside the lock
 };
 
 // vLLM's sleep mode: sleep/wake_up/is_sleeping recorded; is_sleeping stays true for
@@ -198,7 +209,10 @@ class FakeProvider final : public ModelProvider {
   Result<std::vector<LoadedModel>> loaded() override {
     std::lock_guard lock(mu_);
     std::vector<LoadedModel> out;
-    for (const auto& m : loaded_models) out.push_back({m, 3e9, 3e9});
+    for (const auto& m : loaded_models) {
+      auto card = cards.find(m);
+      out.push_back({m, 3e9, 3e9, card == cards.end() ? std::string() : card->second});
+    }
     return out;
   }
   Result<std::vector<std::string>> list_installed() override {
@@ -209,6 +223,7 @@ class FakeProvider final : public ModelProvider {
   std::mutex mu_;
   std::vector<std::string> calls;
   std::set<std::string> loaded_models;
+  std::map<std::string, std::string> cards;  // per model, its entry in the server's list
   std::set<std::string> installed;
   std::vector<double> load_keep_alives;  // the keep-alive each load() asked for
   bool fail_unload = false;
@@ -216,20 +231,20 @@ class FakeProvider final : public ModelProvider {
 
 class RecordingRecorder final : public Recorder {
  public:
-  void service_slept(const std::string& s, const std::string& r) override {
-    add("slept " + s + " " + r);
+  void service_slept(const std::string& s, Reason r) override {
+    add("slept " + s + " " + to_string(r));
   }
-  void service_woke(const std::string& s, const std::string& r, Seconds) override {
-    add("woke " + s + " " + r);
+  void service_woke(const std::string& s, Reason r, Seconds) override {
+    add("woke " + s + " " + to_string(r));
   }
   void service_added(const std::string& s) override { add("added " + s); }
   void service_failed(const std::string& s, ServiceOperation op) override {
     add("failed " + s + " " + to_string(op));
   }
-  void model_unloaded(const std::string& m, const std::string& r) override {
-    add("unloaded " + m + " " + r);
+  void model_unloaded(const ModelKey& m, Reason r) override {
+    add("unloaded " + m.name + " " + to_string(r));
   }
-  void model_unload_failed(const std::string& m) override { add("unload_failed " + m); }
+  void model_unload_failed(const ModelKey& m) override { add("unload_failed " + m.name); }
   void monitor_ran(WallTime, Seconds) override {}
   // Graduated sleep, apart from events() so that the one-tier tests read as before.
   void service_tier_entered(const std::string& s, const std::string& t) override {

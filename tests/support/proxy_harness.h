@@ -22,12 +22,12 @@
 
 namespace siesta::testing {
 
-// The runtime as the proxy sees it: counts every call, answers begin_request with `state`, and
-// wake() with `wake_result` (holding it while `hold_wake`, so that requests pile up behind it).
+// The runtime as the proxy sees it: counts every call, records the in-flight and model calls in
+// order (`calls`), answers begin_request with `state`, and wake() with `wake_result` (holding it
+// while `hold_wake`, so that requests pile up behind it).
 class FakeProxyControl final : public ProxyControl {
  public:
-  Status wake(const std::string& service, const std::string& reason,
-              std::string* woke_from) override {
+  Status wake(const std::string& service, Reason reason, std::string* woke_from) override {
     std::unique_lock lock(mu_);
     ++wakes;
     if (woke_from != nullptr) woke_from->clear();
@@ -36,7 +36,7 @@ class FakeProxyControl final : public ProxyControl {
     if (state == ServiceState::kRunning) return Status::ok();
     ++starts;
     if (woke_from != nullptr) *woke_from = "stop";  // it took a start
-    wake_reasons.push_back(service + " " + reason);
+    wake_reasons.push_back(service + " " + to_string(reason));
     cv_.notify_all();
     cv_.wait(lock, [this] { return !hold_wake; });
     if (on_wake) on_wake();
@@ -48,31 +48,42 @@ class FakeProxyControl final : public ProxyControl {
     if (service != known_service)
       return Status{ErrorCode::kNotFound, "unknown service: " + service};
     ++begun;
+    calls.push_back("begin_request " + service);
     cv_.notify_all();
     return state;
   }
-  void end_request(const std::string& /*service*/, bool /*use*/ = true) override {
+  void end_request(const std::string& service, bool /*use*/ = true) override {
+    const std::string call = "end_request " + service;
+    run_on_end(call);
     std::lock_guard lock(mu_);
     ++ended;
+    calls.push_back(call);
     cv_.notify_all();
   }
   void count_upgraded(const std::string& /*service*/, bool open) override {
     std::lock_guard lock(mu_);
     upgraded += open ? 1 : -1;
   }
-  std::optional<std::uint64_t> begin_model_request(const std::string& /*model*/,
-                                                   const std::string& /*service*/) override {
+  std::optional<std::uint64_t> begin_model_request(const ModelKey& model) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("begin_model " + model.name + "@" + model.service);
     return std::nullopt;
   }
-  bool model_accepted(const std::string& /*model*/, double /*keep_alive*/,
+  bool model_accepted(const ModelKey& model, double keep_alive,
                       std::optional<std::uint64_t> /*ticket*/) override {
+    std::lock_guard lock(mu_);
+    calls.push_back("model_accepted " + model.name + "@" + model.service + " " +
+                    std::to_string(static_cast<long long>(keep_alive)));
     return false;
   }
-  void end_model_request(const std::string& /*model*/, bool /*accepted*/) override {}
-  KeepAlivePolicy keep_alive_policy(const std::string& /*model*/,
-                                    const std::string& /*service*/) override {
-    return {300, 0, 3600};
+  void end_model_request(const ModelKey& model, bool accepted) override {
+    const std::string call = "end_model " + model.name + "@" + model.service +
+                             (accepted ? " accepted" : " not accepted");
+    run_on_end(call);
+    std::lock_guard lock(mu_);
+    calls.push_back(call);
   }
+  KeepAlivePolicy keep_alive_policy(const ModelKey& /*model*/) override { return {300, 0, 3600}; }
   ModelProvider* provider_of(const std::string& /*service*/) override { return nullptr; }
 
   // Sets fields while the proxy runs: under the lock its threads read them with (a plain write
@@ -105,14 +116,29 @@ class FakeProxyControl final : public ProxyControl {
   Status wake_result = Status::ok();
   bool hold_wake = false;
   std::function<void()> on_wake;  // runs inside wake(), e.g. to advance the fake clock
+  // Runs inside end_request() and end_model_request() (on the proxy's I/O thread, before the
+  // call is recorded), with the call as `calls` will have it.
+  std::function<void(const std::string& call)> on_end;
   int begun = 0;
   int ended = 0;
   int wakes = 0;   // calls
   int starts = 0;  // calls that found the service not running
   int upgraded = 0;
   std::vector<std::string> wake_reasons;
+  // "begin_request web", "begin_model llama3@web", "model_accepted llama3@web 300",
+  // "end_model llama3@web accepted", "end_request web": in the order the proxy called them.
+  std::vector<std::string> calls;
 
  private:
+  void run_on_end(const std::string& call) {
+    std::function<void(const std::string&)> hook;
+    {
+      std::lock_guard lock(mu_);
+      hook = on_end;
+    }
+    if (hook) hook(call);
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
 };
@@ -125,11 +151,11 @@ class ProxyRecorder final : public Recorder {
     int status;
     double seconds;
   };
-  void service_slept(const std::string&, const std::string&) override {}
-  void service_woke(const std::string&, const std::string&, Seconds) override {}
+  void service_slept(const std::string&, Reason) override {}
+  void service_woke(const std::string&, Reason, Seconds) override {}
   void service_failed(const std::string&, ServiceOperation) override {}
-  void model_unloaded(const std::string&, const std::string&) override {}
-  void model_unload_failed(const std::string&) override {}
+  void model_unloaded(const ModelKey&, Reason) override {}
+  void model_unload_failed(const ModelKey&) override {}
   void monitor_ran(WallTime, Seconds) override {}
   void proxy_request(const std::string& service, int status, Seconds duration) override {
     std::lock_guard lock(mu_);
@@ -144,6 +170,17 @@ class ProxyRecorder final : public Recorder {
   std::mutex mu_;
   std::vector<Request> requests_;
 };
+
+// Waits until `done` holds, for what another thread changes without a signal (the upstream's
+// connections, the upgraded count); false after 5 s.
+inline bool eventually(const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
 
 // Service "web" on a loopback port, forwarding to `upstream_port`. `fields` adds keys to the
 // service's config.

@@ -14,10 +14,11 @@ class ProxyWire : public ::testing::Test {
 
   // A service whose process does nothing and whose upstream is `upstream_port` (a recording
   // upstream); `fields` adds config keys to the service, `top` to the top level.
-  std::string config(int upstream_port, const std::string& fields = "",
-                     const std::string& top = "") {
+  // `health`: the service's health check ("none": ready once started).
+  std::string config(int upstream_port, const std::string& fields = "", const std::string& top = "",
+                     const std::string& health = "none") {
     return R"({"idle_check_interval_minutes": 10, )" + top +
-           R"("services": {"web": {"command": ["sleep", "300"], "health": "none", )" +
+           R"("services": {"web": {"command": ["sleep", "300"], "health": ")" + health + R"(", )" +
            R"("upstream": "127.0.0.1:)" + std::to_string(upstream_port) +
            R"(", "listen": "127.0.0.1:)" + std::to_string(listen) + "\"" + fields + "}}}";
   }

@@ -109,6 +109,22 @@ inline pid_t spawn_with_output(std::vector<std::string> argv, const fs::path& ou
   return rc == 0 ? pid : -1;
 }
 
+// A process a test started (spawn_with_output): ended with SIGTERM and reaped with the test.
+class Reaped {
+ public:
+  explicit Reaped(pid_t pid) : pid_(pid) {}
+  ~Reaped() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  Reaped(const Reaped&) = delete;
+  Reaped& operator=(const Reaped&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
 class SiestaProcess {
  public:
   SiestaProcess(const fs::path& dir, std::string config, std::vector<std::string> args = {})

@@ -75,9 +75,9 @@ inline bool read_until(int fd, std::string& got,
   return true;
 }
 
-// True once the peer has closed fd (EOF or reset) within the timeout; data is discarded.
-inline bool closed_within(int fd, milliseconds timeout) {
-  std::string ignored;
+// Reads from fd into `got` until the peer closes it (EOF or reset): true if it did within the
+// timeout.
+inline bool read_to_close(int fd, std::string& got, milliseconds timeout = milliseconds(5000)) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     pollfd p{fd, POLLIN, 0};
@@ -86,8 +86,15 @@ inline bool closed_within(int fd, milliseconds timeout) {
     char buf[4096];
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n <= 0) return true;
+    got.append(buf, static_cast<size_t>(n));
   }
   return false;
+}
+
+// True once the peer has closed fd (EOF or reset) within the timeout; data is discarded.
+inline bool closed_within(int fd, milliseconds timeout) {
+  std::string ignored;
+  return read_to_close(fd, ignored, timeout);
 }
 
 // One complete response with a Content-Length at the start of `s` (length in bytes), or 0.

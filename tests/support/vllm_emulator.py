@@ -20,6 +20,15 @@ from the vLLM source (github.com/vllm-project/vllm):
       is_sleeping() is true while the scheduler is paused or the executor sleeps.
   vllm/v1/engine/async_llm.py @ 00080ee13c7a451fce071ccb8d0e94d395acf5a7
       AsyncLLM.sleep(level, mode="abort") / wake_up(tags) / is_sleeping() forward to the core.
+  vllm/entrypoints/openai/engine/protocol.py @ 040a2cc2a6295ea9c313d86526ff90a103eacb3e
+      ModelCard {id, object "model", created (int(time.time()) at each answer), owned_by
+      "vllm", root, parent, max_model_len, permission: [ModelPermission]}; ModelPermission
+      {id "modelperm-<uuid4 hex>", object "model_permission", created, allow_create_engine
+      false, allow_sampling true, allow_logprobs true, allow_search_indices false, allow_view
+      true, allow_fine_tuning false, organization "*", group null, is_blocking false}
+  vllm/entrypoints/openai/models/serving.py @ 00153c8b7948077ebdfc5bfa14e403da41aaea6d
+      show_available_models() (GET /v1/models): ModelCard(id=name, max_model_len=the engine's,
+      root=the model's path, permission=[ModelPermission()]) per served model
   vllm/frontend/entrypoints/serve/exception_handling/error_response.py
       @ 055e47c28003156421365af985d676fc921cb075
       errors are {"error": {"message", "type", "param", "code": <HTTP status>}}, e.g. type
@@ -27,9 +36,10 @@ from the vLLM source (github.com/vllm-project/vllm):
 
 So here: a request to /v1/chat/completions, /v1/completions or /v1/embeddings while asleep
 waits (no answer) until /wake_up, then is served; one in flight when /sleep arrives is aborted
-(the connection is closed without an answer). GET /v1/models lists the served model
-({"object": "list", "data": [{"id", "object": "model", "owned_by": "vllm", "root", ...}]}), also
-while asleep (the API server answers it without the engine). GET /health is 200 with an empty
+(the connection is closed without an answer). GET /v1/models lists the served model as vLLM's
+ModelCard ({"object": "list", "data": [{"id", "object": "model", "created", "owned_by": "vllm",
+"root", "parent", "max_model_len", "permission": [...]}]}), also while asleep (the API server
+answers it without the engine). GET /health is 200 with an empty
 body.
 
 Test knobs: --wake-ms (time /wake_up takes), --wake-lag-ms (is_sleeping stays true this long
@@ -122,10 +132,20 @@ def make_handler(engine, args):
             if url.path == "/health":
                 self.send(200)
             elif url.path == "/v1/models":
+                # show_available_models(): one ModelCard per served model, with the engine's
+                # max_model_len, root the model's path and one default ModelPermission; created
+                # is the time of the answer (its default_factory).
+                now = int(time.time())
                 self.send(200, {"object": "list", "data": [{
-                    "id": args.model, "object": "model", "created": int(time.time()),
+                    "id": args.model, "object": "model", "created": now,
                     "owned_by": "vllm", "root": args.model, "parent": None,
-                    "max_model_len": 4096, "permission": []}]})
+                    "max_model_len": args.max_model_len,
+                    "permission": [{
+                        "id": f"modelperm-{uuid.uuid4().hex}", "object": "model_permission",
+                        "created": now, "allow_create_engine": False, "allow_sampling": True,
+                        "allow_logprobs": True, "allow_search_indices": False,
+                        "allow_view": True, "allow_fine_tuning": False, "organization": "*",
+                        "group": None, "is_blocking": False}]}]})
             elif url.path == "/is_sleeping" and args.dev_mode:
                 with engine.cv:
                     asleep = engine.sleeping()
@@ -236,6 +256,7 @@ def main():
                     help="is_sleeping stays true this long after /wake_up answered")
     ap.add_argument("--fail-wake-up", action="store_true", help="/wake_up answers 500")
     ap.add_argument("--token-interval-ms", type=int, default=10)
+    ap.add_argument("--max-model-len", type=int, default=4096, help="the engine's context length")
     args = ap.parse_args()
     engine = Engine(args)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(engine, args))

@@ -16,11 +16,23 @@
 
 namespace siesta::testing {
 
+// The message of the ConfigError the config text gets, or "accepted".
+inline std::string config_error(const std::string& text) {
+  try {
+    parse_config(text, "bad.json");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
 struct World {
   explicit World(const std::string& config_text) : config(parse_config(config_text, "test.json")) {
-    registry = make_registry(config, clock.wall_now());  // as main() makes it
+    const Controller::BackendMap backends{{"process", &backend}, {"docker", &backend}};
+    // As main() seeds it: the registry from the config, the state file (if any) restored.
+    registry = seed(config, backends, clock.wall_now()).registry;
     controller = std::make_unique<Controller>(
-        *registry, Controller::BackendMap{{"process", &backend}, {"docker", &backend}},
+        *registry, backends,
         [this](const std::string& service) -> ModelProvider* {
           return service == "ollama"     ? &provider
                  : service == "ollama-b" ? &provider_b
@@ -45,7 +57,19 @@ struct World {
     });
   }
   ServiceRuntime service(const std::string& name) { return registry->service(name)->runtime; }
-  ModelRuntime model(const std::string& name) { return registry->model(name)->runtime; }
+  // The model of that name on the one service that has one (these tests use each name once);
+  // none: the name with no service (a load then looks for it).
+  ModelKey key(const std::string& name) const {
+    auto services = registry->services_of_model(name);
+    return {name, services.empty() ? std::string() : services.front()};
+  }
+  ModelRuntime model(const std::string& name) { return registry->model(key(name))->runtime; }
+  // Every model's name, in order.
+  std::vector<std::string> model_names() const {
+    std::vector<std::string> names;
+    for (const auto& k : registry->model_keys()) names.push_back(k.name);
+    return names;
+  }
 
   Config config;
   FakeClock clock;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utmp.h>
 
 #include <deque>
@@ -18,7 +19,9 @@
 #include "siesta/activity/utmp.h"
 #include "siesta/api/status_json.h"
 #include "siesta/config/labels.h"
+#include "siesta/core/gpu.h"
 #include "siesta/runtime/activity_sampler.h"
+#include "siesta/state/state_store.h"
 #include "world.h"
 
 namespace siesta::testing {
@@ -182,6 +185,104 @@ TEST(Activity, ASlowSampleIsNeverPostedTwiceAndNeverHoldsTheMonitor) {
   a.world.clock.advance(seconds(60));
   monitor.step();
   EXPECT_EQ(held.tasks.size(), 1u);  // the next one
+}
+
+// "gpu_memory_mib": "measured" (docs/gpu.md): a sample of the service's processes' GPU memory
+// after its activity signals, every 10 s while it runs; the budget counts the most seen. It is
+// no activity: no use, no signal state; a failing sample keeps the last size.
+TEST(GpuMeasure, TheMostItsProcessesHeldIsItsSizeInTheBudgetAndNoUse) {
+  World w(R"({"idle_timeout_minutes": 10,
+             "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+             "services": {"a": {"command": ["a"], "gpu_memory_mib": "measured"},
+                          "b": {"command": ["b"], "gpu_memory_mib": 100}}})");
+  auto script = std::make_shared<std::deque<SignalSample>>(
+      std::deque<SignalSample>{{0.0, ""}, {300.0, ""}, {200.0, ""}, broken()});
+  std::vector<SignalSpec> asked;
+  ActivitySampler sampler(*w.registry, w.clock, w.config.activity,
+                          [&](const ServiceSpec&, const SignalSpec& signal) {
+                            asked.push_back(signal);
+                            return std::make_unique<ScriptedProbe>(script);
+                          });
+  w.monitor->set_activity(&sampler);
+  w.monitor->step();
+  ASSERT_EQ(asked.size(), 1u);  // a's measure only: b declares its size, neither has signals
+  EXPECT_EQ(asked[0].kind, SignalKind::kGpu);
+  EXPECT_EQ(asked[0].gpu_metric, "memory");
+  EXPECT_FALSE(w.service("a").gpu_measured_mib);  // stopped: not sampled
+  EXPECT_TRUE(gpu_holders(w.config.gpu, w.registry->snapshot()).empty());
+
+  w.run("a");
+  const std::optional<WallTime> used = w.service("a").last_used;
+  w.monitor->step();
+  EXPECT_EQ(w.service("a").gpu_measured_mib, 0.0);
+  for (double expect : {300.0, 300.0, 300.0}) {  // 300, then 200 and a failure keep the most
+    w.clock.advance(seconds(10));
+    w.monitor->step();
+    EXPECT_EQ(w.service("a").gpu_measured_mib, expect);
+  }
+  EXPECT_TRUE(w.service("a").activity.empty());
+  EXPECT_EQ(w.service("a").last_used, used);  // no use
+  const auto holders = gpu_holders(w.config.gpu, w.registry->snapshot());
+  ASSERT_EQ(holders.size(), 1u);
+  EXPECT_EQ(holders[0].name, "a");
+  EXPECT_EQ(holders[0].mib, 300);
+  const Snapshot snap = w.registry->snapshot();
+  const nlohmann::json status =
+      nlohmann::json::parse(idle_status_text(snap, decide(snap, w.clock.wall_now()), {}));
+  EXPECT_EQ(status["services"]["a"]["gpu_memory_mib"], 300);
+  EXPECT_EQ(status["services"]["a"]["gpu_memory_source"], "measured");
+  EXPECT_EQ(status["services"]["b"]["gpu_memory_source"], "configured");
+
+  // Kept in the state file: a restart knows its size before it runs again.
+  const nlohmann::json doc = encode_state(w.registry->snapshot(), Baseline{}, {});
+  EXPECT_EQ(doc["services"]["a"]["gpu_measured_mib"], 300);
+  World after(R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+                 "services": {"a": {"command": ["a"], "gpu_memory_mib": "measured"},
+                              "b": {"command": ["b"], "gpu_memory_mib": 100}}})");
+  Baseline base;
+  base.services["a"] = {true, Desired::kOff};
+  base.services["b"] = {true, Desired::kOff};
+  ASSERT_TRUE(restore_state(doc, base, *after.registry, after.clock.wall_now()));
+  EXPECT_EQ(after.service("a").gpu_measured_mib, 300);
+}
+
+// A measured peak past the budget (a new user's trial: every wake was refused for good, the
+// peak kept across restarts): its wake makes room for the whole budget instead.
+TEST(GpuMeasure, APeakPastTheBudgetMakesRoomForTheWholeBudgetNotARefusal) {
+  World w(R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+             "services": {"a": {"command": ["a"], "gpu_memory_mib": "measured"},
+                          "b": {"command": ["b"], "gpu_memory_mib": 100}}})");
+  w.controller->set_gpu(w.config.gpu);
+  w.registry->update_service(
+      "a", [](const ServiceSpec&, ServiceRuntime& rt) { rt.gpu_measured_mib = 1800; });
+  ASSERT_TRUE(w.controller->wake("b", Reason::kManual));
+  const Status st = w.controller->wake("a", Reason::kManual);
+  EXPECT_TRUE(st) << st.message();
+  EXPECT_EQ(w.service("a").state, ServiceState::kRunning);
+  EXPECT_EQ(w.service("b").state, ServiceState::kStopped);  // stopped for room
+}
+
+TEST(GpuMeasure, OnlyAProcessServiceInABudgetIsMeasured) {
+  auto refused = [](const std::string& text) {
+    try {
+      parse_config(text, "siesta.json");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(refused(R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+      "services": {"c": {"container": "c", "gpu_memory_mib": "measured"}}})"),
+            "config error in siesta.json: services.c.gpu_memory_mib: \"measured\" is for a "
+            "process service (nvidia-smi's per-process usage is matched to its process group); "
+            "give a docker service's size in MiB");
+  EXPECT_NE(refused(R"({"services": {"a": {"command": ["a"], "gpu_memory_mib": "measured"}}})")
+                .find("services.a.gpu_memory_mib: needs a \"gpu\" section"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+      "services": {"a": {"command": ["a"], "gpu_memory_mib": "lots"}}})")
+                .find("services.a.gpu_memory_mib"),
+            std::string::npos);
 }
 
 TEST(Activity, IdleStatusShowsEachSignal) {
@@ -388,6 +489,107 @@ TEST(NvidiaSmi, ParsesMemoryTotalsWithAndWithoutMig) {
             "unexpected nvidia-smi output, line 1: ");  // four columns, not three
 }
 
+// nvidia-smi's failures in words (issue 21's trial: a timeout read "exit code -1"): a fake
+// nvidia-smi (a shell script) that hangs, fails like a machine without the driver, or is missing.
+TEST(NvidiaSmi, FailuresSayWhatHappened) {
+  CommandResult r = run_command({"/bin/sh", "-c", "exec >/dev/null; sleep 30"}, Seconds(0.3));
+  EXPECT_EQ(describe_failure(r, Seconds(0.3)), "timed out after 0.3 s");
+  r = run_command({"/bin/sh", "-c",
+                   "echo 'NVIDIA-SMI has failed because it could not communicate "
+                   "with the NVIDIA driver.'; echo second; exit 9"},
+                  Seconds(5));
+  EXPECT_EQ(describe_failure(r, Seconds(5)),
+            "exited with code 9: NVIDIA-SMI has failed because it could not communicate with the "
+            "NVIDIA driver.");
+  r = run_command({"/bin/sh", "-c", "kill -9 $$"}, Seconds(5));
+  EXPECT_EQ(describe_failure(r, Seconds(5)), "was killed by signal 9");
+  // Said on stderr only (a wrapper, a missing library): in the message too (issue 21's
+  // re-trial: "exited with code 12" alone).
+  r = run_command(
+      {"/bin/sh", "-c",
+       "echo 'nvidia-smi: error while loading shared libraries: libnvidia-ml.so.1' >&2; "
+       "exit 12"},
+      Seconds(5));
+  EXPECT_EQ(describe_failure(r, Seconds(5)),
+            "exited with code 12: nvidia-smi: error while loading shared libraries: "
+            "libnvidia-ml.so.1");
+  EXPECT_EQ(describe_failure(run_command({"/bin/true"}, Seconds(5)), Seconds(5)), "");
+  std::string error;
+  EXPECT_TRUE(query_gpu_memory("/nonexistent/nvidia-smi", error).empty());
+  EXPECT_EQ(error, "/nonexistent/nvidia-smi not found");
+  // A file that cannot be run (not executable): its path said once (issue 21's re-trial: "/x
+  // cannot run /x: Permission denied").
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("siesta-nvsmi-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string tool = (dir / "nvidia-smi").string();
+  std::ofstream(tool) << "#!/bin/sh\necho 0, 1000, 0\n";
+  fs::permissions(tool, fs::perms::owner_read | fs::perms::owner_write);
+  error.clear();
+  EXPECT_TRUE(query_gpu_memory(tool, error).empty());
+  EXPECT_EQ(error, tool + " cannot be run: Permission denied");
+  fs::remove_all(dir);
+}
+
+// memory.used at start-up: what processes siesta does not manage use comes off a budget taken
+// from the total; a configured budget is never changed.
+TEST(NvidiaSmi, MemoryInUseByOthersComesOffABudgetTakenFromTheTotal) {
+  const auto rows = parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-two.csv")).gpus;
+  std::vector<GpuDevice> devices = {{0, 24564}, {1, 24564}, {2, 8000}};
+  // GPU 0 and 1 from the total, nothing of siesta's found running; GPU 2 configured.
+  const UnmanagedMemory out = budget_less_unmanaged(devices, rows, {0, 1}, {});
+  EXPECT_EQ(devices[0].memory_mib, 24564 - 22118);
+  EXPECT_EQ(devices[1].memory_mib, 24564 - 1);
+  EXPECT_EQ(devices[2].memory_mib, 8000);
+  ASSERT_EQ(out.info.size(), 2u);
+  EXPECT_EQ(out.info[0],
+            "GPU 0: 22118 of 24564 MiB in use at start-up by processes siesta does not manage: "
+            "the budget is the total less that, 2446 MiB");
+  EXPECT_TRUE(out.warnings.empty());
+  EXPECT_EQ(out.why.at(0),
+            "the total, 24564 MiB, less 22118 MiB used by other processes at start-up");
+}
+
+// Issue 21's re-trial: services of siesta's left running by an earlier siesta (on_exit "leave")
+// hold part of memory.used. That part is siesta's, counted by its holders: only the rest comes
+// off (it was all taken off, then counted again as holders). Before, a device with any of them
+// kept its whole total instead, the others' share and all.
+TEST(NvidiaSmi, WhatSiestasOwnHoldersHoldIsNotTakenOffTwice) {
+  const auto rows = parse_query_gpu_memory(data("nvidia-smi/query-gpu-memory-two.csv")).gpus;
+  std::vector<GpuDevice> devices = {{0, 24564}, {1, 24564}};
+  // GPU 0: 22118 used, 20000 of it by siesta's adopted holders; GPU 1: 1 used, all siesta's.
+  const UnmanagedMemory out = budget_less_unmanaged(devices, rows, {0, 1}, {{0, 20000}, {1, 600}});
+  EXPECT_EQ(devices[0].memory_mib, 24564 - 2118);
+  EXPECT_EQ(devices[1].memory_mib, 24564);
+  ASSERT_EQ(out.info.size(), 2u);
+  EXPECT_EQ(out.info[0],
+            "GPU 0: 22118 of 24564 MiB in use at start-up, 2118 by processes siesta does not "
+            "manage (siesta's services and models found running hold 20000): the budget is the "
+            "total less that, 22446 MiB");
+  EXPECT_EQ(out.info[1],
+            "GPU 1: 1 of 24564 MiB in use at start-up, all of it by siesta's own services and "
+            "models: the budget is the total, 24564 MiB");
+  EXPECT_EQ(out.why.count(1), 0u);
+}
+
+// Others use the whole card (memory.used >= memory.total): the budget is what they leave, 0, with
+// a warning saying what to configure. It silently stayed the whole card before.
+TEST(NvidiaSmi, OthersFillingTheCardLeaveNoBudgetAndAWarning) {
+  std::vector<GpuDevice> devices = {{0, 24576}};
+  const UnmanagedMemory out = budget_less_unmanaged(devices, {{0, 24576, 24576}}, {0}, {});
+  EXPECT_EQ(devices[0].memory_mib, 0);
+  EXPECT_TRUE(out.info.empty());
+  ASSERT_EQ(out.warnings.size(), 1u);
+  EXPECT_EQ(out.warnings[0],
+            "GPU 0: 24576 of 24576 MiB in use at start-up by processes siesta does not manage: "
+            "nothing is left for siesta's services and models, so its budget is 0 MiB and every "
+            "wake or load that needs memory on it is refused. If those processes will leave room, "
+            "set gpu.devices[0].memory_mib to what siesta may use");
+  devices = {{0, 24576}};
+  (void)budget_less_unmanaged(devices, {{0, 24576, 30000}}, {0}, {});  // more than the total
+  EXPECT_EQ(devices[0].memory_mib, 0);
+}
+
 TEST(NvidiaSmi, ADeviceWithoutABudgetTakesItsTotal) {
   const std::string text = R"({"gpu": {"devices": [{"id": 0}, {"id": 1, "memory_mib": 8000}]}})";
   Config config = parse_config(text, "gpu.json");
@@ -415,6 +617,19 @@ TEST(NvidiaSmi, ADeviceWithoutABudgetTakesItsTotal) {
     EXPECT_STREQ(e.what(),
                  "config error in gpu.json: gpu.devices[0].memory_mib: is required: nvidia-smi "
                  "reports no GPU 3");
+  }
+  // A service larger than the total nvidia-smi reports: refused once the total is known.
+  Config big = parse_config(
+      R"({"gpu": {"devices": [{"id": 0}]},
+          "services": {"a": {"command": ["a"], "gpu_memory_mib": 30000}}})",
+      "gpu.json");
+  try {
+    resolve_gpu_totals(big, {{0, 24564}}, "");
+    FAIL() << "accepted a service larger than the card";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "config error in gpu.json: services.a.gpu_memory_mib: 30000 MiB is more than GPU "
+                 "0's budget of 24564 MiB: it could never fit");
   }
 }
 

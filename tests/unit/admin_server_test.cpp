@@ -34,15 +34,15 @@ class FakeAdminActions final : public AdminActions {
   Status set_desired(const std::string& s, Desired d) override {
     return record("set_desired " + s + " " + to_string(d));
   }
-  Status wake(const std::string& s, const std::string& reason) override {
-    return record("wake " + s + " " + reason);
+  Status wake(const std::string& s, Reason reason) override {
+    return record("wake " + s + " " + to_string(reason));
   }
   Status sleep(const std::string& s) override { return record("sleep " + s); }
   Status touch_service(const std::string& s) override { return record("touch_service " + s); }
   Status unload_models_of(const std::string& s) override { return record("unload_models_of " + s); }
-  Status load_model(const std::string& m) override { return record("load_model " + m); }
-  Status unload_model(const std::string& m) override { return record("unload_model " + m); }
-  Status touch_model(const std::string& m) override { return record("touch_model " + m); }
+  Status load_model(const ModelKey& m) override { return record("load_model " + m.name); }
+  Status unload_model(const ModelKey& m) override { return record("unload_model " + m.name); }
+  Status touch_model(const ModelKey& m) override { return record("touch_model " + m.name); }
 
   std::vector<std::string> calls;
   Status answer = Status::ok();

@@ -18,7 +18,7 @@ std::string read(const std::string& path) {
   return s.str();
 }
 
-const std::string kExamples = SIESTA_SOURCE_DIR "/examples/seed/";
+const std::string kExamples = std::string(SIESTA_SOURCE_DIR) + "/examples/seed/";
 
 TEST(SeedExamples, ConservativeLoads) {
   Config c = load_config_file(kExamples + "conservative.json");
@@ -53,7 +53,8 @@ TEST(SeedExamples, ServiceSpecificLoadsWithItsComments) {
 
 // The example files are the seed's own blocks, byte for byte.
 TEST(SeedExamples, FilesAreTheSeedsBlocksUnchanged) {
-  const std::string seed_path = SIESTA_SOURCE_DIR "/../shared/seed/idle-sleep-feature.md";
+  const std::string seed_path =
+      std::string(SIESTA_SOURCE_DIR) + "/../shared/seed/idle-sleep-feature.md";
   std::ifstream probe(seed_path);
   if (!probe) GTEST_SKIP() << "the seed document is not beside this checkout: " << seed_path;
   const std::string doc = read(seed_path);
@@ -220,10 +221,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             R"({"idle_timout_minutes": 5})",
             "idle_timout_minutes: unknown key (known keys: activity, admin_max_connections, "
-            "admin_request_timeout_seconds, admin_threads, admin_token_file, "
+            "admin_request_timeout_seconds, admin_threads, admin_token_file, currency, "
             "docker, gpu, idle_check_interval_minutes, idle_sleep_enabled, idle_timeout_minutes, "
             "kubernetes, listen, max_learned_models, model_keep_alive_hours, models, on_exit, "
-            "protect_metrics, proxy, services, state_file)"},
+            "price_per_kwh, protect_metrics, proxy, services, state_file, timezone)"},
         BadCase{R"([1, 2])", "(top level): must be a JSON object"},
         BadCase{R"({"idle_timeout_minutes": 1E400})",
                 "(top level): invalid JSON: [json.exception.out_of_range.406] number overflow "
@@ -252,11 +253,12 @@ INSTANTIATE_TEST_SUITE_P(
             R"({"services": {"a": {"command": ["a"], "colour": 1}}})",
             "services.a.colour: unknown key (known keys: activity, backend, cold_start_seconds, "
             "command, container, desired, gpu_devices, gpu_memory_mib, health, "
-            "idle_sleep_enabled, idle_timeout_minutes, listen, max_connections, model_api, "
+            "idle_power_watts, idle_sleep_enabled, idle_timeout_minutes, listen, max_connections, "
+            "model_api, "
             "model_keep_alive_hours, policy, protocol, "
-            "response_timeout_seconds, sleep_tiers, "
+            "response_timeout_seconds, schedule, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
-            "tcp_idle_timeout_seconds, "
+            "tcp_idle_timeout_seconds, timezone, "
             "trust_forwarded_headers, upgraded_idle_timeout_seconds, upstream, wake_page, "
             "workload)"},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "tcp",
@@ -297,6 +299,15 @@ INSTANTIATE_TEST_SUITE_P(
             "services.a.listen: must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"9001\""},
         BadCase{R"({"services": {"a": {"command": ["a"], "protocol": "udp"}}})",
                 "services.a.protocol: must be \"http\" or \"tcp\", got \"udp\""},
+        // A new user's trial (issue 24): accepted before, and its models were never tracked.
+        BadCase{R"({"services": {"v": {"command": ["v"], "upstream": "127.0.0.1:1",
+                    "listen": "127.0.0.1:2", "protocol": "tcp", "model_api": "vllm"}}})",
+                "services.v.protocol: \"tcp\" cannot serve a \"vllm\" model server (its models "
+                "are tracked from HTTP requests): use \"http\""},
+        BadCase{R"({"services": {"v": {"command": ["v"], "upstream": "127.0.0.1:1",
+                    "listen": "127.0.0.1:2", "protocol": "tcp", "model_api": "openai"}}})",
+                "services.v.protocol: \"tcp\" cannot serve a \"openai\" model server (its "
+                "models are tracked from HTTP requests): use \"http\""},
         BadCase{
             R"({"services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1", "listen": "127.0.0.1:9001"},
                                  "b": {"command": ["b"], "upstream": "127.0.0.1:2", "listen": "127.0.0.1:9001"}}})",
@@ -403,7 +414,30 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"services": {"a": {"command": ["a"]}},
                    "models": {"m": {"provider": "a", "gpu_memory_mib": 10}}})",
                 "models.m.gpu_memory_mib: needs a \"gpu\" section (the devices and their budget, "
-                "docs/gpu.md)"}));
+                "docs/gpu.md)"},
+        // Larger than a budget of its devices: it could never be woken (issue 21's trial).
+        BadCase{R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+                   "services": {"a": {"command": ["a"], "gpu_memory_mib": 1200}}})",
+                "services.a.gpu_memory_mib: 1200 MiB is more than GPU 0's budget of 1000 MiB: it "
+                "could never fit"},
+        BadCase{
+            R"({"gpu": {"devices": [{"id": 0, "memory_mib": 24000}, {"id": 1, "memory_mib": 8000}]},
+                   "services": {"a": {"command": ["a"], "gpu_memory_mib": 9000.5, "gpu_devices": [0, 1]}}})",
+            "services.a.gpu_memory_mib: 9000.5 MiB is more than GPU 1's budget of 8000 MiB: "
+            "it could never fit"},
+        BadCase{R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+                   "services": {"o": {"command": ["o"], "gpu_memory_mib": 100}},
+                   "models": {"m": {"provider": "o", "gpu_memory_mib": 1001}}})",
+                "models.m.gpu_memory_mib: 1001 MiB is more than GPU 0's budget of 1000 MiB: it "
+                "could never fit"},
+        // A model's size under a server outside the budget would never count (docs/gpu.md): it
+        // was ignored without a word (issue 21's re-trial).
+        BadCase{R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+                   "services": {"o": {"command": ["o"]}},
+                   "models": {"m": {"provider": "o", "gpu_memory_mib": 500}}})",
+                "models.m.gpu_memory_mib: its provider o takes no part in the GPU budget, so this "
+                "size would never count: give services.o gpu_memory_mib (what it holds of its "
+                "own) or gpu_devices"}));
 
 TEST(Config, InvalidJsonNamesTheFileAndThePosition) {
   try {

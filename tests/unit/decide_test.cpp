@@ -46,7 +46,7 @@ Snapshot one(ServiceView v, Settings s = {}) {
 TEST(Decide, IdleLongerThanTimeoutSleeps) {
   Decision d = decide(one(service("whisper", ServiceState::kRunning, kNow - minutes(120))), kNow);
   ASSERT_EQ(d.actions.size(), 1u);
-  EXPECT_EQ(d.actions[0], (Action{ActionKind::kSleepService, "whisper", "idle"}));
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kSleepService, "whisper", Reason::kIdle}));
   EXPECT_EQ(d.services[0].idle_for->count(), 7200.0);
   EXPECT_EQ(d.services[0].sleeps_in->count(), 0.0);
 }
@@ -100,7 +100,7 @@ TEST(Decide, DesiredOnAndStoppedIsStarted) {
   v.runtime.desired = Desired::kOn;
   Decision d = decide(one(v), kNow);
   ASSERT_EQ(d.actions.size(), 1u);
-  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "redis", "desired"}));
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "redis", Reason::kDesired}));
 }
 
 TEST(Decide, DesiredOnInErrorIsRetriedOnlyAfterTheRetryTime) {
@@ -181,7 +181,8 @@ TEST(Decide, ModelUnloadsWhenKeepAliveHasPassed) {
   snap.models.push_back(model("llama3.2:3b", true, kNow - std::chrono::hours(2)));
   Decision d = decide(snap, kNow);
   ASSERT_EQ(d.actions.size(), 1u);
-  EXPECT_EQ(d.actions[0], (Action{ActionKind::kUnloadModel, "llama3.2:3b", "expired"}));
+  EXPECT_EQ(d.actions[0],
+            (Action{ActionKind::kUnloadModel, "llama3.2:3b", Reason::kExpired, 0, "ollama"}));
   EXPECT_EQ(*d.models[0].keep_alive_until, kNow);
 }
 
@@ -324,6 +325,24 @@ TEST(DecideTimers, AModelServerIsToldTheKeepAlivePlusAGraceAndForeverStaysForeve
   EXPECT_EQ(model_server_keep_alive(600), 900);
   EXPECT_EQ(model_server_keep_alive(0), kModelServerGraceSeconds);
   EXPECT_TRUE(std::isinf(model_server_keep_alive(std::numeric_limits<double>::infinity())));
+}
+
+// The words are the metrics' `reason` label values and GET /admin/events' (docs/metrics.md):
+// dashboards and alerts match them, so each is pinned here.
+TEST(Reason, EachIsTheWordDashboardsAndAlertsMatch) {
+  const std::pair<Reason, const char*> words[] = {{Reason::kRequest, "request"},
+                                                  {Reason::kManual, "manual"},
+                                                  {Reason::kDesired, "desired"},
+                                                  {Reason::kSchedule, "schedule"},
+                                                  {Reason::kPrewarm, "prewarm"},
+                                                  {Reason::kIdle, "idle"},
+                                                  {Reason::kExpired, "expired"},
+                                                  {Reason::kForced, "forced"},
+                                                  {Reason::kServiceSleep, "service_sleep"},
+                                                  {Reason::kExternal, "external"},
+                                                  {Reason::kSleepTier, "sleep_tier"},
+                                                  {Reason::kMakeRoom, "make_room"}};
+  for (const auto& [reason, word] : words) EXPECT_STREQ(to_string(reason), word);
 }
 
 }  // namespace

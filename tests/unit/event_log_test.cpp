@@ -20,15 +20,43 @@ using nlohmann::json;
 using testing::FakeClock;
 using testing::RecordingRecorder;
 
+// GET /admin/trace: the last uses through the proxy, in order of arrival, as a CSV trace the
+// simulator reads; the oldest dropped beyond the capacity, and the comment says how many.
+TEST(EventLog, KeepsTheLastUsesAsATraceInOrderOfArrival) {
+  FakeClock clock;
+  RecordingRecorder next;
+  EventLog log(next, clock, EventLog::kDefaultCapacity, /*trace_capacity=*/3);
+  const WallTime t0 = from_unix_seconds(1'700'000'000);
+  log.proxy_use("web", "", t0, Seconds(1.5));
+  log.proxy_use("ollama", "llama3.2:3b", t0 + std::chrono::seconds(10), Seconds(4));
+  // Ends before the one above though it arrived later: written by arrival.
+  log.proxy_use("web", "", t0 + std::chrono::seconds(5), Seconds(0.25));
+  EXPECT_EQ(log.trace_csv(),
+            "# siesta request trace: the last 3 uses through the proxy (at most 3; 0 older "
+            "dropped)\n"
+            "time,service,model,duration\n"
+            "1700000000.000,web,,1.500\n"
+            "1700000005.000,web,,0.250\n"
+            "1700000010.000,ollama,llama3.2:3b,4.000\n");
+  log.proxy_use("db", "a,\"b\"", t0 + std::chrono::seconds(20), Seconds(-1));  // clamped to 0
+  EXPECT_EQ(log.trace_csv(),
+            "# siesta request trace: the last 3 uses through the proxy (at most 3; 1 older "
+            "dropped)\n"
+            "time,service,model,duration\n"
+            "1700000005.000,web,,0.250\n"
+            "1700000010.000,ollama,llama3.2:3b,4.000\n"
+            "1700000020.000,db,\"a,\"\"b\"\"\",0.000\n");
+}
+
 TEST(EventLog, KeepsEventsInOrderWithTheirTimeAndPassesEveryCallOn) {
   FakeClock clock;
   RecordingRecorder next;
   EventLog log(next, clock);
   const double t0 = to_unix_seconds(clock.wall_now());
-  log.service_woke("web", "request", Seconds(2.5));
+  log.service_woke("web", Reason::kRequest, Seconds(2.5));
   clock.advance(Seconds(60));
-  log.service_slept("web", "idle");
-  log.model_unloaded("llama", "expired");
+  log.service_slept("web", Reason::kIdle);
+  log.model_unloaded({"llama", "ollama"}, Reason::kExpired);
   log.service_tier_entered("web", "pause");
   log.service_tier_entered("web", "stop");  // already a sleep: not twice
   log.service_woke_from_tier("web", "pause", Seconds(0.01));
@@ -63,7 +91,7 @@ TEST(EventLog, IsBoundedAndFiltersBySinceAndId) {
   NullRecorder next;
   EventLog log(next, clock, 3);
   for (int i = 0; i < 5; ++i) {
-    log.service_slept("s" + std::to_string(i), "idle");
+    log.service_slept("s" + std::to_string(i), Reason::kIdle);
     clock.advance(Seconds(10));
   }
   auto all = log.since(0);
@@ -81,8 +109,8 @@ TEST(EventLog, ExpectedWakeIsTheMedianOfTheLastColdStarts) {
   NullRecorder next;
   EventLog log(next, clock);
   EXPECT_FALSE(log.expected_wake_seconds("web"));
-  log.service_woke("web", "request", Seconds(100));  // falls out: only the last 5 count
-  for (double d : {4.0, 2.0, 9.0, 3.0, 5.0}) log.service_woke("web", "request", Seconds(d));
+  log.service_woke("web", Reason::kRequest, Seconds(100));  // falls out: only the last 5 count
+  for (double d : {4.0, 2.0, 9.0, 3.0, 5.0}) log.service_woke("web", Reason::kRequest, Seconds(d));
   EXPECT_DOUBLE_EQ(*log.expected_wake_seconds("web"), 4.0);
   // A warm resume is not a cold start.
   log.service_woke_from_tier("web", "pause", Seconds(0.001));
@@ -106,10 +134,10 @@ struct AdminFixture {
 
 TEST(AdminEvents, ListsTheLastHourByDefaultAndFromACursor) {
   AdminFixture f;
-  f.log.service_slept("web", "idle");  // two hours ago, once the clock moves
+  f.log.service_slept("web", Reason::kIdle);  // two hours ago, once the clock moves
   f.world.clock.advance(std::chrono::hours(2));
-  f.log.service_woke("web", "request", Seconds(1.25));
-  f.log.service_slept("web", "manual");
+  f.log.service_woke("web", Reason::kRequest, Seconds(1.25));
+  f.log.service_slept("web", Reason::kManual);
 
   auto r = f.admin->handle("GET", "/admin/events", {}, "");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -147,6 +175,25 @@ TEST(AdminEvents, BadParametersAre400AndTheTokenIsNeeded) {
           ->handle("GET", "/admin/events", {{"Authorization", "Bearer 0123456789abcdef-token"}}, "")
           .status,
       200);
+}
+
+TEST(AdminTrace, IsTheTraceAsCsvBehindTheToken) {
+  AdminOptions with_token;
+  with_token.token = "0123456789abcdef-token";
+  AdminFixture f(with_token);
+  f.log.proxy_use("web", "", f.world.clock.wall_now(), Seconds(2));
+  EXPECT_EQ(f.admin->handle("GET", "/admin/trace", {}, "").status, 401);
+  auto r = f.admin->handle("GET", "/admin/trace",
+                           {{"Authorization", "Bearer 0123456789abcdef-token"}}, "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "text/csv; charset=utf-8");
+  EXPECT_EQ(r.body, f.log.trace_csv());
+  EXPECT_NE(r.body.find("\ntime,service,model,duration\n"), std::string::npos) << r.body;
+  EXPECT_EQ(
+      f.admin
+          ->handle("POST", "/admin/trace", {{"Authorization", "Bearer 0123456789abcdef-token"}}, "")
+          .status,
+      405);
 }
 
 TEST(AdminPage, IsServedWithoutTheTokenAndHoldsNoData) {

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "siesta/core/settings_schema.h"
+
 namespace siesta::testing {
 namespace {
 
@@ -110,6 +112,10 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.wake-page", "please"}}, "label siesta.wake-page: must be true or false"},
       {{{"siesta.wake-page", "true"}, {"siesta.protocol", "tcp"}},
        "label siesta.wake-page: needs protocol \"http\""},
+      {{{"siesta.model-api", "vllm"}, {"siesta.protocol", "tcp"}},
+       "label siesta.protocol: \"tcp\" cannot serve a \"vllm\" model server"},
+      {{{"siesta.model-api", "openai"}, {"siesta.protocol", "tcp"}},
+       "label siesta.protocol: \"tcp\" cannot serve a \"openai\" model server"},
       {{{"siesta.model-api", "tgi"}},
        "label siesta.model-api: must be \"ollama\", \"vllm\" or \"openai\""},
       {{{"siesta.model-keep-alive", "2h"}},
@@ -124,6 +130,91 @@ TEST(Labels, BadValuesNameTheLabel) {
         << sc.status().message() << "\n  expected: " << c.expect;
     EXPECT_NE(sc.status().message().find("container web"), std::string::npos);
   }
+}
+
+// A schedule, its zone, the timeout policy and the cold start, as a label (and an annotation):
+// the config's own forms and rules; a schedule without a zone label is in the config's zone.
+TEST(Labels, AScheduleItsZoneAndThePolicyAsLabels) {
+  LabelBounds b;
+  b.timezone = "America/New_York";
+  set_label_bounds(b);
+  const std::string office =
+      R"([{"days": "mon-fri", "from": "08:30", "to": "18:00", "desired": "on"},
+          {"days": "sat,sun", "idle_timeout_minutes": 10}])";
+  auto sc = service_from_labels(
+      "web",
+      {{"siesta.schedule", office}, {"siesta.policy", "adaptive"}, {"siesta.cold-start", "1m30s"}});
+  ASSERT_TRUE(sc) << sc.status().message();
+  EXPECT_EQ(sc->spec.schedule.windows.size(), 2u);
+  EXPECT_EQ(sc->spec.schedule.timezone, "America/New_York");
+  EXPECT_EQ(sc->spec.policy, "adaptive");
+  EXPECT_EQ(sc->spec.cold_start_seconds, 90);
+  auto own = service_from_annotations(
+      "deployment/web", {{"siesta.io/schedule", office}, {"siesta.io/timezone", "Europe/Berlin"}});
+  ASSERT_TRUE(own) << own.status().message();
+  EXPECT_EQ(own->spec.schedule.timezone, "Europe/Berlin");
+
+  const std::pair<std::map<std::string, std::string>, std::string> bad[] = {
+      {{{"siesta.schedule", "mon-fri 08:30-18:00"}},
+       "label siesta.schedule: must be a JSON array of windows"},
+      {{{"siesta.schedule", R"([{"days": "someday", "desired": "on"}])"}},
+       "schedule[0].days: must be day names"},
+      {{{"siesta.schedule", office}, {"siesta.timezone", "Mars/Olympus"}}, "timezone"},
+      {{{"siesta.timezone", "UTC"}}, "timezone: is for a \"schedule\" (it has none)"},
+      {{{"siesta.policy", "lru"}}, "policy: must be one of"},
+      {{{"siesta.cold-start", "soon"}}, "label siesta.cold-start: must be a duration"},
+      {{{"siesta.cold-start", "48h"}}, "label siesta.cold-start: must be at most 86400"},
+      {{{"siesta.policy", "adaptive"}, {"siesta.sleep-tiers", "pause:1m,stop:1h"}},
+       "not together with sleep_tiers"},
+  };
+  for (const auto& [labels, expect] : bad) {
+    auto refused = service_from_labels("web", labels);
+    ASSERT_FALSE(refused) << expect;
+    EXPECT_NE(refused.status().message().find(expect), std::string::npos)
+        << refused.status().message() << "\n  expected: " << expect;
+  }
+  set_label_bounds({});
+}
+
+// The model keep-alive rule is written once (config.h): labels refuse what the config file
+// refuses, a keep-alive on a server whose model is the process included (accepted before).
+TEST(Labels, AModelKeepAliveFollowsTheConfigFilesRule) {
+  for (const char* api : {"vllm", "openai"}) {
+    auto sc =
+        service_from_labels("web", {{"siesta.model-api", api}, {"siesta.model-keep-alive", "2h"}});
+    ASSERT_FALSE(sc) << api;
+    EXPECT_EQ(sc.status().message(),
+              std::string("container web: label siesta.model-keep-alive: a \"") + api +
+                  "\" server has no unload API: its model stays while the server runs; free it "
+                  "with the service's sleep_tiers (vllm_sleep, stop) instead");
+  }
+  EXPECT_TRUE(service_from_labels(
+      "web", {{"siesta.model-api", "ollama"}, {"siesta.model-keep-alive", "2h"}}));
+}
+
+// One unit table (core/units.h): the schema's units, the labels' and Ollama's duration suffixes.
+TEST(Units, TheSchemasDurationUnitsAndGosSuffixes) {
+  EXPECT_EQ(seconds_per("seconds"), 1);
+  EXPECT_EQ(seconds_per("minutes"), 60);
+  EXPECT_EQ(seconds_per("hours"), 3600);
+  EXPECT_EQ(seconds_per("MiB"), 0);
+  // Every number setting is a duration (its gauge in seconds) but the price, which is a number
+  // per kWh and shown as it is.
+  for (const auto& field : kSettingFields) {
+    if (field.number != nullptr && field.number != &Settings::price_per_kwh) {
+      EXPECT_GT(seconds_per(field.rule.unit), 0) << field.key;
+    }
+  }
+  Settings priced;
+  priced.price_per_kwh = 0.25;
+  EXPECT_EQ(setting_gauge(*find_setting("price_per_kwh"), priced), 0.25);
+  EXPECT_EQ(setting_gauge(*find_setting("idle_timeout_minutes"), priced), 3600);
+  EXPECT_EQ(parse_duration("1h1m1s"), 3661);
+  EXPECT_EQ(parse_duration("2\xC2\xB5s"), 2e-6);
+  EXPECT_EQ(parse_duration("2\xCE\xBCs"), 2e-6);  // Greek mu, as Go (and Ollama's keep_alive)
+  EXPECT_EQ(parse_duration("3x"), std::nullopt);
+  EXPECT_EQ(number_text(5.256e6), "5.256e+06");
+  EXPECT_EQ(number_text(0.01), "0.01");
 }
 
 // Found by a new user's trial: labels and annotations could pick any listen address or

@@ -1,9 +1,9 @@
-// /metrics rendering, from the same Decision as the idle-status JSON (status_json_test.cpp).
+// /metrics rendering, from the same Decision as the idle-status JSON (status_json_test.cpp, which
+// also checks that the two agree).
 #include "siesta/metrics/metrics.h"
 
 #include <gtest/gtest.h>
 
-#include "siesta/api/status_json.h"
 #include "world.h"
 
 namespace siesta::testing {
@@ -21,12 +21,12 @@ TEST(Metrics, GaugesComeFromTheDecision) {
   w.run("ollama");
   w.run("redis");
   ASSERT_TRUE(w.controller->touch_service("ollama"));
-  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("llama3.2:3b")));
   w.clock.advance_minutes(45);
   Metrics m;
   Snapshot snap = w.registry->snapshot();
   m.declare(snap);
-  m.service_slept("ollama", "idle");
+  m.service_slept("ollama", Reason::kIdle);
   Decision d = decide(snap, w.clock.wall_now());
   std::string text = m.render(snap, d, MonitorStatus{true, w.clock.wall_now()});
 
@@ -52,7 +52,7 @@ TEST(Metrics, GaugesComeFromTheDecision) {
   EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"ollama\"} 0\n"));
   // Histograms appear with their first observation: 10,000 idle services cost no buckets.
   EXPECT_THAT(text, Not(HasSubstr("siesta_service_wake_duration_seconds")));
-  m.service_woke("ollama", "request", Seconds(0.5));
+  m.service_woke("ollama", Reason::kRequest, Seconds(0.5));
   text = m.render(snap, d, MonitorStatus{true, w.clock.wall_now()});
   EXPECT_THAT(text, HasSubstr("# TYPE siesta_service_wake_duration_seconds histogram\n"));
   EXPECT_THAT(text,
@@ -74,25 +74,6 @@ TEST(Metrics, MonitorPassDurationIsObservedAndTheLastKept) {
   EXPECT_THAT(text, HasSubstr("siesta_monitor_pass_duration_seconds_bucket{le=\"0.00025\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("siesta_monitor_pass_duration_seconds_bucket{le=\"0.005\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("siesta_monitor_last_pass_duration_seconds 0.0002\n"));
-}
-
-TEST(IdleStatus, AndMetricsShowOpenUpgradedConnections) {
-  World w(kConfig);
-  w.run("ollama");
-  ASSERT_TRUE(w.controller->begin_request("ollama"));
-  ASSERT_TRUE(w.controller->begin_request("ollama"));
-  w.controller->count_upgraded("ollama", true);
-  Snapshot snap = w.registry->snapshot();
-  Decision d = decide(snap, w.clock.wall_now());
-  auto j = nlohmann::json::parse(idle_status_text(snap, d, {}));
-  EXPECT_EQ(j["services"]["ollama"]["in_flight"], 2);
-  EXPECT_EQ(j["services"]["ollama"]["upgraded_connections"], 1);
-  EXPECT_EQ(j["services"]["redis"]["upgraded_connections"], 0);
-  Metrics m;
-  const std::string text = m.render(snap, d, MonitorStatus{});
-  EXPECT_THAT(text, HasSubstr("# TYPE siesta_proxy_upgraded_connections_open gauge\n"));
-  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"ollama\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"redis\"} 0\n"));
 }
 
 }  // namespace

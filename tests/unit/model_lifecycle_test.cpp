@@ -20,7 +20,7 @@ TEST(Controller, FailedUnloadIsCountedShownAndRetriedLater) {
               "services": {"ollama": {"command": ["o"], "idle_sleep_enabled": false}},
               "models": {"m": {"provider": "ollama"}}})");
   w.run("ollama");
-  ASSERT_TRUE(w.controller->touch_model("m"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("m")));
   w.provider.loaded_models.insert("m");
   w.provider.fail_unload = true;
   w.clock.advance(std::chrono::hours(1));
@@ -43,8 +43,8 @@ TEST(Controller, ReconcileTracksModelsLoadedAndUnloadedOutsideSiesta) {
   w.provider.loaded_models = {"known", "qwen2:7b"};
   w.controller->reconcile();
   EXPECT_TRUE(w.model("known").loaded);
-  ASSERT_TRUE(w.registry->model("qwen2:7b"));
-  EXPECT_EQ(w.registry->model("qwen2:7b")->spec->provider, "ollama");
+  ASSERT_TRUE(w.registry->model(w.key("qwen2:7b")));
+  EXPECT_EQ(w.registry->model(w.key("qwen2:7b"))->spec->provider, "ollama");
   w.provider.loaded_models = {"qwen2:7b"};
   w.controller->reconcile();
   EXPECT_FALSE(w.model("known").loaded);
@@ -55,19 +55,19 @@ TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama"}}})");
   w.run("ollama");
-  auto ticket = w.controller->begin_model_request("m", "ollama");
+  auto ticket = w.controller->begin_model_request({"m", "ollama"});
   ASSERT_TRUE(ticket);  // was not loaded
-  auto second = w.controller->begin_model_request("m", "ollama");
+  auto second = w.controller->begin_model_request({"m", "ollama"});
   w.provider.loaded_models = {"m"};  // loaded meanwhile: /api/ps shows it before any answer
   w.controller->reconcile();
-  EXPECT_TRUE(w.controller->model_accepted("m", 600, ticket));   // this one paid the load
-  EXPECT_FALSE(w.controller->model_accepted("m", 600, second));  // ... not this one too
-  w.controller->end_model_request("m", true);
+  EXPECT_TRUE(w.controller->model_accepted(w.key("m"), 600, ticket));   // this one paid the load
+  EXPECT_FALSE(w.controller->model_accepted(w.key("m"), 600, second));  // ... not this one too
+  w.controller->end_model_request(w.key("m"), true);
   w.provider.loaded_models = {};  // Ollama lists a model only once it has loaded
   w.controller->reconcile();
   EXPECT_TRUE(w.model("m").loaded);
   EXPECT_EQ(w.model("m").in_flight, 1);
-  w.controller->end_model_request("m", true);
+  w.controller->end_model_request(w.key("m"), true);
   EXPECT_EQ(w.model("m").in_flight, 0);
   EXPECT_EQ(w.model("m").keep_alive_seconds, 600);
   w.clock.advance(std::chrono::seconds(599));
@@ -86,24 +86,24 @@ TEST(Controller, AModelIsLoadedOnlyOnceItsServerAcceptedARequest) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama"}}})");
   w.run("ollama");
-  w.controller->begin_model_request("nope:1b", "ollama");
-  ASSERT_TRUE(w.registry->model("nope:1b"));  // in flight while its request runs
+  w.controller->begin_model_request({"nope:1b", "ollama"});
+  ASSERT_TRUE(w.registry->model(w.key("nope:1b")));  // in flight while its request runs
   EXPECT_FALSE(w.model("nope:1b").loaded);
   EXPECT_EQ(w.model("nope:1b").in_flight, 1);
-  w.controller->end_model_request("nope:1b", /*accepted=*/false);
-  EXPECT_FALSE(w.registry->model("nope:1b"));  // forgotten: it was never loaded
+  w.controller->end_model_request(w.key("nope:1b"), /*accepted=*/false);
+  EXPECT_FALSE(w.registry->model(w.key("nope:1b")));  // forgotten: it was never loaded
   // A configured model is kept, and not loaded by a failed request.
-  w.controller->begin_model_request("m", "ollama");
-  w.controller->end_model_request("m", false);
-  ASSERT_TRUE(w.registry->model("m"));
+  w.controller->begin_model_request({"m", "ollama"});
+  w.controller->end_model_request(w.key("m"), false);
+  ASSERT_TRUE(w.registry->model(w.key("m")));
   EXPECT_FALSE(w.model("m").loaded);
   // Two requests on a new name: the first failing does not forget it under the second.
-  w.controller->begin_model_request("new:1b", "ollama");
-  w.controller->begin_model_request("new:1b", "ollama");
-  w.controller->end_model_request("new:1b", false);
-  ASSERT_TRUE(w.registry->model("new:1b"));
-  EXPECT_TRUE(w.controller->model_accepted("new:1b", 600, 0));  // its first load
-  w.controller->end_model_request("new:1b", true);
+  w.controller->begin_model_request({"new:1b", "ollama"});
+  w.controller->begin_model_request({"new:1b", "ollama"});
+  w.controller->end_model_request(w.key("new:1b"), false);
+  ASSERT_TRUE(w.registry->model(w.key("new:1b")));
+  EXPECT_TRUE(w.controller->model_accepted(w.key("new:1b"), 600, 0));  // its first load
+  w.controller->end_model_request(w.key("new:1b"), true);
   EXPECT_TRUE(w.model("new:1b").loaded);
   EXPECT_EQ(w.model("new:1b").keep_alive_seconds, 600);
   EXPECT_TRUE(w.recorder.events().empty());
@@ -114,23 +114,23 @@ TEST(Controller, LearnedModelsAreBoundedTheOldestUnloadedForgottenFirst) {
               "models": {"configured": {"provider": "ollama"}}})");
   w.run("ollama");
   auto use = [&](const std::string& m) {
-    auto ticket = w.controller->begin_model_request(m, "ollama");
-    w.controller->model_accepted(m, 600, ticket);
-    w.controller->end_model_request(m, true);
+    auto ticket = w.controller->begin_model_request({m, "ollama"});
+    w.controller->model_accepted(w.key(m), 600, ticket);
+    w.controller->end_model_request(w.key(m), true);
     w.clock.advance(std::chrono::seconds(1));
   };
   use("a");
   use("b");
   use("c");  // a, b and c are loaded: none is forgotten, the limit notwithstanding
-  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"a", "b", "c", "configured"}));
-  ASSERT_TRUE(w.controller->unload_model("b"));
-  ASSERT_TRUE(w.controller->unload_model("a"));  // a was used before b
-  use("d");                                      // 4 learned > 2: a, then b, the oldest unloaded
-  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"c", "configured", "d"}));
-  ASSERT_TRUE(w.controller->unload_model("c"));
-  ASSERT_TRUE(w.controller->unload_model("configured"));
+  EXPECT_EQ(w.model_names(), (std::vector<std::string>{"a", "b", "c", "configured"}));
+  ASSERT_TRUE(w.controller->unload_model(w.key("b")));
+  ASSERT_TRUE(w.controller->unload_model(w.key("a")));  // a was used before b
+  use("d");  // 4 learned > 2: a, then b, the oldest unloaded
+  EXPECT_EQ(w.model_names(), (std::vector<std::string>{"c", "configured", "d"}));
+  ASSERT_TRUE(w.controller->unload_model(w.key("c")));
+  ASSERT_TRUE(w.controller->unload_model(w.key("configured")));
   use("e");  // c goes; a configured model is never forgotten
-  EXPECT_EQ(w.registry->model_names(), (std::vector<std::string>{"configured", "d", "e"}));
+  EXPECT_EQ(w.model_names(), (std::vector<std::string>{"configured", "d", "e"}));
 }
 
 TEST(Controller, AdminLoadOfAnInstalledModelSiestaHasNotSeenLearnsIt) {
@@ -138,14 +138,15 @@ TEST(Controller, AdminLoadOfAnInstalledModelSiestaHasNotSeenLearnsIt) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama"}}})");
   w.provider.installed = {"m", "qwen2.5:7b"};
-  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));  // one model server: no question asked
-  ASSERT_TRUE(w.registry->model("qwen2.5:7b"));
-  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama");
+  ASSERT_TRUE(
+      w.controller->load_model(w.key("qwen2.5:7b")));  // one model server: no question asked
+  ASSERT_TRUE(w.registry->model(w.key("qwen2.5:7b")));
+  EXPECT_EQ(w.registry->model(w.key("qwen2.5:7b"))->spec->provider, "ollama");
   EXPECT_TRUE(w.model("qwen2.5:7b").loaded);
   EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);  // woken first
-  Status st = w.controller->load_model("nope:1b");
+  Status st = w.controller->load_model(w.key("nope:1b"));
   EXPECT_EQ(st.code(), ErrorCode::kNotFound) << st.message();
-  EXPECT_FALSE(w.registry->model("nope:1b"));
+  EXPECT_FALSE(w.registry->model(w.key("nope:1b")));
 }
 
 TEST(Controller, AdminLoadFindsWhichOfSeveralModelServersHasTheModel) {
@@ -154,23 +155,23 @@ TEST(Controller, AdminLoadFindsWhichOfSeveralModelServersHasTheModel) {
   w.run("ollama");
   w.provider.installed = {"llama3.2:3b"};
   w.provider_b.installed = {"qwen2.5:7b"};
-  ASSERT_TRUE(w.controller->load_model("qwen2.5:7b"));
-  EXPECT_EQ(w.registry->model("qwen2.5:7b")->spec->provider, "ollama-b");
+  ASSERT_TRUE(w.controller->load_model(w.key("qwen2.5:7b")));
+  EXPECT_EQ(w.registry->model(w.key("qwen2.5:7b"))->spec->provider, "ollama-b");
   // The running server was asked first; the stopped one was woken to be asked.
   EXPECT_THAT(w.provider.calls, ElementsAre("list_installed"));
   EXPECT_THAT(w.provider_b.calls, ElementsAre("list_installed", "load qwen2.5:7b"));
-  ASSERT_TRUE(w.controller->load_model("llama3.2:3b"));
-  EXPECT_EQ(w.registry->model("llama3.2:3b")->spec->provider, "ollama");
-  EXPECT_EQ(w.controller->load_model("nope:1b").code(), ErrorCode::kNotFound);
-  EXPECT_FALSE(w.registry->model("nope:1b"));
+  ASSERT_TRUE(w.controller->load_model(w.key("llama3.2:3b")));
+  EXPECT_EQ(w.registry->model(w.key("llama3.2:3b"))->spec->provider, "ollama");
+  EXPECT_EQ(w.controller->load_model(w.key("nope:1b")).code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(w.registry->model(w.key("nope:1b")));
 }
 
 TEST(Controller, ForcedUnloadOfAnUnloadedModelIsANoOp) {
   World w(
       R"({"services": {"ollama": {"command": ["o"]}}, "models": {"m": {"provider": "ollama"}}})");
-  EXPECT_TRUE(w.controller->unload_model("m"));
+  EXPECT_TRUE(w.controller->unload_model(w.key("m")));
   EXPECT_TRUE(w.provider.calls.empty());
-  EXPECT_EQ(w.controller->unload_model("nope").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(w.controller->unload_model(w.key("nope")).code(), ErrorCode::kNotFound);
 }
 
 TEST(Controller, AModelServersKeepAliveIsTheDefaultOfTheModelsItServes) {
@@ -180,17 +181,17 @@ TEST(Controller, AModelServersKeepAliveIsTheDefaultOfTheModelsItServes) {
               "services": {"ollama": {"command": ["o"], "model_keep_alive_hours": 0.5}},
               "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
   w.run("ollama");
-  EXPECT_EQ(w.controller->keep_alive_policy("new:1b", "ollama").configured_seconds, 1800);
-  EXPECT_EQ(w.controller->keep_alive_policy("new:1b").configured_seconds, 7200);  // no server
-  EXPECT_EQ(w.controller->keep_alive_policy("m", "ollama").configured_seconds, 3600);
+  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", "ollama"}).configured_seconds, 1800);
+  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", ""}).configured_seconds, 7200);  // no server
+  EXPECT_EQ(w.controller->keep_alive_policy({"m", "ollama"}).configured_seconds, 3600);
   // Learned from traffic ...
-  w.controller->begin_model_request("new:1b", "ollama");
-  ASSERT_TRUE(w.registry->model("new:1b"));
-  EXPECT_EQ(w.registry->model("new:1b")->spec->keep_alive_hours, 0.5);
+  w.controller->begin_model_request({"new:1b", "ollama"});
+  ASSERT_TRUE(w.registry->model(w.key("new:1b")));
+  EXPECT_EQ(w.registry->model(w.key("new:1b"))->spec->keep_alive_hours, 0.5);
   // ... or found loaded on the server.
   w.provider.loaded_models = {"other:7b"};
   w.controller->reconcile();
-  ASSERT_TRUE(w.registry->model("other:7b"));
+  ASSERT_TRUE(w.registry->model(w.key("other:7b")));
   EXPECT_TRUE(w.model("other:7b").loaded);
   w.clock.advance(std::chrono::minutes(29));
   w.monitor->step();
@@ -209,22 +210,22 @@ TEST(Controller, AModelRequestsKeepAliveEndsWhereTheMonitorUnloadsIt) {
   w.run("ollama");
   w.provider.loaded_models.insert("m");  // as the server will list it
   const WallTime now = w.clock.wall_now();
-  (void)w.controller->begin_model_request("m", "ollama");
-  w.controller->model_accepted("m", 60, std::nullopt);  // the request's own keep_alive
-  w.controller->end_model_request("m", true);
+  (void)w.controller->begin_model_request({"m", "ollama"});
+  w.controller->model_accepted(w.key("m"), 60, std::nullopt);  // the request's own keep_alive
+  w.controller->end_model_request(w.key("m"), true);
   const Settings settings = w.registry->settings();
-  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model("m")->spec, w.model("m")),
+  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model(w.key("m"))->spec, w.model("m")),
             now + seconds(60));
   EXPECT_EQ(w.monitor->step(), now + seconds(60));  // the monitor sleeps until exactly then
   w.clock.advance(seconds(60));
   w.monitor->step();
   EXPECT_FALSE(w.model("m").loaded);
   // A client's "forever" is bounded by the model's keep_alive_max_seconds (a day).
-  (void)w.controller->begin_model_request("m", "ollama");
-  w.controller->model_accepted("m", std::numeric_limits<double>::infinity(), std::nullopt);
-  w.controller->end_model_request("m", true);
+  (void)w.controller->begin_model_request({"m", "ollama"});
+  w.controller->model_accepted(w.key("m"), std::numeric_limits<double>::infinity(), std::nullopt);
+  w.controller->end_model_request(w.key("m"), true);
   const WallTime later = w.clock.wall_now();
-  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model("m")->spec, w.model("m")),
+  EXPECT_EQ(keep_alive_ends(settings, *w.registry->model(w.key("m"))->spec, w.model("m")),
             later + std::chrono::hours(24));
   const Decision d = decide(w.registry->snapshot(), later);
   ASSERT_EQ(d.models.size(), 1u);
@@ -234,7 +235,7 @@ TEST(Controller, AModelRequestsKeepAliveEndsWhereTheMonitorUnloadsIt) {
 TEST(Controller, AnAdminLoadAsksTheServerForTheKeepAlivePlusTheGrace) {
   World w(R"({"services": {"ollama": {"command": ["o"]}},
               "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
-  ASSERT_TRUE(w.controller->load_model("m"));
+  ASSERT_TRUE(w.controller->load_model(w.key("m")));
   EXPECT_THAT(w.provider.load_keep_alives, ElementsAre(model_server_keep_alive(3600)));
   EXPECT_THAT(w.provider.load_keep_alives, ElementsAre(3600 + kModelServerGraceSeconds));
 }
@@ -259,18 +260,18 @@ TEST(ModelLifecycle, ALoadWakesItsServerThroughTheGivenWakeAndAFailedWakeLoadsNo
         return wake_answer;
       },
       10);
-  EXPECT_EQ(models.load_model("m").code(), ErrorCode::kTimeout);
+  EXPECT_EQ(models.load_model(w.key("m")).code(), ErrorCode::kTimeout);
   EXPECT_TRUE(w.provider.calls.empty());  // never asked: its server is not up
   EXPECT_FALSE(w.model("m").loaded);
   EXPECT_EQ(saves, 0);
   wake_answer = Status::ok();
-  ASSERT_TRUE(models.load_model("m"));
+  ASSERT_TRUE(models.load_model(w.key("m")));
   EXPECT_THAT(woken, ElementsAre("ollama", "ollama"));
   EXPECT_THAT(w.provider.calls, ElementsAre("load m"));
   EXPECT_TRUE(w.model("m").loaded);
   EXPECT_EQ(saves, 1);
   // Its server stopped: its models went with it.
-  models.mark_models_unloaded("ollama", "service_sleep");
+  models.mark_models_unloaded("ollama", Reason::kServiceSleep);
   EXPECT_FALSE(w.model("m").loaded);
   EXPECT_THAT(w.recorder.events(), ::testing::Contains("unloaded m service_sleep"));
 }

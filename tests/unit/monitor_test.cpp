@@ -2,12 +2,16 @@
 // (the controller's own tests are in controller_test.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "world.h"
 
 namespace siesta::testing {
 namespace {
 
 using std::chrono::minutes;
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
 
 constexpr const char* kTwo = R"({
   "idle_timeout_minutes": 10, "idle_check_interval_minutes": 5,
@@ -46,28 +50,88 @@ TEST(Monitor, ReconcileSeesAProcessThatDiedAndOneStartedOutside) {
   EXPECT_EQ(w.service("b").state, ServiceState::kStopped);
 }
 
-TEST(Monitor, ATouchBetweenDecisionAndClaimCancelsTheSleep) {
-  World w(kTwo);
-  w.run("b");
-  w.clock.advance(minutes(3));
-  Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
-  ASSERT_EQ(d.actions.size(), 1u);
-  ASSERT_TRUE(w.controller->touch_service("b"));  // a request arrives
-  EXPECT_FALSE(w.controller->claim_sleep("b"));
-  EXPECT_EQ(w.service("b").state, ServiceState::kRunning);
-}
+// The monitor alone, on a fake MonitorActions: what it asks for, in order, and that a refused
+// claim leaves the slow step undone.
+class RecordingActions final : public MonitorActions {
+ public:
+  bool claim_sleep(const std::string& s) override { return add("claim_sleep " + s, grant); }
+  void finish_sleep(const std::string& s) override { add("finish_sleep " + s); }
+  bool claim_light_sleep(const std::string& s, std::size_t tier) override {
+    return add("claim_light_sleep " + s + " " + std::to_string(tier), grant);
+  }
+  void finish_light_sleep(const std::string& s, std::size_t tier) override {
+    add("finish_light_sleep " + s + " " + std::to_string(tier));
+  }
+  bool claim_unload(const ModelKey& m) override { return add("claim_unload " + m.name, grant); }
+  void finish_unload(const ModelKey& m, Reason r) override {
+    add("finish_unload " + m.name + "@" + m.service + " " + to_string(r));
+  }
+  Status wake(const std::string& s, Reason r) override {
+    add("wake " + s + " " + to_string(r));
+    return Status::ok();
+  }
+  void reconcile() override { add("reconcile"); }
 
-TEST(Monitor, AWakeAfterTheClaimCancelsThePendingStop) {
-  World w(kTwo);
-  w.run("b");
-  w.clock.advance(minutes(3));
-  ASSERT_TRUE(w.controller->claim_sleep("b"));
-  EXPECT_EQ(w.service("b").state, ServiceState::kStopping);
-  ASSERT_TRUE(w.controller->wake("b", "request"));
-  w.controller->finish_sleep("b");  // runs after the wake: must not stop it
-  EXPECT_EQ(w.service("b").state, ServiceState::kRunning);
-  EXPECT_EQ(w.backend.count("stop b"), 0);
-  EXPECT_EQ(w.backend.count("start b"), 0);  // it never went down
+  bool grant = true;
+  std::vector<std::string> calls;
+
+ private:
+  bool add(std::string call, bool result = true) {
+    calls.push_back(std::move(call));
+    return result;
+  }
+};
+
+TEST(Monitor, CarriesOutEachDecisionThroughItsActionsAlone) {
+  const Config config = parse_config(R"({
+    "idle_timeout_minutes": 10, "idle_check_interval_minutes": 5,
+    "services": {
+      "a": {"command": ["a"], "idle_timeout_minutes": 3},
+      "on": {"command": ["on"], "desired": "on"},
+      "t": {"command": ["t"], "sleep_tiers": [{"after_minutes": 2, "action": "pause"},
+                                             {"after_minutes": 60, "action": "stop"}]},
+      "ollama": {"command": ["ollama"]}},
+    "models": {"llama3": {"provider": "ollama", "keep_alive_hours": 0.05}}})",
+                                     "test.json");
+  FakeClock clock;
+  auto registry = make_registry(config, clock.wall_now());
+  for (const char* name : {"a", "t", "ollama"}) {
+    registry->update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_state(rt, ServiceState::kRunning, clock.wall_now());
+      rt.last_used = clock.wall_now();
+    });
+  }
+  registry->update_model({"llama3", "ollama"}, [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.loaded = true;
+    rt.last_used = clock.wall_now();
+  });
+  RecordingActions actions;
+  RecordingRecorder recorder;
+  InlineExecutor executor;
+  Monitor monitor(*registry, actions, clock, recorder, executor);
+
+  monitor.step();  // the first pass reconciles; the desired-on one is started
+  EXPECT_THAT(actions.calls, ElementsAre("reconcile", "wake on desired"));
+  actions.calls.clear();
+  clock.advance(minutes(3));  // a's timeout, t's pause tier, llama3's keep-alive: all due
+  monitor.step();
+  EXPECT_THAT(actions.calls,
+              UnorderedElementsAre("claim_sleep a", "finish_sleep a", "claim_light_sleep t 1",
+                                   "finish_light_sleep t 1", "claim_unload llama3",
+                                   "finish_unload llama3@ollama expired", "wake on desired"));
+  // Each claim before its finish (the two steps' contract).
+  const auto at = [&](const std::string& call) {
+    return std::find(actions.calls.begin(), actions.calls.end(), call) - actions.calls.begin();
+  };
+  EXPECT_LT(at("claim_sleep a"), at("finish_sleep a"));
+  EXPECT_LT(at("claim_light_sleep t 1"), at("finish_light_sleep t 1"));
+  EXPECT_LT(at("claim_unload llama3"), at("finish_unload llama3@ollama expired"));
+  actions.calls.clear();
+  actions.grant = false;  // a use came between the decision and the claim: nothing slow runs
+  monitor.step();
+  EXPECT_THAT(actions.calls, ::testing::IsSupersetOf({"claim_sleep a", "claim_light_sleep t 1",
+                                                      "claim_unload llama3"}));
+  for (const auto& call : actions.calls) EXPECT_FALSE(call.starts_with("finish")) << call;
 }
 
 TEST(ChangeSignal, ARequestEndingWakesTheMonitorOnlyWhenItWouldSleepPastTheNewDeadline) {

@@ -11,18 +11,10 @@
 namespace siesta {
 namespace {
 
+using siesta::testing::config_error;
 using siesta::testing::World;
 using std::chrono::minutes;
 using std::chrono::seconds;
-
-std::string config_error(const std::string& text) {
-  try {
-    parse_config(text, "bad.json");
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "accepted";
-}
 
 TEST(PolicyLive, ConfigKeys) {
   Config c = parse_config(
@@ -62,12 +54,29 @@ TEST(PolicyLive, UsesRecordTheirIdleGapsAndThePolicyIsInIdleStatus) {
   EXPECT_STREQ(d.services[0].policy, "adaptive");
   EXPECT_NE(d.services[0].policy_reason.find("p99 of 11 idle gaps"), std::string::npos)
       << d.services[0].policy_reason;
-  // Every gap 5 minutes: keep-alive to 300 s +10 %, but asleep 60 s after a use and
-  // pre-warmed before the next one (270 s, no start measured yet).
-  EXPECT_NE(d.services[0].policy_reason.find("pre-warmed"), std::string::npos);
-  EXPECT_EQ(d.services[0].timeout.count(), 60);
-  EXPECT_NEAR(policy_choice(w.registry->settings(), *view.spec, view.runtime).keep_alive.count(),
-              330, 1e-6);
+  // Every gap 5 minutes: keep-alive to 300 s +10 %. No start known yet (none measured, none
+  // configured): no pre-warm, whose lead and break-even need one.
+  EXPECT_EQ(d.services[0].policy_reason.find("pre-warmed"), std::string::npos)
+      << d.services[0].policy_reason;
+  EXPECT_NEAR(d.services[0].timeout.count(), 330, 1e-6);
+
+  // With a 5 s start: asleep 60 s after a use and pre-warmed before the next one (270 s less
+  // the start), awake at most to the break-even (5 s x 60).
+  World known(R"({"services": {"a": {"command": ["a"], "policy": "adaptive",
+                  "cold_start_seconds": 5}}})");
+  known.registry->update_service("a", [&](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.idle_gaps = view.runtime.idle_gaps;
+    rt.last_used = known.clock.wall_now();
+  });
+  const Decision k = decide(known.registry->snapshot(), known.clock.wall_now());
+  EXPECT_NE(k.services[0].policy_reason.find("pre-warmed"), std::string::npos)
+      << k.services[0].policy_reason;
+  EXPECT_EQ(k.services[0].timeout.count(), 60);
+  const auto kv = *known.registry->service("a");
+  EXPECT_NEAR(
+      policy_choice(known.registry->settings(), *kv.spec, kv.runtime, known.clock.wall_now())
+          .keep_alive.count(),
+      300, 1e-6);
 }
 
 TEST(PolicyLive, APreWarmKeepsTheLastUseAndMeasuresTheStart) {
@@ -75,10 +84,31 @@ TEST(PolicyLive, APreWarmKeepsTheLastUseAndMeasuresTheStart) {
   const WallTime used = w.clock.wall_now() - minutes(20);
   w.registry->update_service("a",
                              [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = used; });
-  ASSERT_TRUE(w.controller->wake("a", "prewarm"));
+  ASSERT_TRUE(w.controller->wake("a", Reason::kPrewarm));
+  EXPECT_EQ(*w.registry->service("a")->runtime.last_used, used);
+  // The monitor's pre-warm action again once the start is done (two passes saw it stopped):
+  // the service is up, and still no use (an end-to-end test found the timer restarted).
+  w.clock.advance(seconds(1));
+  ASSERT_TRUE(w.controller->wake("a", Reason::kPrewarm));
   EXPECT_EQ(*w.registry->service("a")->runtime.last_used, used);
   ASSERT_TRUE(w.controller->sleep("a"));
-  ASSERT_TRUE(w.controller->wake("a", "request"));
+  ASSERT_TRUE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_GT(*w.registry->service("a")->runtime.last_used, used);
+}
+
+// Nor is a schedule window's start a use: at the window's end the normal rules apply from the
+// last real use, as if the window had not been there (docs/schedules.md; a new user's trial: a
+// window shorter than the timeout kept the service up a whole timeout after its end).
+TEST(PolicyLive, AScheduleStartKeepsTheLastUse) {
+  World w(R"({"services": {"a": {"command": ["a"]}}})");
+  const WallTime used = w.clock.wall_now() - minutes(20);
+  w.registry->update_service("a",
+                             [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = used; });
+  ASSERT_TRUE(w.controller->wake("a", Reason::kSchedule));
+  EXPECT_EQ(*w.registry->service("a")->runtime.last_used, used);
+  ASSERT_TRUE(w.controller->wake("a", Reason::kSchedule));  // up already
+  EXPECT_EQ(*w.registry->service("a")->runtime.last_used, used);
+  ASSERT_TRUE(w.controller->wake("a", Reason::kManual));  // an admin wake is a use
   EXPECT_GT(*w.registry->service("a")->runtime.last_used, used);
 }
 

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "siesta/core/decide.h"
 
 namespace siesta {
@@ -124,6 +126,25 @@ TEST(Policy, AdaptivePreWarmsBeforeAPeriodicUse) {
   EXPECT_NE(c.reason.find("pre-warmed"), std::string::npos);
 }
 
+// No pre-warm without a start known (the first measured one could cap the keep-alive below the
+// pre-warm point: a new user's trial saw a pre-warmed service stopped 50 ms after it was
+// ready), nor on irregular gaps: a short Poisson history has a sparse histogram that passes the
+// CV test, and pre-warming it made more cold starts than fixed 60 m.
+TEST(Policy, AdaptivePreWarmsOnlyRegularGapsWithAKnownStart) {
+  std::vector<double> periodic;
+  for (int i = 0; i < 50; ++i) periodic.push_back(28 * 60.0 + (i % 5) * 60.0);
+  PolicyChoice c = adaptive(periodic, 0);
+  EXPECT_FALSE(c.prewarm_after) << c.reason;
+  // Exponential gaps, mean 2 h (quantiles of an exponential, so no seed): p5 is 7 % of the
+  // median. 30 of them spread over 240 bins: the CV test alone lets them through.
+  std::vector<double> poisson;
+  for (int i = 0; i < 30; ++i) poisson.push_back(-7200 * std::log(1 - (i + 0.5) / 30));
+  c = adaptive(poisson, 60);
+  EXPECT_STREQ(c.policy, "adaptive") << c.reason;
+  EXPECT_FALSE(c.prewarm_after) << c.reason;
+  EXPECT_NE(c.reason.find("no pre-warm"), std::string::npos) << c.reason;
+}
+
 // An adaptive service with 60 s starts whose history is a job every 28-32 minutes.
 Snapshot periodic_job(ServiceState state, WallTime last_used) {
   auto spec = std::make_shared<ServiceSpec>();
@@ -152,7 +173,7 @@ TEST(DecidePolicy, TheAdaptiveTimeoutAndPreWarmComeFromDecide) {
   EXPECT_EQ(*d.next_deadline, kNow + seconds(60));
   d = decide(snap, kNow + seconds(60));
   ASSERT_EQ(d.actions.size(), 1u);
-  EXPECT_EQ(d.actions[0], (Action{ActionKind::kSleepService, "job", "idle"}));
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kSleepService, "job", Reason::kIdle}));
   set_state(live, ServiceState::kStopped, kNow + seconds(60));
 
   // Asleep: the pre-warm is the next deadline, then a start with reason "prewarm".
@@ -163,7 +184,7 @@ TEST(DecidePolicy, TheAdaptiveTimeoutAndPreWarmComeFromDecide) {
   EXPECT_EQ(*d.next_deadline, prewarm);
   d = decide(snap, prewarm);
   ASSERT_EQ(d.actions.size(), 1u);
-  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "job", "prewarm"}));
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "job", Reason::kPrewarm}));
   set_state(live, ServiceState::kRunning, prewarm + seconds(60));
 
   // The pre-warmed run stays until p99 +10 % after the last use, then sleeps.
@@ -190,6 +211,24 @@ TEST(DecidePolicy, NoPreWarmWhenIdleSleepIsOffOrTheServiceDesiredOn) {
   snap.services[0].runtime.idle_sleep_enabled = true;
   snap.settings.idle_sleep_enabled = false;
   EXPECT_TRUE(decide(snap, kNow).actions.empty());
+}
+
+// A pre-warm whose start failed (the service back to stopped after the pre-warm point) is not
+// tried again at every check until the keep-alive ends (a new user's trial: a start failing at
+// each tick); the next use wakes it as usual.
+TEST(DecidePolicy, AFailedPreWarmIsNotRepeatedAtEveryCheck) {
+  Snapshot snap = periodic_job(ServiceState::kStopped, kNow - minutes(26));
+  ServiceRuntime& live = snap.services[0].runtime;
+  live.state_since = kNow - minutes(25);
+  Decision d = decide(snap, kNow);
+  ASSERT_EQ(d.actions.size(), 1u);
+  EXPECT_EQ(d.actions[0], (Action{ActionKind::kStartService, "job", Reason::kPrewarm}));
+  set_state(live, ServiceState::kError, kNow + seconds(2));  // the start failed
+  EXPECT_TRUE(decide(snap, kNow + minutes(1)).actions.empty());
+  set_state(live, ServiceState::kStopped, kNow + minutes(5));  // found stopped again
+  d = decide(snap, kNow + minutes(5));
+  EXPECT_TRUE(d.actions.empty());
+  EXPECT_FALSE(d.services[0].prewarm_at);
 }
 
 }  // namespace

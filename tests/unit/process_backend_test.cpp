@@ -3,8 +3,12 @@
 // handle. The backend waits on its own (SystemClock); the test itself never sleeps.
 #include "siesta/backends/process_backend.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -152,6 +156,84 @@ TEST(ProcessBackend, ASavedHandleIsAdoptedByTheNextBackendAndAStaleOneIsNot) {
   ASSERT_TRUE(next.stop(spec));
   EXPECT_FALSE(next.inspect(spec)->running);
   EXPECT_TRUE(first.stop(spec));  // its own record of it is gone too: nothing to signal
+}
+
+// A socket listening on 127.0.0.1 (an ephemeral port), closed with the test.
+class Listener {
+ public:
+  Listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::listen(fd_, 16) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~Listener() { ::close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = -1;
+};
+
+// Issue 24, a new user's trial: the service's process exits at start ("address in use") because
+// another process holds its upstream port, and that one answers the readiness probe. The backend
+// says so: the exit, and that another process answers the upstream.
+TEST(ProcessBackend, AProcessThatExitsWhileAnotherAnswersItsUpstreamIsAFailedStart) {
+  SystemClock clock;
+  ProcessBackend backend(clock);
+  Listener other;  // an engine started by hand on the port
+  ASSERT_GT(other.port(), 0);
+  ServiceSpec spec = spec_of("taken", {"/bin/sh", "-c", "exit 1"});
+  spec.upstream_host = "127.0.0.1";
+  spec.upstream_port = other.port();
+  ASSERT_TRUE(backend.start(spec));
+  ASSERT_TRUE(soon([&] { return !backend.inspect(spec)->running; }));
+  const std::string where = "127.0.0.1:" + std::to_string(other.port());
+  auto seen = backend.inspect(spec);
+  ASSERT_TRUE(seen);
+  EXPECT_NE(seen->start_failure.find("exited with code 1 while another process answers its "
+                                     "upstream " +
+                                     where),
+            std::string::npos)
+      << seen->start_failure;
+  // Its readiness check says the same (had the probe not passed first).
+  auto ready = backend.check_ready(spec);
+  ASSERT_FALSE(ready);
+  EXPECT_NE(ready.status().message().find("another process answers its upstream " + where),
+            std::string::npos)
+      << ready.status().message();
+  EXPECT_NE(ready.status().message().find("before it was ready"), std::string::npos);
+}
+
+TEST(ProcessBackend, AnExitWithNothingOnItsUpstreamOrAStopIsNoFailedStart) {
+  SystemClock clock;
+  ProcessBackend backend(clock);
+  int port = -1;
+  {
+    Listener closed;  // a port nothing listens on any more
+    port = closed.port();
+  }
+  ServiceSpec spec = spec_of("alone", {"/bin/sh", "-c", "exit 3"});
+  spec.upstream_host = "127.0.0.1";
+  spec.upstream_port = port;
+  ASSERT_TRUE(backend.start(spec));
+  ASSERT_TRUE(soon([&] { return !backend.inspect(spec)->running; }));
+  EXPECT_EQ(backend.inspect(spec)->start_failure, "");
+  EXPECT_NE(backend.inspect(spec)->detail.find("exited with code 3"), std::string::npos);
+  // Stopped by siesta, with another process on the port: that is a stop, not a failed start.
+  Listener other;
+  ServiceSpec sleeper = spec_of("stopped", {"/bin/sleep", "30"});
+  sleeper.upstream_host = "127.0.0.1";
+  sleeper.upstream_port = other.port();
+  ASSERT_TRUE(backend.start(sleeper));
+  ASSERT_TRUE(backend.stop(sleeper));
+  EXPECT_EQ(backend.inspect(sleeper)->start_failure, "");
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ TEST(ProxyForward, AClientThatLeavesMidAnswerEndsItsRequestOnce) {
     if (take_request(pending).empty()) return "";
     return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
            "Transfer-Encoding: chunked\r\n\r\n"
-           "e\r\ndata: first\n\n\r\n";
+           "d\r\ndata: first\n\n\r\n";  // 13 bytes
   });
   ProxyHarness h(upstream.port());
   const int fd = dial(h.port);

@@ -22,7 +22,7 @@ TEST(SeedScenarios, WhisperIdleForTwoHoursIsStopped) {
   EXPECT_THAT(w.recorder.events(), ElementsAre("slept whisper idle"));
 
   // Next request: auto-wake starts whisper when needed.
-  ASSERT_TRUE(w.controller->wake("whisper", "request"));
+  ASSERT_TRUE(w.controller->wake("whisper", Reason::kRequest));
   EXPECT_EQ(w.service("whisper").state, ServiceState::kRunning);
   EXPECT_EQ(w.backend.count("start whisper"), 1);
 }
@@ -35,7 +35,7 @@ TEST(SeedScenarios, ModelKeepAliveExpirationUnloadsIt) {
               "services": {"ollama": {"command": ["ollama", "serve"], "idle_timeout_minutes": 180}},
               "models": {"llama3.2:3b": {"provider": "ollama"}}})");
   w.run("ollama");
-  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("llama3.2:3b")));
   w.provider.loaded_models.insert("llama3.2:3b");
 
   w.clock.advance(std::chrono::hours(2) - std::chrono::seconds(1));

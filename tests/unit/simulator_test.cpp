@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
 #include <sstream>
 
 namespace siesta::sim {
@@ -67,6 +69,48 @@ TEST(SimulatorTrace, BadLinesNameFileLineAndReason) {
   EXPECT_FALSE(load_trace("/nonexistent/trace.csv"));
 }
 
+// Traces as other tools write them (a new user's trial): a spreadsheet's UTF-8 byte order
+// mark and quoted fields, a JSON array instead of JSON lines.
+TEST(SimulatorTrace, AByteOrderMarkQuotedFieldsAndAJsonArrayAreRead) {
+  auto t = parse("\xEF\xBB\xBFtime,service,model\n\"1\",\"web\",\"llama3, 8b \"\"q4\"\"\"\n");
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].time, 1);
+  EXPECT_EQ(t[0].service, "web");
+  EXPECT_EQ(t[0].model, "llama3, 8b \"q4\"");
+  t = parse("\xEF\xBB\xBF{\"time\": 1, \"service\": \"a\"}\n");
+  ASSERT_EQ(t.size(), 1u);
+  t = parse(R"([{"time": 2, "service": "a"},
+  {"time": 1, "service": "b", "duration": 3}])");
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].service, "b");
+  EXPECT_EQ(t[0].duration, 3);
+  EXPECT_EQ(parse_error("[{\"time\": 1, \"service\": \"a\"}, 3]"),
+            "t.csv: element 2: not a JSON object");
+  EXPECT_EQ(parse_error("[{\"time\": 1}]"), "t.csv: element 1: service: missing");
+  EXPECT_EQ(parse_error("[1, 2"), "t.csv: not a JSON array (a '[' starts the file)");
+  EXPECT_EQ(parse_error("1,\"a\n"), "t.csv:1: a quoted field is not closed");
+  EXPECT_EQ(parse_error("1,\"a\"b\n"), "t.csv:1: text after a quoted field's closing quote");
+}
+
+TEST(SimulatorTrace, AColdStartForAServiceNotInTheTraceIsWarned) {
+  const std::string path = testing::TempDir() + "/siesta-sim-warn.csv";
+  {
+    std::ofstream f(path);
+    f << "0,web\n600,web\n";
+  }
+  SimulateArgs args;
+  args.trace = path;
+  args.policies = {"fixed:15m"};
+  args.cold_start = {"wbe=30", "web=20"};
+  std::ostringstream out, err;
+  EXPECT_EQ(run_simulate(args, out, err), 0);
+  EXPECT_EQ(err.str(),
+            "siesta simulate: warning: --cold-start wbe=30: no service \"wbe\" in the trace "
+            "(services: web)\n");
+  EXPECT_NE(out.str().find("fixed:15m"), std::string::npos);
+  std::remove(path.c_str());
+}
+
 TEST(SimulatorTrace, PolicyArguments) {
   EXPECT_EQ(*parse_policy_arg("fixed:60m")->timeout_minutes, 60);
   EXPECT_EQ(*parse_policy_arg("fixed:90s")->timeout_minutes, 1.5);
@@ -124,6 +168,186 @@ TEST(Simulator, ServicesAreSimulatedApartWithTheirOwnColdStart) {
   EXPECT_EQ(r.services.at("b").cold_starts, 1);
   EXPECT_EQ(r.services.at("b").cold_start_seconds, 100);
   EXPECT_EQ(r.total.cold_starts, 3);
+}
+
+// Energy per policy (docs/policies.md#energy-and-cost), on the tiny trace above: fixed 60 m is
+// awake and idle 1789 + 3600 + 3600 s and cold-starts twice (20 s); at 100 W that is
+// 0.24969 kWh idle and 0.000556 kWh in starts; at 0.5 a kWh, their sum costs 0.12512.
+TEST(SimulatorEnergy, IdleEnergyAndCostPerPolicy) {
+  const auto trace = parse("0,a,,1\n1800,a,,1\n7200,a,,1\n");
+  SimOptions options;
+  options.cold_start_seconds = 10;
+  options.idle_power_watts = 100;
+  options.price_per_kwh = 0.5;
+  PolicyResult r = simulate(trace, *parse_policy_arg("fixed:60m"), options);
+  const double idle_kwh = ((1800 - 11) + 3600 + 3600) * 100.0 / 3.6e6;
+  const double start_kwh = 20 * 100.0 / 3.6e6;
+  ASSERT_TRUE(r.total.idle_kwh);
+  EXPECT_NEAR(*r.total.idle_kwh, idle_kwh, 1e-9);
+  EXPECT_NEAR(*r.total.cold_start_kwh, start_kwh, 1e-12);
+  EXPECT_NEAR(*r.total.cost, (idle_kwh + start_kwh) * 0.5, 1e-9);
+  EXPECT_NEAR(*r.services.at("a").idle_kwh, idle_kwh, 1e-9);
+  // Fixed 15 m: 3 × 900 s idle, 3 starts.
+  r = simulate(trace, *parse_policy_arg("fixed:15m"), options);
+  EXPECT_NEAR(*r.total.idle_kwh, 2700 * 100.0 / 3.6e6, 1e-9);
+  EXPECT_NEAR(*r.total.cold_start_kwh, 30 * 100.0 / 3.6e6, 1e-12);
+
+  // No power: nothing estimated (not zero).
+  r = run(trace, "fixed:60m", 10);
+  EXPECT_FALSE(r.total.idle_kwh);
+  EXPECT_FALSE(r.total.cost);
+  EXPECT_TRUE(to_json({r})[0]["idle_kwh"].is_null());
+}
+
+// Per service: a power for b only; a is not estimated and the totals are b's alone.
+TEST(SimulatorEnergy, PerServicePowerAndTheCommand) {
+  const auto trace = parse("0,a\n0,b\n7200,a\n");
+  SimOptions options;
+  options.idle_power_of["b"] = 200;
+  const PolicyResult r = simulate(trace, *parse_policy_arg("fixed:60m"), options);
+  EXPECT_FALSE(r.services.at("a").idle_kwh);
+  // b: used once at 0 (a 60 s start), then idle 3600 s.
+  EXPECT_NEAR(*r.services.at("b").idle_kwh, 3600 * 200.0 / 3.6e6, 1e-9);
+  EXPECT_NEAR(*r.total.idle_kwh, *r.services.at("b").idle_kwh, 1e-12);
+  EXPECT_FALSE(r.total.cost);  // no price
+
+  const std::string path = testing::TempDir() + "/siesta-sim-energy.csv";
+  {
+    std::ofstream f(path);
+    f << "0,a,,1\n1800,a,,1\n7200,a,,1\n";
+  }
+  SimulateArgs args;
+  args.trace = path;
+  args.policies = {"fixed:60m"};
+  args.cold_start = {"10"};
+  args.idle_power = {"100"};
+  args.price_per_kwh = 0.5;
+  std::ostringstream out, err;
+  ASSERT_EQ(run_simulate(args, out, err), 0) << err.str();
+  EXPECT_NE(out.str().find("idle kWh"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("0.2497"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("0.1251"), std::string::npos) << out.str();
+  args.json = true;
+  std::ostringstream jout;
+  ASSERT_EQ(run_simulate(args, jout, err), 0);
+  const auto j = nlohmann::json::parse(jout.str());
+  EXPECT_NEAR(j["policies"][0]["idle_kwh"].get<double>(), 0.249694, 1e-6);
+  EXPECT_NEAR(j["policies"][0]["cost"].get<double>(), 0.125125, 1e-6);
+  EXPECT_EQ(j["price_per_kwh"], 0.5);
+
+  // Bad values exit 2 naming the option.
+  args.idle_power = {"b=-5"};
+  std::ostringstream bad_err;
+  EXPECT_EQ(run_simulate(args, out, bad_err), 2);
+  EXPECT_EQ(bad_err.str(),
+            "siesta simulate: --idle-power b=-5: must be WATTS or SERVICE=WATTS, watts from 0 to "
+            "100000\n");
+  args.idle_power = {"100"};
+  args.price_per_kwh = -1;
+  std::ostringstream price_err;
+  EXPECT_EQ(run_simulate(args, out, price_err), 2);
+  EXPECT_EQ(price_err.str(), "siesta simulate: --price -1: must be from 0 to 1e+06 per kWh\n");
+  std::remove(path.c_str());
+}
+
+// `--config`: a service's schedule in its config applies in every policy's run. Two weeks of an
+// office tool used hourly 09:30-16:30 on weekdays (UTC): with fixed:15m every use is a cold
+// start; with a window that keeps it on 09:00-17:00 it is started at each window (the first
+// one, already open when the trace begins, at once) and no use finds it asleep.
+TEST(SimulatorSchedule, AConfiguredWindowKeepsTheServiceOnAndStartsItWhenItOpens) {
+  const double monday = 1795996800;  // 2026-11-30 00:00 UTC, a Monday
+  std::string csv = "time,service,model,duration\n";
+  for (int day = 0; day < 14; ++day) {
+    if (day % 7 >= 5) continue;  // Saturday, Sunday
+    for (int hour = 9; hour <= 16; ++hour) {
+      csv += std::to_string(monday + day * 86400 + hour * 3600 + 1800) + ",office,,1\n";
+    }
+  }
+  const std::string trace = testing::TempDir() + "/siesta-sim-office.csv";
+  const std::string config = testing::TempDir() + "/siesta-sim-office.json";
+  {
+    std::ofstream(trace) << csv;
+    std::ofstream(config) << R"({"timezone": "UTC", "services": {"office": {
+        "command": ["true"], "idle_timeout_minutes": 120, "cold_start_seconds": 30,
+        "schedule": [{"days": "mon-fri", "from": "09:00", "to": "17:00", "desired": "on"}]}}})";
+  }
+  SimulateArgs args;
+  args.trace = trace;
+  args.policies = {"fixed:15m"};
+  args.json = true;
+  std::ostringstream plain, err;
+  ASSERT_EQ(run_simulate(args, plain, err), 0) << err.str();
+  const auto without = nlohmann::json::parse(plain.str())["policies"][0];
+  EXPECT_EQ(without["cold_starts"], 80);  // 8 uses a day, an hour apart, each one cold
+  EXPECT_EQ(without["scheduled_starts"], 0);
+
+  args.config = config;
+  std::ostringstream out;
+  ASSERT_EQ(run_simulate(args, out, err), 0) << err.str();
+  const auto with = nlohmann::json::parse(out.str())["policies"][0];
+  EXPECT_EQ(with["requests"], 80);
+  EXPECT_EQ(with["cold_starts"], 0);
+  EXPECT_EQ(with["scheduled_starts"], 10);
+  // Awake 09:00-17:00 each weekday (the first day from 09:30, when the trace begins); the
+  // config's own idle timeout (120 min) is not the compared policy's: the service sleeps at
+  // 17:00, its last use 30 minutes before.
+  EXPECT_NEAR(with["awake_service_hours"].get<double>(), 10 * 8 - 0.5, 1e-6);
+  args.json = false;
+  std::ostringstream table_out;
+  ASSERT_EQ(run_simulate(args, table_out, err), 0);
+  EXPECT_NE(table_out.str().find("scheduled"), std::string::npos) << table_out.str();
+
+  // A bad config exits 2 naming its file, key and reason; a trace's service it lacks is warned.
+  {
+    std::ofstream(config) << R"({"services": {"office": {"command": ["true"],
+        "schedule": [{"days": "someday", "desired": "on"}]}}})";
+  }
+  std::ostringstream bad_err;
+  EXPECT_EQ(run_simulate(args, out, bad_err), 2);
+  EXPECT_EQ(bad_err.str().rfind("siesta simulate: config error in " + config + ": ", 0), 0)
+      << bad_err.str();
+  EXPECT_NE(bad_err.str().find("schedule[0].days"), std::string::npos) << bad_err.str();
+  { std::ofstream(config) << R"({"services": {"other": {"command": ["true"]}}})"; }
+  std::ostringstream warn;
+  EXPECT_EQ(run_simulate(args, out, warn), 0);
+  EXPECT_EQ(warn.str(), "siesta simulate: warning: service \"office\" of the trace is not in " +
+                            config + ": simulated without its schedule\n");
+  std::remove(trace.c_str());
+  std::remove(config.c_str());
+}
+
+// A service that never sleeps (desired on) beside one with a schedule: the run ends with the
+// trace, not at the schedule's next change forever after (a new user's trial: 2.56 million idle
+// service-hours from two requests); the config's global idle sleep switch applies too.
+TEST(SimulatorSchedule, AServiceThatNeverSleepsEndsTheRunWithTheTrace) {
+  const std::string trace = testing::TempDir() + "/siesta-sim-never.csv";
+  const std::string config = testing::TempDir() + "/siesta-sim-never.json";
+  std::ofstream(trace) << "0,a\n100,b\n";
+  std::ofstream(config) << R"({"services": {"a": {"command": ["a"], "desired": "on"},
+      "b": {"command": ["b"], "schedule": [{"days": "sat,sun", "idle_timeout_minutes": 1}]}}})";
+  SimulateArgs args;
+  args.trace = trace;
+  args.config = config;
+  args.policies = {"fixed:60m"};
+  args.json = true;
+  std::ostringstream out, err;
+  ASSERT_EQ(run_simulate(args, out, err), 0) << err.str();
+  auto j = nlohmann::json::parse(out.str())["policies"][0];
+  // b: used at 100 (a 60 s start), asleep at 3760; a: awake from its start until then.
+  EXPECT_LT(j["awake_service_hours"].get<double>(), 3) << j.dump();
+  EXPECT_NEAR(j["services"]["b"]["awake_service_hours"].get<double>(), 3660.0 / 3600, 0.02)
+      << j.dump();
+
+  std::ofstream(config) << R"({"idle_sleep_enabled": false, "services": {"a": {"command": ["a"]},
+      "b": {"command": ["b"]}}})";
+  std::ofstream(trace) << "0,a\n7200,a\n100000,b\n";
+  std::ostringstream off;
+  ASSERT_EQ(run_simulate(args, off, err), 0) << err.str();
+  j = nlohmann::json::parse(off.str())["policies"][0];
+  EXPECT_EQ(j["cold_starts"], 2) << j.dump();  // a once, b once: nothing ever sleeps
+  EXPECT_LT(j["awake_service_hours"].get<double>(), 2 * 100060.0 / 3600) << j.dump();
+  std::remove(trace.c_str());
+  std::remove(config.c_str());
 }
 
 std::vector<PolicyResult> compare(const std::string& file) {

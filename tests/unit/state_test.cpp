@@ -23,6 +23,8 @@ struct Built {
   Config config;
   Baseline baseline;
   std::unique_ptr<Registry> registry;
+  // A model's key: every model of these configs is served by "ollama".
+  ModelKey key(const std::string& name) const { return {name, "ollama"}; }
 };
 
 Built build(const std::string& text) {
@@ -69,7 +71,7 @@ TEST_F(StateFile, RuntimeChangesSurviveARoundTrip) {
     rt.idle_sleep_enabled = false;
     rt.last_used = used;
   });
-  before.registry->update_model("llama3.2:3b", [&](const ModelSpec&, ModelRuntime& rt) {
+  before.registry->update_model(before.key("llama3.2:3b"), [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = used;
     rt.keep_alive_seconds = 600;
@@ -92,10 +94,10 @@ TEST_F(StateFile, RuntimeChangesSurviveARoundTrip) {
   auto ollama = after.registry->service("ollama")->runtime;
   EXPECT_FALSE(ollama.idle_sleep_enabled);
   EXPECT_NEAR(to_unix_seconds(*ollama.last_used), 1'700'000'123.5, 1e-3);
-  auto model = after.registry->model("llama3.2:3b")->runtime;
+  auto model = after.registry->model(after.key("llama3.2:3b"))->runtime;
   EXPECT_TRUE(model.loaded);
   EXPECT_EQ(*model.keep_alive_seconds, 600);
-  ASSERT_TRUE(after.registry->model("qwen2:7b"));  // a discovered model is kept too
+  ASSERT_TRUE(after.registry->model(after.key("qwen2:7b")));  // a discovered model is kept too
   EXPECT_EQ(restored->handles.at("ollama")["pid"], 42);
 }
 
@@ -131,7 +133,7 @@ TEST_F(StateFile, ServicesNoLongerConfiguredAreDropped) {
   auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
   ASSERT_TRUE(restored);
   EXPECT_FALSE(after.registry->service("ollama"));
-  EXPECT_FALSE(after.registry->model("llama3.2:3b"));  // its provider is gone too
+  EXPECT_FALSE(after.registry->model(after.key("llama3.2:3b")));  // its provider is gone too
 }
 
 TEST_F(StateFile, AMissingFileIsNoStateAndNoError) {
@@ -219,28 +221,29 @@ TEST_F(StateFile, OutOfRangeOrWrongTypedSettingsAreIgnoredAndTheRestRestored) {
 // show as -9223372037 in idle-status.
 TEST_F(StateFile, TimestampsOutsideASaneRangeAreIgnored) {
   Built before = build(kConfig);
-  before.registry->update_model("llama3.2:3b", [&](const ModelSpec&, ModelRuntime& rt) {
+  before.registry->update_model(before.key("llama3.2:3b"), [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = kNow;
   });
   json doc = encode_state(before.registry->snapshot(), before.baseline, {});
   doc["services"]["ollama"]["last_used"] = 1e300;
   doc["services"]["redis"]["last_used"] = 100;  // 1970
-  doc["models"]["llama3.2:3b"]["last_used"] = to_unix_seconds(kNow) + 2 * 86400;
-  doc["models"]["llama3.2:3b"]["keep_alive_seconds"] = -5;
+  // Models are kept per service: models.SERVICE.NAME.
+  doc["models"]["ollama"]["llama3.2:3b"]["last_used"] = to_unix_seconds(kNow) + 2 * 86400;
+  doc["models"]["ollama"]["llama3.2:3b"]["keep_alive_seconds"] = -5;
 
   Built after = build(kConfig);
   auto restored = restore_state(doc, after.baseline, *after.registry, kNow);
   ASSERT_TRUE(restored) << restored.status().message();
   EXPECT_FALSE(after.registry->service("ollama")->runtime.last_used);
   EXPECT_FALSE(after.registry->service("redis")->runtime.last_used);
-  auto model = after.registry->model("llama3.2:3b")->runtime;
+  auto model = after.registry->model(after.key("llama3.2:3b"))->runtime;
   EXPECT_FALSE(model.last_used);
   EXPECT_FALSE(model.loaded);  // a loaded model always has a last use
   EXPECT_FALSE(model.keep_alive_seconds);
   EXPECT_TRUE(warned(*restored, "services.ollama.last_used", "1e+300"));
   EXPECT_TRUE(warned(*restored, "services.redis.last_used", "100"));
-  EXPECT_TRUE(warned(*restored, "models.llama3.2:3b.keep_alive_seconds", "-5"));
+  EXPECT_TRUE(warned(*restored, "models.ollama.llama3.2:3b.keep_alive_seconds", "-5"));
 
   // A day ahead is still fine (a clock stepped back a little).
   doc["services"]["ollama"]["last_used"] = to_unix_seconds(kNow) + 3600;
@@ -329,6 +332,35 @@ TEST_F(StateFile, AFailedSaveRemovesItsTempFile) {
   Status st = store.save({{"format", "siesta-state/1"}});
   EXPECT_EQ(st.code(), ErrorCode::kInternal);
   EXPECT_EQ(names_in(dir_), std::vector<std::string>{"state.json"});
+}
+
+// When siesta first knew of a model (what the model list siesta answers for a sleeping vLLM says
+// as `created`) survives a restart; a file written before has none, and a configured model keeps
+// the moment siesta read its config.
+TEST_F(StateFile, WhenAModelWasFirstKnownSurvivesARestart) {
+  Built before = build(kConfig);
+  const WallTime first = from_unix_seconds(1'690'000'000);
+  before.registry->update_model(before.key("llama3.2:3b"),
+                                [&](const ModelSpec&, ModelRuntime& rt) { rt.first_seen = first; });
+  ModelRuntime learned;
+  learned.first_seen = from_unix_seconds(1'695'000'000);
+  before.registry->add_model({"qwen2:7b", "ollama", std::nullopt}, learned);
+  json doc = encode_state(before.registry->snapshot(), before.baseline, {});
+  EXPECT_EQ(doc["models"]["ollama"]["llama3.2:3b"]["first_seen"], 1'690'000'000);
+
+  Built after = build(kConfig);
+  ASSERT_TRUE(restore_state(doc, after.baseline, *after.registry, kNow));
+  EXPECT_EQ(after.registry->model(after.key("llama3.2:3b"))->runtime.first_seen, first);
+  EXPECT_EQ(after.registry->model(after.key("qwen2:7b"))->runtime.first_seen,
+            from_unix_seconds(1'695'000'000));
+
+  // A file from before first_seen: the configured model keeps what it had.
+  doc["models"]["ollama"]["llama3.2:3b"].erase("first_seen");
+  Built older = build(kConfig);
+  older.registry->update_model(older.key("llama3.2:3b"),
+                               [&](const ModelSpec&, ModelRuntime& rt) { rt.first_seen = kNow; });
+  ASSERT_TRUE(restore_state(doc, older.baseline, *older.registry, kNow));
+  EXPECT_EQ(older.registry->model(older.key("llama3.2:3b"))->runtime.first_seen, kNow);
 }
 
 }  // namespace

@@ -2,12 +2,16 @@
 // same Decision as /metrics.
 #include "siesta/api/status_json.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "siesta/metrics/metrics.h"
 #include "world.h"
 
 namespace siesta::testing {
 namespace {
+
+using ::testing::HasSubstr;
 
 constexpr const char* kConfig = R"({"idle_timeout_minutes": 60,
   "services": {"ollama": {"command": ["o"]}, "redis": {"command": ["r"], "idle_sleep_enabled": false}},
@@ -17,7 +21,7 @@ TEST(IdleStatus, HasTheSeedsShapeAndPreciseTwins) {
   World w(kConfig);
   w.run("ollama");
   ASSERT_TRUE(w.controller->touch_service("ollama"));
-  ASSERT_TRUE(w.controller->touch_model("llama3.2:3b"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("llama3.2:3b")));
   w.clock.advance(Seconds(45 * 60 + 30));
   Snapshot snap = w.registry->snapshot();
   Decision d = decide(snap, w.clock.wall_now());
@@ -88,6 +92,26 @@ TEST(IdleStatus, AnErrorThatIsNotUtf8IsShownWithReplacementCharacters) {
   const auto one = nlohmann::json::parse(service_text("x", snap.services[0], d.services[0]));
   EXPECT_EQ(one["name"], "x");
   EXPECT_EQ(one["last_error"], j["services"][d.services[0].name]["last_error"]);
+}
+
+// The idle status and /metrics, read from the same Decision, show the same open connections.
+TEST(IdleStatus, AndMetricsShowOpenUpgradedConnections) {
+  World w(kConfig);
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  w.controller->count_upgraded("ollama", true);
+  Snapshot snap = w.registry->snapshot();
+  Decision d = decide(snap, w.clock.wall_now());
+  auto j = nlohmann::json::parse(idle_status_text(snap, d, {}));
+  EXPECT_EQ(j["services"]["ollama"]["in_flight"], 2);
+  EXPECT_EQ(j["services"]["ollama"]["upgraded_connections"], 1);
+  EXPECT_EQ(j["services"]["redis"]["upgraded_connections"], 0);
+  Metrics m;
+  const std::string text = m.render(snap, d, MonitorStatus{});
+  EXPECT_THAT(text, HasSubstr("# TYPE siesta_proxy_upgraded_connections_open gauge\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"ollama\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("siesta_proxy_upgraded_connections_open{service=\"redis\"} 0\n"));
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ ServiceTimer timer_of(World& w, const std::string& service) {
 
 // The model is loaded and the service used at the current (fake) time.
 void use_model(World& w) {
-  ASSERT_TRUE(w.controller->touch_model("m"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("m")));
   w.provider.loaded_models.insert("m");
 }
 
@@ -125,10 +125,25 @@ TEST(Tiers, AMonitorLateByAnHourStopsWithoutPausingFirst) {
   EXPECT_EQ(w.service("ollama").state, ServiceState::kStopped);
 }
 
+// An admin unload of a model whose server is frozen: refused, saying why (a new user's trial:
+// 200 and "Successfully unloaded" while the model stayed loaded, shown as waiting to retry a
+// failure that never happened).
+TEST(Tiers, AForcedUnloadWhileTheServerIsPausedIsRefusedSayingWhy) {
+  World w(kThreeTiers);
+  pause_after_use(w, /*with_model=*/true);
+  const Status st = w.controller->unload_model(w.key("m"));
+  EXPECT_EQ(st.code(), ErrorCode::kConflict);
+  EXPECT_NE(st.message().find("its service ollama is paused"), std::string::npos) << st.message();
+  EXPECT_TRUE(w.model("m").loaded);
+  EXPECT_FALSE(w.model("m").retry_at);                          // nothing failed: no retry
+  EXPECT_TRUE(w.recorder.events().empty());                     // no unload counted
+  EXPECT_EQ(w.service("ollama").state, ServiceState::kPaused);  // nor thawed
+}
+
 TEST(Tiers, AWakeFromPauseResumesAndStartsNothing) {
   World w(kThreeTiers);
   pause_after_use(w, /*with_model=*/true);
-  ASSERT_TRUE(w.controller->wake("ollama", "request"));
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume ollama"));
   EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);
   EXPECT_EQ(w.service("ollama").tier, 0u);
@@ -150,7 +165,7 @@ TEST(Tiers, AWakeFromUnloadModelsWhilePausedResumesAndTheModelLoadsOnItsRequest)
   w.clock.advance(minutes(4));
   w.monitor->step();
   w.backend.take_calls();
-  ASSERT_TRUE(w.controller->wake("ollama", "request"));
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume ollama"));
   EXPECT_FALSE(w.model("m").loaded);
   EXPECT_EQ(w.recorder.tier_events().back(), "woke ollama from unload_models");
@@ -185,7 +200,7 @@ TEST(Tiers, ARequestAfterThePauseClaimWaitsForTheWakeThatResumesIt) {
   auto state = w.controller->begin_request("ollama");
   ASSERT_TRUE(state);
   EXPECT_EQ(*state, ServiceState::kPaused);
-  ASSERT_TRUE(w.controller->wake("ollama", "request"));
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
   w.controller->finish_light_sleep("ollama", 1);  // after the wake: a no-op
   EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);
   EXPECT_EQ(w.backend.count("pause ollama"), 0);
@@ -197,7 +212,8 @@ TEST(Tiers, DesiredOnResumesAPausedService) {
   pause_after_use(w, /*with_model=*/false);
   ASSERT_TRUE(w.controller->set_desired("ollama", Desired::kOn));
   Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
-  EXPECT_THAT(d.actions, ElementsAre(Action{ActionKind::kStartService, "ollama", "desired"}));
+  EXPECT_THAT(d.actions,
+              ElementsAre(Action{ActionKind::kStartService, "ollama", Reason::kDesired}));
   w.monitor->step();
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume ollama"));
   EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);
@@ -210,7 +226,7 @@ TEST(Tiers, AResumeThatFailsFallsBackToAColdStart) {
   World w(kThreeTiers);
   pause_after_use(w, /*with_model=*/false);
   w.backend.fail_resume.insert("ollama");
-  ASSERT_TRUE(w.controller->wake("ollama", "request"));
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume ollama", "stop ollama", "start ollama"));
   EXPECT_EQ(w.service("ollama").state, ServiceState::kRunning);
   EXPECT_THAT(w.recorder.events(), ElementsAre("failed ollama resume", "woke ollama request"));
@@ -292,7 +308,7 @@ TEST(Tiers, StateFileKeepsTheTierAcrossARestart) {
   EXPECT_EQ(after.service("ollama").state, ServiceState::kPaused);
   EXPECT_EQ(after.service("ollama").tier, 2u);
   EXPECT_STREQ(timer_of(after, "ollama").tier, "unload_models");
-  ASSERT_TRUE(after.controller->wake("ollama", "request"));
+  ASSERT_TRUE(after.controller->wake("ollama", Reason::kRequest));
   EXPECT_THAT(after.backend.take_calls(), ElementsAre("resume ollama"));
 
   // A tier the config no longer has is ignored, with a warning.
@@ -350,7 +366,7 @@ TEST(Tiers, TheOneTimeoutIsTheOneStopTier) {
   EXPECT_EQ(t.timeout, minutes(10));
   w.clock.advance(minutes(10));
   Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
-  EXPECT_THAT(d.actions, ElementsAre(Action{ActionKind::kSleepService, "a", "idle"}));
+  EXPECT_THAT(d.actions, ElementsAre(Action{ActionKind::kSleepService, "a", Reason::kIdle}));
 }
 
 struct BadTiers {

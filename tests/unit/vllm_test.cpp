@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "siesta/api/status_json.h"
+#include "siesta/metrics/metrics.h"
 #include "siesta/providers/openai_api.h"
 #include "siesta/providers/vllm_api.h"
 #include "world.h"
@@ -78,6 +79,24 @@ TEST(VllmApi, RefusesTheDevelopmentRoutesAsVllmReadsThemAndNothingElse) {
   EXPECT_FALSE(openai_api().refusal("POST", "/sleep"));
 }
 
+// A model request naming a model vLLM does not serve is answered without it once its list is
+// known (a card from its /v1/models), in vLLM's own 404 shape; an OpenAI-compatible server and
+// Ollama are never answered for (they may load any name).
+TEST(VllmApi, KnowsItServesOnlyTheModelsItListedAndAnswersVllmsOwn404) {
+  const ModelApi& api = vllm_api();
+  EXPECT_FALSE(api.serves_only({}));
+  EXPECT_FALSE(api.serves_only({{"m", "", 1}}));  // configured only: not listed yet
+  EXPECT_TRUE(api.serves_only({{"m", R"({"id": "m"})", 1}, {"lora", "", 1}}));
+  const ModelApi::Reply r = api.unknown_model_reply("Qwen/Qwen3-0.6");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.content_type, "application/json");
+  EXPECT_EQ(
+      nlohmann::json::parse(r.body),
+      nlohmann::json::parse(R"({"error": {"message": "The model `Qwen/Qwen3-0.6` does not exist.",
+                                     "type": "NotFoundError", "param": "model", "code": 404}})"));
+  EXPECT_FALSE(openai_api().serves_only({{"m", R"({"id": "m"})", 1}}));
+}
+
 TEST(OpenAiApi, ABodyThatNamesNoModelPassesUntracked) {
   const ModelApi& api = openai_api();
   for (const char* body : {"", "not json", "[]", "{}", R"({"model": 3})", R"({"model": ""})",
@@ -144,7 +163,7 @@ TEST(VllmSleep, ConfigReadsModelApiHealthAndTheLevel) {
 TEST(VllmSleep, ThreeTiersPauseThenSleepTheEngineThenStop) {
   World w(kVllmTiers);
   w.run("vllm");
-  ASSERT_TRUE(w.controller->touch_model("Qwen/Qwen3-0.6B"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("Qwen/Qwen3-0.6B")));
   w.backend.take_calls();
 
   w.clock.advance(minutes(1));
@@ -191,7 +210,7 @@ TEST(VllmSleep, AModelShowsOffloadedAtLevelOneAndNotLoadedAtLevelTwo) {
   };
   World one(kVllmTiers);  // pause at 1 min, vllm_sleep level 1 at 5
   one.run("vllm");
-  ASSERT_TRUE(one.controller->touch_model("Qwen/Qwen3-0.6B"));
+  ASSERT_TRUE(one.controller->touch_model(one.key("Qwen/Qwen3-0.6B")));
   EXPECT_EQ(model_state(one), "loaded");
   one.clock.advance(minutes(1));
   one.monitor->step();
@@ -200,8 +219,8 @@ TEST(VllmSleep, AModelShowsOffloadedAtLevelOneAndNotLoadedAtLevelTwo) {
   one.monitor->step();
   ASSERT_TRUE(one.service("vllm").engine_asleep);
   EXPECT_EQ(model_state(one), "offloaded");
-  ASSERT_TRUE(one.controller->wake("vllm", "request"));
-  ASSERT_TRUE(one.controller->touch_model("Qwen/Qwen3-0.6B"));
+  ASSERT_TRUE(one.controller->wake("vllm", Reason::kRequest));
+  ASSERT_TRUE(one.controller->touch_model(one.key("Qwen/Qwen3-0.6B")));
   EXPECT_EQ(model_state(one), "loaded");
 
   World two(R"({"idle_check_interval_minutes": 1000,
@@ -210,7 +229,7 @@ TEST(VllmSleep, AModelShowsOffloadedAtLevelOneAndNotLoadedAtLevelTwo) {
                                            {"after_minutes": 60, "action": "stop"}]}},
     "models": {"Qwen/Qwen3-0.6B": {"provider": "vllm"}}})");
   two.run("vllm");
-  ASSERT_TRUE(two.controller->touch_model("Qwen/Qwen3-0.6B"));
+  ASSERT_TRUE(two.controller->touch_model(two.key("Qwen/Qwen3-0.6B")));
   two.clock.advance(minutes(5));
   two.monitor->step();
   ASSERT_TRUE(two.service("vllm").engine_asleep);
@@ -224,7 +243,7 @@ TEST(VllmSleep, AWakeCallsWakeUpAndWaitsUntilTheEngineSaysItIsAwake) {
   World w(kVllmOneLightTier);
   asleep_after_use(w);
   w.engine.lag_polls = 3;  // /wake_up answered before the engine is awake
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   EXPECT_THAT(w.engine.take_calls(),
               ElementsAre("wake_up", "is_sleeping", "is_sleeping", "is_sleeping", "is_sleeping"));
   EXPECT_TRUE(w.backend.take_calls().empty());  // nothing started, nothing resumed
@@ -244,7 +263,7 @@ TEST(VllmSleep, AWakeBetweenTheClaimAndItsFinishUndoesNothingAndCancelsTheSleep)
   w.engine.take_calls();
   ASSERT_TRUE(w.controller->claim_light_sleep("vllm", 1));
   ASSERT_EQ(w.service("vllm").state, ServiceState::kPaused);  // out of service from the claim
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   w.controller->finish_light_sleep("vllm", 1);
   EXPECT_TRUE(sleeps_and_wakes(w).empty());  // neither /wake_up nor /sleep
   EXPECT_TRUE(w.backend.take_calls().empty());
@@ -266,7 +285,7 @@ TEST(VllmSleep, AWakeBetweenTheClaimAndItsFinishUndoesOnlyTheLighterTiers) {
   w.backend.take_calls();
   w.engine.take_calls();
   ASSERT_TRUE(w.controller->claim_light_sleep("vllm", 2));
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   w.controller->finish_light_sleep("vllm", 2);
   EXPECT_TRUE(sleeps_and_wakes(w).empty());
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("resume vllm"));
@@ -281,7 +300,7 @@ TEST(VllmSleep, AnEngineThatStaysAsleepPastTheStartTimeoutIsStoppedAndColdStarte
   World w(kVllmOneLightTier);
   asleep_after_use(w);
   w.engine.lag_polls = 1000000;  // never wakes; the fake clock's sleep_for advances time
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("stop vllm", "start vllm"));
   EXPECT_EQ(w.service("vllm").state, ServiceState::kRunning);
   EXPECT_THAT(w.recorder.events(), ::testing::Contains("failed vllm resume"));
@@ -295,7 +314,7 @@ TEST(VllmSleep, TheWakeUpAndThePollsAfterItShareTheStartTimeout) {
   w.engine.lag_polls = 1000000;  // never says it is awake
   w.engine.during_wake_up = [&] { w.clock.advance(seconds(40)); };
   const MonoTime t0 = w.clock.mono_now();
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));  // given up, then a cold start
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));  // given up, then a cold start
   EXPECT_THAT(w.engine.wake_up_timeouts, ElementsAre(60.0));
   const double took = std::chrono::duration<double>(w.clock.mono_now() - t0).count();
   EXPECT_GE(took, 60.0);
@@ -307,7 +326,7 @@ TEST(VllmSleep, AWakeUpThatFailsGoesToTheNextDeeperStateAndIsCounted) {
   World w(kVllmOneLightTier);
   asleep_after_use(w);
   w.engine.fail_wake_up = true;
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   EXPECT_THAT(w.engine.take_calls(), ElementsAre("wake_up"));
   EXPECT_THAT(w.backend.take_calls(), ElementsAre("stop vllm", "start vllm"));
   EXPECT_EQ(w.service("vllm").state, ServiceState::kRunning);
@@ -349,7 +368,7 @@ TEST(VllmSleep, AnEngineFoundAsleepIsOutOfServiceUntilAWake) {
   // The backend sees a running process: that is not "resumed outside siesta".
   w.controller->reconcile();
   EXPECT_EQ(w.service("vllm").state, ServiceState::kPaused);
-  ASSERT_TRUE(w.controller->wake("vllm", "request"));
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
   EXPECT_EQ(w.service("vllm").state, ServiceState::kRunning);
   EXPECT_FALSE(w.engine.asleep);
 }
@@ -359,7 +378,7 @@ TEST(VllmSleep, AModelOfAServerWithoutAnUnloadApiHasNoKeepAliveUnload) {
       "upstream": "127.0.0.1:8000", "model_api": "vllm"}}, "models": {"m": {"provider": "vllm",
       "keep_alive_min_seconds": 0}}})");
   w.run("vllm");
-  ASSERT_TRUE(w.controller->touch_model("m"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("m")));
   w.clock.advance(minutes(10));
   Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
   ASSERT_EQ(d.models.size(), 1u);
@@ -367,6 +386,283 @@ TEST(VllmSleep, AModelOfAServerWithoutAnUnloadApiHasNoKeepAliveUnload) {
   EXPECT_TRUE(d.actions.empty());
   const auto status = nlohmann::json::parse(models_text(w.registry->snapshot(), d));
   EXPECT_EQ(status["m"]["unload_blocker"], "no_unload_api") << status.dump();
+}
+
+// Issue 24, a new user's trial: after a wake by a request that names no model (GET /health or
+// /v1/models through a vllm or openai service), the served model showed not_loaded in
+// idle-status until the next reconcile (idle_check_interval_minutes later). Such a server serves
+// its models as soon as it is ready: the wake reads them at once.
+TEST(ServedModels, AColdWakeOfAServerWhoseModelIsTheProcessReadsItsModelsAtOnce) {
+  for (const char* api : {"vllm", "openai"}) {
+    World w(std::string(R"({"idle_check_interval_minutes": 1000, "services": {"vllm": {
+        "command": ["vllm", "serve"], "upstream": "127.0.0.1:8000", "model_api": ")") +
+            api + R"("}}})");
+    w.provider_vllm.loaded_models = {"Qwen/Qwen3-0.6B"};
+    w.provider_vllm.cards["Qwen/Qwen3-0.6B"] =
+        R"({"id": "Qwen/Qwen3-0.6B", "max_model_len": 4096})";
+    ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest)) << api;
+    ASSERT_THAT(w.model_names(), ElementsAre("Qwen/Qwen3-0.6B")) << api;
+    const ModelRuntime m = w.model("Qwen/Qwen3-0.6B");
+    EXPECT_TRUE(m.loaded) << api;
+    // The server's own entry, for the list siesta answers while it sleeps.
+    EXPECT_EQ(m.card, R"({"id": "Qwen/Qwen3-0.6B", "max_model_len": 4096})") << api;
+    EXPECT_EQ(m.first_seen, w.clock.wall_now()) << api;
+  }
+}
+
+TEST(ServedModels, AWakeFromTheEngineSleepShowsItsModelsLoadedAgainAtOnce) {
+  World w(kVllmTiers);
+  w.provider_vllm.loaded_models = {"Qwen/Qwen3-0.6B"};
+  w.run("vllm");
+  w.controller->reconcile();
+  ASSERT_TRUE(w.model("Qwen/Qwen3-0.6B").loaded);
+  w.clock.advance(minutes(1));
+  w.monitor->step();  // the pause
+  w.clock.advance(minutes(4));
+  w.monitor->step();  // the engine's sleep
+  ASSERT_TRUE(w.service("vllm").engine_asleep);
+  ASSERT_FALSE(w.model("Qwen/Qwen3-0.6B").loaded);
+  ASSERT_TRUE(
+      w.controller->wake("vllm", Reason::kRequest));  // no request on the model, no reconcile
+  EXPECT_TRUE(w.model("Qwen/Qwen3-0.6B").loaded);
+}
+
+// An Ollama server loads a model on its first request: its wake asks nothing.
+TEST(ServedModels, AColdWakeOfOllamaReadsNoModels) {
+  World w(R"({"idle_check_interval_minutes": 1000, "services": {"ollama": {"command": ["ollama"],
+      "upstream": "127.0.0.1:11434", "model_api": "ollama"}}})");
+  w.provider.loaded_models = {"llama3.2:3b"};  // would be learned, were it read
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  EXPECT_TRUE(w.model_names().empty());
+}
+
+// Issue 24: siesta's own /v1/models while the server sleeps had `created` 0 and lacked the rest
+// of vLLM's ModelCard. It is the server's own last entry when siesta has one, else the fields
+// vLLM always sends, with what siesta knows.
+TEST(VllmApi, TheModelListWhileAsleepIsTheServersLastEntryElseVllmsFieldsWithHonestValues) {
+  const ModelApi& api = vllm_api();
+  const std::string card =
+      R"({"id": "a", "object": "model", "created": 1700000123, "owned_by": "vllm",
+          "root": "/models/a", "parent": null, "max_model_len": 32768,
+          "permission": [{"id": "modelperm-0123", "object": "model_permission"}]})";
+  const std::vector<ModelApi::KnownModel> models = {{"a", card, 1600000000}, {"b", "", 1650000000}};
+  auto reply = api.asleep_reply("GET", "/v1/models", models);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->status, 200);
+  EXPECT_EQ(reply->content_type, "application/json");
+  const auto doc = nlohmann::json::parse(reply->body);
+  EXPECT_EQ(doc["object"], "list");
+  ASSERT_EQ(doc["data"].size(), 2u);
+  EXPECT_EQ(doc["data"][0], nlohmann::json::parse(card));  // as the server wrote it
+  const auto& b = doc["data"][1];
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : b.items()) keys.push_back(k);
+  EXPECT_THAT(keys, ::testing::UnorderedElementsAre("id", "object", "created", "owned_by", "root",
+                                                    "parent", "max_model_len", "permission"));
+  EXPECT_EQ(b["id"], "b");
+  EXPECT_EQ(b["object"], "model");
+  EXPECT_EQ(b["created"], 1650000000);  // when siesta first knew of it, not 0
+  EXPECT_EQ(b["owned_by"], "vllm");
+  EXPECT_TRUE(b["root"].is_null());  // the path vLLM loaded it from: unknown
+  EXPECT_TRUE(b["parent"].is_null());
+  EXPECT_TRUE(b["max_model_len"].is_null());  // the engine's: unknown
+  ASSERT_EQ(b["permission"].size(), 1u);
+  const auto& p = b["permission"][0];
+  EXPECT_EQ(p["object"], "model_permission");
+  EXPECT_EQ(p["id"].get<std::string>().rfind("modelperm-", 0), 0u) << p;
+  EXPECT_EQ(p["id"].get<std::string>().size(), 10u + 32u) << p;
+  EXPECT_EQ(p["created"], 1650000000);
+  EXPECT_EQ(p["allow_sampling"], true);
+  EXPECT_EQ(p["allow_create_engine"], false);
+  EXPECT_EQ(p["organization"], "*");
+  EXPECT_TRUE(p["group"].is_null());
+  // An entry that is not a JSON object is not trusted: vLLM's fields instead.
+  auto bad = api.asleep_reply("GET", "/v1/models", {{"c", "[1, 2]", 1650000000}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(nlohmann::json::parse(bad->body)["data"][0]["id"], "c");
+  // No model known: the server alone can say (a wake).
+  EXPECT_FALSE(api.asleep_reply("GET", "/v1/models", {}));
+  // /health is vLLM's empty 200.
+  auto health = api.asleep_reply("GET", "/health", {});
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->body, "");
+}
+
+TEST(ServedModels, ASyncKeepsTheServersEntryAndWhenSiestaFirstKnewOfTheModel) {
+  World w(kVllmOneLightTier);
+  w.run("vllm");
+  const WallTime first = w.clock.wall_now();
+  w.provider_vllm.loaded_models = {"m"};
+  w.provider_vllm.cards["m"] = R"({"id": "m", "created": 1})";
+  w.controller->reconcile();
+  EXPECT_EQ(w.model("m").card, R"({"id": "m", "created": 1})");
+  EXPECT_EQ(w.model("m").first_seen, first);
+  w.clock.advance(minutes(3));
+  w.provider_vllm.cards["m"] = R"({"id": "m", "created": 2})";
+  w.controller->reconcile();
+  EXPECT_EQ(w.model("m").card, R"({"id": "m", "created": 2})");  // its latest word
+  EXPECT_EQ(w.model("m").first_seen, first);                     // first is first
+  // A configured model: known from siesta's start.
+  World c(kVllmTiers);
+  EXPECT_EQ(c.model("Qwen/Qwen3-0.6B").first_seen, c.clock.wall_now());
+}
+
+// The idle-status entry and the /metrics text of the snapshot now.
+struct Shown {
+  nlohmann::json services;
+  nlohmann::json models;
+  std::string metrics;
+};
+Shown shown(World& w) {
+  const Snapshot snap = w.registry->snapshot();
+  const Decision d = decide(snap, w.clock.wall_now());
+  Metrics m;
+  m.declare(snap);
+  return {nlohmann::json::parse(services_text(snap, d)),
+          nlohmann::json::parse(models_text(snap, d)),
+          m.render(snap, d, MonitorStatus{true, w.clock.wall_now()})};
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
+}
+
+// Issue 24, a new user's trial: a vllm_sleep that failed (no dev mode: the routes 404) still
+// showed vllm_sleep as the tier in force, in idle-status and in siesta_service_tier, while the
+// engine served. The service is shown in the state it is in (awake, its next tier the stop), the
+// failure with it (failed_tiers, last_error, counted as a failed pause), and a request then is no
+// wake from vllm_sleep.
+TEST(VllmSleep, AFailedEngineSleepShowsTheServiceAwakeWithTheFailure) {
+  World w(kVllmOneLightTier);
+  w.engine.no_dev_mode = true;
+  w.run("vllm");
+  w.clock.advance(minutes(5));
+  w.monitor->step();
+  ASSERT_EQ(w.service("vllm").tier, 1u);  // passed: the stop comes at its time
+  const Shown s = shown(w);
+  const auto& vllm = s.services["vllm"];
+  EXPECT_EQ(vllm["tier"], "awake") << vllm.dump();
+  EXPECT_EQ(vllm["failed_tiers"], nlohmann::json::array({"vllm_sleep"})) << vllm.dump();
+  EXPECT_EQ(vllm["next_tier"], "stop");
+  EXPECT_EQ(vllm["next_tier_in_seconds"], 55 * 60);
+  EXPECT_EQ(vllm["last_error"], "vllm_sleep failed: 404 (no dev mode)");
+  EXPECT_TRUE(has_line(s.metrics, R"(siesta_service_tier{service="vllm",tier="awake"} 1)"))
+      << s.metrics;
+  EXPECT_TRUE(has_line(s.metrics, R"(siesta_service_tier{service="vllm",tier="vllm_sleep"} 0)"));
+  const auto events = w.recorder.events();
+  EXPECT_EQ(std::count(events.begin(), events.end(), "failed vllm pause"), 1);
+  // A request now wakes nothing: no wake from vllm_sleep is counted.
+  ASSERT_TRUE(w.controller->begin_request("vllm", true));
+  w.controller->end_request("vllm", true);
+  EXPECT_TRUE(w.recorder.tier_events().empty());
+}
+
+// With a pause before it, a failed engine sleep leaves the service paused: that is its tier.
+TEST(VllmSleep, AFailedEngineSleepAfterAPauseShowsThePause) {
+  World w(kVllmTiers);
+  w.engine.no_dev_mode = true;
+  w.run("vllm");
+  w.clock.advance(minutes(1));
+  w.monitor->step();
+  w.clock.advance(minutes(4));
+  w.monitor->step();
+  ASSERT_EQ(w.service("vllm").tier, 2u);
+  ASSERT_TRUE(w.service("vllm").paused);
+  const Shown s = shown(w);
+  EXPECT_EQ(s.services["vllm"]["tier"], "pause") << s.services.dump();
+  EXPECT_EQ(s.services["vllm"]["failed_tiers"], nlohmann::json::array({"vllm_sleep"}));
+  EXPECT_TRUE(has_line(s.metrics, R"(siesta_service_tier{service="vllm",tier="pause"} 1)"));
+  std::string woke_from;
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest, &woke_from));
+  EXPECT_EQ(woke_from, "pause");
+}
+
+// Issue 24, a new user's trial: idle-status's policy_reason was null for a service with
+// sleep_tiers. It says which tier comes next, after what idle time, and the stop after it.
+TEST(VllmSleep, ThePolicyReasonOfTieredServicesSaysWhichTierComesNextAndWhy) {
+  World w(kVllmTiers);
+  w.run("vllm");
+  EXPECT_EQ(shown(w).services["vllm"]["policy_reason"],
+            "sleep_tiers: tier 1 of 3 (pause) comes after 1 minute idle, then tier 3 of 3 (stop) "
+            "after 60 minutes idle");
+  w.clock.advance(minutes(1));
+  w.monitor->step();
+  EXPECT_EQ(shown(w).services["vllm"]["policy_reason"],
+            "sleep_tiers: tier 2 of 3 (vllm_sleep level 1) comes after 5 minutes idle, then tier 3 "
+            "of 3 (stop) after 60 minutes idle");
+  w.engine.no_dev_mode = true;
+  w.clock.advance(minutes(4));
+  w.monitor->step();
+  EXPECT_EQ(shown(w).services["vllm"]["policy_reason"],
+            "sleep_tiers: tier 3 of 3 (stop) comes after 60 minutes idle; its vllm_sleep tier "
+            "failed, so it kept serving (last_error says why)");
+  w.clock.advance(minutes(55));
+  w.monitor->step();
+  ASSERT_EQ(w.service("vllm").state, ServiceState::kStopped);
+  EXPECT_EQ(shown(w).services["vllm"]["policy_reason"],
+            "sleep_tiers: stopped (its last tier); after a wake, tier 1 of 3 (pause) comes after 1 "
+            "minute idle");
+  EXPECT_EQ(shown(w).services["vllm"]["failed_tiers"], nlohmann::json::array());
+}
+
+// Issue 24, a new user's trial: a model of a vLLM or OpenAI-compatible server showed a keep-alive
+// (the global 2 h) in idle-status, the admin API's model answer and /metrics, which never
+// applies: the model is the process, its service's idle timeout or tiers free it. No keep-alive
+// is shown, freed_by says the service, and the countdown is to the service's next tier that
+// frees it (vllm_sleep or stop; a pause does not), the same in all three.
+TEST(VllmSleep, AModelThatIsTheProcessShowsNoKeepAliveButWhenItsServiceFreesIt) {
+  World w(kVllmTiers);
+  w.run("vllm");
+  ASSERT_TRUE(w.controller->touch_model(w.key("Qwen/Qwen3-0.6B")));
+  ASSERT_TRUE(w.controller->touch_service("vllm"));
+  w.clock.advance(seconds(30));
+  const Shown s = shown(w);
+  const auto& m = s.models["Qwen/Qwen3-0.6B"];
+  EXPECT_TRUE(m["keep_alive_seconds"].is_null()) << m.dump();
+  EXPECT_EQ(m["freed_by"], "service");
+  EXPECT_EQ(m["will_unload_in_seconds"], 270);  // vllm_sleep at 5 minutes, not the pause at 1
+  EXPECT_EQ(m["will_unload_in_minutes"], 5);
+  EXPECT_EQ(m["unload_blocker"], "no_unload_api");
+  const Snapshot snap = w.registry->snapshot();
+  const Decision d = decide(snap, w.clock.wall_now());
+  const auto one =
+      nlohmann::json::parse(model_text("Qwen/Qwen3-0.6B", snap.models[0], d.models[0]));
+  EXPECT_EQ(one["will_unload_in_seconds"], 270);
+  EXPECT_TRUE(one["keep_alive_seconds"].is_null());
+  EXPECT_EQ(one["keep_alive_until"], m["keep_alive_until"]);
+  EXPECT_EQ(s.services["vllm"]["sleeps_at"].get<long long>() + 240,
+            m["keep_alive_until"].get<long long>());
+  EXPECT_EQ(s.metrics.find("siesta_model_keep_alive_seconds{"), std::string::npos) << s.metrics;
+  EXPECT_TRUE(has_line(
+      s.metrics,
+      R"(siesta_model_keep_alive_remaining_seconds{model="Qwen/Qwen3-0.6B",provider="vllm"} 270)"))
+      << s.metrics;
+  // Its service kept awake: nothing will free it.
+  ASSERT_TRUE(w.controller->set_idle_sleep("vllm", false));
+  const Shown awake = shown(w);
+  EXPECT_TRUE(awake.models["Qwen/Qwen3-0.6B"]["will_unload_in_seconds"].is_null());
+  EXPECT_TRUE(awake.models["Qwen/Qwen3-0.6B"]["keep_alive_until"].is_null());
+  EXPECT_EQ(awake.metrics.find("siesta_model_keep_alive_remaining_seconds{"), std::string::npos);
+}
+
+TEST(VllmSleep, AModelOfAnOpenAiServerIsFreedByTheIdleTimeoutAndAnOllamaModelByItsKeepAlive) {
+  World w(R"({"idle_timeout_minutes": 20, "model_keep_alive_hours": 1, "services": {
+      "llama": {"command": ["l"], "upstream": "127.0.0.1:8081", "model_api": "openai"},
+      "ollama": {"command": ["o"], "upstream": "127.0.0.1:11434", "model_api": "ollama"}},
+      "models": {"m": {"provider": "llama"}, "o": {"provider": "ollama"}}})");
+  w.run("llama");
+  w.run("ollama");
+  ASSERT_TRUE(w.controller->touch_service("llama"));
+  ASSERT_TRUE(w.controller->touch_model(w.key("m")));
+  ASSERT_TRUE(w.controller->touch_model(w.key("o")));
+  const Shown s = shown(w);
+  EXPECT_EQ(s.models["m"]["will_unload_in_seconds"], 1200) << s.models.dump();
+  EXPECT_TRUE(s.models["m"]["keep_alive_seconds"].is_null());
+  EXPECT_EQ(s.models["o"]["keep_alive_seconds"], 3600);
+  EXPECT_EQ(s.models["o"]["freed_by"], "keep_alive");
+  EXPECT_EQ(s.models["o"]["will_unload_in_seconds"], 3600);
+  EXPECT_TRUE(
+      has_line(s.metrics, R"(siesta_model_keep_alive_seconds{model="o",provider="ollama"} 3600)"));
 }
 
 }  // namespace

@@ -88,16 +88,13 @@ std::map<int, double> gpu_totals(const std::vector<GpuMemoryRow>& gpus) {
   return out;
 }
 
-std::map<int, double> query_gpu_totals(const std::string& tool, std::string& error) {
+std::vector<GpuMemoryRow> query_gpu_memory(const std::string& tool, std::string& error) {
+  const Seconds timeout(kNvidiaSmiTimeoutSeconds);
   const CommandResult r = run_command(
       {tool, "--query-gpu=index,memory.total,memory.used", "--format=csv,noheader,nounits"},
-      Seconds(10));
-  if (r.outcome == CommandResult::Outcome::kNotFound) {
-    error = tool + " not found";
-    return {};
-  }
+      timeout);
   if (r.outcome != CommandResult::Outcome::kExited || r.exit_code != 0) {
-    error = tool + " failed (exit code " + std::to_string(r.exit_code) + ")";
+    error = tool + " " + describe_failure(r, timeout);
     return {};
   }
   GpuMemoryParse parsed = parse_query_gpu_memory(r.output);
@@ -105,7 +102,56 @@ std::map<int, double> query_gpu_totals(const std::string& tool, std::string& err
     error = parsed.error;
     return {};
   }
-  return gpu_totals(parsed.gpus);
+  return parsed.gpus;
+}
+
+UnmanagedMemory budget_less_unmanaged(std::vector<GpuDevice>& devices,
+                                      const std::vector<GpuMemoryRow>& gpus,
+                                      const std::set<int>& from_total,
+                                      const std::map<int, double>& siesta_holds) {
+  UnmanagedMemory out;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    GpuDevice& d = devices[i];
+    if (from_total.count(d.id) == 0) continue;
+    auto row = std::find_if(gpus.begin(), gpus.end(),
+                            [&](const GpuMemoryRow& g) { return g.index == d.id; });
+    if (row == gpus.end() || !row->used_mib || *row->used_mib <= 0) continue;
+    const double used = *row->used_mib;
+    const auto held = siesta_holds.find(d.id);
+    const double mine = std::min(used, held == siesta_holds.end() ? 0.0 : held->second);
+    const double others = used - mine;
+    std::ostringstream line;
+    line << "GPU " << d.id << ": " << used << " of " << row->total_mib << " MiB in use at start-up";
+    if (others <= 0) {
+      line << ", all of it by siesta's own services and models: the budget is the total, "
+           << d.memory_mib << " MiB";
+      out.info.push_back(line.str());
+      continue;
+    }
+    if (mine > 0) {
+      line << ", " << others << " by processes siesta does not manage (siesta's services and "
+           << "models found running hold " << mine << ")";
+    } else {
+      line << " by processes siesta does not manage";
+    }
+    d.memory_mib = std::max(0.0, d.memory_mib - others);
+    std::ostringstream why;
+    why << "the total, " << row->total_mib << " MiB, less " << others
+        << " MiB used by other processes at start-up";
+    out.why[d.id] = why.str();
+    if (d.memory_mib > 0) {
+      line << ": the budget is the total less that, " << d.memory_mib << " MiB";
+      out.info.push_back(line.str());
+      continue;
+    }
+    // Nothing left: the whole card would be a budget the others' memory already fills, and
+    // siesta's wakes would fail on out-of-memory errors instead of its own refusal.
+    line << ": nothing is left for siesta's services and models, so its budget is 0 MiB and every "
+         << "wake or load that needs memory on it is refused. If those processes will leave room, "
+         << "set gpu.devices[" << i << "].memory_mib to what siesta may use";
+    out.warnings.push_back(line.str());
+  }
+  return out;
 }
 
 GpuParse parse_query_compute_apps(const std::string& csv) {

@@ -22,6 +22,7 @@
 #include "siesta/config/config.h"
 #include "siesta/core/decide.h"
 #include "siesta/core/embedded_asset.h"
+#include "siesta/core/error_json.h"
 #include "siesta/core/settings_schema.h"
 #include "siesta/http/framing.h"
 #include "siesta/http/listen.h"
@@ -148,10 +149,12 @@ std::string body_text(Reply reply) {
   return std::move(reply.text);  // moved: idle-status and /metrics run to megabytes
 }
 
+// An error in the JSON error shape, never cached (as the proxy's: the next try may differ).
 Reply error_reply(int status, const std::string& code, const std::string& message) {
   Reply r;
   r.status = status;
   r.body = error_json(code, message);
+  r.headers.emplace_back("Cache-Control", "no-store");
   return r;
 }
 
@@ -177,9 +180,14 @@ int http_status(ErrorCode code) {
   return 500;
 }
 
-Reply status_reply(const Status& st) {
-  Reply r = error_reply(http_status(st.code()), error_code_name(st.code()), st.message());
-  if (st.code() == ErrorCode::kTimeout || st.code() == ErrorCode::kUnavailable) {
+// `failed`: what a server-side failure (5xx) is said after, as the proxy says it ("service X
+// could not be woken: "), so that the admin API and the proxy answer the same words.
+Reply status_reply(const Status& st, const std::string& failed = "") {
+  const int status = http_status(st.code());
+  Reply r = error_reply(status, error_code_name(st.code()),
+                        (status >= 500 ? failed : std::string()) + st.message());
+  if ((st.code() == ErrorCode::kTimeout || st.code() == ErrorCode::kUnavailable) &&
+      st.retry_may_help()) {
     r.headers.emplace_back("Retry-After", "5");
   }
   return r;
@@ -635,14 +643,48 @@ class AdminServer::Impl {
     if (!registry_.service(name)) return error_reply(404, "not_found", "unknown service: " + name);
     return std::nullopt;
   }
-  std::optional<Reply> check_model(const std::string& name, bool must_be_known = true) {
+  // Models are per service. The seed's /admin/models/{name} names the model of that name on
+  // the one service that has one; `?service=S` names the service, needed when several have a
+  // model of that name (409 naming them, never a guess). A model to load may be one siesta has
+  // not seen (`must_be_known` false): an empty service then (the runtime looks for it).
+  // The key idle-status gives a name several services serve, `name@service`, names it too (no
+  // model name has an '@').
+  Result<ModelKey> resolve_model(const AdminRequest& req, const std::string& path_name,
+                                 bool must_be_known = true) {
+    std::string name = path_name;
+    std::optional<std::string> service = query_param(req.query, "service");
+    if (const auto at = path_name.rfind('@'); !service && at != std::string::npos && at > 0) {
+      name = path_name.substr(0, at);
+      service = path_name.substr(at + 1);
+    }
     if (!valid_model_name(name)) {
-      return error_reply(400, "invalid_argument", "invalid model name: " + text_of(json(name)));
+      return Status{ErrorCode::kInvalidArgument, "invalid model name: " + text_of(json(name))};
     }
-    if (must_be_known && !registry_.model(name)) {
-      return error_reply(404, "not_found", "unknown model: " + name);
+    if (service) {
+      if (!valid_service_name(*service)) {
+        return Status{ErrorCode::kInvalidArgument,
+                      "invalid service name: " + text_of(json(*service))};
+      }
+      if (!registry_.service(*service)) {
+        return Status{ErrorCode::kNotFound, "unknown service: " + *service};
+      }
+      ModelKey key{name, *service};
+      if (must_be_known && !registry_.model(key)) {
+        return Status{ErrorCode::kNotFound, "unknown model: " + name + " on service " + *service};
+      }
+      return key;
     }
-    return std::nullopt;
+    const std::vector<std::string> services = registry_.services_of_model(name);
+    if (services.size() == 1) return ModelKey{name, services.front()};
+    if (services.size() > 1) {
+      std::string list;
+      for (const auto& s : services) list += (list.empty() ? "" : ", ") + s;
+      return Status{ErrorCode::kConflict, "model " + name + " is served by several services (" +
+                                              list +
+                                              "): name one with ?service=" + services.front()};
+    }
+    if (must_be_known) return Status{ErrorCode::kNotFound, "unknown model: " + name};
+    return ModelKey{name, ""};
   }
 
   Decision current_decision(Snapshot& snapshot) {
@@ -661,15 +703,15 @@ class AdminServer::Impl {
     return error_reply(404, "not_found", "unknown service: " + name);
   }
 
-  Reply model_reply(const std::string& name) {
+  Reply model_reply(const ModelKey& key) {
     Snapshot snapshot;
     Decision d = current_decision(snapshot);
     for (size_t i = 0; i < d.models.size(); ++i) {
-      if (d.models[i].name == name) {
-        return text_reply(model_text(name, snapshot.models[i], d.models[i]));
+      if (d.models[i].name == key.name && d.models[i].provider == key.service) {
+        return text_reply(model_text(key.name, snapshot.models[i], d.models[i]));
       }
     }
-    return error_reply(404, "not_found", "unknown model: " + name);
+    return error_reply(404, "not_found", "unknown model: " + key.name);
   }
 
   Reply settings_post(const AdminRequest& req) {
@@ -755,26 +797,32 @@ class AdminServer::Impl {
       st = actions_.set_desired(name, *desired);
     } else {
       if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
-      if (action == "wake") st = actions_.wake(name, "manual");
+      if (action == "wake") st = actions_.wake(name, Reason::kManual);
       if (action == "sleep") st = actions_.sleep(name);
       if (action == "touch") st = actions_.touch_service(name);
       if (action == "unload-models") st = actions_.unload_models_of(name);
     }
-    if (!st) return status_reply(st);
+    if (!st) return status_reply(st, action == "wake" ? wake_failed(name) : "");
     return service_reply(name);
   }
 
   Reply model_action(const AdminRequest& req, const std::string& name, const std::string& action) {
     // A model to load may be one siesta has not seen: the runtime asks the model servers.
-    if (auto bad = check_model(name, action != "load")) return *bad;
+    auto key = resolve_model(req, name, action != "load");
+    if (!key) return status_reply(key.status());
     auto body = body_object(req);
     if (!body) return status_reply(body.status());
     if (Status keys = only_keys(*body, {}); !keys) return status_reply(keys);
-    Status st = action == "unload" ? actions_.unload_model(name)
-                : action == "load" ? actions_.load_model(name)
-                                   : actions_.touch_model(name);
-    if (!st) return status_reply(st);
-    return model_reply(name);
+    Status st = action == "unload" ? actions_.unload_model(*key)
+                : action == "load" ? actions_.load_model(*key)
+                                   : actions_.touch_model(*key);
+    if (!st) return status_reply(st, action == "load" ? load_failed(name) : "");
+    if (key->service.empty()) {  // found on a server by the load: now known there
+      auto found = resolve_model(req, name);
+      if (!found) return status_reply(found.status());
+      return model_reply(*found);
+    }
+    return model_reply(*key);
   }
 
   // GET /admin/events?since=<unix seconds>&after=<id>: siesta's recent history, oldest first.
@@ -839,6 +887,17 @@ class AdminServer::Impl {
       return asset_reply(*asset);
     });
     on("/admin/events", "GET", [this](const auto& req, const auto&) { return events_get(req); });
+    // siesta's own request history as a trace for `siesta simulate` (docs/policies.md).
+    on("/admin/trace", "GET", [this](const auto&, const auto&) {
+      if (options_.events == nullptr) {
+        return error_reply(404, "not_found", "no request history in this server");
+      }
+      Reply r;
+      r.body = nullptr;
+      r.text = options_.events->trace_csv();
+      r.content_type = "text/csv; charset=utf-8";
+      return r;
+    });
     on("/healthz", "GET", [](const auto&, const auto&) {
       Reply r;
       r.body = {{"status", "ok"}};
@@ -859,6 +918,7 @@ class AdminServer::Impl {
       IdleStatusExtras extras{monitor_(), persister_.enabled()};
       extras.gpu = &actions_.gpu();
       extras.gpu_waiting = actions_.gpu_waiting();
+      extras.currency = options_.currency;
       return text_reply(idle_status_text(snapshot, d, extras));
     });
     on("/admin/settings", "GET", [this](const auto&, const auto&) {
@@ -891,9 +951,10 @@ class AdminServer::Impl {
        [this](const auto& req, const std::smatch& m) {
          return model_action(req, m[1].str(), m[2].str());
        });
-    on(R"(/admin/models/(.+))", "GET", [this](const auto&, const std::smatch& m) {
-      if (auto bad = check_model(m[1].str())) return *bad;
-      return model_reply(m[1].str());
+    on(R"(/admin/models/(.+))", "GET", [this](const auto& req, const std::smatch& m) {
+      auto key = resolve_model(req, m[1].str());
+      if (!key) return status_reply(key.status());
+      return model_reply(*key);
     });
   }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string_view>
 #include <vector>
 
@@ -83,6 +84,7 @@ class Out {
   }
   void seconds(const std::optional<Seconds>& s) { s ? number(precise(*s)) : null(); }
   void bytes(const std::optional<double>& b) { b ? number(*b) : null(); }
+  void optional(const std::optional<double>& v) { v ? number(*v) : null(); }
 
   std::string str() const {
     std::string s;
@@ -135,11 +137,53 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))
                   : o.key("next_tier").null();
   o.key("next_tier_in_seconds").seconds(timer.next_tier ? timer.sleeps_in : std::nullopt);
+  // Tiers passed whose action failed (the service kept serving; last_error says why).
+  o.key("failed_tiers");
+  o.array_begin();
+  for (TierAction a : timer.failed_tiers) o.text(to_string(a));
+  o.array_end();
   // The timeout policy that chose idle_timeout_minutes, and why (docs/policies.md).
   o.key("policy").text(timer.policy);
   o.key("policy_reason").text_or_null(timer.policy_reason);
   o.key("prewarm_at").unix_seconds(timer.prewarm_at);
   o.key("idle_gaps").integer(static_cast<long long>(rt.idle_gaps.size()));
+  // Energy and cost (docs/policies.md#energy-and-cost); null without an idle power.
+  const std::optional<EnergyAccount>& e = timer.energy;
+  e ? o.key("idle_power_watts").number(e->watts) : o.key("idle_power_watts").null();
+  e ? o.key("idle_power_source").text(e->source) : o.key("idle_power_source").null();
+  e ? o.key("asleep_seconds").number(precise(Seconds(e->asleep_seconds)))
+    : o.key("asleep_seconds").null();
+  o.key("energy_saved_wh")
+      .optional(e ? std::optional(e->saved_joules / kJoulesPerWattHour) : std::nullopt);
+  o.key("cold_start_energy_wh")
+      .optional(e ? std::optional(e->cold_start_joules / kJoulesPerWattHour) : std::nullopt);
+  o.key("cost_saved").optional(e ? e->cost_saved : std::nullopt);
+  o.key("cold_start_cost").optional(e ? e->cold_start_cost : std::nullopt);
+  // The GPU budget (docs/gpu.md): what it holds while it runs, declared or measured; null: none.
+  o.key("gpu_memory_mib").optional(service_gpu_mib(*view.spec, rt));
+  view.spec->gpu_memory_measured ? o.key("gpu_memory_source").text("measured")
+  : view.spec->gpu_memory_mib    ? o.key("gpu_memory_source").text("configured")
+                                 : o.key("gpu_memory_source").null();
+  // A schedule (docs/schedules.md): the window in force and the next change; null: none.
+  o.key("schedule");
+  if (timer.schedule) {
+    const auto& st = *timer.schedule;
+    o.begin();
+    o.key("timezone").text(st.timezone);
+    o.key("window").text_or_null(st.window);
+    if (st.window.empty()) {
+      o.key("asks").null();
+    } else {
+      o.key("asks").text(st.keeps_on ? "on" : "idle_timeout");
+    }
+    st.idle_timeout_minutes ? o.key("idle_timeout_minutes").number(*st.idle_timeout_minutes)
+                            : o.key("idle_timeout_minutes").null();
+    o.key("window_ends_at").unix_seconds(st.window_ends);
+    o.key("next_change_at").unix_seconds(st.next_change);
+    o.end();
+  } else {
+    o.null();
+  }
   // Activity signals (docs/activity.md): each one's last sample.
   o.key("activity");
   o.array_begin();
@@ -173,11 +217,18 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
 void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   const ModelRuntime& rt = view.runtime;
   const bool blocked = timer.blocker != UnloadBlocker::kNone;
-  const bool counting = timer.loaded && !blocked;
+  // A model whose server cannot unload it counts down to its service's next tier that frees it.
+  const bool counting = timer.loaded && (!blocked || !timer.keep_alive_applies);
   o.key("last_used").unix_seconds(rt.last_used);
-  // The seed's convention: 0 once the model is unloaded.
-  timer.keep_alive_until ? o.key("keep_alive_until").unix_seconds(timer.keep_alive_until)
-                         : o.key("keep_alive_until").integer(0);
+  // The seed's convention: 0 once the model is unloaded. Loaded with nothing that will free it
+  // (its service kept awake): null.
+  if (timer.keep_alive_until) {
+    o.key("keep_alive_until").unix_seconds(timer.keep_alive_until);
+  } else if (timer.loaded && !timer.keep_alive_applies) {
+    o.key("keep_alive_until").null();
+  } else {
+    o.key("keep_alive_until").integer(0);
+  }
   o.key("will_unload_in_minutes").ceil_minutes(counting ? timer.unloads_in : std::nullopt);
   o.key("provider").text(timer.provider);
   o.key("will_unload_in_seconds").seconds(counting ? timer.unloads_in : std::nullopt);
@@ -185,7 +236,11 @@ void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   // One word for the dashboards: "offloaded" while a vLLM engine sleeps at level 1 (weights in
   // CPU RAM), "not_loaded" at level 2 or stopped.
   o.key("state").text(timer.loaded ? "loaded" : timer.offloaded ? "offloaded" : "not_loaded");
-  o.key("keep_alive_seconds").number(precise(timer.keep_alive));
+  // What frees it: its keep-alive, or (vLLM, OpenAI-compatible: the model is the process) its
+  // service's idle timeout or sleep tiers, with no keep-alive.
+  timer.keep_alive_applies ? o.key("keep_alive_seconds").number(precise(timer.keep_alive))
+                           : o.key("keep_alive_seconds").null();
+  o.key("freed_by").text(timer.keep_alive_applies ? "keep_alive" : "service");
   blocked ? o.key("unload_blocker").text(to_string(timer.blocker)) : o.key("unload_blocker").null();
   blocked ? o.key("will_not_unload_because").text(describe(timer.blocker))
           : o.key("will_not_unload_because").null();
@@ -210,6 +265,23 @@ void named_objects(Out& o, const std::vector<View>& views, const std::vector<Tim
   o.end();
 }
 
+// {key: fields} for every model. The key is the model's name (the seed's shape); a name that
+// several services serve is keyed "name@service" for each of them (each one's "provider" says
+// the service too).
+void model_objects(Out& o, const std::vector<ModelView>& views,
+                   const std::vector<ModelTimer>& timers) {
+  std::map<std::string_view, int> served_by;
+  for (const auto& t : timers) ++served_by[t.name];
+  o.begin();
+  for (size_t i = 0; i < timers.size(); ++i) {
+    const ModelTimer& t = timers[i];
+    o.key(served_by[t.name] > 1 ? t.name + "@" + t.provider : t.name).begin();
+    model_fields(o, views[i], t);
+    o.end();
+  }
+  o.end();
+}
+
 // One entry with its name first.
 template <class View, class Timer>
 std::string named_text(const std::string& name, const View& view, const Timer& timer,
@@ -220,6 +292,33 @@ std::string named_text(const std::string& name, const View& view, const Timer& t
   fields(o, view, timer);
   o.end();
   return o.str();
+}
+
+// The sums over the services that declare an idle power (docs/policies.md#energy-and-cost).
+void energy_totals(Out& o, const Decision& decision, const std::string& currency) {
+  int services = 0;
+  double saved = 0;
+  double spent = 0;
+  std::optional<double> cost_saved;
+  std::optional<double> cold_start_cost;
+  for (const ServiceTimer& t : decision.services) {
+    if (!t.energy) continue;
+    ++services;
+    saved += t.energy->saved_joules;
+    spent += t.energy->cold_start_joules;
+    if (t.energy->cost_saved) cost_saved = cost_saved.value_or(0) + *t.energy->cost_saved;
+    if (t.energy->cold_start_cost) {
+      cold_start_cost = cold_start_cost.value_or(0) + *t.energy->cold_start_cost;
+    }
+  }
+  o.begin();
+  o.key("services").integer(services);
+  o.key("energy_saved_wh").number(saved / kJoulesPerWattHour);
+  o.key("cold_start_energy_wh").number(spent / kJoulesPerWattHour);
+  o.key("cost_saved").optional(cost_saved);
+  o.key("cold_start_cost").optional(cold_start_cost);
+  o.key("currency").text_or_null(currency);
+  o.end();
 }
 
 }  // namespace
@@ -247,18 +346,19 @@ std::string services_text(const Snapshot& snapshot, const Decision& decision) {
 
 std::string models_text(const Snapshot& snapshot, const Decision& decision) {
   Out o;
-  named_objects(o, snapshot.models, decision.models, &model_fields);
+  model_objects(o, snapshot.models, decision.models);
   return o.str();
 }
 
-json gpu_json(const GpuConfig& gpu, const Snapshot& snapshot, int waiting) {
-  const std::vector<GpuHolder> holders = gpu_holders(gpu, snapshot);
+json gpu_json(const GpuConfig& gpu, const Snapshot& snapshot, int waiting, WallTime now) {
+  const std::vector<GpuHolder> holders = gpu_holders(gpu, snapshot, now);
   json devices = json::array();
   for (const GpuDeviceUse& d : gpu_use(gpu, holders)) {
     devices.push_back({{"id", d.id},
                        {"budget_mib", d.budget_mib},
                        {"held_mib", d.held_mib},
-                       {"free_mib", d.free_mib}});
+                       {"free_mib", d.free_mib},
+                       {"over_mib", d.over_mib}});
   }
   json held = json::array();
   for (const GpuHolder& h : holders) {
@@ -286,7 +386,8 @@ std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
   o.key("services");
   named_objects(o, snapshot.services, decision.services, &service_fields);
   o.key("models");
-  named_objects(o, snapshot.models, decision.models, &model_fields);
+  model_objects(o, snapshot.models, decision.models);
+  energy_totals(o.key("energy"), decision, extras.currency);
   o.key("monitor_task_running").boolean(extras.monitor.running);
   extras.monitor.last_run ? o.key("monitor_last_run")
                                 .number(precise(Seconds(to_unix_seconds(*extras.monitor.last_run))))
@@ -296,7 +397,7 @@ std::string idle_status_text(const Snapshot& snapshot, const Decision& decision,
       : o.key("next_deadline").null();
   o.key("now").number(precise(Seconds(to_unix_seconds(decision.now))));
   if (extras.gpu != nullptr && extras.gpu->enabled()) {
-    o.key("gpu").value(gpu_json(*extras.gpu, snapshot, extras.gpu_waiting));
+    o.key("gpu").value(gpu_json(*extras.gpu, snapshot, extras.gpu_waiting, decision.now));
   }
   o.key("state_file").boolean(extras.state_file);
   o.key("version").text(kVersion);

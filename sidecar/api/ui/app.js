@@ -257,6 +257,7 @@ function render() {
     $("idleTimeout").value = st.idle_timeout_minutes;
     $("modelKeepAlive").value = st.model_keep_alive_hours;
     $("idleCheckInterval").value = st.idle_check_interval_minutes;
+    $("pricePerKwh").value = st.price_per_kwh;
   }
 }
 
@@ -354,6 +355,7 @@ function setupSettings() {
       idleTimeout: Number($("idleTimeout").value),
       modelKeepAlive: Number($("modelKeepAlive").value),
       idleCheckInterval: Number($("idleCheckInterval").value),
+      pricePerKwh: Number($("pricePerKwh").value),
     };
     try {
       await api("POST", "/admin/settings", body);

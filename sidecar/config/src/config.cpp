@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "siesta/core/policy.h"
+#include "siesta/core/schedule.h"
 #include "siesta/core/settings_schema.h"
 
 namespace siesta {
@@ -144,12 +145,6 @@ bool parse_host_port(const std::string& text, std::string& host, int& port) {
   return true;
 }
 
-std::string fmt_number(double d) {
-  std::ostringstream text;
-  text << d;
-  return text.str();
-}
-
 // Graduated sleep: [{"after_minutes": 1, "action": "pause"}, ..., {"after_minutes": 60,
 // "action": "stop"}], in ascending order, each action once, "stop" only last.
 std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value,
@@ -191,8 +186,8 @@ std::vector<SleepTier> read_sleep_tiers(const ObjectReader& r, const json& value
     }
     if (!tiers.empty() && tier.after_minutes <= tiers.back().after_minutes) {
       t.fail(t.key_path("after_minutes"),
-             fmt_number(tier.after_minutes) + " must be greater than the tier before's " +
-                 fmt_number(tiers.back().after_minutes) + " (tiers go from light to deep)");
+             number_text(tier.after_minutes) + " must be greater than the tier before's " +
+                 number_text(tiers.back().after_minutes) + " (tiers go from light to deep)");
     }
     for (std::size_t j = 0; j < tiers.size(); ++j) {
       if (tiers[j].action == tier.action) {
@@ -346,37 +341,53 @@ std::vector<int> read_device_ids(const ObjectReader& r, const std::string& key, 
   return ids;
 }
 
+// A service's "schedule" in its "timezone", else `default_timezone` (the config's), else the
+// system's.
+void read_schedule(const ObjectReader& r, ServiceSpec& spec, const std::string& default_timezone) {
+  const auto zone = r.read_string("timezone");
+  const json* windows = r.find("schedule");
+  if (windows == nullptr) {
+    if (zone) r.fail(r.key_path("timezone"), "is for a \"schedule\" (it has none)");
+    return;
+  }
+  if (zone && zone->empty()) r.fail(r.key_path("timezone"), "must not be empty");
+  if (auto error = parse_schedule(*windows, zone.value_or(default_timezone), spec.schedule)) {
+    r.fail(r.key_path(error->key), error->reason);
+  }
+  for (std::size_t i = 0; i < spec.schedule.windows.size(); ++i) {
+    if (spec.schedule.windows[i].idle_timeout_minutes && !spec.sleep_tiers.empty()) {
+      r.fail(r.key_path("schedule[" + std::to_string(i) + "].idle_timeout_minutes"),
+             "sets the one idle timeout: not together with sleep_tiers");
+    }
+  }
+}
+
 ServiceConfig read_service_entry(const std::string& name, const json& value,
-                                 const std::string& source) {
+                                 const std::string& source, const std::string& default_timezone) {
   ObjectReader r(value, "services." + name, source);
-  r.allow_only({"idle_sleep_enabled",
-                "desired",
-                "idle_timeout_minutes",
-                "backend",
-                "command",
-                "container",
-                "swarm_service",
-                "workload",
-                "upstream",
-                "health",
-                "start_timeout_seconds",
-                "stop_timeout_seconds",
-                "listen",
-                "protocol",
-                "model_api",
-                "response_timeout_seconds",
-                "trust_forwarded_headers",
-                "wake_page",
-                "max_connections",
-                "tcp_idle_timeout_seconds",
-                "upgraded_idle_timeout_seconds",
-                "model_keep_alive_hours",
-                "sleep_tiers",
-                "policy",
-                "cold_start_seconds",
-                "activity",
-                "gpu_memory_mib",
-                "gpu_devices"});
+  // The numbers' keys come from the schema (kServiceNumbers), the others are read below.
+  std::set<std::string> keys = spec_keys(kServiceNumbers);
+  keys.insert({"idle_sleep_enabled",
+               "desired",
+               "backend",
+               "command",
+               "container",
+               "swarm_service",
+               "workload",
+               "upstream",
+               "health",
+               "listen",
+               "protocol",
+               "model_api",
+               "trust_forwarded_headers",
+               "wake_page",
+               "sleep_tiers",
+               "policy",
+               "activity",
+               "gpu_devices",
+               "schedule",
+               "timezone"});
+  r.allow_only(keys);
   ServiceConfig sc;
   ServiceSpec& spec = sc.spec;
   spec.name = name;
@@ -386,7 +397,15 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     if (!parsed) r.fail(r.key_path("desired"), "must be \"on\" or \"off\", got \"" + *d + "\"");
     sc.desired = *parsed;
   }
-  read_numbers(r, kServiceNumbers, spec);
+  // "gpu_memory_mib": "measured" (checked below, once the backend is known), else a number.
+  if (const json* mib = r.find("gpu_memory_mib"); mib && *mib == "measured") {
+    spec.gpu_memory_measured = true;
+    json numbers = value;
+    numbers.erase("gpu_memory_mib");
+    read_numbers(ObjectReader(numbers, "services." + name, source), kServiceNumbers, spec);
+  } else {
+    read_numbers(r, kServiceNumbers, spec);
+  }
   if (const json* devices = r.find("gpu_devices")) {
     spec.gpu_devices = read_device_ids(r, "gpu_devices", *devices);
   }
@@ -411,6 +430,13 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
            "must be \"process\", \"docker\", \"swarm\" or \"kubernetes\", got \"" + spec.backend +
                "\"");
   }
+  if (spec.gpu_memory_measured && spec.backend != "process") {
+    r.fail(r.key_path("gpu_memory_mib"),
+           "\"measured\" is for a process service (nvidia-smi's per-process usage is matched to "
+           "its process group); give a " +
+               spec.backend + " service's size in MiB");
+  }
+
   if (spec.backend == "process" && spec.command.empty()) {
     r.fail(r.key_path("command"), "is required for backend \"process\"");
   }
@@ -480,6 +506,14 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   }
   if (spec.wake_page && spec.protocol != Protocol::kHttp) {
     r.fail(r.key_path("wake_page"), "needs protocol \"http\" (a page is an HTTP answer)");
+  }
+  // A vLLM or OpenAI-compatible server's models are read from its HTTP requests, its probes
+  // answered while it sleeps and its dev routes refused: a "tcp" service relays bytes, none of it.
+  if (spec.protocol == Protocol::kTcp && (spec.model_api == ServiceSpec::ModelApi::kVllm ||
+                                          spec.model_api == ServiceSpec::ModelApi::kOpenAi)) {
+    r.fail(r.key_path("protocol"),
+           std::string("\"tcp\" cannot serve a \"") + to_string(spec.model_api) +
+               "\" model server (its models are tracked from HTTP requests): use \"http\"");
   }
   auto health = r.read_string("health");
   if (!health && spec.upstream_port != 0 &&
@@ -553,8 +587,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     }
     spec.policy = *policy;
   }
-  spec.cold_start_seconds =
-      r.read_number("cold_start_seconds", NumberRule{0, false, 86400, "seconds"});
+  read_schedule(r, spec, default_timezone);
   if (const json* activity = r.find("activity")) {
     spec.activity = read_activity(r, *activity, source);
     for (std::size_t i = 0; i < spec.activity->size(); ++i) {
@@ -605,50 +638,51 @@ void read_kubernetes(const json& value, const std::string& source, KubernetesCon
   r.read_bool("label_discovery", kube.label_discovery);
 }
 
+// The proxy section's numbers, a table like a service's (settings_schema.h).
+constexpr SpecNumber<ProxyConfig> kProxyNumbers[] = {
+    {"threads",
+     {1, false, 256, "", true},
+     [](ProxyConfig& p, double v) { p.threads = static_cast<int>(v); }},
+    {"connect_timeout_seconds",
+     {0, true, 3600, "seconds"},
+     [](ProxyConfig& p, double v) { p.connect_timeout_seconds = v; }},
+    {"idle_connection_timeout_seconds",
+     {0, true, 86400, "seconds"},
+     [](ProxyConfig& p, double v) { p.idle_connection_timeout_seconds = v; }},
+    {"client_header_timeout_seconds",
+     {0, true, 86400, "seconds"},
+     [](ProxyConfig& p, double v) { p.client_header_timeout_seconds = v; }},
+    {"client_body_timeout_seconds",
+     {0, true, 86400, "seconds"},
+     [](ProxyConfig& p, double v) { p.client_body_timeout_seconds = v; }},
+    {"keepalive_timeout_seconds",
+     {0, true, 86400, "seconds"},
+     [](ProxyConfig& p, double v) { p.keepalive_timeout_seconds = v; }},
+    {"max_connections",
+     {1, false, 1'000'000, "", true},
+     [](ProxyConfig& p, double v) { p.max_connections = static_cast<int>(v); }},
+    {"upstream_max_connecting",
+     {1, false, 65536, "", true},
+     [](ProxyConfig& p, double v) { p.upstream_max_connecting = static_cast<int>(v); }},
+    {"upstream_idle_connections",
+     {0, false, 65536, "", true},
+     [](ProxyConfig& p, double v) { p.upstream_idle_connections = static_cast<int>(v); }},
+    {"upstream_idle_timeout_seconds",
+     {0, true, 86400, "seconds"},
+     [](ProxyConfig& p, double v) { p.upstream_idle_timeout_seconds = v; }},
+};
+
 void read_proxy(const json& value, const std::string& source, ProxyConfig& proxy) {
   ObjectReader r(value, "proxy", source);
-  r.allow_only({"threads", "wake_listen", "connect_timeout_seconds",
-                "idle_connection_timeout_seconds", "client_header_timeout_seconds",
-                "client_body_timeout_seconds", "keepalive_timeout_seconds", "max_connections",
-                "upstream_max_connecting", "upstream_idle_connections",
-                "upstream_idle_timeout_seconds"});
-  if (auto v = r.read_number("threads", 1, false, 256)) {
-    if (*v != std::floor(*v)) r.fail(r.key_path("threads"), "must be a whole number");
-    proxy.threads = static_cast<int>(*v);
-  }
+  std::set<std::string> keys = spec_keys(kProxyNumbers);
+  keys.insert("wake_listen");
+  r.allow_only(keys);
+  read_numbers(r, kProxyNumbers, proxy);
   if (auto listen = r.read_string("wake_listen")) {
     if (!parse_host_port(*listen, proxy.wake_listen_host, proxy.wake_listen_port)) {
       r.fail(r.key_path("wake_listen"),
              "must be \"host:port\" (IPv6 as \"[::1]:port\"), got \"" + *listen + "\"");
     }
-  }
-  if (auto v = r.read_number("connect_timeout_seconds", 0, true, 3600)) {
-    proxy.connect_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("idle_connection_timeout_seconds", 0, true, 86400)) {
-    proxy.idle_connection_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("client_header_timeout_seconds", 0, true, 86400)) {
-    proxy.client_header_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("client_body_timeout_seconds", 0, true, 86400)) {
-    proxy.client_body_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("keepalive_timeout_seconds", 0, true, 86400)) {
-    proxy.keepalive_timeout_seconds = *v;
-  }
-  if (auto v = r.read_number("max_connections", 1, false, 1'000'000)) {
-    if (*v != std::floor(*v)) r.fail(r.key_path("max_connections"), "must be a whole number");
-    proxy.max_connections = static_cast<int>(*v);
-  }
-  if (auto v = r.read_count("upstream_max_connecting", 1, 65536)) {
-    proxy.upstream_max_connecting = *v;
-  }
-  if (auto v = r.read_count("upstream_idle_connections", 0, 65536)) {
-    proxy.upstream_idle_connections = *v;
-  }
-  if (auto v = r.read_number("upstream_idle_timeout_seconds", 0, true, 86400)) {
-    proxy.upstream_idle_timeout_seconds = *v;
   }
 }
 
@@ -703,8 +737,9 @@ void read_gpu(const json& value, const std::string& source, GpuConfig& gpu) {
 
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
   ObjectReader r(value, "models." + name, source);
-  r.allow_only({"provider", "keep_alive_hours", "keep_alive_min_seconds", "keep_alive_max_seconds",
-                "gpu_memory_mib"});
+  std::set<std::string> keys = spec_keys(kModelNumbers);
+  keys.insert("provider");
+  r.allow_only(keys);
   ModelSpec spec;
   spec.name = name;
   auto provider = r.read_string("provider");
@@ -717,6 +752,53 @@ ModelSpec read_model(const std::string& name, const json& value, const std::stri
   return spec;
 }
 
+// A service or model larger than the budget of a device it uses can never be woken or loaded:
+// the key and the reason, for the first one (devices whose budget is still unknown, 0, are
+// checked once nvidia-smi has given it: resolve_gpu_totals). `why`: per device, how a budget
+// taken from nvidia-smi came down (check_gpu_sizes).
+std::optional<std::pair<std::string, std::string>> gpu_size_error(
+    const Config& config, const std::map<int, std::string>& why = {}) {
+  const auto number_text = [](double v) {
+    return v == std::floor(v) ? std::to_string(static_cast<long long>(v)) : json(v).dump();
+  };
+  const auto too_big = [&](double mib, const std::vector<int>& devices) -> std::string {
+    for (int id : devices) {
+      for (std::size_t i = 0; i < config.gpu.devices.size(); ++i) {
+        const GpuDevice& d = config.gpu.devices[i];
+        if (d.id != id || mib <= d.memory_mib) continue;
+        const auto how = why.find(id);
+        if (how == why.end()) {
+          if (d.memory_mib <= 0) continue;  // not known yet
+          return number_text(mib) + " MiB is more than GPU " + std::to_string(id) +
+                 "'s budget of " + number_text(d.memory_mib) + " MiB: it could never fit";
+        }
+        // The budget is what the others left at start-up: it is read once, so until a restart.
+        return number_text(mib) + " MiB is more than GPU " + std::to_string(id) + "'s budget of " +
+               number_text(d.memory_mib) + " MiB (" + how->second +
+               "): it could never fit; set gpu.devices[" + std::to_string(i) +
+               "].memory_mib if those processes leave it more room";
+      }
+    }
+    return "";
+  };
+  std::map<std::string, std::vector<int>> devices_of;
+  for (const auto& sc : config.services) {
+    devices_of[sc.spec.name] = gpu_devices_of(config.gpu, sc.spec);
+    if (!sc.spec.gpu_memory_mib) continue;
+    if (auto error = too_big(*sc.spec.gpu_memory_mib, devices_of[sc.spec.name]); !error.empty()) {
+      return std::pair("services." + sc.spec.name + ".gpu_memory_mib", error);
+    }
+  }
+  for (const auto& m : config.models) {
+    auto server = devices_of.find(m.provider);
+    if (!m.gpu_memory_mib || server == devices_of.end()) continue;
+    if (auto error = too_big(*m.gpu_memory_mib, server->second); !error.empty()) {
+      return std::pair("models." + m.name + ".gpu_memory_mib", error);
+    }
+  }
+  return std::nullopt;
+}
+
 // The services' and models' GPU keys against the "gpu" section.
 void check_gpu(const ObjectReader& top, const Config& config) {
   const auto known = [&](int id) {
@@ -726,7 +808,7 @@ void check_gpu(const ObjectReader& top, const Config& config) {
   const char* no_section = "needs a \"gpu\" section (the devices and their budget, docs/gpu.md)";
   for (const auto& sc : config.services) {
     const std::string at = "services." + sc.spec.name + ".";
-    if (!config.gpu.enabled() && sc.spec.gpu_memory_mib)
+    if (!config.gpu.enabled() && (sc.spec.gpu_memory_mib || sc.spec.gpu_memory_measured))
       top.fail(at + "gpu_memory_mib", no_section);
     if (!config.gpu.enabled() && !sc.spec.gpu_devices.empty())
       top.fail(at + "gpu_devices", no_section);
@@ -740,6 +822,19 @@ void check_gpu(const ObjectReader& top, const Config& config) {
     if (!config.gpu.enabled() && m.gpu_memory_mib) {
       top.fail("models." + m.name + ".gpu_memory_mib", no_section);
     }
+    // Only the models of a server in the budget count (docs/gpu.md): a size given to one whose
+    // server is not would be ignored without a word. A provider not in the config (a labelled
+    // container, later) is not known here.
+    for (const auto& sc : config.services) {
+      if (sc.spec.name != m.provider || !m.gpu_memory_mib) continue;
+      if (!in_gpu_budget(sc.spec)) {
+        top.fail("models." + m.name + ".gpu_memory_mib",
+                 "its provider " + m.provider +
+                     " takes no part in the GPU budget, so this size would never count: give "
+                     "services." +
+                     m.provider + " gpu_memory_mib (what it holds of its own) or gpu_devices");
+      }
+    }
   }
   const bool labels = config.docker.configured && config.docker.label_discovery;
   for (std::size_t i = 0; i < config.gpu.exclusive.size(); ++i) {
@@ -752,6 +847,7 @@ void check_gpu(const ObjectReader& top, const Config& config) {
       }
     }
   }
+  if (auto error = gpu_size_error(config)) top.fail(error->first, error->second);
 }
 
 }  // namespace
@@ -772,6 +868,14 @@ void resolve_gpu_totals(Config& config, const std::map<int, double>& totals,
                         ": is required: nvidia-smi reports no GPU " + std::to_string(d.id));
     }
     d.memory_mib = it->second;
+  }
+  check_gpu_sizes(config);
+}
+
+void check_gpu_sizes(const Config& config, const std::map<int, std::string>& why) {
+  if (auto error = gpu_size_error(config, why)) {
+    throw ConfigError("config error in " + config.source + ": " + error->first + ": " +
+                      error->second);
   }
 }
 
@@ -845,8 +949,9 @@ bool valid_model_name(const std::string& name) {
   return name.back() != '/';
 }
 
-ServiceConfig parse_service(const std::string& name, const json& value, const std::string& source) {
-  return read_service_entry(name, value, source);
+ServiceConfig parse_service(const std::string& name, const json& value, const std::string& source,
+                            const std::string& default_timezone) {
+  return read_service_entry(name, value, source, default_timezone);
 }
 
 Config default_config() { return Config{}; }
@@ -878,7 +983,9 @@ Config parse_config(const std::string& text, const std::string& source) {
                                     "admin_max_connections",
                                     "max_learned_models",
                                     "activity",
-                                    "gpu"};
+                                    "gpu",
+                                    "timezone",
+                                    "currency"};
   for (const auto& field : kSettingFields) top_keys.insert(field.key);
   top.allow_only(top_keys);
   read_settings(top, config.settings);
@@ -933,6 +1040,26 @@ Config parse_config(const std::string& text, const std::string& source) {
     read_docker(*docker, source, config.docker);
     config.docker.configured = true;
   }
+  // The cost's currency, a label (energy.h); empty: none said.
+  if (auto currency = top.read_string("currency")) {
+    const bool printable = std::all_of(currency->begin(), currency->end(), [](char c) {
+      return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && c != '"' && c != '\\';
+    });
+    if (currency->empty() || currency->size() > 16 || !printable) {
+      top.fail("currency",
+               "must be 1 to 16 characters, no quotes, backslashes or control characters (e.g. "
+               "\"EUR\"), got " +
+                   json(*currency).dump(-1, ' ', false, json::error_handler_t::replace));
+    }
+    config.currency = *currency;
+  }
+  // Schedules' default zone; empty: the system's.
+  const std::string timezone = top.read_string("timezone").value_or("");
+  if (!timezone.empty() && find_time_zone(timezone) == nullptr) {
+    top.fail("timezone", "names no time zone in the database (/usr/share/zoneinfo): \"" + timezone +
+                             "\" (e.g. \"Europe/Berlin\", \"UTC\")");
+  }
+  config.timezone = timezone;
   if (const json* services = top.find("services")) {
     ObjectReader sr(*services, "services", source);
     for (const auto& [name, value] : services->items()) {
@@ -941,7 +1068,7 @@ Config parse_config(const std::string& text, const std::string& source) {
                 "invalid service name (letters, digits, '.', '-', '_'; "
                 "starting with a letter or digit; at most 128)");
       }
-      config.services.push_back(read_service_entry(name, value, source));
+      config.services.push_back(read_service_entry(name, value, source, timezone));
     }
   }
   // Two listeners on one address would fail at start-up; say which, now.
@@ -996,7 +1123,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   }
   check_gpu(top, config);
   for (const auto& sc : config.services) {
-    if (sc.spec.model_keep_alive_hours && sc.spec.model_api == ServiceSpec::ModelApi::kNone) {
+    const KeepAliveRefusal refusal = model_keep_alive_refusal(sc.spec);
+    if (refusal == KeepAliveRefusal::kNotAModelServer) {
       top.fail("services." + sc.spec.name + ".model_keep_alive_hours",
                "is for a model server: set \"model_api\": \"ollama\" or name the service as a "
                "model's provider");
@@ -1027,19 +1155,14 @@ Config parse_config(const std::string& text, const std::string& source) {
                  "/wake_up there");
       }
     }
-    // A server whose model is the process has no unload: a keep-alive could never be kept.
-    const bool no_unload = sc.spec.model_api == ServiceSpec::ModelApi::kVllm ||
-                           sc.spec.model_api == ServiceSpec::ModelApi::kOpenAi;
-    const std::string no_unload_why =
-        std::string("a \"") + to_string(sc.spec.model_api) +
-        "\" server has no unload API: its model stays while the server runs; free it with the "
-        "service's sleep_tiers (vllm_sleep, stop) instead";
-    if (no_unload && sc.spec.model_keep_alive_hours) {
-      top.fail("services." + sc.spec.name + ".model_keep_alive_hours", no_unload_why);
+    if (refusal == KeepAliveRefusal::kNoUnload) {
+      top.fail("services." + sc.spec.name + ".model_keep_alive_hours",
+               no_unload_reason(sc.spec.model_api));
     }
     for (const auto& m : config.models) {
-      if (no_unload && m.provider == sc.spec.name && m.keep_alive_hours) {
-        top.fail("models." + m.name + ".keep_alive_hours", no_unload_why);
+      if (m.provider == sc.spec.name && m.keep_alive_hours &&
+          !keeps_models_alive(sc.spec.model_api)) {
+        top.fail("models." + m.name + ".keep_alive_hours", no_unload_reason(sc.spec.model_api));
       }
     }
     // Forwarding to its own listen address would loop.
@@ -1103,6 +1226,24 @@ std::string resolve_admin_token(const Config& config, const char* env_token) {
   std::ostringstream text;
   text << in.rdbuf();
   return checked_token(text.str(), where + " (" + config.admin_token_file + ")");
+}
+
+bool keeps_models_alive(ServiceSpec::ModelApi api) {
+  // A server whose model is the process has no unload: a keep-alive could never be kept.
+  return api != ServiceSpec::ModelApi::kVllm && api != ServiceSpec::ModelApi::kOpenAi;
+}
+
+KeepAliveRefusal model_keep_alive_refusal(const ServiceSpec& spec) {
+  if (!spec.model_keep_alive_hours) return KeepAliveRefusal::kNone;
+  if (spec.model_api == ServiceSpec::ModelApi::kNone) return KeepAliveRefusal::kNotAModelServer;
+  if (!keeps_models_alive(spec.model_api)) return KeepAliveRefusal::kNoUnload;
+  return KeepAliveRefusal::kNone;
+}
+
+std::string no_unload_reason(ServiceSpec::ModelApi api) {
+  return std::string("a \"") + to_string(api) +
+         "\" server has no unload API: its model stays while the server runs; free it with the "
+         "service's sleep_tiers (vllm_sleep, stop) instead";
 }
 
 bool is_loopback_host(const std::string& host) {

@@ -1,8 +1,7 @@
 #include "siesta/config/labels.h"
 
 #include <cctype>
-#include <charconv>
-#include <cmath>
+#include <cstdlib>
 #include <mutex>
 
 #include "siesta/core/settings_schema.h"
@@ -10,41 +9,6 @@
 namespace siesta {
 
 using nlohmann::json;
-
-std::optional<double> parse_duration(const std::string& text) {
-  if (text == "0") return 0.0;
-  if (text.empty()) return std::nullopt;
-  static const std::pair<const char*, double> kUnits[] = {
-      {"ns", 1e-9}, {"us", 1e-6}, {"\xC2\xB5s", 1e-6}, {"ms", 1e-3},
-      {"s", 1},     {"m", 60},    {"h", 3600}};
-  double total = 0;
-  std::size_t i = 0;
-  while (i < text.size()) {
-    std::size_t start = i;
-    while (i < text.size() &&
-           (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
-      ++i;
-    }
-    if (i == start) return std::nullopt;
-    double number = 0;
-    auto [end, ec] = std::from_chars(text.data() + start, text.data() + i, number);
-    if (ec != std::errc() || end != text.data() + i) return std::nullopt;
-    double scale = 0;
-    for (const auto& [unit, factor] : kUnits) {
-      const std::string u = unit;
-      // Longest match first is guaranteed by the order: "ms" before "m", "ns"/"us" before "s".
-      if (text.compare(i, u.size(), u) == 0) {
-        scale = factor;
-        i += u.size();
-        break;
-      }
-    }
-    if (scale == 0) return std::nullopt;
-    total += number * scale;
-  }
-  if (!std::isfinite(total)) return std::nullopt;
-  return total;
-}
 
 namespace {
 
@@ -59,7 +23,7 @@ std::optional<bool> parse_bool(const std::string& text) {
 // Each label (after its prefix: "siesta." on Docker, "siesta.io/" on Kubernetes) and the config
 // key it sets. A duration is converted to the unit of the key's number (settings_schema.h),
 // whose bounds parse_service then checks.
-enum class LabelKind { kBool, kString, kDuration, kTiers, kJson };
+enum class LabelKind { kBool, kString, kDuration, kTiers, kJson, kWatts, kSchedule };
 struct LabelKey {
   const char* label;
   const char* key;
@@ -80,6 +44,11 @@ constexpr LabelKey kLabels[] = {
     {"sleep-tiers", "sleep_tiers", LabelKind::kTiers},
     {"activity", "activity", LabelKind::kJson},
     {"wake-page", "wake_page", LabelKind::kBool},
+    {"idle-power", "idle_power_watts", LabelKind::kWatts},
+    {"policy", "policy", LabelKind::kString},
+    {"cold-start", "cold_start_seconds", LabelKind::kDuration},
+    {"schedule", "schedule", LabelKind::kSchedule},
+    {"timezone", "timezone", LabelKind::kString},
 };
 
 // "pause:1m,stop:1h" -> [{"after_minutes": 1, "action": "pause"}, {"after_minutes": 60, ...}];
@@ -107,8 +76,7 @@ json parse_tiers(const std::string& text) {
 
 // Seconds in one unit of the number a duration label sets.
 double seconds_per_unit(const char* key) {
-  const std::string_view unit = find_number(kServiceNumbers, key)->rule.unit;
-  return unit == "minutes" ? 60 : unit == "hours" ? 3600 : 1;
+  return seconds_per(find_number(kServiceNumbers, key)->rule.unit);
 }
 
 std::string known_labels(const std::string& prefix) {
@@ -268,6 +236,29 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
         entry[key->key] = std::move(doc);
         break;
       }
+      case LabelKind::kSchedule: {
+        // The config's own form (an array of windows), checked by parse_service.
+        json doc = json::parse(value, nullptr, /*allow_exceptions=*/false);
+        if (!doc.is_array()) {
+          return bad(label,
+                     "must be a JSON array of windows as in the config's \"schedule\", such as "
+                     "[{\"days\": \"mon-fri\", \"from\": \"08:30\", \"to\": \"18:00\", "
+                     "\"desired\": \"on\"}], got \"" +
+                         value + "\"");
+        }
+        entry[key->key] = std::move(doc);
+        break;
+      }
+      case LabelKind::kWatts: {
+        // A plain number (its bounds are the config's); "80W" is refused, not read as 80.
+        char* end = nullptr;
+        const double watts = value.empty() ? 0 : std::strtod(value.c_str(), &end);
+        if (value.empty() || end != value.c_str() + value.size()) {
+          return bad(label, "must be a number of watts such as 80, got \"" + value + "\"");
+        }
+        entry[key->key] = watts;
+        break;
+      }
       case LabelKind::kDuration: {
         auto seconds = parse_duration(value);
         if (!seconds) {
@@ -281,16 +272,21 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
   if (!valid_service_name(name)) {
     return bad(prefix + "name", "name \"" + name + "\" is not a valid service name");
   }
-  if (entry.contains("model_keep_alive_hours") && !entry.contains("model_api")) {
-    return bad(prefix + "model-keep-alive",
-               "is for a model server: add " + prefix + "model-api=ollama");
+  LabelBounds b;
+  {
+    std::lock_guard lock(bounds_mu);
+    b = bounds;
   }
   try {
-    ServiceConfig sc = parse_service(name, entry, noun + "s of " + what);
-    LabelBounds b;
-    {
-      std::lock_guard lock(bounds_mu);
-      b = bounds;
+    ServiceConfig sc = parse_service(name, entry, noun + "s of " + what, b.timezone);
+    switch (model_keep_alive_refusal(sc.spec)) {
+      case KeepAliveRefusal::kNotAModelServer:
+        return bad(prefix + "model-keep-alive",
+                   "is for a model server: add " + prefix + "model-api=ollama");
+      case KeepAliveRefusal::kNoUnload:
+        return bad(prefix + "model-keep-alive", no_unload_reason(sc.spec.model_api));
+      case KeepAliveRefusal::kNone:
+        break;
     }
     const ServiceSpec& s = sc.spec;
     if (s.listen_port != 0 || !s.listen_host.empty()) {

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <string_view>
+
+#include "siesta/core/units.h"
 
 namespace siesta {
 
@@ -21,6 +24,8 @@ const char* to_string(SleepBlocker blocker) {
       return "not_running";
     case SleepBlocker::kInFlight:
       return "in_flight";
+    case SleepBlocker::kScheduledOn:
+      return "scheduled_on";
   }
   return "none";
 }
@@ -39,6 +44,8 @@ const char* describe(SleepBlocker blocker) {
       return "the service is not running";
     case SleepBlocker::kInFlight:
       return "requests are in flight";
+    case SleepBlocker::kScheduledOn:
+      return "a schedule window keeps it on";
   }
   return "";
 }
@@ -78,7 +85,8 @@ const char* describe(UnloadBlocker blocker) {
     case UnloadBlocker::kRetryWait:
       return "the last unload failed; waiting to retry";
     case UnloadBlocker::kNoUnloadApi:
-      return "its server cannot unload one model; the service's sleep tiers free it";
+      return "its server cannot unload one model: no keep-alive applies, the service's idle "
+             "timeout or sleep tiers free it (will_unload_in_seconds: when they will)";
   }
   return "";
 }
@@ -115,19 +123,32 @@ bool prewarmed_run(const PolicyChoice& choice, const ServiceRuntime& rt) {
          rt.state_since >= *rt.last_used + to_wall_duration(*choice.prewarm_after);
 }
 
-// The one tier of a service without sleep_tiers comes after its policy's timeout.
+// The one tier of a service without sleep_tiers comes after its policy's timeout at `now`.
 SleepTier tier_of(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& rt,
-                  std::size_t index) {
+                  std::size_t index, WallTime now) {
   if (!spec.sleep_tiers.empty()) return spec.sleep_tiers[index];
-  const PolicyChoice choice = policy_choice(settings, spec, rt);
+  const PolicyChoice choice = policy_choice(settings, spec, rt, now);
   const Seconds after = prewarmed_run(choice, rt) ? choice.keep_alive : choice.sleep_after;
   return {after.count() / 60.0, TierAction::kStop};
 }
 
 }  // namespace
 
+bool scheduled_on(const ServiceSpec& spec, WallTime now) {
+  const ScheduleWindow* w = window_at(spec.schedule, now);
+  return w != nullptr && w->desired_on;
+}
+
 PolicyChoice policy_choice(const Settings& settings, const ServiceSpec& spec,
-                           const ServiceRuntime& runtime) {
+                           const ServiceRuntime& runtime, WallTime now) {
+  if (const ScheduleWindow* w = window_at(spec.schedule, now); w && w->idle_timeout_minutes) {
+    PolicyChoice choice;
+    choice.keep_alive = choice.sleep_after = Seconds(*w->idle_timeout_minutes * 60.0);
+    choice.policy = "schedule";
+    choice.reason = "the schedule window " + w->text + " (" + spec.schedule.timezone +
+                    ") sets the idle timeout";
+    return choice;
+  }
   PolicyInput input;
   input.configured_timeout = effective_idle_timeout(settings, spec);
   input.idle_gaps = &runtime.idle_gaps;
@@ -144,10 +165,37 @@ std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSp
   return spec.sleep_tiers;
 }
 
+bool tier_holds(TierAction action, const ServiceRuntime& rt) {
+  switch (action) {
+    case TierAction::kPause:
+      return rt.paused;
+    case TierAction::kVllmSleep:
+      return rt.engine_asleep;
+    case TierAction::kUnloadModels:
+    case TierAction::kStop:
+      return true;
+  }
+  return true;
+}
+
 const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& rt) {
   if (rt.state == ServiceState::kStopped) return to_string(TierAction::kStop);
-  if (rt.tier == 0 || rt.tier > spec.sleep_tiers.size()) return "awake";
-  return to_string(spec.sleep_tiers[rt.tier - 1].action);
+  // The deepest tier passed that still holds it: a pause or an engine sleep that failed (the
+  // service kept serving) is not the state it is in.
+  for (std::size_t i = std::min(rt.tier, spec.sleep_tiers.size()); i > 0; --i) {
+    const TierAction action = spec.sleep_tiers[i - 1].action;
+    if (tier_holds(action, rt)) return to_string(action);
+  }
+  return "awake";
+}
+
+std::vector<TierAction> failed_tiers(const ServiceSpec& spec, const ServiceRuntime& rt) {
+  std::vector<TierAction> out;
+  if (rt.state == ServiceState::kStopped) return out;
+  for (std::size_t i = 0; i < std::min(rt.tier, spec.sleep_tiers.size()); ++i) {
+    if (!tier_holds(spec.sleep_tiers[i].action, rt)) out.push_back(spec.sleep_tiers[i].action);
+  }
+  return out;
 }
 
 double clamp_keep_alive(double seconds, double min_seconds, double max_seconds) {
@@ -228,8 +276,8 @@ WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,
                        const ServiceRuntime& runtime, WallTime last_used) {
   ServiceRuntime used = runtime;
   used.last_used = last_used;
-  return last_used +
-         to_wall_duration(Seconds(tier_of(settings, spec, used, 0).after_minutes * 60.0));
+  return last_used + to_wall_duration(
+                         Seconds(tier_of(settings, spec, used, 0, last_used).after_minutes * 60.0));
 }
 
 std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
@@ -242,13 +290,14 @@ std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpe
 std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec& spec,
                                     const ServiceRuntime& runtime, WallTime now) {
   if (sleep_blocker(settings, runtime) != SleepBlocker::kNone) return std::nullopt;
+  if (scheduled_on(spec, now)) return std::nullopt;
   const std::size_t count = tier_count(spec);
   if (runtime.tier >= count) return std::nullopt;
-  if (const SleepTier last = tier_of(settings, spec, runtime, count - 1);
+  if (const SleepTier last = tier_of(settings, spec, runtime, count - 1, now);
       last.action == TierAction::kStop && now >= tier_at(runtime, last)) {
     return count;
   }
-  if (now >= tier_at(runtime, tier_of(settings, spec, runtime, runtime.tier))) {
+  if (now >= tier_at(runtime, tier_of(settings, spec, runtime, runtime.tier, now))) {
     return runtime.tier + 1;
   }
   return std::nullopt;
@@ -257,7 +306,7 @@ std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec&
 bool sleep_due(const Settings& settings, const ServiceSpec& spec, const ServiceRuntime& runtime,
                WallTime now) {
   const auto tier = tier_due(settings, spec, runtime, now);
-  return tier && tier_of(settings, spec, runtime, *tier - 1).action == TierAction::kStop;
+  return tier && tier_of(settings, spec, runtime, *tier - 1, now).action == TierAction::kStop;
 }
 
 bool unload_due(const Settings& settings, const ModelSpec& spec, const ModelRuntime& runtime,
@@ -281,6 +330,48 @@ class DeadlineTracker {
 
 Seconds non_negative(WallTime::duration d) { return std::max(Seconds(0), Seconds(d)); }
 
+// "after 5 minutes idle", "after 0.5 minutes idle"
+std::string idle_minutes_text(double minutes) {
+  return "after " + number_text(minutes) + (minutes == 1 ? " minute" : " minutes") + " idle";
+}
+
+// "stop", "vllm_sleep level 1"
+std::string tier_text(const SleepTier& tier) {
+  std::string out = to_string(tier.action);
+  if (tier.action == TierAction::kVllmSleep) out += " level " + std::to_string(tier.level);
+  return out;
+}
+
+// The policy_reason of a service with sleep_tiers: the tier that comes next and after what idle
+// time (each tier's after_minutes, counted from the last use), the stop after it, and the tiers
+// that failed.
+std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
+                         const std::vector<TierAction>& failed) {
+  const auto& tiers = spec.sleep_tiers;
+  const std::size_t n = tiers.size();
+  const auto nth = [&](std::size_t i) {  // 0-based index: "tier 2 of 3 (vllm_sleep level 1)"
+    return "tier " + std::to_string(i + 1) + " of " + std::to_string(n) + " (" +
+           tier_text(tiers[i]) + ")";
+  };
+  std::string out = "sleep_tiers: ";
+  if (rt.state == ServiceState::kStopped) {
+    out += "stopped (its last tier); after a wake, " + nth(0) + " comes " +
+           idle_minutes_text(tiers[0].after_minutes);
+  } else if (rt.tier >= n) {
+    out += "all " + std::to_string(n) + " tiers passed; a use wakes it";
+  } else {
+    out += nth(rt.tier) + " comes " + idle_minutes_text(tiers[rt.tier].after_minutes);
+    if (rt.tier + 1 < n) {
+      out += ", then " + nth(n - 1) + " " + idle_minutes_text(tiers[n - 1].after_minutes);
+    }
+  }
+  for (TierAction a : failed) {
+    out += std::string("; its ") + to_string(a) +
+           " tier failed, so it kept serving (last_error says why)";
+  }
+  return out;
+}
+
 ServiceTimer service_timer(const Settings& settings, const ServiceView& view, WallTime now,
                            std::vector<Action>& actions, DeadlineTracker& deadlines) {
   const ServiceSpec& spec = *view.spec;
@@ -289,25 +380,49 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   timer.name = spec.name;
   timer.state = rt.state;
   const std::size_t count = tier_count(spec);
-  const SleepTier next = tier_of(settings, spec, rt, std::min(rt.tier, count - 1));  // or last
+  const SleepTier next = tier_of(settings, spec, rt, std::min(rt.tier, count - 1), now);  // or last
   timer.timeout = Seconds(next.after_minutes * 60.0);
   if (rt.last_used) timer.idle_for = non_negative(now - *rt.last_used);
   timer.blocker = sleep_blocker(settings, rt);
   timer.tier = tier_name(spec, rt);
-  if (spec.sleep_tiers.empty()) {
-    PolicyChoice choice = policy_choice(settings, spec, rt);
+  timer.failed_tiers = failed_tiers(spec, rt);
+  timer.energy = energy_account(settings, spec, rt, now);
+  bool keep_on = false;  // by a schedule window
+  if (!spec.schedule.windows.empty()) {
+    const ScheduleNow at = schedule_at(spec.schedule, now);
+    ServiceTimer::ScheduleTimer st;
+    st.timezone = spec.schedule.timezone;
+    if (at.window) {
+      const ScheduleWindow& w = spec.schedule.windows[*at.window];
+      st.window = w.text;
+      st.keeps_on = keep_on = w.desired_on;
+      st.idle_timeout_minutes = w.idle_timeout_minutes;
+      st.window_ends = at.window_end;
+    }
+    st.next_change = at.next_change;
+    // The monitor wakes when the schedule asks something else: a start, a timeout, a sleep.
+    if (at.next_change) deadlines.offer(*at.next_change);
+    timer.schedule = std::move(st);
+    if (keep_on && timer.blocker == SleepBlocker::kNone) timer.blocker = SleepBlocker::kScheduledOn;
+  }
+  if (!spec.sleep_tiers.empty()) {
+    timer.policy_reason = tiers_reason(spec, rt, timer.failed_tiers);
+  } else {
+    PolicyChoice choice = policy_choice(settings, spec, rt, now);
     timer.policy = choice.policy;
     timer.policy_reason = std::move(choice.reason);
     // Pre-warm: a service asleep since its last use is started at the pre-warm point, unless
-    // its keep-alive has passed (the predicted use did not come; the next use wakes it).
-    if (choice.prewarm_after && rt.last_used && rt.state == ServiceState::kStopped &&
+    // its keep-alive has passed (the predicted use did not come; the next use wakes it), and
+    // once: stopped since the pre-warm point means it was tried (a start that failed is not
+    // repeated at every check).
+    if (!keep_on && choice.prewarm_after && rt.last_used && rt.state == ServiceState::kStopped &&
         settings.idle_sleep_enabled && rt.idle_sleep_enabled && rt.desired == Desired::kOff) {
       const WallTime at = *rt.last_used + to_wall_duration(*choice.prewarm_after);
       const WallTime until = *rt.last_used + to_wall_duration(choice.keep_alive);
-      if (now < until) {
+      if (now < until && rt.state_since < at) {
         timer.prewarm_at = at;
         if (now >= at) {
-          actions.push_back({ActionKind::kStartService, spec.name, "prewarm"});
+          actions.push_back({ActionKind::kStartService, spec.name, Reason::kPrewarm});
         } else {
           deadlines.offer(at);
         }
@@ -317,29 +432,48 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
 
   if (timer.blocker == SleepBlocker::kNone && rt.tier < count) {
     WallTime at = tier_at(rt, next);
+    // A window's own timeout that ends after the window: the normal rules then apply from the
+    // last use, and not before the window's end.
+    if (timer.schedule && timer.schedule->window_ends && timer.schedule->idle_timeout_minutes &&
+        at > *timer.schedule->window_ends) {
+      const WallTime end = *timer.schedule->window_ends;
+      at = std::max(end,
+                    tier_at(rt, tier_of(settings, spec, rt, std::min(rt.tier, count - 1), end)));
+    }
     timer.sleeps_at = at;
     timer.sleeps_in = non_negative(at - now);
     timer.next_tier = next.action;
+    if (spec.model_api != ServiceSpec::ModelApi::kNone && !can_unload_models(spec.model_api)) {
+      // Its models are the process: the first tier from here that frees them (a pause does not).
+      for (std::size_t i = rt.tier; i < count && !timer.frees_models_at; ++i) {
+        const SleepTier t = i == rt.tier ? next : tier_of(settings, spec, rt, i, now);
+        if (t.action == TierAction::kVllmSleep || t.action == TierAction::kStop) {
+          timer.frees_models_at = tier_at(rt, t);
+        }
+      }
+    }
     if (auto due = tier_due(settings, spec, rt, now)) {
-      if (tier_of(settings, spec, rt, *due - 1).action == TierAction::kStop) {
-        actions.push_back({ActionKind::kSleepService, spec.name, "idle"});
+      if (tier_of(settings, spec, rt, *due - 1, now).action == TierAction::kStop) {
+        actions.push_back({ActionKind::kSleepService, spec.name, Reason::kIdle});
       } else {
-        actions.push_back({ActionKind::kLightSleep, spec.name, "idle", *due});
+        actions.push_back({ActionKind::kLightSleep, spec.name, Reason::kIdle, *due});
       }
     } else {
       deadlines.offer(at);
     }
   }
 
-  if (rt.desired == Desired::kOn) {
+  if (rt.desired == Desired::kOn || keep_on) {
+    // A schedule window starts it at the window's start (and again should it stop within).
+    const Reason why = rt.desired == Desired::kOn ? Reason::kDesired : Reason::kSchedule;
     if (rt.state == ServiceState::kStopped || rt.state == ServiceState::kPaused) {
-      actions.push_back({ActionKind::kStartService, spec.name, "desired"});
+      actions.push_back({ActionKind::kStartService, spec.name, why});
     } else if (rt.state == ServiceState::kError && !rt.serving_in_error) {
       // Retry a failed start once per check interval, not in a tight loop. One still serving
       // through a control-plane outage needs no start.
       WallTime retry_at = rt.retry_at.value_or(rt.state_since);
       if (now >= retry_at) {
-        actions.push_back({ActionKind::kStartService, spec.name, "desired"});
+        actions.push_back({ActionKind::kStartService, spec.name, why});
       } else {
         deadlines.offer(retry_at);
       }
@@ -348,9 +482,11 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   return timer;
 }
 
+// `unloadable`: its server can unload it (its keep-alive applies); if not, `freed_at` is when its
+// service's next tier frees it (ServiceTimer::frees_models_at).
 ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime now,
-                       bool unloadable, bool offloaded, std::vector<Action>& actions,
-                       DeadlineTracker& deadlines) {
+                       bool unloadable, std::optional<WallTime> freed_at, bool offloaded,
+                       std::vector<Action>& actions, DeadlineTracker& deadlines) {
   const ModelSpec& spec = *view.spec;
   const ModelRuntime& rt = view.runtime;
   ModelTimer timer;
@@ -365,13 +501,23 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
     timer.blocker = UnloadBlocker::kNoUnloadApi;
   }
   if (timer.blocker == UnloadBlocker::kRetryWait) deadlines.offer(*rt.retry_at);
+  if (!unloadable) {
+    // No keep-alive: its service frees it (its deadline is the service's, offered there).
+    timer.keep_alive_applies = false;
+    if (rt.loaded && freed_at && timer.blocker == UnloadBlocker::kNoUnloadApi) {
+      timer.keep_alive_until = freed_at;
+      timer.unloads_in = non_negative(*freed_at - now);
+    }
+    return timer;
+  }
   if (rt.loaded) {
     WallTime until = keep_alive_until(settings, spec, rt, now);
     timer.keep_alive_until = until;
     timer.unloads_in = non_negative(until - now);
     if (timer.blocker == UnloadBlocker::kNone) {
       if (now >= until) {
-        actions.push_back({ActionKind::kUnloadModel, spec.name, "expired"});
+        actions.push_back(
+            {ActionKind::kUnloadModel, spec.name, Reason::kExpired, 0, spec.provider});
       } else {
         deadlines.offer(until);
       }
@@ -397,10 +543,13 @@ Decision decide(const Snapshot& snapshot, WallTime now) {
   std::set<std::string_view> no_unload;
   // Servers whose engine sleeps at level 1: their models' weights wait in CPU RAM.
   std::set<std::string_view> offloading;
-  for (const auto& service : snapshot.services) {
+  std::map<std::string_view, std::optional<WallTime>> frees_at;  // of those without unload API
+  for (std::size_t s = 0; s < snapshot.services.size(); ++s) {
+    const auto& service = snapshot.services[s];
     const auto api = service.spec->model_api;
     if (api != ServiceSpec::ModelApi::kNone && !can_unload_models(api)) {
       no_unload.insert(service.spec->name);
+      frees_at[service.spec->name] = decision.services[s].frees_models_at;
     }
     const auto& tiers = service.spec->sleep_tiers;
     int level = 0;  // of the deepest vllm_sleep tier in force
@@ -413,8 +562,10 @@ Decision decide(const Snapshot& snapshot, WallTime now) {
   for (const auto& view : snapshot.models) {
     const bool unloadable = no_unload.count(view.spec->provider) == 0;
     const bool offloaded = offloading.count(view.spec->provider) != 0;
-    decision.models.push_back(model_timer(snapshot.settings, view, now, unloadable, offloaded,
-                                          decision.actions, deadlines));
+    const auto freed = frees_at.find(view.spec->provider);
+    decision.models.push_back(model_timer(snapshot.settings, view, now, unloadable,
+                                          freed != frees_at.end() ? freed->second : std::nullopt,
+                                          offloaded, decision.actions, deadlines));
   }
   decision.next_deadline = deadlines.earliest();
   return decision;

@@ -5,6 +5,8 @@
 #include <map>
 #include <set>
 
+#include "siesta/core/schedule.h"
+
 namespace siesta {
 
 namespace {
@@ -22,13 +24,16 @@ std::string mib_text(double mib) {
   return std::to_string(static_cast<long long>(std::llround(mib)));
 }
 
-std::string held_text(const GpuHolder& h, const char* why) {
+std::string held_text(const GpuHolder& h, const std::string& why) {
   return (h.kind == GpuHolder::Kind::kModel ? "model " : "service ") + h.name + " (" +
          mib_text(h.mib) + " MiB, " + why + ")";
 }
 
-const char* why_kept(const GpuHolder& h) {
-  if (h.pinned) return "desired on or idle sleep disabled";
+// Why a holder was not evicted for `request`, for the list of a refusal.
+std::string why_kept(const GpuHolder& h, const GpuRequest& request) {
+  if (h.pinned) return h.pinned_by.empty() ? "never evicted" : h.pinned_by;
+  // Its own server, whatever it does (through the proxy, the load's request is in flight on it).
+  if (h.kind == GpuHolder::Kind::kService && h.name == request.service) return "its server";
   if (h.in_flight) return "in flight";
   return "idle";
 }
@@ -75,50 +80,83 @@ std::vector<int> gpu_devices_of(const GpuConfig& gpu, const ServiceSpec& spec) {
   return {gpu.devices.front().id};
 }
 
-std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapshot) {
+std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapshot,
+                                   std::optional<WallTime> now) {
   std::vector<GpuHolder> out;
   if (!gpu.enabled()) return out;
   std::map<std::string, const ServiceView*> servers;
   for (const ServiceView& s : snapshot.services) {
     servers[s.spec->name] = &s;
     const ServiceState st = s.runtime.state;
-    if (!s.spec->gpu_memory_mib || st == ServiceState::kStopped || st == ServiceState::kError) {
+    // In error after a stop (or a read) that failed while it ran: as far as siesta knows it
+    // still runs, and holds its memory.
+    const bool failed_up = st == ServiceState::kError && s.runtime.serving_in_error;
+    const std::optional<double> mib = service_gpu_mib(*s.spec, s.runtime);
+    if (!mib || st == ServiceState::kStopped || (st == ServiceState::kError && !failed_up)) {
       continue;
     }
     GpuHolder h;
     h.kind = GpuHolder::Kind::kService;
     h.name = h.service = s.spec->name;
-    h.mib = *s.spec->gpu_memory_mib;
+    h.mib = *mib;
     h.devices = gpu_devices_of(gpu, *s.spec);
     h.last_used = s.runtime.last_used;
     // A start or stop in progress is not idle either: it cannot be stopped for room now.
     h.in_flight =
         s.runtime.in_flight > 0 || st == ServiceState::kStarting || st == ServiceState::kStopping;
-    h.pinned = !snapshot.settings.idle_sleep_enabled || !s.runtime.idle_sleep_enabled ||
-               s.runtime.desired == Desired::kOn;
+    h.pinned_by = failed_up ? "in error (" + s.runtime.last_error + ")"
+                  : !snapshot.settings.idle_sleep_enabled ? "idle sleep disabled globally"
+                  : s.runtime.desired == Desired::kOn     ? "desired on"
+                  : !s.runtime.idle_sleep_enabled         ? "idle sleep disabled for it"
+                                                          : "";
+    if (h.pinned_by.empty() && now) {
+      if (const ScheduleWindow* w = window_at(s.spec->schedule, *now); w && w->desired_on) {
+        h.pinned_by = "kept on by its schedule (" + w->text + ")";
+      }
+    }
+    h.pinned = !h.pinned_by.empty();
     out.push_back(std::move(h));
   }
   for (const ModelView& m : snapshot.models) {
-    if (!m.runtime.loaded) continue;
+    // Loaded, or being loaded: a request in flight on it got its room and was forwarded to its
+    // server (one still waiting for room holds nothing yet: counted, it made the wakes ahead of
+    // it in the queue wait for it, and it for them, until the timeout).
+    if (!m.runtime.loaded && !(m.runtime.in_flight > 0 && m.runtime.load_room)) continue;
     auto server = servers.find(m.spec->provider);
     if (server == servers.end()) continue;
     const ServiceSpec& sspec = *server->second->spec;
-    const bool sized = m.runtime.vram_bytes || m.spec->gpu_memory_mib;
+    const std::optional<double> mib = model_gpu_mib(*m.spec, m.runtime);
     // Only models of a server that takes part in the budget (gpu_memory_mib or gpu_devices).
-    if (!sized || (!sspec.gpu_memory_mib && sspec.gpu_devices.empty())) continue;
+    if (!mib || !in_gpu_budget(sspec)) continue;
     GpuHolder h;
     h.kind = GpuHolder::Kind::kModel;
     h.name = m.spec->name;
     h.service = sspec.name;
-    h.mib = m.runtime.vram_bytes ? *m.runtime.vram_bytes / kMiB : *m.spec->gpu_memory_mib;
+    h.mib = *mib;
     h.devices = gpu_devices_of(gpu, sspec);
     h.last_used = m.runtime.last_used;
     h.in_flight = m.runtime.in_flight > 0 || m.runtime.unloading;
     // A model of a desired-on server still unloads (keep-alive); only a global switch-off pins.
     h.pinned = !snapshot.settings.idle_sleep_enabled;
+    if (h.pinned) h.pinned_by = "idle sleep disabled globally";
     out.push_back(std::move(h));
   }
   return out;
+}
+
+std::optional<double> service_gpu_mib(const ServiceSpec& spec, const ServiceRuntime& rt) {
+  if (spec.gpu_memory_measured) return rt.gpu_measured_mib;
+  return spec.gpu_memory_mib;
+}
+
+bool in_gpu_budget(const ServiceSpec& spec) {
+  return spec.gpu_memory_mib || spec.gpu_memory_measured || !spec.gpu_devices.empty();
+}
+
+std::optional<double> model_gpu_mib(const ModelSpec& spec, const ModelRuntime& rt) {
+  if (rt.vram_bytes) return *rt.vram_bytes / kMiB;
+  if (rt.vram_bytes_seen) return *rt.vram_bytes_seen / kMiB;
+  return spec.gpu_memory_mib;
 }
 
 std::vector<GpuDeviceUse> gpu_use(const GpuConfig& gpu, const std::vector<GpuHolder>& holders) {
@@ -131,6 +169,7 @@ std::vector<GpuDeviceUse> gpu_use(const GpuConfig& gpu, const std::vector<GpuHol
       }
     }
     use.free_mib = std::max(0.0, use.budget_mib - use.held_mib);
+    use.over_mib = std::max(0.0, use.held_mib - use.budget_mib);
     out.push_back(use);
   }
   return out;
@@ -173,38 +212,54 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
   const auto key = [](const GpuHolder& h) {
     return (h.kind == GpuHolder::Kind::kModel ? "m:" : "s:") + h.name;
   };
-  // A service and, before it, its loaded models not yet chosen (a stop frees them too).
-  const auto choose = [&](const GpuHolder& h) {
-    if (h.kind == GpuHolder::Kind::kService) {
-      std::vector<GpuHolder> models;
-      for (const GpuHolder& m : holders) {
-        if (m.kind == GpuHolder::Kind::kModel && m.service == h.name && chosen.count(key(m)) == 0) {
-          models.push_back(m);
-        }
-      }
-      std::sort(models.begin(), models.end(), lru_before);
-      for (const GpuHolder& m : models) {
-        chosen.insert(key(m));
-        frees(m, free);
-        plan.evict.push_back(m);
+  // A service's loaded models not yet chosen, least recently used first.
+  const auto models_of = [&](const GpuHolder& h) {
+    std::vector<const GpuHolder*> models;
+    for (const GpuHolder& m : holders) {
+      if (m.kind == GpuHolder::Kind::kModel && m.service == h.name && chosen.count(key(m)) == 0) {
+        models.push_back(&m);
       }
     }
-    chosen.insert(key(h));
-    frees(h, free);
-    plan.evict.push_back(h);
+    std::sort(models.begin(), models.end(),
+              [](const GpuHolder* a, const GpuHolder* b) { return lru_before(*a, *b); });
+    return models;
+  };
+  // A service and, before it, its loaded models (a stop frees them too). Models before their
+  // service: unless it must stop (an exclusive partner), a service whose models' unloads free
+  // enough keeps running.
+  const auto choose = [&](const GpuHolder& h, bool must_stop) {
+    const auto take = [&](const GpuHolder& x) {
+      chosen.insert(key(x));
+      frees(x, free);
+      plan.evict.push_back(x);
+    };
+    if (h.kind == GpuHolder::Kind::kService) {
+      if (!must_stop) {
+        // Those it can unload alone (a pinned one, e.g. whose unload failed, goes with the stop).
+        for (const GpuHolder* m : models_of(h)) {
+          if (fits(free)) return;
+          if (!m->pinned && !m->in_flight) take(*m);
+        }
+        if (fits(free)) return;
+      }
+      for (const GpuHolder* m : models_of(h)) take(*m);
+    }
+    take(h);
   };
 
   // Exclusive groups first: whatever the memory, they must go.
   std::vector<std::string> wait_for, blocked;
+  std::vector<const GpuHolder*> waited_partners;  // they go when their work ends: room then
   const std::string& me = request.service.empty() ? request.name : request.service;
   for (const GpuHolder& h : holders) {
     if (h.kind != GpuHolder::Kind::kService || !in_group_with(gpu, me, h.name)) continue;
     if (h.pinned) {
-      blocked.push_back(held_text(h, "exclusive with it; desired on or idle sleep disabled"));
+      blocked.push_back(held_text(h, "exclusive with it; " + h.pinned_by));
     } else if (h.in_flight) {
       wait_for.push_back(held_text(h, "exclusive with it; in flight"));
+      waited_partners.push_back(&h);
     } else {
-      choose(h);
+      choose(h, /*must_stop=*/true);
     }
   }
   if (!blocked.empty()) {
@@ -225,18 +280,41 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
     // is in flight counts as in flight (its own count includes the request).
     candidates.push_back(h);
   }
-  std::sort(candidates.begin(), candidates.end(), lru_before);
-  for (const GpuHolder& h : candidates) {
-    if (fits(free)) break;
-    if (chosen.count(key(h)) != 0) continue;
-    // Only a holder on a device still short of room helps: one on a device that already has
-    // room (a request spanning two) is left running.
-    const bool helps = std::any_of(h.devices.begin(), h.devices.end(), [&](int d) {
+  // Only a holder on a device still short of room helps: one on a device that already has room
+  // (a request spanning two) is left running.
+  const auto helps = [&](const GpuHolder& h) {
+    return std::any_of(h.devices.begin(), h.devices.end(), [&](int d) {
       const auto f = free.find(d);
       return f != free.end() && f->second + 1e-9 < request.mib;
     });
-    if (!helps) continue;
-    choose(h);
+  };
+  // Whether choosing it alone (a service: with its models) would make the request fit.
+  const auto frees_enough = [&](const GpuHolder& h) {
+    std::map<int, double> f = free;
+    frees(h, f);
+    if (h.kind == GpuHolder::Kind::kService) {
+      for (const GpuHolder* m : models_of(h)) frees(*m, f);
+    }
+    return fits(f);
+  };
+  // The least recently used first; among equals the least disruption that frees enough: a
+  // model's unload before a service's stop, one that frees enough alone before one that does
+  // not; then by name.
+  const auto before = [&](const GpuHolder& a, const GpuHolder& b) {
+    if (a.last_used != b.last_used) return lru_before(a, b);
+    if (a.kind != b.kind) return a.kind == GpuHolder::Kind::kModel;
+    const bool a_enough = frees_enough(a), b_enough = frees_enough(b);
+    if (a_enough != b_enough) return a_enough;
+    return a.name < b.name;
+  };
+  while (!fits(free)) {
+    const GpuHolder* next = nullptr;
+    for (const GpuHolder& h : candidates) {
+      if (chosen.count(key(h)) != 0 || !helps(h)) continue;
+      if (next == nullptr || before(h, *next)) next = &h;
+    }
+    if (next == nullptr) break;
+    choose(*next, /*must_stop=*/false);
   }
   if (fits(free) && wait_for.empty()) {
     plan.verdict = plan.evict.empty() ? RoomVerdict::kFits : RoomVerdict::kEvict;
@@ -244,6 +322,7 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
   }
   // Not enough from idle holders: would the in-flight ones (not pinned) make the difference?
   std::map<int, double> after = free;
+  for (const GpuHolder* h : waited_partners) frees(*h, after);
   for (const GpuHolder& h : holders) {
     if (!shares_device(h.devices, request.devices) || chosen.count(key(h)) != 0) continue;
     if (h.kind == GpuHolder::Kind::kService && in_group_with(gpu, me, h.name)) continue;  // above
@@ -259,19 +338,82 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
     plan.verdict = RoomVerdict::kWait;
     plan.held_by = wait_for;
     plan.reason = request.name + " needs " + mib_text(request.mib) +
-                  " MiB: waiting for requests in flight to end";
+                  " MiB: it fits once requests in flight end";
     return plan;
   }
   plan.verdict = RoomVerdict::kCannotFit;
   for (const GpuHolder& h : holders) {
     if (shares_device(h.devices, request.devices) &&
         !(h.kind == request.kind && h.name == request.name)) {
-      plan.held_by.push_back(held_text(h, why_kept(h)));
+      plan.held_by.push_back(held_text(h, why_kept(h, request)));
     }
   }
   plan.reason = request.name + " needs " + mib_text(request.mib) +
                 " MiB, and the memory held by services that must keep running leaves too little";
   return plan;
+}
+
+std::string refusal_text(const RoomPlan& plan) {
+  std::string held;
+  for (const std::string& h : plan.held_by) held += (held.empty() ? "" : ", ") + h;
+  return plan.reason + (held.empty() ? "" : "; held by " + held);
+}
+
+GpuHolder as_holder(const GpuRequest& request) {
+  GpuHolder it;
+  it.kind = request.kind;
+  it.name = request.name;
+  it.service = request.service.empty() ? request.name : request.service;
+  it.mib = request.mib;
+  it.devices = request.devices;
+  it.in_flight = true;  // starting or loading
+  it.pinned = true;     // as if it never left
+  it.pinned_by = "room is being made for it";
+  return it;
+}
+
+namespace {
+
+// The holders `request` takes the room of (by key): those its plan evicts now, or, when it waits
+// for in-flight work, those it will evict once that work ends (the holders in flight idle then,
+// and used last). Nullopt: it cannot fit.
+std::optional<std::set<std::string>> room_taken(const GpuConfig& gpu,
+                                                const std::vector<GpuHolder>& holders,
+                                                const GpuRequest& request) {
+  RoomPlan plan = plan_room(gpu, holders, request);
+  if (plan.verdict == RoomVerdict::kWait) {
+    std::vector<GpuHolder> settled = holders;
+    for (GpuHolder& h : settled) {
+      if (h.in_flight && !h.pinned) {
+        h.in_flight = false;
+        h.last_used = WallTime::max();
+      }
+    }
+    plan = plan_room(gpu, settled, request);
+  }
+  if (plan.verdict == RoomVerdict::kCannotFit) return std::nullopt;
+  std::set<std::string> taken;
+  for (const GpuHolder& h : plan.evict) {
+    taken.insert((h.kind == GpuHolder::Kind::kModel ? "m:" : "s:") + h.name);
+  }
+  return taken;
+}
+
+}  // namespace
+
+bool may_go_ahead(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
+                  const GpuRequest& later, const std::vector<GpuRequest>& earlier) {
+  if (plan_room(gpu, holders, later).verdict != RoomVerdict::kFits) return false;
+  std::vector<GpuHolder> with = holders;
+  with.push_back(as_holder(later));  // as if it never left: the earlier ones must fit all the same
+  return std::all_of(earlier.begin(), earlier.end(), [&](const GpuRequest& e) {
+    const auto without_it = room_taken(gpu, holders, e);
+    if (!without_it) return true;  // it cannot fit anyway: it holds nobody back
+    // Only room nobody waits for: the earlier one evicts nothing more with it there.
+    const auto with_it = room_taken(gpu, with, e);
+    return with_it &&
+           std::includes(without_it->begin(), without_it->end(), with_it->begin(), with_it->end());
+  });
 }
 
 }  // namespace siesta

@@ -40,9 +40,22 @@ void ChangeSignal::notify_if_before(WallTime deadline) {
 void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now) {
   if (state != ServiceState::kError) runtime.serving_in_error = false;
   if (runtime.state != state) {
+    // A stop ends: its time counts as asleep (energy.h).
+    if (runtime.state == ServiceState::kStopped && runtime.state_since != WallTime{} &&
+        now > runtime.state_since) {
+      runtime.asleep_seconds += Seconds(now - runtime.state_since).count();
+    }
     runtime.state = state;
     runtime.state_since = now;
   }
+}
+
+void set_error(ServiceRuntime& runtime, ServiceErrorKind kind, ErrorCode code, std::string text,
+               WallTime now) {
+  runtime.last_error = std::move(text);
+  runtime.last_error_kind = kind;
+  runtime.last_error_code = code;
+  runtime.last_error_at = now;
 }
 
 Registry::Registry(Settings settings, const std::vector<ServiceSpec>& services,
@@ -52,7 +65,7 @@ Registry::Registry(Settings settings, const std::vector<ServiceSpec>& services,
     services_[spec.name] = {std::make_shared<const ServiceSpec>(spec), ServiceRuntime{}};
   }
   for (const auto& spec : models) {
-    models_[spec.name] = {std::make_shared<const ModelSpec>(spec), ModelRuntime{}};
+    models_[spec.key()] = {std::make_shared<const ModelSpec>(spec), ModelRuntime{}};
   }
 }
 
@@ -95,9 +108,9 @@ std::optional<ServiceView> Registry::service(const std::string& name) const {
   return ServiceView{it->second.spec, it->second.runtime};
 }
 
-std::optional<ModelView> Registry::model(const std::string& name) const {
+std::optional<ModelView> Registry::model(const ModelKey& key) const {
   std::lock_guard lock(mu_);
-  auto it = models_.find(name);
+  auto it = models_.find(key);
   if (it == models_.end()) return std::nullopt;
   return ModelView{it->second.spec, it->second.runtime};
 }
@@ -109,11 +122,21 @@ std::vector<std::string> Registry::service_names() const {
   return names;
 }
 
-std::vector<std::string> Registry::model_names() const {
+std::vector<ModelKey> Registry::model_keys() const {
   std::lock_guard lock(mu_);
-  std::vector<std::string> names;
-  for (const auto& [name, entry] : models_) names.push_back(name);
-  return names;
+  std::vector<ModelKey> keys;
+  for (const auto& [key, entry] : models_) keys.push_back(key);
+  return keys;
+}
+
+std::vector<std::string> Registry::services_of_model(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> services;
+  for (auto it = models_.lower_bound(ModelKey{name, ""});
+       it != models_.end() && it->first.name == name; ++it) {
+    services.push_back(it->first.service);
+  }
+  return services;
 }
 
 bool Registry::update_service(const std::string& name, const ServiceFn& fn) {
@@ -130,10 +153,10 @@ bool Registry::update_service_quiet(const std::string& name, const ServiceFn& fn
   return true;
 }
 
-bool Registry::update_model(const std::string& name, const ModelFn& fn) {
+bool Registry::update_model(const ModelKey& key, const ModelFn& fn) {
   {
     std::lock_guard lock(mu_);
-    auto it = models_.find(name);
+    auto it = models_.find(key);
     if (it == models_.end()) return false;
     fn(*it->second.spec, it->second.runtime);
   }
@@ -169,12 +192,12 @@ bool idle(const ModelRuntime& rt) { return !rt.loaded && rt.in_flight == 0 && !r
 Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const ModelRuntime& runtime,
                                               std::size_t limit) {
   Learned result;
-  std::vector<std::string>& forgotten = result.forgotten;
+  std::vector<ModelKey>& forgotten = result.forgotten;
   {
     std::lock_guard lock(mu_);
-    const bool adding = !spec.name.empty() && models_.count(spec.name) == 0;
+    const bool adding = !spec.name.empty() && models_.count(spec.key()) == 0;
     std::size_t learned = adding ? 1 : 0;
-    std::vector<std::pair<WallTime, std::string>> candidates;  // oldest use first
+    std::vector<std::pair<WallTime, ModelKey>> candidates;  // oldest use first
     for (const auto& [name, entry] : models_) {
       if (!entry.spec->learned) continue;
       ++learned;
@@ -192,7 +215,7 @@ Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const Model
     if (adding) {
       ModelSpec learned_spec = with_server_defaults(spec);
       learned_spec.learned = true;
-      models_[spec.name] = {std::make_shared<const ModelSpec>(std::move(learned_spec)), runtime};
+      models_[spec.key()] = {std::make_shared<const ModelSpec>(std::move(learned_spec)), runtime};
       result.added = true;
     }
   }
@@ -201,11 +224,11 @@ Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const Model
 }
 
 bool Registry::remove_model_if(
-    const std::string& name,
+    const ModelKey& key,
     const std::function<bool(const ModelSpec&, const ModelRuntime&)>& keep_not) {
   {
     std::lock_guard lock(mu_);
-    auto it = models_.find(name);
+    auto it = models_.find(key);
     if (it == models_.end() || !keep_not(*it->second.spec, it->second.runtime)) return false;
     models_.erase(it);
   }
@@ -216,8 +239,8 @@ bool Registry::remove_model_if(
 void Registry::add_model(const ModelSpec& spec, const ModelRuntime& runtime) {
   {
     std::lock_guard lock(mu_);
-    if (models_.count(spec.name) != 0) return;
-    models_[spec.name] = {std::make_shared<const ModelSpec>(with_server_defaults(spec)), runtime};
+    if (models_.count(spec.key()) != 0) return;
+    models_[spec.key()] = {std::make_shared<const ModelSpec>(with_server_defaults(spec)), runtime};
   }
   changes_.notify();
 }

@@ -1,20 +1,8 @@
 #include "siesta/core/settings_schema.h"
 
 #include <cmath>
-#include <sstream>
 
 namespace siesta {
-
-namespace {
-
-// As printf's %g (and fmt's {:g}) writes it: 0.01, 60, 5.256e+06.
-std::string number_text(double d) {
-  std::ostringstream s;
-  s << d;
-  return s.str();
-}
-
-}  // namespace
 
 std::string check_bool(const nlohmann::json& value) {
   return value.is_boolean() ? "" : "must be true or false, got " + value.dump();
@@ -47,6 +35,12 @@ std::string check_setting(const SettingField& field, const nlohmann::json& value
 nlohmann::json setting_value(const SettingField& field, const Settings& settings) {
   return field.flag != nullptr ? nlohmann::json(settings.*field.flag)
                                : nlohmann::json(settings.*field.number);
+}
+
+double setting_gauge(const SettingField& field, const Settings& settings) {
+  if (field.flag != nullptr) return settings.*field.flag ? 1 : 0;
+  const double scale = seconds_per(field.rule.unit);
+  return settings.*field.number * (scale > 0 ? scale : 1);
 }
 
 void set_setting(const SettingField& field, Settings& settings, const nlohmann::json& value) {

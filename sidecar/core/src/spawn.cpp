@@ -11,7 +11,7 @@ extern char** environ;
 
 namespace siesta {
 
-SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, bool stderr_too) {
+SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, StderrTo stderr_to) {
   SpawnedChild child;
   if (argv.empty()) {
     child.error = ENOENT;
@@ -22,15 +22,19 @@ SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, bool stder
     child.error = errno;
     return child;
   }
+  int err[2] = {-1, -1};
+  if (stderr_to == StderrTo::kOwnPipe && ::pipe2(err, O_CLOEXEC) != 0) {
+    child.error = errno;
+    ::close(out[0]);
+    ::close(out[1]);
+    return child;
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  if (stderr_too) {
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
-  } else {
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-  }
+  posix_spawn_file_actions_adddup2(&actions, stderr_to == StderrTo::kOwnPipe ? err[1] : out[1],
+                                   STDERR_FILENO);
   posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
 
   posix_spawnattr_t attr;
@@ -52,13 +56,16 @@ SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, bool stder
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(out[1]);
+  if (err[1] >= 0) ::close(err[1]);
   if (rc != 0) {
     ::close(out[0]);
+    if (err[0] >= 0) ::close(err[0]);
     child.pid = -1;
     child.error = rc;
     return child;
   }
   child.output = out[0];
+  child.errors = err[0];
   return child;
 }
 

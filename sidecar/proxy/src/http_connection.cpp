@@ -4,6 +4,7 @@
 // and gives back (park).
 
 #include "server.h"
+#include "siesta/http/connect.h"
 #include "siesta/http/framing.h"
 
 namespace siesta::proxy {
@@ -160,6 +161,15 @@ awaitable<std::optional<tcp::socket>> Server::open_upstream(Listener& l, bool bo
   co_await connecting.async_connect(endpoints, ec_token(ec));
   if (ec) co_return std::nullopt;
   tcp::socket socket = connecting.release_socket();
+  if (self_connected(socket.native_handle())) {
+    // Nothing listens there: the connect met its own socket (http/connect.h), which would echo
+    // the request back as the answer (or a TCP client's bytes back to it). Reset, so that the
+    // port is not left in TIME_WAIT for the service to bind.
+    beast::error_code ignored;
+    socket.set_option(net::socket_base::linger(true, 0), ignored);
+    ec = net::error::connection_refused;
+    co_return std::nullopt;
+  }
   beast::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   recorder_.proxy_upstream_connection(l.service, false);

@@ -2,6 +2,8 @@
 // from it, the keep-alive siesta gives it, and the use counted until it ends. The proxy knows
 // no model API itself.
 
+#include <cmath>
+
 #include "server.h"
 #include "siesta/core/decide.h"
 #include "siesta/http/framing.h"
@@ -69,8 +71,9 @@ void Server::begin_model(Listener& l, std::string_view target, std::string& body
                          std::optional<ModelUse>& out) {
   auto request = l.model_api->read(target, body);
   if (!request) return;
-  const auto policy = control_.keep_alive_policy(request->model, l.service);
-  ModelUse& use = out.emplace(control_, request->model, clock_.mono_now());
+  const ModelKey key{request->model, l.service};
+  const auto policy = control_.keep_alive_policy(key);
+  ModelUse& use = out.emplace(control_, key, clock_.mono_now());
   use.keep_alive_after = request->keep_alive_after;
   // The client's own keep-alive if it asked for one, else the model's; within the bounds.
   use.keep_alive = clamp_keep_alive(request->asked_keep_alive.value_or(policy.configured_seconds),
@@ -78,7 +81,26 @@ void Server::begin_model(Listener& l, std::string_view target, std::string& body
   if (auto rewritten = l.model_api->with_keep_alive(*request, use.keep_alive)) {
     body = std::move(*rewritten);
   }
-  use.load_ticket = control_.begin_model_request(request->model, l.service);
+  use.load_ticket = control_.begin_model_request(key);
+}
+
+awaitable<Status> Server::room_for_model(const ModelKey& model) {
+  auto ex = co_await net::this_coro::executor;
+  auto wait = std::make_shared<WakeWait>(ex);
+  // The controller gives up at gpu.wait_seconds (at most an hour) plus its evictions' stops;
+  // this is only a backstop.
+  wait->timer.expires_after(std::chrono::hours(2));
+  wake_threads_.post([this, wait, ex, model] {
+    Status st = control_.make_room_for_model(model);
+    net::post(ex, [wait, st = std::move(st)]() mutable {
+      wait->result = std::move(st);
+      wait->timer.cancel();
+    });
+  });
+  beast::error_code ec;
+  co_await wait->timer.async_wait(ec_token(ec));
+  if (!wait->result) co_return Status{ErrorCode::kTimeout, "no room was made in time"};
+  co_return *wait->result;
 }
 
 // A request that could not carry siesta's keep-alive (Ollama reads none from /v1/*), so the
@@ -87,7 +109,7 @@ void Server::begin_model(Listener& l, std::string_view target, std::string& body
 void Server::refresh_keep_alive(Listener& l, const ModelUse& use) {
   ModelProvider* provider = control_.provider_of(l.service);
   if (provider == nullptr) return;
-  wake_threads_.post([provider, model = use.model,
+  wake_threads_.post([provider, model = use.model.name,
                       keep_alive = l.model_api->server_keep_alive(use.keep_alive)] {
     if (Status st = provider->load(model, keep_alive); !st) {
       spdlog::warn("Model {}: could not set its keep-alive after a request that carried none: {}",
@@ -96,11 +118,17 @@ void Server::refresh_keep_alive(Listener& l, const ModelUse& use) {
   });
 }
 
-// The models siesta tracks on a service, for ModelApi::asleep_reply.
-std::vector<std::string> Server::models_of(const std::string& service) const {
-  std::vector<std::string> out;
-  for (const auto& name : registry_.model_names()) {
-    if (auto m = registry_.model(name); m && m->spec->provider == service) out.push_back(name);
+// The models siesta tracks on a service, for ModelApi::asleep_reply: each with the server's own
+// entry from its last list, and when siesta first knew of it.
+std::vector<ModelApi::KnownModel> Server::models_of(const std::string& service) const {
+  std::vector<ModelApi::KnownModel> out;
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != service) continue;
+    auto view = registry_.model(key);
+    if (!view) continue;  // forgotten meanwhile
+    const WallTime seen = view->runtime.first_seen.value_or(clock_.wall_now());
+    out.push_back({key.name, view->runtime.card,
+                   static_cast<std::int64_t>(std::floor(to_unix_seconds(seen)))});
   }
   return out;
 }
@@ -120,22 +148,24 @@ std::optional<http::response<http::string_body>> Server::model_api_answer(
   }
   probe = l.model_api->is_probe(method, target);
   auto view = registry_.service(l.service);
-  // Asleep: in a light tier or stopped (one in error, or starting, is not answered for).
-  if (!probe || !view || view->runtime.state == ServiceState::kRunning ||
-      !(light_asleep(view->runtime) || view->runtime.state == ServiceState::kStopped)) {
-    return std::nullopt;
-  }
+  if (!probe || !view || !not_serving(view->runtime)) return std::nullopt;
   auto reply = l.model_api->asleep_reply(method, target, models_of(l.service));
   if (!reply) {
     probe = false;  // siesta cannot answer it: the server must, woken for it (a use)
     return std::nullopt;
   }
-  http::response<http::string_body> res{static_cast<http::status>(reply->status), version};
-  if (!reply->content_type.empty()) res.set(http::field::content_type, reply->content_type);
+  return model_api_reply(*view, std::move(*reply), version, head);
+}
+
+http::response<http::string_body> Server::model_api_reply(const ServiceView& view,
+                                                          ModelApi::Reply reply, unsigned version,
+                                                          bool head) {
+  http::response<http::string_body> res{static_cast<http::status>(reply.status), version};
+  if (!reply.content_type.empty()) res.set(http::field::content_type, reply.content_type);
   res.set(http::field::cache_control, "no-store");
-  res.set("X-Siesta-Asleep", light_asleep(view->runtime) ? tier_name(*view->spec, view->runtime)
-                                                         : to_string(view->runtime.state));
-  res.body() = std::move(reply->body);
+  res.set("X-Siesta-Asleep", light_asleep(view.runtime) ? tier_name(*view.spec, view.runtime)
+                                                        : to_string(view.runtime.state));
+  res.body() = std::move(reply.body);
   res.prepare_payload();
   if (head) res.body().clear();  // its length all the same
   return res;

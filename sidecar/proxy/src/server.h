@@ -99,6 +99,35 @@ class RelayBuffer {
   std::unique_ptr<char[]> big_;
 };
 
+// Records a use of the service (Recorder::proxy_use: GET /admin/trace) when the request or
+// connection is over, whatever way: when it arrived, the model it named and how long it ran
+// once the service was up (its wake's wait taken off).
+class UseTrace {
+ public:
+  UseTrace(Recorder& recorder, const Clock& clock, std::string service, WallTime arrived,
+           MonoTime t0)
+      : recorder_(recorder),
+        clock_(clock),
+        service_(std::move(service)),
+        arrived_(arrived),
+        t0_(t0) {}
+  ~UseTrace() {
+    recorder_.proxy_use(service_, model, arrived_, Seconds(seconds_since(clock_, t0_) - waited));
+  }
+  UseTrace(const UseTrace&) = delete;
+  UseTrace& operator=(const UseTrace&) = delete;
+
+  std::string model;  // the model the request named; empty: none
+  double waited = 0;  // seconds it waited for a wake
+
+ private:
+  Recorder& recorder_;
+  const Clock& clock_;
+  std::string service_;
+  WallTime arrived_;
+  MonoTime t0_;
+};
+
 // Ends the in-flight use of a service when the request or connection is over, whatever way.
 class InFlight {
  public:
@@ -263,7 +292,7 @@ class ClientWatchScope {
 // A request on a model, in flight from Server::begin_model() until the object is destroyed
 // (model_use.cpp).
 struct ModelUse {
-  ModelUse(ProxyControl& c, std::string m, MonoTime start)
+  ModelUse(ProxyControl& c, ModelKey m, MonoTime start)
       : controller(&c), model(std::move(m)), t0(start) {}
   ModelUse(ModelUse&& o) noexcept
       : controller(std::exchange(o.controller, nullptr)),
@@ -281,7 +310,7 @@ struct ModelUse {
   ModelUse& operator=(ModelUse&&) = delete;
   ~ModelUse();
   ProxyControl* controller;
-  std::string model;
+  ModelKey model;                 // its name on the listener's service
   bool keep_alive_after = false;  // set through the provider after a success (ModelApi)
   double keep_alive = 0;
   bool accepted = false;                     // the model server answered 2xx: the model is loaded
@@ -312,6 +341,62 @@ struct Listener {
   std::unique_ptr<UpstreamPool> pool;  // the upstream's connections
   std::unique_ptr<tcp::acceptor> acceptor;
   int port = 0;
+};
+
+// One HTTP exchange, from its request's header to the end of its answer: the state forward()'s
+// steps share (forward.cpp). It lives on forward()'s coroutine frame.
+struct Exchange {
+  Exchange(Listener& listener, beast::tcp_stream& client_stream, beast::flat_buffer& client_buffer,
+           std::optional<beast::tcp_stream>& upstream_stream, beast::flat_buffer& upstream_buffer,
+           SteadyClock::time_point& upstream_idle, http::request_parser<http::buffer_body>& parser,
+           const std::string& peer_address, Activity& client_activity, MonoTime began)
+      : l(listener),
+        client(client_stream),
+        client_buf(client_buffer),
+        upstream(upstream_stream),
+        upstream_buf(upstream_buffer),
+        upstream_idle_since(upstream_idle),
+        req_parser(parser),
+        req(parser.get()),
+        peer(peer_address),
+        activity(client_activity),
+        t0(began),
+        version(req.version()),
+        keep_alive(req.keep_alive()),
+        head(req.method() == http::verb::head) {}
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  Listener& l;
+  beast::tcp_stream& client;
+  beast::flat_buffer& client_buf;
+  std::optional<beast::tcp_stream>& upstream;  // kept for the client's next request if it can
+  beast::flat_buffer& upstream_buf;
+  SteadyClock::time_point& upstream_idle_since;
+  http::request_parser<http::buffer_body>& req_parser;
+  http::request<http::buffer_body>& req;
+  const std::string& peer;
+  Activity& activity;
+  MonoTime t0;         // when it began, on the proxy's Clock
+  WallTime arrived{};  // when it began, for the trace
+  unsigned version;    // the client's HTTP version
+  bool keep_alive;     // the client connection stays open after the answer
+  bool head;
+  int status_sent = 0;             // the status answered (0: none), for the metrics
+  bool probe = false;              // no use of the service (ModelApi::is_probe)
+  std::optional<double> cold;      // seconds the wake took, when it waited for one
+  std::string woke_from = "cold";  // X-Siesta-Wake: "cold", or "warm-from=<tier>" (paused)
+  std::string upgrade;             // the protocols the client asked to switch to
+  // In flight from begin_request until the exchange ends; ends after its model's use.
+  std::optional<InFlight> in_flight;
+  std::optional<UseTrace> trace;           // a use's record (GET /admin/trace), written as it ends
+  std::optional<std::string> replacement;  // a model request's body, read whole
+  std::optional<ModelUse> model_use;
+  RelayBuffer buf;
+  std::shared_ptr<ClientWatch> watch = std::make_shared<ClientWatch>();
+  std::function<void()> stop_waiting;  // set while waiting for an upstream connection
+  std::optional<http::response_parser<http::buffer_body>> parsed;  // the answer's header
+  bool early_answer = false;  // the upstream answered before taking the whole request
 };
 
 // The proxy's state and its parts (each part's file is named above). Thread-safe as Proxy is:
@@ -399,13 +484,53 @@ struct Server {
                    const beast::flat_buffer& upstream_buf,
                    SteadyClock::time_point idle_since = SteadyClock::now());
 
-  // ---- One HTTP exchange (forward.cpp) ----
+  // ---- One HTTP exchange (forward.cpp), in steps over its Exchange ----
   awaitable<bool> forward(Listener& l, beast::tcp_stream& client, beast::flat_buffer& client_buf,
                           std::optional<beast::tcp_stream>& upstream,
                           beast::flat_buffer& upstream_buf,
                           SteadyClock::time_point& upstream_idle_since,
                           http::request_parser<http::buffer_body>& req_parser,
                           const std::string& peer, Activity& activity);
+  void record(const Exchange& x);  // the request's metrics
+  // Answers with siesta's own response `res` (recorded) and returns whether to keep the
+  // connection.
+  awaitable<bool> reply(Exchange& x, http::response<http::string_body> res, bool keep_alive);
+  // The waking page's paths, or what the model API answers without its server.
+  std::optional<http::response<http::string_body>> own_answer(Exchange& x);
+  awaitable<std::optional<bool>> wake_asleep(Exchange& x);
+  void rewrite_request(Exchange& x);
+  awaitable<bool> send_continue(Exchange& x);
+  awaitable<std::optional<bool>> unknown_model(Exchange& x);
+  awaitable<std::optional<bool>> read_model_body(Exchange& x);
+  awaitable<std::optional<bool>> read_model_request(Exchange& x);
+  awaitable<std::optional<bool>> send_request(Exchange& x);
+  awaitable<bool> relay_answer(Exchange& x, ClientWatchScope& watching);
+  // send_request's steps (one attempt: a connection, the request, the answer's header).
+  // A new upstream connection opened after a wake counts against upstream_max_connecting
+  // until its answer's header, or kUnprovenFor (the timer; destroyed, its handler runs).
+  struct Unproven {
+    explicit Unproven(const net::any_io_executor& ex) : timer(ex) {}
+    void hold(UpstreamPool::Slot s);
+    std::shared_ptr<UpstreamPool::Slot> slot;
+    net::steady_timer timer;
+  };
+  struct Sent {
+    bool header = false;  // the request's header went out
+    bool body = false;    // and some of its body: it cannot be sent again
+  };
+  void drop_untrusted_upstream(Exchange& x);
+  awaitable<std::optional<bool>> connect_upstream(Exchange& x, bool& reused, Unproven& unproven);
+  awaitable<std::optional<bool>> write_request(Exchange& x, Sent& sent, beast::error_code& ec);
+  awaitable<void> read_answer_header(Exchange& x, bool cut_short, Unproven& unproven,
+                                     beast::error_code& ec);
+  awaitable<bool> upstream_failed(Exchange& x, beast::error_code ec, bool cut_short);
+  // relay_answer's steps.
+  bool frame_answer(Exchange& x, const std::string& upgraded_to);
+  awaitable<void> model_answered(Exchange& x, bool has_body, std::string& wake_header);
+  void keep_upstream(Exchange& x, bool upstream_keep_alive, const beast::error_code& ec);
+  void model_answer_relayed(Exchange& x);
+  awaitable<bool> switch_protocols(Exchange& x, const std::string& upgraded_to,
+                                   const std::string& wake_header, ClientWatchScope& watching);
 
   // ---- A request on a model (model_use.cpp) ----
   awaitable<std::optional<std::string_view>> read_whole_answer(
@@ -415,10 +540,17 @@ struct Server {
                                                   beast::flat_buffer& client_buf,
                                                   http::request_parser<http::buffer_body>& parser,
                                                   beast::error_code& ec);
+  // ProxyControl::make_room_for_model on the wake threads, without blocking an I/O thread.
+  awaitable<Status> room_for_model(const ModelKey& model);
   void begin_model(Listener& l, std::string_view target, std::string& body,
                    std::optional<ModelUse>& out);
   void refresh_keep_alive(Listener& l, const ModelUse& use);
-  std::vector<std::string> models_of(const std::string& service) const;
+  std::vector<ModelApi::KnownModel> models_of(const std::string& service) const;
+  // An answer the ModelApi made for a service that does not serve (X-Siesta-Asleep says its
+  // state).
+  static http::response<http::string_body> model_api_reply(const ServiceView& view,
+                                                           ModelApi::Reply reply, unsigned version,
+                                                           bool head);
   std::optional<http::response<http::string_body>> model_api_answer(
       const Listener& l, const http::request<http::buffer_body>& req, unsigned version, bool head,
       bool& probe);

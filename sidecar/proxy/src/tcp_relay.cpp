@@ -7,13 +7,17 @@ namespace siesta::proxy {
 
 awaitable<void> Server::serve_tcp(Listener& l, tcp::socket client) {
   Admitted admitted(*this, l);
+  const MonoTime t0 = clock_.mono_now();
+  const WallTime arrived = clock_.wall_now();
   auto state = control_.begin_request(l.service);
   if (!state) co_return;
   InFlight in_flight(control_, l.service);
+  UseTrace trace(recorder_, clock_, l.service, arrived, t0);  // GET /admin/trace
   const bool woke = *state != ServiceState::kRunning;
   if (woke) {
     bool gone = false;
     Status st = co_await wake(l.service, &client, &gone);
+    trace.waited = seconds_since(clock_, t0);
     if (gone) co_return;
     if (!st) {
       spdlog::warn("Proxy: connection to {} dropped: {}", l.service, st.message());

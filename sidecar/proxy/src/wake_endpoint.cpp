@@ -3,6 +3,7 @@
 // it could not be woken, 404 for an unknown service.
 
 #include "server.h"
+#include "siesta/core/error_json.h"
 
 namespace siesta::proxy {
 
@@ -52,8 +53,8 @@ awaitable<http::response<http::string_body>> Server::wake_endpoint(const std::st
     Status st = co_await wake(service);
     if (!st) {
       co_return error_response(http::status::service_unavailable, version,
-                               error_code_name(st.code()),
-                               "service " + service + " could not be woken: " + st.message(), 5);
+                               error_code_name(st.code()), wake_failed(service) + st.message(),
+                               st.retry_may_help() ? std::optional(5) : std::nullopt);
     }
   }
   http::response<http::string_body> res{http::status::no_content, version};

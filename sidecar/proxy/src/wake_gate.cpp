@@ -20,7 +20,7 @@ void Server::request_wake(const std::string& service,
   }
   wake_threads_.post([this, service] {
     std::string woke_from;
-    Status st = control_.wake(service, "request", &woke_from);
+    Status st = control_.wake(service, Reason::kRequest, &woke_from);
     std::vector<std::function<void(Status, std::string)>> waiters;
     {
       std::lock_guard lock(wake_mu_);

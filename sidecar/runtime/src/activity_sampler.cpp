@@ -42,6 +42,24 @@ void init_states(ServiceRuntime& rt, const std::vector<SignalSpec>& signals) {
 
 }  // namespace
 
+const SignalSpec& ActivitySampler::gpu_measure_signal() {
+  static const SignalSpec signal = [] {
+    SignalSpec s;
+    s.kind = SignalKind::kGpu;
+    s.name = "gpu memory (measured for the GPU budget)";
+    s.gpu_metric = "memory";
+    s.interval_seconds = 10;
+    return s;
+  }();
+  return signal;
+}
+
+std::vector<SignalSpec> ActivitySampler::sampled_of(const ServiceSpec& spec) const {
+  std::vector<SignalSpec> signals = signals_of(spec);
+  if (spec.gpu_memory_measured) signals.push_back(gpu_measure_signal());
+  return signals;
+}
+
 ActivitySampler::ActivitySampler(Registry& registry, const Clock& clock,
                                  std::vector<SignalSpec> defaults, ProbeFactory factory)
     : registry_(registry),
@@ -54,6 +72,7 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
   struct Due {
     std::shared_ptr<const ServiceSpec> spec;
     std::size_t index;
+    SignalSpec signal;
     std::shared_ptr<Slot> slot;
   };
   std::vector<Due> due;
@@ -62,15 +81,17 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
   {
     std::lock_guard lock(mu_);
     for (const ServiceView& view : snapshot.services) {
-      const std::vector<SignalSpec>& signals = signals_of(*view.spec);
-      if (signals.empty()) continue;
+      if (signals_of(*view.spec).empty() && !view.spec->gpu_memory_measured) continue;
       Entry& entry = entries_[view.spec->name];
       if (entry.spec != view.spec) {
         entry.spec = view.spec;
+        entry.signals = sampled_of(*view.spec);  // once per spec, not at every pass
         entry.slots.clear();
-        warn_if_slower_than_first_tier(snapshot.settings, *view.spec, signals);
-        if (view.runtime.activity.size() != signals.size()) fresh.push_back(view.spec->name);
-        for (const SignalSpec& signal : signals) {
+        warn_if_slower_than_first_tier(snapshot.settings, *view.spec, signals_of(*view.spec));
+        if (view.runtime.activity.size() != signals_of(*view.spec).size()) {
+          fresh.push_back(view.spec->name);
+        }
+        for (const SignalSpec& signal : entry.signals) {
           auto slot = std::make_shared<Slot>();
           slot->probe = factory_(*view.spec, signal);
           entry.slots.push_back(std::move(slot));
@@ -89,8 +110,8 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
         if (slot.running) continue;  // its end schedules the next
         if (!slot.next_due || *slot.next_due <= now) {
           slot.running = true;
-          slot.next_due = now + to_wall_duration(Seconds(signals[i].interval_seconds));
-          due.push_back({view.spec, i, entry.slots[i]});
+          slot.next_due = now + to_wall_duration(Seconds(entry.signals[i].interval_seconds));
+          due.push_back({view.spec, i, entry.signals[i], entry.slots[i]});
         }
         next = next ? std::min(*next, *slot.next_due) : *slot.next_due;
       }
@@ -103,7 +124,7 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
   }
   for (Due& d : due) {
     executor.post([this, d] {
-      const SignalSpec& signal = signals_of(*d.spec)[d.index];
+      const SignalSpec& signal = d.signal;
       SignalSample sample;
       try {
         sample = d.slot->probe ? d.slot->probe->sample(*d.spec)
@@ -111,7 +132,11 @@ std::optional<WallTime> ActivitySampler::run_due(const Snapshot& snapshot, WallT
       } catch (const std::exception& e) {
         sample = {std::nullopt, e.what()};
       }
-      record(d.spec->name, d.index, signal, sample, *d.slot);
+      if (d.index < signals_of(*d.spec).size()) {
+        record(d.spec->name, d.index, signal, sample, *d.slot);
+      } else {
+        record_gpu_measure(d.spec->name, sample, *d.slot);
+      }
       {
         std::lock_guard lock(mu_);
         d.slot->running = false;
@@ -163,6 +188,35 @@ void ActivitySampler::record(const std::string& service, std::size_t index,
     spdlog::info("Service {}: activity signal {} works again", service, signal.name);
     slot.logged_error.clear();
   }
+}
+
+void ActivitySampler::record_gpu_measure(const std::string& service, const SignalSample& sample,
+                                         Slot& slot) {
+  if (!sample.error.empty()) {
+    if (slot.logged_error != sample.error) {
+      spdlog::warn(
+          "Service {}: its GPU memory cannot be measured: {} (the budget counts the most "
+          "seen so far, or nothing before the first sample)",
+          service, sample.error);
+      slot.logged_error = sample.error;
+    }
+    return;
+  }
+  if (!slot.logged_error.empty()) {
+    spdlog::info("Service {}: its GPU memory is measured again", service);
+    slot.logged_error.clear();
+  }
+  if (!sample.value) return;
+  std::optional<double> raised;
+  registry_.update_service_quiet(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    // Only while it runs: a sample that ends after a stop measured a process on its way out.
+    if (rt.state != ServiceState::kRunning) return;
+    if (!rt.gpu_measured_mib || *sample.value > *rt.gpu_measured_mib) {
+      rt.gpu_measured_mib = *sample.value;
+      raised = *sample.value;
+    }
+  });
+  if (raised) spdlog::info("Service {}: holds {:g} MiB of GPU memory (measured)", service, *raised);
 }
 
 }  // namespace siesta

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string_view>
 #include <utility>
 
 #include "saved.h"
@@ -21,6 +23,10 @@ Status no_backend(const ServiceSpec& spec) {
 }
 
 // The service is up and serving, or down: either way no light tier holds it any more.
+// Whether a wake for `reason` is a use of the service (restarts its idle timer): not a start
+// the monitor makes on its own, ahead of a predicted use or for a schedule window.
+bool is_use(Reason reason) { return reason != Reason::kPrewarm && reason != Reason::kSchedule; }
+
 void set_awake(ServiceRuntime& rt, WallTime now) {
   set_state(rt, ServiceState::kRunning, now);
   rt.paused = false;
@@ -58,7 +64,7 @@ Controller::Controller(Registry& registry, BackendMap backends, ProviderLookup p
       save_(std::move(save)),
       models_(
           registry, providers_, clock, recorder, [this] { return this->save(); },
-          [this](const std::string& service) { return wake(service, "manual"); },
+          [this](const std::string& service) { return wake(service, Reason::kManual); },
           max_learned_models) {
   for (const auto& name : registry_.service_names()) slots_[name] = std::make_unique<Slot>();
 }
@@ -86,6 +92,23 @@ namespace {
 std::string failure_text(ServiceOperation operation, const Status& st) {
   return std::string(to_string(operation)) + " failed: " + st.message();
 }
+
+// A start that succeeded clears the error of a failed start (its port was taken, it was not
+// ready in time, no room in the GPU budget): it no longer holds. Any other stays, for the
+// operator: a failed resume (the cold start that follows it is this start), a tier that failed
+// (pause, vllm_sleep: it fails again at the next idle period), vllm_sleep unavailable (dev mode
+// off), a stop or an inspect that failed, a bad label (config_error), a listen port siesta
+// could not bind.
+void clear_start_failure(ServiceRuntime& rt) {
+  if (rt.last_error_kind != ServiceErrorKind::kOperation ||
+      rt.failed_operation != ServiceOperation::kStart) {
+    return;
+  }
+  rt.last_error.clear();
+  rt.last_error_kind = ServiceErrorKind::kNone;
+  rt.last_error_code = ErrorCode::kOk;
+  rt.last_error_at.reset();
+}
 }  // namespace
 
 void Controller::fail_service(const std::string& service, ServiceOperation operation,
@@ -101,9 +124,8 @@ void Controller::fail_service(const std::string& service, ServiceOperation opera
     set_state(rt, ServiceState::kError, now);
     rt.serving_in_error = serving && (operation == ServiceOperation::kInspect ||
                                       operation == ServiceOperation::kStop);
-    rt.last_error = failure_text(operation, st);
+    set_error(rt, ServiceErrorKind::kOperation, st.code(), failure_text(operation, st), now);
     rt.failed_operation = operation;
-    rt.last_error_at = now;
     if (schedule_retry) rt.retry_at = retry;
   });
   recorder_.service_failed(service, operation);
@@ -135,8 +157,7 @@ Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backe
   }
 }
 
-Status Controller::wake(const std::string& service, const std::string& reason,
-                        std::string* woke_from) {
+Status Controller::wake(const std::string& service, Reason reason, std::string* woke_from) {
   std::string ignored;
   std::string& woke = woke_from != nullptr ? *woke_from : ignored;
   woke.clear();
@@ -150,6 +171,12 @@ Status Controller::wake(const std::string& service, const std::string& reason,
   s->waiting.fetch_add(1);
   std::unique_lock op(s->op);
   s->waiting.fetch_sub(1);
+  // Served in error (its control plane was out): the backend may answer again before the
+  // monitor's next look, and the service may have died meanwhile. Look now, so that a wake
+  // starts what is down instead of calling it up.
+  if (view->runtime.state == ServiceState::kError && view->runtime.serving_in_error) {
+    if (reconcile_locked(service)) (void)save();
+  }
   const WallTime now = clock_.wall_now();
   bool already_up = false;
   bool paused = false;
@@ -186,14 +213,17 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     if (rt.state == ServiceState::kError && rt.serving_in_error) {
       // Its control plane is out, not the service: nothing to start (the start would fail on
       // the same outage); the error stays until the backend answers again.
-      rt.last_used = now;
+      if (is_use(reason)) rt.last_used = now;
       already_up = true;
       return;
     }
     if (rt.state == ServiceState::kRunning || rt.state == ServiceState::kStopping) {
-      if (rt.tier > 0) from = tier_name(spec, rt);
+      if (std::string_view in = tier_name(spec, rt); in != "awake") from = in;
       set_state(rt, ServiceState::kRunning, now);
-      rt.last_used = now;
+      // A wake is a use, but a pre-warm or a schedule's start is none: the monitor's action can
+      // come again once its start is done, and must not restart the timer counted from the last
+      // real use.
+      if (is_use(reason)) rt.last_used = now;
       rt.tier = 0;
       already_up = true;
     }
@@ -212,12 +242,19 @@ Status Controller::wake(const std::string& service, const std::string& reason,
   }
   // From here it takes a start (after a failed resume too: that is a cold start, not a warm one).
   woke = to_string(TierAction::kStop);
-  // Someone else finished a start while we waited for the lock: share its outcome.
+  // Someone else finished a start while we waited for the lock: share its outcome (a use, as
+  // the start was, unless this wake is a pre-warm: the monitor's repeated pre-warm action while
+  // the start runs must not restart the idle timer the policy counts from the last real use).
   if (s->starts.load() != starts_seen) {
-    if (s->last_start) (void)touch_service(service);
+    if (s->last_start && is_use(reason)) (void)touch_service(service);
     return s->last_start;
   }
 
+  const auto mark_starting = [&] {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (rt.state != ServiceState::kStarting) set_state(rt, ServiceState::kStarting, now);
+    });
+  };
   // The GPU budget: room before the start (a service that declares its size, or is in an
   // exclusive group).
   if (gpu_.enabled()) {
@@ -226,20 +263,45 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     for (const auto& g : gpu_.exclusive) {
       grouped = grouped || std::find(g.begin(), g.end(), service) != g.end();
     }
-    if (spec.gpu_memory_mib || grouped) {
-      Status room = make_room({GpuHolder::Kind::kService, service, service,
-                               spec.gpu_memory_mib.value_or(0), gpu_devices_of(gpu_, spec)});
+    std::optional<double> mib = service_gpu_mib(spec, view->runtime);
+    if (mib && spec.gpu_memory_measured) {
+      // Measured past a device's budget (the budget is too small, or the peak caught something
+      // else): its wake makes room for the whole budget rather than being refused for good.
+      for (int d : gpu_devices_of(gpu_, spec)) {
+        const auto dev = std::find_if(gpu_.devices.begin(), gpu_.devices.end(),
+                                      [d](const GpuDevice& g) { return g.id == d; });
+        if (dev == gpu_.devices.end() || *mib <= dev->memory_mib) continue;
+        if (s->warned_measured_mib != *mib) {
+          spdlog::warn(
+              "Service {}: measured at {:g} MiB of GPU memory, more than GPU {}'s budget of {:g} "
+              "MiB: its wakes make room for the whole budget. Raise gpu.devices[].memory_mib if "
+              "the card has the room, or give its gpu_memory_mib as a number",
+              service, *mib, d, dev->memory_mib);
+          s->warned_measured_mib = *mib;
+        }
+        mib = dev->memory_mib;
+      }
+    }
+    if (mib || grouped) {
+      // Starting (a holder) before the next request in the queue plans: else it sees this
+      // room as free too, and both start (over the budget).
+      Status room = make_room({GpuHolder::Kind::kService, service, service, mib.value_or(0),
+                               gpu_devices_of(gpu_, spec)},
+                              mark_starting);
       if (!room) {
         s->last_start = room;
         s->starts.fetch_add(1);
+        // A start the monitor asked for (desired on, a schedule, a pre-warm) is retried once per
+        // check interval, as a failed start is: not at the next pass, at once.
+        if (reason != Reason::kRequest && reason != Reason::kManual) {
+          fail_service(service, ServiceOperation::kStart, room, /*schedule_retry=*/true);
+        }
         return room;
       }
     }
   }
-  registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-    set_state(rt, ServiceState::kStarting, now);
-  });
-  spdlog::info("Waking service {} ({})...", service, reason);
+  mark_starting();
+  spdlog::info("Waking service {} ({})...", service, to_string(reason));
   const MonoTime t0 = clock_.mono_now();
   Status st = start_and_wait(*view->spec, *backend);
   const Seconds took = clock_.mono_now() - t0;
@@ -249,18 +311,37 @@ Status Controller::wake(const std::string& service, const std::string& reason,
     const WallTime ready_at = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_awake(rt, ready_at);
-      // A pre-warm is no use: the adaptive policy counts its keep-alive from the last one.
-      if (reason != "prewarm" || !rt.last_used) rt.last_used = ready_at;
+      // A pre-warm is no use: the adaptive policy counts its keep-alive from the last one; nor
+      // is a schedule's start: at the window's end the normal rules apply as if it had not been.
+      if (is_use(reason) || !rt.last_used) rt.last_used = ready_at;
       rt.cold_start_seconds = took.count();
+      rt.start_seconds += took.count();  // energy.h: spent at its idle power
       rt.retry_at.reset();
+      clear_start_failure(rt);
     });
     recorder_.service_woke(service, reason, took);
     recorder_.service_woke_from_tier(service, to_string(TierAction::kStop), took);
     spdlog::info("Service {} is ready after {:.3f} s", service, took.count());
+    read_served_models(service);
   } else {
     fail_service(service, ServiceOperation::kStart, st, /*schedule_retry=*/true);
   }
   return saved(st, save());
+}
+
+void Controller::read_served_models(const std::string& service) {
+  ModelProvider* provider = provider_of(service);
+  auto view = registry_.service(service);
+  // Ollama loads a model on its first request: a fresh server holds none, nothing to read.
+  if (provider == nullptr || !view || can_unload_models(view->spec->model_api)) return;
+  Result<std::vector<LoadedModel>> loaded = provider->loaded();
+  if (!loaded) {
+    // The next reconcile reads them; until then they show as they were.
+    spdlog::warn("Service {}: cannot list its models after its wake: {}", service,
+                 loaded.status().message());
+    return;
+  }
+  models_.sync_loaded(service, *loaded);  // saved with the wake
 }
 
 EngineSleep* Controller::engine_sleep_of(const std::string& service) {
@@ -313,6 +394,7 @@ Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backen
     recorder_.service_woke_from_tier(spec.name, from, took);
     spdlog::info("Service {} resumed from light sleep ({}) in {:.3f} s", spec.name, from,
                  took.count());
+    if (before.engine_asleep) read_served_models(spec.name);  // its weights are back
     return st;
   }
   // It cannot be thawed or its engine woken: the next deeper state is stopped, from which a
@@ -325,10 +407,11 @@ Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backen
   }
   registry_.update_service(spec.name, [&](const ServiceSpec&, ServiceRuntime& rt) {
     set_stopped(rt, now);
-    rt.last_error = failure_text(ServiceOperation::kResume, st);
-    rt.last_error_at = now;
+    set_error(rt, ServiceErrorKind::kOperation, st.code(),
+              failure_text(ServiceOperation::kResume, st), now);
+    rt.failed_operation = ServiceOperation::kResume;  // the operation last_error is about
   });
-  mark_models_unloaded(spec.name, "service_sleep");
+  mark_models_unloaded(spec.name, Reason::kServiceSleep);
   return st;
 }
 
@@ -394,7 +477,7 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
     recorder_.service_tier_entered(service, to_string(action));
     spdlog::info("Service {} is in light sleep: {}", service, to_string(action));
     // Its weights left the GPU: its models are not loaded until the wake.
-    if (action == TierAction::kVllmSleep) mark_models_unloaded(service, "sleep_tier");
+    if (action == TierAction::kVllmSleep) mark_models_unloaded(service, Reason::kSleepTier);
   } else {
     // It keeps serving, and the tier counts as passed: the next comes at its time rather than
     // this one being retried in a loop.
@@ -403,11 +486,13 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
       if (action == TierAction::kPause) rt.paused = false;
       if (action == TierAction::kVllmSleep) rt.engine_asleep = false;
       if (holds && !light_asleep(rt)) set_state(rt, ServiceState::kRunning, now);
-      rt.last_error = std::string(to_string(action)) + " failed: " + st.message();
-      rt.last_error_at = now;
+      set_error(rt, ServiceErrorKind::kTier, st.code(),
+                std::string(to_string(action)) + " failed: " + st.message(), now);
     });
-    // A failed unload_models tier is counted per model (siesta_model_unload_failures_total).
-    if (action == TierAction::kPause) recorder_.service_failed(service, ServiceOperation::kPause);
+    // A failed pause or engine sleep is a failed pause, as a failed unpause or /wake_up is a
+    // failed resume; a failed unload_models tier is counted per model
+    // (siesta_model_unload_failures_total).
+    if (holds) recorder_.service_failed(service, ServiceOperation::kPause);
     spdlog::error("Service {}: light sleep ({}) failed: {}", service, to_string(action),
                   st.message());
   }
@@ -450,10 +535,11 @@ Status Controller::unload_models_for_tier(const ServiceSpec& spec, ServiceBacken
                              [](const ServiceSpec&, ServiceRuntime& rt) { rt.paused = false; });
   }
   Status first = Status::ok();
-  for (const auto& name : registry_.model_names()) {
-    auto m = registry_.model(name);
-    if (!m || m->spec->provider != spec.name || !m->runtime.loaded) continue;
-    if (Status st = models_.unload_now(name, "sleep_tier"); !st && first) first = st;
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != spec.name) continue;
+    auto m = registry_.model(key);
+    if (!m || !m->runtime.loaded) continue;
+    if (Status st = models_.unload_now(key, Reason::kSleepTier); !st && first) first = st;
   }
   if (paused) {
     Status st = backend.pause(spec);
@@ -498,7 +584,8 @@ void Controller::finish_sleep(const std::string& service) {
     spdlog::info("Stop of idle service {} cancelled: it was used again", service);
     return;
   }
-  if (stop_locked(service, "idle")) spdlog::info("Successfully stopped idle service {}", service);
+  if (stop_locked(service, Reason::kIdle))
+    spdlog::info("Successfully stopped idle service {}", service);
 }
 
 Status Controller::sleep(const std::string& service) {
@@ -517,12 +604,12 @@ Status Controller::sleep(const std::string& service) {
     set_state(rt, ServiceState::kStopping, clock_.wall_now());
   });
   spdlog::info("Stopping service {} (manual)...", service);
-  Status st = stop_locked(service, "manual");
+  Status st = stop_locked(service, Reason::kManual);
   if (st) spdlog::info("Successfully stopped service {}", service);
   return st;
 }
 
-Status Controller::stop_locked(const std::string& service, const std::string& reason) {
+Status Controller::stop_locked(const std::string& service, Reason reason) {
   auto view = registry_.service(service);
   unload_models_before_stop(service);
   ServiceBackend* backend = backend_for(*view->spec);
@@ -534,8 +621,9 @@ Status Controller::stop_locked(const std::string& service, const std::string& re
       set_stopped(rt, clock_.wall_now());
     });
     recorder_.service_slept(service, reason);
-    if (reason == "idle") recorder_.service_tier_entered(service, to_string(TierAction::kStop));
-    mark_models_unloaded(service, "service_sleep");
+    if (reason == Reason::kIdle)
+      recorder_.service_tier_entered(service, to_string(TierAction::kStop));
+    mark_models_unloaded(service, Reason::kServiceSleep);
   } else {
     fail_service(service, ServiceOperation::kStop, st, /*schedule_retry=*/false);
   }
@@ -553,11 +641,13 @@ void Controller::unload_models_before_stop(const std::string& service) {
   }
   // A paused model server answers nothing; its models go with the stop.
   if (auto view = registry_.service(service); view && view->runtime.paused) return;
-  for (const auto& name : registry_.model_names()) {
-    auto m = registry_.model(name);
-    if (!m || m->spec->provider != service || !m->runtime.loaded) continue;
-    if (Status st = provider->unload(name); !st) {
-      spdlog::warn("Model {}: unload before stopping {} failed: {}", name, service, st.message());
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != service) continue;
+    auto m = registry_.model(key);
+    if (!m || !m->runtime.loaded) continue;
+    if (Status st = provider->unload(key.name); !st) {
+      spdlog::warn("Model {}: unload before stopping {} failed: {}", key.name, service,
+                   st.message());
     }
   }
 }
@@ -587,8 +677,9 @@ Result<ServiceState> Controller::begin_request(const std::string& service, bool 
                                                                         : rt.state;
         // A light tier that left it serving (unload_models) ends with this use; a paused one
         // ends in the wake.
+        // (A tier that failed left it awake: nothing is woken from it.)
         if (use && rt.state == ServiceState::kRunning && rt.tier > 0) {
-          from = tier_name(spec, rt);
+          if (std::string_view(tier_name(spec, rt)) != "awake") from = tier_name(spec, rt);
           rt.tier = 0;
         }
       });
@@ -629,52 +720,58 @@ ModelProvider* Controller::provider_of(const std::string& provider_service) {
 }
 
 // Model lifecycle: ModelLifecycle does it (model_lifecycle.h).
-void Controller::mark_models_unloaded(const std::string& provider_service,
-                                      const std::string& reason) {
-  models_.mark_models_unloaded(provider_service, reason);
+void Controller::mark_models_unloaded(const std::string& provider_service, Reason reason,
+                                      const char* what) {
+  models_.mark_models_unloaded(provider_service, reason, what);
 }
-KeepAlivePolicy Controller::keep_alive_policy(const std::string& model,
-                                              const std::string& provider_service) {
-  return models_.keep_alive_policy(model, provider_service);
+KeepAlivePolicy Controller::keep_alive_policy(const ModelKey& model) {
+  return models_.keep_alive_policy(model);
 }
-std::optional<std::uint64_t> Controller::begin_model_request(const std::string& model,
-                                                             const std::string& provider_service) {
-  return models_.begin_model_request(model, provider_service);
+std::optional<std::uint64_t> Controller::begin_model_request(const ModelKey& model) {
+  return models_.begin_model_request(model);
 }
-bool Controller::model_accepted(const std::string& model, double keep_alive_seconds,
+bool Controller::model_accepted(const ModelKey& model, double keep_alive_seconds,
                                 std::optional<std::uint64_t> ticket) {
   return models_.model_accepted(model, keep_alive_seconds, ticket);
 }
-void Controller::end_model_request(const std::string& model, bool accepted) {
+void Controller::end_model_request(const ModelKey& model, bool accepted) {
   models_.end_model_request(model, accepted);
 }
-Status Controller::load_model(const std::string& model) {
+Status Controller::room_for_model(const ModelKey& model) {
+  auto m = registry_.model(model);
+  if (!m || !gpu_.enabled() || m->runtime.loaded) return Status::ok();
+  auto server = registry_.service(m->spec->provider);
+  if (!server) return Status::ok();
+  const ServiceSpec& sspec = *server->spec;
+  const std::optional<double> mib = model_gpu_mib(*m->spec, m->runtime);
+  if (!mib || !in_gpu_budget(sspec)) return Status::ok();
+  return make_room(
+      {GpuHolder::Kind::kModel, model.name, sspec.name, *mib, gpu_devices_of(gpu_, sspec)}, [&] {
+        // It holds its room from now on, before the next in the queue plans.
+        registry_.update_model(model,
+                               [](const ModelSpec&, ModelRuntime& rt) { rt.load_room = true; });
+      });
+}
+
+Status Controller::load_model(const ModelKey& model) {
   // A sized model of a server in the budget makes room first (its server's own size counts
   // once the server is up; the load itself wakes it if needed).
-  if (auto m = registry_.model(model); m && gpu_.enabled() && !m->runtime.loaded) {
-    if (auto server = registry_.service(m->spec->provider)) {
-      const ServiceSpec& sspec = *server->spec;
-      const std::optional<double> mib =
-          m->runtime.vram_bytes ? std::optional(*m->runtime.vram_bytes / (1024.0 * 1024.0))
-                                : m->spec->gpu_memory_mib;
-      if (mib && (sspec.gpu_memory_mib || !sspec.gpu_devices.empty())) {
-        if (Status st = make_room(
-                {GpuHolder::Kind::kModel, model, sspec.name, *mib, gpu_devices_of(gpu_, sspec)});
-            !st) {
-          return st;
-        }
-      }
-    }
-  }
+  if (Status st = room_for_model(model); !st) return st;
   return models_.load_model(model);
 }
-Status Controller::unload_model(const std::string& model) { return models_.unload_model(model); }
+
+Status Controller::make_room_for_model(const ModelKey& model) {
+  // The request is in flight on the model already: the budget counts it from now on (gpu_holders),
+  // and its own plan leaves it out.
+  return room_for_model(model);
+}
+Status Controller::unload_model(const ModelKey& model) { return models_.unload_model(model); }
 Status Controller::unload_models_of(const std::string& provider_service) {
   return models_.unload_models_of(provider_service);
 }
-Status Controller::touch_model(const std::string& model) { return models_.touch_model(model); }
-bool Controller::claim_unload(const std::string& model) { return models_.claim_unload(model); }
-void Controller::finish_unload(const std::string& model, const std::string& reason) {
+Status Controller::touch_model(const ModelKey& model) { return models_.touch_model(model); }
+bool Controller::claim_unload(const ModelKey& model) { return models_.claim_unload(model); }
+void Controller::finish_unload(const ModelKey& model, Reason reason) {
   models_.finish_unload(model, reason);
 }
 
@@ -741,8 +838,7 @@ void Controller::set_config_error(const std::string& service, const std::string&
     if (rt.config_error == error) return;
     rt.config_error = error;
     if (!error.empty()) {
-      rt.last_error = error;
-      rt.last_error_at = now;
+      set_error(rt, ServiceErrorKind::kConfig, ErrorCode::kInvalidArgument, error, now);
     }
   });
 }
@@ -755,6 +851,7 @@ void Controller::reconcile() {
   }
   if (changed) (void)save();
   reconcile_models();
+  warn_gpu_over_budget();
 }
 
 void Controller::refresh(const std::string& service) {
@@ -770,6 +867,10 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
   } else if (!op.try_lock()) {
     return false;  // a start or stop is in progress; it sets the state itself
   }
+  return reconcile_locked(service);
+}
+
+bool Controller::reconcile_locked(const std::string& service) {
   auto view = registry_.service(service);
   if (!view) return false;
   ServiceBackend* backend = backend_for(*view->spec);
@@ -787,14 +888,23 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
         service, [](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used_restored = false; });
   }
   if (!seen) {
-    // A new failure, or another reason for it: recorded (an unchanged one is not counted again).
+    // A new failure, or another kind of cause: recorded (the same one, however the backend
+    // words it this time, is not counted again).
     if (before != ServiceState::kError ||
         view->runtime.failed_operation != ServiceOperation::kInspect ||
-        view->runtime.last_error != failure_text(ServiceOperation::kInspect, seen.status())) {
+        view->runtime.last_error_kind != ServiceErrorKind::kOperation ||
+        view->runtime.last_error_code != seen.status().code()) {
       fail_service(service, ServiceOperation::kInspect, seen.status(), /*schedule_retry=*/false);
       return true;
     }
-    return false;
+    // The same failure in other words: not counted again, but last_error says what the backend
+    // says now (the cause may have moved on, e.g. from "not in a swarm" to "does not exist").
+    const std::string text = failure_text(ServiceOperation::kInspect, seen.status());
+    if (view->runtime.last_error == text) return false;
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      set_error(rt, rt.last_error_kind, rt.last_error_code, text, rt.last_error_at.value_or(now));
+    });
+    return true;
   }
   if (seen->running && seen->paused && before == ServiceState::kPaused) {
     return false;  // in its pause tier, as siesta left it
@@ -858,13 +968,23 @@ bool Controller::reconcile_service(const std::string& service, bool wait_for_op)
     });
     spdlog::info("Service {} is stopped ({}); its backend answers again", service, seen->detail);
     return true;
+  } else if (!seen->running && !seen->start_failure.empty() &&
+             (before == ServiceState::kRunning || before == ServiceState::kPaused)) {
+    // Its own process could not serve (e.g. its port was taken by another process, which
+    // answered the readiness probe and the requests meanwhile): a failed start, not a stop.
+    registry_.update_service(service,
+                             [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
+    fail_service(service, ServiceOperation::kStart, {ErrorCode::kFailed, seen->start_failure},
+                 /*schedule_retry=*/true);
+    mark_models_unloaded(service, Reason::kExternal);
+    return true;
   } else if (!seen->running &&
              (before == ServiceState::kRunning || before == ServiceState::kPaused)) {
     registry_.update_service(service,
                              [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
     spdlog::warn("Service {} is no longer running ({})", service,
                  seen->detail.empty() ? "stopped outside siesta" : seen->detail);
-    mark_models_unloaded(service, "external");
+    mark_models_unloaded(service, Reason::kExternal);
     return true;
   }
   return false;
@@ -892,7 +1012,7 @@ void Controller::reconcile_models() {
         op.unlock();
         spdlog::info("Service {}: {} request(s) in flight reached its sleeping engine; waking it",
                      service, asleep->runtime.in_flight);
-        (void)wake(service, "request");
+        (void)wake(service, Reason::kRequest);
       }
       continue;
     }
@@ -920,10 +1040,9 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
                     [](const SleepTier& t) { return t.action == TierAction::kVllmSleep; });
     const std::string text = "vllm_sleep unavailable: " + sleeping.status().message();
     if (needed && sleeping.status().code() == ErrorCode::kNotFound &&
-        view->runtime.last_error != text) {
+        view->runtime.last_error_kind != ServiceErrorKind::kVllmSleepUnavailable) {
       registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
-        rt.last_error = text;
-        rt.last_error_at = now;
+        set_error(rt, ServiceErrorKind::kVllmSleepUnavailable, ErrorCode::kNotFound, text, now);
       });
       spdlog::error("Service {}: {}", service, text);
       (void)save();
@@ -946,7 +1065,7 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
   });
   if (marked) {
     spdlog::info("Service {}: its engine reports is_sleeping: true; a request wakes it", service);
-    mark_models_unloaded(service, "external");
+    mark_models_unloaded(service, Reason::kExternal, "was found with its engine asleep");
     (void)save();
   }
   return true;
@@ -954,13 +1073,42 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
 
 void Controller::set_gpu(GpuConfig gpu) { gpu_ = std::move(gpu); }
 
-Status Controller::make_room(const GpuRequest& request) {
+Status Controller::make_room(const GpuRequest& request, const std::function<void()>& on_fit) {
   std::unique_lock lock(gpu_mu_);
   const std::uint64_t ticket = gpu_next_ticket_++;
+  gpu_queue_.push_back({ticket, request});
+  // What holds memory now, but the request itself (a model being loaded through the proxy is in
+  // flight, so counted already).
+  // Holders whose unload or stop failed during this make_room, and why: left out of its plans
+  // (as if pinned, saying why in a refusal), not tried again and again.
+  std::map<std::pair<GpuHolder::Kind, std::string>, std::string> failed;
+  const auto holders_now = [&] {
+    std::vector<GpuHolder> holders = gpu_holders(gpu_, registry_.snapshot(), clock_.wall_now());
+    std::erase_if(holders, [&](const GpuHolder& h) {
+      return h.kind == request.kind && h.name == request.name;
+    });
+    for (GpuHolder& h : holders) {
+      if (auto f = failed.find({h.kind, h.name}); f != failed.end()) {
+        h.pinned = true;
+        h.pinned_by = f->second;
+      }
+    }
+    return holders;
+  };
+  // What a refusal after a wait says of it: gpu.wait_seconds 0 waits for nothing.
+  const std::string waited =
+      gpu_.wait_seconds > 0
+          ? fmt::format("after waiting {:g} s (gpu.wait_seconds)", gpu_.wait_seconds)
+          : std::string("now, and no wait is configured (gpu.wait_seconds is 0)");
+  const MonoTime t0 = clock_.mono_now();
   const MonoTime deadline =
-      clock_.mono_now() +
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(gpu_.wait_seconds));
+      t0 + std::chrono::duration_cast<std::chrono::nanoseconds>(Seconds(gpu_.wait_seconds));
   bool waiting = false;
+  const auto set_making_room = [&](std::uint64_t t, bool on) {
+    for (GpuQueued& q : gpu_queue_) {
+      if (q.ticket == t) q.making_room = on;
+    }
+  };
   const auto leave = [&](const char* outcome) {
     // A refusal is counted by its outcome even without a wait (the alert watches them).
     if (!waiting && std::string_view(outcome) == "cannot_fit") {
@@ -972,7 +1120,7 @@ Status Controller::make_room(const GpuRequest& request) {
       gpu_waiting_.fetch_sub(1);
       recorder_.gpu_wait(false, outcome);
     }
-    ++gpu_serving_;
+    std::erase_if(gpu_queue_, [&](const GpuQueued& q) { return q.ticket == ticket; });
     gpu_cv_.notify_all();
   };
   const auto begin_wait = [&] {
@@ -982,50 +1130,110 @@ Status Controller::make_room(const GpuRequest& request) {
       recorder_.gpu_wait(true, "");
     }
   };
-  // First come, first served: the head of the queue alone plans and evicts.
-  while (gpu_serving_ != ticket) {
+  // A model another request has loaded meanwhile needs no room: its waiting requests go on
+  // (queued, they are in flight on it, and an earlier request waiting for that model's requests
+  // to end would wait for them, and they for it, until the timeout).
+  const auto loaded_meanwhile = [&] {
+    if (request.kind != GpuHolder::Kind::kModel) return false;
+    auto m = registry_.model({request.name, request.service});
+    return m && m->runtime.loaded && !m->runtime.unloading;
+  };
+  // First come, first served: the head of the queue alone plans and evicts. A later request that
+  // fits now, and takes none of the room the earlier ones wait for, goes ahead of them.
+  while (gpu_queue_.front().ticket != ticket) {
+    if (loaded_meanwhile()) {
+      leave("fitted");
+      return Status::ok();
+    }
+    std::vector<GpuRequest> earlier;
+    std::vector<GpuHolder> holders = holders_now();
+    std::string ahead;  // every earlier one, for the refusal
+    for (const GpuQueued& q : gpu_queue_) {
+      if (q.ticket == ticket) break;
+      ahead += (ahead.empty() ? "" : ", ") + q.request.name;
+      // Room being made for an earlier one is its own until it starts: counted as held by it.
+      if (!q.making_room) {
+        earlier.push_back(q.request);
+      } else if (!(q.request.kind == request.kind && q.request.name == request.name)) {
+        holders.push_back(as_holder(q.request));
+      }
+    }
+    if (may_go_ahead(gpu_, holders, request, earlier)) {
+      spdlog::info("GPU: {} fits now and goes ahead of {} waiting", request.name, earlier.size());
+      if (on_fit) on_fit();
+      leave("fitted");
+      return Status::ok();
+    }
     begin_wait();
+    if (clock_.mono_now() >= deadline) {
+      spdlog::warn("GPU: no room for {} {}: queued behind {}", request.name, waited, ahead);
+      leave("timed_out");
+      // Retry-After: the earlier ones will be served (or give up).
+      return {ErrorCode::kUnavailable,
+              fmt::format("no room in the GPU budget {}: {} needs {:g} MiB, queued behind "
+                          "earlier requests for room: {}",
+                          waited, request.name, request.mib, ahead)};
+    }
     gpu_cv_.wait_for(lock, std::chrono::milliseconds(20));
   }
   // Rounds of evictions (each planned again from what they really freed), not polls of a wait:
   // a wait may take many polls and still end in evictions.
   int evictions = 0;
   for (;;) {
-    RoomPlan plan = plan_room(gpu_, gpu_holders(gpu_, registry_.snapshot()), request);
-    if (plan.verdict == RoomVerdict::kFits) {
+    if (loaded_meanwhile()) {
       leave("fitted");
       return Status::ok();
     }
-    std::string held;
-    for (const auto& h : plan.held_by) held += (held.empty() ? "" : ", ") + h;
+    RoomPlan plan = plan_room(gpu_, holders_now(), request);
+    if (plan.verdict == RoomVerdict::kFits) {
+      if (on_fit) on_fit();
+      leave("fitted");
+      return Status::ok();
+    }
     if (plan.verdict == RoomVerdict::kCannotFit) {
-      spdlog::warn("GPU: no room for {}: {}; held by {}", request.name, plan.reason, held);
+      const std::string why = refusal_text(plan);
+      spdlog::warn("GPU: no room for {}: {}", request.name, why);
       leave("cannot_fit");
-      return {ErrorCode::kUnavailable, "no room in the GPU budget: " + plan.reason +
-                                           (held.empty() ? "" : "; held by " + held)};
+      // It cannot fit as things are: a later try gets the same (no Retry-After), unless an unload
+      // or stop that failed is in the way (siesta tries it again itself).
+      const std::string message = "no room in the GPU budget: " + why;
+      return failed.empty() ? Status::final_error(ErrorCode::kUnavailable, message)
+                            : Status(ErrorCode::kUnavailable, message);
     }
     if (plan.verdict == RoomVerdict::kEvict && evictions++ < 16) {
-      // Evicting takes seconds (a stop): others may queue meanwhile, not plan.
+      // Evicting takes seconds (a stop): others may queue meanwhile, not plan, nor go ahead on
+      // the room it frees (making_room).
+      set_making_room(ticket, true);
       lock.unlock();
-      for (const GpuHolder& h : plan.evict) evict(h);
+      for (const GpuHolder& h : plan.evict) {
+        if (failed.count({h.kind, h.name}) != 0) continue;  // its server's stop frees it
+        if (Status st = evict(h); !st) {
+          const bool model = h.kind == GpuHolder::Kind::kModel;
+          spdlog::warn("GPU: {} {} did not {} to make room ({}): left out of the plan for {}",
+                       model ? "model" : "service", h.name, model ? "unload" : "stop", st.message(),
+                       request.name);
+          failed[{h.kind, h.name}] =
+              (model ? "its unload failed: " : "its stop failed: ") + st.message();
+          break;  // planned again without it
+        }
+      }
       lock.lock();
+      set_making_room(ticket, false);
       continue;  // planned again: what the evictions really freed, and any change since
     }
     // kWait (or evictions that keep not freeing enough): in-flight work has to end first.
     if (plan.verdict == RoomVerdict::kEvict) {
       plan.reason = request.name + " needs " + std::to_string(static_cast<long long>(request.mib)) +
                     " MiB: evicting idle holders did not free it";
-      for (const GpuHolder& h : plan.evict) held += (held.empty() ? "" : ", ") + h.name;
+      for (const GpuHolder& h : plan.evict) plan.held_by.push_back(h.name);
     }
     begin_wait();
     if (clock_.mono_now() >= deadline) {
-      spdlog::warn("GPU: no room for {} after {:g} s: {}; held by {}", request.name,
-                   gpu_.wait_seconds, plan.reason, held);
+      const std::string why = refusal_text(plan);
+      spdlog::warn("GPU: no room for {} {}: {}", request.name, waited, why);
       leave("timed_out");
-      return {ErrorCode::kUnavailable,
-              fmt::format("no room in the GPU budget after waiting {:g} s (gpu.wait_seconds): {}; "
-                          "held by {}",
-                          gpu_.wait_seconds, plan.reason, held)};
+      // Retry-After: the work in flight it waited for will end.
+      return {ErrorCode::kUnavailable, "no room in the GPU budget " + waited + ": " + why};
     }
     lock.unlock();
     clock_.sleep_for(std::chrono::milliseconds(50));
@@ -1033,16 +1241,27 @@ Status Controller::make_room(const GpuRequest& request) {
   }
 }
 
-void Controller::evict(const GpuHolder& h) {
+Status Controller::evict(const GpuHolder& h) {
   if (h.kind == GpuHolder::Kind::kModel) {
-    auto m = registry_.model(h.name);
-    if (!m || !m->runtime.loaded || m->runtime.in_flight > 0) return;
-    spdlog::info("GPU: unloading model {} to make room", h.name);
-    if (models_.unload_now(h.name, "make_room")) recorder_.gpu_evicted("make_room");
-    return;
+    const ModelKey key{h.name, h.service};
+    auto m = registry_.model(key);
+    if (!m || !m->runtime.loaded || m->runtime.in_flight > 0) return Status::ok();
+    spdlog::info("GPU: unloading model {} to make room (on {})", h.name, h.service);
+    Status st = models_.unload_now(key, Reason::kMakeRoom);
+    if (st.code() == ErrorCode::kConflict) return Status::ok();  // an unload already runs
+    if (!st) return st;
+    m = registry_.model(key);
+    if (m && m->runtime.loaded) {  // not asked: a frozen server answers nothing
+      auto server = registry_.service(h.service);
+      return {ErrorCode::kUnavailable, server && server->runtime.paused
+                                           ? "its server " + h.service + " is paused"
+                                           : std::string("it is still loaded")};
+    }
+    recorder_.gpu_evicted(Reason::kMakeRoom);
+    return Status::ok();
   }
   Slot* s = slot(h.name);
-  if (s == nullptr) return;
+  if (s == nullptr) return Status::ok();
   std::lock_guard op(s->op);
   bool claimed = false;
   const bool global = registry_.snapshot().settings.idle_sleep_enabled;
@@ -1054,10 +1273,32 @@ void Controller::evict(const GpuHolder& h) {
       claimed = true;
     }
   });
-  if (!claimed) return;
+  if (!claimed) return Status::ok();  // a use since: planned again
   s->light_pending.store(0);
   spdlog::info("Stopping service {} (make_room)...", h.name);
-  if (stop_locked(h.name, "make_room")) recorder_.gpu_evicted("make_room");
+  Status st = stop_locked(h.name, Reason::kMakeRoom);
+  if (st) recorder_.gpu_evicted(Reason::kMakeRoom);
+  return st;
+}
+
+void Controller::warn_gpu_over_budget() {
+  if (!gpu_.enabled() || gpu_checked_.exchange(true)) return;
+  const std::vector<GpuHolder> holders = gpu_holders(gpu_, registry_.snapshot(), clock_.wall_now());
+  for (const GpuDeviceUse& use : gpu_use(gpu_, holders)) {
+    if (use.over_mib <= 0) continue;
+    std::string held;
+    for (const GpuHolder& h : holders) {
+      if (std::find(h.devices.begin(), h.devices.end(), use.id) == h.devices.end()) continue;
+      held += fmt::format("{}{} {:g} MiB", held.empty() ? "" : ", ", h.name, h.mib);
+    }
+    // Kept working: each wake or load makes room by evicting idle holders first; idle-status
+    // shows over_mib for as long as it lasts.
+    spdlog::warn(
+        "GPU {}: its budget of {:g} MiB is smaller than what siesta's services and models hold "
+        "at start-up, {:g} MiB ({}): {:g} MiB over. Wakes and loads on it make room first; "
+        "raise gpu.devices[].memory_mib if the card has the room",
+        use.id, use.budget_mib, use.held_mib, held, use.over_mib);
+  }
 }
 
 int Controller::waiters(const std::string& service) {
@@ -1102,7 +1343,7 @@ void Controller::stop_all() {
     registry_.update_service(
         name, [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, clock_.wall_now()); });
     // Its models went with it: the state file must not say they are loaded.
-    mark_models_unloaded(name, "service_sleep");
+    mark_models_unloaded(name, Reason::kServiceSleep);
   }
   (void)save();
 }

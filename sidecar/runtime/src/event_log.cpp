@@ -1,11 +1,65 @@
 #include "siesta/runtime/event_log.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 namespace siesta {
 
-EventLog::EventLog(Recorder& next, const Clock& clock, std::size_t capacity)
-    : next_(next), clock_(clock), capacity_(std::max<std::size_t>(1, capacity)) {}
+EventLog::EventLog(Recorder& next, const Clock& clock, std::size_t capacity,
+                   std::size_t trace_capacity)
+    : next_(next),
+      clock_(clock),
+      capacity_(std::max<std::size_t>(1, capacity)),
+      trace_capacity_(std::max<std::size_t>(1, trace_capacity)) {}
+
+void EventLog::proxy_use(const std::string& service, const std::string& model, WallTime arrived,
+                         Seconds duration) {
+  {
+    std::lock_guard lock(mu_);
+    if (uses_.size() == trace_capacity_) {
+      uses_.pop_front();
+      ++dropped_;
+    }
+    uses_.push_back({to_unix_seconds(arrived), service, model, std::max(0.0, duration.count())});
+  }
+  next_.proxy_use(service, model, arrived, duration);
+}
+
+namespace {
+// A CSV field, quoted as RFC 4180 has it when it holds a comma, a quote or a line break.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+}  // namespace
+
+std::string EventLog::trace_csv() const {
+  std::vector<TracedUse> uses;
+  std::uint64_t dropped = 0;
+  {
+    std::lock_guard lock(mu_);
+    uses.assign(uses_.begin(), uses_.end());
+    dropped = dropped_;
+  }
+  // Kept in order of their end: written in order of arrival.
+  std::stable_sort(uses.begin(), uses.end(),
+                   [](const TracedUse& a, const TracedUse& b) { return a.at < b.at; });
+  std::string out = fmt::format(
+      "# siesta request trace: the last {} uses through the proxy (at most {}; {} older "
+      "dropped)\ntime,service,model,duration\n",
+      uses.size(), trace_capacity_, dropped);
+  for (const TracedUse& u : uses) {
+    out += fmt::format("{:.3f},{},{},{:.3f}\n", u.at, csv_field(u.service), csv_field(u.model),
+                       u.duration);
+  }
+  return out;
+}
 
 void EventLog::add(std::string kind, std::string subject, std::string name, std::string reason,
                    std::optional<double> duration) {
@@ -35,14 +89,13 @@ std::optional<double> EventLog::expected_wake_seconds(const std::string& service
   return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-void EventLog::service_slept(const std::string& service, const std::string& reason) {
-  add("sleep", "service", service, reason);
+void EventLog::service_slept(const std::string& service, Reason reason) {
+  add("sleep", "service", service, to_string(reason));
   next_.service_slept(service, reason);
 }
 
-void EventLog::service_woke(const std::string& service, const std::string& reason,
-                            Seconds duration) {
-  add("wake", "service", service, reason, duration.count());
+void EventLog::service_woke(const std::string& service, Reason reason, Seconds duration) {
+  add("wake", "service", service, to_string(reason), duration.count());
   {
     std::lock_guard lock(mu_);
     auto& kept = cold_starts_[service];
@@ -57,13 +110,13 @@ void EventLog::service_failed(const std::string& service, ServiceOperation opera
   next_.service_failed(service, operation);
 }
 
-void EventLog::model_unloaded(const std::string& model, const std::string& reason) {
-  add("unload", "model", model, reason);
+void EventLog::model_unloaded(const ModelKey& model, Reason reason) {
+  add("unload", "model", model.name, to_string(reason));
   next_.model_unloaded(model, reason);
 }
 
-void EventLog::model_unload_failed(const std::string& model) {
-  add("failed", "model", model, "unload");
+void EventLog::model_unload_failed(const ModelKey& model) {
+  add("failed", "model", model.name, "unload");
   next_.model_unload_failed(model);
 }
 
@@ -81,8 +134,8 @@ void EventLog::service_woke_from_tier(const std::string& service, const std::str
   next_.service_woke_from_tier(service, tier, duration);
 }
 
-void EventLog::model_loaded(const std::string& model, const std::string& reason, Seconds duration) {
-  add("load", "model", model, reason, duration.count());
+void EventLog::model_loaded(const ModelKey& model, Reason reason, Seconds duration) {
+  add("load", "model", model.name, to_string(reason), duration.count());
   next_.model_loaded(model, reason, duration);
 }
 
@@ -95,10 +148,10 @@ void EventLog::proxy_request(const std::string& service, int status, Seconds dur
 void EventLog::service_memory_freed(const std::string& service, double bytes) {
   next_.service_memory_freed(service, bytes);
 }
-void EventLog::model_memory_freed(const std::string& model, double bytes) {
+void EventLog::model_memory_freed(const ModelKey& model, double bytes) {
   next_.model_memory_freed(model, bytes);
 }
-void EventLog::model_added(const std::string& model) { next_.model_added(model); }
+void EventLog::model_added(const ModelKey& model) { next_.model_added(model); }
 void EventLog::proxy_connection(const std::string& service) { next_.proxy_connection(service); }
 void EventLog::proxy_connection_opened(const std::string& service) {
   next_.proxy_connection_opened(service);
@@ -116,7 +169,7 @@ void EventLog::proxy_idle_closed(const std::string& service, const char* kind) {
   next_.proxy_idle_closed(service, kind);
 }
 
-void EventLog::gpu_evicted(const std::string& reason) { next_.gpu_evicted(reason); }
+void EventLog::gpu_evicted(Reason reason) { next_.gpu_evicted(reason); }
 
 void EventLog::gpu_wait(bool began, const char* outcome) { next_.gpu_wait(began, outcome); }
 

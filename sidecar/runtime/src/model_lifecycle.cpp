@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "saved.h"
@@ -32,34 +33,42 @@ ModelProvider* ModelLifecycle::provider_of(const std::string& provider_service) 
 
 Status ModelLifecycle::save() { return save_ ? save_() : Status::ok(); }
 
-bool ModelLifecycle::learn_model(const std::string& model, const std::string& provider_service,
-                                 const ModelRuntime& runtime, const char* how) {
+bool ModelLifecycle::learn_model(const ModelKey& model, const ModelRuntime& runtime,
+                                 const char* how) {
   ModelSpec spec;
-  spec.name = model;
-  spec.provider = provider_service;
-  auto learned = registry_.add_learned_model(spec, runtime, max_learned_models_);
+  spec.name = model.name;
+  spec.provider = model.service;
+  ModelRuntime rt = runtime;
+  if (!rt.first_seen) rt.first_seen = clock_.wall_now();
+  auto learned = registry_.add_learned_model(spec, rt, max_learned_models_);
   forget_loads(learned.forgotten);  // idle: nothing in flight
-  for (const auto& name : learned.forgotten) {
-    spdlog::info("Model {} forgotten: not loaded, the oldest of more than {} learned models", name,
-                 max_learned_models_);
+  for (const auto& key : learned.forgotten) {
+    spdlog::info("Model {} of {} forgotten: not loaded, the oldest of more than {} learned models",
+                 key.name, key.service, max_learned_models_);
   }
-  if (learned.added) spdlog::info("Model {} {} {}; tracking it", model, how, provider_service);
+  if (learned.added) spdlog::info("Model {} {} {}; tracking it", model.name, how, model.service);
   return learned.added;
 }
 
-void ModelLifecycle::record_unload(const std::string& model, const std::string& reason,
+void ModelLifecycle::record_unload(const ModelKey& model, Reason reason,
                                    std::optional<double> vram_bytes) {
   recorder_.model_unloaded(model, reason);
   if (vram_bytes && *vram_bytes > 0) recorder_.model_memory_freed(model, *vram_bytes);
 }
 
-void ModelLifecycle::mark_models_unloaded(const std::string& provider_service,
-                                          const std::string& reason) {
-  for (const auto& name : registry_.model_names()) {
+void ModelLifecycle::mark_models_unloaded(const std::string& provider_service, Reason reason,
+                                          const char* what) {
+  if (what == nullptr) {
+    what = reason == Reason::kSleepTier  ? "put its engine to sleep"
+           : reason == Reason::kExternal ? "stopped outside siesta"
+                                         : "stopped";
+  }
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != provider_service) continue;
     bool unloaded = false;
     std::optional<double> freed;
-    registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& rt) {
-      if (spec.provider == provider_service && rt.loaded) {
+    registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& rt) {
+      if (rt.loaded) {
         freed = std::exchange(rt.vram_bytes, std::nullopt);
         rt.loaded = false;
         rt.keep_alive_seconds.reset();
@@ -67,25 +76,22 @@ void ModelLifecycle::mark_models_unloaded(const std::string& provider_service,
       }
     });
     if (unloaded) {
-      record_unload(name, reason, freed);
-      spdlog::info("Model {} unloaded: its service {} {}", name, provider_service,
-                   reason == "sleep_tier" ? "put its engine to sleep" : "stopped");
+      record_unload(key, reason, freed);
+      spdlog::info("Model {} unloaded: its service {} {}", key.name, provider_service, what);
     }
   }
 }
 
-KeepAlivePolicy ModelLifecycle::keep_alive_policy(const std::string& model,
-                                                  const std::string& provider_service) {
+KeepAlivePolicy ModelLifecycle::keep_alive_policy(const ModelKey& model) {
   const Settings settings = registry_.settings();
   if (auto view = registry_.model(model)) {
     return siesta::keep_alive_policy(settings, view->spec.get(), nullptr);
   }
-  auto server = registry_.service(provider_service);
+  auto server = registry_.service(model.service);
   return siesta::keep_alive_policy(settings, nullptr, server ? server->spec.get() : nullptr);
 }
 
-std::optional<std::uint64_t> ModelLifecycle::begin_model_request(
-    const std::string& model, const std::string& provider_service) {
+std::optional<std::uint64_t> ModelLifecycle::begin_model_request(const ModelKey& model) {
   ModelRuntime first;
   first.in_flight = 1;
   bool loaded = false;
@@ -94,14 +100,14 @@ std::optional<std::uint64_t> ModelLifecycle::begin_model_request(
     ++rt.in_flight;
     loaded = rt.loaded;
   })) {
-    if (learn_model(model, provider_service, first, "is used through")) break;
+    if (learn_model(model, first, "is used through")) break;
   }
   if (loaded) return std::nullopt;
   std::lock_guard lock(loads_mu_);
   return request_loads_[model];
 }
 
-bool ModelLifecycle::model_accepted(const std::string& model, double keep_alive_seconds,
+bool ModelLifecycle::model_accepted(const ModelKey& model, double keep_alive_seconds,
                                     std::optional<std::uint64_t> ticket) {
   const WallTime now = clock_.wall_now();
   bool paid = false;
@@ -121,18 +127,21 @@ bool ModelLifecycle::model_accepted(const std::string& model, double keep_alive_
   return paid;
 }
 
-void ModelLifecycle::end_model_request(const std::string& model, bool accepted) {
+void ModelLifecycle::end_model_request(const ModelKey& model, bool accepted) {
   const WallTime now = clock_.wall_now();
   std::optional<WallTime> deadline;
   const Settings settings = registry_.settings();
   registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
     rt.last_used = now;  // the keep-alive runs from the end of the last request
-    if (rt.in_flight == 0) deadline = keep_alive_ends(settings, spec, rt);
+    if (rt.in_flight == 0) {
+      rt.load_room = false;
+      deadline = keep_alive_ends(settings, spec, rt);
+    }
   });
   // A name its server refused (e.g. 404: not installed) is not kept: it was never loaded.
   if (!accepted && forget_if_unused(model)) {
-    spdlog::info("Model {} forgotten: its request failed and it was never loaded", model);
+    spdlog::info("Model {} forgotten: its request failed and it was never loaded", model.name);
     return;
   }
   if (deadline) registry_.changes().notify_if_before(*deadline);
@@ -167,7 +176,7 @@ Result<std::string> ModelLifecycle::find_installed(const std::string& model) {
   return none;
 }
 
-bool ModelLifecycle::forget_if_unused(const std::string& model) {
+bool ModelLifecycle::forget_if_unused(const ModelKey& model) {
   const bool forgotten =
       registry_.remove_model_if(model, [](const ModelSpec& spec, const ModelRuntime& rt) {
         return spec.learned && !rt.loaded && rt.in_flight == 0 && !rt.unloading;
@@ -176,18 +185,32 @@ bool ModelLifecycle::forget_if_unused(const std::string& model) {
   return forgotten;
 }
 
-void ModelLifecycle::forget_loads(const std::vector<std::string>& models) {
+void ModelLifecycle::forget_loads(const std::vector<ModelKey>& models) {
   std::lock_guard lock(loads_mu_);
   for (const auto& m : models) request_loads_.erase(m);
 }
 
-Status ModelLifecycle::load_model(const std::string& model) {
-  auto view = registry_.model(model);
-  if (!view) {
-    auto server = find_installed(model);
+Status ModelLifecycle::load_model(const ModelKey& asked) {
+  ModelKey key = asked;
+  if (key.service.empty()) {  // one siesta has not seen: which server has it
+    auto server = find_installed(key.name);
     if (!server) return server.status();
-    learn_model(model, *server, ModelRuntime{}, "is loaded by the admin API on");
-    view = registry_.model(model);
+    key.service = *server;
+  } else if (!registry_.service(key.service)) {
+    return {ErrorCode::kNotFound, "unknown service: " + key.service};
+  }
+  if (Status st = refuse_if_model_is_process(key, "load", "a request to it wakes the service");
+      !st) {
+    return st;
+  }
+  const std::string& model = key.name;
+  auto view = registry_.model(key);
+  if (!view) {
+    if (provider_of(key.service) == nullptr) {
+      return {ErrorCode::kUnavailable, "service " + key.service + " has no model API"};
+    }
+    learn_model(key, ModelRuntime{}, "is loaded by the admin API on");
+    view = registry_.model(key);
     if (!view) return {ErrorCode::kConflict, "model " + model + " was forgotten meanwhile"};
   }
   ModelProvider* provider = provider_of(view->spec->provider);
@@ -204,15 +227,15 @@ Status ModelLifecycle::load_model(const std::string& model) {
   const Seconds took = clock_.mono_now() - t0;
   if (!st) {
     spdlog::error("Model {}: load failed: {}", model, st.message());
-    if (forget_if_unused(model)) spdlog::info("Model {} forgotten: it was never loaded", model);
+    if (forget_if_unused(key)) spdlog::info("Model {} forgotten: it was never loaded", model);
     return st;
   }
   const WallTime now = clock_.wall_now();
-  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+  registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
   });
-  recorder_.model_loaded(model, "manual", took);
+  recorder_.model_loaded(key, Reason::kManual, took);
   spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
   return saved(Status::ok(), save());
 }
@@ -222,15 +245,16 @@ Status ModelLifecycle::unload_models_of(const std::string& provider_service) {
     return {ErrorCode::kNotFound, "unknown service: " + provider_service};
   }
   Status first = Status::ok();
-  for (const auto& name : registry_.model_names()) {
-    auto view = registry_.model(name);
-    if (!view || view->spec->provider != provider_service || !view->runtime.loaded) continue;
-    if (Status st = unload_model(name); !st && first) first = st;
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != provider_service) continue;
+    auto view = registry_.model(key);
+    if (!view || !view->runtime.loaded) continue;
+    if (Status st = unload_model(key); !st && first) first = st;
   }
   return first;
 }
 
-Status ModelLifecycle::touch_model(const std::string& model) {
+Status ModelLifecycle::touch_model(const ModelKey& model) {
   const WallTime now = clock_.wall_now();
   std::string provider;
   bool known = registry_.update_model(model, [&](const ModelSpec& spec, ModelRuntime& rt) {
@@ -238,13 +262,13 @@ Status ModelLifecycle::touch_model(const std::string& model) {
     rt.last_used = now;
     provider = spec.provider;
   });
-  if (!known) return {ErrorCode::kNotFound, "unknown model: " + model};
+  if (!known) return {ErrorCode::kNotFound, "unknown model: " + model.name};
   registry_.update_service(provider,
                            [&](const ServiceSpec&, ServiceRuntime& rt) { rt.last_used = now; });
   return saved(Status::ok(), save());
 }
 
-bool ModelLifecycle::claim_unload(const std::string& model) {
+bool ModelLifecycle::claim_unload(const ModelKey& model) {
   const WallTime now = clock_.wall_now();
   const Settings settings = registry_.settings();
   bool claimed = false;
@@ -254,49 +278,72 @@ bool ModelLifecycle::claim_unload(const std::string& model) {
       claimed = true;
     }
   });
-  if (claimed) spdlog::info("Model {} keep-alive expired, unloading...", model);
+  if (claimed) spdlog::info("Model {} keep-alive expired, unloading...", model.name);
   return claimed;
 }
 
-void ModelLifecycle::finish_unload(const std::string& model, const std::string& reason) {
-  if (unload_claimed(model, reason)) spdlog::info("Successfully unloaded idle model {}", model);
-}
-
-Status ModelLifecycle::unload_model(const std::string& model) {
-  auto view = registry_.model(model);
-  if (!view) return {ErrorCode::kNotFound, "unknown model: " + model};
-  // A server whose model is the process has no unload to ask for: refused, not a failed unload
-  // (no failure counted, no error on the model, no retry).
-  if (auto server = registry_.service(view->spec->provider);
-      server && server->spec->model_api != ServiceSpec::ModelApi::kNone &&
-      !can_unload_models(server->spec->model_api)) {
-    return {ErrorCode::kUnavailable,
-            "service " + view->spec->provider + " cannot unload model " + model +
-                ": the model is the process; put the service to sleep (its sleep tiers) instead"};
+void ModelLifecycle::finish_unload(const ModelKey& model, Reason reason) {
+  if (unload_claimed(model, reason)) {
+    spdlog::info("Successfully unloaded idle model {}", model.name);
   }
-  return unload_now(model, "forced");
 }
 
-Status ModelLifecycle::unload_now(const std::string& model, const std::string& reason) {
+// A server whose model is the process (vLLM, OpenAI-compatible servers) has no load or unload to
+// ask for: an admin load or unload is refused, not failed (no failure counted, no error on the
+// model, no retry, no load time). Ok for a server that has them.
+Status ModelLifecycle::refuse_if_model_is_process(const ModelKey& key, const char* verb,
+                                                  const char* instead) const {
+  auto server = registry_.service(key.service);  // the provider service
+  if (!server || server->spec->model_api == ServiceSpec::ModelApi::kNone ||
+      can_unload_models(server->spec->model_api)) {
+    return Status::ok();
+  }
+  // Final: no later try can do it (no Retry-After on its 503).
+  return Status::final_error(ErrorCode::kUnavailable, "service " + key.service + " cannot " + verb +
+                                                          " model " + key.name +
+                                                          ": the model is the process; " + instead);
+}
+
+Status ModelLifecycle::unload_model(const ModelKey& key) {
+  auto view = registry_.model(key);
+  if (!view) return {ErrorCode::kNotFound, "unknown model: " + key.name};
+  if (Status st = refuse_if_model_is_process({key.name, view->spec->provider}, "unload",
+                                             "put the service to sleep (its sleep tiers) instead");
+      !st) {
+    return st;
+  }
+  return unload_now(key, Reason::kForced);
+}
+
+Status ModelLifecycle::unload_now(const ModelKey& model, Reason reason) {
   bool claimed = false;
   bool busy = false;
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     busy = rt.unloading;
     if (rt.loaded && !rt.unloading) rt.unloading = claimed = true;
   });
-  if (busy) return {ErrorCode::kConflict, "an unload of model " + model + " is in progress"};
+  if (busy) return {ErrorCode::kConflict, "an unload of model " + model.name + " is in progress"};
   if (!claimed) return Status::ok();  // not loaded (or forgotten): nothing to do
-  spdlog::info("Unloading model {} ({})...", model, reason);
+  spdlog::info("Unloading model {} ({})...", model.name, to_string(reason));
   Status st = unload_claimed(model, reason);
-  if (st) spdlog::info("Successfully unloaded model {}", model);
+  if (st) spdlog::info("Successfully unloaded model {}", model.name);
   return st;
 }
 
-Status ModelLifecycle::unload_claimed(const std::string& model, const std::string& reason) {
+Status ModelLifecycle::unload_claimed(const ModelKey& model, Reason reason) {
   auto view = registry_.model(model);
   ModelProvider* provider = providers_ ? providers_(view->spec->provider) : nullptr;
   auto service = registry_.service(view->spec->provider);
   const bool service_up = service && service->runtime.state != ServiceState::kStopped;
+  if (provider != nullptr && service && service->runtime.paused && reason == Reason::kForced) {
+    // Asked for now (the admin API): refused, saying why; nothing failed, nothing is retried.
+    registry_.update_model(model,
+                           [&](const ModelSpec&, ModelRuntime& rt) { rt.unloading = false; });
+    return {ErrorCode::kConflict,
+            "model " + model.name + " was not unloaded: its service " + view->spec->provider +
+                " is paused (a frozen server answers nothing); a request resumes it, and its "
+                "unload_models tier or its stop frees the model"};
+  }
   if (provider != nullptr && service && service->runtime.paused) {
     // A frozen model server answers nothing; its unload_models tier or its stop frees the model.
     const WallTime later = retry_at(registry_.settings(), clock_.wall_now());
@@ -304,22 +351,22 @@ Status ModelLifecycle::unload_claimed(const std::string& model, const std::strin
       rt.unloading = false;
       rt.retry_at = later;
     });
-    spdlog::info("Model {}: not unloaded now, its service {} is paused", model,
+    spdlog::info("Model {}: not unloaded now, its service {} is paused", model.name,
                  view->spec->provider);
     return Status::ok();
   }
   Status st = Status::ok();
   if (provider != nullptr && !service_up) {
     // A stopped model server holds no models: nothing to ask it.
-    spdlog::info("Model {}: its service {} is stopped, so it is not loaded", model,
+    spdlog::info("Model {}: its service {} is stopped, so it is not loaded", model.name,
                  view->spec->provider);
   } else if (provider != nullptr) {
-    st = provider->unload(model);
+    st = provider->unload(model.name);
   } else {
     spdlog::warn(
         "Model {}: no model provider for service {}; marking it unloaded without "
         "contacting the service",
-        model, view->spec->provider);
+        model.name, view->spec->provider);
   }
   const WallTime now = clock_.wall_now();
   const Settings settings = registry_.settings();
@@ -341,10 +388,28 @@ Status ModelLifecycle::unload_claimed(const std::string& model, const std::strin
     record_unload(model, reason, freed);
   } else {
     recorder_.model_unload_failed(model);
-    spdlog::error("Model {}: unload failed: {} (retrying in {:g} s)", model, st.message(),
+    spdlog::error("Model {}: unload failed: {} (retrying in {:g} s)", model.name, st.message(),
                   retry_delay(settings).count());
   }
   return saved(st, save());
+}
+
+void ModelLifecycle::warn_over_estimate(const ModelKey& model, double vram_bytes,
+                                        double estimate_mib) {
+  const double measured = vram_bytes / (1024.0 * 1024.0);
+  if (measured <= estimate_mib + 0.5) return;
+  {
+    std::lock_guard lock(loads_mu_);
+    if (!warned_over_estimate_.insert(model).second) return;
+  }
+  // The budget already counts size_vram before the estimate (model_gpu_mib); the estimate only
+  // counts until the size is measured, e.g. for a load after a restart.
+  spdlog::warn(
+      "Model {} (on {}): its server reports a size_vram of {:.0f} MiB, more than its "
+      "gpu_memory_mib estimate of {:g} MiB; the GPU budget counts the measured {:.0f} MiB from now "
+      "on. Raise models.{}.gpu_memory_mib to at least {:.0f}: until a size is measured (a load "
+      "after siesta restarts) the estimate is what makes room",
+      model.name, model.service, measured, estimate_mib, measured, model.name, std::ceil(measured));
 }
 
 bool ModelLifecycle::sync_loaded(const std::string& service,
@@ -356,29 +421,37 @@ bool ModelLifecycle::sync_loaded(const std::string& service,
     rt.loaded = true;
     rt.last_used = now;
     rt.size_bytes = m.size_bytes;
-    rt.vram_bytes = m.vram_bytes;
-    if (!registry_.model(m.name) && learn_model(m.name, service, rt, "found loaded on")) {
-      recorder_.model_added(m.name);
+    rt.vram_bytes = rt.vram_bytes_seen = m.vram_bytes;
+    rt.card = m.card;
+    const ModelKey key{m.name, service};
+    if (!registry_.model(key) && learn_model(key, rt, "found loaded on")) {
+      recorder_.model_added(key);
       changed = true;
     }
-    registry_.update_model(m.name, [&](const ModelSpec&, ModelRuntime& cur) {
+    std::optional<double> estimate_mib;
+    registry_.update_model(key, [&](const ModelSpec& spec, ModelRuntime& cur) {
+      estimate_mib = spec.gpu_memory_mib;
       cur.size_bytes = m.size_bytes;
       cur.vram_bytes = m.vram_bytes;
+      if (!m.card.empty()) cur.card = m.card;                // the server's latest word on it
+      if (m.vram_bytes) cur.vram_bytes_seen = m.vram_bytes;  // kept after an unload (GPU budget)
       if (!cur.loaded) {
         cur.loaded = true;
         cur.last_used = now;
         changed = true;
       }
     });
+    if (m.vram_bytes && estimate_mib) warn_over_estimate(key, *m.vram_bytes, *estimate_mib);
   }
-  for (const auto& name : registry_.model_names()) {
+  for (const auto& key : registry_.model_keys()) {
+    if (key.service != service) continue;
     bool gone = false;
     std::optional<double> freed;
-    registry_.update_model(name, [&](const ModelSpec& spec, ModelRuntime& cur) {
+    registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& cur) {
       // A model with a request running may still be loading: Ollama lists it only then.
-      if (spec.provider != service || !cur.loaded || cur.unloading || cur.in_flight > 0) return;
+      if (!cur.loaded || cur.unloading || cur.in_flight > 0) return;
       bool listed = std::any_of(loaded.begin(), loaded.end(),
-                                [&](const LoadedModel& m) { return m.name == name; });
+                                [&](const LoadedModel& m) { return m.name == key.name; });
       if (!listed) {
         freed = std::exchange(cur.vram_bytes, std::nullopt);
         cur.loaded = false;
@@ -387,8 +460,8 @@ bool ModelLifecycle::sync_loaded(const std::string& service,
       }
     });
     if (gone) {
-      record_unload(name, "external", freed);
-      spdlog::info("Model {} was unloaded outside siesta", name);
+      record_unload(key, Reason::kExternal, freed);
+      spdlog::info("Model {} was unloaded outside siesta (on {})", key.name, service);
       changed = true;
     }
   }

@@ -9,8 +9,8 @@
 
 namespace siesta {
 
-Monitor::Monitor(Registry& registry, Controller& controller, const Clock& clock, Recorder& recorder,
-                 Executor& executor)
+Monitor::Monitor(Registry& registry, MonitorActions& controller, const Clock& clock,
+                 Recorder& recorder, Executor& executor)
     : registry_(registry),
       controller_(controller),
       clock_(clock),
@@ -45,10 +45,9 @@ WallTime Monitor::step() {
         }
         break;
       case ActionKind::kUnloadModel:
-        if (controller_.claim_unload(action.name)) {
-          executor_.post([this, name = action.name, reason = action.reason] {
-            controller_.finish_unload(name, reason);
-          });
+        if (const ModelKey key{action.name, action.service}; controller_.claim_unload(key)) {
+          executor_.post(
+              [this, key, reason = action.reason] { controller_.finish_unload(key, reason); });
         }
         break;
       case ActionKind::kStartService:

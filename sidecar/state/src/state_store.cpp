@@ -169,7 +169,17 @@ class Restorer {
         ignore(key + ".idle_gaps", g, "must be an array of positive seconds");
       }
     }
-    registry_.update_service(name, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    // A measured GPU size (docs/gpu.md): what its processes held at most, in MiB.
+    std::optional<double> gpu_mib;
+    if (const json g = saved.value("gpu_measured_mib", json()); !g.is_null()) {
+      if (g.is_number() && g.get<double>() >= 0 && std::isfinite(g.get<double>())) {
+        gpu_mib = g.get<double>();
+      } else {
+        ignore(key + ".gpu_measured_mib", g, "must be a number of MiB, at least 0");
+      }
+    }
+    registry_.update_service(name, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
+      if (spec.gpu_memory_measured) rt.gpu_measured_mib = gpu_mib;
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
@@ -182,11 +192,27 @@ class Restorer {
     }
   }
 
-  void model(const std::string& name, const json& saved) {
-    const std::string key = "models." + name;
-    if (!saved.is_object() || !saved.value("provider", json()).is_string() ||
-        !saved.value("loaded", json()).is_boolean()) {
-      ignore(key, saved, "needs a provider (string) and loaded (true or false)");
+  // "models": {service: {name: entry}} (models are per service); a file written before that
+  // has {name: entry with its provider}: each such model is restored on its provider.
+  void models(const json& saved) {
+    for (const auto& [first, value] : saved.items()) {
+      if (value.is_object() && value.value("provider", json()).is_string()) {
+        model(first, value.value("provider", json()).get<std::string>(), value);
+      } else if (value.is_object() &&
+                 std::all_of(value.begin(), value.end(),
+                             [](const json& entry) { return entry.is_object(); })) {
+        for (const auto& [name, entry] : value.items()) model(name, first, entry);
+      } else {
+        ignore("models." + first, value,
+               "needs {model name: entry} per service, or an entry with its provider");
+      }
+    }
+  }
+
+  void model(const std::string& name, const std::string& provider, const json& saved) {
+    const std::string key = "models." + provider + "." + name;
+    if (!saved.is_object() || !saved.value("loaded", json()).is_boolean()) {
+      ignore(key, saved, "needs loaded (true or false)");
       return;
     }
     ModelRuntime rt;
@@ -201,11 +227,14 @@ class Restorer {
         rt.keep_alive_seconds = keep_alive.get<double>();
       }
     }
+    rt.first_seen = time(key + ".first_seen", saved.value("first_seen", json()));
     if (rt.loaded && !rt.last_used) rt.loaded = false;  // a loaded model always has a last use
-    bool known = registry_.update_model(
-        name, [&](const ModelSpec&, ModelRuntime& current) { current = rt; });
+    bool known =
+        registry_.update_model({name, provider}, [&](const ModelSpec&, ModelRuntime& current) {
+          if (!rt.first_seen) rt.first_seen = current.first_seen;  // a file from before first_seen
+          current = rt;
+        });
     if (!known) {
-      std::string provider = saved["provider"].get<std::string>();
       if (!registry_.service(provider)) {
         result_.notes.push_back("model " + name + ": provider " + provider +
                                 " is no longer in the config; dropped");
@@ -215,6 +244,7 @@ class Restorer {
       spec.name = name;
       spec.provider = provider;
       spec.learned = true;  // not in the config; trimmed to max_learned_models by the Controller
+      if (!rt.first_seen) rt.first_seen = rt.last_used.value_or(now_);  // no better guess
       registry_.add_model(spec, rt);
     }
   }
@@ -253,17 +283,18 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
       entry["tier"] = view.runtime.tier;
     }
     if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
+    if (view.runtime.gpu_measured_mib) entry["gpu_measured_mib"] = *view.runtime.gpu_measured_mib;
     auto handle = handles.find(name);
     entry["handle"] = handle != handles.end() ? handle->second : json(nullptr);
     services[name] = std::move(entry);
   }
   doc["services"] = std::move(services);
-  json models = json::object();
+  json models = json::object();  // per service: two may serve a model of the same name
   for (const auto& view : snapshot.models) {
-    models[view.spec->name] = {
-        {"provider", view.spec->provider},
+    models[view.spec->provider][view.spec->name] = {
         {"loaded", view.runtime.loaded},
         {"last_used", optional_time(view.runtime.last_used)},
+        {"first_seen", optional_time(view.runtime.first_seen)},
         {"keep_alive_seconds",
          view.runtime.keep_alive_seconds ? json(*view.runtime.keep_alive_seconds) : json(nullptr)}};
   }
@@ -279,8 +310,7 @@ Result<RestoreResult> restore_state(const json& doc, const Baseline& baseline, R
   restorer.settings(doc.value("settings", json::object()));
   const json services = doc.value("services", json::object());
   for (const auto& [name, saved] : services.items()) restorer.service(name, saved);
-  const json models = doc.value("models", json::object());
-  for (const auto& [name, saved] : models.items()) restorer.model(name, saved);
+  restorer.models(doc.value("models", json::object()));
   return result;
 }
 

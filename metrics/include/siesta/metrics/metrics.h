@@ -46,12 +46,11 @@ class Metrics final : public Recorder {
   // Creates the counters of known services and models at zero, so rate() sees their start.
   void declare(const Snapshot& snapshot);
 
-  void service_slept(const std::string& service, const std::string& reason) override;
-  void service_woke(const std::string& service, const std::string& reason,
-                    Seconds duration) override;
+  void service_slept(const std::string& service, Reason reason) override;
+  void service_woke(const std::string& service, Reason reason, Seconds duration) override;
   void service_failed(const std::string& service, ServiceOperation operation) override;
-  void model_unloaded(const std::string& model, const std::string& reason) override;
-  void model_unload_failed(const std::string& model) override;
+  void model_unloaded(const ModelKey& model, Reason reason) override;
+  void model_unload_failed(const ModelKey& model) override;
   void monitor_ran(WallTime at, Seconds took) override;
   void service_added(const std::string& service) override;
   void proxy_request(const std::string& service, int status, Seconds duration) override;
@@ -61,18 +60,20 @@ class Metrics final : public Recorder {
   void proxy_connection_refused(const std::string& service, const std::string& reason) override;
   void proxy_upstream_connection(const std::string& service, bool reused) override;
   void proxy_idle_closed(const std::string& service, const char* kind) override;
-  void model_added(const std::string& model) override;
-  void model_memory_freed(const std::string& model, double bytes) override;
+  void model_added(const ModelKey& model) override;
+  void model_memory_freed(const ModelKey& model, double bytes) override;
   void service_memory_freed(const std::string& service, double bytes) override;
-  void model_loaded(const std::string& model, const std::string& reason, Seconds duration) override;
+  void model_loaded(const ModelKey& model, Reason reason, Seconds duration) override;
   void service_tier_entered(const std::string& service, const std::string& tier) override;
   void service_woke_from_tier(const std::string& service, const std::string& tier,
                               Seconds duration) override;
 
-  void gpu_evicted(const std::string& reason) override;
+  void gpu_evicted(Reason reason) override;
   void gpu_wait(bool began, const char* outcome) override;
   // The GPU budget whose gauges /metrics shows (none: no siesta_gpu_* at all). Set before use.
   void set_gpu(const GpuConfig& gpu);
+  // The currency label of the cost counters (the config's "currency"). Set before use.
+  void set_currency(const std::string& currency);
   // The text exposition format (version 0.0.4).
   std::string render(const Snapshot& snapshot, const Decision& decision,
                      const MonitorStatus& monitor) const;
@@ -131,6 +132,7 @@ class Metrics final : public Recorder {
   prometheus::Family<prometheus::Histogram>* proxy_duration_;
   prometheus::Family<prometheus::Histogram>* load_duration_;
   GpuConfig gpu_;
+  std::string currency_;
   prometheus::Family<prometheus::Counter>* gpu_evictions_;
   prometheus::Family<prometheus::Counter>* gpu_waits_;
   prometheus::Gauge* gpu_waiting_;

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -108,6 +109,10 @@ struct ProcessBackend::Child {
   std::condition_variable cv;
   bool exited = false;  // guarded by mu
   int status = 0;       // guarded by mu
+  // Set by the waiter, before `exited`, when the process exited on its own while another
+  // process answers the service's upstream (what, for Inspection::start_failure). Guarded by mu.
+  std::string taken_upstream;
+  std::atomic<bool> stop_requested{false};  // siesta ends it: its exit is no failure
   std::thread waiter;
 
   bool alive() {
@@ -138,6 +143,10 @@ struct ProcessBackend::Child {
     if (adopted) return "exited";
     std::lock_guard lock(mu);
     return exit_text(status);
+  }
+  std::string upstream_note() {
+    std::lock_guard lock(mu);
+    return taken_upstream;
   }
 };
 
@@ -176,7 +185,7 @@ Status ProcessBackend::start(const ServiceSpec& spec) {
   if (auto existing = find(spec.name); existing && existing->alive()) return Status::ok();
 
   // Its output, stdout and stderr, goes to siesta's log (pump_output).
-  const SpawnedChild spawned = spawn_in_own_group(spec.command, /*stderr_too=*/true);
+  const SpawnedChild spawned = spawn_in_own_group(spec.command, StderrTo::kOutput);
   if (spawned.pid < 0) {
     return {ErrorCode::kFailed,
             "cannot run " + spec.command[0] + ": " + std::strerror(spawned.error)};
@@ -186,18 +195,32 @@ Status ProcessBackend::start(const ServiceSpec& spec) {
   auto child = std::make_shared<Child>();
   child->pid = pid;
   child->start_ticks = proc_start_ticks(pid);
-  child->waiter = std::thread([child, name = spec.name] {
-    int status = 0;
-    while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    {
-      std::lock_guard lock(child->mu);
-      child->exited = true;
-      child->status = status;
-    }
-    child->cv.notify_all();
-    spdlog::info("Service {}: process {} {}", name, child->pid, exit_text(status));
-  });
+  child->waiter =
+      std::thread([child, name = spec.name, host = spec.upstream_host, port = spec.upstream_port] {
+        int status = 0;
+        while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        // Ended on its own, its whole group gone, and its upstream still answers: another process
+        // holds the port (an engine started by hand on it), so the service's own could not bind it,
+        // and what answered the readiness probe and the requests was that other process.
+        std::string note;
+        if (!child->stop_requested.load() && port > 0 && !group_alive(child->pid) &&
+            tcp_connects(host, port, milliseconds(500))) {
+          note = "process " + std::to_string(child->pid) + " " + exit_text(status) +
+                 " while another process answers its upstream " + host + ":" +
+                 std::to_string(port) +
+                 ": the port is taken (a server started by hand on it?), so that process, not the "
+                 "service's own, answered its readiness check and its requests";
+        }
+        {
+          std::lock_guard lock(child->mu);
+          child->taken_upstream = std::move(note);
+          child->exited = true;
+          child->status = status;
+        }
+        child->cv.notify_all();
+        spdlog::info("Service {}: process {} {}", name, child->pid, exit_text(status));
+      });
   spdlog::info("Service {}: started process {} ({})", spec.name, pid, spec.command[0]);
 
   std::shared_ptr<Child> previous;
@@ -213,7 +236,10 @@ Result<Readiness> ProcessBackend::check_ready(const ServiceSpec& spec) {
   auto child = find(spec.name);
   if (!child) return Status{ErrorCode::kFailed, "no process was started"};
   if (!child->alive()) {
-    return Status{ErrorCode::kFailed, "process " + child->exit_detail() + " before it was ready"};
+    const std::string taken = child->upstream_note();
+    return Status{ErrorCode::kFailed,
+                  taken.empty() ? "process " + child->exit_detail() + " before it was ready"
+                                : taken + " (it exited before it was ready)"};
   }
   return probe_health(spec, milliseconds(500)) ? Readiness::kReady : Readiness::kNotYet;
 }
@@ -225,6 +251,7 @@ Status ProcessBackend::stop(const ServiceSpec& spec) {
   const auto grace = std::chrono::duration_cast<milliseconds>(Seconds(spec.stop_timeout_seconds));
   const MonoTime t0 = clock_.mono_now();
 
+  child->stop_requested.store(true);
   if (child->alive()) {
     ::kill(-pgid, SIGTERM);
     ::kill(-pgid, SIGCONT);  // a paused (SIGSTOPped) group gets the SIGTERM only once continued
@@ -291,7 +318,8 @@ Result<Inspection> ProcessBackend::inspect(const ServiceSpec& spec) {
     return Inspection{true, "pid " + std::to_string(child->pid) + (paused ? " (stopped)" : ""),
                       paused};
   }
-  return Inspection{false, "process " + std::to_string(child->pid) + " " + child->exit_detail()};
+  return Inspection{false, "process " + std::to_string(child->pid) + " " + child->exit_detail(),
+                    false, child->upstream_note()};
 }
 
 nlohmann::json ProcessBackend::save_handle(const ServiceSpec& spec) {

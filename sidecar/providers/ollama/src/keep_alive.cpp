@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "siesta/core/decide.h"
+#include "siesta/core/units.h"
 
 namespace siesta {
 
@@ -30,12 +31,7 @@ Result<double> parse_ollama_keep_alive(const nlohmann::json& value) {
     for (std::sregex_iterator it(parts.begin(), parts.end(), kPart), end; it != end; ++it) {
       const std::string unit = (*it)[2].str();
       const double n = std::stod((*it)[1].str());
-      seconds += unit == "h"    ? n * 3600
-                 : unit == "m"  ? n * 60
-                 : unit == "s"  ? n
-                 : unit == "ms" ? n / 1e3
-                 : unit == "ns" ? n / 1e9
-                                : n / 1e6;
+      seconds += n * duration_suffix(unit)->seconds;
     }
     if (m[1].str() == "-") seconds = -seconds;
   } else {

@@ -33,7 +33,10 @@ std::string openai_error_message(int status, const std::string& body) {
   return "HTTP " + std::to_string(status);
 }
 
-Result<std::vector<std::string>> OpenAiProvider::list_installed() {
+// What a running server serves is in memory: GET /v1/models, each entry kept as the server
+// wrote it (vLLM's ModelCard: max_model_len, root, permission...), for the list siesta answers
+// while the server sleeps.
+Result<std::vector<LoadedModel>> OpenAiProvider::loaded() {
   httplib::Client cli(host_, port_);
   cli.set_connection_timeout(std::chrono::seconds(2));
   cli.set_read_timeout(std::chrono::seconds(10));
@@ -51,20 +54,20 @@ Result<std::vector<std::string>> OpenAiProvider::list_installed() {
   if (!doc.is_object() || !doc.contains("data") || !doc["data"].is_array()) {
     return Status{ErrorCode::kFailed, where() + ": /v1/models is not {\"data\": [...]}"};
   }
-  std::vector<std::string> out;
+  std::vector<LoadedModel> out;
   for (const auto& m : doc["data"]) {
     if (m.is_object() && m.contains("id") && m["id"].is_string()) {
-      out.push_back(m["id"].get<std::string>());
+      out.push_back(LoadedModel{m["id"].get<std::string>(), {}, {}, m.dump()});
     }
   }
   return out;
 }
 
-Result<std::vector<LoadedModel>> OpenAiProvider::loaded() {
-  auto served = list_installed();
+Result<std::vector<std::string>> OpenAiProvider::list_installed() {
+  auto served = loaded();
   if (!served) return served.status();
-  std::vector<LoadedModel> out;
-  for (auto& name : *served) out.push_back(LoadedModel{std::move(name), {}, {}});
+  std::vector<std::string> out;
+  for (auto& m : *served) out.push_back(std::move(m.name));
   return out;
 }
 

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -98,6 +101,55 @@ std::string decoded_path(std::string_view target) {
   return path.empty() ? "/" : path;
 }
 
+// vLLM's ModelPermission id: "modelperm-" and random_uuid() (uuid4's 32 hex digits).
+std::string permission_id() {
+  static thread_local std::mt19937_64 random{std::random_device{}()};
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(random()),
+                static_cast<unsigned long long>(random()));
+  return std::string("modelperm-") + hex;
+}
+
+// A model of /v1/models as siesta answers it while the server sleeps: the server's own entry
+// from its last list, else the fields vLLM always sends with what siesta knows. From vLLM's
+// source (github.com/vllm-project/vllm):
+//   vllm/entrypoints/openai/engine/protocol.py @ 040a2cc2: ModelCard {id, object "model",
+//     created (int(time.time())), owned_by "vllm", root, parent, max_model_len, permission},
+//     ModelPermission {id "modelperm-<uuid hex>", object "model_permission", created,
+//     allow_create_engine false, allow_sampling true, allow_logprobs true,
+//     allow_search_indices false, allow_view true, allow_fine_tuning false, organization "*",
+//     group null, is_blocking false}
+//   vllm/entrypoints/openai/models/serving.py @ 00153c8b: show_available_models() sends each
+//     served model with max_model_len, root (the model's path) and one ModelPermission().
+// Unknown values are null (root: the path vLLM loaded it from; max_model_len: the engine's),
+// and `created` is when siesta first knew of the model, not the time of the answer.
+nlohmann::json model_card(const ModelApi::KnownModel& m) {
+  if (!m.card.empty()) {
+    auto card = nlohmann::json::parse(m.card, nullptr, /*allow_exceptions=*/false);
+    if (card.is_object()) return card;
+  }
+  const nlohmann::json permission = {{"id", permission_id()},
+                                     {"object", "model_permission"},
+                                     {"created", m.first_seen},
+                                     {"allow_create_engine", false},
+                                     {"allow_sampling", true},
+                                     {"allow_logprobs", true},
+                                     {"allow_search_indices", false},
+                                     {"allow_view", true},
+                                     {"allow_fine_tuning", false},
+                                     {"organization", "*"},
+                                     {"group", nullptr},
+                                     {"is_blocking", false}};
+  return {{"id", m.name},
+          {"object", "model"},
+          {"created", m.first_seen},
+          {"owned_by", "vllm"},
+          {"root", nullptr},
+          {"parent", nullptr},
+          {"max_model_len", nullptr},
+          {"permission", nlohmann::json::array({permission})}};
+}
+
 // vLLM's OpenAI routes name a model as OpenAI's do; its development routes are refused.
 class VllmApi final : public ModelApi {
  public:
@@ -116,21 +168,39 @@ class VllmApi final : public ModelApi {
     return path == "/health" || path == "/ping" || path == "/v1/models";
   }
   std::optional<Reply> asleep_reply(std::string_view method, std::string_view target,
-                                    const std::vector<std::string>& models) const override {
+                                    const std::vector<KnownModel>& models) const override {
     if (!is_probe(method, target)) return std::nullopt;
     const std::string path = decoded_path(target);
     // vLLM's /health is 200 with an empty body: the server would serve, after siesta's wake.
     if (path != "/v1/models") return Reply{};
     // The models siesta has seen it serve; none known yet: the server is asked (a wake).
     if (models.empty()) return std::nullopt;
-    // vLLM's shape (vllm/entrypoints/openai/protocol.py ModelCard): what a client reads of it.
     nlohmann::json data = nlohmann::json::array();
-    for (const auto& m : models) {
-      data.push_back(
-          {{"id", m}, {"object", "model"}, {"created", 0}, {"owned_by", "vllm"}, {"root", m}});
-    }
+    for (const auto& m : models) data.push_back(model_card(m));
     return Reply{200, "application/json",
                  nlohmann::json({{"object", "list"}, {"data", data}}).dump()};
+  }
+  // vLLM serves the names it was started with (--served-model-name, else the model) and the
+  // LoRA adapters it holds, and answers any other with 404 (_check_model). The list it last
+  // answered (the cards siesta keeps) is that set, plus what siesta saw it serve and what the
+  // config names; none listed since siesta started: not known, it is asked.
+  bool serves_only(const std::vector<KnownModel>& models) const override {
+    return std::any_of(models.begin(), models.end(),
+                       [](const KnownModel& m) { return !m.card.empty(); });
+  }
+  // vLLM's answer, from its source (github.com/vllm-project/vllm):
+  //   vllm/entrypoints/openai/engine/serving.py @ 00bd1493: OpenAIServing._check_model():
+  //     create_error_response(message=f"The model `{request.model}` does not exist.",
+  //     err_type="NotFoundError", status_code=HTTPStatus.NOT_FOUND, param="model"), written as
+  //     ErrorResponse(error=ErrorInfo(message, type, param, code=404)).
+  Reply unknown_model_reply(const std::string& model) const override {
+    return Reply{404, "application/json",
+                 nlohmann::json({{"error",
+                                  {{"message", "The model `" + model + "` does not exist."},
+                                   {"type", "NotFoundError"},
+                                   {"param", "model"},
+                                   {"code", 404}}}})
+                     .dump()};
   }
   bool names_model(std::string_view method, std::string_view target) const override {
     return openai_api().names_model(method, target);

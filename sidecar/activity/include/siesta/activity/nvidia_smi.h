@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "siesta/core/gpu.h"
+
 namespace siesta {
 
 struct GpuRow {
@@ -47,9 +49,27 @@ struct GpuMemoryParse {
 GpuMemoryParse parse_query_gpu_memory(const std::string& csv);
 // index -> total MiB, for resolve_gpu_totals (config.h).
 std::map<int, double> gpu_totals(const std::vector<GpuMemoryRow>& gpus);
-// Runs `tool` (nvidia-smi) with the budget's query: the totals, or empty with `error` saying why
-// (not found, a non-zero exit, output that does not parse). Blocks for at most 10 s.
-std::map<int, double> query_gpu_totals(const std::string& tool, std::string& error);
+// Runs `tool` (nvidia-smi) with the budget's query: total and used per GPU, or empty with `error`
+// saying why ("nvidia-smi not found", "nvidia-smi timed out after 10 s", "nvidia-smi exited
+// with code 9: <its first line>", output that does not parse). Blocks for at most 10 s.
+std::vector<GpuMemoryRow> query_gpu_memory(const std::string& tool, std::string& error);
+inline constexpr double kNvidiaSmiTimeoutSeconds = 10;
+
+// memory.used at start-up, for the budgets taken from a card's total (`from_total`: their ids).
+// What siesta's own services and models found running hold there (`siesta_holds`: device ->
+// MiB, by what they declare or report) is siesta's; the rest of what is in use belongs to
+// processes siesta does not manage, and the budget is the total less it (never below 0).
+struct UnmanagedMemory {
+  std::vector<std::string> info;      // per device in use: what was taken off, for the log
+  std::vector<std::string> warnings;  // per device the others leave nothing: configure memory_mib
+  // Per device whose budget came down: how, for a size error ("the total, 24576 MiB, less 20000
+  // MiB used by other processes at start-up").
+  std::map<int, std::string> why;
+};
+UnmanagedMemory budget_less_unmanaged(std::vector<GpuDevice>& devices,
+                                      const std::vector<GpuMemoryRow>& gpus,
+                                      const std::set<int>& from_total,
+                                      const std::map<int, double>& siesta_holds);
 GpuParse parse_query_compute_apps(const std::string& csv);
 
 // The signal's value for the processes `pids` (a service's): "memory": the MiB they hold;

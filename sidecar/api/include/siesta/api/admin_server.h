@@ -43,6 +43,8 @@ struct AdminOptions {
   bool protect_metrics = false;
   // The history behind GET /admin/events; nullptr: that endpoint answers 404.
   const EventLog* events = nullptr;
+  // The currency idle-status names beside the cost saved (the config's "currency").
+  std::string currency;
 };
 
 // One answer, as handle() returns it.

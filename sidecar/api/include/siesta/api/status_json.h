@@ -32,6 +32,7 @@ struct IdleStatusExtras {
   bool state_file = false;
   const GpuConfig* gpu = nullptr;  // the GPU budget; absent or empty: no "gpu" key
   int gpu_waiting = 0;             // wakes and loads waiting for room in it now
+  std::string currency{};          // of the cost saved (the config's "currency"); empty: none
 };
 // "gpu" of idle-status: per device budget, held and free MiB; the holders; the waits.
 nlohmann::json gpu_json(const GpuConfig& gpu, const Snapshot& snapshot, int waiting);

@@ -91,6 +91,12 @@ struct Config {
   // The "gpu" section (docs/gpu.md); a device whose memory_mib is 0 takes the device's total
   // from nvidia-smi at start-up (resolve_gpu_totals).
   GpuConfig gpu;
+  // The currency of the cost saved (energy.h, the price_per_kwh setting), shown beside it;
+  // empty: none said.
+  std::string currency;
+  // The config's "timezone": the zone of a service's schedule that names none (also for the
+  // schedules of labels and annotations); empty: the system's.
+  std::string timezone;
   // Activity signals of every service that has no "activity" list of its own.
   std::vector<SignalSpec> activity;
   std::vector<ServiceConfig> services;
@@ -101,9 +107,10 @@ struct Config {
 Config default_config();
 // Parses `text`; `source` names it in error messages. Throws ConfigError.
 Config parse_config(const std::string& text, const std::string& source);
-// One entry of "services" (also built from container labels). Throws ConfigError.
+// One entry of "services" (also built from container labels); a schedule without its own
+// "timezone" is in `default_timezone` (empty: the system's). Throws ConfigError.
 ServiceConfig parse_service(const std::string& name, const nlohmann::json& value,
-                            const std::string& source);
+                            const std::string& source, const std::string& default_timezone = "");
 // Reads and parses a file. Throws ConfigError naming the file.
 Config load_config_file(const std::string& path);
 
@@ -112,6 +119,10 @@ Config load_config_file(const std::string& path);
 // ConfigError naming the device's key when a device needs a total that is not there.
 void resolve_gpu_totals(Config& config, const std::map<int, double>& totals,
                         const std::string& tool_error);
+// Throws ConfigError naming the key of the first service or model larger than the budget of a
+// device it uses (it could never be woken or loaded). `why`: per device whose budget nvidia-smi's
+// memory.used brought down, how (budget_less_unmanaged), for the message.
+void check_gpu_sizes(const Config& config, const std::map<int, std::string>& why = {});
 
 // The admin API's bearer token: $SIESTA_ADMIN_TOKEN when set (`env_token`), else the contents
 // of admin_token_file (one line; surrounding whitespace ignored), else empty (no auth). Throws
@@ -121,6 +132,16 @@ std::string resolve_admin_token(const Config& config, const char* env_token);
 
 // True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost).
 bool is_loopback_host(const std::string& host);
+
+// The model keep-alive rule, written once for the config file and the labels: a service's
+// model_keep_alive_hours (and a model's keep_alive_hours) needs a model server that unloads a
+// model and keeps running (Ollama). A vLLM or OpenAI-compatible server's model is the process.
+enum class KeepAliveRefusal { kNone, kNotAModelServer, kNoUnload };
+KeepAliveRefusal model_keep_alive_refusal(const ServiceSpec& spec);
+// Whether a server of this API can keep a model for a while and then unload it.
+bool keeps_models_alive(ServiceSpec::ModelApi api);
+// Why kNoUnload, as the config says it ("a \"vllm\" server has no unload API: ...").
+std::string no_unload_reason(ServiceSpec::ModelApi api);
 
 // Shared with the admin API, which validates the same names and values.
 bool valid_service_name(const std::string& name);

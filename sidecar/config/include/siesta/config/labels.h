@@ -9,6 +9,7 @@
 
 #include "siesta/config/config.h"
 #include "siesta/core/status.h"
+#include "siesta/core/units.h"
 
 namespace siesta {
 
@@ -20,9 +21,8 @@ inline constexpr const char* kKubePrefix = "siesta.io/";
 inline constexpr const char* kComposeServiceLabel = "com.docker.compose.service";
 inline constexpr const char* kComposeProjectLabel = "com.docker.compose.project";
 
-// Go-style durations, as Docker and Traefik write them: "30m", "1h30m", "90s", "1.5h",
-// "250ms". A unit is required except for "0". Seconds, or nullopt when malformed or negative.
-std::optional<double> parse_duration(const std::string& text);
+// Durations are written as Docker and Traefik write them ("30m", "1h30m", "90s", "1.5h",
+// "250ms"): parse_duration, core/units.h.
 
 // True when the labels opt the container in (siesta.enable=true).
 bool labels_enable(const std::map<std::string, std::string>& labels);
@@ -60,6 +60,7 @@ struct LabelBounds {
   int admin_port = 0;
   int wake_port = 0;
   std::map<int, std::string> taken;  // a config service's listen port -> its name
+  std::string timezone;  // the config's: a schedule label's zone without a timezone label
 };
 void set_label_bounds(LabelBounds bounds);
 

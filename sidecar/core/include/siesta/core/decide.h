@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/energy.h"
 #include "siesta/core/policy.h"
+#include "siesta/core/reason.h"
 #include "siesta/core/registry.h"
 
 namespace siesta {
@@ -22,10 +24,11 @@ enum class SleepBlocker {
   kNotRunning,       // stopped, starting, stopping or in error: no idle timer runs (a paused
                      // service's does: it goes on to its deeper tiers)
   kInFlight,         // a request or connection is open
+  kScheduledOn,      // a schedule window in force keeps it on (schedule.h)
 };
 inline constexpr SleepBlocker kAllSleepBlockers[] = {
     SleepBlocker::kGlobalDisabled, SleepBlocker::kServiceDisabled, SleepBlocker::kDesiredOn,
-    SleepBlocker::kNotRunning, SleepBlocker::kInFlight};
+    SleepBlocker::kNotRunning,     SleepBlocker::kInFlight,        SleepBlocker::kScheduledOn};
 const char* to_string(SleepBlocker blocker);  // stable snake_case, used as a metric label
 const char* describe(SleepBlocker blocker);   // a sentence for people
 
@@ -37,7 +40,7 @@ enum class UnloadBlocker {
   kUnloading,
   kRetryWait,    // the last unload failed; retried at retry_at
   kNoUnloadApi,  // its server (vLLM, OpenAI-compatible) holds it as long as it runs: the
-                 // service's sleep tiers free it, not a keep-alive
+                 // service's idle timeout or sleep tiers free it, not a keep-alive
 };
 const char* to_string(UnloadBlocker blocker);
 const char* describe(UnloadBlocker blocker);
@@ -56,11 +59,30 @@ struct ServiceTimer {
   // service) and the next one, due at sleeps_at (absent when none will come).
   const char* tier = "awake";
   std::optional<TierAction> next_tier;
-  // The timeout policy that chose `timeout` (a service without sleep_tiers) and why; and when
-  // the adaptive policy will start it again before a predicted use (absent: not planned).
+  // Tiers passed whose action failed: the service kept serving through them (failed_tiers()).
+  std::vector<TierAction> failed_tiers;
+  // The timeout policy that chose `timeout` and why (with sleep_tiers: which tier comes next,
+  // after what idle time, and the tiers that failed); and when the adaptive policy will start it
+  // again before a predicted use (absent: not planned).
   const char* policy = "fixed";
   std::string policy_reason;
   std::optional<WallTime> prewarm_at;
+  // A server whose model is the process (vLLM, OpenAI-compatible): when its next tier that frees
+  // its models (vllm_sleep, stop) comes; absent when none will (a blocker) or for other services.
+  std::optional<WallTime> frees_models_at;
+  // A service with a schedule: its zone, the window in force (if any) and what it asks, and the
+  // next instant the schedule asks something else.
+  struct ScheduleTimer {
+    std::string timezone;
+    std::string window;  // "mon-fri 08:30-18:00"; empty: none in force
+    bool keeps_on = false;
+    std::optional<double> idle_timeout_minutes;
+    std::optional<WallTime> window_ends;
+    std::optional<WallTime> next_change;
+  };
+  std::optional<ScheduleTimer> schedule;
+  // Energy and cost at `now` (energy.h); absent when the service declares no idle power.
+  std::optional<EnergyAccount> energy;
 };
 
 struct ModelTimer {
@@ -70,8 +92,13 @@ struct ModelTimer {
   // Not loaded, but its weights wait in CPU RAM: its server's vLLM engine sleeps at level 1 (at
   // level 2, or stopped, it is only not loaded). A wake brings them back.
   bool offloaded = false;
-  Seconds keep_alive{0};                     // the effective keep-alive
-  std::optional<WallTime> keep_alive_until;  // absent when not loaded
+  // Its keep-alive unloads it. Not for a model of a server whose model is the process (vLLM,
+  // OpenAI-compatible; blocker kNoUnloadApi): the service's idle timeout or sleep tiers free it,
+  // and keep_alive_until / unloads_in are when its service's next tier that frees it comes
+  // (ServiceTimer::frees_models_at).
+  bool keep_alive_applies = true;
+  Seconds keep_alive{0};                     // the effective keep-alive (when it applies)
+  std::optional<WallTime> keep_alive_until;  // absent when not loaded, or nothing will free it
   std::optional<Seconds> unloads_in;         // keep_alive_until - now, never negative
   UnloadBlocker blocker = UnloadBlocker::kNone;
 };
@@ -83,8 +110,9 @@ const char* to_string(ActionKind kind);
 struct Action {
   ActionKind kind;
   std::string name;
-  std::string reason;    // "idle", "desired", "expired", "prewarm"
-  std::size_t tier = 0;  // kLightSleep: the tier to enter, 1-based (ServiceRuntime::tier)
+  Reason reason;          // kIdle, kDesired, kExpired, kPrewarm, kSchedule
+  std::size_t tier = 0;   // kLightSleep: the tier to enter, 1-based (ServiceRuntime::tier)
+  std::string service{};  // kUnloadModel: the model's service (models are per service)
   bool operator==(const Action&) const = default;
 };
 
@@ -98,14 +126,25 @@ struct Decision {
 
 // The configured idle timeout: the service's idle_timeout_minutes, else the global one.
 Seconds effective_idle_timeout(const Settings& settings, const ServiceSpec& spec);
-// What the service's timeout policy (spec.policy) chooses from its history now.
+// What the service's timeout policy (spec.policy) chooses from its history now; within a
+// schedule window that sets idle_timeout_minutes, that timeout (policy "schedule").
 PolicyChoice policy_choice(const Settings& settings, const ServiceSpec& spec,
-                           const ServiceRuntime& runtime);
+                           const ServiceRuntime& runtime, WallTime now);
+// A schedule window in force at `now` keeps the service on.
+bool scheduled_on(const ServiceSpec& spec, WallTime now);
 // The service's configured sleep tiers: its sleep_tiers, else the one tier {idle timeout, stop}
 // (its policy may choose another timeout: ServiceTimer::timeout).
 std::vector<SleepTier> effective_tiers(const Settings& settings, const ServiceSpec& spec);
-// "awake", the action of the tier in force, or "stop" for a stopped service.
+// Whether a tier the service has passed still holds it: a pause while its backend holds it
+// paused, an engine sleep while the engine sleeps (one that failed, or was undone outside
+// siesta, does not); an unload_models tier once passed.
+bool tier_holds(TierAction action, const ServiceRuntime& runtime);
+// "awake", the action of the deepest tier passed that holds it (tier_holds), or "stop" for a
+// stopped service: the state it is really in.
 const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& runtime);
+// The tiers it has passed that do not hold it (their action failed, the service kept serving),
+// lightest first; empty for a stopped service.
+std::vector<TierAction> failed_tiers(const ServiceSpec& spec, const ServiceRuntime& runtime);
 // The one rule for every keep-alive siesta enforces, whatever its source (the model's
 // keep_alive_hours, the global model_keep_alive_hours, a client's keep_alive): within
 // [min_seconds, max_seconds] (a model's keep_alive_min_seconds and keep_alive_max_seconds).

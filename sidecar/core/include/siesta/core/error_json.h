@@ -12,4 +12,13 @@ inline nlohmann::json error_json(const std::string& code, const std::string& mes
   return {{"error", {{"code", code}, {"message", message}, {"source", "siesta"}}}};
 }
 
+// What a failed wake or model load is said after, by the proxy, /wake and the admin API alike:
+// "service X could not be woken: REASON", "model M could not be loaded: REASON".
+inline std::string wake_failed(const std::string& service) {
+  return "service " + service + " could not be woken: ";
+}
+inline std::string load_failed(const std::string& model) {
+  return "model " + model + " could not be loaded: ";
+}
+
 }  // namespace siesta

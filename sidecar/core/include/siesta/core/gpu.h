@@ -41,6 +41,9 @@ struct GpuHolder {
   bool in_flight = false;             // a request is open on it (a model: its server's count too)
   // Never evicted: desired "on", or idle sleep disabled (globally or for the service).
   bool pinned = false;
+  // Why, for messages: "desired on", "idle sleep disabled for it", "idle sleep disabled
+  // globally"; empty when not pinned.
+  std::string pinned_by;
 };
 
 // What a wake or a load asks for.
@@ -67,28 +70,63 @@ struct RoomPlan {
   std::string reason;                // a sentence for the log and the 503
 };
 
+// The reason and what holds the memory, for the log and the 503: "REASON; held by A, B", or the
+// reason alone when it names no holder (a request larger than the budget).
+std::string refusal_text(const RoomPlan& plan);
+
 // The order and the verdict. An evictable holder shares a device with the request, is idle (not
 // in flight), not pinned, and is neither the request nor (for a model) its server. A service in
 // the request's exclusive group is evicted whatever the memory; if it is in flight the request
 // waits, if pinned it cannot fit. Eviction picks least recently used first (never used before
-// any use; ties by name) until the request fits on every one of its devices; evicting a service
-// frees its loaded models too, and they come before it in the order.
+// any use; among equals a model before a service, then one that frees enough alone, then by
+// name) until the request fits on every one of its devices. Choosing a service unloads its
+// loaded models first, and stops it only if they do not free enough (an exclusive partner stops
+// whatever they free); its models come before it in the order.
 RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
                    const GpuRequest& request);
 
+// A request as the holder it will be once served, and that never leaves (pinned, in flight): how
+// a request that goes ahead is counted, and one whose room is being made (its evictions run).
+GpuHolder as_holder(const GpuRequest& request);
+
+// Whether `later`, queued behind `earlier` (in the order they asked), may go ahead of them now:
+// it fits without evicting anything, and takes no room an earlier one needs: counting `later` as
+// a holder that never leaves, every earlier request that could be served (by evictions, or once
+// in-flight work ends) still could, evicting nothing it would not have evicted without `later`.
+// So a small wake that fits passes a big one waiting for in-flight work, but never takes the room
+// that the big one waits for (no starvation: the wake at the head is served as if the later one
+// were not there, and a later one that would stand in its way waits its turn). Room being made
+// for a request (its evictions running) is counted as held by it (as_holder) in `holders`.
+bool may_go_ahead(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
+                  const GpuRequest& later, const std::vector<GpuRequest>& earlier);
+
 // Every holder in `snapshot`: services that are not stopped (or in error) and declare
-// gpu_memory_mib; loaded models of a service with GPU devices, sized by size_vram (else their
-// gpu_memory_mib). A service's gpu_devices default to the first device.
-std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapshot);
+// gpu_memory_mib; models of a service with GPU devices that are loaded, or being loaded (a
+// request in flight on a model not loaded yet: counted from the moment it is forwarded), sized by
+// model_gpu_mib. A service's gpu_devices default to the first device.
+// `now`: a service that a schedule window keeps on at that time is pinned too (without it,
+// schedules are not looked at: the budget's totals at start-up).
+std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapshot,
+                                   std::optional<WallTime> now = std::nullopt);
+// What a model holds, or will hold once loaded, in MiB: its size_vram now, else the last one
+// seen, else its configured gpu_memory_mib; nullopt when none is known.
+std::optional<double> model_gpu_mib(const ModelSpec& spec, const ModelRuntime& rt);
+// What a service holds while it runs, in MiB: its gpu_memory_mib, or for a measured one the most
+// its processes were seen to hold; nullopt when none is known (it is then no holder).
+std::optional<double> service_gpu_mib(const ServiceSpec& spec, const ServiceRuntime& rt);
+// Whether a service takes part in the budget (a size declared or measured, or GPU devices).
+bool in_gpu_budget(const ServiceSpec& spec);
 // The devices a service uses: its gpu_devices, else the first device (empty: no budget).
 std::vector<int> gpu_devices_of(const GpuConfig& gpu, const ServiceSpec& spec);
 
-// Per device: budget, held (by holders) and free (never negative).
+// Per device: budget, held (by holders), free (never negative) and over (held past the budget,
+// e.g. services adopted at start-up that hold more than a smaller budget; 0 normally).
 struct GpuDeviceUse {
   int id = 0;
   double budget_mib = 0;
   double held_mib = 0;
   double free_mib = 0;
+  double over_mib = 0;
 };
 std::vector<GpuDeviceUse> gpu_use(const GpuConfig& gpu, const std::vector<GpuHolder>& holders);
 

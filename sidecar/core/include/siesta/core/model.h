@@ -1,6 +1,8 @@
-// Models: tracked per name; a model is served by a provider service (e.g. "ollama").
+// Models: tracked per service and name (ModelKey); a model is served by a provider service (e.g.
+// "ollama"). Two services may serve models of the same name: they are two entries.
 #pragma once
 
+#include <compare>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -8,6 +10,14 @@
 #include "siesta/core/clock.h"
 
 namespace siesta {
+
+// A model entry's identity: the model's name on the service that serves it.
+struct ModelKey {
+  std::string name;
+  std::string service;  // the provider service
+  auto operator<=>(const ModelKey&) const = default;
+  bool operator==(const ModelKey&) const = default;
+};
 
 struct ModelSpec {
   std::string name;
@@ -21,6 +31,8 @@ struct ModelSpec {
   bool learned = false;
   // The GPU budget's estimate of its size before its server first reports size_vram.
   std::optional<double> gpu_memory_mib{};
+
+  ModelKey key() const { return {name, provider}; }
 };
 
 // How many learned models are kept by default (the config's max_learned_models).
@@ -33,11 +45,24 @@ struct ModelRuntime {
   std::optional<double> keep_alive_seconds;
   bool unloading = false;  // an unload has been claimed and is in progress
   int in_flight = 0;
+  // A request in flight on it while not loaded got its room in the GPU budget (make_room): it is
+  // being loaded, and holds its size from then (gpu_holders). Until then it only waits for room.
+  // Cleared when no request is in flight on it.
+  bool load_room = false;
   std::string last_error;
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed unload: not retried before then
   std::optional<double> size_bytes;  // as the provider reports it (Ollama's /api/ps)
   std::optional<double> vram_bytes;
+  // The last size_vram the provider reported, kept after an unload: what a load of the model
+  // will hold again, for the GPU budget (docs/gpu.md).
+  std::optional<double> vram_bytes_seen{};
+  // When siesta first knew of the model (its config entry read, or learned): what a model list
+  // siesta answers for its sleeping server gives as `created` when the server never listed it.
+  std::optional<WallTime> first_seen{};
+  // The server's own entry for the model in its last model list (vLLM's ModelCard, a JSON
+  // object's text); empty when it never listed it. Kept in memory only (not in the state file).
+  std::string card{};
 };
 
 }  // namespace siesta

@@ -7,6 +7,7 @@
 // the program (the proxy keeps plain pointers to them).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -43,6 +44,16 @@ class ModelApi {
     nlohmann::json doc;  // the parsed body, for with_keep_alive
   };
 
+  // A model siesta tracks on the service, as asleep_reply describes it.
+  struct KnownModel {
+    std::string name;
+    // The server's own entry for it in its last model list (JSON text, e.g. vLLM's ModelCard);
+    // empty when the server never listed it.
+    std::string card;
+    // When siesta first knew of it, in Unix seconds.
+    std::int64_t first_seen = 0;
+  };
+
   // An answer siesta makes itself, in the server's own shape.
   struct Reply {
     int status = 200;
@@ -64,8 +75,22 @@ class ModelApi {
   // The answer to a probe while the service does not serve; `models`: those siesta tracks on it.
   virtual std::optional<Reply> asleep_reply(std::string_view /*method*/,
                                             std::string_view /*target*/,
-                                            const std::vector<std::string>& /*models*/) const {
+                                            const std::vector<KnownModel>& /*models*/) const {
     return std::nullopt;
+  }
+
+  // Whether the server serves exactly the models siesta knows on it (`models`: those it tracks,
+  // with the server's own entries from its last list), so that a model request naming another
+  // one can be answered without waking the server: with unknown_model_reply(), its own "not
+  // found". False when the server's list is not known yet, or when models can appear on it by
+  // name (Ollama pulls and loads any installed model): the server is woken to say.
+  // Default: false (every model request is the server's to answer).
+  virtual bool serves_only(const std::vector<KnownModel>& /*models*/) const { return false; }
+  // The server's own answer to a request naming `model`, a model it does not serve.
+  virtual Reply unknown_model_reply(const std::string& model) const {
+    return Reply{
+        404, "application/json",
+        nlohmann::json({{"error", {{"message", "model " + model + " not found"}}}}).dump()};
   }
 
   // Whether the proxy must refuse a request outright, before it is forwarded or wakes anything:

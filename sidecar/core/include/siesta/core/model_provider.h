@@ -16,6 +16,9 @@ struct LoadedModel {
   std::string name;
   std::optional<double> size_bytes;
   std::optional<double> vram_bytes;
+  // The server's own entry for it in its model list, as JSON text (an OpenAI-compatible
+  // server's /v1/models object; vLLM's ModelCard); empty when it has none.
+  std::string card{};
 };
 
 class ModelProvider {

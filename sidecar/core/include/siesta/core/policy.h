@@ -24,7 +24,11 @@ struct AdaptiveParams {
   double min_cv = 2;                // bin counts' coefficient of variation below it: too flat
   double keep_alive_percentile = 99;
   double prewarm_percentile = 5;
-  double margin = 0.1;              // keep-alive +10 %, pre-warm point -10 %
+  double margin = 0.1;  // keep-alive +10 %, pre-warm point -10 %
+  // A pre-warm needs regular gaps: the pre-warm percentile at least this share of the median
+  // (a periodic job: ~0.9; memoryless arrivals, Poisson: ~0.07, which a short history's sparse
+  // histogram does not reveal to the CV test).
+  double prewarm_min_regularity = 0.5;
   double min_timeout_seconds = 60;  // the keep-alive's bounds
   double max_timeout_seconds = 4 * 3600;
   // Ski rental: a cold start costs as much as this many seconds awake per second it takes. The

@@ -12,6 +12,7 @@
 
 #include "siesta/core/decide.h"
 #include "siesta/core/model_provider.h"
+#include "siesta/core/reason.h"
 #include "siesta/core/service.h"
 #include "siesta/core/status.h"
 
@@ -22,11 +23,10 @@ class ProxyControl {
   virtual ~ProxyControl() = default;
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as
-  // a use. The proxy's reason is "request". `woke_from`, if given, is set to what the wake
+  // a use. The proxy's reason is kRequest. `woke_from`, if given, is set to what the wake
   // undid: a light tier's name when it resumed from it, "stop" when it took a start (also after
   // a failed resume), empty when the service was up already (X-Siesta-Wake follows it).
-  virtual Status wake(const std::string& service, const std::string& reason,
-                      std::string* woke_from) = 0;
+  virtual Status wake(const std::string& service, Reason reason, std::string* woke_from) = 0;
   // A request or connection begins: it is in flight (the service is not put to sleep) until
   // end_request(). Returns the service's state, so the caller knows whether to wake it first;
   // an unknown service is an error (the proxy answers 404). Cheap. `use` false: a probe
@@ -38,22 +38,28 @@ class ProxyControl {
   // connection ended. It stays in flight until end_request() either way.
   virtual void count_upgraded(const std::string& service, bool open) = 0;
 
-  // A request names `model` on `provider_service`: the model is in flight (never unloaded) until
-  // end_model_request(). Returns a ticket when the model is not loaded: the request may be the
-  // one to pay its load.
-  virtual std::optional<std::uint64_t> begin_model_request(const std::string& model,
-                                                           const std::string& provider_service) = 0;
+  // A request names a model on its service (`model.service`, the provider): the model is in
+  // flight (never unloaded) until end_model_request(). Returns a ticket when the model is not
+  // loaded: the request may be the one to pay its load.
+  virtual std::optional<std::uint64_t> begin_model_request(const ModelKey& model) = 0;
   // Its model server accepted the request (a 2xx answer): the model is loaded and keeps
   // `keep_alive_seconds` from the request's end. Returns whether this request paid the load.
-  virtual bool model_accepted(const std::string& model, double keep_alive_seconds,
+  virtual bool model_accepted(const ModelKey& model, double keep_alive_seconds,
                               std::optional<std::uint64_t> ticket) = 0;
+  // Before a request that makes `model` load (begin_model_request gave a ticket) is forwarded:
+  // room in the GPU budget for it, as for an admin load (docs/gpu.md). Blocks like wake() (called
+  // from the wake threads): evictions, or a wait for in-flight work. Ok when the model is outside
+  // the budget or its size is unknown.
+  virtual Status make_room_for_model(const ModelKey& model) {
+    (void)model;
+    return Status::ok();
+  }
   // The request ended; `accepted`: model_accepted() was called for it.
-  virtual void end_model_request(const std::string& model, bool accepted) = 0;
+  virtual void end_model_request(const ModelKey& model, bool accepted) = 0;
   // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
-  // it would be learned with on `provider_service`.
+  // it would be learned with on its service.
   using KeepAlivePolicy = siesta::KeepAlivePolicy;  // decide.h's: the one rule
-  virtual KeepAlivePolicy keep_alive_policy(const std::string& model,
-                                            const std::string& provider_service) = 0;
+  virtual KeepAlivePolicy keep_alive_policy(const ModelKey& model) = 0;
   // The provider for models served by the named service; nullptr when there is none.
   virtual ModelProvider* provider_of(const std::string& provider_service) = 0;
 };

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "siesta/core/clock.h"
+#include "siesta/core/model.h"
+#include "siesta/core/reason.h"
 #include "siesta/core/service.h"
 
 namespace siesta {
@@ -12,15 +14,14 @@ namespace siesta {
 class Recorder {
  public:
   virtual ~Recorder() = default;
-  // reason: "idle" (timer), "manual" (admin API)
-  virtual void service_slept(const std::string& service, const std::string& reason) = 0;
-  // reason: "manual", "desired", "request"; duration: from start to ready
-  virtual void service_woke(const std::string& service, const std::string& reason,
-                            Seconds duration) = 0;
+  // reason: kIdle (timer), kManual (admin API), kMakeRoom (GPU budget)
+  virtual void service_slept(const std::string& service, Reason reason) = 0;
+  // reason: kManual, kDesired, kRequest, kSchedule, kPrewarm; duration: from start to ready
+  virtual void service_woke(const std::string& service, Reason reason, Seconds duration) = 0;
   virtual void service_failed(const std::string& service, ServiceOperation operation) = 0;
-  // reason: "expired", "forced", "service_sleep", "external"
-  virtual void model_unloaded(const std::string& model, const std::string& reason) = 0;
-  virtual void model_unload_failed(const std::string& model) = 0;
+  // reason: kExpired, kForced, kServiceSleep, kExternal, kSleepTier, kMakeRoom
+  virtual void model_unloaded(const ModelKey& model, Reason reason) = 0;
+  virtual void model_unload_failed(const ModelKey& model) = 0;
   virtual void monitor_ran(WallTime at, Seconds took) = 0;
   // Graduated sleep: the service entered its tier `tier` ("pause", "unload_models", "stop")
   // because it was idle.
@@ -35,16 +36,20 @@ class Recorder {
   // `duration`, streams included.
   virtual void proxy_request(const std::string& /*service*/, int /*status*/, Seconds /*duration*/) {
   }
-  // A model was loaded (reason "request": by a proxied request, "manual": by the admin API),
+  // A model was loaded (kRequest: by a proxied request, kManual: by the admin API),
   // taking `duration` (the cold-start price of unloading it).
-  virtual void model_loaded(const std::string& /*model*/, const std::string& /*reason*/,
-                            Seconds /*duration*/) {}
+  virtual void model_loaded(const ModelKey& /*model*/, Reason /*reason*/, Seconds /*duration*/) {}
   // Putting `service` to sleep freed `bytes` of memory (its resident set just before the stop).
   virtual void service_memory_freed(const std::string& /*service*/, double /*bytes*/) {}
   // Unloading `model` freed `bytes` of VRAM (as its provider last reported).
-  virtual void model_memory_freed(const std::string& /*model*/, double /*bytes*/) {}
+  virtual void model_memory_freed(const ModelKey& /*model*/, double /*bytes*/) {}
   // A model joined after start-up (seen in requests or in the provider's list).
-  virtual void model_added(const std::string& /*model*/) {}
+  virtual void model_added(const ModelKey& /*model*/) {}
+  // A request (HTTP) or connection (TCP) through the proxy that was a use of the service ended:
+  // it arrived at `arrived`, named `model` (empty: none) and ran `duration` once the service was
+  // up (a wake's wait not included). GET /admin/trace keeps the last ones (EventLog).
+  virtual void proxy_use(const std::string& /*service*/, const std::string& /*model*/,
+                         WallTime /*arrived*/, Seconds /*duration*/) {}
   // A TCP connection through the proxy ended.
   virtual void proxy_connection(const std::string& /*service*/) {}
   // A client connection to a service's proxy port was accepted (`opened`) or ended (`closed`).
@@ -61,8 +66,8 @@ class Recorder {
   // idle timeout: kind "upgraded" (upgraded_idle_timeout_seconds, or the proxy's idle timeout
   // after a half-close) or "tcp" (tcp_idle_timeout_seconds).
   virtual void proxy_idle_closed(const std::string& /*service*/, const char* /*kind*/) {}
-  // The GPU budget (gpu.h): a holder was stopped or unloaded for room (reason "make_room").
-  virtual void gpu_evicted(const std::string& /*reason*/) {}
+  // The GPU budget (gpu.h): a holder was stopped or unloaded for room (kMakeRoom).
+  virtual void gpu_evicted(Reason /*reason*/) {}
   // A wake or load began waiting for room (`began`), or its wait ended: outcome "fitted" (room was
   // made), "timed_out" (still no room after gpu.wait_seconds) or "cannot_fit".
   virtual void gpu_wait(bool /*began*/, const char* /*outcome*/) {}
@@ -70,11 +75,11 @@ class Recorder {
 
 class NullRecorder final : public Recorder {
  public:
-  void service_slept(const std::string&, const std::string&) override {}
-  void service_woke(const std::string&, const std::string&, Seconds) override {}
+  void service_slept(const std::string&, Reason) override {}
+  void service_woke(const std::string&, Reason, Seconds) override {}
   void service_failed(const std::string&, ServiceOperation) override {}
-  void model_unloaded(const std::string&, const std::string&) override {}
-  void model_unload_failed(const std::string&) override {}
+  void model_unloaded(const ModelKey&, Reason) override {}
+  void model_unload_failed(const ModelKey&) override {}
   void monitor_ran(WallTime, Seconds) override {}
 };
 

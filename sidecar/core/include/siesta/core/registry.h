@@ -52,7 +52,7 @@ struct ModelView {
   ModelRuntime runtime;
 };
 
-// A consistent copy of the registry at one instant, sorted by name.
+// A consistent copy of the registry at one instant, sorted by name (models: then by service).
 struct Snapshot {
   Settings settings;
   std::vector<ServiceView> services;
@@ -60,6 +60,10 @@ struct Snapshot {
 };
 
 void set_state(ServiceRuntime& runtime, ServiceState state, WallTime now);
+// Records an error for the operator: its text in last_error, what it is about and its cause's
+// code beside it (what decisions compare), and when.
+void set_error(ServiceRuntime& runtime, ServiceErrorKind kind, ErrorCode code, std::string text,
+               WallTime now);
 
 class Registry {
  public:
@@ -76,22 +80,26 @@ class Registry {
   void update_settings(const std::function<void(Settings&)>& fn);
 
   std::optional<ServiceView> service(const std::string& name) const;
-  std::optional<ModelView> model(const std::string& name) const;
+  std::optional<ModelView> model(const ModelKey& key) const;
   std::vector<std::string> service_names() const;
-  std::vector<std::string> model_names() const;
+  std::vector<ModelKey> model_keys() const;
+  // The services that serve a model of this name (sorted): more than one makes the bare name
+  // ambiguous (the admin API then asks for a service).
+  std::vector<std::string> services_of_model(const std::string& name) const;
 
   // Runs fn on the named entry under the lock and signals a change. False if unknown.
   bool update_service(const std::string& name, const ServiceFn& fn);
   // The same without signalling a change: for the proxy's per-request bookkeeping, which
   // signals itself only when needed (ChangeSignal::notify_if_before).
   bool update_service_quiet(const std::string& name, const ServiceFn& fn);
-  bool update_model(const std::string& name, const ModelFn& fn);
+  bool update_model(const ModelKey& key, const ModelFn& fn);
   // Adds a service the config did not name (e.g. a labelled container). False if known.
   bool add_service(const ServiceSpec& spec, const ServiceRuntime& runtime);
   // Replaces the spec of the service named spec.name, its runtime kept (a discovered service's
   // annotations edited). False if unknown.
   bool replace_spec(const ServiceSpec& spec);
-  // Adds a model the config did not name (e.g. found loaded on its provider). No-op if known.
+  // Adds a model the config did not name (e.g. found loaded on its provider). No-op if its
+  // service already has a model of that name.
   // A model added here or by add_learned_model without a keep_alive_hours of its own takes its
   // provider service's model_keep_alive_hours.
   void add_model(const ModelSpec& spec, const ModelRuntime& runtime);
@@ -101,11 +109,11 @@ class Registry {
   // exceeded by those alone. With an empty spec.name, only trims. Atomic under the lock.
   struct Learned {
     bool added = false;
-    std::vector<std::string> forgotten;
+    std::vector<ModelKey> forgotten;
   };
   Learned add_learned_model(const ModelSpec& spec, const ModelRuntime& runtime, std::size_t limit);
   // Forgets the model when `keep_not` holds for it, under the lock. True if it was removed.
-  bool remove_model_if(const std::string& name,
+  bool remove_model_if(const ModelKey& key,
                        const std::function<bool(const ModelSpec&, const ModelRuntime&)>& keep_not);
 
   ChangeSignal& changes() const { return changes_; }
@@ -126,7 +134,7 @@ class Registry {
   ModelSpec with_server_defaults(ModelSpec spec) const;
 
   std::map<std::string, ServiceEntry> services_;
-  std::map<std::string, ModelEntry> models_;
+  std::map<ModelKey, ModelEntry> models_;  // per service: two may serve the same name
   mutable ChangeSignal changes_;
 };
 

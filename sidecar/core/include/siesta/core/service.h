@@ -10,6 +10,8 @@
 #include "siesta/core/activity.h"
 #include "siesta/core/clock.h"
 #include "siesta/core/policy.h"
+#include "siesta/core/schedule.h"
+#include "siesta/core/status.h"
 
 namespace siesta {
 
@@ -28,6 +30,17 @@ inline constexpr ServiceOperation kAllServiceOperations[] = {
     ServiceOperation::kPause, ServiceOperation::kResume};
 // "start", "stop", "inspect", "pause", "resume"
 const char* to_string(ServiceOperation operation);
+
+// What a service's last_error is about, kept beside its text (which is for the operator):
+// decisions compare this and the cause's ErrorCode (last_error_code), never the text.
+enum class ServiceErrorKind {
+  kNone,
+  kOperation,             // a backend operation failed: "<operation> failed: <why>"
+  kTier,                  // a light sleep tier's action failed: "<action> failed: <why>"
+  kVllmSleepUnavailable,  // the engine has no sleep routes: "vllm_sleep unavailable: <why>"
+  kConfig,                // its labels or annotations have a bad value (config_error)
+  kListen,                // its proxy port cannot be opened
+};
 
 // Graduated sleep: what one sleep tier does to an idle service. Each deeper tier keeps what the
 // lighter ones did (a paused service whose models are unloaded stays paused); a wake undoes
@@ -95,6 +108,8 @@ struct ServiceSpec {
   // How long a start takes, for the adaptive policy's break-even and pre-warm lead; unset: the
   // measured one (ServiceRuntime::cold_start_seconds).
   std::optional<double> cold_start_seconds;
+  // Time windows that keep it on or give it another idle timeout (schedule.h); empty: none.
+  Schedule schedule;
   // Graduated sleep (ascending after_minutes, kStop only last); empty: the one tier
   // {idle timeout, kStop} (effective_tiers()). Exclusive with idle_timeout_minutes.
   std::vector<SleepTier> sleep_tiers;
@@ -121,7 +136,13 @@ struct ServiceSpec {
   // The GPU budget (gpu.h): the MiB the service holds on each of its devices while it runs
   // (a model server: without its models, which count by their size_vram); absent: none.
   std::optional<double> gpu_memory_mib;
+  // "gpu_memory_mib": "measured": what its processes hold, read from nvidia-smi while it runs
+  // (ServiceRuntime::gpu_measured_mib); a process service only.
+  bool gpu_memory_measured = false;
   std::vector<int> gpu_devices;  // nvidia-smi indexes; empty: the budget's first device
+  // Energy and cost (energy.h): the power it draws while up and idle, in watts, which a sleep
+  // saves and a cold start spends; absent: nothing is estimated for it.
+  std::optional<double> idle_power_watts;
 };
 
 struct ServiceRuntime {
@@ -135,10 +156,15 @@ struct ServiceRuntime {
   WallTime state_since{};  // when `state` last changed
   int in_flight = 0;       // requests or connections open through siesta
   int upgraded = 0;        // of which upgraded connections (WebSockets) now relayed
-  std::string last_error;  // kept after recovery, for the operator
+  std::string last_error;  // kept after recovery, for the operator; a good start clears a
+                           // failed start's (the only error it answers)
+  ServiceErrorKind last_error_kind = ServiceErrorKind::kNone;  // what last_error is about
+  ErrorCode last_error_code = ErrorCode::kOk;                  // its cause's code
   std::optional<WallTime> last_error_at;
-  std::optional<WallTime> retry_at;                  // after a failed start of a desired-on service
-  std::optional<ServiceOperation> failed_operation;  // what failed, while state is kError
+  std::optional<WallTime> retry_at;  // after a failed start of a desired-on service
+  // The operation of the last kOperation error (what failed; while state is kError, what put it
+  // there).
+  std::optional<ServiceOperation> failed_operation;
   // In kError because its backend stopped answering (an inspect or a stop failed: the Docker
   // engine unreachable, the Kubernetes API refusing) while it was running: the control plane is
   // out, not the service, so the proxy still forwards to it (the data plane survives) and a
@@ -161,6 +187,15 @@ struct ServiceRuntime {
   std::vector<double> idle_gaps;
   // The last cold start's duration, measured; 0 until one was.
   double cold_start_seconds = 0;
+  // A service whose GPU memory is measured (gpu_memory_measured): the most its processes were
+  // seen to hold while it ran (nvidia-smi), kept in the state file; absent until a sample.
+  std::optional<double> gpu_measured_mib;
+  // Energy and cost (energy.h), counted on the injected clock since siesta started (not kept in
+  // the state file, like the /metrics counters): the seconds of the stops that ended (set_state
+  // adds each when the service leaves kStopped; the open one is asleep_seconds(rt, now)), and
+  // of its cold starts (start to ready).
+  double asleep_seconds = 0;
+  double start_seconds = 0;
   // The last result of each activity signal, in the order of its specs (written by the sampler).
   std::vector<SignalState> activity;
 };
@@ -174,5 +209,14 @@ std::optional<ServiceSpec::ModelApi> parse_model_api(const std::string& text);
 bool can_unload_models(ServiceSpec::ModelApi api);
 // The service is held in a light sleep a wake must undo: paused, or its engine asleep.
 inline bool light_asleep(const ServiceRuntime& rt) { return rt.paused || rt.engine_asleep; }
+// It does not serve now, so siesta answers for it what it can (a model server's probes, a model
+// it does not serve): held in a light tier, stopped, or starting (a load balancer's probe during
+// a cold start of tens of seconds must not wait for it; a new user's trial). One in error is not
+// answered for.
+inline bool not_serving(const ServiceRuntime& rt) {
+  return rt.state != ServiceState::kRunning &&
+         (light_asleep(rt) || rt.state == ServiceState::kStopped ||
+          rt.state == ServiceState::kStarting);
+}
 
 }  // namespace siesta

@@ -19,6 +19,11 @@ struct Inspection {
   bool running = false;  // up, paused or not
   std::string detail;    // e.g. "exited with code 1"; shown to the operator
   bool paused = false;   // held paused (Docker pause, SIGSTOP): up, but serving nothing
+  // Not running, and why that is a failed start rather than a stop: e.g. a process that
+  // exited on its own while another process answers its upstream (its port was taken, so the
+  // readiness probe and the requests reached that one). Shown as last_error, counted as a
+  // failed start. Empty otherwise.
+  std::string start_failure{};
 };
 
 class ServiceBackend {

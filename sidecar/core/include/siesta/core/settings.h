@@ -8,6 +8,7 @@ struct Settings {
   double idle_timeout_minutes = 60;        // a service idle this long is stopped
   double model_keep_alive_hours = 2;       // a model unused this long is unloaded
   double idle_check_interval_minutes = 5;  // how often backends' real state is reconciled
+  double price_per_kwh = 0;                // energy's price, for the cost saved; 0: no price
 
   bool operator==(const Settings&) const = default;
 };

@@ -7,12 +7,14 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <string_view>
 
 #include "siesta/core/model.h"
 #include "siesta/core/service.h"
 #include "siesta/core/settings.h"
+#include "siesta/core/units.h"
 
 namespace siesta {
 
@@ -22,7 +24,7 @@ struct NumberRule {
   double min = 0;
   bool min_exclusive = false;
   double max = 0;
-  const char* unit = "";  // "minutes", "hours", "seconds"; empty for a count
+  const char* unit = "";  // "minutes", "hours", "seconds" (units.h), "MiB"; empty for a count
   bool whole = false;
 };
 
@@ -31,6 +33,10 @@ inline constexpr NumberRule kKeepAliveHours{0, false, kMaxHours, "hours"};
 inline constexpr NumberRule kKeepAliveSeconds{0, false, kMaxHours * 3600, "seconds"};
 // GPU memory in MiB: up to 16 TiB (far beyond any card, short of absurd).
 inline constexpr NumberRule kGpuMemoryMib{0, true, 16'777'216, "MiB"};
+// A price per kWh in any currency: up to a million (far beyond any tariff, short of absurd).
+inline constexpr NumberRule kPricePerKwh{0, false, 1e6, "per kWh"};
+// A service's idle power in watts: up to 100 kW (a rack of GPUs).
+inline constexpr NumberRule kIdlePowerWatts{0, false, 100'000, "W"};
 inline constexpr NumberRule kCheckIntervalMinutes{kMinCheckIntervalMinutes, false, kMaxMinutes,
                                                   "minutes"};
 
@@ -48,9 +54,10 @@ struct SettingField {
   bool Settings::*flag = nullptr;      // a switch (true or false) ...
   double Settings::*number = nullptr;  // ... or a number within `rule`
   NumberRule rule{};
-  const char* metric = "";  // its gauge on /metrics, in seconds (a switch: 1 or 0)
+  // Its gauge on /metrics: in seconds for a duration (a switch: 1 or 0; any other unit, the
+  // number itself: setting_gauge).
+  const char* metric = "";
   const char* metric_help = "";
-  double seconds_per_unit = 1;
 };
 
 // In the order of the seed, the metrics and the log line.
@@ -63,15 +70,18 @@ inline constexpr SettingField kSettingFields[] = {
      "siesta_settings_idle_sleep_enabled",
      "1 when idle sleep is on globally."},
     {"idle_timeout_minutes", "idleTimeout", nullptr, &Settings::idle_timeout_minutes,
-     kTimeoutMinutes, "siesta_settings_idle_timeout_seconds", "The global idle timeout.", 60},
+     kTimeoutMinutes, "siesta_settings_idle_timeout_seconds", "The global idle timeout."},
     {"model_keep_alive_hours", "modelKeepAlive", nullptr, &Settings::model_keep_alive_hours,
-     kKeepAliveHours, "siesta_settings_model_keep_alive_seconds", "The global model keep-alive.",
-     3600},
+     kKeepAliveHours, "siesta_settings_model_keep_alive_seconds", "The global model keep-alive."},
     // A floor: a tiny interval (say 1e-300 minutes) would have the monitor reconcile in a loop
     // that never sleeps.
     {"idle_check_interval_minutes", "idleCheckInterval", nullptr,
      &Settings::idle_check_interval_minutes, kCheckIntervalMinutes,
-     "siesta_settings_idle_check_interval_seconds", "How often backends are reconciled.", 60},
+     "siesta_settings_idle_check_interval_seconds", "How often backends are reconciled."},
+    // Energy and cost (energy.h): no duration, so its gauge is the number itself. 0: no price.
+    {"price_per_kwh", "pricePerKwh", nullptr, &Settings::price_per_kwh, kPricePerKwh,
+     "siesta_settings_price_per_kwh",
+     "The price of a kWh, for the cost saved by sleeping; 0: no price."},
 };
 
 // The setting named `name` (its key or its alias); nullptr for none.
@@ -80,13 +90,16 @@ const SettingField* find_setting(std::string_view name);
 std::string check_setting(const SettingField& field, const nlohmann::json& value);
 // The setting's value in `settings`, as JSON (a boolean or a number).
 nlohmann::json setting_value(const SettingField& field, const Settings& settings);
+// The value of its /metrics gauge (see SettingField::metric).
+double setting_gauge(const SettingField& field, const Settings& settings);
 // Sets it from a value check_setting accepted.
 void set_setting(const SettingField& field, Settings& settings, const nlohmann::json& value);
 // "idle_sleep_enabled=true idle_timeout_minutes=60 ...": every setting, for the log.
 std::string settings_text(const Settings& settings);
 
 // A number of a service's or a model's config entry. A Docker label that sets it (labels.cpp)
-// gives a duration, converted to `rule.unit`.
+// gives a duration, converted to `rule.unit` (seconds_per, units.h). The config file's known
+// keys of an entry include these keys (spec_keys).
 template <class Spec>
 struct SpecNumber {
   const char* key;
@@ -121,6 +134,12 @@ inline constexpr SpecNumber<ServiceSpec> kServiceNumbers[] = {
      [](ServiceSpec& s, double v) { s.model_keep_alive_hours = v; }},
     // The GPU budget (docs/gpu.md): what it holds on each of its devices while it runs.
     {"gpu_memory_mib", kGpuMemoryMib, [](ServiceSpec& s, double v) { s.gpu_memory_mib = v; }},
+    // Energy and cost (energy.h). A label gives it as a plain number of watts.
+    {"idle_power_watts", kIdlePowerWatts, [](ServiceSpec& s, double v) { s.idle_power_watts = v; }},
+    // How long a start takes, for the adaptive policy's break-even and pre-warm lead.
+    {"cold_start_seconds",
+     {0, false, 86400, "seconds"},
+     [](ServiceSpec& s, double v) { s.cold_start_seconds = v; }},
 };
 
 // keep_alive_max_seconds must also be at least keep_alive_min_seconds (the config checks it).
@@ -132,6 +151,14 @@ constexpr const SpecNumber<Spec>* find_number(const SpecNumber<Spec> (&fields)[N
     if (key == field.key) return &field;
   }
   return nullptr;
+}
+
+// The keys of `fields`, for a list of the keys an entry may have.
+template <class Spec, std::size_t N>
+std::set<std::string> spec_keys(const SpecNumber<Spec> (&fields)[N]) {
+  std::set<std::string> keys;
+  for (const auto& field : fields) keys.insert(field.key);
+  return keys;
 }
 
 inline constexpr SpecNumber<ModelSpec> kModelNumbers[] = {

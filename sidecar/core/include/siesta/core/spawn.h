@@ -16,11 +16,15 @@ namespace siesta {
 struct SpawnedChild {
   pid_t pid = -1;
   int output = -1;  // read end of the pipe on the child's stdout (and stderr, if asked), CLOEXEC
-  int error = 0;    // the errno of a failure (pid is then -1 and output closed)
+  int errors = -1;  // read end of the pipe on its stderr (StderrTo::kOwnPipe), CLOEXEC; else -1
+  int error = 0;    // the errno of a failure (pid is then -1 and the pipes closed)
 };
 
-// Runs argv[0] (searched on PATH) with argv. Its stderr goes to the same pipe as its stdout when
-// `stderr_too`, else to /dev/null.
-SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, bool stderr_too);
+// Where the child's stderr goes: the same pipe as its stdout (a service's log), or a pipe of its
+// own (a helper whose complaints explain a failure, e.g. nvidia-smi's).
+enum class StderrTo { kOutput, kOwnPipe };
+
+// Runs argv[0] (searched on PATH) with argv.
+SpawnedChild spawn_in_own_group(const std::vector<std::string>& argv, StderrTo stderr_to);
 
 }  // namespace siesta

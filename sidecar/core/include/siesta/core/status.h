@@ -29,14 +29,25 @@ class [[nodiscard]] Status {
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
   static Status ok() { return {}; }
 
+  // An error that the same request cannot overcome by trying again later (e.g. a wake that can
+  // never fit in the GPU budget): its 503 carries no Retry-After.
+  static Status final_error(ErrorCode code, std::string message) {
+    Status st(code, std::move(message));
+    st.final_ = true;
+    return st;
+  }
+
   bool is_ok() const { return code_ == ErrorCode::kOk; }
   explicit operator bool() const { return is_ok(); }
   ErrorCode code() const { return code_; }
   const std::string& message() const { return message_; }
+  // Retry-After makes sense: a 503 that a later try may not get.
+  bool retry_may_help() const { return !final_; }
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
+  bool final_ = false;
 };
 
 template <typename T>

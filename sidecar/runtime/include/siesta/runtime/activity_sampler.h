@@ -57,6 +57,11 @@ class ActivitySampler {
     return spec.activity ? *spec.activity : defaults_;
   }
 
+  // The sample that measures a service's GPU memory for the budget ("gpu_memory_mib":
+  // "measured", docs/gpu.md): a gpu signal of metric memory, sampled after the activity signals
+  // (its slot is the last), which is no activity: it only raises ServiceRuntime::gpu_measured_mib.
+  static const SignalSpec& gpu_measure_signal();
+
  private:
   struct Slot {
     std::unique_ptr<SignalProbe> probe;
@@ -66,11 +71,15 @@ class ActivitySampler {
   };
   struct Entry {
     std::shared_ptr<const ServiceSpec> spec;  // the slots belong to this spec
+    std::vector<SignalSpec> signals;          // sampled_of(*spec), one per slot
     std::vector<std::shared_ptr<Slot>> slots;
   };
 
+  // The signals sampled for a service: its activity signals, then the GPU measure if it has one.
+  std::vector<SignalSpec> sampled_of(const ServiceSpec& spec) const;
   void record(const std::string& service, std::size_t index, const SignalSpec& signal,
               const SignalSample& sample, Slot& slot);
+  void record_gpu_measure(const std::string& service, const SignalSample& sample, Slot& slot);
 
   Registry& registry_;
   const Clock& clock_;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "siesta/core/gpu.h"
+#include "siesta/core/reason.h"
 #include "siesta/core/service.h"
 #include "siesta/core/settings.h"
 #include "siesta/core/status.h"
@@ -33,14 +34,15 @@ class AdminActions {
   // POST /admin/services/{name}/...
   virtual Status set_idle_sleep(const std::string& service, bool enabled) = 0;
   virtual Status set_desired(const std::string& service, Desired desired) = 0;
-  virtual Status wake(const std::string& service, const std::string& reason) = 0;
+  virtual Status wake(const std::string& service, Reason reason) = 0;
   virtual Status sleep(const std::string& service) = 0;
   virtual Status touch_service(const std::string& service) = 0;
   virtual Status unload_models_of(const std::string& provider_service) = 0;
-  // POST /admin/models/{name}/...
-  virtual Status load_model(const std::string& model) = 0;
-  virtual Status unload_model(const std::string& model) = 0;
-  virtual Status touch_model(const std::string& model) = 0;
+  // POST /admin/models/{name}/... on the model of that name on `model.service`. A load's
+  // service may be empty: a model siesta does not know yet, looked for on the model servers.
+  virtual Status load_model(const ModelKey& model) = 0;
+  virtual Status unload_model(const ModelKey& model) = 0;
+  virtual Status touch_model(const ModelKey& model) = 0;
 };
 
 }  // namespace siesta

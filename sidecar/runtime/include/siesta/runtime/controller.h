@@ -32,12 +32,16 @@
 #include "siesta/runtime/admin_actions.h"
 #include "siesta/runtime/discovery_actions.h"
 #include "siesta/runtime/model_lifecycle.h"
+#include "siesta/runtime/monitor_actions.h"
 
 namespace siesta {
 
 // The proxy sees it as a ProxyControl (core/proxy_control.h), the admin API as AdminActions,
-// discovery as DiscoveryActions: each through the overrides below.
-class Controller : public ProxyControl, public AdminActions, public DiscoveryActions {
+// discovery as DiscoveryActions, the monitor as MonitorActions: each through the overrides below.
+class Controller : public ProxyControl,
+                   public AdminActions,
+                   public DiscoveryActions,
+                   public MonitorActions {
  public:
   using BackendMap = std::map<std::string, ServiceBackend*>;  // backend name -> backend
   // The provider for models served by the named service; nullptr when there is none.
@@ -52,15 +56,14 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
              std::size_t max_learned_models = kDefaultMaxLearnedModels);
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
-  // use. reason: "manual", "desired", "request". `woke_from`, if given, is set to what the wake
-  // undid: a light tier's name when it resumed from it, "stop" when it took a start (also after
-  // a failed resume), empty when the service was up already.
-  Status wake(const std::string& service, const std::string& reason,
-              std::string* woke_from) override;
-  Status wake(const std::string& service, const std::string& reason) override {
+  // use. reason: kManual, kDesired, kRequest, kSchedule, kPrewarm. `woke_from`, if given, is set to
+  // what the wake undid: a light tier's name when it resumed from it, "stop" when it took a start
+  // (also after a failed resume), empty when the service was up already.
+  Status wake(const std::string& service, Reason reason, std::string* woke_from) override;
+  Status wake(const std::string& service, Reason reason) override {
     return wake(service, reason, nullptr);
   }
-  // Stops the service now (reason "manual"). A desired-on service is refused (kConflict).
+  // Stops the service now (Reason::kManual). A desired-on service is refused (kConflict).
   Status sleep(const std::string& service) override;
   // Records a use of the service now, without waking it.
   Status touch_service(const std::string& service) override;
@@ -83,49 +86,48 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // Model lifecycle, done by ModelLifecycle (model_lifecycle.h).
   // Records a use of the model now: it counts as loaded, its keep-alive restarts, and its
   // provider service is used too.
-  Status touch_model(const std::string& model) override;
-  // Unloads now through the provider (reason "forced").
-  Status unload_model(const std::string& model) override;
+  Status touch_model(const ModelKey& model) override;
+  // Unloads now through the provider (Reason::kForced).
+  Status unload_model(const ModelKey& model) override;
   // Loads now through the provider with the model's keep-alive (admin API). A model siesta has
-  // not seen is looked for on the model servers (find_installed) and learned; kNotFound when
-  // none has it.
-  Status load_model(const std::string& model) override;
-  // Unloads every loaded model of a provider service (reason "forced").
+  // not seen (empty model.service) is looked for on the model servers (find_installed) and
+  // learned; kNotFound when none has it.
+  Status load_model(const ModelKey& model) override;
+  Status make_room_for_model(const ModelKey& model) override;
+  // Unloads every loaded model of a provider service (Reason::kForced).
   Status unload_models_of(const std::string& provider_service) override;
   // The monitor's two steps for an expired keep-alive (as claim_sleep/finish_sleep below).
-  bool claim_unload(const std::string& model);
-  void finish_unload(const std::string& model, const std::string& reason);
-  // A proxied request names `model` on `provider_service`: the model is in flight (never
-  // unloaded) until end_model_request(). A model siesta did not know is learned now, not loaded.
+  bool claim_unload(const ModelKey& model) override;
+  void finish_unload(const ModelKey& model, Reason reason) override;
+  // A proxied request names a model on its service: the model is in flight (never unloaded)
+  // until end_model_request(). A model siesta did not know is learned now, not loaded.
   // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
-  std::optional<std::uint64_t> begin_model_request(const std::string& model,
-                                                   const std::string& provider_service) override;
+  std::optional<std::uint64_t> begin_model_request(const ModelKey& model) override;
   // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
   // `keep_alive_seconds` from the request's end. Returns whether this request paid the load: it
   // began with the model not loaded (`ticket`) and no other request's answer loaded it since.
-  bool model_accepted(const std::string& model, double keep_alive_seconds,
+  bool model_accepted(const ModelKey& model, double keep_alive_seconds,
                       std::optional<std::uint64_t> ticket) override;
   // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
   // never loaded and has no other request in flight is forgotten after a failed request.
-  void end_model_request(const std::string& model, bool accepted) override;
+  void end_model_request(const ModelKey& model, bool accepted) override;
   // The bounds and default for a request's keep-alive on `model`; for one not known yet, those
-  // it would be learned with on `provider_service` (its model_keep_alive_hours). The rule is
+  // it would be learned with on its service (its model_keep_alive_hours). The rule is
   // siesta::keep_alive_policy (decide.h); the type is ProxyControl's alias of it.
-  KeepAlivePolicy keep_alive_policy(const std::string& model,
-                                    const std::string& provider_service = "") override;
+  KeepAlivePolicy keep_alive_policy(const ModelKey& model) override;
   ModelProvider* provider_of(const std::string& provider_service) override;
 
   // The monitor's two-step actions: claim() re-checks under the registry lock that the action
   // is still due and marks it in progress; finish() does the slow part. A claim cancelled in
   // between (a wake arrived) makes finish() a no-op.
-  bool claim_sleep(const std::string& service);
-  void finish_sleep(const std::string& service);
+  bool claim_sleep(const std::string& service) override;
+  void finish_sleep(const std::string& service) override;
   // Graduated sleep, the same two steps for a light tier (Action::tier, 1-based): the claim
   // marks the tier in force, and a pause tier makes the service kPaused at once, so that a
   // request arriving before the pause is done waits for the wake (which resumes it) instead of
   // reaching a frozen service. A use in between makes finish_light_sleep() a no-op.
-  bool claim_light_sleep(const std::string& service, std::size_t tier);
-  void finish_light_sleep(const std::string& service, std::size_t tier);
+  bool claim_light_sleep(const std::string& service, std::size_t tier) override;
+  void finish_light_sleep(const std::string& service, std::size_t tier) override;
 
   // Adds a service found after start-up (a labelled container) and reads its real state. A
   // running one gets its idle timer started like any other. kConflict if the name is taken.
@@ -152,9 +154,10 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
 
   // The GPU budget (gpu.h, docs/gpu.md), set once before any wake. A cold start of a service that
   // declares gpu_memory_mib (or is in an exclusive group) and an admin load of a sized model first
-  // make room: they evict in plan_room's order (reason "make_room"), wait in FIFO order at most
+  // make room: they evict in plan_room's order (Reason::kMakeRoom), wait in FIFO order at most
   // gpu.wait_seconds for in-flight work on the holders to end, else fail kUnavailable (503)
-  // naming what holds the memory.
+  // naming what holds the memory. A later request that fits now goes ahead of waiting ones when
+  // it takes none of the room they wait for (may_go_ahead).
   void set_gpu(GpuConfig gpu);
   const GpuConfig& gpu() const override { return gpu_; }
   int gpu_waiting() const override { return gpu_waiting_.load(); }
@@ -168,17 +171,19 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
     // A light tier claimed whose finish has not begun (0: none): a wake in between has nothing
     // of it to undo (no /wake_up to an engine never put to sleep, no unpause of a running one).
     std::atomic<std::size_t> light_pending{0};
+    double warned_measured_mib = 0;  // guarded by op: a measured size over a budget, said once
   };
 
   Slot* slot(const std::string& service);
   ServiceBackend* backend_for(const ServiceSpec& spec);
   Status start_and_wait(const ServiceSpec& spec, ServiceBackend& backend);
-  Status stop_locked(const std::string& service, const std::string& reason);
+  Status stop_locked(const std::string& service, Reason reason);
   void fail_service(const std::string& service, ServiceOperation operation, const Status& st,
                     bool schedule_retry);
   void unload_models_before_stop(const std::string& service);
   // ModelLifecycle::mark_models_unloaded.
-  void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
+  void mark_models_unloaded(const std::string& provider_service, Reason reason,
+                            const char* what = nullptr);
   // The unload_models tier: every loaded model of the service, through its provider; a paused
   // service is resumed for it and paused again. Holds the service's op lock.
   Status unload_models_for_tier(const ServiceSpec& spec, ServiceBackend& backend);
@@ -186,6 +191,11 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // frozen again. Holds the service's op lock.
   Status sleep_engine_for_tier(const ServiceSpec& spec, ServiceBackend& backend, int level);
   EngineSleep* engine_sleep_of(const std::string& service);
+  // After a wake that made a server whose model is the process (vLLM, OpenAI-compatible) serve
+  // again (a start, or its engine woken): its served models are loaded from that moment, so
+  // they are read now (ModelLifecycle::sync_loaded), not at the next reconcile. The caller
+  // holds the service's op lock.
+  void read_served_models(const std::string& service);
   // POST /wake_up, then is_sleeping() polled until false (within start_timeout_seconds).
   Status wake_engine(const ServiceSpec& spec);
   // A running server with a sleep mode: whether its engine is asleep (marked so, out of
@@ -198,15 +208,26 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   // Reads the backend's real state into the registry; true when anything changed (the caller
   // saves).
   bool reconcile_service(const std::string& service, bool wait_for_op);
+  bool reconcile_locked(const std::string& service);  // holds the service's op lock
   // Every running model server's loaded models (ModelLifecycle::sync_loaded), unless its engine
   // is asleep.
   void reconcile_models();
   Status save();
   // The GPU budget: room for `request` (see set_gpu). Called before a start, without the
-  // registry lock; may hold other services' operation locks while it stops them.
-  Status make_room(const GpuRequest& request);
-  // Stops `h` for room if it is still idle and not pinned (re-checked under the registry lock).
-  void evict(const GpuHolder& h);
+  // registry lock; may hold other services' operation locks while it stops them. `on_fit` runs
+  // while the room is still the request's alone (before the next in the queue plans): a wake
+  // marks its service starting there, so that it counts as a holder from then on.
+  Status make_room(const GpuRequest& request, const std::function<void()>& on_fit = {});
+  // Stops or unloads `h` for room if it is still idle and not pinned (re-checked under the
+  // registry lock): ok when done or no longer to do; the failure when its stop or unload failed
+  // (or left it loaded).
+  Status evict(const GpuHolder& h);
+  // Room for a sized model of a server in the budget (make_room), before a load; ok otherwise.
+  Status room_for_model(const ModelKey& model);
+  // Once, at the first reconcile: a warning for each device whose holders (adopted services,
+  // models found loaded) hold more than its budget.
+  void warn_gpu_over_budget();
+  std::atomic<bool> gpu_checked_{false};
 
   Registry& registry_;
   BackendMap backends_;
@@ -218,11 +239,17 @@ class Controller : public ProxyControl, public AdminActions, public DiscoveryAct
   std::mutex slots_mu_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;  // guarded by slots_mu_; never erased
   GpuConfig gpu_;                                       // set before use, then read only
-  // Room is made for one request at a time, in the order they asked (tickets).
+  // Room is made for one request at a time, in the order they asked: the head of the queue
+  // plans and evicts; a later one goes ahead only as may_go_ahead() allows.
+  struct GpuQueued {
+    std::uint64_t ticket = 0;
+    GpuRequest request;
+    bool making_room = false;  // its evictions run: the room they free is its own
+  };
   std::mutex gpu_mu_;
   std::condition_variable gpu_cv_;
   std::uint64_t gpu_next_ticket_ = 0;  // guarded by gpu_mu_
-  std::uint64_t gpu_serving_ = 0;      // guarded by gpu_mu_
+  std::vector<GpuQueued> gpu_queue_;   // guarded by gpu_mu_; in arrival order
   std::atomic<int> gpu_waiting_{0};    // requests queued or waiting for in-flight work
 };
 

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,7 @@ class ModelLifecycle {
   using ProviderLookup = std::function<ModelProvider*(const std::string& provider_service)>;
   // Saves the registry to the state file (the Controller's save, which logs a failure).
   using SaveFn = std::function<Status()>;
-  // Wakes a model server (reason "manual") and returns once it is ready or the start failed.
+  // Wakes a model server (Reason::kManual) and returns once it is ready or the start failed.
   using WakeFn = std::function<Status(const std::string& service)>;
 
   // At most `max_learned_models` models not in the config are kept (Registry::add_learned_model);
@@ -43,29 +44,35 @@ class ModelLifecycle {
 
   // A proxied request (Controller::begin_model_request, model_accepted, end_model_request and
   // keep_alive_policy say what each does).
-  std::optional<std::uint64_t> begin_model_request(const std::string& model,
-                                                   const std::string& provider_service);
-  bool model_accepted(const std::string& model, double keep_alive_seconds,
+  // Models are per service: `model.service` is the server the model is used on.
+  std::optional<std::uint64_t> begin_model_request(const ModelKey& model);
+  bool model_accepted(const ModelKey& model, double keep_alive_seconds,
                       std::optional<std::uint64_t> ticket);
-  void end_model_request(const std::string& model, bool accepted);
-  KeepAlivePolicy keep_alive_policy(const std::string& model,
-                                    const std::string& provider_service = "");
+  void end_model_request(const ModelKey& model, bool accepted);
+  KeepAlivePolicy keep_alive_policy(const ModelKey& model);
 
-  // The admin API's (Controller's AdminActions).
-  Status touch_model(const std::string& model);
-  Status load_model(const std::string& model);
-  Status unload_model(const std::string& model);  // reason "forced"
+  // The admin API's (Controller's AdminActions). A load's empty service: looked for
+  // (find_installed).
+  Status touch_model(const ModelKey& model);
+  Status load_model(const ModelKey& model);
+  Status unload_model(const ModelKey& model);  // Reason::kForced
+  // kUnavailable for a load or unload on a server whose model is the process (vLLM,
+  // OpenAI-compatible): `verb` it cannot, do `instead`. Ok for one that can.
+  Status refuse_if_model_is_process(const ModelKey& model, const char* verb,
+                                    const char* instead) const;
   Status unload_models_of(const std::string& provider_service);
 
   // The monitor's two steps for an expired keep-alive (claim under the registry lock, then the
   // slow unload).
-  bool claim_unload(const std::string& model);
-  void finish_unload(const std::string& model, const std::string& reason);
+  bool claim_unload(const ModelKey& model);
+  void finish_unload(const ModelKey& model, Reason reason);
 
   // For the service side. Claims and unloads a loaded model now; OK when it was not loaded.
-  Status unload_now(const std::string& model, const std::string& reason);
-  // The server stopped or its engine slept: its models are no longer loaded (counted, logged).
-  void mark_models_unloaded(const std::string& provider_service, const std::string& reason);
+  Status unload_now(const ModelKey& model, Reason reason);
+  // The server stopped or its engine slept: its models are no longer loaded (counted with
+  // `reason`, logged as "its service S <what>"; by default what the reason says).
+  void mark_models_unloaded(const std::string& provider_service, Reason reason,
+                            const char* what = nullptr);
   // What a running server reports loaded (ModelProvider::loaded): models loaded or unloaded
   // outside siesta are marked so, unknown ones learned. True when anything changed (the caller
   // saves).
@@ -74,18 +81,16 @@ class ModelLifecycle {
  private:
   ModelProvider* provider_of(const std::string& provider_service);
   Status save();
-  void record_unload(const std::string& model, const std::string& reason,
-                     std::optional<double> vram_bytes);
-  Status unload_claimed(const std::string& model, const std::string& reason);
+  void record_unload(const ModelKey& model, Reason reason, std::optional<double> vram_bytes);
+  Status unload_claimed(const ModelKey& model, Reason reason);
   // The model server that has `model` installed: the only one there is, else the first (running
   // ones asked first, then stopped ones woken) whose list has it. kNotFound when none has it.
   Result<std::string> find_installed(const std::string& model);
   // Forgets a learned model that was never loaded and is not in use.
-  bool forget_if_unused(const std::string& model);
-  void forget_loads(const std::vector<std::string>& models);
+  bool forget_if_unused(const ModelKey& model);
+  void forget_loads(const std::vector<ModelKey>& models);
   // Adds a model not in the config (Registry::add_learned_model); false if it was known.
-  bool learn_model(const std::string& model, const std::string& provider_service,
-                   const ModelRuntime& runtime, const char* how);
+  bool learn_model(const ModelKey& model, const ModelRuntime& runtime, const char* how);
 
   Registry& registry_;
   ProviderLookup providers_;
@@ -97,7 +102,10 @@ class ModelLifecycle {
   // Per model, the loads paid by a request (its answer found the model not loaded), so that a
   // request that began before the latest load does not count it again (model_accepted).
   std::mutex loads_mu_;
-  std::map<std::string, std::uint64_t> request_loads_;  // guarded by loads_mu_
+  std::map<ModelKey, std::uint64_t> request_loads_;  // guarded by loads_mu_
+  // Models whose measured size_vram was found above their gpu_memory_mib estimate: warned once.
+  std::set<ModelKey> warned_over_estimate_;  // guarded by loads_mu_
+  void warn_over_estimate(const ModelKey& model, double vram_bytes, double estimate_mib);
 };
 
 }  // namespace siesta

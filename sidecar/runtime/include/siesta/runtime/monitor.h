@@ -1,5 +1,5 @@
 // Monitor: the idle monitor task. A thin runner around decide(): each pass takes a snapshot,
-// acts on the actions due through the Controller, reconciles backends every
+// acts on the actions due through MonitorActions (the Controller), reconciles backends every
 // idle_check_interval_minutes, and then waits on the registry's change signal until the next
 // deadline, so a service is stopped at its deadline rather than up to a check interval late.
 // See DESIGN.md beside this file.
@@ -17,14 +17,14 @@
 #include "siesta/core/recorder.h"
 #include "siesta/core/registry.h"
 #include "siesta/runtime/activity_sampler.h"
-#include "siesta/runtime/controller.h"
 #include "siesta/runtime/executor.h"
+#include "siesta/runtime/monitor_actions.h"
 
 namespace siesta {
 
 class Monitor {
  public:
-  Monitor(Registry& registry, Controller& controller, const Clock& clock, Recorder& recorder,
+  Monitor(Registry& registry, MonitorActions& controller, const Clock& clock, Recorder& recorder,
           Executor& executor);
   ~Monitor();
 
@@ -47,7 +47,7 @@ class Monitor {
   void loop();
 
   Registry& registry_;
-  Controller& controller_;
+  MonitorActions& controller_;
   const Clock& clock_;
   Recorder& recorder_;
   Executor& executor_;

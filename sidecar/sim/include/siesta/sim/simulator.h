@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "siesta/config/config.h"
 #include "siesta/core/status.h"
 
 namespace siesta::sim {
@@ -25,7 +26,8 @@ struct TraceRequest {
   double duration = 0;
 };
 
-// CSV (time,service[,model][,duration]; a header line names the columns, any order) or JSONL
+// CSV (time,service[,model][,duration]; a header line names the columns, any order; RFC 4180
+// quoting), a JSON array of request objects, or JSONL
 // ({"time":..,"service":..,"model":..,"duration":..} a line); '#' lines and blank lines are
 // skipped. Sorted by time. An error names "FILE:LINE: reason".
 Result<std::vector<TraceRequest>> parse_trace(std::string_view text, const std::string& name);
@@ -44,15 +46,32 @@ struct SimOptions {
   double cold_start_seconds = 60;               // every service's ...
   std::map<std::string, double> cold_start_of;  // ... unless named here
   double default_timeout_minutes = 60;          // a policy without its own timeout
+  // Energy (docs/policies.md#energy-and-cost): every service's idle power in watts, unless
+  // named in idle_power_of; a service with neither is not estimated. Cost at price_per_kwh.
+  std::optional<double> idle_power_watts{};
+  std::map<std::string, double> idle_power_of{};
+  std::optional<double> price_per_kwh{};
+  // Services as a siesta config has them (`--config`): a trace's service named here keeps its
+  // schedule (windows, time zone), desired state, idle sleep switch, cold_start_seconds and
+  // idle_power_watts (the command line's per-service values win); the timeout and policy are
+  // the compared policy's. Tiers are not simulated: one idle timeout, then stopped.
+  std::map<std::string, ServiceConfig> configured{};
+  bool idle_sleep_enabled = true;  // the config's global switch (`--config`)
 };
 
 struct Counts {
   int requests = 0;
   int cold_starts = 0;  // requests that found the service asleep
   double cold_start_seconds = 0;
-  int prewarms = 0;        // starts the policy made before a predicted use
-  double idle_hours = 0;   // awake (up or starting) with nothing in flight
-  double awake_hours = 0;  // awake at all
+  int prewarms = 0;          // starts the policy made before a predicted use
+  int scheduled_starts = 0;  // starts a schedule window made (at its start: `desired: on`)
+  double idle_hours = 0;     // awake (up or starting) with nothing in flight
+  double awake_hours = 0;    // awake at all
+  // With an idle power (absent: not estimated): idle_hours and cold_start_seconds at it, and
+  // their sum at the price per kWh. A total sums the services that have one.
+  std::optional<double> idle_kwh{};
+  std::optional<double> cold_start_kwh{};
+  std::optional<double> cost{};
   void add(const Counts& other);
 };
 
@@ -66,7 +85,7 @@ struct PolicyResult {
 PolicyResult simulate(const std::vector<TraceRequest>& trace, const PolicyArg& policy,
                       const SimOptions& options);
 
-// The comparison table, one row per policy.
+// The comparison table, one row per policy (idle kWh and cost when estimated).
 std::string table(const std::vector<PolicyResult>& results);
 nlohmann::json to_json(const std::vector<PolicyResult>& results);
 
@@ -76,7 +95,10 @@ nlohmann::json to_json(const std::vector<PolicyResult>& results);
 struct SimulateArgs {
   std::string trace;
   std::vector<std::string> policies;
-  std::vector<std::string> cold_start;  // "SECONDS" or "SERVICE=SECONDS"
+  std::vector<std::string> cold_start;    // "SECONDS" or "SERVICE=SECONDS"
+  std::vector<std::string> idle_power{};  // "WATTS" or "SERVICE=WATTS"
+  std::optional<double> price_per_kwh{};
+  std::string config{};  // a siesta config whose services' schedules apply (SimOptions)
   double default_timeout_minutes = 60;
   bool json = false;
 };

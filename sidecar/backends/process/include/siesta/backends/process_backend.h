@@ -5,7 +5,10 @@
 // is never mistaken for it) only while /proc/<pid>/cmdline is still the service's command.
 // Pause (graduated sleep) is SIGSTOP to the group, resume SIGCONT; a stop sends SIGCONT right
 // after SIGTERM, since a stopped group would keep the SIGTERM pending and never exit.
-// Grace periods are measured, and polls paced, with the injected Clock. Thread-safe.
+// A process that exits on its own, its group gone, while its upstream still answers was kept
+// from its port by another process (which answered the readiness probe): inspect() says so as
+// a failed start (Inspection::start_failure), check_ready() in its error. Grace periods are
+// measured, and polls paced, with the injected Clock. Thread-safe.
 #pragma once
 
 #include <sys/types.h>

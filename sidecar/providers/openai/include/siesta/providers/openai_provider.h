@@ -1,7 +1,8 @@
 // OpenAiProvider: the models of one OpenAI-compatible server whose model is the process
 // (llama-server, LocalAI, LM Studio; vLLM builds on it). It has no load or unload API:
 //   loaded = list_installed = GET /v1/models ({"data": [{"id": ...}]}): what a running server
-//            serves is in memory;
+//            serves is in memory; each entry's JSON is kept as LoadedModel::card (vLLM's
+//            ModelCard), for the list siesta answers while the server sleeps;
 //   load   = succeeds for a model it serves (nothing to do), kNotFound otherwise;
 //   unload = kUnavailable: only a stop (or vLLM's sleep mode) frees the model.
 // Thread-safe: every call opens its own connection.
