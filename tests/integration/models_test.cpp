@@ -3,6 +3,7 @@
 // stopped and woken by siesta like any service.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -152,6 +153,34 @@ TEST_F(Models, TheLoadTimeIsOllamasOwnLoadDurationNotTheGeneration) {
       R"(siesta_model_load_duration_seconds_sum{model="qwen2.5:7b",service="ollama"})";
   ASSERT_TRUE(eventually([&] { return metric(siesta, stream_sum) > 0; }));
   EXPECT_NEAR(metric(siesta, stream_sum), 0.15, 1e-9);
+}
+
+// Two requests at once for a model not loaded: one load, counted once, and its time is the load's,
+// whichever request's answer siesta sees first (a new user's re-trial: 0 s was recorded; the
+// emulator answered the second request at once, where Ollama makes it wait for the load and
+// reports the time it waited as its load_duration).
+TEST_F(Models, ConcurrentRequestsThatShareOneLoadRecordItsTime) {
+  SiestaProcess siesta(
+      dir.path(), config(R"("llama3.2:3b": {"provider": "ollama"})", "", {"--load-ms", "400"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  ASSERT_EQ(siesta.client().Post("/admin/services/ollama/wake")->status, 200);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&, i] {
+      std::this_thread::sleep_for(milliseconds(100 * i));  // the second while the first loads
+      auto res =
+          via().Post("/api/generate", R"({"model": "llama3.2:3b", "prompt": "x", "stream": false})",
+                     "application/json");
+      ok += res && res->status == 200;
+    });
+  }
+  for (auto& c : clients) c.join();
+  ASSERT_EQ(ok.load(), 2) << siesta.log();
+  const std::string labels = R"({model="llama3.2:3b",service="ollama"})";
+  ASSERT_TRUE(eventually(
+      [&] { return metric(siesta, "siesta_model_load_duration_seconds_count" + labels) == 1; }));
+  EXPECT_GE(metric(siesta, "siesta_model_load_duration_seconds_sum" + labels), 0.2);
 }
 
 TEST_F(Models, AClientsKeepAliveIsHonouredWithinTheModelsBounds) {

@@ -114,20 +114,29 @@ class Emulator:
                         self.event("unload", name, "expired")
 
     def begin(self, model, keep_alive):
-        """Marks a request on `model` as running, loading it if needed. Returns load seconds."""
+        """Marks a request on `model` as running, loading it if needed. Returns load seconds:
+        like Ollama's load_duration (server/routes.go: checkpointLoaded - checkpointStart around
+        scheduleRunner), the time this request waited for a runner: the load it made, or, when
+        another request is loading the model, the time it waited for that load (0 when loaded)."""
+        t0 = time.time()
         with self.lock:
             m = self.loaded.get(model)
             if m is not None:
                 m["in_flight"] += 1
                 if keep_alive is not None:
                     m["keep_alive"] = keep_alive
-                return 0.0
+                if not m["loading"]:
+                    return 0.0
+                while m["loading"]:
+                    self.lock.wait(0.01)
+                return time.time() - t0
             m = {"in_flight": 1, "keep_alive": keep_alive if keep_alive is not None else self.default_keep_alive,
                  "expires_at": None, "loading": True}
             self.loaded[model] = m
         time.sleep(self.load_s)
         with self.lock:
             m["loading"] = False
+            self.lock.notify_all()
             self.event("load", model, "request")
         return self.load_s
 

@@ -403,7 +403,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "budget, docs/gpu.md)"},
         BadCase{R"({"gpu": {"devices": [{"id": 0}]},
                    "services": {"a": {"command": ["a"], "gpu_memory_mib": "6G"}}})",
-                "services.a.gpu_memory_mib: must be a number, got \"6G\""},
+                "services.a.gpu_memory_mib: must be a number of MiB or \"measured\", got \"6G\""},
         BadCase{R"({"gpu": {"devices": [{"id": 0}]},
                    "services": {"a": {"command": ["a"], "gpu_devices": [1]}}})",
                 "services.a.gpu_devices: names GPU 1, not in gpu.devices"},

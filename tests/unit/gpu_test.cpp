@@ -724,6 +724,33 @@ TEST(GpuController, ASmallWakeThatFitsDoesNotWaitBehindABigOneThatWaits) {
   EXPECT_EQ(w.controller->gpu_waiting(), 0);
 }
 
+// A wake that went ahead is not then stopped for the one it went ahead of: it was let go on the
+// promise that it leaves that one its room (a new user's re-trial: c started, and b's plan, once
+// a's request ended, stopped c first, c having started before a's last use, and then a too).
+// As above, but c is not in use when b's turn comes: b stops a alone, c keeps running.
+TEST(GpuController, AWakeThatWentAheadIsEvictedLastForTheOneItPassed) {
+  testing::World w(R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+    "services": {"a": {"command": ["a"], "gpu_memory_mib": 600},
+                 "b": {"command": ["b"], "gpu_memory_mib": 600},
+                 "c": {"command": ["c"], "gpu_memory_mib": 300}}})");
+  GpuConfig gpu = w.config.gpu;
+  gpu.wait_seconds = 1e9;
+  w.controller->set_gpu(gpu);
+  ASSERT_TRUE(w.controller->wake("a", Reason::kRequest));
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  Status b_woke;
+  std::thread b([&] { b_woke = w.controller->wake("b", Reason::kRequest); });
+  while (w.controller->gpu_waiting() == 0) std::this_thread::yield();
+  ASSERT_TRUE(w.controller->wake("c", Reason::kRequest));  // goes ahead of b
+  w.clock.advance_minutes(1);
+  w.controller->end_request("a");  // a used last: the LRU order alone would stop c first
+  b.join();
+  EXPECT_TRUE(b_woke) << b_woke.message();
+  EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start a", "start c", "stop a", "start b"}));
+  EXPECT_EQ(w.service("c").state, ServiceState::kRunning);
+}
+
 // Room made for the head of the queue is its own until it shows as starting (a new user's trial:
 // big's evictions freed 800 MiB, and mid, next in the queue, saw them free before big counted and
 // started too: 1300 of 1200 MiB held). Replayed from the backend's calls: never over the budget.
@@ -867,6 +894,94 @@ TEST(GpuController, RequestsForAModelLoadedMeanwhileGoOnWithoutRoom) {
   EXPECT_TRUE(llama_room) << llama_room.message();
   EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"unload qwen"}));
   w.controller->end_model_request(llama, false);
+}
+
+// A wake that waits for a model server's requests to end does not wait for the ones queued behind
+// it for room (a new user's re-trial, 3 runs in 6: a 950 MiB service's wake, at the head, waited
+// for Ollama's in-flight requests, which were model requests queued behind it, and they for it,
+// until gpu.wait_seconds; then every one of them got its 503). Here r2, for m2, arrives while w's
+// wake waits for r1 (on m1); r1 ends: r2, the only work left on ollama, is served first (it fits
+// beside m1 and ollama), then w stops them all. On the fake clock: before the change r2 never got
+// its room (the head's polls advance fake time, but 1e9 s never pass).
+TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
+  testing::World w(R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
+                 "w": {"command": ["w"], "gpu_memory_mib": 950}},
+    "models": {"m1": {"provider": "ollama", "gpu_memory_mib": 300},
+               "m2": {"provider": "ollama", "gpu_memory_mib": 400}}})");
+  GpuConfig gpu = w.config.gpu;
+  gpu.wait_seconds = 1e9;
+  w.controller->set_gpu(gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey m1 = w.key("m1"), m2 = w.key("m2");
+  // r1, as the proxy counts it: in flight on its server, then on its model, then room.
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  const auto r1 = w.controller->begin_model_request(m1);
+  ASSERT_TRUE(w.controller->make_room_for_model(m1));
+  ASSERT_TRUE(w.controller->model_accepted(m1, 300, r1));
+  Status w_woke;
+  std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
+  while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  const auto r2 = w.controller->begin_model_request(m2);
+  ASSERT_TRUE(r2.has_value());  // m2 is not loaded: room first
+  std::atomic<bool> r2_done{false};
+  Status r2_room;
+  std::thread second([&] {
+    r2_room = w.controller->make_room_for_model(m2);
+    r2_done = true;
+  });
+  while (!r2_done && w.controller->gpu_waiting() < 2) std::this_thread::yield();
+  w.controller->end_model_request(m1, true);  // r1 ends: only r2, queued, is left on ollama
+  w.controller->end_request("ollama");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!r2_done && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  const bool served = r2_done;
+  EXPECT_TRUE(served);
+  // r2 answered (or, before the change, given up on by its client): then w's turn.
+  if (served) {
+    EXPECT_TRUE(r2_room) << r2_room.message();
+    w.controller->model_accepted(m2, 300, r2);
+  }
+  w.controller->end_model_request(m2, served);
+  w.controller->end_request("ollama");
+  wake.join();
+  second.join();
+  EXPECT_TRUE(w_woke) << w_woke.message();
+  if (!served) return;
+  EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start ollama", "stop ollama", "start w"}));
+  EXPECT_EQ(w.controller->gpu_waiting(), 0);
+}
+
+// A request for a model that is being unloaded (for room, or its keep-alive) loads it again: it
+// makes room first, as for a model not loaded (a new user's re-trial: it was forwarded without a
+// plan, and the budget stayed over, 1400 of 1000 MiB). m (its server reported 500 MiB) unloads
+// while a (450) is busy: m does not fit beside a and ollama again, so, with no wait configured,
+// its request gets the refusal.
+TEST(GpuController, ARequestForAModelBeingUnloadedMakesRoomForItsLoad) {
+  testing::World w(R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}], "wait_seconds": 0},
+    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
+                 "a": {"command": ["a"], "gpu_memory_mib": 450}},
+    "models": {"m": {"provider": "ollama", "gpu_memory_mib": 450}}})");
+  w.controller->set_gpu(w.config.gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey m = w.key("m");
+  ASSERT_TRUE(w.controller->load_model(m));
+  ASSERT_TRUE(w.controller->wake("a", Reason::kRequest));  // 1000 of 1000
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  w.registry->update_model(m, [](const ModelSpec&, ModelRuntime& rt) {
+    rt.vram_bytes = 500 * kMiB;  // what /api/ps said once it was loaded
+    rt.unloading = true;         // its unload runs (for room, or its keep-alive ended)
+  });
+  const auto ticket = w.controller->begin_model_request(m);
+  EXPECT_TRUE(ticket.has_value());  // a load: counted as one if its server accepts it
+  const Status room = w.controller->make_room_for_model(m);
+  EXPECT_FALSE(room);
+  EXPECT_NE(room.message().find("no room in the GPU budget"), std::string::npos) << room.message();
+  w.controller->end_model_request(m, false);
+  w.controller->end_request("a");
 }
 
 // A load through the proxy asks for room as an admin load does: the request is in flight on the

@@ -112,6 +112,26 @@ TEST(PolicyLive, AScheduleStartKeepsTheLastUse) {
   EXPECT_GT(*w.registry->service("a")->runtime.last_used, used);
 }
 
+// A gap recorded between state changes is saved by the monitor's next pass (a new user's trial:
+// the state file had only the gaps up to the last start or stop, and a restart lost the rest);
+// the request itself does not wait for a save.
+TEST(PolicyLive, AGapIsSavedAtTheNextPassNotByTheRequest) {
+  World w(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  w.run("a");
+  ASSERT_TRUE(w.controller->begin_request("a"));
+  w.controller->end_request("a");
+  w.clock.advance(minutes(5));
+  const int before = w.saves;
+  ASSERT_TRUE(w.controller->begin_request("a"));  // a 5-minute gap joins the history
+  w.controller->end_request("a");
+  EXPECT_EQ(w.saves, before);
+  ASSERT_EQ(w.registry->service("a")->runtime.idle_gaps.size(), 1u);
+  w.controller->reconcile();
+  EXPECT_EQ(w.saves, before + 1);
+  w.controller->reconcile();  // nothing new: no save
+  EXPECT_EQ(w.saves, before + 1);
+}
+
 TEST(PolicyLive, TheHistorySurvivesInTheStateFile) {
   World w(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
   w.registry->update_service("a", [&](const ServiceSpec&, ServiceRuntime& rt) {
@@ -127,12 +147,31 @@ TEST(PolicyLive, TheHistorySurvivesInTheStateFile) {
   EXPECT_EQ(after.registry->service("a")->runtime.idle_gaps,
             (std::vector<double>{60, 120.5, 3600}));
 
+  // A bad value drops itself, not the history, and the warning counts them and shows the first
+  // (a new user's trial: one bad value dropped all 256, and the warning printed every value).
+  // Gaps under kMinIdleGapSeconds are not gaps (record_idle_gap never keeps them): dropped too.
   nlohmann::json bad = doc;
-  bad["services"]["a"]["idle_gaps"] = {60, -1};
+  bad["services"]["a"]["idle_gaps"] = nlohmann::json::array();
+  for (int i = 0; i < 200; ++i) bad["services"]["a"]["idle_gaps"].push_back(60 + i);
+  bad["services"]["a"]["idle_gaps"].push_back(-1);
+  bad["services"]["a"]["idle_gaps"].push_back(2);
+  bad["services"]["a"]["idle_gaps"].push_back("x");
   World third(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
   auto restored = restore_state(bad, base, *third.registry, third.clock.wall_now());
   ASSERT_TRUE(restored);
-  EXPECT_TRUE(third.registry->service("a")->runtime.idle_gaps.empty());
+  EXPECT_EQ(third.registry->service("a")->runtime.idle_gaps.size(), 200u);
+  ASSERT_EQ(restored->warnings.size(), 1u);
+  EXPECT_EQ(restored->warnings[0],
+            "services.a.idle_gaps: ignored 3 of 203 values, the first -1 (each must be seconds, at "
+            "least 10)");
+  // Not an array at all: the whole history is ignored.
+  bad["services"]["a"]["idle_gaps"] = 5;
+  World fourth(R"({"services": {"a": {"command": ["a"], "policy": "adaptive"}}})");
+  restored = restore_state(bad, base, *fourth.registry, fourth.clock.wall_now());
+  ASSERT_TRUE(restored);
+  EXPECT_TRUE(fourth.registry->service("a")->runtime.idle_gaps.empty());
+  EXPECT_EQ(restored->warnings.at(0),
+            "services.a.idle_gaps: ignored 5 (must be an array of seconds, each at least 10)");
 }
 
 }  // namespace

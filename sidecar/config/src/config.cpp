@@ -398,7 +398,10 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     sc.desired = *parsed;
   }
   // "gpu_memory_mib": "measured" (checked below, once the backend is known), else a number.
-  if (const json* mib = r.find("gpu_memory_mib"); mib && *mib == "measured") {
+  if (const json* mib = r.find("gpu_memory_mib"); mib && mib->is_string() && *mib != "measured") {
+    r.fail(r.key_path("gpu_memory_mib"),
+           "must be a number of MiB or \"measured\", got " + mib->dump());
+  } else if (mib && *mib == "measured") {
     spec.gpu_memory_measured = true;
     json numbers = value;
     numbers.erase("gpu_memory_mib");

@@ -348,8 +348,9 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
       plan.held_by.push_back(held_text(h, why_kept(h, request)));
     }
   }
-  plan.reason = request.name + " needs " + mib_text(request.mib) +
-                " MiB, and the memory held by services that must keep running leaves too little";
+  plan.reason =
+      request.name + " needs " + mib_text(request.mib) +
+      " MiB, and what cannot be freed for it (pinned, or its own server) leaves too little";
   return plan;
 }
 

@@ -26,12 +26,13 @@ std::string policy_names() {
   return out;
 }
 
-void record_idle_gap(std::vector<double>& gaps, std::optional<WallTime> last_used, WallTime now) {
-  if (!last_used) return;
+bool record_idle_gap(std::vector<double>& gaps, std::optional<WallTime> last_used, WallTime now) {
+  if (!last_used) return false;
   const double gap = Seconds(now - *last_used).count();
-  if (!(gap >= kMinIdleGapSeconds)) return;
+  if (!(gap >= kMinIdleGapSeconds)) return false;
   if (gaps.size() >= kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - (kMaxIdleGaps - 1));
   gaps.push_back(gap);
+  return true;
 }
 
 double percentile(std::vector<double> values, double p) {

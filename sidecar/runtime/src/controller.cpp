@@ -82,6 +82,7 @@ ServiceBackend* Controller::backend_for(const ServiceSpec& spec) {
 
 Status Controller::save() {
   if (!save_) return Status::ok();
+  history_unsaved_.store(false);  // the snapshot this save takes holds it
   Status st = save_();
   if (!st) spdlog::error("Cannot save the state file: {}", st.message());
   return st;
@@ -665,11 +666,12 @@ Status Controller::touch_service(const std::string& service) {
 Result<ServiceState> Controller::begin_request(const std::string& service, bool use) {
   ServiceState state = ServiceState::kStopped;
   const char* from = nullptr;
+  bool gap = false;  // a gap joined the adaptive policy's history
   const WallTime now = clock_.wall_now();
   bool known =
       registry_.update_service_quiet(service, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
         // The idle gap this use ends: the adaptive policy's history.
-        if (use && rt.in_flight == 0) record_idle_gap(rt.idle_gaps, rt.last_used, now);
+        if (use && rt.in_flight == 0) gap = record_idle_gap(rt.idle_gaps, rt.last_used, now);
         ++rt.in_flight;
         // In error through a control-plane outage while it ran: the proxy forwards as to a
         // running one (Controller::fail_service).
@@ -684,6 +686,8 @@ Result<ServiceState> Controller::begin_request(const std::string& service, bool 
         }
       });
   if (!known) return Status{ErrorCode::kNotFound, "unknown service: " + service};
+  // Saved by the monitor's next pass, not here: a request does not wait for the disk.
+  if (gap) history_unsaved_.store(true);
   if (from != nullptr) recorder_.service_woke_from_tier(service, from, Seconds(0));
   return state;
 }
@@ -737,33 +741,36 @@ bool Controller::model_accepted(const ModelKey& model, double keep_alive_seconds
 void Controller::end_model_request(const ModelKey& model, bool accepted) {
   models_.end_model_request(model, accepted);
 }
-Status Controller::room_for_model(const ModelKey& model) {
+Status Controller::room_for_model(const ModelKey& model, bool in_flight) {
   auto m = registry_.model(model);
-  if (!m || !gpu_.enabled() || m->runtime.loaded) return Status::ok();
+  // Loaded: no room to make; being unloaded: loaded again, so room first.
+  if (!m || !gpu_.enabled() || (m->runtime.loaded && !m->runtime.unloading)) return Status::ok();
   auto server = registry_.service(m->spec->provider);
   if (!server) return Status::ok();
   const ServiceSpec& sspec = *server->spec;
   const std::optional<double> mib = model_gpu_mib(*m->spec, m->runtime);
   if (!mib || !in_gpu_budget(sspec)) return Status::ok();
   return make_room(
-      {GpuHolder::Kind::kModel, model.name, sspec.name, *mib, gpu_devices_of(gpu_, sspec)}, [&] {
+      {GpuHolder::Kind::kModel, model.name, sspec.name, *mib, gpu_devices_of(gpu_, sspec)},
+      [&] {
         // It holds its room from now on, before the next in the queue plans.
         registry_.update_model(model,
                                [](const ModelSpec&, ModelRuntime& rt) { rt.load_room = true; });
-      });
+      },
+      in_flight);
 }
 
 Status Controller::load_model(const ModelKey& model) {
   // A sized model of a server in the budget makes room first (its server's own size counts
   // once the server is up; the load itself wakes it if needed).
-  if (Status st = room_for_model(model); !st) return st;
+  if (Status st = room_for_model(model, false); !st) return st;
   return models_.load_model(model);
 }
 
 Status Controller::make_room_for_model(const ModelKey& model) {
   // The request is in flight on the model already: the budget counts it from now on (gpu_holders),
   // and its own plan leaves it out.
-  return room_for_model(model);
+  return room_for_model(model, true);
 }
 Status Controller::unload_model(const ModelKey& model) { return models_.unload_model(model); }
 Status Controller::unload_models_of(const std::string& provider_service) {
@@ -849,7 +856,10 @@ void Controller::reconcile() {
   for (const auto& name : registry_.service_names()) {
     changed = reconcile_service(name, false) || changed;
   }
-  if (changed) (void)save();
+  // The adaptive policy's history grows at each use after a gap, between state changes: kept in
+  // the state file at each pass (a new user's trial: a restart lost the gaps since the last
+  // start or stop).
+  if (changed || history_unsaved_.load()) (void)save();
   reconcile_models();
   warn_gpu_over_budget();
 }
@@ -1073,10 +1083,11 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
 
 void Controller::set_gpu(GpuConfig gpu) { gpu_ = std::move(gpu); }
 
-Status Controller::make_room(const GpuRequest& request, const std::function<void()>& on_fit) {
+Status Controller::make_room(const GpuRequest& request, const std::function<void()>& on_fit,
+                             bool in_flight) {
   std::unique_lock lock(gpu_mu_);
   const std::uint64_t ticket = gpu_next_ticket_++;
-  gpu_queue_.push_back({ticket, request});
+  gpu_queue_.push_back({ticket, request, false, in_flight, {}});
   // What holds memory now, but the request itself (a model being loaded through the proxy is in
   // flight, so counted already).
   // Holders whose unload or stop failed during this make_room, and why: left out of its plans
@@ -1087,10 +1098,18 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
     std::erase_if(holders, [&](const GpuHolder& h) {
       return h.kind == request.kind && h.name == request.name;
     });
+    const auto self = std::find_if(gpu_queue_.begin(), gpu_queue_.end(),
+                                   [&](const GpuQueued& q) { return q.ticket == ticket; });
     for (GpuHolder& h : holders) {
       if (auto f = failed.find({h.kind, h.name}); f != failed.end()) {
         h.pinned = true;
         h.pinned_by = f->second;
+      }
+      // One that went ahead of it was served on the promise that it leaves this one room: it is
+      // evicted for it last (as if just used), not first for having started before others' use.
+      if (std::find(self->went_ahead.begin(), self->went_ahead.end(), std::pair{h.kind, h.name}) !=
+          self->went_ahead.end()) {
+        h.last_used = clock_.wall_now();
       }
     }
     return holders;
@@ -1138,107 +1157,169 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
     auto m = registry_.model({request.name, request.service});
     return m && m->runtime.loaded && !m->runtime.unloading;
   };
-  // First come, first served: the head of the queue alone plans and evicts. A later request that
-  // fits now, and takes none of the room the earlier ones wait for, goes ahead of them.
-  while (gpu_queue_.front().ticket != ticket) {
-    if (loaded_meanwhile()) {
-      leave("fitted");
-      return Status::ok();
-    }
-    std::vector<GpuRequest> earlier;
-    std::vector<GpuHolder> holders = holders_now();
-    std::string ahead;  // every earlier one, for the refusal
+  const auto is_head = [&] { return gpu_queue_.front().ticket == ticket; };
+  // Every earlier one, for a refusal: "a, m2 (3 requests)".
+  const auto queued_ahead = [&] {
+    std::vector<std::pair<std::string, int>> names;
     for (const GpuQueued& q : gpu_queue_) {
       if (q.ticket == ticket) break;
-      ahead += (ahead.empty() ? "" : ", ") + q.request.name;
-      // Room being made for an earlier one is its own until it starts: counted as held by it.
-      if (!q.making_room) {
-        earlier.push_back(q.request);
-      } else if (!(q.request.kind == request.kind && q.request.name == request.name)) {
-        holders.push_back(as_holder(q.request));
+      auto seen = std::find_if(names.begin(), names.end(),
+                               [&](const auto& n) { return n.first == q.request.name; });
+      if (seen == names.end()) {
+        names.emplace_back(q.request.name, 1);
+      } else {
+        ++seen->second;
       }
     }
-    if (may_go_ahead(gpu_, holders, request, earlier)) {
-      spdlog::info("GPU: {} fits now and goes ahead of {} waiting", request.name, earlier.size());
-      if (on_fit) on_fit();
-      leave("fitted");
-      return Status::ok();
+    std::string text;
+    for (const auto& [name, n] : names) {
+      text += (text.empty() ? "" : ", ") + name + (n > 1 ? fmt::format(" ({} requests)", n) : "");
     }
-    begin_wait();
-    if (clock_.mono_now() >= deadline) {
-      spdlog::warn("GPU: no room for {} {}: queued behind {}", request.name, waited, ahead);
-      leave("timed_out");
-      // Retry-After: the earlier ones will be served (or give up).
-      return {ErrorCode::kUnavailable,
-              fmt::format("no room in the GPU budget {}: {} needs {:g} MiB, queued behind "
-                          "earlier requests for room: {}",
-                          waited, request.name, request.mib, ahead)};
-    }
-    gpu_cv_.wait_for(lock, std::chrono::milliseconds(20));
-  }
+    return text;
+  };
   // Rounds of evictions (each planned again from what they really freed), not polls of a wait:
   // a wait may take many polls and still end in evictions.
   int evictions = 0;
-  for (;;) {
-    if (loaded_meanwhile()) {
-      leave("fitted");
-      return Status::ok();
-    }
-    RoomPlan plan = plan_room(gpu_, holders_now(), request);
-    if (plan.verdict == RoomVerdict::kFits) {
-      if (on_fit) on_fit();
-      leave("fitted");
-      return Status::ok();
-    }
-    if (plan.verdict == RoomVerdict::kCannotFit) {
-      const std::string why = refusal_text(plan);
-      spdlog::warn("GPU: no room for {}: {}", request.name, why);
-      leave("cannot_fit");
-      // It cannot fit as things are: a later try gets the same (no Retry-After), unless an unload
-      // or stop that failed is in the way (siesta tries it again itself).
-      const std::string message = "no room in the GPU budget: " + why;
-      return failed.empty() ? Status::final_error(ErrorCode::kUnavailable, message)
-                            : Status(ErrorCode::kUnavailable, message);
-    }
-    if (plan.verdict == RoomVerdict::kEvict && evictions++ < 16) {
-      // Evicting takes seconds (a stop): others may queue meanwhile, not plan, nor go ahead on
-      // the room it frees (making_room).
-      set_making_room(ticket, true);
-      lock.unlock();
-      for (const GpuHolder& h : plan.evict) {
-        if (failed.count({h.kind, h.name}) != 0) continue;  // its server's stop frees it
-        if (Status st = evict(h); !st) {
-          const bool model = h.kind == GpuHolder::Kind::kModel;
-          spdlog::warn("GPU: {} {} did not {} to make room ({}): left out of the plan for {}",
-                       model ? "model" : "service", h.name, model ? "unload" : "stop", st.message(),
-                       request.name);
-          failed[{h.kind, h.name}] =
-              (model ? "its unload failed: " : "its stop failed: ") + st.message();
-          break;  // planned again without it
+  for (;;) {  // queued, then the head (again queued when one it waited for is moved ahead of it)
+    // First come, first served: the head of the queue alone plans and evicts. A later request that
+    // fits now, and takes none of the room the earlier ones wait for, goes ahead of them.
+    while (!is_head()) {
+      if (loaded_meanwhile()) {
+        leave("fitted");
+        return Status::ok();
+      }
+      std::vector<GpuRequest> earlier;
+      std::vector<GpuHolder> holders = holders_now();
+      for (const GpuQueued& q : gpu_queue_) {
+        if (q.ticket == ticket) break;
+        // Room being made for an earlier one is its own until it starts: counted as held by it.
+        if (!q.making_room) {
+          earlier.push_back(q.request);
+        } else if (!(q.request.kind == request.kind && q.request.name == request.name)) {
+          holders.push_back(as_holder(q.request));
         }
       }
+      if (may_go_ahead(gpu_, holders, request, earlier)) {
+        spdlog::info("GPU: {} fits now and goes ahead of {} waiting", request.name, earlier.size());
+        for (GpuQueued& q : gpu_queue_) {  // counted on by them: evicted for them last
+          if (q.ticket == ticket) break;
+          q.went_ahead.emplace_back(request.kind, request.name);
+        }
+        if (on_fit) on_fit();
+        leave("fitted");
+        return Status::ok();
+      }
+      begin_wait();
+      if (clock_.mono_now() >= deadline) {
+        const std::string ahead = queued_ahead();
+        spdlog::warn("GPU: no room for {} {}: queued behind {}", request.name, waited, ahead);
+        leave("timed_out");
+        // Retry-After: the earlier ones will be served (or give up).
+        return {ErrorCode::kUnavailable,
+                fmt::format("no room in the GPU budget {}: {} needs {:g} MiB, queued behind "
+                            "earlier requests for room: {}",
+                            waited, request.name, request.mib, ahead)};
+      }
+      // The head waits for this server's requests to end, and they are queued here, this one first:
+      // served first, or the head would wait for them and they for it until wait_seconds.
+      const auto self = std::find_if(gpu_queue_.begin(), gpu_queue_.end(),
+                                     [&](const GpuQueued& q) { return q.ticket == ticket; });
+      if (head_waits_for(*self)) {
+        spdlog::info("GPU: {} goes ahead of {}, which waits for the requests on {}", request.name,
+                     gpu_queue_.front().request.name, request.service);
+        std::rotate(gpu_queue_.begin(), self, self + 1);
+        continue;
+      }
+      gpu_cv_.wait_for(lock, std::chrono::milliseconds(20));
+    }
+    while (is_head()) {
+      if (loaded_meanwhile()) {
+        leave("fitted");
+        return Status::ok();
+      }
+      RoomPlan plan = plan_room(gpu_, holders_now(), request);
+      if (plan.verdict == RoomVerdict::kFits) {
+        if (on_fit) on_fit();
+        leave("fitted");
+        return Status::ok();
+      }
+      if (plan.verdict == RoomVerdict::kCannotFit) {
+        const std::string why = refusal_text(plan);
+        spdlog::warn("GPU: no room for {}: {}", request.name, why);
+        leave("cannot_fit");
+        // It cannot fit as things are: a later try gets the same (no Retry-After), unless an unload
+        // or stop that failed is in the way (siesta tries it again itself).
+        const std::string message = "no room in the GPU budget: " + why;
+        return failed.empty() ? Status::final_error(ErrorCode::kUnavailable, message)
+                              : Status(ErrorCode::kUnavailable, message);
+      }
+      if (plan.verdict == RoomVerdict::kEvict && evictions++ < 16) {
+        // Evicting takes seconds (a stop): others may queue meanwhile, not plan, nor go ahead on
+        // the room it frees (making_room).
+        set_making_room(ticket, true);
+        lock.unlock();
+        for (const GpuHolder& h : plan.evict) {
+          if (failed.count({h.kind, h.name}) != 0) continue;  // its server's stop frees it
+          if (Status st = evict(h); !st) {
+            const bool model = h.kind == GpuHolder::Kind::kModel;
+            spdlog::warn("GPU: {} {} did not {} to make room ({}): left out of the plan for {}",
+                         model ? "model" : "service", h.name, model ? "unload" : "stop",
+                         st.message(), request.name);
+            failed[{h.kind, h.name}] =
+                (model ? "its unload failed: " : "its stop failed: ") + st.message();
+            break;  // planned again without it
+          }
+        }
+        lock.lock();
+        set_making_room(ticket, false);
+        continue;  // planned again: what the evictions really freed, and any change since
+      }
+      // kWait (or evictions that keep not freeing enough): in-flight work has to end first.
+      if (plan.verdict == RoomVerdict::kEvict) {
+        plan.reason = request.name + " needs " +
+                      std::to_string(static_cast<long long>(request.mib)) +
+                      " MiB: evicting idle holders did not free it";
+        for (const GpuHolder& h : plan.evict) plan.held_by.push_back(h.name);
+      }
+      begin_wait();
+      if (clock_.mono_now() >= deadline) {
+        const std::string why = refusal_text(plan);
+        spdlog::warn("GPU: no room for {} {}: {}", request.name, waited, why);
+        leave("timed_out");
+        // Retry-After: the work in flight it waited for will end.
+        return {ErrorCode::kUnavailable, "no room in the GPU budget " + waited + ": " + why};
+      }
+      lock.unlock();
+      clock_.sleep_for(std::chrono::milliseconds(50));
       lock.lock();
-      set_making_room(ticket, false);
-      continue;  // planned again: what the evictions really freed, and any change since
     }
-    // kWait (or evictions that keep not freeing enough): in-flight work has to end first.
-    if (plan.verdict == RoomVerdict::kEvict) {
-      plan.reason = request.name + " needs " + std::to_string(static_cast<long long>(request.mib)) +
-                    " MiB: evicting idle holders did not free it";
-      for (const GpuHolder& h : plan.evict) plan.held_by.push_back(h.name);
-    }
-    begin_wait();
-    if (clock_.mono_now() >= deadline) {
-      const std::string why = refusal_text(plan);
-      spdlog::warn("GPU: no room for {} {}: {}", request.name, waited, why);
-      leave("timed_out");
-      // Retry-After: the work in flight it waited for will end.
-      return {ErrorCode::kUnavailable, "no room in the GPU budget " + waited + ": " + why};
-    }
-    lock.unlock();
-    clock_.sleep_for(std::chrono::milliseconds(50));
-    lock.lock();
   }
+}
+
+bool Controller::head_waits_for(const GpuQueued& self) const {
+  const GpuQueued& head = gpu_queue_.front();
+  if (!self.in_flight || head.making_room || &head == &self) return false;
+  const std::string& server = self.request.service;
+  // The first of the requests queued on that server, and how many there are.
+  int queued = 0;
+  for (const GpuQueued& q : gpu_queue_) {
+    if (!q.in_flight || q.request.service != server) continue;
+    if (queued++ == 0 && q.ticket != self.ticket) return false;
+  }
+  Snapshot snap = registry_.snapshot();
+  const auto plan = [&] {
+    std::vector<GpuHolder> holders = gpu_holders(gpu_, snap, clock_.wall_now());
+    std::erase_if(holders, [&](const GpuHolder& h) {
+      return h.kind == head.request.kind && h.name == head.request.name;
+    });
+    return plan_room(gpu_, holders, head.request).verdict;
+  };
+  if (plan() != RoomVerdict::kWait) return false;
+  // Without the queued requests' counts, would the head still wait?
+  for (ServiceView& s : snap.services) {
+    if (s.spec->name == server) s.runtime.in_flight = std::max(0, s.runtime.in_flight - queued);
+  }
+  return plan() != RoomVerdict::kWait;
 }
 
 Status Controller::evict(const GpuHolder& h) {

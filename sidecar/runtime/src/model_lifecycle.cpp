@@ -98,7 +98,7 @@ std::optional<std::uint64_t> ModelLifecycle::begin_model_request(const ModelKey&
   // An idle learned entry may be forgotten between the two steps: then learn it again.
   while (!registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     ++rt.in_flight;
-    loaded = rt.loaded;
+    loaded = rt.loaded && !rt.unloading;  // being unloaded: this request loads it again
   })) {
     if (learn_model(model, first, "is used through")) break;
   }

@@ -155,18 +155,31 @@ class Restorer {
         ignore(key + ".tier", t, "must be a tier of the service's sleep_tiers");
       }
     }
-    // The adaptive policy's history (policy.h): positive numbers, the newest kMaxIdleGaps.
+    // The adaptive policy's history (policy.h): gaps as record_idle_gap keeps them (at least
+    // kMinIdleGapSeconds), the newest kMaxIdleGaps. A bad value drops itself, not the history.
     std::vector<double> gaps;
     if (const json g = saved.value("idle_gaps", json()); !g.is_null()) {
-      const bool valid =
-          g.is_array() && std::all_of(g.begin(), g.end(), [](const json& v) {
-            return v.is_number() && v.get<double>() > 0 && std::isfinite(v.get<double>());
-          });
-      if (valid) {
-        for (const auto& v : g) gaps.push_back(v.get<double>());
-        if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
+      const std::string least = std::to_string(static_cast<long long>(kMinIdleGapSeconds));
+      if (!g.is_array()) {
+        ignore(key + ".idle_gaps", g, "must be an array of seconds, each at least " + least);
       } else {
-        ignore(key + ".idle_gaps", g, "must be an array of positive seconds");
+        std::size_t bad = 0;
+        const json* first_bad = nullptr;
+        for (const auto& v : g) {
+          if (v.is_number() && std::isfinite(v.get<double>()) &&
+              v.get<double>() >= kMinIdleGapSeconds) {
+            gaps.push_back(v.get<double>());
+          } else if (bad++ == 0) {
+            first_bad = &v;
+          }
+        }
+        if (bad > 0) {
+          result_.warnings.push_back(key + ".idle_gaps: ignored " + std::to_string(bad) + " of " +
+                                     std::to_string(g.size()) + " values, the first " +
+                                     first_bad->dump() + " (each must be seconds, at least " +
+                                     least + ")");
+        }
+        if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
       }
     }
     // A measured GPU size (docs/gpu.md): what its processes held at most, in MiB.

@@ -77,8 +77,9 @@ const TimeoutPolicy& fixed_policy();
 const TimeoutPolicy& adaptive_policy();
 
 // A use begins at `now` after `last_used`: the gap joins `gaps` (bounded by kMaxIdleGaps) when
-// it is at least kMinIdleGapSeconds. The live runtime and the simulator both call it.
-void record_idle_gap(std::vector<double>& gaps, std::optional<WallTime> last_used, WallTime now);
+// it is at least kMinIdleGapSeconds (returns whether it did). The live runtime and the simulator
+// both call it.
+bool record_idle_gap(std::vector<double>& gaps, std::optional<WallTime> last_used, WallTime now);
 
 // The p-th percentile (0..100) of `values` by linear interpolation; `values` need not be sorted.
 double percentile(std::vector<double> values, double p);

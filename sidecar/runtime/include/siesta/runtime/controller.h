@@ -216,18 +216,24 @@ class Controller : public ProxyControl,
   // The GPU budget: room for `request` (see set_gpu). Called before a start, without the
   // registry lock; may hold other services' operation locks while it stops them. `on_fit` runs
   // while the room is still the request's alone (before the next in the queue plans): a wake
-  // marks its service starting there, so that it counts as a holder from then on.
-  Status make_room(const GpuRequest& request, const std::function<void()>& on_fit = {});
+  // marks its service starting there, so that it counts as a holder from then on. `in_flight`: a
+  // request the proxy counts in flight on its model and its server while it waits here (a model
+  // request); a head that waits for that server's requests to end lets it go first.
+  Status make_room(const GpuRequest& request, const std::function<void()>& on_fit = {},
+                   bool in_flight = false);
   // Stops or unloads `h` for room if it is still idle and not pinned (re-checked under the
   // registry lock): ok when done or no longer to do; the failure when its stop or unload failed
   // (or left it loaded).
   Status evict(const GpuHolder& h);
   // Room for a sized model of a server in the budget (make_room), before a load; ok otherwise.
-  Status room_for_model(const ModelKey& model);
+  // `in_flight`: asked by a request in flight on it (the proxy's), not an admin load.
+  Status room_for_model(const ModelKey& model, bool in_flight);
   // Once, at the first reconcile: a warning for each device whose holders (adopted services,
   // models found loaded) hold more than its budget.
   void warn_gpu_over_budget();
   std::atomic<bool> gpu_checked_{false};
+  // A gap joined a service's idle history since the last save (begin_request): reconcile saves.
+  std::atomic<bool> history_unsaved_{false};
 
   Registry& registry_;
   BackendMap backends_;
@@ -245,12 +251,19 @@ class Controller : public ProxyControl,
     std::uint64_t ticket = 0;
     GpuRequest request;
     bool making_room = false;  // its evictions run: the room they free is its own
+    bool in_flight = false;    // counted in flight on its model and server (make_room)
+    // Requests served before it while it was queued (may_go_ahead): evicted for it last.
+    std::vector<std::pair<GpuHolder::Kind, std::string>> went_ahead;
   };
   std::mutex gpu_mu_;
   std::condition_variable gpu_cv_;
   std::uint64_t gpu_next_ticket_ = 0;  // guarded by gpu_mu_
   std::vector<GpuQueued> gpu_queue_;   // guarded by gpu_mu_; in arrival order
   std::atomic<int> gpu_waiting_{0};    // requests queued or waiting for in-flight work
+  // Whether the queued request `self` (in flight on its server, queued behind the head) is what
+  // the head waits for: the head's plan waits only because of requests on that server that are
+  // queued here. Holds gpu_mu_.
+  bool head_waits_for(const GpuQueued& self) const;
 };
 
 }  // namespace siesta
