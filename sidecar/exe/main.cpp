@@ -167,6 +167,12 @@ int main(int argc, char** argv) {
       registry, clock, config.activity,
       siesta::make_probe_factory(siesta::probe_context(clock, backend_set, std::getenv)));
   monitor.set_activity(&activity);
+  // Measured idle power (docs/policies.md#energy-and-cost): nvidia-smi's power.draw at stops.
+  siesta::PowerMeter power(
+      registry, clock,
+      siesta::gpu_power_reader(siesta::probe_context(clock, backend_set, std::getenv)),
+      [&controller] { controller.save_at_next_pass(); });
+  monitor.set_power_meter(&power);
 
   spdlog::info("{}", siesta::admin_auth_line(config, admin_token));
   siesta::AdminServer admin(

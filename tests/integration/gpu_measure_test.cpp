@@ -99,5 +99,63 @@ TEST(GpuMeasured, TheMostAProcessServiceHeldIsItsSizeForTheNextWakes) {
   ::unsetenv("SIESTA_NVIDIA_SMI");
 }
 
+// A measured idle power end to end (docs/policies.md#energy-and-cost): a fake nvidia-smi whose GPU
+// draws 95.5 W while the service's process lives and 35.5 W once it is gone. siesta reads the
+// draw while the service runs idle, puts it to sleep at its timeout, reads again once settled:
+// 60 W, shown in idle-status and kept in the state file.
+TEST(GpuMeasured, AServicesIdlePowerIsTheDropOfItsGpusDrawAtItsStop) {
+  TempDir dir;
+  const fs::path pid_file = dir / "whisper.pid";
+  const fs::path tool = dir / "nvidia-smi";
+  std::ofstream(tool) << "#!/bin/sh\n"
+                         "case \"$1\" in\n"
+                         "  --query-gpu=index,power.draw)\n"
+                         "    if [ -s '"
+                      << pid_file.string() << "' ] && kill -0 \"$(cat '" << pid_file.string()
+                      << "')\" 2>/dev/null; then echo '0, 95.5'; else echo '0, 35.5'; fi ;;\n"
+                         "  *) echo '0, 4000, 0' ;;\n"
+                         "esac\n"
+                         "exit 0\n";
+  fs::permissions(tool, fs::perms::owner_all);
+  ::setenv("SIESTA_NVIDIA_SMI", tool.c_str(), 1);
+  const int port = free_port();
+  const std::string state = (dir / "state.json").string();
+  const json cmd =
+      json::array({"sh", "-c",
+                   "echo $$ > '" + pid_file.string() + "'; exec " + std::string(SIESTA_TESTSERVER) +
+                       " --port " + std::to_string(port)});
+  const json config = {{"state_file", state},
+                       {"idle_check_interval_minutes", 0.01},
+                       {"services",
+                        {{"whisper",
+                          {{"command", cmd},
+                           {"upstream", "127.0.0.1:" + std::to_string(port)},
+                           {"health", "/health"},
+                           {"idle_timeout_minutes", 0.1},
+                           {"idle_power_watts", "measured"}}}}}};
+  SiestaProcess siesta(dir.path(), config.dump());
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  EXPECT_EQ(status_of(siesta, "whisper")["idle_power_source"], "measured");
+  EXPECT_TRUE(status_of(siesta, "whisper")["idle_power_watts"].is_null());
+  auto client = siesta.client();
+  client.set_read_timeout(seconds(30));
+  ASSERT_EQ(client.Post("/admin/services/whisper/wake")->status, 200);
+  // Asleep after 6 s idle, measured 10 s after the stop.
+  ASSERT_TRUE(eventually([&] { return status_of(siesta, "whisper")["idle_power_watts"] == 60; },
+                         seconds(40)))
+      << status_of(siesta, "whisper").dump() << siesta.log();
+  EXPECT_EQ(status_of(siesta, "whisper")["idle_power_measurements"], 1);
+  EXPECT_TRUE(
+      siesta.wait_log("Service whisper: idle power measured at its stop: 60.0 W (95.5 W "
+                      "drawn before, 35.5 W after); counted at 60.0 W, the median of 1"))
+      << siesta.log();
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(state);
+    const json doc = json::parse(in, nullptr, false);
+    return doc.is_object() && doc["services"]["whisper"]["idle_power_samples"] == json({60});
+  })) << siesta.log();
+  ::unsetenv("SIESTA_NVIDIA_SMI");
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -8,11 +8,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "siesta/activity/nvidia_smi.h"
 #include "siesta/api/status_json.h"
 #include "siesta/config/config.h"
 #include "siesta/config/labels.h"
 #include "siesta/core/decide.h"
 #include "siesta/metrics/metrics.h"
+#include "siesta/runtime/power_meter.h"
+#include "siesta/state/state_store.h"
 #include "world.h"
 
 namespace siesta {
@@ -162,7 +165,8 @@ TEST(Energy, ConfigAndLabels) {
               HasSubstr("services.a.idle_power_watts: must be at least 0, got -1"));
   EXPECT_THAT(
       config_error(R"({"services": {"a": {"command": ["a"], "idle_power_watts": "150W"}}})"),
-      HasSubstr("services.a.idle_power_watts: must be a number, got \"150W\""));
+      HasSubstr("services.a.idle_power_watts: must be a number of watts or \"measured\", got "
+                "\"150W\""));
   EXPECT_THAT(config_error(R"({"price_per_kwh": -0.1})"),
               HasSubstr("price_per_kwh: must be at least 0, got -0.1"));
   EXPECT_THAT(config_error(R"({"currency": ""})"), HasSubstr("currency: must be 1 to 16"));
@@ -176,6 +180,149 @@ TEST(Energy, ConfigAndLabels) {
   EXPECT_EQ(bad.status().message(),
             "container c: label siesta.idle-power: must be a number of watts such as 80, got "
             "\"80W\"");
+}
+
+// "idle_power_watts": "measured" (PowerMeter): the drop of the service's GPUs' draw at each stop,
+// from its last idle reading before the stop to a reading once settled after it; the median of
+// the measurements is its idle power. A fake nvidia-smi reading on the fake clock.
+struct MeteredWorld {
+  explicit MeteredWorld(const std::string& extra = "")
+      : world(R"({"price_per_kwh": 0.25, "idle_timeout_minutes": 10,
+                  "gpu": {"devices": [{"id": 0, "memory_mib": 1000}, {"id": 1, "memory_mib": 1000}]},
+                  "services": {"gpu": {"command": ["gpu"], "idle_power_watts": "measured",
+                                       "gpu_devices": [1]}, "web": {"command": ["web"]})" +
+              extra + "}}"),
+        meter(*world.registry, world.clock, [this](std::string& error) {
+          ++readings;
+          if (!draw) {
+            error = "nvidia-smi exited with code 9";
+            return std::optional<std::map<int, double>>();
+          }
+          // GPU 0 belongs to someone else: only the service's device counts.
+          return std::optional(std::map<int, double>{{0, 500}, {1, *draw}});
+        }) {
+    world.monitor->set_power_meter(&meter);
+  }
+  World world;
+  std::optional<double> draw = 95;
+  int readings = 0;
+  PowerMeter meter;
+};
+
+TEST(MeasuredPower, EachStopMeasuresTheDropOfItsGpusAndTheMedianCounts) {
+  MeteredWorld m;
+  World& w = m.world;
+  w.run("gpu");
+  // Before any measurement: no estimate, but idle-status says it is measured.
+  Decision d = decide(w.registry->snapshot(), w.clock.wall_now());
+  EXPECT_FALSE(timer_of(d, "gpu").energy);
+  const json before = json::parse(idle_status_text(w.registry->snapshot(), d, {}));
+  EXPECT_EQ(before["services"]["gpu"]["idle_power_source"], "measured");
+  EXPECT_TRUE(before["services"]["gpu"]["idle_power_watts"].is_null());
+
+  // Idle at `idle_draw` until its timeout stops it; its GPU then draws `asleep_draw`.
+  const auto cycle = [&](double idle_draw, double asleep_draw) {
+    m.draw = idle_draw;
+    w.backend.on_stop = [&, asleep_draw](const std::string&) { m.draw = asleep_draw; };
+    for (int i = 0; i <= 62; ++i) {  // 10 minutes idle, read every 10 s; then asleep, settled
+      w.monitor->step();
+      w.clock.advance(seconds(10));
+    }
+    EXPECT_EQ(w.service("gpu").state, ServiceState::kStopped);
+    ASSERT_TRUE(w.controller->wake("gpu", Reason::kRequest));
+  };
+  cycle(95, 35);
+  EXPECT_EQ(w.service("gpu").idle_power_samples, (std::vector<double>{60}));
+  cycle(100, 30);
+  cycle(90, 40);
+  EXPECT_EQ(w.service("gpu").idle_power_samples, (std::vector<double>{60, 70, 50}));
+  ASSERT_TRUE(w.controller->sleep("gpu"));
+  w.clock.advance(hours(2));
+  d = decide(w.registry->snapshot(), w.clock.wall_now());
+  const auto& e = timer_of(d, "gpu").energy;
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->watts, 60);  // the median
+  EXPECT_STREQ(e->source, "measured");
+  const json after = json::parse(idle_status_text(w.registry->snapshot(), d, {}));
+  EXPECT_EQ(after["services"]["gpu"]["idle_power_watts"], 60);
+  EXPECT_EQ(after["services"]["gpu"]["idle_power_measurements"], 3);
+
+  // Kept in the state file; a bad value there is ignored with a warning.
+  const json doc = encode_state(w.registry->snapshot(), Baseline{}, {});
+  EXPECT_EQ(doc["services"]["gpu"]["idle_power_samples"], json({60, 70, 50}));
+  MeteredWorld restarted;
+  Baseline base;
+  base.services["gpu"] = {true, Desired::kOff};
+  base.services["web"] = {true, Desired::kOff};
+  ASSERT_TRUE(restore_state(doc, base, *restarted.world.registry, w.clock.wall_now()));
+  EXPECT_EQ(restarted.world.service("gpu").idle_power_samples, (std::vector<double>{60, 70, 50}));
+  json bad = doc;
+  bad["services"]["gpu"]["idle_power_samples"] = json({60, -5});
+  MeteredWorld third;
+  auto restored = restore_state(bad, base, *third.world.registry, w.clock.wall_now());
+  ASSERT_TRUE(restored);
+  EXPECT_TRUE(third.world.service("gpu").idle_power_samples.empty());
+  EXPECT_THAT(restored->warnings.at(0), HasSubstr("services.gpu.idle_power_samples: ignored"));
+}
+
+// No measurement when the drop may not be its own, or there is none, or no reading.
+TEST(MeasuredPower, NothingIsMeasuredWhenAnotherServiceChangedStateOrNvidiaSmiFails) {
+  MeteredWorld m;
+  World& w = m.world;
+  // Its GPU draws 60 W less once it is stopped: each case below would measure that otherwise.
+  w.backend.on_stop = [&](const std::string& name) {
+    if (name == "gpu" && m.draw) m.draw = 35;
+  };
+  w.backend.on_start = [&] {
+    if (m.draw) m.draw = 95;
+  };
+  w.run("gpu");
+  w.run("web");
+  w.monitor->step();  // the idle reading
+  w.clock.advance(seconds(5));
+  ASSERT_TRUE(w.controller->sleep("web"));  // another one stops meanwhile
+  ASSERT_TRUE(w.controller->sleep("gpu"));
+  w.clock.advance(seconds(20));
+  w.monitor->step();
+  EXPECT_TRUE(w.service("gpu").idle_power_samples.empty());
+
+  // Serving when read: no idle reading; so no measurement at the stop.
+  ASSERT_TRUE(w.controller->wake("gpu", Reason::kRequest));
+  w.clock.advance(seconds(1));
+  ASSERT_TRUE(w.controller->begin_request("gpu"));
+  w.monitor->step();
+  w.controller->end_request("gpu");
+  ASSERT_TRUE(w.controller->sleep("gpu"));
+  w.clock.advance(seconds(20));
+  w.monitor->step();
+  EXPECT_TRUE(w.service("gpu").idle_power_samples.empty());
+
+  // nvidia-smi fails: nothing measured, no estimate.
+  ASSERT_TRUE(w.controller->wake("gpu", Reason::kRequest));
+  m.draw.reset();
+  w.monitor->step();
+  ASSERT_TRUE(w.controller->sleep("gpu"));
+  w.clock.advance(seconds(20));
+  w.monitor->step();
+  EXPECT_TRUE(w.service("gpu").idle_power_samples.empty());
+  EXPECT_FALSE(timer_of(decide(w.registry->snapshot(), w.clock.wall_now()), "gpu").energy);
+}
+
+TEST(MeasuredPower, NvidiaSmiPowerRowsParse) {
+  const GpuPowerParse p = parse_query_gpu_power("0, 35.12\n1, [N/A]\n");
+  ASSERT_TRUE(p.error.empty()) << p.error;
+  ASSERT_EQ(p.gpus.size(), 2u);
+  EXPECT_EQ(p.gpus[0].index, 0);
+  EXPECT_DOUBLE_EQ(*p.gpus[0].watts, 35.12);
+  EXPECT_FALSE(p.gpus[1].watts);
+  EXPECT_FALSE(parse_query_gpu_power("0, lots\n").error.empty());
+  EXPECT_EQ(measured_idle_power({}), std::nullopt);
+  EXPECT_EQ(measured_idle_power({10, 40, 20, 30}), 25);
+  std::vector<double> samples;
+  EXPECT_FALSE(record_idle_power(samples, 30, 35));  // no drop: not a measurement
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(record_idle_power(samples, 100, 100 - (i + 1)));
+  EXPECT_EQ(samples.size(), kMaxIdlePowerSamples);
+  EXPECT_EQ(samples.back(), 20);  // the oldest went
 }
 
 }  // namespace

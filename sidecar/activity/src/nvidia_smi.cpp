@@ -105,6 +105,36 @@ std::vector<GpuMemoryRow> query_gpu_memory(const std::string& tool, std::string&
   return parsed.gpus;
 }
 
+GpuPowerParse parse_query_gpu_power(const std::string& csv) {
+  return parse_rows<GpuPowerRow, GpuPowerParse>(csv, 2, &GpuPowerParse::gpus,
+                                                [](const auto& f, GpuPowerRow& row) {
+                                                  std::optional<double> index;
+                                                  if (!number(f[0], index) || !index) return false;
+                                                  row.index = static_cast<int>(*index);
+                                                  return number(f[1], row.watts);
+                                                });
+}
+
+std::optional<std::map<int, double>> query_gpu_power(const std::string& tool, std::string& error) {
+  const Seconds timeout(kNvidiaSmiTimeoutSeconds);
+  const CommandResult r =
+      run_command({tool, "--query-gpu=index,power.draw", "--format=csv,noheader,nounits"}, timeout);
+  if (r.outcome != CommandResult::Outcome::kExited || r.exit_code != 0) {
+    error = tool + " " + describe_failure(r, timeout);
+    return std::nullopt;
+  }
+  GpuPowerParse parsed = parse_query_gpu_power(r.output);
+  if (!parsed.error.empty()) {
+    error = parsed.error;
+    return std::nullopt;
+  }
+  std::map<int, double> out;
+  for (const GpuPowerRow& g : parsed.gpus) {
+    if (g.watts) out[g.index] = *g.watts;
+  }
+  return out;
+}
+
 UnmanagedMemory budget_less_unmanaged(std::vector<GpuDevice>& devices,
                                       const std::vector<GpuMemoryRow>& gpus,
                                       const std::set<int>& from_total,

@@ -150,7 +150,11 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   // Energy and cost (docs/policies.md#energy-and-cost); null without an idle power.
   const std::optional<EnergyAccount>& e = timer.energy;
   e ? o.key("idle_power_watts").number(e->watts) : o.key("idle_power_watts").null();
-  e ? o.key("idle_power_source").text(e->source) : o.key("idle_power_source").null();
+  // A measured one says so before its first measurement (then its watts are null).
+  e                                ? o.key("idle_power_source").text(e->source)
+  : view.spec->idle_power_measured ? o.key("idle_power_source").text("measured")
+                                   : o.key("idle_power_source").null();
+  o.key("idle_power_measurements").integer(static_cast<long long>(rt.idle_power_samples.size()));
   e ? o.key("asleep_seconds").number(precise(Seconds(e->asleep_seconds)))
     : o.key("asleep_seconds").null();
   o.key("energy_saved_wh")

@@ -339,6 +339,10 @@ void Discovery::stop() {
   if (kube_) kube_->stop();
 }
 
+PowerMeter::Reader gpu_power_reader(const ProbeContext& context) {
+  return [tool = context.nvidia_smi](std::string& error) { return query_gpu_power(tool, error); };
+}
+
 ProbeContext probe_context(const Clock& clock, const Backends& backends, const Getenv& env) {
   ProbeContext context;
   context.clock = &clock;

@@ -397,18 +397,22 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
     if (!parsed) r.fail(r.key_path("desired"), "must be \"on\" or \"off\", got \"" + *d + "\"");
     sc.desired = *parsed;
   }
-  // "gpu_memory_mib": "measured" (checked below, once the backend is known), else a number.
-  if (const json* mib = r.find("gpu_memory_mib"); mib && mib->is_string() && *mib != "measured") {
-    r.fail(r.key_path("gpu_memory_mib"),
-           "must be a number of MiB or \"measured\", got " + mib->dump());
-  } else if (mib && *mib == "measured") {
-    spec.gpu_memory_measured = true;
-    json numbers = value;
-    numbers.erase("gpu_memory_mib");
-    read_numbers(ObjectReader(numbers, "services." + name, source), kServiceNumbers, spec);
-  } else {
-    read_numbers(r, kServiceNumbers, spec);
-  }
+  // "gpu_memory_mib" and "idle_power_watts" may be "measured" (gpu_memory_mib's is checked below,
+  // once the backend is known); else numbers, read by the schema.
+  json numbers = value;
+  const auto measured = [&](const char* key, const char* unit, bool& flag) {
+    const json* v = r.find(key);
+    if (v == nullptr || !v->is_string()) return;
+    if (*v != "measured") {
+      r.fail(r.key_path(key),
+             std::string("must be a number of ") + unit + " or \"measured\", got " + v->dump());
+    }
+    flag = true;
+    numbers.erase(key);
+  };
+  measured("gpu_memory_mib", "MiB", spec.gpu_memory_measured);
+  measured("idle_power_watts", "watts", spec.idle_power_measured);
+  read_numbers(ObjectReader(numbers, "services." + name, source), kServiceNumbers, spec);
   if (const json* devices = r.find("gpu_devices")) {
     spec.gpu_devices = read_device_ids(r, "gpu_devices", *devices);
   }

@@ -1,6 +1,7 @@
 #include "siesta/core/energy.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace siesta {
 
@@ -13,11 +14,33 @@ double asleep_seconds(const ServiceRuntime& runtime, WallTime now) {
   return runtime.asleep_seconds + open;
 }
 
+bool record_idle_power(std::vector<double>& samples, double before_watts, double after_watts) {
+  const double drop = before_watts - after_watts;
+  if (!(drop > 0) || !std::isfinite(drop)) return false;
+  if (samples.size() >= kMaxIdlePowerSamples) {
+    samples.erase(samples.begin(), samples.end() - (kMaxIdlePowerSamples - 1));
+  }
+  samples.push_back(drop);
+  return true;
+}
+
+std::optional<double> measured_idle_power(const std::vector<double>& samples) {
+  if (samples.empty()) return std::nullopt;
+  std::vector<double> sorted = samples;
+  std::sort(sorted.begin(), sorted.end());
+  const std::size_t mid = sorted.size() / 2;
+  return sorted.size() % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 std::optional<EnergyAccount> energy_account(const Settings& settings, const ServiceSpec& spec,
                                             const ServiceRuntime& runtime, WallTime now) {
-  if (!spec.idle_power_watts) return std::nullopt;
+  const std::optional<double> watts = spec.idle_power_measured
+                                          ? measured_idle_power(runtime.idle_power_samples)
+                                          : spec.idle_power_watts;
+  if (!watts) return std::nullopt;
   EnergyAccount e;
-  e.watts = *spec.idle_power_watts;
+  e.watts = *watts;
+  if (spec.idle_power_measured) e.source = "measured";
   e.asleep_seconds = asleep_seconds(runtime, now);
   e.start_seconds = runtime.start_seconds;
   e.saved_joules = e.asleep_seconds * e.watts;

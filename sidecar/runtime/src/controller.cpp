@@ -82,7 +82,7 @@ ServiceBackend* Controller::backend_for(const ServiceSpec& spec) {
 
 Status Controller::save() {
   if (!save_) return Status::ok();
-  history_unsaved_.store(false);  // the snapshot this save takes holds it
+  kept_unsaved_.store(false);  // the snapshot this save takes holds it
   Status st = save_();
   if (!st) spdlog::error("Cannot save the state file: {}", st.message());
   return st;
@@ -687,7 +687,7 @@ Result<ServiceState> Controller::begin_request(const std::string& service, bool 
       });
   if (!known) return Status{ErrorCode::kNotFound, "unknown service: " + service};
   // Saved by the monitor's next pass, not here: a request does not wait for the disk.
-  if (gap) history_unsaved_.store(true);
+  if (gap) kept_unsaved_.store(true);
   if (from != nullptr) recorder_.service_woke_from_tier(service, from, Seconds(0));
   return state;
 }
@@ -859,7 +859,7 @@ void Controller::reconcile() {
   // The adaptive policy's history grows at each use after a gap, between state changes: kept in
   // the state file at each pass (a new user's trial: a restart lost the gaps since the last
   // start or stop).
-  if (changed || history_unsaved_.load()) (void)save();
+  if (changed || kept_unsaved_.load()) (void)save();
   reconcile_models();
   warn_gpu_over_budget();
 }

@@ -61,6 +61,11 @@ WallTime Monitor::step() {
   // Samples run on the executor; a busy one is a use, which the next decision sees.
   std::optional<WallTime> sample_due;
   if (activity_ != nullptr) sample_due = activity_->run_due(snapshot, now, executor_);
+  if (power_ != nullptr) {
+    if (auto due = power_->run_due(snapshot, now, executor_)) {
+      sample_due = sample_due ? std::min(*sample_due, *due) : *due;
+    }
+  }
   {
     std::lock_guard lock(mu_);
     last_run_ = now;

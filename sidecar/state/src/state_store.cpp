@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 
+#include "siesta/core/energy.h"
 #include "siesta/core/settings_schema.h"
 
 namespace siesta {
@@ -191,8 +192,25 @@ class Restorer {
         ignore(key + ".gpu_measured_mib", g, "must be a number of MiB, at least 0");
       }
     }
+    // Measured idle power (energy.h): drops in watts, the newest kMaxIdlePowerSamples.
+    std::vector<double> power;
+    if (const json p = saved.value("idle_power_samples", json()); !p.is_null()) {
+      const bool valid =
+          p.is_array() && std::all_of(p.begin(), p.end(), [](const json& v) {
+            return v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() > 0;
+          });
+      if (valid) {
+        for (const auto& v : p) power.push_back(v.get<double>());
+        if (power.size() > kMaxIdlePowerSamples) {
+          power.erase(power.begin(), power.end() - kMaxIdlePowerSamples);
+        }
+      } else {
+        ignore(key + ".idle_power_samples", p, "must be an array of watts, each above 0");
+      }
+    }
     registry_.update_service(name, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
       if (spec.gpu_memory_measured) rt.gpu_measured_mib = gpu_mib;
+      if (spec.idle_power_measured) rt.idle_power_samples = std::move(power);
       if (idle_sleep) rt.idle_sleep_enabled = *idle_sleep;
       if (desired) rt.desired = *parse_desired(*desired);
       rt.last_used = last_used;
@@ -297,6 +315,9 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
     }
     if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
     if (view.runtime.gpu_measured_mib) entry["gpu_measured_mib"] = *view.runtime.gpu_measured_mib;
+    if (!view.runtime.idle_power_samples.empty()) {
+      entry["idle_power_samples"] = view.runtime.idle_power_samples;
+    }
     auto handle = handles.find(name);
     entry["handle"] = handle != handles.end() ? handle->second : json(nullptr);
     services[name] = std::move(entry);

@@ -72,6 +72,22 @@ UnmanagedMemory budget_less_unmanaged(std::vector<GpuDevice>& devices,
                                       const std::map<int, double>& siesta_holds);
 GpuParse parse_query_compute_apps(const std::string& csv);
 
+// Each GPU's power draw, for a measured idle power (docs/policies.md#energy-and-cost):
+//   nvidia-smi --query-gpu=index,power.draw --format=csv,noheader,nounits
+// "[N/A]" (a board that does not report it) is no value.
+struct GpuPowerRow {
+  int index = 0;
+  std::optional<double> watts;
+};
+struct GpuPowerParse {
+  std::vector<GpuPowerRow> gpus;
+  std::string error;
+};
+GpuPowerParse parse_query_gpu_power(const std::string& csv);
+// Runs `tool` with that query: watts by GPU index (GPUs without a reading left out), or nullopt
+// with `error` saying why. Blocks for at most kNvidiaSmiTimeoutSeconds.
+std::optional<std::map<int, double>> query_gpu_power(const std::string& tool, std::string& error);
+
 // The signal's value for the processes `pids` (a service's): "memory": the MiB they hold;
 // "utilization": the busiest GPU they run on (every GPU when `pids` is empty). Nothing of theirs
 // on a GPU is 0.

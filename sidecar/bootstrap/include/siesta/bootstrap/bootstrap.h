@@ -16,6 +16,7 @@
 #include "siesta/core/model_provider.h"
 #include "siesta/core/registry.h"
 #include "siesta/runtime/controller.h"
+#include "siesta/runtime/power_meter.h"
 #include "siesta/state/state_store.h"
 
 namespace siesta {
@@ -172,6 +173,9 @@ class Discovery {
 // the budget uses ($SIESTA_NVIDIA_SMI; set but empty: none, the GPU signal is unavailable).
 // `backends` must outlive the context.
 ProbeContext probe_context(const Clock& clock, const Backends& backends, const Getenv& env);
+// The PowerMeter's reader (measured idle power): nvidia-smi's power.draw, run as the context's
+// tool (SIESTA_NVIDIA_SMI).
+PowerMeter::Reader gpu_power_reader(const ProbeContext& context);
 
 // The start-up log line saying how the admin API is protected (docs/security.md): a bearer
 // token on /admin (and /metrics with protect_metrics), or none (loopback, or --insecure).

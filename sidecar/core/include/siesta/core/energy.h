@@ -6,6 +6,7 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include "siesta/core/clock.h"
 #include "siesta/core/service.h"
@@ -28,9 +29,20 @@ struct EnergyAccount {
   std::optional<double> cold_start_cost;
 };
 
+// "idle_power_watts": "measured" (PowerMeter): each stop of the service gives one measurement,
+// the drop of its GPUs' draw from just before the stop to once it has settled after it. The
+// service's idle power is the median of the last kMaxIdlePowerSamples (one odd reading, another
+// load on the card at that moment, moves it little).
+inline constexpr std::size_t kMaxIdlePowerSamples = 16;
+// Adds one measurement (watts) when it is a drop (> 0); returns whether it did.
+bool record_idle_power(std::vector<double>& samples, double before_watts, double after_watts);
+// The median of `samples`; nullopt when there is none.
+std::optional<double> measured_idle_power(const std::vector<double>& samples);
+
 // The seconds the service has been stopped since siesta started, up to `now`.
 double asleep_seconds(const ServiceRuntime& runtime, WallTime now);
-// Its account at `now`; absent when the service declares no idle power.
+// Its account at `now`; absent when the service declares no idle power (or a measured one has no
+// measurement yet).
 std::optional<EnergyAccount> energy_account(const Settings& settings, const ServiceSpec& spec,
                                             const ServiceRuntime& runtime, WallTime now);
 

@@ -143,6 +143,9 @@ struct ServiceSpec {
   // Energy and cost (energy.h): the power it draws while up and idle, in watts, which a sleep
   // saves and a cold start spends; absent: nothing is estimated for it.
   std::optional<double> idle_power_watts;
+  // "idle_power_watts": "measured": the drop of its GPUs' draw at its stops (PowerMeter;
+  // ServiceRuntime::idle_power_samples), instead of a configured figure.
+  bool idle_power_measured = false;
 };
 
 struct ServiceRuntime {
@@ -190,6 +193,9 @@ struct ServiceRuntime {
   // A service whose GPU memory is measured (gpu_memory_measured): the most its processes were
   // seen to hold while it ran (nvidia-smi), kept in the state file; absent until a sample.
   std::optional<double> gpu_measured_mib;
+  // Its idle power as measured at its last stops (energy.h, "idle_power_watts": "measured"),
+  // watts, oldest first, at most kMaxIdlePowerSamples; kept in the state file.
+  std::vector<double> idle_power_samples;
   // Energy and cost (energy.h), counted on the injected clock since siesta started (not kept in
   // the state file, like the /metrics counters): the seconds of the stops that ended (set_state
   // adds each when the service leaves kStopped; the open one is asleep_seconds(rt, now)), and

@@ -94,6 +94,9 @@ class Controller : public ProxyControl,
   // learned; kNotFound when none has it.
   Status load_model(const ModelKey& model) override;
   Status make_room_for_model(const ModelKey& model) override;
+  // A runtime value the state file keeps changed outside a state change (a measurement): the
+  // next reconcile pass saves it.
+  void save_at_next_pass() { kept_unsaved_.store(true); }
   // Unloads every loaded model of a provider service (Reason::kForced).
   Status unload_models_of(const std::string& provider_service) override;
   // The monitor's two steps for an expired keep-alive (as claim_sleep/finish_sleep below).
@@ -232,8 +235,9 @@ class Controller : public ProxyControl,
   // models found loaded) hold more than its budget.
   void warn_gpu_over_budget();
   std::atomic<bool> gpu_checked_{false};
-  // A gap joined a service's idle history since the last save (begin_request): reconcile saves.
-  std::atomic<bool> history_unsaved_{false};
+  // A gap joined a service's idle history since the last save (begin_request), or another kept
+  // value changed (save_at_next_pass): reconcile saves.
+  std::atomic<bool> kept_unsaved_{false};
 
   Registry& registry_;
   BackendMap backends_;

@@ -19,6 +19,7 @@
 #include "siesta/runtime/activity_sampler.h"
 #include "siesta/runtime/executor.h"
 #include "siesta/runtime/monitor_actions.h"
+#include "siesta/runtime/power_meter.h"
 
 namespace siesta {
 
@@ -30,6 +31,9 @@ class Monitor {
 
   // Activity signals sampled on each pass (before start()); none by default.
   void set_activity(ActivitySampler* activity) { activity_ = activity; }
+  // Idle power measured at stops ("idle_power_watts": "measured"; before start()); none by
+  // default.
+  void set_power_meter(PowerMeter* power) { power_ = power; }
 
   // One pass at clock.wall_now(); returns when the next pass is due.
   WallTime step();
@@ -52,6 +56,7 @@ class Monitor {
   Recorder& recorder_;
   Executor& executor_;
   ActivitySampler* activity_ = nullptr;
+  PowerMeter* power_ = nullptr;
 
   std::optional<WallTime> last_reconcile_;  // only touched by the pass
   mutable std::mutex mu_;
