@@ -581,6 +581,30 @@ TEST_F(Vllm, BeforeTheServerListedItsModelsTheListHasVllmsFieldsWithHonestValues
 // start is counted; requests are not refused (the upstream may be served by another process by
 // design).
 TEST_F(Vllm, AnEngineThatCannotTakeItsPortBecauseAnotherHoldsItIsAFailedStartSaidSo) {
+// Issue 24, a new user's trial: after a failed start, a load balancer's GET /health started the
+// server again (and counted as a use). In error after a failed start, as while it sleeps, siesta
+// answers it itself: nothing started, no start failure added.
+TEST_F(Vllm, AHealthCheckOfAServerInErrorAfterAFailedStartStartsNothing) {
+  SiestaProcess siesta(dir.path(), config(sleep_then_stop(10), {}, "vllm", json::object(),
+                                          {"sh", "-c", "exit 1", "sh"}));
+  ASSERT_TRUE(siesta.start()) << siesta.log();
+  auto failed = chat();
+  ASSERT_TRUE(failed) << siesta.log();
+  EXPECT_EQ(failed->status, 503) << failed->body;
+  ASSERT_EQ(status_of(siesta, "vllm")["actual"], "error");
+  const std::string starts = R"(siesta_service_failures_total{operation="start",service="vllm"})";
+  ASSERT_EQ(metric(siesta, starts), 1);
+  for (int i = 0; i < 3; ++i) {
+    auto health = via().Get("/health");
+    ASSERT_TRUE(health) << siesta.log();
+    EXPECT_EQ(health->status, 200);
+    EXPECT_EQ(health->get_header_value("X-Siesta-Asleep"), "error");
+    EXPECT_FALSE(health->has_header("X-Siesta-Wake"));
+  }
+  EXPECT_EQ(metric(siesta, starts), 1) << siesta.log();  // no start tried again
+  EXPECT_EQ(status_of(siesta, "vllm")["actual"], "error");
+}
+
   const pid_t by_hand = spawn_with_output(
       {"python3", std::string(SIESTA_SOURCE_DIR) + "/tests/support/vllm_emulator.py", "--port",
        std::to_string(upstream), "--model", kModel},

@@ -210,13 +210,15 @@ bool can_unload_models(ServiceSpec::ModelApi api);
 // The service is held in a light sleep a wake must undo: paused, or its engine asleep.
 inline bool light_asleep(const ServiceRuntime& rt) { return rt.paused || rt.engine_asleep; }
 // It does not serve now, so siesta answers for it what it can (a model server's probes, a model
-// it does not serve): held in a light tier, stopped, or starting (a load balancer's probe during
-// a cold start of tens of seconds must not wait for it; a new user's trial). One in error is not
-// answered for.
+// it does not serve): held in a light tier, stopped, starting (a load balancer's probe during a
+// cold start of tens of seconds must not wait for it; a new user's trial), or in error with
+// nothing up (a failed start: a probe would start it again and count as a use; a new user's
+// trial). One served in error (its control plane out, the service up) is forwarded to.
 inline bool not_serving(const ServiceRuntime& rt) {
   return rt.state != ServiceState::kRunning &&
          (light_asleep(rt) || rt.state == ServiceState::kStopped ||
-          rt.state == ServiceState::kStarting);
+          rt.state == ServiceState::kStarting ||
+          (rt.state == ServiceState::kError && !rt.serving_in_error));
 }
 
 }  // namespace siesta
