@@ -974,7 +974,11 @@ bool Controller::reconcile_locked(const std::string& service) {
     // answered the readiness probe and the requests meanwhile): a failed start, not a stop.
     registry_.update_service(service,
                              [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
-    fail_service(service, ServiceOperation::kStart, {ErrorCode::kFailed, seen->start_failure},
+    // It was taken for running until now: what siesta forwarded meanwhile went to the other.
+    fail_service(service, ServiceOperation::kStart,
+                 {ErrorCode::kFailed, seen->start_failure +
+                                          "; siesta took the service for running until now: "
+                                          "whatever it forwarded meanwhile reached that process"},
                  /*schedule_retry=*/true);
     mark_models_unloaded(service, Reason::kExternal);
     return true;
