@@ -610,8 +610,9 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "Uses that woke a service, by the tier it was in (stop: a cold start).", "tier");
   render_counters(out, service_rows, "service", kTierWakeSeconds,
                   "siesta_service_tier_wake_seconds_total",
-                  "Time those wakes took, by tier (divide by siesta_service_tier_wakes_total for "
-                  "the mean; unload_models: 0, its models reload on their next request).",
+                  "Time those wakes took, whole as the waking request waited (X-Siesta-Wake's "
+                  "dur), by tier (divide by siesta_service_tier_wakes_total for the mean; "
+                  "unload_models: 0, its models reload on their next request).",
                   "tier");
   render_counters(out, service_rows, "service", kFailures, "siesta_service_failures_total",
                   "Failed backend operations on a service, by operation.", "operation");

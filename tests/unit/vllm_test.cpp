@@ -253,6 +253,33 @@ TEST(VllmSleep, AWakeCallsWakeUpAndWaitsUntilTheEngineSaysItIsAwake) {
   EXPECT_EQ(w.recorder.tier_events().back(), "woke vllm from vllm_sleep");
 }
 
+// Issue 24, a new user's trial: a pause's wake counted well under a millisecond in
+// siesta_service_tier_wake_seconds_total while X-Siesta-Wake said dur=0.003 for it: the metric
+// timed the resume alone, the header the whole wake the request waited for (the state file's save
+// included). Both are in seconds and now time the same: the whole wake. A cold start's
+// siesta_service_wake_duration_seconds stays the start until ready.
+TEST(VllmSleep, AWakeFromATierIsTimedWholeAsTheRequestWaitsForIt) {
+  World w(kVllmOneLightTier);
+  asleep_after_use(w);
+  w.engine.during_wake_up = [&] { w.clock.advance(std::chrono::milliseconds(200)); };
+  w.on_save = [&] { w.clock.advance(std::chrono::milliseconds(3)); };
+  MonoTime t0 = w.clock.mono_now();
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
+  double took = std::chrono::duration<double>(w.clock.mono_now() - t0).count();
+  ASSERT_GE(took, 0.203);
+  EXPECT_EQ(w.recorder.tier_events().back(), "woke vllm from vllm_sleep");
+  EXPECT_DOUBLE_EQ(w.recorder.tier_wake_seconds().back(), took);
+
+  // A cold start: the same, from stop.
+  ASSERT_TRUE(w.controller->sleep("vllm"));
+  w.backend.on_start = [&] { w.clock.advance(std::chrono::seconds(1)); };
+  t0 = w.clock.mono_now();
+  ASSERT_TRUE(w.controller->wake("vllm", Reason::kRequest));
+  took = std::chrono::duration<double>(w.clock.mono_now() - t0).count();
+  EXPECT_EQ(w.recorder.tier_events().back(), "woke vllm from stop");
+  EXPECT_DOUBLE_EQ(w.recorder.tier_wake_seconds().back(), took);
+}
+
 // Review: a wake between the claim of the vllm_sleep tier and its finish called /wake_up on an
 // engine never put to sleep. It has nothing to undo; the finish then finds the sleep cancelled.
 TEST(VllmSleep, AWakeBetweenTheClaimAndItsFinishUndoesNothingAndCancelsTheSleep) {
