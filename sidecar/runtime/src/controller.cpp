@@ -32,12 +32,14 @@ void set_awake(ServiceRuntime& rt, WallTime now) {
   rt.paused = false;
   rt.engine_asleep = false;
   rt.tier = 0;
+  rt.tier_pending = false;
 }
 void set_stopped(ServiceRuntime& rt, WallTime now) {
   set_state(rt, ServiceState::kStopped, now);
   rt.paused = false;
   rt.engine_asleep = false;
   rt.tier = 0;
+  rt.tier_pending = false;
 }
 
 // A light tier that takes the service out of service until a wake undoes it.
@@ -167,8 +169,6 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
   ServiceBackend* backend = backend_for(*view->spec);
   if (backend == nullptr) return no_backend(*view->spec);
 
-  const std::uint64_t starts_seen = s->starts.load();
-  s->waiting.fetch_add(1);
   // A wake from a tier is timed whole, as the request that waits for it sees it (X-Siesta-Wake's
   // dur): the wait for the operation lock, a failed resume before a cold start, the state file's
   // save. The resume alone (a SIGCONT: well under a millisecond) is not what a client pays.
@@ -178,6 +178,8 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
     recorder_.service_woke_from_tier(service, tier, took);
     return took;
   };
+  const std::uint64_t starts_seen = s->starts.load();
+  s->waiting.fetch_add(1);
   std::unique_lock op(s->op);
   s->waiting.fetch_sub(1);
   // Served in error (its control plane was out): the backend may answer again before the
@@ -199,6 +201,7 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
       if (a == TierAction::kPause) rt.paused = false;
       if (a == TierAction::kVllmSleep) rt.engine_asleep = false;
       rt.tier = 0;
+      rt.tier_pending = false;
       for (std::size_t i = pending - 1; i >= 1 && rt.tier == 0; --i) {
         const TierAction done = spec.sleep_tiers[i - 1].action;
         if ((done == TierAction::kPause && rt.paused) ||
@@ -453,6 +456,7 @@ bool Controller::claim_light_sleep(const std::string& service, std::size_t tier)
       rt.engine_asleep = true;
     }
     rt.tier = tier;
+    rt.tier_pending = true;  // shown once finish_light_sleep has done it
     action = to_string(a);
     claimed = true;
     // Before the registry lock is let go: a wake from here on sees the tier as not done.
@@ -475,6 +479,9 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
   const bool holds = in_range && holds_service(view->spec->sleep_tiers[tier - 1].action);
   if (!in_range || view->runtime.tier != tier ||
       (holds && view->runtime.state != ServiceState::kPaused)) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (rt.tier == tier) rt.tier_pending = false;
+    });
     spdlog::info("Light sleep of service {} cancelled: it was used again", service);
     return;
   }
@@ -487,20 +494,29 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
                   ? sleep_engine_for_tier(*view->spec, *backend, entered.level)
                   : unload_models_for_tier(*view->spec, *backend);
   if (st) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (rt.tier == tier) rt.tier_pending = false;  // done: from now on it is the tier shown
+    });
     recorder_.service_tier_entered(service, to_string(action));
     spdlog::info("Service {} is in light sleep: {}", service, to_string(action));
     // Its weights left the GPU: its models are not loaded until the wake.
     if (action == TierAction::kVllmSleep) mark_models_unloaded(service, Reason::kSleepTier);
   } else {
-    // It keeps serving, and the tier counts as passed: the next comes at its time rather than
-    // this one being retried in a loop.
+    // It keeps serving (or stays in the lighter tier that holds it, a pause), and the tier counts
+    // as passed: the next comes at its time rather than this one being retried in a loop.
     const WallTime now = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      rt.tier_pending = false;
       if (action == TierAction::kPause) rt.paused = false;
       if (action == TierAction::kVllmSleep) rt.engine_asleep = false;
       if (holds && !light_asleep(rt)) set_state(rt, ServiceState::kRunning, now);
       set_error(rt, ServiceErrorKind::kTier, st.code(),
                 std::string(to_string(action)) + " failed: " + st.message(), now);
+      // No sleep routes (EngineSleep: kNotFound): this error says so, and the next reconcile's
+      // check finds the same 404 without replacing it.
+      if (action == TierAction::kVllmSleep && st.code() == ErrorCode::kNotFound) {
+        rt.engine_sleep_unavailable = true;
+      }
     });
     // A failed pause or engine sleep is a failed pause, as a failed unpause or /wake_up is a
     // failed resume; a failed unload_models tier is counted per model
@@ -1051,20 +1067,32 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
   const WallTime now = clock_.wall_now();
   if (!sleeping) {
     // Without dev mode the sleep routes are absent: the vllm_sleep tier cannot work. Said once
-    // per cause, in the log and in idle-status (last_error).
+    // per cause, in the log and in idle-status (last_error): a failed sleep that said it first
+    // ("vllm_sleep failed: ... 404 ...", the more specific) is not overwritten by this.
+    if (sleeping.status().code() != ErrorCode::kNotFound) return false;
     const bool needed =
         std::any_of(view->spec->sleep_tiers.begin(), view->spec->sleep_tiers.end(),
                     [](const SleepTier& t) { return t.action == TierAction::kVllmSleep; });
     const std::string text = "vllm_sleep unavailable: " + sleeping.status().message();
-    if (needed && sleeping.status().code() == ErrorCode::kNotFound &&
-        view->runtime.last_error_kind != ServiceErrorKind::kVllmSleepUnavailable) {
-      registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    bool first = false;
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      first = !rt.engine_sleep_unavailable;
+      rt.engine_sleep_unavailable = true;
+      if (first && needed) {
         set_error(rt, ServiceErrorKind::kVllmSleepUnavailable, ErrorCode::kNotFound, text, now);
-      });
+      }
+    });
+    if (first && needed) {
       spdlog::error("Service {}: {}", service, text);
       (void)save();
     }
     return false;
+  }
+  if (view->runtime.engine_sleep_unavailable) {
+    registry_.update_service(service, [](const ServiceSpec&, ServiceRuntime& rt) {
+      rt.engine_sleep_unavailable = false;
+    });
+    spdlog::info("Service {}: its engine answers GET /is_sleeping again (sleep mode on)", service);
   }
   if (!*sleeping) return false;
   // Asleep while siesta took it for serving (put to sleep by an earlier siesta or by hand): a

@@ -176,12 +176,20 @@ struct ServiceRuntime {
   std::string config_error;
   // Graduated sleep: how many of the service's tiers are in force (0: awake); a use resets it.
   std::size_t tier = 0;
+  // The light tier `tier` is claimed and its action not done yet (from claim_light_sleep to
+  // finish_light_sleep): out of service from the claim, but not shown as the tier in force
+  // until its action succeeded (a vllm_sleep whose /sleep then fails never held it).
+  bool tier_pending = false;
   // The backend holds the service paused (its pause tier); only a resume undoes it, so a
   // stop or a wake that finds it set resumes first.
   bool paused = false;
   // A vllm_sleep tier put its engine to sleep (state kPaused): a wake calls /wake_up and waits
   // for /is_sleeping false before any request goes through.
   bool engine_asleep = false;
+  // Its engine has no sleep routes: GET /is_sleeping or POST /sleep answered 404 (vLLM without
+  // VLLM_SERVER_DEV_MODE=1). Set by the first that says so, whose last_error then stays (a
+  // reconcile does not overwrite a failed sleep's); cleared when /is_sleeping answers again.
+  bool engine_sleep_unavailable = false;
   // The idle gaps between its uses, in seconds, oldest first (record_idle_gap; at most
   // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
   std::vector<double> idle_gaps;
