@@ -349,11 +349,13 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   }
   out.family("siesta_service_tier",
              "1 for the sleep tier the service is in (awake, then each of its tiers' actions: "
-             "pause, unload_models, stop), 0 for its others.",
+             "pause, unload_models, stop), 0 for its others (all 0 in error after a failed "
+             "start).",
              "gauge");
   for (size_t i = 0; i < services.size(); ++i) {
     const ServiceTimer& t = services[i];
-    const std::string_view in = t.tier;
+    // None (a service in error after a failed start): every tier 0.
+    const std::string_view in = t.tier != nullptr ? t.tier : "";
     out.sample("siesta_service_tier", "service", t.name, "tier", "awake", in == "awake" ? 1 : 0);
     bool stop_listed = false;
     for (const SleepTier& tier : effective_tiers(settings, *snapshot.services[i].spec)) {
@@ -538,9 +540,10 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                t.offloaded ? 1 : 0);
   }
   out.family("siesta_model_keep_alive_remaining_seconds",
-             "Seconds until the model is unloaded: its keep-alive, or for a server whose model is "
-             "the process (vLLM, OpenAI-compatible) its service's next tier that frees it; absent "
-             "when not loaded or nothing will unload it.",
+             "Seconds until the model is unloaded: its keep-alive, or its service's next tier "
+             "that frees it when that comes first (always for a server whose model is the "
+             "process: vLLM, OpenAI-compatible); absent when not loaded or nothing will unload "
+             "it.",
              "gauge");
   for (const ModelTimer& t : models) {
     if (t.unloads_in) {
@@ -610,8 +613,9 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
                   "Uses that woke a service, by the tier it was in (stop: a cold start).", "tier");
   render_counters(out, service_rows, "service", kTierWakeSeconds,
                   "siesta_service_tier_wake_seconds_total",
-                  "Time those wakes took, by tier (divide by siesta_service_tier_wakes_total for "
-                  "the mean; unload_models: 0, its models reload on their next request).",
+                  "Time those wakes took, whole as the waking request waited (X-Siesta-Wake's "
+                  "dur), by tier (divide by siesta_service_tier_wakes_total for the mean; "
+                  "unload_models: 0, its models reload on their next request).",
                   "tier");
   render_counters(out, service_rows, "service", kFailures, "siesta_service_failures_total",
                   "Failed backend operations on a service, by operation.", "operation");

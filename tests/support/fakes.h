@@ -251,9 +251,15 @@ class RecordingRecorder final : public Recorder {
     std::lock_guard lock(mu_);
     tiers_.push_back("entered " + s + " " + t);
   }
-  void service_woke_from_tier(const std::string& s, const std::string& t, Seconds) override {
+  void service_woke_from_tier(const std::string& s, const std::string& t, Seconds d) override {
     std::lock_guard lock(mu_);
     tiers_.push_back("woke " + s + " from " + t);
+    tier_wake_seconds_.push_back(d.count());
+  }
+  // The duration of each wake from a tier, in the order of tier_events()' wakes.
+  std::vector<double> tier_wake_seconds() {
+    std::lock_guard lock(mu_);
+    return tier_wake_seconds_;
   }
 
   std::vector<std::string> events() {
@@ -273,6 +279,7 @@ class RecordingRecorder final : public Recorder {
   std::mutex mu_;
   std::vector<std::string> events_;
   std::vector<std::string> tiers_;
+  std::vector<double> tier_wake_seconds_;
 };
 
 }  // namespace siesta::testing

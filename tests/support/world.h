@@ -42,6 +42,7 @@ struct World {
         clock, recorder,
         [this] {
           ++saves;
+          if (on_save) on_save();
           return Status::ok();
         },
         config.max_learned_models);
@@ -81,6 +82,7 @@ struct World {
   RecordingRecorder recorder;
   InlineExecutor executor;
   int saves = 0;
+  std::function<void()> on_save;  // runs at each save of the state, e.g. to advance the clock
   std::unique_ptr<Registry> registry;
   std::unique_ptr<Controller> controller;
   std::unique_ptr<Monitor> monitor;

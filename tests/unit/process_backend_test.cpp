@@ -209,6 +209,13 @@ TEST(ProcessBackend, AProcessThatExitsWhileAnotherAnswersItsUpstreamIsAFailedSta
             std::string::npos)
       << ready.status().message();
   EXPECT_NE(ready.status().message().find("before it was ready"), std::string::npos);
+  // Issue 24, a new user's trial: it said the other process "answered its readiness check and its
+  // requests" when nothing had (no probe ran, no request came). It says what happened.
+  for (const std::string& text : {seen->start_failure, ready.status().message()}) {
+    EXPECT_EQ(text.find("answered its readiness check"), std::string::npos) << text;
+    EXPECT_NE(text.find("so the service's own process could not listen on it"), std::string::npos)
+        << text;
+  }
 }
 
 TEST(ProcessBackend, AnExitWithNothingOnItsUpstreamOrAStopIsNoFailedStart) {

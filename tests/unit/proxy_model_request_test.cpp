@@ -207,5 +207,38 @@ TEST(ProxyModelRequest, InFlightFromBeforeTheUpstreamSeesItUntilAfterTheLastByte
   ::close(fd);
 }
 
+// Issue 24, a new user's trial: after a failed start (the service in error, nothing up), a load
+// balancer's GET /health through a vLLM service started it again and counted as a use. As while it
+// sleeps, siesta answers its probes itself (X-Siesta-Asleep: error): no start, no use, nothing
+// forwarded. One served in error (its control plane out, the service up) is still forwarded to.
+TEST(ProxyModelRequest, AProbeOfAVllmServiceInErrorAfterAFailedStartStartsNothing) {
+  ModelServer server(json_answer("HTTP/1.1 200 OK", "{}"));
+  ProxyHarness h(server.port(), R"(, "model_api": "vllm")", with_model_apis());
+  h.registry->update_service("web", [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_state(rt, ServiceState::kError, h.clock.wall_now());
+    rt.failed_operation = ServiceOperation::kStart;
+  });
+  h.control.set([](FakeProxyControl& fake) { fake.state = ServiceState::kError; });
+  auto c = h.client();
+  for (const char* path : {"/health", "/ping"}) {
+    auto res = c.Get(path);
+    ASSERT_TRUE(res) << path;
+    EXPECT_EQ(res->status, 200) << path;
+    EXPECT_EQ(res->get_header_value("X-Siesta-Asleep"), "error") << path;
+    EXPECT_FALSE(res->has_header("X-Siesta-Wake")) << path;
+  }
+  EXPECT_EQ(h.control.read(h.control.wakes), 0);
+  EXPECT_EQ(h.control.read(h.control.begun), 0);  // not even in flight: answered before
+  EXPECT_TRUE(server.seen().empty());
+
+  h.registry->update_service(
+      "web", [](const ServiceSpec&, ServiceRuntime& rt) { rt.serving_in_error = true; });
+  auto served = c.Get("/health");
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->status, 200);
+  EXPECT_FALSE(served->has_header("X-Siesta-Asleep"));
+  EXPECT_EQ(server.seen().size(), 1u);
+}
+
 }  // namespace
 }  // namespace siesta::testing

@@ -47,8 +47,11 @@ TEST(IdleStatus, HasTheSeedsShapeAndPreciseTwins) {
   EXPECT_EQ(m["provider"], "ollama");
   EXPECT_EQ(m["last_used"], 1'700'000'000);
   EXPECT_EQ(m["keep_alive_until"], 1'700'000'000 + 7200);
-  EXPECT_EQ(m["will_unload_in_minutes"], 75);  // 74.5 rounds up
-  EXPECT_EQ(m["will_unload_in_seconds"], 4470.0);
+  // Its service stops first (issue 24): the countdown ends with it, 15 minutes before the
+  // keep-alive's 75.
+  EXPECT_EQ(m["will_unload_in_minutes"], 15);  // 14.5 rounds up
+  EXPECT_EQ(m["will_unload_in_seconds"], 870.0);
+  EXPECT_EQ(m["freed_by"], "service");
 }
 
 TEST(IdleStatus, AnUnloadedModelHasKeepAliveUntilZero) {

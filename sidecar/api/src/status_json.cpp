@@ -133,11 +133,12 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   o.key("serving_in_error").boolean(rt.serving_in_error);
   o.key("config_error").text_or_null(rt.config_error);
   // Graduated sleep: the tier in force and the next one, due in will_sleep_in_seconds.
-  o.key("tier").text(timer.tier);
+  timer.tier != nullptr ? o.key("tier").text(timer.tier) : o.key("tier").null();
   timer.next_tier ? o.key("next_tier").text(to_string(*timer.next_tier))
                   : o.key("next_tier").null();
   o.key("next_tier_in_seconds").seconds(timer.next_tier ? timer.sleeps_in : std::nullopt);
-  // Tiers passed whose action failed (the service kept serving; last_error says why).
+  // Tiers passed whose action failed (the service kept serving, or stayed in a lighter tier that
+  // holds it; last_error says why).
   o.key("failed_tiers");
   o.array_begin();
   for (TierAction a : timer.failed_tiers) o.text(to_string(a));
@@ -244,7 +245,9 @@ void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   // service's idle timeout or sleep tiers, with no keep-alive.
   timer.keep_alive_applies ? o.key("keep_alive_seconds").number(precise(timer.keep_alive))
                            : o.key("keep_alive_seconds").null();
-  o.key("freed_by").text(timer.keep_alive_applies ? "keep_alive" : "service");
+  // The service when its tiers free it first (an Ollama stopped before the keep-alive ends).
+  o.key("freed_by")
+      .text(timer.keep_alive_applies && !timer.freed_by_service ? "keep_alive" : "service");
   blocked ? o.key("unload_blocker").text(to_string(timer.blocker)) : o.key("unload_blocker").null();
   blocked ? o.key("will_not_unload_because").text(describe(timer.blocker))
           : o.key("will_not_unload_because").null();

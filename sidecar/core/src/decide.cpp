@@ -132,6 +132,20 @@ SleepTier tier_of(const Settings& settings, const ServiceSpec& spec, const Servi
   return {after.count() / 60.0, TierAction::kStop};
 }
 
+// A tier the monitor will not try: a vllm_sleep tier of an engine known to have no sleep routes
+// (its /sleep would answer 404 again). It is neither entered nor promised as the next tier.
+bool tier_skipped(const SleepTier& tier, const ServiceRuntime& rt) {
+  return tier.action == TierAction::kVllmSleep && rt.engine_sleep_unavailable;
+}
+
+// The index (0-based) of the next tier the service will really enter from `from`: past the
+// skipped ones; tier_count() when none will.
+std::size_t upcoming_tier(const ServiceSpec& spec, const ServiceRuntime& rt, std::size_t from) {
+  std::size_t i = from;
+  while (i < spec.sleep_tiers.size() && tier_skipped(spec.sleep_tiers[i], rt)) ++i;
+  return std::min(i, tier_count(spec));
+}
+
 }  // namespace
 
 bool scheduled_on(const ServiceSpec& spec, WallTime now) {
@@ -178,15 +192,23 @@ bool tier_holds(TierAction action, const ServiceRuntime& rt) {
   return true;
 }
 
-const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& rt) {
+namespace {
+// tier_name() among the first `passed` tiers.
+const char* tier_name_within(const ServiceSpec& spec, const ServiceRuntime& rt,
+                             std::size_t passed) {
   if (rt.state == ServiceState::kStopped) return to_string(TierAction::kStop);
   // The deepest tier passed that still holds it: a pause or an engine sleep that failed (the
-  // service kept serving) is not the state it is in.
-  for (std::size_t i = std::min(rt.tier, spec.sleep_tiers.size()); i > 0; --i) {
+  // service kept serving, or stayed in the lighter tier that holds it) is not the state it is in.
+  for (std::size_t i = std::min(passed, spec.sleep_tiers.size()); i > 0; --i) {
     const TierAction action = spec.sleep_tiers[i - 1].action;
     if (tier_holds(action, rt)) return to_string(action);
   }
   return "awake";
+}
+}  // namespace
+
+const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& rt) {
+  return tier_name_within(spec, rt, rt.tier);
 }
 
 std::vector<TierAction> failed_tiers(const ServiceSpec& spec, const ServiceRuntime& rt) {
@@ -276,8 +298,10 @@ WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,
                        const ServiceRuntime& runtime, WallTime last_used) {
   ServiceRuntime used = runtime;
   used.last_used = last_used;
-  return last_used + to_wall_duration(
-                         Seconds(tier_of(settings, spec, used, 0, last_used).after_minutes * 60.0));
+  // Its first tier that will really be entered (a skipped vllm_sleep is not).
+  const std::size_t first = std::min(upcoming_tier(spec, used, 0), tier_count(spec) - 1);
+  return last_used + to_wall_duration(Seconds(
+                         tier_of(settings, spec, used, first, last_used).after_minutes * 60.0));
 }
 
 std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
@@ -297,8 +321,9 @@ std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec&
       last.action == TierAction::kStop && now >= tier_at(runtime, last)) {
     return count;
   }
-  if (now >= tier_at(runtime, tier_of(settings, spec, runtime, runtime.tier, now))) {
-    return runtime.tier + 1;
+  const std::size_t next = upcoming_tier(spec, runtime, runtime.tier);
+  if (next < count && now >= tier_at(runtime, tier_of(settings, spec, runtime, next, now))) {
+    return next + 1;
   }
   return std::nullopt;
 }
@@ -346,7 +371,7 @@ std::string tier_text(const SleepTier& tier) {
 // time (each tier's after_minutes, counted from the last use), the stop after it, and the tiers
 // that failed.
 std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
-                         const std::vector<TierAction>& failed) {
+                         const std::vector<TierAction>& failed, std::size_t upcoming) {
   const auto& tiers = spec.sleep_tiers;
   const std::size_t n = tiers.size();
   const auto nth = [&](std::size_t i) {  // 0-based index: "tier 2 of 3 (vllm_sleep level 1)"
@@ -354,20 +379,36 @@ std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
            tier_text(tiers[i]) + ")";
   };
   std::string out = "sleep_tiers: ";
+  const std::size_t first = upcoming_tier(spec, rt, 0);
   if (rt.state == ServiceState::kStopped) {
-    out += "stopped (its last tier); after a wake, " + nth(0) + " comes " +
-           idle_minutes_text(tiers[0].after_minutes);
+    out += "stopped (its last tier)";
+    if (first < n) {
+      out += "; after a wake, " + nth(first) + " comes " +
+             idle_minutes_text(tiers[first].after_minutes);
+    }
   } else if (rt.tier >= n) {
     out += "all " + std::to_string(n) + " tiers passed; a use wakes it";
+  } else if (upcoming >= n) {
+    out += "no tier to come";
   } else {
-    out += nth(rt.tier) + " comes " + idle_minutes_text(tiers[rt.tier].after_minutes);
-    if (rt.tier + 1 < n) {
+    out += nth(upcoming) + " comes " + idle_minutes_text(tiers[upcoming].after_minutes);
+    if (upcoming + 1 < n) {
       out += ", then " + nth(n - 1) + " " + idle_minutes_text(tiers[n - 1].after_minutes);
     }
   }
+  const std::size_t from = rt.state == ServiceState::kStopped ? 0 : rt.tier;
+  if (std::any_of(tiers.begin() + static_cast<std::ptrdiff_t>(std::min(from, n)), tiers.end(),
+                  [&](const SleepTier& t) { return tier_skipped(t, rt); })) {
+    out += "; its vllm_sleep tier is skipped: its engine has no sleep routes (last_error says why)";
+  }
+  // A tier that failed behind a lighter one that still holds it (a pause) left it there: a
+  // paused service serves nothing.
+  const std::string outcome = light_asleep(rt)
+                                  ? std::string("it stayed in its ") + tier_name(spec, rt) + " tier"
+                                  : std::string("it kept serving");
   for (TierAction a : failed) {
-    out += std::string("; its ") + to_string(a) +
-           " tier failed, so it kept serving (last_error says why)";
+    out += std::string("; its ") + to_string(a) + " tier failed, so " + outcome +
+           " (last_error says why)";
   }
   return out;
 }
@@ -380,11 +421,17 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   timer.name = spec.name;
   timer.state = rt.state;
   const std::size_t count = tier_count(spec);
-  const SleepTier next = tier_of(settings, spec, rt, std::min(rt.tier, count - 1), now);  // or last
+  // The next tier it will really enter (a skipped one is not), or the last once all are passed.
+  const std::size_t upcoming = upcoming_tier(spec, rt, rt.tier);
+  const SleepTier next = tier_of(settings, spec, rt, std::min(upcoming, count - 1), now);
   timer.timeout = Seconds(next.after_minutes * 60.0);
   if (rt.last_used) timer.idle_for = non_negative(now - *rt.last_used);
   timer.blocker = sleep_blocker(settings, rt);
-  timer.tier = tier_name(spec, rt);
+  // A tier claimed but not done yet is not shown: its action may still fail (tier_pending).
+  timer.tier = tier_name_within(spec, rt, rt.tier_pending && rt.tier > 0 ? rt.tier - 1 : rt.tier);
+  // In error with nothing up (a failed start): neither awake nor in a tier. One served in error
+  // (its control plane out) is awake as far as siesta knows.
+  if (rt.state == ServiceState::kError && !rt.serving_in_error) timer.tier = nullptr;
   timer.failed_tiers = failed_tiers(spec, rt);
   timer.energy = energy_account(settings, spec, rt, now);
   bool keep_on = false;  // by a schedule window
@@ -406,7 +453,7 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
     if (keep_on && timer.blocker == SleepBlocker::kNone) timer.blocker = SleepBlocker::kScheduledOn;
   }
   if (!spec.sleep_tiers.empty()) {
-    timer.policy_reason = tiers_reason(spec, rt, timer.failed_tiers);
+    timer.policy_reason = tiers_reason(spec, rt, timer.failed_tiers, upcoming);
   } else {
     PolicyChoice choice = policy_choice(settings, spec, rt, now);
     timer.policy = choice.policy;
@@ -430,24 +477,26 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
     }
   }
 
-  if (timer.blocker == SleepBlocker::kNone && rt.tier < count) {
+  if (timer.blocker == SleepBlocker::kNone && upcoming < count) {
     WallTime at = tier_at(rt, next);
     // A window's own timeout that ends after the window: the normal rules then apply from the
     // last use, and not before the window's end.
     if (timer.schedule && timer.schedule->window_ends && timer.schedule->idle_timeout_minutes &&
         at > *timer.schedule->window_ends) {
       const WallTime end = *timer.schedule->window_ends;
-      at = std::max(end,
-                    tier_at(rt, tier_of(settings, spec, rt, std::min(rt.tier, count - 1), end)));
+      at = std::max(end, tier_at(rt, tier_of(settings, spec, rt, upcoming, end)));
     }
     timer.sleeps_at = at;
     timer.sleeps_in = non_negative(at - now);
     timer.next_tier = next.action;
-    if (spec.model_api != ServiceSpec::ModelApi::kNone && !can_unload_models(spec.model_api)) {
-      // Its models are the process: the first tier from here that frees them (a pause does not).
-      for (std::size_t i = rt.tier; i < count && !timer.frees_models_at; ++i) {
-        const SleepTier t = i == rt.tier ? next : tier_of(settings, spec, rt, i, now);
-        if (t.action == TierAction::kVllmSleep || t.action == TierAction::kStop) {
+    if (spec.model_api != ServiceSpec::ModelApi::kNone) {
+      // A model server: the first tier from here that frees its models (a pause does not), which
+      // ends their countdown if it comes first (their keep-alive, if any, may end later).
+      for (std::size_t i = upcoming; i < count && !timer.frees_models_at; ++i) {
+        const SleepTier t = i == upcoming ? next : tier_of(settings, spec, rt, i, now);
+        if (tier_skipped(t, rt)) continue;
+        if (t.action == TierAction::kVllmSleep || t.action == TierAction::kStop ||
+            t.action == TierAction::kUnloadModels) {
           timer.frees_models_at = tier_at(rt, t);
         }
       }
@@ -482,8 +531,9 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
   return timer;
 }
 
-// `unloadable`: its server can unload it (its keep-alive applies); if not, `freed_at` is when its
-// service's next tier frees it (ServiceTimer::frees_models_at).
+// `unloadable`: its server can unload it (its keep-alive applies); `freed_at` is when its
+// service's next tier frees it (ServiceTimer::frees_models_at): its whole countdown if not
+// unloadable, else when that comes before the keep-alive ends.
 ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime now,
                        bool unloadable, std::optional<WallTime> freed_at, bool offloaded,
                        std::vector<Action>& actions, DeadlineTracker& deadlines) {
@@ -513,7 +563,10 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
   if (rt.loaded) {
     WallTime until = keep_alive_until(settings, spec, rt, now);
     timer.keep_alive_until = until;
-    timer.unloads_in = non_negative(until - now);
+    // Its service's tier frees it first (an Ollama stopped before the keep-alive ends): the
+    // countdown ends with the service, as for a model that is the process.
+    timer.freed_by_service = freed_at && *freed_at < until;
+    timer.unloads_in = non_negative((timer.freed_by_service ? *freed_at : until) - now);
     if (timer.blocker == UnloadBlocker::kNone) {
       if (now >= until) {
         actions.push_back(
@@ -543,13 +596,13 @@ Decision decide(const Snapshot& snapshot, WallTime now) {
   std::set<std::string_view> no_unload;
   // Servers whose engine sleeps at level 1: their models' weights wait in CPU RAM.
   std::set<std::string_view> offloading;
-  std::map<std::string_view, std::optional<WallTime>> frees_at;  // of those without unload API
+  std::map<std::string_view, std::optional<WallTime>> frees_at;  // of model servers
   for (std::size_t s = 0; s < snapshot.services.size(); ++s) {
     const auto& service = snapshot.services[s];
     const auto api = service.spec->model_api;
-    if (api != ServiceSpec::ModelApi::kNone && !can_unload_models(api)) {
-      no_unload.insert(service.spec->name);
+    if (api != ServiceSpec::ModelApi::kNone) {
       frees_at[service.spec->name] = decision.services[s].frees_models_at;
+      if (!can_unload_models(api)) no_unload.insert(service.spec->name);
     }
     const auto& tiers = service.spec->sleep_tiers;
     int level = 0;  // of the deepest vllm_sleep tier in force

@@ -32,12 +32,14 @@ void set_awake(ServiceRuntime& rt, WallTime now) {
   rt.paused = false;
   rt.engine_asleep = false;
   rt.tier = 0;
+  rt.tier_pending = false;
 }
 void set_stopped(ServiceRuntime& rt, WallTime now) {
   set_state(rt, ServiceState::kStopped, now);
   rt.paused = false;
   rt.engine_asleep = false;
   rt.tier = 0;
+  rt.tier_pending = false;
 }
 
 // A light tier that takes the service out of service until a wake undoes it.
@@ -168,6 +170,15 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
   ServiceBackend* backend = backend_for(*view->spec);
   if (backend == nullptr) return no_backend(*view->spec);
 
+  // A wake from a tier is timed whole, as the request that waits for it sees it (X-Siesta-Wake's
+  // dur): the wait for the operation lock, a failed resume before a cold start, the state file's
+  // save. The resume alone (a SIGCONT: well under a millisecond) is not what a client pays.
+  const MonoTime began = clock_.mono_now();
+  const auto woke_from_tier = [&](const std::string& tier) {
+    const Seconds took = clock_.mono_now() - began;
+    recorder_.service_woke_from_tier(service, tier, took);
+    return took;
+  };
   const std::uint64_t starts_seen = s->starts.load();
   s->waiting.fetch_add(1);
   std::unique_lock op(s->op);
@@ -191,6 +202,7 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
       if (a == TierAction::kPause) rt.paused = false;
       if (a == TierAction::kVllmSleep) rt.engine_asleep = false;
       rt.tier = 0;
+      rt.tier_pending = false;
       for (std::size_t i = pending - 1; i >= 1 && rt.tier == 0; --i) {
         const TierAction done = spec.sleep_tiers[i - 1].action;
         if ((done == TierAction::kPause && rt.paused) ||
@@ -238,7 +250,11 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
   if (paused) {
     if (Status st = resume_locked(*view->spec, *backend, from); st) {
       woke = from;
-      return saved(st, save());
+      st = saved(st, save());
+      const Seconds took = woke_from_tier(from);
+      spdlog::info("Service {} resumed from light sleep ({}) in {:.3f} s", service, from,
+                   took.count());
+      return st;
     }
   }
   // From here it takes a start (after a failed resume too: that is a cold start, not a warm one).
@@ -321,13 +337,14 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
       clear_start_failure(rt);
     });
     recorder_.service_woke(service, reason, took);
-    recorder_.service_woke_from_tier(service, to_string(TierAction::kStop), took);
     spdlog::info("Service {} is ready after {:.3f} s", service, took.count());
     read_served_models(service);
   } else {
     fail_service(service, ServiceOperation::kStart, st, /*schedule_retry=*/true);
   }
-  return saved(st, save());
+  st = saved(st, save());
+  if (s->last_start) (void)woke_from_tier(to_string(TierAction::kStop));
+  return st;
 }
 
 void Controller::read_served_models(const std::string& service) {
@@ -392,9 +409,8 @@ Status Controller::resume_locked(const ServiceSpec& spec, ServiceBackend& backen
       set_awake(rt, now);
       rt.last_used = now;
     });
-    recorder_.service_woke_from_tier(spec.name, from, took);
-    spdlog::info("Service {} resumed from light sleep ({}) in {:.3f} s", spec.name, from,
-                 took.count());
+    spdlog::debug("Service {}: its resume from {} itself took {:.6f} s", spec.name, from,
+                  took.count());
     if (before.engine_asleep) read_served_models(spec.name);  // its weights are back
     return st;
   }
@@ -441,6 +457,7 @@ bool Controller::claim_light_sleep(const std::string& service, std::size_t tier)
       rt.engine_asleep = true;
     }
     rt.tier = tier;
+    rt.tier_pending = true;  // shown once finish_light_sleep has done it
     action = to_string(a);
     claimed = true;
     // Before the registry lock is let go: a wake from here on sees the tier as not done.
@@ -463,6 +480,9 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
   const bool holds = in_range && holds_service(view->spec->sleep_tiers[tier - 1].action);
   if (!in_range || view->runtime.tier != tier ||
       (holds && view->runtime.state != ServiceState::kPaused)) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (rt.tier == tier) rt.tier_pending = false;
+    });
     spdlog::info("Light sleep of service {} cancelled: it was used again", service);
     return;
   }
@@ -475,20 +495,29 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
                   ? sleep_engine_for_tier(*view->spec, *backend, entered.level)
                   : unload_models_for_tier(*view->spec, *backend);
   if (st) {
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      if (rt.tier == tier) rt.tier_pending = false;  // done: from now on it is the tier shown
+    });
     recorder_.service_tier_entered(service, to_string(action));
     spdlog::info("Service {} is in light sleep: {}", service, to_string(action));
     // Its weights left the GPU: its models are not loaded until the wake.
     if (action == TierAction::kVllmSleep) mark_models_unloaded(service, Reason::kSleepTier);
   } else {
-    // It keeps serving, and the tier counts as passed: the next comes at its time rather than
-    // this one being retried in a loop.
+    // It keeps serving (or stays in the lighter tier that holds it, a pause), and the tier counts
+    // as passed: the next comes at its time rather than this one being retried in a loop.
     const WallTime now = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      rt.tier_pending = false;
       if (action == TierAction::kPause) rt.paused = false;
       if (action == TierAction::kVllmSleep) rt.engine_asleep = false;
       if (holds && !light_asleep(rt)) set_state(rt, ServiceState::kRunning, now);
       set_error(rt, ServiceErrorKind::kTier, st.code(),
                 std::string(to_string(action)) + " failed: " + st.message(), now);
+      // No sleep routes (EngineSleep: kNotFound): this error says so, and the next reconcile's
+      // check finds the same 404 without replacing it.
+      if (action == TierAction::kVllmSleep && st.code() == ErrorCode::kNotFound) {
+        rt.engine_sleep_unavailable = true;
+      }
     });
     // A failed pause or engine sleep is a failed pause, as a failed unpause or /wake_up is a
     // failed resume; a failed unload_models tier is counted per model
@@ -984,7 +1013,11 @@ bool Controller::reconcile_locked(const std::string& service) {
     // answered the readiness probe and the requests meanwhile): a failed start, not a stop.
     registry_.update_service(service,
                              [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
-    fail_service(service, ServiceOperation::kStart, {ErrorCode::kFailed, seen->start_failure},
+    // It was taken for running until now: what siesta forwarded meanwhile went to the other.
+    fail_service(service, ServiceOperation::kStart,
+                 {ErrorCode::kFailed, seen->start_failure +
+                                          "; siesta took the service for running until now: "
+                                          "whatever it forwarded meanwhile reached that process"},
                  /*schedule_retry=*/true);
     mark_models_unloaded(service, Reason::kExternal);
     return true;
@@ -1044,20 +1077,32 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
   const WallTime now = clock_.wall_now();
   if (!sleeping) {
     // Without dev mode the sleep routes are absent: the vllm_sleep tier cannot work. Said once
-    // per cause, in the log and in idle-status (last_error).
+    // per cause, in the log and in idle-status (last_error): a failed sleep that said it first
+    // ("vllm_sleep failed: ... 404 ...", the more specific) is not overwritten by this.
+    if (sleeping.status().code() != ErrorCode::kNotFound) return false;
     const bool needed =
         std::any_of(view->spec->sleep_tiers.begin(), view->spec->sleep_tiers.end(),
                     [](const SleepTier& t) { return t.action == TierAction::kVllmSleep; });
     const std::string text = "vllm_sleep unavailable: " + sleeping.status().message();
-    if (needed && sleeping.status().code() == ErrorCode::kNotFound &&
-        view->runtime.last_error_kind != ServiceErrorKind::kVllmSleepUnavailable) {
-      registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+    bool first = false;
+    registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
+      first = !rt.engine_sleep_unavailable;
+      rt.engine_sleep_unavailable = true;
+      if (first && needed) {
         set_error(rt, ServiceErrorKind::kVllmSleepUnavailable, ErrorCode::kNotFound, text, now);
-      });
+      }
+    });
+    if (first && needed) {
       spdlog::error("Service {}: {}", service, text);
       (void)save();
     }
     return false;
+  }
+  if (view->runtime.engine_sleep_unavailable) {
+    registry_.update_service(service, [](const ServiceSpec&, ServiceRuntime& rt) {
+      rt.engine_sleep_unavailable = false;
+    });
+    spdlog::info("Service {}: its engine answers GET /is_sleeping again (sleep mode on)", service);
   }
   if (!*sleeping) return false;
   // Asleep while siesta took it for serving (put to sleep by an earlier siesta or by hand): a

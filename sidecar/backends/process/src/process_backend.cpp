@@ -201,16 +201,18 @@ Status ProcessBackend::start(const ServiceSpec& spec) {
         while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
         }
         // Ended on its own, its whole group gone, and its upstream still answers: another process
-        // holds the port (an engine started by hand on it), so the service's own could not bind it,
-        // and what answered the readiness probe and the requests was that other process.
+        // holds the port (an engine started by hand on it), so the service's own could not bind
+        // it. Only that is known here: whether the other one answered a readiness check or
+        // requests depends on when the exit came (before its readiness: nothing did; the caller
+        // says).
         std::string note;
         if (!child->stop_requested.load() && port > 0 && !group_alive(child->pid) &&
             tcp_connects(host, port, milliseconds(500))) {
           note = "process " + std::to_string(child->pid) + " " + exit_text(status) +
                  " while another process answers its upstream " + host + ":" +
                  std::to_string(port) +
-                 ": the port is taken (a server started by hand on it?), so that process, not the "
-                 "service's own, answered its readiness check and its requests";
+                 ": the port is taken (a server started by hand on it?), so the service's own "
+                 "process could not listen on it";
         }
         {
           std::lock_guard lock(child->mu);

@@ -56,10 +56,13 @@ struct ServiceTimer {
   std::optional<Seconds> sleeps_in;   // sleeps_at - now, never negative
   SleepBlocker blocker = SleepBlocker::kNone;
   // Graduated sleep: the tier in force ("awake", an action's name, "stop" for a stopped
-  // service) and the next one, due at sleeps_at (absent when none will come).
+  // service; a tier claimed but not done yet is not, ServiceRuntime::tier_pending) and the next
+  // one, due at sleeps_at (absent when none will come). nullptr for a service in error that is
+  // not served (a failed start): it is in no tier, and not awake.
   const char* tier = "awake";
   std::optional<TierAction> next_tier;
-  // Tiers passed whose action failed: the service kept serving through them (failed_tiers()).
+  // Tiers passed whose action failed: the service kept serving through them, or stayed in the
+  // lighter tier that holds it (failed_tiers()).
   std::vector<TierAction> failed_tiers;
   // The timeout policy that chose `timeout` and why (with sleep_tiers: which tier comes next,
   // after what idle time, and the tiers that failed); and when the adaptive policy will start it
@@ -67,8 +70,8 @@ struct ServiceTimer {
   const char* policy = "fixed";
   std::string policy_reason;
   std::optional<WallTime> prewarm_at;
-  // A server whose model is the process (vLLM, OpenAI-compatible): when its next tier that frees
-  // its models (vllm_sleep, stop) comes; absent when none will (a blocker) or for other services.
+  // A model server: when its next tier that frees its models (vllm_sleep, unload_models, stop)
+  // comes; absent when none will (a blocker) or for other services.
   std::optional<WallTime> frees_models_at;
   // A service with a schedule: its zone, the window in force (if any) and what it asks, and the
   // next instant the schedule asks something else.
@@ -97,9 +100,14 @@ struct ModelTimer {
   // and keep_alive_until / unloads_in are when its service's next tier that frees it comes
   // (ServiceTimer::frees_models_at).
   bool keep_alive_applies = true;
+  // Its keep-alive applies, but its service's next tier frees it first (an Ollama stopped or its
+  // models unloaded before the keep-alive ends): unloads_in counts down to that tier, while
+  // keep_alive_until stays the keep-alive's end.
+  bool freed_by_service = false;
   Seconds keep_alive{0};                     // the effective keep-alive (when it applies)
   std::optional<WallTime> keep_alive_until;  // absent when not loaded, or nothing will free it
-  std::optional<Seconds> unloads_in;         // keep_alive_until - now, never negative
+  std::optional<Seconds> unloads_in;  // until it is freed (keep_alive_until, or its service's
+                                      // tier when freed_by_service) - now, never negative
   UnloadBlocker blocker = UnloadBlocker::kNone;
 };
 
@@ -142,8 +150,8 @@ bool tier_holds(TierAction action, const ServiceRuntime& runtime);
 // "awake", the action of the deepest tier passed that holds it (tier_holds), or "stop" for a
 // stopped service: the state it is really in.
 const char* tier_name(const ServiceSpec& spec, const ServiceRuntime& runtime);
-// The tiers it has passed that do not hold it (their action failed, the service kept serving),
-// lightest first; empty for a stopped service.
+// The tiers it has passed that do not hold it (their action failed: the service kept serving, or
+// stayed in a lighter tier that holds it), lightest first; empty for a stopped service.
 std::vector<TierAction> failed_tiers(const ServiceSpec& spec, const ServiceRuntime& runtime);
 // The one rule for every keep-alive siesta enforces, whatever its source (the model's
 // keep_alive_hours, the global model_keep_alive_hours, a client's keep_alive): within
@@ -194,7 +202,9 @@ double model_server_keep_alive(double enforced_seconds);
 // atomically under the registry lock (a use may have arrived since the decision).
 SleepBlocker sleep_blocker(const Settings& settings, const ServiceRuntime& runtime);
 // The tier (1-based) the service should enter now: the stop tier as soon as it is due (a light
-// tier still to come is skipped), else the next tier once due; nullopt when none is due.
+// tier still to come is skipped), else the next tier once due; nullopt when none is due. A
+// vllm_sleep tier of an engine known to have no sleep routes (engine_sleep_unavailable) is never
+// the next tier: the one after it is.
 std::optional<std::size_t> tier_due(const Settings& settings, const ServiceSpec& spec,
                                     const ServiceRuntime& runtime, WallTime now);
 // tier_due() names the stop tier.

@@ -179,12 +179,20 @@ struct ServiceRuntime {
   std::string config_error;
   // Graduated sleep: how many of the service's tiers are in force (0: awake); a use resets it.
   std::size_t tier = 0;
+  // The light tier `tier` is claimed and its action not done yet (from claim_light_sleep to
+  // finish_light_sleep): out of service from the claim, but not shown as the tier in force
+  // until its action succeeded (a vllm_sleep whose /sleep then fails never held it).
+  bool tier_pending = false;
   // The backend holds the service paused (its pause tier); only a resume undoes it, so a
   // stop or a wake that finds it set resumes first.
   bool paused = false;
   // A vllm_sleep tier put its engine to sleep (state kPaused): a wake calls /wake_up and waits
   // for /is_sleeping false before any request goes through.
   bool engine_asleep = false;
+  // Its engine has no sleep routes: GET /is_sleeping or POST /sleep answered 404 (vLLM without
+  // VLLM_SERVER_DEV_MODE=1). Set by the first that says so, whose last_error then stays (a
+  // reconcile does not overwrite a failed sleep's); cleared when /is_sleeping answers again.
+  bool engine_sleep_unavailable = false;
   // The idle gaps between its uses, in seconds, oldest first (record_idle_gap; at most
   // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
   std::vector<double> idle_gaps;
@@ -216,13 +224,15 @@ bool can_unload_models(ServiceSpec::ModelApi api);
 // The service is held in a light sleep a wake must undo: paused, or its engine asleep.
 inline bool light_asleep(const ServiceRuntime& rt) { return rt.paused || rt.engine_asleep; }
 // It does not serve now, so siesta answers for it what it can (a model server's probes, a model
-// it does not serve): held in a light tier, stopped, or starting (a load balancer's probe during
-// a cold start of tens of seconds must not wait for it; a new user's trial). One in error is not
-// answered for.
+// it does not serve): held in a light tier, stopped, starting (a load balancer's probe during a
+// cold start of tens of seconds must not wait for it; a new user's trial), or in error with
+// nothing up (a failed start: a probe would start it again and count as a use; a new user's
+// trial). One served in error (its control plane out, the service up) is forwarded to.
 inline bool not_serving(const ServiceRuntime& rt) {
   return rt.state != ServiceState::kRunning &&
          (light_asleep(rt) || rt.state == ServiceState::kStopped ||
-          rt.state == ServiceState::kStarting);
+          rt.state == ServiceState::kStarting ||
+          (rt.state == ServiceState::kError && !rt.serving_in_error));
 }
 
 }  // namespace siesta

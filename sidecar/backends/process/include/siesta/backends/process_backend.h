@@ -6,8 +6,8 @@
 // Pause (graduated sleep) is SIGSTOP to the group, resume SIGCONT; a stop sends SIGCONT right
 // after SIGTERM, since a stopped group would keep the SIGTERM pending and never exit.
 // A process that exits on its own, its group gone, while its upstream still answers was kept
-// from its port by another process (which answered the readiness probe): inspect() says so as
-// a failed start (Inspection::start_failure), check_ready() in its error. Grace periods are
+// from its port by another process (which may have passed the readiness probe): inspect() says so
+// as a failed start (Inspection::start_failure), check_ready() in its error. Grace periods are
 // measured, and polls paced, with the injected Clock. Thread-safe.
 #pragma once
 
