@@ -241,6 +241,11 @@ void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   timer.keep_alive_applies ? o.key("keep_alive_seconds").number(precise(timer.keep_alive))
                            : o.key("keep_alive_seconds").null();
   o.key("freed_by").text(timer.keep_alive_applies ? "keep_alive" : "service");
+  // The policy that chose keep_alive_seconds, and why (docs/models.md); null when no keep-alive
+  // applies.
+  o.key("policy").text_or_null(timer.policy);
+  o.key("policy_reason").text_or_null(timer.policy_reason);
+  o.key("idle_gaps").integer(static_cast<long long>(rt.idle_gaps.size()));
   blocked ? o.key("unload_blocker").text(to_string(timer.blocker)) : o.key("unload_blocker").null();
   blocked ? o.key("will_not_unload_because").text(describe(timer.blocker))
           : o.key("will_not_unload_because").null();
