@@ -69,11 +69,11 @@ class FakeProxyControl final : public ProxyControl {
     calls.push_back("begin_model " + model.name + "@" + model.service);
     return std::nullopt;
   }
-  bool model_accepted(const ModelKey& model, double keep_alive,
+  bool model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                       std::optional<std::uint64_t> /*ticket*/) override {
     std::lock_guard lock(mu_);
     calls.push_back("model_accepted " + model.name + "@" + model.service + " " +
-                    std::to_string(static_cast<long long>(keep_alive)));
+                    std::to_string(static_cast<long long>(keep_alive.seconds)));
     return false;
   }
   void end_model_request(const ModelKey& model, bool accepted) override {

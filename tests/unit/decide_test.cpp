@@ -309,11 +309,11 @@ TEST(DecideTimers, TheKeepAlivePolicyOfAKnownModelAndOfOneItsServerWouldLearn) {
   ServiceSpec server;
   server.model_keep_alive_hours = 0.5;
   KeepAlivePolicy p = keep_alive_policy(settings, &known, &server);  // its own wins
-  EXPECT_EQ(p.configured_seconds, 3600);
+  EXPECT_EQ(p.default_seconds, 3600);
   EXPECT_EQ(p.min_seconds, 60);
   EXPECT_EQ(p.max_seconds, 7200);
-  EXPECT_EQ(keep_alive_policy(settings, nullptr, &server).configured_seconds, 1800);
-  EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).configured_seconds, 7200);
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, &server).default_seconds, 1800);
+  EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).default_seconds, 7200);
   const ModelSpec defaults;
   EXPECT_EQ(keep_alive_policy(settings, nullptr, nullptr).min_seconds,
             defaults.keep_alive_min_seconds);

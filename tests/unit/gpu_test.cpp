@@ -874,7 +874,7 @@ TEST(GpuController, RequestsForAModelLoadedMeanwhileGoOnWithoutRoom) {
   while (!r2_done && w.controller->gpu_waiting() < 2) std::this_thread::yield();
   // r1's answer: qwen is loaded. r2 goes on at once (a real-time bound: before the change it
   // waited for llama's request, which waited for r2's).
-  EXPECT_TRUE(w.controller->model_accepted(qwen, 300, r1));
+  EXPECT_TRUE(w.controller->model_accepted(qwen, {300}, r1));
   w.controller->end_model_request(qwen, true);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!r2_done && std::chrono::steady_clock::now() < until) std::this_thread::yield();
@@ -889,7 +889,7 @@ TEST(GpuController, RequestsForAModelLoadedMeanwhileGoOnWithoutRoom) {
   }
   second.join();
   EXPECT_TRUE(r2_room) << r2_room.message();
-  w.controller->end_model_request(qwen, w.controller->model_accepted(qwen, 300, r2));
+  w.controller->end_model_request(qwen, w.controller->model_accepted(qwen, {300}, r2));
   head.join();  // then llama's turn: qwen, idle now, is unloaded for it
   EXPECT_TRUE(llama_room) << llama_room.message();
   EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"unload qwen"}));
@@ -919,7 +919,7 @@ TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
   ASSERT_TRUE(w.controller->begin_request("ollama"));
   const auto r1 = w.controller->begin_model_request(m1);
   ASSERT_TRUE(w.controller->make_room_for_model(m1));
-  ASSERT_TRUE(w.controller->model_accepted(m1, 300, r1));
+  ASSERT_TRUE(w.controller->model_accepted(m1, {300}, r1));
   Status w_woke;
   std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
   while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1
@@ -942,7 +942,7 @@ TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
   // r2 answered (or, before the change, given up on by its client): then w's turn.
   if (served) {
     EXPECT_TRUE(r2_room) << r2_room.message();
-    w.controller->model_accepted(m2, 300, r2);
+    w.controller->model_accepted(m2, {300}, r2);
   }
   w.controller->end_model_request(m2, served);
   w.controller->end_request("ollama");

@@ -60,8 +60,8 @@ TEST(Controller, AModelStillLoadingForARequestIsNotTakenForUnloaded) {
   auto second = w.controller->begin_model_request({"m", "ollama"});
   w.provider.loaded_models = {"m"};  // loaded meanwhile: /api/ps shows it before any answer
   w.controller->reconcile();
-  EXPECT_TRUE(w.controller->model_accepted(w.key("m"), 600, ticket));   // this one paid the load
-  EXPECT_FALSE(w.controller->model_accepted(w.key("m"), 600, second));  // ... not this one too
+  EXPECT_TRUE(w.controller->model_accepted(w.key("m"), {600}, ticket));   // this one paid the load
+  EXPECT_FALSE(w.controller->model_accepted(w.key("m"), {600}, second));  // ... not this one too
   w.controller->end_model_request(w.key("m"), true);
   w.provider.loaded_models = {};  // Ollama lists a model only once it has loaded
   w.controller->reconcile();
@@ -102,7 +102,7 @@ TEST(Controller, AModelIsLoadedOnlyOnceItsServerAcceptedARequest) {
   w.controller->begin_model_request({"new:1b", "ollama"});
   w.controller->end_model_request(w.key("new:1b"), false);
   ASSERT_TRUE(w.registry->model(w.key("new:1b")));
-  EXPECT_TRUE(w.controller->model_accepted(w.key("new:1b"), 600, 0));  // its first load
+  EXPECT_TRUE(w.controller->model_accepted(w.key("new:1b"), {600}, 0));  // its first load
   w.controller->end_model_request(w.key("new:1b"), true);
   EXPECT_TRUE(w.model("new:1b").loaded);
   EXPECT_EQ(w.model("new:1b").keep_alive_seconds, 600);
@@ -115,7 +115,7 @@ TEST(Controller, LearnedModelsAreBoundedTheOldestUnloadedForgottenFirst) {
   w.run("ollama");
   auto use = [&](const std::string& m) {
     auto ticket = w.controller->begin_model_request({m, "ollama"});
-    w.controller->model_accepted(w.key(m), 600, ticket);
+    w.controller->model_accepted(w.key(m), {600}, ticket);
     w.controller->end_model_request(w.key(m), true);
     w.clock.advance(std::chrono::seconds(1));
   };
@@ -181,9 +181,9 @@ TEST(Controller, AModelServersKeepAliveIsTheDefaultOfTheModelsItServes) {
               "services": {"ollama": {"command": ["o"], "model_keep_alive_hours": 0.5}},
               "models": {"m": {"provider": "ollama", "keep_alive_hours": 1}}})");
   w.run("ollama");
-  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", "ollama"}).configured_seconds, 1800);
-  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", ""}).configured_seconds, 7200);  // no server
-  EXPECT_EQ(w.controller->keep_alive_policy({"m", "ollama"}).configured_seconds, 3600);
+  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", "ollama"}).default_seconds, 1800);
+  EXPECT_EQ(w.controller->keep_alive_policy({"new:1b", ""}).default_seconds, 7200);  // no server
+  EXPECT_EQ(w.controller->keep_alive_policy({"m", "ollama"}).default_seconds, 3600);
   // Learned from traffic ...
   w.controller->begin_model_request({"new:1b", "ollama"});
   ASSERT_TRUE(w.registry->model(w.key("new:1b")));
@@ -211,7 +211,7 @@ TEST(Controller, AModelRequestsKeepAliveEndsWhereTheMonitorUnloadsIt) {
   w.provider.loaded_models.insert("m");  // as the server will list it
   const WallTime now = w.clock.wall_now();
   (void)w.controller->begin_model_request({"m", "ollama"});
-  w.controller->model_accepted(w.key("m"), 60, std::nullopt);  // the request's own keep_alive
+  w.controller->model_accepted(w.key("m"), {60}, std::nullopt);  // the request's own keep_alive
   w.controller->end_model_request(w.key("m"), true);
   const Settings settings = w.registry->settings();
   EXPECT_EQ(keep_alive_ends(settings, *w.registry->model(w.key("m"))->spec, w.model("m")),
@@ -222,7 +222,7 @@ TEST(Controller, AModelRequestsKeepAliveEndsWhereTheMonitorUnloadsIt) {
   EXPECT_FALSE(w.model("m").loaded);
   // A client's "forever" is bounded by the model's keep_alive_max_seconds (a day).
   (void)w.controller->begin_model_request({"m", "ollama"});
-  w.controller->model_accepted(w.key("m"), std::numeric_limits<double>::infinity(), std::nullopt);
+  w.controller->model_accepted(w.key("m"), {std::numeric_limits<double>::infinity()}, std::nullopt);
   w.controller->end_model_request(w.key("m"), true);
   const WallTime later = w.clock.wall_now();
   EXPECT_EQ(keep_alive_ends(settings, *w.registry->model(w.key("m"))->spec, w.model("m")),

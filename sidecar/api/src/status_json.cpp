@@ -248,6 +248,11 @@ void model_fields(Out& o, const ModelView& view, const ModelTimer& timer) {
   // The service when its tiers free it first (an Ollama stopped before the keep-alive ends).
   o.key("freed_by")
       .text(timer.keep_alive_applies && !timer.freed_by_service ? "keep_alive" : "service");
+  // The policy that chose keep_alive_seconds, and why (docs/models.md); null when no keep-alive
+  // applies.
+  o.key("policy").text_or_null(timer.policy);
+  o.key("policy_reason").text_or_null(timer.policy_reason);
+  o.key("idle_gaps").integer(static_cast<long long>(rt.idle_gaps.size()));
   blocked ? o.key("unload_blocker").text(to_string(timer.blocker)) : o.key("unload_blocker").null();
   blocked ? o.key("will_not_unload_because").text(describe(timer.blocker))
           : o.key("will_not_unload_because").null();

@@ -745,7 +745,7 @@ void read_gpu(const json& value, const std::string& source, GpuConfig& gpu) {
 ModelSpec read_model(const std::string& name, const json& value, const std::string& source) {
   ObjectReader r(value, "models." + name, source);
   std::set<std::string> keys = spec_keys(kModelNumbers);
-  keys.insert("provider");
+  keys.insert({"provider", "policy"});
   r.allow_only(keys);
   ModelSpec spec;
   spec.name = name;
@@ -753,6 +753,14 @@ ModelSpec read_model(const std::string& name, const json& value, const std::stri
   if (!provider) r.fail(r.key_path("provider"), "is required (the service that serves the model)");
   spec.provider = *provider;
   read_numbers(r, kModelNumbers, spec);
+  // The keep-alive policy, as a service's timeout policy (docs/models.md).
+  if (auto policy = r.read_string("policy")) {
+    if (find_policy(*policy) == nullptr) {
+      r.fail(r.key_path("policy"),
+             "must be one of " + policy_names() + ", got \"" + *policy + "\"");
+    }
+    spec.policy = *policy;
+  }
   if (spec.keep_alive_max_seconds < spec.keep_alive_min_seconds) {
     r.fail(r.key_path("keep_alive_max_seconds"), "must be at least keep_alive_min_seconds");
   }
@@ -1170,6 +1178,11 @@ Config parse_config(const std::string& text, const std::string& source) {
       if (m.provider == sc.spec.name && m.keep_alive_hours &&
           !keeps_models_alive(sc.spec.model_api)) {
         top.fail("models." + m.name + ".keep_alive_hours", no_unload_reason(sc.spec.model_api));
+      }
+      // A keep-alive policy chooses a keep-alive, which such a server cannot keep either.
+      if (m.provider == sc.spec.name && m.policy != "fixed" &&
+          !keeps_models_alive(sc.spec.model_api)) {
+        top.fail("models." + m.name + ".policy", no_unload_reason(sc.spec.model_api));
       }
     }
     // Forwarding to its own listen address would loop.

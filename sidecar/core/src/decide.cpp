@@ -224,12 +224,65 @@ double clamp_keep_alive(double seconds, double min_seconds, double max_seconds) 
   return std::clamp(seconds, min_seconds, std::max(min_seconds, max_seconds));
 }
 
+namespace {
+std::string bounds_text(double min_seconds, double max_seconds) {
+  return "; bounded to [" + number_text(min_seconds) + ", " +
+         number_text(std::max(min_seconds, max_seconds)) + "] s";
+}
+}  // namespace
+
+PolicyChoice model_policy_choice(const Settings& settings, const ModelSpec& spec,
+                                 const ModelRuntime& runtime) {
+  PolicyInput input;
+  input.configured_timeout =
+      Seconds(spec.keep_alive_hours.value_or(settings.model_keep_alive_hours) * 3600.0);
+  input.timeout_name = "keep-alive";
+  input.idle_gaps = &runtime.idle_gaps;
+  input.cold_start_seconds = runtime.load_seconds;  // the model's cold start: its load
+  // The model's bounds are the adaptive policy's; no pre-warm (a load before a predicted use is
+  // not done yet: docs/models.md).
+  AdaptiveParams params;
+  params.min_timeout_seconds = spec.keep_alive_min_seconds;
+  params.max_timeout_seconds = spec.keep_alive_max_seconds;
+  params.prewarm = false;
+  input.adaptive = &params;
+  const TimeoutPolicy* policy = find_policy(spec.policy);
+  PolicyChoice choice = (policy != nullptr ? *policy : fixed_policy()).choose(input);
+  const double chosen = choice.keep_alive.count();
+  const double bounded =
+      clamp_keep_alive(chosen, spec.keep_alive_min_seconds, spec.keep_alive_max_seconds);
+  // The adaptive policy's own choice says when it was bounded; a configured one is said here.
+  if (bounded != chosen) {
+    choice.reason += bounds_text(spec.keep_alive_min_seconds, spec.keep_alive_max_seconds);
+  }
+  choice.keep_alive = choice.sleep_after = Seconds(bounded);
+  choice.prewarm_after.reset();
+  return choice;
+}
+
 Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
                              const ModelRuntime& runtime) {
-  const double seconds = runtime.keep_alive_seconds.value_or(
-      spec.keep_alive_hours.value_or(settings.model_keep_alive_hours) * 3600.0);
-  return Seconds(
-      clamp_keep_alive(seconds, spec.keep_alive_min_seconds, spec.keep_alive_max_seconds));
+  if (!runtime.keep_alive_seconds) return model_policy_choice(settings, spec, runtime).keep_alive;
+  return Seconds(clamp_keep_alive(*runtime.keep_alive_seconds, spec.keep_alive_min_seconds,
+                                  spec.keep_alive_max_seconds));
+}
+
+RequestKeepAlive request_keep_alive(const KeepAlivePolicy& policy, std::optional<double> asked) {
+  RequestKeepAlive out;
+  if (!asked) {
+    // The policy's default is within the bounds already.
+    out.seconds = clamp_keep_alive(policy.default_seconds, policy.min_seconds, policy.max_seconds);
+    out.policy = policy.policy;
+    out.reason = policy.reason;
+    return out;
+  }
+  out.seconds = clamp_keep_alive(*asked, policy.min_seconds, policy.max_seconds);
+  out.policy = "request";
+  out.reason = std::isfinite(*asked) && *asked >= 0
+                   ? "the request's keep_alive (" + number_text(*asked) + " s)"
+                   : "the request's keep_alive (forever)";
+  if (out.seconds != *asked) out.reason += bounds_text(policy.min_seconds, policy.max_seconds);
+  return out;
 }
 
 Seconds reconcile_interval(const Settings& settings) {
@@ -243,14 +296,17 @@ WallTime retry_at(const Settings& settings, WallTime now) {
 }
 
 KeepAlivePolicy keep_alive_policy(const Settings& settings, const ModelSpec* model,
-                                  const ServiceSpec* server) {
+                                  const ServiceSpec* server, const ModelRuntime* runtime) {
   ModelSpec defaults;
   if (model == nullptr && server != nullptr) {
     defaults.keep_alive_hours = server->model_keep_alive_hours;
   }
   const ModelSpec& spec = model != nullptr ? *model : defaults;
-  return {effective_keep_alive(settings, spec, ModelRuntime{}).count(), spec.keep_alive_min_seconds,
-          spec.keep_alive_max_seconds};
+  static const ModelRuntime kNoHistory;
+  PolicyChoice choice =
+      model_policy_choice(settings, spec, runtime != nullptr ? *runtime : kNoHistory);
+  return {choice.keep_alive.count(), spec.keep_alive_min_seconds, spec.keep_alive_max_seconds,
+          choice.policy, std::move(choice.reason)};
 }
 
 double model_server_keep_alive(double enforced_seconds) {
@@ -544,7 +600,21 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
   timer.provider = spec.provider;
   timer.loaded = rt.loaded;
   timer.offloaded = !rt.loaded && offloaded;
-  timer.keep_alive = effective_keep_alive(settings, spec, rt);
+  // Which policy chose its keep-alive: the one that set the per-use keep-alive in force, else its
+  // policy's choice now (effective_keep_alive's, computed once).
+  if (rt.keep_alive_seconds) {
+    timer.keep_alive = effective_keep_alive(settings, spec, rt);
+    timer.policy = rt.keep_alive_policy.empty() ? "restored" : rt.keep_alive_policy;
+    timer.policy_reason = rt.keep_alive_policy.empty()
+                              ? "the keep-alive of its last request, from a state file that did "
+                                "not say which policy chose it"
+                              : rt.keep_alive_reason;
+  } else {
+    PolicyChoice choice = model_policy_choice(settings, spec, rt);
+    timer.keep_alive = choice.keep_alive;
+    timer.policy = choice.policy;
+    timer.policy_reason = std::move(choice.reason);
+  }
   timer.blocker = unload_blocker(settings, rt, now);
   if (!unloadable &&
       (timer.blocker == UnloadBlocker::kNone || timer.blocker == UnloadBlocker::kRetryWait)) {
@@ -554,6 +624,8 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
   if (!unloadable) {
     // No keep-alive: its service frees it (its deadline is the service's, offered there).
     timer.keep_alive_applies = false;
+    timer.policy.clear();
+    timer.policy_reason.clear();
     if (rt.loaded && freed_at && timer.blocker == UnloadBlocker::kNoUnloadApi) {
       timer.keep_alive_until = freed_at;
       timer.unloads_in = non_negative(*freed_at - now);
@@ -561,7 +633,8 @@ ModelTimer model_timer(const Settings& settings, const ModelView& view, WallTime
     return timer;
   }
   if (rt.loaded) {
-    WallTime until = keep_alive_until(settings, spec, rt, now);
+    // keep_alive_until() with the keep-alive computed above.
+    const WallTime until = rt.last_used.value_or(now) + to_wall_duration(timer.keep_alive);
     timer.keep_alive_until = until;
     // Its service's tier frees it first (an Ollama stopped before the keep-alive ends): the
     // countdown ends with the service, as for a model that is the process.

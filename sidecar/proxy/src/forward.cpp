@@ -577,8 +577,9 @@ void Server::keep_upstream(Exchange& x, bool upstream_keep_alive, const beast::e
 void Server::model_answer_relayed(Exchange& x) {
   const ModelUse& use = *x.model_use;
   if (use.load_scan) {
-    recorder_.model_loaded(use.model, Reason::kRequest,
-                           Seconds(use.load_scan->seconds().value_or(use.first_byte)));
+    const Seconds took(use.load_scan->seconds().value_or(use.first_byte));
+    recorder_.model_loaded(use.model, Reason::kRequest, took);
+    control_.model_load_measured(use.model, took);
   }
   if (use.keep_alive_after && use.accepted) refresh_keep_alive(x.l, use);
 }

@@ -72,16 +72,18 @@ void Server::begin_model(Listener& l, std::string_view target, std::string& body
   auto request = l.model_api->read(target, body);
   if (!request) return;
   const ModelKey key{request->model, l.service};
-  const auto policy = control_.keep_alive_policy(key);
   ModelUse& use = out.emplace(control_, key, clock_.mono_now());
   use.keep_alive_after = request->keep_alive_after;
-  // The client's own keep-alive if it asked for one, else the model's; within the bounds.
-  use.keep_alive = clamp_keep_alive(request->asked_keep_alive.value_or(policy.configured_seconds),
-                                    policy.min_seconds, policy.max_seconds);
-  if (auto rewritten = l.model_api->with_keep_alive(*request, use.keep_alive)) {
+  // First the use (it records the idle gap it ends), then the keep-alive: the adaptive policy's
+  // choice from the history with that gap is the one the model server is told and siesta
+  // enforces (docs/models.md).
+  use.load_ticket = control_.begin_model_request(key);
+  // The client's own keep-alive if it asked for one, else the model's policy's; within the
+  // bounds.
+  use.keep_alive = request_keep_alive(control_.keep_alive_policy(key), request->asked_keep_alive);
+  if (auto rewritten = l.model_api->with_keep_alive(*request, use.keep_alive.seconds)) {
     body = std::move(*rewritten);
   }
-  use.load_ticket = control_.begin_model_request(key);
 }
 
 awaitable<Status> Server::room_for_model(const ModelKey& model) {
@@ -110,7 +112,7 @@ void Server::refresh_keep_alive(Listener& l, const ModelUse& use) {
   ModelProvider* provider = control_.provider_of(l.service);
   if (provider == nullptr) return;
   wake_threads_.post([provider, model = use.model.name,
-                      keep_alive = l.model_api->server_keep_alive(use.keep_alive)] {
+                      keep_alive = l.model_api->server_keep_alive(use.keep_alive.seconds)] {
     if (Status st = provider->load(model, keep_alive); !st) {
       spdlog::warn("Model {}: could not set its keep-alive after a request that carried none: {}",
                    model, st.message());

@@ -298,7 +298,7 @@ struct ModelUse {
       : controller(std::exchange(o.controller, nullptr)),
         model(std::move(o.model)),
         keep_alive_after(o.keep_alive_after),
-        keep_alive(o.keep_alive),
+        keep_alive(std::move(o.keep_alive)),
         accepted(o.accepted),
         sent(o.sent),
         answered(o.answered),
@@ -310,9 +310,9 @@ struct ModelUse {
   ModelUse& operator=(ModelUse&&) = delete;
   ~ModelUse();
   ProxyControl* controller;
-  ModelKey model;                 // its name on the listener's service
-  bool keep_alive_after = false;  // set through the provider after a success (ModelApi)
-  double keep_alive = 0;
+  ModelKey model;                            // its name on the listener's service
+  bool keep_alive_after = false;             // set through the provider after a success (ModelApi)
+  RequestKeepAlive keep_alive;               // siesta's for it, and which policy chose it
   bool accepted = false;                     // the model server answered 2xx: the model is loaded
   bool sent = false;                         // the request reached the model server
   bool answered = false;                     // and its answer's header came back

@@ -761,11 +761,18 @@ KeepAlivePolicy Controller::keep_alive_policy(const ModelKey& model) {
   return models_.keep_alive_policy(model);
 }
 std::optional<std::uint64_t> Controller::begin_model_request(const ModelKey& model) {
-  return models_.begin_model_request(model);
+  bool gap = false;
+  auto ticket = models_.begin_model_request(model, gap);
+  // Saved by the monitor's next pass, as a service's gap (begin_request).
+  if (gap) kept_unsaved_.store(true);
+  return ticket;
 }
-bool Controller::model_accepted(const ModelKey& model, double keep_alive_seconds,
+bool Controller::model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                                 std::optional<std::uint64_t> ticket) {
-  return models_.model_accepted(model, keep_alive_seconds, ticket);
+  return models_.model_accepted(model, keep_alive, ticket);
+}
+void Controller::model_load_measured(const ModelKey& model, Seconds took) {
+  models_.model_load_measured(model, took);
 }
 void Controller::end_model_request(const ModelKey& model, bool accepted) {
   models_.end_model_request(model, accepted);

@@ -10,6 +10,15 @@
 
 namespace siesta {
 
+namespace {
+// An unloaded model's next keep-alive is its next request's, or its policy's.
+void forget_request_keep_alive(ModelRuntime& rt) {
+  rt.keep_alive_seconds.reset();
+  rt.keep_alive_policy.clear();
+  rt.keep_alive_reason.clear();
+}
+}  // namespace
+
 ModelLifecycle::ModelLifecycle(Registry& registry, ProviderLookup providers, const Clock& clock,
                                Recorder& recorder, SaveFn save, WakeFn wake,
                                std::size_t max_learned_models)
@@ -71,7 +80,7 @@ void ModelLifecycle::mark_models_unloaded(const std::string& provider_service, R
       if (rt.loaded) {
         freed = std::exchange(rt.vram_bytes, std::nullopt);
         rt.loaded = false;
-        rt.keep_alive_seconds.reset();
+        forget_request_keep_alive(rt);
         unloaded = true;
       }
     });
@@ -85,18 +94,23 @@ void ModelLifecycle::mark_models_unloaded(const std::string& provider_service, R
 KeepAlivePolicy ModelLifecycle::keep_alive_policy(const ModelKey& model) {
   const Settings settings = registry_.settings();
   if (auto view = registry_.model(model)) {
-    return siesta::keep_alive_policy(settings, view->spec.get(), nullptr);
+    return siesta::keep_alive_policy(settings, view->spec.get(), nullptr, &view->runtime);
   }
   auto server = registry_.service(model.service);
   return siesta::keep_alive_policy(settings, nullptr, server ? server->spec.get() : nullptr);
 }
 
-std::optional<std::uint64_t> ModelLifecycle::begin_model_request(const ModelKey& model) {
+std::optional<std::uint64_t> ModelLifecycle::begin_model_request(const ModelKey& model, bool& gap) {
+  const WallTime now = clock_.wall_now();
   ModelRuntime first;
   first.in_flight = 1;
   bool loaded = false;
+  gap = false;
   // An idle learned entry may be forgotten between the two steps: then learn it again.
   while (!registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    // The idle gap this request ends (from the end of the last one, loaded or not): the
+    // adaptive policy's history. Not while another request is in flight: no gap.
+    if (rt.in_flight == 0) gap = record_idle_gap(rt.idle_gaps, rt.last_used, now);
     ++rt.in_flight;
     loaded = rt.loaded && !rt.unloading;  // being unloaded: this request loads it again
   })) {
@@ -107,7 +121,7 @@ std::optional<std::uint64_t> ModelLifecycle::begin_model_request(const ModelKey&
   return request_loads_[model];
 }
 
-bool ModelLifecycle::model_accepted(const ModelKey& model, double keep_alive_seconds,
+bool ModelLifecycle::model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                                     std::optional<std::uint64_t> ticket) {
   const WallTime now = clock_.wall_now();
   bool paid = false;
@@ -121,10 +135,17 @@ bool ModelLifecycle::model_accepted(const ModelKey& model, double keep_alive_sec
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
-    rt.keep_alive_seconds = keep_alive_seconds;
+    rt.keep_alive_seconds = keep_alive.seconds;
+    rt.keep_alive_policy = keep_alive.policy;
+    rt.keep_alive_reason = keep_alive.reason;
   });
   if (paid) recorder_.model_added(model);  // its counters start at zero
   return paid;
+}
+
+void ModelLifecycle::model_load_measured(const ModelKey& model, Seconds took) {
+  registry_.update_model(
+      model, [&](const ModelSpec&, ModelRuntime& rt) { rt.load_seconds = took.count(); });
 }
 
 void ModelLifecycle::end_model_request(const ModelKey& model, bool accepted) {
@@ -234,6 +255,7 @@ Status ModelLifecycle::load_model(const ModelKey& asked) {
   registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
+    rt.load_seconds = took.count();
   });
   recorder_.model_loaded(key, Reason::kManual, took);
   spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
@@ -376,7 +398,7 @@ Status ModelLifecycle::unload_claimed(const ModelKey& model, Reason reason) {
     if (st) {
       freed = std::exchange(rt.vram_bytes, std::nullopt);
       rt.loaded = false;
-      rt.keep_alive_seconds.reset();
+      forget_request_keep_alive(rt);
       rt.retry_at.reset();
     } else {
       rt.last_error = "unload failed: " + st.message();
@@ -455,7 +477,7 @@ bool ModelLifecycle::sync_loaded(const std::string& service,
       if (!listed) {
         freed = std::exchange(cur.vram_bytes, std::nullopt);
         cur.loaded = false;
-        cur.keep_alive_seconds.reset();
+        forget_request_keep_alive(cur);
         gone = true;
       }
     });

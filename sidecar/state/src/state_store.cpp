@@ -87,6 +87,38 @@ class Restorer {
     return field["value"].get<T>();
   }
 
+  // The adaptive policy's history of a service or model (policy.h): gaps as record_idle_gap
+  // keeps them (at least kMinIdleGapSeconds), the newest kMaxIdleGaps. A bad value drops itself,
+  // not the history; the warning counts them and shows the first.
+  std::vector<double> idle_gaps(const std::string& key, const json& saved) {
+    std::vector<double> gaps;
+    const json g = saved.value("idle_gaps", json());
+    if (g.is_null()) return gaps;
+    const std::string least = std::to_string(static_cast<long long>(kMinIdleGapSeconds));
+    if (!g.is_array()) {
+      ignore(key + ".idle_gaps", g, "must be an array of seconds, each at least " + least);
+      return gaps;
+    }
+    std::size_t bad = 0;
+    const json* first_bad = nullptr;
+    for (const auto& v : g) {
+      if (v.is_number() && std::isfinite(v.get<double>()) &&
+          v.get<double>() >= kMinIdleGapSeconds) {
+        gaps.push_back(v.get<double>());
+      } else if (bad++ == 0) {
+        first_bad = &v;
+      }
+    }
+    if (bad > 0) {
+      result_.warnings.push_back(key + ".idle_gaps: ignored " + std::to_string(bad) + " of " +
+                                 std::to_string(g.size()) + " values, the first " +
+                                 first_bad->dump() + " (each must be seconds, at least " + least +
+                                 ")");
+    }
+    if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
+    return gaps;
+  }
+
   std::optional<WallTime> time(const std::string& key, const json& v) {
     if (v.is_null()) return std::nullopt;
     const double latest = to_unix_seconds(now_) + kFutureSlackSeconds;
@@ -156,33 +188,7 @@ class Restorer {
         ignore(key + ".tier", t, "must be a tier of the service's sleep_tiers");
       }
     }
-    // The adaptive policy's history (policy.h): gaps as record_idle_gap keeps them (at least
-    // kMinIdleGapSeconds), the newest kMaxIdleGaps. A bad value drops itself, not the history.
-    std::vector<double> gaps;
-    if (const json g = saved.value("idle_gaps", json()); !g.is_null()) {
-      const std::string least = std::to_string(static_cast<long long>(kMinIdleGapSeconds));
-      if (!g.is_array()) {
-        ignore(key + ".idle_gaps", g, "must be an array of seconds, each at least " + least);
-      } else {
-        std::size_t bad = 0;
-        const json* first_bad = nullptr;
-        for (const auto& v : g) {
-          if (v.is_number() && std::isfinite(v.get<double>()) &&
-              v.get<double>() >= kMinIdleGapSeconds) {
-            gaps.push_back(v.get<double>());
-          } else if (bad++ == 0) {
-            first_bad = &v;
-          }
-        }
-        if (bad > 0) {
-          result_.warnings.push_back(key + ".idle_gaps: ignored " + std::to_string(bad) + " of " +
-                                     std::to_string(g.size()) + " values, the first " +
-                                     first_bad->dump() + " (each must be seconds, at least " +
-                                     least + ")");
-        }
-        if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
-      }
-    }
+    std::vector<double> gaps = idle_gaps(key, saved);
     // A measured GPU size (docs/gpu.md): what its processes held at most, in MiB.
     std::optional<double> gpu_mib;
     if (const json g = saved.value("gpu_measured_mib", json()); !g.is_null()) {
@@ -258,6 +264,22 @@ class Restorer {
         rt.keep_alive_seconds = keep_alive.get<double>();
       }
     }
+    // Which policy chose it and why (idle-status' policy, policy_reason): text for people, kept
+    // with it; an older file has neither (idle-status then says "restored").
+    const json policy = saved.value("keep_alive_policy", json());
+    const json reason = saved.value("keep_alive_reason", json());
+    if (rt.keep_alive_seconds && !policy.is_null()) {
+      if (!policy.is_string() || policy.get<std::string>().empty() ||
+          policy.get<std::string>().size() > 64 || !reason.is_string() ||
+          reason.get<std::string>().size() > 1024) {
+        ignore(key + ".keep_alive_policy", policy,
+               "must be a policy's name with its keep_alive_reason, a text of at most 1024");
+      } else {
+        rt.keep_alive_policy = policy.get<std::string>();
+        rt.keep_alive_reason = reason.get<std::string>();
+      }
+    }
+    rt.idle_gaps = idle_gaps(key, saved);
     rt.first_seen = time(key + ".first_seen", saved.value("first_seen", json()));
     if (rt.loaded && !rt.last_used) rt.loaded = false;  // a loaded model always has a last use
     bool known =
@@ -331,6 +353,12 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
         {"first_seen", optional_time(view.runtime.first_seen)},
         {"keep_alive_seconds",
          view.runtime.keep_alive_seconds ? json(*view.runtime.keep_alive_seconds) : json(nullptr)}};
+    json& entry = models[view.spec->provider][view.spec->name];
+    if (view.runtime.keep_alive_seconds && !view.runtime.keep_alive_policy.empty()) {
+      entry["keep_alive_policy"] = view.runtime.keep_alive_policy;
+      entry["keep_alive_reason"] = view.runtime.keep_alive_reason;
+    }
+    if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
   }
   doc["models"] = std::move(models);
   return doc;

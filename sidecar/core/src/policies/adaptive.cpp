@@ -30,6 +30,7 @@ std::string format(const char* fmt, double a, double b = 0, double c = 0) {
 // service per decision).
 struct Memo {
   Seconds configured;
+  std::string timeout_name;  // a fallback's reason names it
   double cold_start = 0;
   AdaptiveParams params;
   std::vector<double> gaps;
@@ -56,14 +57,19 @@ class AdaptivePolicy final : public TimeoutPolicy {
     const std::size_t key = memo_key(input, gaps);
     if (auto it = memo.find(key); it != memo.end()) {
       const Memo& m = it->second;
-      if (m.configured == input.configured_timeout && m.cold_start == input.cold_start_seconds &&
-          m.params == params && m.gaps == gaps) {
+      if (m.configured == input.configured_timeout && m.timeout_name == input.timeout_name &&
+          m.cold_start == input.cold_start_seconds && m.params == params && m.gaps == gaps) {
         return m.choice;
       }
     }
     PolicyChoice choice = compute(input, params, gaps);
     if (memo.size() >= 1024) memo.clear();  // bounded (~2 MB): a new gap makes a new key
-    memo[key] = Memo{input.configured_timeout, input.cold_start_seconds, params, gaps, choice};
+    memo[key] = Memo{input.configured_timeout,
+                     input.timeout_name,
+                     input.cold_start_seconds,
+                     params,
+                     gaps,
+                     choice};
     return choice;
   }
 
@@ -134,6 +140,7 @@ class AdaptivePolicy final : public TimeoutPolicy {
     const double median = percentile(in_range, 50);
     const bool regular =
         median > 0 && head / (1 - params.margin) >= params.prewarm_min_regularity * median;
+    if (!params.prewarm) return choice;
     if (head < keep && asleep > lead && lead > 0 && !regular) {
       choice.reason += format("; no pre-warm: p%g is %.0f%% of the median gap (irregular gaps)",
                               params.prewarm_percentile, 100 * head / (1 - params.margin) / median);

@@ -16,7 +16,7 @@ class FixedPolicy final : public TimeoutPolicy {
     choice.sleep_after = input.configured_timeout;
     choice.policy = name();
     char text[96];
-    std::snprintf(text, sizeof text, "the configured idle timeout (%g minutes)",
+    std::snprintf(text, sizeof text, "the configured %s (%g minutes)", input.timeout_name,
                   input.configured_timeout.count() / 60.0);
     choice.reason = text;
     return choice;

@@ -104,7 +104,11 @@ struct ModelTimer {
   // models unloaded before the keep-alive ends): unloads_in counts down to that tier, while
   // keep_alive_until stays the keep-alive's end.
   bool freed_by_service = false;
-  Seconds keep_alive{0};                     // the effective keep-alive (when it applies)
+  Seconds keep_alive{0};  // the effective keep-alive (when it applies)
+  // The policy that chose keep_alive and why (model_policy_choice; "request": the client's own
+  // keep_alive in the request that set it); empty when its keep-alive does not apply.
+  std::string policy;
+  std::string policy_reason;
   std::optional<WallTime> keep_alive_until;  // absent when not loaded, or nothing will free it
   std::optional<Seconds> unloads_in;  // until it is freed (keep_alive_until, or its service's
                                       // tier when freed_by_service) - now, never negative
@@ -157,8 +161,13 @@ std::vector<TierAction> failed_tiers(const ServiceSpec& spec, const ServiceRunti
 // keep_alive_hours, the global model_keep_alive_hours, a client's keep_alive): within
 // [min_seconds, max_seconds] (a model's keep_alive_min_seconds and keep_alive_max_seconds).
 double clamp_keep_alive(double seconds, double min_seconds, double max_seconds);
-// The per-use keep-alive if any, else the model's configured one, else the global default;
-// always clamped into the model's bounds.
+// What the model's keep-alive policy (spec.policy) chooses from its history now: the configured
+// keep-alive (keep_alive_hours, else the global model_keep_alive_hours) for "fixed" and as
+// "adaptive"'s fallback; always within the model's bounds; never a pre-warm.
+PolicyChoice model_policy_choice(const Settings& settings, const ModelSpec& spec,
+                                 const ModelRuntime& runtime);
+// The per-use keep-alive if any, else the model's policy's (model_policy_choice); always clamped
+// into the model's bounds.
 Seconds effective_keep_alive(const Settings& settings, const ModelSpec& spec,
                              const ModelRuntime& runtime);
 
@@ -181,16 +190,30 @@ WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,
 std::optional<WallTime> keep_alive_ends(const Settings& settings, const ModelSpec& spec,
                                         const ModelRuntime& runtime);
 
-// The keep-alive rule for a request on a model: its default (configured) keep-alive and its
-// bounds. `model` is the known model's spec; for a model siesta does not know yet (nullptr), the
-// model it would be learned as on `server` (its model_keep_alive_hours; nullptr: none).
+// The keep-alive rule for a request on a model: its default keep-alive (its policy's choice from
+// `runtime`'s history: model_policy_choice; the configured one for "fixed") and its bounds.
+// `model` is the known model's spec; for a model siesta does not know yet (nullptr), the model it
+// would be learned as on `server` (its model_keep_alive_hours; nullptr: none). `runtime`: the
+// model's (nullptr: none, no history).
 struct KeepAlivePolicy {
-  double configured_seconds;
+  double default_seconds;
   double min_seconds;
   double max_seconds;
+  const char* policy = "fixed";  // the policy that chose default_seconds, and why
+  std::string reason{};
 };
 KeepAlivePolicy keep_alive_policy(const Settings& settings, const ModelSpec* model,
-                                  const ServiceSpec* server);
+                                  const ServiceSpec* server, const ModelRuntime* runtime = nullptr);
+
+// The keep-alive a request gives its model: the client's own `asked` (Ollama's keep_alive) if it
+// sent one, else the policy's default; within the bounds. `policy` names who chose it ("request"
+// for the client's) and `reason` why (ModelRuntime::keep_alive_policy and keep_alive_reason).
+struct RequestKeepAlive {
+  double seconds = 0;
+  std::string policy{};
+  std::string reason{};
+};
+RequestKeepAlive request_keep_alive(const KeepAlivePolicy& policy, std::optional<double> asked);
 
 // What siesta tells a model server that unloads on its own (Ollama's keep_alive): longer than
 // siesta's own deadline by this grace, so the server never unloads first, yet finite, so a model

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "siesta/core/clock.h"
 
@@ -31,6 +32,9 @@ struct ModelSpec {
   bool learned = false;
   // The GPU budget's estimate of its size before its server first reports size_vram.
   std::optional<double> gpu_memory_mib{};
+  // The keep-alive policy (policy.h): "fixed" (the configured keep-alive) or "adaptive" (learned
+  // from the model's idle gaps, the configured keep-alive while it cannot tell).
+  std::string policy = "fixed";
 
   ModelKey key() const { return {name, provider}; }
 };
@@ -41,8 +45,12 @@ inline constexpr std::size_t kDefaultMaxLearnedModels = 256;
 struct ModelRuntime {
   bool loaded = false;
   std::optional<WallTime> last_used;
-  // A per-use keep-alive (e.g. asked for by a client, within bounds); overrides the spec.
+  // A per-use keep-alive (a request's: the client's own, or its policy's then; within bounds);
+  // overrides the spec. Which policy chose it and why: keep_alive_policy ("request" for the
+  // client's), keep_alive_reason; empty with it unset, or restored from an older state file.
   std::optional<double> keep_alive_seconds;
+  std::string keep_alive_policy{};
+  std::string keep_alive_reason{};
   bool unloading = false;  // an unload has been claimed and is in progress
   int in_flight = 0;
   // A request in flight on it while not loaded got its room in the GPU budget (make_room): it is
@@ -60,6 +68,12 @@ struct ModelRuntime {
   // When siesta first knew of the model (its config entry read, or learned): what a model list
   // siesta answers for its sleeping server gives as `created` when the server never listed it.
   std::optional<WallTime> first_seen{};
+  // The idle gaps between its requests, in seconds, oldest first (record_idle_gap; at most
+  // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
+  std::vector<double> idle_gaps{};
+  // The last load's duration, measured (a request that paid it, or an admin load): the adaptive
+  // policy's cold start. 0 until one was; not kept in the state file.
+  double load_seconds = 0;
   // The server's own entry for the model in its last model list (vLLM's ModelCard, a JSON
   // object's text); empty when it never listed it. Kept in memory only (not in the state file).
   std::string card{};

@@ -34,16 +34,20 @@ struct AdaptiveParams {
   // Ski rental: a cold start costs as much as this many seconds awake per second it takes. The
   // keep-alive is at most cold-start seconds x this (break-even: 2-competitive); 0: no bound.
   double cold_start_weight = 60;
+  // Pre-warm at all: not for a model (loading one before a predicted use is not done yet).
+  bool prewarm = true;
   bool operator==(const AdaptiveParams&) const = default;
 };
 
-// How many idle gaps a service keeps (ServiceRuntime::idle_gaps, the state file): the oldest go.
+// How many idle gaps a service or model keeps (ServiceRuntime::idle_gaps, ModelRuntime::idle_gaps,
+// the state file): the oldest go.
 inline constexpr std::size_t kMaxIdleGaps = 256;
 // A pause between uses shorter than this is part of one use (a burst), not an idle gap.
 inline constexpr double kMinIdleGapSeconds = 10;
 
 struct PolicyInput {
   Seconds configured_timeout{0};                   // the service's (or global) idle timeout
+  const char* timeout_name = "idle timeout";       // what it is, for the reason: "keep-alive"
   const std::vector<double>* idle_gaps = nullptr;  // seconds, oldest first; may be null
   double cold_start_seconds = 0;                   // measured or configured; 0: unknown
   const AdaptiveParams* adaptive = nullptr;        // null: the defaults

@@ -43,9 +43,16 @@ class ProxyControl {
   // loaded: the request may be the one to pay its load.
   virtual std::optional<std::uint64_t> begin_model_request(const ModelKey& model) = 0;
   // Its model server accepted the request (a 2xx answer): the model is loaded and keeps
-  // `keep_alive_seconds` from the request's end. Returns whether this request paid the load.
-  virtual bool model_accepted(const ModelKey& model, double keep_alive_seconds,
+  // `keep_alive.seconds` from the request's end (its policy and reason say who chose it). Returns
+  // whether this request paid the load.
+  virtual bool model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                               std::optional<std::uint64_t> ticket) = 0;
+  // The load this request paid took `took` (the server's own figure when it reports one): the
+  // model's cold start, for its adaptive keep-alive's break-even.
+  virtual void model_load_measured(const ModelKey& model, Seconds took) {
+    (void)model;
+    (void)took;
+  }
   // Before a request that makes `model` load (begin_model_request gave a ticket) is forwarded:
   // room in the GPU budget for it, as for an admin load (docs/gpu.md). Blocks like wake() (called
   // from the wake threads): evictions, or a wait for in-flight work. Ok when the model is outside

@@ -103,14 +103,18 @@ class Controller : public ProxyControl,
   bool claim_unload(const ModelKey& model) override;
   void finish_unload(const ModelKey& model, Reason reason) override;
   // A proxied request names a model on its service: the model is in flight (never unloaded)
-  // until end_model_request(). A model siesta did not know is learned now, not loaded.
+  // until end_model_request(). A model siesta did not know is learned now, not loaded. A
+  // request on an idle model records the idle gap it ends (its adaptive policy's history, saved
+  // at the next reconcile).
   // Returns a ticket when the model is not loaded: the request may be the one to pay its load.
   std::optional<std::uint64_t> begin_model_request(const ModelKey& model) override;
   // Its model server accepted the request (a 2xx answer): the model is loaded, and keeps
-  // `keep_alive_seconds` from the request's end. Returns whether this request paid the load: it
+  // `keep_alive.seconds` from the request's end. Returns whether this request paid the load: it
   // began with the model not loaded (`ticket`) and no other request's answer loaded it since.
-  bool model_accepted(const ModelKey& model, double keep_alive_seconds,
+  bool model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                       std::optional<std::uint64_t> ticket) override;
+  // The model's load took `took`: its cold start (ModelRuntime::load_seconds).
+  void model_load_measured(const ModelKey& model, Seconds took) override;
   // The request ended; `accepted`: model_accepted() was called for it. A learned model that was
   // never loaded and has no other request in flight is forgotten after a failed request.
   void end_model_request(const ModelKey& model, bool accepted) override;
@@ -235,8 +239,8 @@ class Controller : public ProxyControl,
   // models found loaded) hold more than its budget.
   void warn_gpu_over_budget();
   std::atomic<bool> gpu_checked_{false};
-  // A gap joined a service's idle history since the last save (begin_request), or another kept
-  // value changed (save_at_next_pass): reconcile saves.
+  // A gap joined a service's or a model's idle history since the last save (begin_request,
+  // begin_model_request), or another kept value changed (save_at_next_pass): reconcile saves.
   std::atomic<bool> kept_unsaved_{false};
 
   Registry& registry_;

@@ -45,9 +45,11 @@ class ModelLifecycle {
   // A proxied request (Controller::begin_model_request, model_accepted, end_model_request and
   // keep_alive_policy say what each does).
   // Models are per service: `model.service` is the server the model is used on.
-  std::optional<std::uint64_t> begin_model_request(const ModelKey& model);
-  bool model_accepted(const ModelKey& model, double keep_alive_seconds,
+  // `gap`: set when the request ended an idle gap that joined the model's history.
+  std::optional<std::uint64_t> begin_model_request(const ModelKey& model, bool& gap);
+  bool model_accepted(const ModelKey& model, const RequestKeepAlive& keep_alive,
                       std::optional<std::uint64_t> ticket);
+  void model_load_measured(const ModelKey& model, Seconds took);
   void end_model_request(const ModelKey& model, bool accepted);
   KeepAlivePolicy keep_alive_policy(const ModelKey& model);
 
