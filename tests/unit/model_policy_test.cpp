@@ -213,14 +213,16 @@ TEST(ModelPolicy, TheHistorySurvivesInTheStateFile) {
   ASSERT_EQ(restored->warnings.size(), 1u);
   EXPECT_EQ(restored->warnings[0],
             "models.ollama.m.idle_gaps: ignored 3 of 203 values, the first -1 (each must be "
-            "seconds, at least 10)");
+            "seconds, at least 10 and at most a year)");
   gaps = 5;
   World fourth(kAdaptive);
   restored = restore_state(bad, base, *fourth.registry, fourth.clock.wall_now());
   ASSERT_TRUE(restored);
   EXPECT_TRUE(fourth.model("m").idle_gaps.empty());
   EXPECT_EQ(restored->warnings.at(0),
-            "models.ollama.m.idle_gaps: ignored 5 (must be an array of seconds, each at least 10)");
+            "models.ollama.m.idle_gaps: ignored 5 (must be an array of seconds, at least 10 and at "
+            "most a "
+            "year)");
 
   // A file from before: a keep-alive without the policy that chose it.
   nlohmann::json old = doc;

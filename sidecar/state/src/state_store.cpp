@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -87,36 +88,47 @@ class Restorer {
     return field["value"].get<T>();
   }
 
-  // The adaptive policy's history of a service or model (policy.h): gaps as record_idle_gap
-  // keeps them (at least kMinIdleGapSeconds), the newest kMaxIdleGaps. A bad value drops itself,
-  // not the history; the warning counts them and shows the first.
-  std::vector<double> idle_gaps(const std::string& key, const json& saved) {
-    std::vector<double> gaps;
-    const json g = saved.value("idle_gaps", json());
-    if (g.is_null()) return gaps;
-    const std::string least = std::to_string(static_cast<long long>(kMinIdleGapSeconds));
+  // A kept list of measurements (`field` of `saved`): numbers in [least, most] (`rule` says so),
+  // the newest `keep`. A bad value drops itself, not the list; the warning counts them and shows
+  // the first.
+  std::vector<double> bounded_list(const std::string& key, const json& saved, const char* field,
+                                   double least, double most, const std::string& rule,
+                                   std::size_t keep) {
+    std::vector<double> out;
+    const json g = saved.value(field, json());
+    if (g.is_null()) return out;
+    const std::string path = key + "." + field;
     if (!g.is_array()) {
-      ignore(key + ".idle_gaps", g, "must be an array of seconds, each at least " + least);
-      return gaps;
+      ignore(path, g, "must be an array of " + rule);
+      return out;
     }
     std::size_t bad = 0;
     const json* first_bad = nullptr;
     for (const auto& v : g) {
-      if (v.is_number() && std::isfinite(v.get<double>()) &&
-          v.get<double>() >= kMinIdleGapSeconds) {
-        gaps.push_back(v.get<double>());
+      if (v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() >= least &&
+          v.get<double>() <= most) {
+        out.push_back(v.get<double>());
       } else if (bad++ == 0) {
         first_bad = &v;
       }
     }
     if (bad > 0) {
-      result_.warnings.push_back(key + ".idle_gaps: ignored " + std::to_string(bad) + " of " +
+      result_.warnings.push_back(path + ": ignored " + std::to_string(bad) + " of " +
                                  std::to_string(g.size()) + " values, the first " +
-                                 first_bad->dump() + " (each must be seconds, at least " + least +
-                                 ")");
+                                 first_bad->dump() + " (each must be " + rule + ")");
     }
-    if (gaps.size() > kMaxIdleGaps) gaps.erase(gaps.begin(), gaps.end() - kMaxIdleGaps);
-    return gaps;
+    if (out.size() > keep) out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(keep));
+    return out;
+  }
+
+  // The adaptive policy's history of a service or model (policy.h): gaps as record_idle_gap
+  // keeps them (at least kMinIdleGapSeconds, at most a year), the newest kMaxIdleGaps.
+  std::vector<double> idle_gaps(const std::string& key, const json& saved) {
+    return bounded_list(key, saved, "idle_gaps", kMinIdleGapSeconds, kMaxIdleGapSeconds,
+                        "seconds, at least " +
+                            std::to_string(static_cast<long long>(kMinIdleGapSeconds)) +
+                            " and at most a year",
+                        kMaxIdleGaps);
   }
 
   std::optional<WallTime> time(const std::string& key, const json& v) {
@@ -198,22 +210,11 @@ class Restorer {
         ignore(key + ".gpu_measured_mib", g, "must be a number of MiB, at least 0");
       }
     }
-    // Measured idle power (energy.h): drops in watts, the newest kMaxIdlePowerSamples.
-    std::vector<double> power;
-    if (const json p = saved.value("idle_power_samples", json()); !p.is_null()) {
-      const bool valid =
-          p.is_array() && std::all_of(p.begin(), p.end(), [](const json& v) {
-            return v.is_number() && std::isfinite(v.get<double>()) && v.get<double>() > 0;
-          });
-      if (valid) {
-        for (const auto& v : p) power.push_back(v.get<double>());
-        if (power.size() > kMaxIdlePowerSamples) {
-          power.erase(power.begin(), power.end() - kMaxIdlePowerSamples);
-        }
-      } else {
-        ignore(key + ".idle_power_samples", p, "must be an array of watts, each above 0");
-      }
-    }
+    // Measured idle power (energy.h): drops in watts within the config's bounds of
+    // idle_power_watts, the newest kMaxIdlePowerSamples.
+    std::vector<double> power = bounded_list(
+        key, saved, "idle_power_samples", std::numeric_limits<double>::min(), kIdlePowerWatts.max,
+        "watts, above 0 and at most 100000", kMaxIdlePowerSamples);
     registry_.update_service(name, [&](const ServiceSpec& spec, ServiceRuntime& rt) {
       if (spec.gpu_memory_measured) rt.gpu_measured_mib = gpu_mib;
       if (spec.idle_power_measured) rt.idle_power_samples = std::move(power);

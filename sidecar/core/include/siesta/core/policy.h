@@ -44,6 +44,8 @@ struct AdaptiveParams {
 inline constexpr std::size_t kMaxIdleGaps = 256;
 // A pause between uses shorter than this is part of one use (a burst), not an idle gap.
 inline constexpr double kMinIdleGapSeconds = 10;
+// Longer than this is no gap siesta measured (a state file's value past it is refused): a year.
+inline constexpr double kMaxIdleGapSeconds = 365.0 * 24 * 3600;
 
 struct PolicyInput {
   Seconds configured_timeout{0};                   // the service's (or global) idle timeout
