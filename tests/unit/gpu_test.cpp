@@ -405,6 +405,25 @@ TEST_F(GpuBudget, AWakeGoesAheadOnlyOnRoomTheEarlierOnesDoNotNeed) {
   EXPECT_TRUE(later(400));
 }
 
+// A member of an exclusive group without a size is still stopped for its partners (a new user's
+// re-trial: waking a while an unsized b ran left both running; b was no holder).
+TEST_F(GpuBudget, AnUnsizedMemberOfAnExclusiveGroupIsStoppedForItsPartner) {
+  gpu.exclusive = {{"a", "b"}};
+  add_service("b", 0);
+  auto b = std::make_shared<ServiceSpec>(*snap.services.back().spec);
+  b->gpu_memory_mib.reset();  // no size declared
+  snap.services.back().spec = b;
+  const auto holders = gpu_holders(gpu, snap);
+  ASSERT_EQ(holders.size(), 1u);
+  EXPECT_EQ(holders[0].mib, 0);
+  const RoomPlan plan = wake("a", 100);
+  EXPECT_EQ(plan.verdict, RoomVerdict::kEvict);
+  EXPECT_EQ(names(plan), (std::vector<std::string>{"b"}));
+  // Not in a group and unsized: no holder, as before.
+  gpu.exclusive.clear();
+  EXPECT_TRUE(gpu_holders(gpu, snap).empty());
+}
+
 // A model being loaded (a request in flight on it, not loaded yet) counts at once, by its size
 // now, else the last size_vram seen (kept after an unload), else its configured size; a model
 // with none is not counted (issue 21: a proxied load counted only at the next reconcile).

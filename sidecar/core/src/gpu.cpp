@@ -92,13 +92,19 @@ std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapsho
     // still runs, and holds its memory.
     const bool failed_up = st == ServiceState::kError && s.runtime.serving_in_error;
     const std::optional<double> mib = service_gpu_mib(*s.spec, s.runtime);
-    if (!mib || st == ServiceState::kStopped || (st == ServiceState::kError && !failed_up)) {
+    // A member of an exclusive group holds no known size but must still be stopped for its
+    // partners: a holder of 0 MiB (a new user's re-trial: waking a left unsized b running).
+    const bool grouped = std::any_of(
+        gpu.exclusive.begin(), gpu.exclusive.end(),
+        [&](const auto& g) { return std::find(g.begin(), g.end(), s.spec->name) != g.end(); });
+    if ((!mib && !grouped) || st == ServiceState::kStopped ||
+        (st == ServiceState::kError && !failed_up)) {
       continue;
     }
     GpuHolder h;
     h.kind = GpuHolder::Kind::kService;
     h.name = h.service = s.spec->name;
-    h.mib = *mib;
+    h.mib = mib.value_or(0);
     h.devices = gpu_devices_of(gpu, *s.spec);
     h.last_used = s.runtime.last_used;
     // A start or stop in progress is not idle either: it cannot be stopped for room now.
