@@ -83,8 +83,10 @@ std::optional<double> PowerMeter::read(const ServiceSpec& spec, Entry& entry) {
   std::lock_guard lock(mu_);
   if (!sum) {
     if (entry.logged_error != error) {
-      spdlog::warn("Service {}: its idle power cannot be measured: {} (no estimate until it can)",
-                   spec.name, error);
+      spdlog::warn(
+          "Service {}: its idle power cannot be measured: {} (what was measured before, if "
+          "anything, is still counted; without a measurement nothing is estimated)",
+          spec.name, error);
       entry.logged_error = error;
     }
   } else if (!entry.logged_error.empty()) {
