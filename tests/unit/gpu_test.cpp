@@ -698,15 +698,18 @@ TEST(GpuController, AWakeThatWaitedStartsOnceTheRequestEnds) {
   EXPECT_EQ(w.controller->gpu_waiting(), 0);
 }
 
+// a and b (600 MiB each) never fit together on 1000 MiB; c (300) fits beside either.
+constexpr const char* kThreeOnOneCard = R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+    "services": {"a": {"command": ["a"], "gpu_memory_mib": 600},
+                 "b": {"command": ["b"], "gpu_memory_mib": 600},
+                 "c": {"command": ["c"], "gpu_memory_mib": 300}}})";
+
 // The controller's side of it: c (300 MiB) fits beside a (600, in flight) and starts at once,
 // while b (600) waits for a's request to end; then b starts. Before, c waited behind b for as
 // long as b waited (here: until a's request ended).
 TEST(GpuController, ASmallWakeThatFitsDoesNotWaitBehindABigOneThatWaits) {
-  testing::World w(R"({
-    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
-    "services": {"a": {"command": ["a"], "gpu_memory_mib": 600},
-                 "b": {"command": ["b"], "gpu_memory_mib": 600},
-                 "c": {"command": ["c"], "gpu_memory_mib": 300}}})");
+  testing::World w(kThreeOnOneCard);
   GpuConfig gpu = w.config.gpu;
   gpu.wait_seconds = 1e9;  // b's wait never runs out on the fake clock, however fast it spins
   w.controller->set_gpu(gpu);
@@ -748,11 +751,7 @@ TEST(GpuController, ASmallWakeThatFitsDoesNotWaitBehindABigOneThatWaits) {
 // a's request ended, stopped c first, c having started before a's last use, and then a too).
 // As above, but c is not in use when b's turn comes: b stops a alone, c keeps running.
 TEST(GpuController, AWakeThatWentAheadIsEvictedLastForTheOneItPassed) {
-  testing::World w(R"({
-    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
-    "services": {"a": {"command": ["a"], "gpu_memory_mib": 600},
-                 "b": {"command": ["b"], "gpu_memory_mib": 600},
-                 "c": {"command": ["c"], "gpu_memory_mib": 300}}})");
+  testing::World w(kThreeOnOneCard);
   GpuConfig gpu = w.config.gpu;
   gpu.wait_seconds = 1e9;
   w.controller->set_gpu(gpu);
