@@ -424,16 +424,16 @@ TEST_F(ProcessTiers, SigstopPausesTheGroupAndARequestContinuesItInMilliseconds) 
   EXPECT_FALSE(all_in_state(pid, 'T'));
   for (const auto& [p, state] : group_states(pid)) EXPECT_NE(state, 'T') << p;
   EXPECT_EQ(metric(siesta, R"(siesta_service_tier_wakes_total{service="web",tier="pause"})"), 1);
-  // The metric times the same wake as the header, in seconds (issue 24, a new user's trial: it
-  // said 0.0004 for the SIGCONT alone while the header said dur=0.003): the header adds only the
-  // hand-over to the wake thread and back, and rounds to the millisecond.
+  // The metric counts the same figure as the header, in seconds (issue 24, a new user's trial: it
+  // said 0.0004 for the SIGCONT alone while the header said dur=0.003; CI then saw 0.0005 beside
+  // dur=0.003 when the header timed its own wait, the wake thread's hand-over included): the
+  // header rounds it to the millisecond.
   const double counted =
       metric(siesta, R"(siesta_service_tier_wake_seconds_total{service="web",tier="pause"})");
   const auto at = header.find("dur=");
   ASSERT_NE(at, std::string::npos) << header;
   const double dur = std::stod(header.substr(at + 4));
-  EXPECT_GE(counted, dur / 2 - 0.0005) << counted << " s counted, " << header;
-  EXPECT_LE(counted, dur + 0.0005) << counted << " s counted, " << header;
+  EXPECT_NEAR(counted, dur, 0.0005 + 1e-9) << counted << " s counted, " << header;
 }
 
 // A SIGSTOPped group keeps a SIGTERM pending until continued: siesta's exit (on_exit "stop")

@@ -27,15 +27,16 @@ namespace siesta::testing {
 // while `hold_wake`, so that requests pile up behind it).
 class FakeProxyControl final : public ProxyControl {
  public:
-  Status wake(const std::string& service, Reason reason, std::string* woke_from) override {
+  Status wake(const std::string& service, Reason reason, WakeReport* report) override {
     std::unique_lock lock(mu_);
     ++wakes;
-    if (woke_from != nullptr) woke_from->clear();
+    if (report != nullptr) *report = {};
     // A wake that finds the service up starts nothing (as the Controller's): a request that
     // joins the gate just after a wake ended makes one of these.
     if (state == ServiceState::kRunning) return Status::ok();
     ++starts;
-    if (woke_from != nullptr) *woke_from = "stop";  // it took a start
+    if (report != nullptr) report->from = "stop";  // it took a start
+    if (report != nullptr && told) *report = *told;
     wake_reasons.push_back(service + " " + to_string(reason));
     cv_.notify_all();
     cv_.wait(lock, [this] { return !hold_wake; });
@@ -115,7 +116,8 @@ class FakeProxyControl final : public ProxyControl {
   ServiceState state = ServiceState::kRunning;
   Status wake_result = Status::ok();
   bool hold_wake = false;
-  std::function<void()> on_wake;  // runs inside wake(), e.g. to advance the fake clock
+  std::function<void()> on_wake;   // runs inside wake(), e.g. to advance the fake clock
+  std::optional<WakeReport> told;  // what a wake that starts reports (else: a start, untimed)
   // Runs inside end_request() and end_model_request() (on the proxy's I/O thread, before the
   // call is recorded), with the call as `calls` will have it.
   std::function<void(const std::string& call)> on_end;

@@ -230,6 +230,26 @@ TEST(ProxyModelRequest, AProbeOfAVllmServiceInErrorAfterAFailedStartStartsNothin
   EXPECT_EQ(h.control.read(h.control.wakes), 0);
   EXPECT_EQ(h.control.read(h.control.begun), 0);  // not even in flight: answered before
   EXPECT_TRUE(server.seen().empty());
+  // /v1/models with no model known to list (a new user's re-trial: it started the server again):
+  // a 503 in the JSON error shape that says why, rather than a start; a request to a model does
+  // start it.
+  h.registry->update_service("web", [&](const ServiceSpec&, ServiceRuntime& rt) {
+    set_error(rt, ServiceErrorKind::kOperation, ErrorCode::kTimeout,
+              "start failed: not ready within 60 s (start_timeout_seconds)", h.clock.wall_now());
+  });
+  auto listed = c.Get("/v1/models");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 503);
+  EXPECT_EQ(listed->get_header_value("X-Siesta-Asleep"), "error");
+  const auto body = nlohmann::json::parse(listed->body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << listed->body;
+  EXPECT_EQ(body["error"]["code"], "unavailable");
+  EXPECT_EQ(body["error"]["message"],
+            "service web is in error (start failed: not ready within 60 s "
+            "(start_timeout_seconds)) and knows no model to list: a model list does not start it, "
+            "a request to a model does");
+  EXPECT_EQ(h.control.read(h.control.wakes), 0);
+  EXPECT_TRUE(server.seen().empty());
 
   h.registry->update_service(
       "web", [](const ServiceSpec&, ServiceRuntime& rt) { rt.serving_in_error = true; });

@@ -86,6 +86,50 @@ TEST(ProxyWakeGate, TheWakeIsTimedOnTheInjectedClock) {
   EXPECT_DOUBLE_EQ(requests[0].seconds, 2.5);  // the fake clock's time, not the steady clock's
 }
 
+// A service held in a light tier when the request arrives: X-Siesta-Wake names the tier, with the
+// wake's time as the runtime timed it (what siesta_service_tier_wake_seconds_total counts), not
+// the request's own wait, which adds the hand-over to the wake thread (CI's stop 31: dur=0.003
+// in the header, 0.0005 counted).
+TEST(ProxyWakeGate, AWakeFromATierCarriesTheTimeTheRuntimeCounted) {
+  RecordingUpstream upstream(answer_each(kOk));
+  ProxyHarness h(upstream.port(), R"(, "sleep_tiers": [{"after_minutes": 1, "action": "pause"}])");
+  h.registry->update_service("web", [](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.state = ServiceState::kPaused;
+    rt.paused = true;
+    rt.tier = 1;
+  });
+  h.control.set([&](FakeProxyControl& c) {
+    c.state = ServiceState::kPaused;
+    c.told = WakeReport{"pause", Seconds(0.004)};
+    c.on_wake = [&] { h.clock.advance(std::chrono::milliseconds(2500)); };
+  });
+  auto res = h.client().Get("/");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("X-Siesta-Wake"), "warm-from=pause; dur=0.004");
+}
+
+// A request that arrived while a tier was being entered, and found it failed (a vLLM /sleep that
+// errs leaves the engine serving): nothing woke, so no X-Siesta-Wake (a new user's trial: it said
+// warm-from=vllm_sleep).
+TEST(ProxyWakeGate, NothingUndoneIsNoWake) {
+  RecordingUpstream upstream(answer_each(kOk));
+  ProxyHarness h(upstream.port(), R"(, "sleep_tiers": [{"after_minutes": 1, "action": "pause"}])");
+  h.registry->update_service("web", [](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.state = ServiceState::kPaused;
+    rt.paused = true;
+    rt.tier = 1;
+  });
+  h.control.set([&](FakeProxyControl& c) {
+    c.state = ServiceState::kPaused;
+    c.told = WakeReport{};  // up already: nothing undone, nothing timed
+  });
+  auto res = h.client().Get("/");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_FALSE(res->has_header("X-Siesta-Wake")) << res->get_header_value("X-Siesta-Wake");
+}
+
 TEST(ProxyWakeGate, AClientThatLeavesDuringTheWakeEndsItsRequestOnceAndTheWakeGoesOn) {
   RecordingUpstream upstream(answer_each(kOk));
   ProxyHarness h(upstream.port());

@@ -427,7 +427,8 @@ std::string tier_text(const SleepTier& tier) {
 // time (each tier's after_minutes, counted from the last use), the stop after it, and the tiers
 // that failed.
 std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
-                         const std::vector<TierAction>& failed, std::size_t upcoming) {
+                         const std::vector<TierAction>& failed, std::size_t upcoming,
+                         SleepBlocker blocker) {
   const auto& tiers = spec.sleep_tiers;
   const std::size_t n = tiers.size();
   const auto nth = [&](std::size_t i) {  // 0-based index: "tier 2 of 3 (vllm_sleep level 1)"
@@ -444,6 +445,12 @@ std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
     }
   } else if (rt.tier >= n) {
     out += "all " + std::to_string(n) + " tiers passed; a use wakes it";
+  } else if (blocker != SleepBlocker::kNone && blocker != SleepBlocker::kInFlight) {
+    // Nothing comes while it holds (a new user's re-trial: a tier was promised to a service in
+    // error, desired on, or with idle sleep disabled). Requests in flight only delay the tiers.
+    out += "no tier comes while ";
+    out += rt.state == ServiceState::kError ? "it is in error (last_error says why)"
+                                            : describe(blocker);
   } else if (upcoming >= n) {
     out += "no tier to come";
   } else {
@@ -509,7 +516,7 @@ ServiceTimer service_timer(const Settings& settings, const ServiceView& view, Wa
     if (keep_on && timer.blocker == SleepBlocker::kNone) timer.blocker = SleepBlocker::kScheduledOn;
   }
   if (!spec.sleep_tiers.empty()) {
-    timer.policy_reason = tiers_reason(spec, rt, timer.failed_tiers, upcoming);
+    timer.policy_reason = tiers_reason(spec, rt, timer.failed_tiers, upcoming, timer.blocker);
   } else {
     PolicyChoice choice = policy_choice(settings, spec, rt, now);
     timer.policy = choice.policy;

@@ -102,14 +102,17 @@ awaitable<std::optional<bool>> Server::wake_asleep(Exchange& x) {
   // A browser's navigation gets the waking page if the wake takes longer than the grace.
   const bool page = x.l.wake_page && wake_page::is_navigation(x.req);
   bool still_waking = false;
-  std::string undone;  // what the wake undid: a failed resume ends in a cold start
+  WakeReport report;  // what the wake undid (a failed resume ends in a cold start), its time
   Status st =
       co_await wake(service, &x.client.socket(), &gone,
-                    page ? std::optional(wake_page::kGrace) : std::nullopt, &still_waking, &undone);
-  if (undone == to_string(TierAction::kStop)) {
+                    page ? std::optional(wake_page::kGrace) : std::nullopt, &still_waking, &report);
+  // Held in a tier when it arrived, and nothing undone: that tier failed and left the service
+  // serving (a vLLM /sleep that erred): no wake to tell of.
+  const bool nothing_woke = report.from.empty() && x.woke_from != "cold";
+  if (report.from == to_string(TierAction::kStop)) {
     x.woke_from = "cold";
-  } else if (!undone.empty()) {
-    x.woke_from = "warm-from=" + undone;
+  } else if (!report.from.empty()) {
+    x.woke_from = "warm-from=" + report.from;
   }
   x.activity.paused = false;
   x.activity.touch();
@@ -135,7 +138,9 @@ awaitable<std::optional<bool>> Server::wake_asleep(Exchange& x) {
                        st.retry_may_help() ? std::optional(5) : std::nullopt),
         false);
   }
-  x.cold = seconds_since(clock_, w0);
+  // The wake as siesta timed it, the figure its metrics count; the request's own wait when it
+  // shared a start another request made.
+  if (!nothing_woke) x.cold = report.took ? report.took->count() : seconds_since(clock_, w0);
   co_return std::nullopt;
 }
 

@@ -152,6 +152,19 @@ std::optional<http::response<http::string_body>> Server::model_api_answer(
   auto view = registry_.service(l.service);
   if (!probe || !view || !not_serving(view->runtime)) return std::nullopt;
   auto reply = l.model_api->asleep_reply(method, target, models_of(l.service));
+  if (!reply && view->runtime.state == ServiceState::kError) {
+    // In error after a failed start, and no model known to list: a probe does not start it again
+    // (a load balancer's model list would restart a failing server at each poll).
+    const std::string& why = view->runtime.last_error;
+    auto res = error_response(
+        http::status::service_unavailable, version, error_code_name(ErrorCode::kUnavailable),
+        "service " + l.service + " is in error" + (why.empty() ? "" : " (" + why + ")") +
+            " and knows no model to list: a model list does not start it, a request to a "
+            "model does");
+    res.set("X-Siesta-Asleep", to_string(view->runtime.state));
+    if (head) res.body().clear();  // its length all the same
+    return res;
+  }
   if (!reply) {
     probe = false;  // siesta cannot answer it: the server must, woken for it (a use)
     return std::nullopt;

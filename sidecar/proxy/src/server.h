@@ -196,7 +196,7 @@ struct WakeWait {
   explicit WakeWait(const net::any_io_executor& ex) : timer(ex) {}
   net::steady_timer timer;
   std::optional<Status> result;
-  std::string woke_from;  // ProxyControl::wake's: what the wake undid
+  WakeReport report;  // ProxyControl::wake's: what the wake undid, and its time
 };
 
 // Closes a connection on which nothing has moved for the current phase's timeout (waiting for
@@ -427,7 +427,7 @@ struct Server {
 
   // Wakes in progress: one per service, shared by every request that waits for it.
   std::mutex wake_mu_;
-  std::map<std::string, std::vector<std::function<void(Status, std::string)>>> waking_;
+  std::map<std::string, std::vector<std::function<void(Status, WakeReport)>>> waking_;
   ThreadExecutor wake_threads_;
 
   // ---- Listening and admission (proxy.cpp) ----
@@ -458,11 +458,11 @@ struct Server {
   awaitable<void> refuse_http(tcp::socket socket);
 
   // ---- The wake gate and the waking page (wake_gate.cpp) ----
-  void request_wake(const std::string& service, std::function<void(Status, std::string)> done);
+  void request_wake(const std::string& service, std::function<void(Status, WakeReport)> done);
   awaitable<Status> wake(const std::string& service, tcp::socket* client = nullptr,
                          bool* gone = nullptr,
                          std::optional<std::chrono::milliseconds> grace = std::nullopt,
-                         bool* still_waking = nullptr, std::string* woke_from = nullptr);
+                         bool* still_waking = nullptr, WakeReport* report = nullptr);
   std::optional<double> expected_wake(const std::string& service) const;
   http::response<http::string_body> waking_page(const Listener& l, unsigned version);
   http::response<http::string_body> siesta_path(const Listener& l,

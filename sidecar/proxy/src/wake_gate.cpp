@@ -11,7 +11,7 @@ namespace siesta::proxy {
 
 // Starts the wake (or joins the one in progress) and calls `done` with its outcome.
 void Server::request_wake(const std::string& service,
-                          std::function<void(Status, std::string)> done) {
+                          std::function<void(Status, WakeReport)> done) {
   {
     std::lock_guard lock(wake_mu_);
     auto [it, first] = waking_.try_emplace(service);
@@ -19,19 +19,18 @@ void Server::request_wake(const std::string& service,
     if (!first) return;
   }
   wake_threads_.post([this, service] {
-    std::string woke_from;
-    Status st = control_.wake(service, Reason::kRequest, &woke_from);
-    std::vector<std::function<void(Status, std::string)>> waiters;
+    WakeReport report;
+    Status st = control_.wake(service, Reason::kRequest, &report);
+    std::vector<std::function<void(Status, WakeReport)>> waiters;
     {
       std::lock_guard lock(wake_mu_);
       waiters = std::move(waking_[service]);
       waking_.erase(service);
     }
-    for (auto& w : waiters) w(st, woke_from);
+    for (auto& w : waiters) w(st, report);
   });
 }
 
-// Waits (without blocking an I/O thread) for the service to be woken.
 // Waits (without blocking an I/O thread) for the service to be woken. With `client`, a client
 // that closes meanwhile ends the wait at once (*gone is set); the wake itself goes on for the
 // others.
@@ -39,7 +38,7 @@ void Server::request_wake(const std::string& service,
 // goes on).
 awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, bool* gone,
                                std::optional<std::chrono::milliseconds> grace, bool* still_waking,
-                               std::string* woke_from) {
+                               WakeReport* report) {
   auto ex = co_await net::this_coro::executor;
   auto wait = std::make_shared<WakeWait>(ex);
   double limit = kDefaultStartTimeoutSeconds;
@@ -55,10 +54,10 @@ awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, 
   auto wait_for = std::chrono::milliseconds(static_cast<long>(limit * 1000) + 5000);
   if (grace) wait_for = std::min(wait_for, *grace);
   wait->timer.expires_after(wait_for);
-  request_wake(service, [wait, ex](Status st, std::string from) {
-    net::post(ex, [wait, st = std::move(st), from = std::move(from)]() mutable {
+  request_wake(service, [wait, ex](Status st, WakeReport told) {
+    net::post(ex, [wait, st = std::move(st), told = std::move(told)]() mutable {
       wait->result = std::move(st);
-      wait->woke_from = std::move(from);
+      wait->report = std::move(told);
       wait->timer.cancel();
     });
   });
@@ -83,7 +82,7 @@ awaitable<Status> Server::wake(const std::string& service, tcp::socket* client, 
   if (!wait->result) {
     co_return Status{ErrorCode::kTimeout, "service " + service + " was not ready in time"};
   }
-  if (woke_from != nullptr) *woke_from = wait->woke_from;
+  if (report != nullptr) *report = wait->report;
   co_return *wait->result;
 }
 

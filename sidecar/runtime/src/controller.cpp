@@ -102,15 +102,17 @@ std::string failure_text(ServiceOperation operation, const Status& st) {
 // (pause, vllm_sleep: it fails again at the next idle period), vllm_sleep unavailable (dev mode
 // off), a stop or an inspect that failed, a bad label (config_error), a listen port siesta
 // could not bind.
-void clear_start_failure(ServiceRuntime& rt) {
-  if (rt.last_error_kind != ServiceErrorKind::kOperation ||
-      rt.failed_operation != ServiceOperation::kStart) {
-    return;
-  }
+void clear_error(ServiceRuntime& rt) {
   rt.last_error.clear();
   rt.last_error_kind = ServiceErrorKind::kNone;
   rt.last_error_code = ErrorCode::kOk;
   rt.last_error_at.reset();
+}
+void clear_start_failure(ServiceRuntime& rt) {
+  if (rt.last_error_kind == ServiceErrorKind::kOperation &&
+      rt.failed_operation == ServiceOperation::kStart) {
+    clear_error(rt);
+  }
 }
 }  // namespace
 
@@ -160,10 +162,11 @@ Status Controller::start_and_wait(const ServiceSpec& spec, ServiceBackend& backe
   }
 }
 
-Status Controller::wake(const std::string& service, Reason reason, std::string* woke_from) {
-  std::string ignored;
-  std::string& woke = woke_from != nullptr ? *woke_from : ignored;
-  woke.clear();
+Status Controller::wake(const std::string& service, Reason reason, WakeReport* report) {
+  WakeReport ignored;
+  WakeReport& told = report != nullptr ? *report : ignored;
+  told = {};
+  std::string& woke = told.from;
   Slot* s = slot(service);
   auto view = registry_.service(service);
   if (s == nullptr || !view) return {ErrorCode::kNotFound, "unknown service: " + service};
@@ -177,6 +180,7 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
   const auto woke_from_tier = [&](const std::string& tier) {
     const Seconds took = clock_.mono_now() - began;
     recorder_.service_woke_from_tier(service, tier, took);
+    told.took = took;
     return took;
   };
   const std::uint64_t starts_seen = s->starts.load();
@@ -243,7 +247,7 @@ Status Controller::wake(const std::string& service, Reason reason, std::string* 
   });
   if (already_up) {
     // A light tier that left it serving (unload_models): nothing to undo.
-    if (!from.empty()) recorder_.service_woke_from_tier(service, from, Seconds(0));
+    if (!from.empty()) (void)woke_from_tier(from);
     woke = from;
     return saved(Status::ok(), save());
   }
@@ -1108,6 +1112,12 @@ bool Controller::check_engine_sleep(const std::string& service, ModelProvider& p
   if (view->runtime.engine_sleep_unavailable) {
     registry_.update_service(service, [](const ServiceSpec&, ServiceRuntime& rt) {
       rt.engine_sleep_unavailable = false;
+      // Its error said the routes are absent (the check's, or a /sleep's 404): no longer so.
+      const bool said_absent =
+          rt.last_error_kind == ServiceErrorKind::kVllmSleepUnavailable ||
+          (rt.last_error_kind == ServiceErrorKind::kTier &&
+           rt.last_error_code == ErrorCode::kNotFound && rt.last_error.starts_with("vllm_sleep"));
+      if (said_absent) clear_error(rt);
     });
     spdlog::info("Service {}: its engine answers GET /is_sleeping again (sleep mode on)", service);
   }

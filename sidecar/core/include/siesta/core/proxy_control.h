@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "siesta/core/clock.h"
 #include "siesta/core/decide.h"
 #include "siesta/core/model_provider.h"
 #include "siesta/core/reason.h"
@@ -18,15 +19,24 @@
 
 namespace siesta {
 
+// What a wake did, as the request that waited for it is told (X-Siesta-Wake).
+struct WakeReport {
+  // What it undid: a light tier's name when it resumed from it, "stop" when it took a start
+  // (also after a failed resume), empty when the service was up already.
+  std::string from;
+  // How long it took, timed whole: the figure siesta_service_tier_wake_seconds_total counts for
+  // it. Unset when this call timed nothing (it shared a start another call made).
+  std::optional<Seconds> took;
+};
+
 class ProxyControl {
  public:
   virtual ~ProxyControl() = default;
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as
-  // a use. The proxy's reason is kRequest. `woke_from`, if given, is set to what the wake
-  // undid: a light tier's name when it resumed from it, "stop" when it took a start (also after
-  // a failed resume), empty when the service was up already (X-Siesta-Wake follows it).
-  virtual Status wake(const std::string& service, Reason reason, std::string* woke_from) = 0;
+  // a use. The proxy's reason is kRequest. `report`, if given, says what the wake did
+  // (X-Siesta-Wake follows it).
+  virtual Status wake(const std::string& service, Reason reason, WakeReport* report) = 0;
   // A request or connection begins: it is in flight (the service is not put to sleep) until
   // end_request(). Returns the service's state, so the caller knows whether to wake it first;
   // an unknown service is an error (the proxy answers 404). Cheap. `use` false: a probe

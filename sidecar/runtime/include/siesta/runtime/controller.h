@@ -56,10 +56,9 @@ class Controller : public ProxyControl,
              std::size_t max_learned_models = kDefaultMaxLearnedModels);
 
   // Starts the service if needed and returns once it is ready (or the start failed). Counts as a
-  // use. reason: kManual, kDesired, kRequest, kSchedule, kPrewarm. `woke_from`, if given, is set to
-  // what the wake undid: a light tier's name when it resumed from it, "stop" when it took a start
-  // (also after a failed resume), empty when the service was up already.
-  Status wake(const std::string& service, Reason reason, std::string* woke_from) override;
+  // use. reason: kManual, kDesired, kRequest, kSchedule, kPrewarm. `report`, if given, says what
+  // the wake undid and how long it took (WakeReport).
+  Status wake(const std::string& service, Reason reason, WakeReport* report) override;
   Status wake(const std::string& service, Reason reason) override {
     return wake(service, reason, nullptr);
   }
