@@ -190,6 +190,7 @@ class FakeProvider final : public ModelProvider {
   EngineSleep* engine_sleep() override { return sleep_mode; }
 
   Status load(const std::string& model, double keep_alive_seconds) override {
+    if (during_load) during_load(model);  // the load in progress, before it is done
     std::lock_guard lock(mu_);
     calls.push_back("load " + model);
     load_keep_alives.push_back(keep_alive_seconds);
@@ -227,6 +228,7 @@ class FakeProvider final : public ModelProvider {
   std::set<std::string> installed;
   std::vector<double> load_keep_alives;  // the keep-alive each load() asked for
   bool fail_unload = false;
+  std::function<void(const std::string&)> during_load;  // called while load() runs
 };
 
 class RecordingRecorder final : public Recorder {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -333,6 +334,22 @@ TEST_F(GpuBudget, AWakeWaitsForAnExclusivePartnerInFlightThatHoldsTheMemoryItNee
   EXPECT_EQ(
       plan.held_by,
       (std::vector<std::string>{"service comfyui (12000 MiB, exclusive with it; in flight)"}));
+  EXPECT_FALSE(plan.exclusive_only);  // the memory is missing too
+}
+
+// A wait names every holder its room comes from: the busy ones it waits for, and the idle ones it
+// frees too once they end (a new user's re-trial: the idle ones were missing from the list).
+TEST_F(GpuBudget, AWaitNamesTheIdleHoldersItFreesTooOnceTheWorkEnds) {
+  gpu.devices = {{0, 1000}};
+  add_service("a", 600);
+  add_service("c", 300);
+  rt("a").in_flight = 1;
+  const RoomPlan plan = wake("b", 900);
+  EXPECT_EQ(plan.verdict, RoomVerdict::kWait) << plan.reason;
+  EXPECT_FALSE(plan.exclusive_only);
+  EXPECT_EQ(plan.held_by,
+            (std::vector<std::string>{"service a (600 MiB, in flight)",
+                                      "service c (300 MiB, idle, freed too once they end)"}));
 }
 
 TEST_F(GpuBudget, AnExclusiveGroupStopsTheOthersWhateverTheMemory) {
@@ -347,6 +364,12 @@ TEST_F(GpuBudget, AnExclusiveGroupStopsTheOthersWhateverTheMemory) {
   EXPECT_EQ(plan.verdict, RoomVerdict::kWait);
   EXPECT_EQ(plan.held_by,
             (std::vector<std::string>{"service vllm (2048 MiB, exclusive with it; in flight)"}));
+  // The memory is there: the wait is for the partner's work, and says so (a new user's re-trial:
+  // "no room in the GPU budget ... needs 1024 MiB" on a card with 22 GiB free).
+  EXPECT_TRUE(plan.exclusive_only);
+  EXPECT_EQ(plan.reason,
+            "comfyui is exclusive with a service that has requests in flight: it starts once they "
+            "end");
   rt("vllm").in_flight = 0;
   rt("vllm").desired = Desired::kOn;
   plan = wake("comfyui", 1024);
@@ -972,6 +995,57 @@ TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
   EXPECT_EQ(w.controller->gpu_waiting(), 0);
 }
 
+// Served first only while the head has time to spare: past half of its gpu.wait_seconds, a model
+// request it waits for gives way (a 503 it may retry), so that the head, first in line, is
+// served before its wait runs out (a new user's re-trial: a stream of model requests went ahead of
+// a big wake, each with a model swap, until the wake's 503). As above, but w has waited over half
+// its time (the fake clock moved on) when r2 arrives.
+TEST(GpuController, AModelRequestGivesWayToAWakeThatWaitedHalfItsTime) {
+  testing::World w(R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
+                 "w": {"command": ["w"], "gpu_memory_mib": 950}},
+    "models": {"m1": {"provider": "ollama", "gpu_memory_mib": 300},
+               "m2": {"provider": "ollama", "gpu_memory_mib": 400}}})");
+  GpuConfig gpu = w.config.gpu;
+  gpu.wait_seconds = 1e9;  // the head's polls advance the fake clock: half of it is never reached
+  w.controller->set_gpu(gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey m1 = w.key("m1"), m2 = w.key("m2");
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  const auto r1 = w.controller->begin_model_request(m1);
+  ASSERT_TRUE(w.controller->make_room_for_model(m1));
+  ASSERT_TRUE(w.controller->model_accepted(m1, {300}, r1));
+  Status w_woke;
+  std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
+  while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1
+  w.clock.advance(std::chrono::seconds(600'000'000));                 // over half its wait
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  ASSERT_TRUE(w.controller->begin_model_request(m2).has_value());
+  std::atomic<bool> r2_done{false};
+  Status r2_room;
+  std::thread second([&] {
+    r2_room = w.controller->make_room_for_model(m2);
+    r2_done = true;
+  });
+  while (!r2_done && w.controller->gpu_waiting() < 2) std::this_thread::yield();
+  w.controller->end_model_request(m1, true);  // r1 ends: r2, queued, is all w waits for
+  w.controller->end_request("ollama");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!r2_done && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  ASSERT_TRUE(r2_done);
+  second.join();
+  EXPECT_FALSE(r2_room);
+  EXPECT_NE(r2_room.message().find("w is first in line"), std::string::npos) << r2_room.message();
+  EXPECT_NE(r2_room.message().find("it gives way"), std::string::npos) << r2_room.message();
+  EXPECT_TRUE(r2_room.retry_may_help());
+  w.controller->end_model_request(m2, false);  // its 503 answered: nothing left on ollama
+  w.controller->end_request("ollama");
+  wake.join();
+  EXPECT_TRUE(w_woke) << w_woke.message();
+  EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start ollama", "stop ollama", "start w"}));
+}
+
 // A request for a model that is being unloaded (for room, or its keep-alive) loads it again: it
 // makes room first, as for a model not loaded (a new user's re-trial: it was forwarded without a
 // plan, and the budget stayed over, 1400 of 1000 MiB). m (its server reported 500 MiB) unloads
@@ -1020,6 +1094,84 @@ TEST(GpuController, AProxiedLoadMakesRoomFirst) {
   const auto use = gpu_use(w.config.gpu, gpu_holders(w.config.gpu, w.registry->snapshot()));
   EXPECT_DOUBLE_EQ(use[0].held_mib, 600);
   w.controller->end_model_request({"m", "o"}, false);
+}
+
+// Ollama (150) and two models of 500 on a 1000 MiB card: one model at a time beside the server.
+std::string ollama_two_models(int wait_seconds) {
+  return R"({"gpu": {"devices": [{"id": 0, "memory_mib": 1000}], "wait_seconds": )" +
+         std::to_string(wait_seconds) + R"(},
+    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 150}},
+    "models": {"qwen": {"provider": "ollama", "gpu_memory_mib": 500},
+               "llama": {"provider": "ollama", "gpu_memory_mib": 500}}})";
+}
+
+// An admin load holds the room it made while it runs, and is busy: a request for another model
+// meanwhile does not take that room (it held nothing: both loads went ahead, 1150 of 1000 MiB).
+TEST(GpuController, AnAdminLoadInProgressHoldsItsRoom) {
+  testing::World w(ollama_two_models(0));
+  w.controller->set_gpu(w.config.gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey qwen = w.key("qwen"), llama = w.key("llama");
+  double held_during = 0;
+  Status qwen_room;
+  w.provider.during_load = [&](const std::string& model) {
+    if (model != "llama") return;
+    held_during =
+        gpu_use(w.config.gpu, gpu_holders(w.config.gpu, w.registry->snapshot()))[0].held_mib;
+    (void)w.controller->begin_model_request(qwen);
+    qwen_room = w.controller->make_room_for_model(qwen);
+    w.controller->end_model_request(qwen, false);
+  };
+  ASSERT_TRUE(w.controller->load_model(llama));
+  EXPECT_DOUBLE_EQ(held_during, 650);
+  EXPECT_FALSE(qwen_room);  // no wait configured: llama's load is in the way, and busy
+  EXPECT_NE(qwen_room.message().find("llama"), std::string::npos) << qwen_room.message();
+  EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"load llama"}));  // not unloaded for it
+  // Loaded: it holds its size as a loaded model, and is idle (no admin load left counted).
+  EXPECT_EQ(w.model("llama").admin_loads, 0);
+  EXPECT_FALSE(w.model("llama").load_room);
+  EXPECT_DOUBLE_EQ(
+      gpu_use(w.config.gpu, gpu_holders(w.config.gpu, w.registry->snapshot()))[0].held_mib, 650);
+}
+
+// A new user's re-trial (4 runs in 10): an admin load of llama, then at once a request for qwen
+// and one for llama. qwen's, at the head of the queue, waited for llama (being loaded, busy); the
+// one for llama queued behind qwen for room its load already held, so llama stayed busy, until
+// gpu.wait_seconds and a 503 for qwen. The request for a model being loaded needs no room: it
+// goes on (its server finishes the load), ends, and qwen unloads llama for its room.
+TEST(GpuController, ARequestForAModelBeingLoadedDoesNotQueueForItsRoom) {
+  testing::World w(ollama_two_models(600));  // the head's polls advance the fake clock
+  w.controller->set_gpu(w.config.gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey qwen = w.key("qwen"), llama = w.key("llama");
+  std::thread qwen_request;
+  std::atomic<bool> qwen_done{false};
+  Status qwen_room, llama_room;
+  std::optional<std::uint64_t> llama_ticket;
+  w.provider.during_load = [&](const std::string& model) {
+    if (model != "llama" || qwen_request.joinable()) return;
+    ASSERT_TRUE(w.controller->begin_request("ollama"));
+    (void)w.controller->begin_model_request(qwen);
+    qwen_request = std::thread([&] {
+      qwen_room = w.controller->make_room_for_model(qwen);
+      qwen_done = true;
+    });
+    while (!qwen_done && w.controller->gpu_waiting() < 1) std::this_thread::yield();
+    ASSERT_TRUE(w.controller->begin_request("ollama"));
+    llama_ticket = w.controller->begin_model_request(llama);
+    llama_room = w.controller->make_room_for_model(llama);  // at once: its load holds the room
+    EXPECT_FALSE(qwen_done) << "qwen waits for llama's load";
+  };
+  ASSERT_TRUE(w.controller->load_model(llama));
+  EXPECT_TRUE(llama_room) << llama_room.message();
+  // llama's request is answered and ends: qwen's turn, llama unloaded for it.
+  w.controller->end_model_request(llama, w.controller->model_accepted(llama, {300}, llama_ticket));
+  w.controller->end_request("ollama");
+  qwen_request.join();
+  EXPECT_TRUE(qwen_room) << qwen_room.message();
+  EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"load llama", "unload llama"}));
+  w.controller->end_model_request(qwen, false);
+  w.controller->end_request("ollama");
 }
 
 // The config: the section, a service's and a model's keys; bad values name file, key and reason.

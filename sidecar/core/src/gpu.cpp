@@ -124,10 +124,12 @@ std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapsho
     out.push_back(std::move(h));
   }
   for (const ModelView& m : snapshot.models) {
-    // Loaded, or being loaded: a request in flight on it got its room and was forwarded to its
-    // server (one still waiting for room holds nothing yet: counted, it made the wakes ahead of
-    // it in the queue wait for it, and it for them, until the timeout).
-    if (!m.runtime.loaded && !(m.runtime.in_flight > 0 && m.runtime.load_room)) continue;
+    // Loaded, or being loaded: a request in flight on it, or an admin load, got its room and was
+    // forwarded to its server (one still waiting for room holds nothing yet: counted, it made
+    // the wakes ahead of it in the queue wait for it, and it for them, until the timeout).
+    const bool loading =
+        m.runtime.load_room && (m.runtime.in_flight > 0 || m.runtime.admin_loads > 0);
+    if (!m.runtime.loaded && !loading) continue;
     auto server = servers.find(m.spec->provider);
     if (server == servers.end()) continue;
     const ServiceSpec& sspec = *server->second->spec;
@@ -141,7 +143,7 @@ std::vector<GpuHolder> gpu_holders(const GpuConfig& gpu, const Snapshot& snapsho
     h.mib = *mib;
     h.devices = gpu_devices_of(gpu, sspec);
     h.last_used = m.runtime.last_used;
-    h.in_flight = m.runtime.in_flight > 0 || m.runtime.unloading;
+    h.in_flight = m.runtime.in_flight > 0 || m.runtime.unloading || m.runtime.admin_loads > 0;
     // A model of a desired-on server still unloads (keep-alive); only a global switch-off pins.
     h.pinned = !snapshot.settings.idle_sleep_enabled;
     if (h.pinned) h.pinned_by = "idle sleep disabled globally";
@@ -327,6 +329,9 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
     return plan;
   }
   // Not enough from idle holders: would the in-flight ones (not pinned) make the difference?
+  const bool memory_fits = fits(free);  // then only an exclusive partner's work is in the way
+  const std::vector<std::string> partners_busy = wait_for;
+  const std::vector<GpuHolder> idle_chosen = plan.evict;
   std::map<int, double> after = free;
   for (const GpuHolder* h : waited_partners) frees(*h, after);
   for (const GpuHolder& h : holders) {
@@ -343,6 +348,18 @@ RoomPlan plan_room(const GpuConfig& gpu, const std::vector<GpuHolder>& holders,
   if (fits(after) && !wait_for.empty()) {
     plan.verdict = RoomVerdict::kWait;
     plan.held_by = wait_for;
+    if (memory_fits) {
+      plan.exclusive_only = true;
+      plan.held_by = partners_busy;  // the others' work is not in its way
+      plan.reason = request.name + " is exclusive with a service that has requests in flight: " +
+                    "it starts once they end";
+      return plan;
+    }
+    // The idle ones it stops or unloads too, once the work ends: what holds its room is all
+    // named (a new user's re-trial: the list named only the busy ones).
+    for (const GpuHolder& h : idle_chosen) {
+      plan.held_by.push_back(held_text(h, "idle, freed too once they end"));
+    }
     plan.reason = request.name + " needs " + mib_text(request.mib) +
                   " MiB: it fits once requests in flight end";
     return plan;

@@ -781,10 +781,17 @@ void Controller::model_load_measured(const ModelKey& model, Seconds took) {
 void Controller::end_model_request(const ModelKey& model, bool accepted) {
   models_.end_model_request(model, accepted);
 }
-Status Controller::room_for_model(const ModelKey& model, bool in_flight) {
+Status Controller::room_for_model(const ModelKey& model, bool in_flight, bool* counted) {
   auto m = registry_.model(model);
   // Loaded: no room to make; being unloaded: loaded again, so room first.
   if (!m || !gpu_.enabled() || (m->runtime.loaded && !m->runtime.unloading)) return Status::ok();
+  // Being loaded by another request or an admin load, which made its room: this request waits for
+  // that load at its server, not in the queue (queued, it held the room a request ahead of it
+  // waited for: a new user's re-trial, an admin load then requests for two models at once).
+  if (m->runtime.load_room && !m->runtime.unloading &&
+      (m->runtime.admin_loads > 0 || m->runtime.in_flight > (in_flight ? 1 : 0))) {
+    return Status::ok();
+  }
   auto server = registry_.service(m->spec->provider);
   if (!server) return Status::ok();
   const ServiceSpec& sspec = *server->spec;
@@ -794,8 +801,11 @@ Status Controller::room_for_model(const ModelKey& model, bool in_flight) {
       {GpuHolder::Kind::kModel, model.name, sspec.name, *mib, gpu_devices_of(gpu_, sspec)},
       [&] {
         // It holds its room from now on, before the next in the queue plans.
-        registry_.update_model(model,
-                               [](const ModelSpec&, ModelRuntime& rt) { rt.load_room = true; });
+        registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+          rt.load_room = true;
+          if (!in_flight) ++rt.admin_loads;
+        });
+        if (!in_flight && counted != nullptr) *counted = true;
       },
       in_flight);
 }
@@ -803,8 +813,16 @@ Status Controller::room_for_model(const ModelKey& model, bool in_flight) {
 Status Controller::load_model(const ModelKey& model) {
   // A sized model of a server in the budget makes room first (its server's own size counts
   // once the server is up; the load itself wakes it if needed).
-  if (Status st = room_for_model(model, false); !st) return st;
-  return models_.load_model(model);
+  bool counted = false;
+  if (Status st = room_for_model(model, false, &counted); !st) return st;
+  Status st = models_.load_model(model);
+  if (counted) {  // loaded (its size counts as such) or failed: the room is no longer held for it
+    registry_.update_model(model, [](const ModelSpec&, ModelRuntime& rt) {
+      rt.admin_loads = std::max(0, rt.admin_loads - 1);
+      if (rt.in_flight == 0 && rt.admin_loads == 0) rt.load_room = false;
+    });
+  }
+  return st;
 }
 
 Status Controller::make_room_for_model(const ModelKey& model) {
@@ -1149,7 +1167,7 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
                              bool in_flight) {
   std::unique_lock lock(gpu_mu_);
   const std::uint64_t ticket = gpu_next_ticket_++;
-  gpu_queue_.push_back({ticket, request, false, in_flight, {}});
+  gpu_queue_.push_back({ticket, request, false, in_flight, clock_.mono_now(), {}});
   // What holds memory now, but the request itself (a model being loaded through the proxy is in
   // flight, so counted already).
   // Holders whose unload or stop failed during this make_room, and why: left out of its plans
@@ -1287,8 +1305,27 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
       const auto self = std::find_if(gpu_queue_.begin(), gpu_queue_.end(),
                                      [&](const GpuQueued& q) { return q.ticket == ticket; });
       if (head_waits_for(*self)) {
+        const GpuQueued& head = gpu_queue_.front();
+        const Seconds head_waited = clock_.mono_now() - head.queued_at;
+        // Served first while the head has time to spare; past half of its wait, this one gives
+        // way: its request ends, and the server's work with it, so that the head, first in
+        // line, is served before its own wait runs out (a new user's re-trial: a stream of model
+        // requests went ahead of a big wake, each with a model swap, until its 503).
+        if (head_waited.count() * 2 >= gpu_.wait_seconds) {
+          spdlog::warn(
+              "GPU: {} gives way to {}, which waits for the requests on {} and has "
+              "waited {:.1f} s of its {:g} s",
+              request.name, head.request.name, request.service, head_waited.count(),
+              gpu_.wait_seconds);
+          const std::string message = fmt::format(
+              "no room in the GPU budget now: {} is first in line ({:.1f} s of gpu.wait_seconds "
+              "{:g} waited) and waits for the requests on {}, this one among them: it gives way",
+              head.request.name, head_waited.count(), gpu_.wait_seconds, request.service);
+          leave("timed_out");
+          return {ErrorCode::kUnavailable, message};  // Retry-After: the head will be served
+        }
         spdlog::info("GPU: {} goes ahead of {}, which waits for the requests on {}", request.name,
-                     gpu_queue_.front().request.name, request.service);
+                     head.request.name, request.service);
         std::rotate(gpu_queue_.begin(), self, self + 1);
         continue;
       }
@@ -1348,8 +1385,11 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
         const std::string why = refusal_text(plan);
         spdlog::warn("GPU: no room for {} {}: {}", request.name, waited, why);
         leave("timed_out");
-        // Retry-After: the work in flight it waited for will end.
-        return {ErrorCode::kUnavailable, "no room in the GPU budget " + waited + ": " + why};
+        // Retry-After: the work in flight it waited for will end. An exclusive partner's work
+        // alone: the memory is there, it is not said to be missing.
+        return {ErrorCode::kUnavailable,
+                (plan.exclusive_only ? "not started " : "no room in the GPU budget ") + waited +
+                    ": " + why};
       }
       lock.unlock();
       clock_.sleep_for(std::chrono::milliseconds(50));

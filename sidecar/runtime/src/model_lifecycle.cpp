@@ -156,7 +156,7 @@ void ModelLifecycle::end_model_request(const ModelKey& model, bool accepted) {
     rt.in_flight = std::max(0, rt.in_flight - 1);
     rt.last_used = now;  // the keep-alive runs from the end of the last request
     if (rt.in_flight == 0) {
-      rt.load_room = false;
+      if (rt.admin_loads == 0) rt.load_room = false;
       deadline = keep_alive_ends(settings, spec, rt);
     }
   });

@@ -68,6 +68,8 @@ struct RoomPlan {
   std::vector<GpuHolder> evict;  // in order: least recently used first, models before their server
   std::vector<std::string> held_by;  // kWait / kCannotFit: "name (N MiB, why)"
   std::string reason;                // a sentence for the log and the 503
+  // kWait for an exclusive partner's requests alone: the memory is there (the 503 says so).
+  bool exclusive_only = false;
 };
 
 // The reason and what holds the memory, for the log and the 503: "REASON; held by A, B", or the

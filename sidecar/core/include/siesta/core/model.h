@@ -53,10 +53,14 @@ struct ModelRuntime {
   std::string keep_alive_reason{};
   bool unloading = false;  // an unload has been claimed and is in progress
   int in_flight = 0;
-  // A request in flight on it while not loaded got its room in the GPU budget (make_room): it is
-  // being loaded, and holds its size from then (gpu_holders). Until then it only waits for room.
-  // Cleared when no request is in flight on it.
+  // A request in flight on it while not loaded, or an admin load, got its room in the GPU budget
+  // (make_room): it is being loaded, and holds its size from then (gpu_holders). Until then it
+  // only waits for room. Cleared when no request is in flight on it and no admin load runs.
   bool load_room = false;
+  // Admin loads in progress that made room for it (Controller::load_model): while one runs the
+  // model holds its room and is busy, as with a request in flight (an admin load held nothing,
+  // and a request for another model took the room it had made).
+  int admin_loads = 0;
   std::string last_error;
   std::optional<WallTime> last_error_at;
   std::optional<WallTime> retry_at;  // after a failed unload: not retried before then

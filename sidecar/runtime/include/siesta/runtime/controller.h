@@ -232,8 +232,10 @@ class Controller : public ProxyControl,
   // (or left it loaded).
   Status evict(const GpuHolder& h);
   // Room for a sized model of a server in the budget (make_room), before a load; ok otherwise.
-  // `in_flight`: asked by a request in flight on it (the proxy's), not an admin load.
-  Status room_for_model(const ModelKey& model, bool in_flight);
+  // `in_flight`: asked by a request in flight on it (the proxy's), not an admin load; an admin
+  // load that got room is counted in admin_loads (undone by the caller once the load ends:
+  // *counted is set). A model whose room is held by a load in progress needs none.
+  Status room_for_model(const ModelKey& model, bool in_flight, bool* counted = nullptr);
   // Once, at the first reconcile: a warning for each device whose holders (adopted services,
   // models found loaded) hold more than its budget.
   void warn_gpu_over_budget();
@@ -259,6 +261,7 @@ class Controller : public ProxyControl,
     GpuRequest request;
     bool making_room = false;  // its evictions run: the room they free is its own
     bool in_flight = false;    // counted in flight on its model and server (make_room)
+    MonoTime queued_at{};      // when it asked
     // Requests served before it while it was queued (may_go_ahead): evicted for it last.
     std::vector<std::pair<GpuHolder::Kind, std::string>> went_ahead;
   };
