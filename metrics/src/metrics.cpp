@@ -439,7 +439,9 @@ std::string Metrics::render(const Snapshot& snapshot, const Decision& decision,
   // Energy and cost (docs/policies.md#energy-and-cost): counted on the registry's clock, so
   // written from the decision's accounts; only for services that declare an idle power.
   out.family("siesta_service_idle_power_watts",
-             "The power the service draws while up and idle (source: configured).", "gauge");
+             "The power the service draws while up and idle (source: configured, or measured "
+             "from nvidia-smi's power.draw at its stops).",
+             "gauge");
   for (const ServiceTimer& t : services) {
     if (t.energy) {
       out.sample("siesta_service_idle_power_watts", "service", t.name, "source", t.energy->source,

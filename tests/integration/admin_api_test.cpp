@@ -152,6 +152,8 @@ TEST_F(AdminApi, SettingsErrorsChangeNothing) {
                "at most");
   expect_error(post("/admin/settings", R"({"idleTimeout": "30"})"), 400, "invalid_argument",
                "must be a number of minutes");
+  expect_error(post("/admin/settings", R"({"pricePerKwh": "0.3"})"), 400, "invalid_argument",
+               "\"pricePerKwh\" must be a number per kWh, got \"0.3\"");
   expect_error(post("/admin/settings", R"({"idleSleepEnabled": 1})"), 400, "invalid_argument",
                "true or false");
   expect_error(post("/admin/settings", R"({"modelKeepAlive": -1})"), 400, "invalid_argument",

@@ -195,7 +195,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             R"({"services": {"s": {"command": ["s"], "model_api": "openai", "sleep_tiers": [{"after_minutes": 1, "action": "unload_models"}]}}})",
             "services.s.sleep_tiers[0].action: \"unload_models\" needs a server that can "
-            "unload a model and keep running (\"ollama\"); a \"openai\" server holds its "
+            "unload a model and keep running (\"ollama\"); an \"openai\" server holds its "
             "model as long as it runs: use \"vllm_sleep\" (vllm) or \"stop\""},
         BadCase{
             R"({"services": {"s": {"command": ["s"], "model_api": "vllm", "sleep_tiers": [{"after_minutes": 1, "action": "unload_models"}]}}})",
@@ -306,7 +306,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "are tracked from HTTP requests): use \"http\""},
         BadCase{R"({"services": {"v": {"command": ["v"], "upstream": "127.0.0.1:1",
                     "listen": "127.0.0.1:2", "protocol": "tcp", "model_api": "openai"}}})",
-                "services.v.protocol: \"tcp\" cannot serve a \"openai\" model server (its "
+                "services.v.protocol: \"tcp\" cannot serve an \"openai\" model server (its "
                 "models are tracked from HTTP requests): use \"http\""},
         BadCase{
             R"({"services": {"a": {"command": ["a"], "upstream": "127.0.0.1:1", "listen": "127.0.0.1:9001"},

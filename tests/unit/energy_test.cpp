@@ -126,6 +126,9 @@ TEST(Energy, IdleStatusShowsEachServiceAndTheTotals) {
   EXPECT_TRUE(web["idle_power_watts"].is_null());
   EXPECT_TRUE(web["energy_saved_wh"].is_null());
   EXPECT_TRUE(web["cost_saved"].is_null());
+  // Null as the others, not 0 (a new user's trial): nothing is measured for it.
+  EXPECT_TRUE(web["idle_power_measurements"].is_null());
+  EXPECT_TRUE(gpu["idle_power_measurements"].is_null());  // configured, not measured
   EXPECT_EQ(status["price_per_kwh"], 0.25);
   const json& total = status["energy"];
   EXPECT_EQ(total["services"], 1);  // those with an idle power
@@ -178,8 +181,13 @@ TEST(Energy, ConfigAndLabels) {
   auto bad = service_from_labels("c", {{"siesta.idle-power", "80W"}});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.status().message(),
-            "container c: label siesta.idle-power: must be a number of watts such as 80, got "
-            "\"80W\"");
+            "container c: label siesta.idle-power: must be a number of watts such as 80, or "
+            "\"measured\", got \"80W\"");
+  // As in the config (a new user's trial: a label could not say it).
+  auto measured = service_from_labels("c", {{"siesta.idle-power", "measured"}});
+  ASSERT_TRUE(measured) << measured.status().message();
+  EXPECT_TRUE(measured->spec.idle_power_measured);
+  EXPECT_FALSE(measured->spec.idle_power_watts);
 }
 
 // "idle_power_watts": "measured" (PowerMeter): the drop of the service's GPUs' draw at each stop,
@@ -219,6 +227,7 @@ TEST(MeasuredPower, EachStopMeasuresTheDropOfItsGpusAndTheMedianCounts) {
   const json before = json::parse(idle_status_text(w.registry->snapshot(), d, {}));
   EXPECT_EQ(before["services"]["gpu"]["idle_power_source"], "measured");
   EXPECT_TRUE(before["services"]["gpu"]["idle_power_watts"].is_null());
+  EXPECT_EQ(before["services"]["gpu"]["idle_power_measurements"], 0);
 
   // Idle at `idle_draw` until its timeout stops it; its GPU then draws `asleep_draw`.
   const auto cycle = [&](double idle_draw, double asleep_draw) {
@@ -320,6 +329,10 @@ TEST(MeasuredPower, NvidiaSmiPowerRowsParse) {
   EXPECT_DOUBLE_EQ(*p.gpus[0].watts, 35.12);
   EXPECT_FALSE(p.gpus[1].watts);
   EXPECT_FALSE(parse_query_gpu_power("0, lots\n").error.empty());
+  // SIESTA_NVIDIA_SMI="" (none wanted) says so, not "no command" (a new user's trial).
+  std::string error;
+  EXPECT_FALSE(query_gpu_power("", error));
+  EXPECT_EQ(error, "SIESTA_NVIDIA_SMI is set but empty: no nvidia-smi is run");
   EXPECT_EQ(measured_idle_power({}), std::nullopt);
   EXPECT_EQ(measured_idle_power({10, 40, 20, 30}), 25);
   std::vector<double> samples;

@@ -115,7 +115,7 @@ TEST(Labels, BadValuesNameTheLabel) {
       {{{"siesta.model-api", "vllm"}, {"siesta.protocol", "tcp"}},
        "label siesta.protocol: \"tcp\" cannot serve a \"vllm\" model server"},
       {{{"siesta.model-api", "openai"}, {"siesta.protocol", "tcp"}},
-       "label siesta.protocol: \"tcp\" cannot serve a \"openai\" model server"},
+       "label siesta.protocol: \"tcp\" cannot serve an \"openai\" model server"},
       {{{"siesta.model-api", "tgi"}},
        "label siesta.model-api: must be \"ollama\", \"vllm\" or \"openai\""},
       {{{"siesta.model-keep-alive", "2h"}},
@@ -179,12 +179,13 @@ TEST(Labels, AScheduleItsZoneAndThePolicyAsLabels) {
 // The model keep-alive rule is written once (config.h): labels refuse what the config file
 // refuses, a keep-alive on a server whose model is the process included (accepted before).
 TEST(Labels, AModelKeepAliveFollowsTheConfigFilesRule) {
-  for (const char* api : {"vllm", "openai"}) {
+  for (const auto& [api, article] : {std::pair{"vllm", "a"}, std::pair{"openai", "an"}}) {
     auto sc =
         service_from_labels("web", {{"siesta.model-api", api}, {"siesta.model-keep-alive", "2h"}});
     ASSERT_FALSE(sc) << api;
     EXPECT_EQ(sc.status().message(),
-              std::string("container web: label siesta.model-keep-alive: a \"") + api +
+              std::string("container web: label siesta.model-keep-alive: ") + article + " \"" +
+                  api +
                   "\" server has no unload API: its model stays while the server runs; free it "
                   "with the service's sleep_tiers (vllm_sleep, stop) instead");
   }

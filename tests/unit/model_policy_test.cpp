@@ -233,5 +233,49 @@ TEST(ModelPolicy, TheHistorySurvivesInTheStateFile) {
   EXPECT_EQ(timer_of(fifth, "m").policy, "restored");
 }
 
+// A new user's trial: after a restart the first adaptive keep-alive was not capped by the load
+// time, which was kept in memory only. The model's last load and the service's last cold start
+// are kept in the state file; a bad value is ignored with a warning.
+TEST(ModelPolicy, TheLoadTimeAndTheColdStartAreKeptAcrossARestart) {
+  World w(kAdaptive);
+  w.run("ollama");
+  w.controller->model_load_measured(w.key("m"), seconds(2));
+  w.registry->update_service(
+      "ollama", [](const ServiceSpec&, ServiceRuntime& rt) { rt.cold_start_seconds = 3.5; });
+  const nlohmann::json doc = encode_state(w.registry->snapshot(), Baseline{}, {});
+  EXPECT_EQ(doc["models"]["ollama"]["m"]["load_seconds"], 2) << doc.dump();
+  EXPECT_EQ(doc["services"]["ollama"]["cold_start_seconds"], 3.5) << doc.dump();
+  EXPECT_FALSE(doc["models"]["ollama"]["f"].contains("load_seconds"));  // none measured
+
+  Baseline base;
+  base.services["ollama"] = {false, Desired::kOff};
+  World after(kAdaptive);
+  ASSERT_TRUE(restore_state(doc, base, *after.registry, after.clock.wall_now()));
+  EXPECT_EQ(after.model("m").load_seconds, 2);
+  EXPECT_EQ(after.service("ollama").cold_start_seconds, 3.5);
+  after.run("ollama");
+  after.registry->update_model(after.key("m"), [&](const ModelSpec&, ModelRuntime& rt) {
+    rt.idle_gaps = std::vector<double>(12, 300.0);
+    rt.last_used = after.clock.wall_now();
+  });
+  after.clock.advance(minutes(5));
+  EXPECT_NEAR(request(after, "m").seconds, 120, 1e-6);  // capped at once: 2 s x 60
+
+  nlohmann::json bad = doc;
+  bad["models"]["ollama"]["m"]["load_seconds"] = -1;
+  bad["services"]["ollama"]["cold_start_seconds"] = "slow";
+  World third(kAdaptive);
+  auto restored = restore_state(bad, base, *third.registry, third.clock.wall_now());
+  ASSERT_TRUE(restored);
+  EXPECT_EQ(third.model("m").load_seconds, 0);
+  EXPECT_EQ(third.service("ollama").cold_start_seconds, 0);
+  EXPECT_EQ(restored->warnings,
+            (std::vector<std::string>{
+                "services.ollama.cold_start_seconds: ignored \"slow\" (must be a number of "
+                "seconds, above 0 and at most 86400)",
+                "models.ollama.m.load_seconds: ignored -1 (must be a number of seconds, above 0 "
+                "and at most 86400)"}));
+}
+
 }  // namespace
 }  // namespace siesta

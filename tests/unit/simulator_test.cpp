@@ -312,6 +312,24 @@ TEST(SimulatorSchedule, AConfiguredWindowKeepsTheServiceOnAndStartsItWhenItOpens
   EXPECT_EQ(run_simulate(args, out, warn), 0);
   EXPECT_EQ(warn.str(), "siesta simulate: warning: service \"office\" of the trace is not in " +
                             config + ": simulated without its schedule\n");
+  // A measured idle power has no figure in a simulation: said, not silently left out (a new
+  // user's trial); --idle-power gives one.
+  {
+    std::ofstream(config) << R"({"services": {"office": {"command": ["true"],
+        "idle_power_watts": "measured"}}})";
+  }
+  std::ostringstream measured;
+  EXPECT_EQ(run_simulate(args, out, measured), 0);
+  EXPECT_EQ(measured.str(),
+            "siesta simulate: warning: service \"office\" has \"idle_power_watts\": "
+            "\"measured\" in " +
+                config +
+                ": a simulation has no measurement, so its energy is not counted; give it one "
+                "with --idle-power office=WATTS (idle-status shows the measured figure)\n");
+  args.idle_power = {"office=80"};
+  std::ostringstream given;
+  EXPECT_EQ(run_simulate(args, out, given), 0);
+  EXPECT_EQ(given.str(), "");
   std::remove(trace.c_str());
   std::remove(config.c_str());
 }

@@ -116,6 +116,10 @@ GpuPowerParse parse_query_gpu_power(const std::string& csv) {
 }
 
 std::optional<std::map<int, double>> query_gpu_power(const std::string& tool, std::string& error) {
+  if (tool.empty()) {
+    error = kNoNvidiaSmi;
+    return std::nullopt;
+  }
   const Seconds timeout(kNvidiaSmiTimeoutSeconds);
   const CommandResult r =
       run_command({tool, "--query-gpu=index,power.draw", "--format=csv,noheader,nounits"}, timeout);

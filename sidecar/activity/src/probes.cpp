@@ -145,6 +145,7 @@ class GpuProbe final : public SignalProbe {
   GpuProbe(const ProbeContext& context, SignalSpec signal)
       : ctx_(context), signal_(std::move(signal)) {}
   SignalSample sample(const ServiceSpec& spec) override {
+    if (ctx_.nvidia_smi.empty()) return {std::nullopt, std::string("unavailable: ") + kNoNvidiaSmi};
     const Seconds timeout(signal_.timeout_seconds);
     const CommandResult gpus =
         run_command({ctx_.nvidia_smi, "--query-gpu=index,uuid,utilization.gpu,memory.used",

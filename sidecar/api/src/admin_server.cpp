@@ -754,7 +754,7 @@ class AdminServer::Impl {
       if (!value.is_number() || !std::isfinite(value.get<double>())) {
         return error_reply(
             400, "invalid_argument",
-            "\"" + key + "\" must be a number of " + rule.unit + ", got " + text_of(value));
+            "\"" + key + "\" must be " + a_number_of(rule.unit) + ", got " + text_of(value));
       }
       return error_reply(
           400, "invalid_argument",

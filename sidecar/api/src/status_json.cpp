@@ -155,7 +155,12 @@ void service_fields(Out& o, const ServiceView& view, const ServiceTimer& timer) 
   e                                ? o.key("idle_power_source").text(e->source)
   : view.spec->idle_power_measured ? o.key("idle_power_source").text("measured")
                                    : o.key("idle_power_source").null();
-  o.key("idle_power_measurements").integer(static_cast<long long>(rt.idle_power_samples.size()));
+  // How many readings the median is of: for a measured one only (null as the other fields are
+  // for a service without an idle power).
+  view.spec->idle_power_measured
+      ? o.key("idle_power_measurements")
+            .integer(static_cast<long long>(rt.idle_power_samples.size()))
+      : o.key("idle_power_measurements").null();
   e ? o.key("asleep_seconds").number(precise(Seconds(e->asleep_seconds)))
     : o.key("asleep_seconds").null();
   o.key("energy_saved_wh")

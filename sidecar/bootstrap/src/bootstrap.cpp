@@ -40,7 +40,7 @@ std::string prepare_config(Config& config, const Getenv& env, bool insecure, Gpu
     std::string why;
     GpuProbe probe;
     if (tool != nullptr && *tool == '\0') {
-      why = "SIESTA_NVIDIA_SMI is set but empty: no nvidia-smi is run";
+      why = kNoNvidiaSmi;
     } else {
       probe.rows = query_gpu_memory(tool != nullptr ? tool : "nvidia-smi", why);
     }

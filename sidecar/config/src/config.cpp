@@ -21,6 +21,13 @@ using nlohmann::json;
 
 namespace {
 
+// `a "vllm"`, `an "openai"`: a quoted name with its article, for messages.
+std::string a_quoted(std::string_view name) {
+  const bool vowel =
+      !name.empty() && std::string_view("aeiou").find(name[0]) != std::string_view::npos;
+  return std::string(vowel ? "an \"" : "a \"") + std::string(name) + "\"";
+}
+
 // Walks one JSON object, remembering the key path for messages and rejecting unknown keys.
 class ObjectReader {
  public:
@@ -519,8 +526,8 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
   if (spec.protocol == Protocol::kTcp && (spec.model_api == ServiceSpec::ModelApi::kVllm ||
                                           spec.model_api == ServiceSpec::ModelApi::kOpenAi)) {
     r.fail(r.key_path("protocol"),
-           std::string("\"tcp\" cannot serve a \"") + to_string(spec.model_api) +
-               "\" model server (its models are tracked from HTTP requests): use \"http\"");
+           "\"tcp\" cannot serve " + a_quoted(to_string(spec.model_api)) +
+               " model server (its models are tracked from HTTP requests): use \"http\"");
   }
   auto health = r.read_string("health");
   if (!health && spec.upstream_port != 0 &&
@@ -1155,11 +1162,12 @@ Config parse_config(const std::string& text, const std::string& source) {
                  "service as a model's provider");
       }
       if (action == TierAction::kUnloadModels && !can_unload_models(api)) {
-        top.fail(key, std::string("\"unload_models\" needs a server that can unload a model and "
-                                  "keep running (\"ollama\"); a \"") +
-                          to_string(api) +
-                          "\" server holds its model as long as it runs: use \"vllm_sleep\" "
-                          "(vllm) or \"stop\"");
+        top.fail(key,
+                 "\"unload_models\" needs a server that can unload a model and keep running "
+                 "(\"ollama\"); " +
+                     a_quoted(to_string(api)) +
+                     " server holds its model as long as it runs: use \"vllm_sleep\" "
+                     "(vllm) or \"stop\"");
       }
       if (action == TierAction::kVllmSleep && api != ServiceSpec::ModelApi::kVllm) {
         top.fail(key, "\"vllm_sleep\" is for a vLLM server: set \"model_api\": \"vllm\"");
@@ -1261,8 +1269,8 @@ KeepAliveRefusal model_keep_alive_refusal(const ServiceSpec& spec) {
 }
 
 std::string no_unload_reason(ServiceSpec::ModelApi api) {
-  return std::string("a \"") + to_string(api) +
-         "\" server has no unload API: its model stays while the server runs; free it with the "
+  return a_quoted(to_string(api)) +
+         " server has no unload API: its model stays while the server runs; free it with the "
          "service's sleep_tiers (vllm_sleep, stop) instead";
 }
 

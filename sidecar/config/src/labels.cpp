@@ -250,11 +250,17 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
         break;
       }
       case LabelKind::kWatts: {
-        // A plain number (its bounds are the config's); "80W" is refused, not read as 80.
+        // A plain number (its bounds are the config's), or "measured" as in the config; "80W" is
+        // refused, not read as 80.
+        if (value == "measured") {
+          entry[key->key] = value;
+          break;
+        }
         char* end = nullptr;
         const double watts = value.empty() ? 0 : std::strtod(value.c_str(), &end);
         if (value.empty() || end != value.c_str() + value.size()) {
-          return bad(label, "must be a number of watts such as 80, got \"" + value + "\"");
+          return bad(label, "must be a number of watts such as 80, or \"measured\", got \"" +
+                                value + "\"");
         }
         entry[key->key] = watts;
         break;

@@ -131,6 +131,19 @@ class Restorer {
                         kMaxIdleGaps);
   }
 
+  // A measured duration (a service's last cold start, a model's last load: the adaptive policy's
+  // cost of a wake, policy.h): above 0 and at most a day; absent or 0 when none was measured.
+  double measured_seconds(const std::string& key, const json& saved, const char* field) {
+    const json v = saved.value(field, json());
+    if (v.is_null()) return 0;
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 ||
+        v.get<double>() > 86400) {
+      ignore(key + "." + field, v, "must be a number of seconds, above 0 and at most 86400");
+      return 0;
+    }
+    return v.get<double>();
+  }
+
   std::optional<WallTime> time(const std::string& key, const json& v) {
     if (v.is_null()) return std::nullopt;
     const double latest = to_unix_seconds(now_) + kFutureSlackSeconds;
@@ -201,6 +214,7 @@ class Restorer {
       }
     }
     std::vector<double> gaps = idle_gaps(key, saved);
+    const double cold_start = measured_seconds(key, saved, "cold_start_seconds");
     // A measured GPU size (docs/gpu.md): what its processes held at most, in MiB.
     std::optional<double> gpu_mib;
     if (const json g = saved.value("gpu_measured_mib", json()); !g.is_null()) {
@@ -224,6 +238,7 @@ class Restorer {
       rt.last_used_restored = last_used.has_value();
       rt.tier = tier;
       rt.idle_gaps = std::move(gaps);
+      rt.cold_start_seconds = cold_start;
     });
     if (saved.contains("handle") && !saved["handle"].is_null()) {
       result_.handles[name] = saved["handle"];
@@ -281,6 +296,7 @@ class Restorer {
       }
     }
     rt.idle_gaps = idle_gaps(key, saved);
+    rt.load_seconds = measured_seconds(key, saved, "load_seconds");
     rt.first_seen = time(key + ".first_seen", saved.value("first_seen", json()));
     if (rt.loaded && !rt.last_used) rt.loaded = false;  // a loaded model always has a last use
     bool known =
@@ -337,6 +353,9 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
       entry["tier"] = view.runtime.tier;
     }
     if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
+    if (view.runtime.cold_start_seconds > 0) {
+      entry["cold_start_seconds"] = view.runtime.cold_start_seconds;
+    }
     if (view.runtime.gpu_measured_mib) entry["gpu_measured_mib"] = *view.runtime.gpu_measured_mib;
     if (!view.runtime.idle_power_samples.empty()) {
       entry["idle_power_samples"] = view.runtime.idle_power_samples;
@@ -360,6 +379,7 @@ json encode_state(const Snapshot& snapshot, const Baseline& baseline, const Hand
       entry["keep_alive_reason"] = view.runtime.keep_alive_reason;
     }
     if (!view.runtime.idle_gaps.empty()) entry["idle_gaps"] = view.runtime.idle_gaps;
+    if (view.runtime.load_seconds > 0) entry["load_seconds"] = view.runtime.load_seconds;
   }
   doc["models"] = std::move(models);
   return doc;

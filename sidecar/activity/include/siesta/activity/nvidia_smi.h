@@ -84,8 +84,13 @@ struct GpuPowerParse {
   std::string error;
 };
 GpuPowerParse parse_query_gpu_power(const std::string& csv);
+// What is said when SIESTA_NVIDIA_SMI is set to "" (no nvidia-smi wanted): `tool` empty.
+inline constexpr const char* kNoNvidiaSmi =
+    "SIESTA_NVIDIA_SMI is set but empty: no nvidia-smi is run";
+
 // Runs `tool` with that query: watts by GPU index (GPUs without a reading left out), or nullopt
-// with `error` saying why. Blocks for at most kNvidiaSmiTimeoutSeconds.
+// with `error` saying why (kNoNvidiaSmi for an empty `tool`). Blocks for at most
+// kNvidiaSmiTimeoutSeconds.
 std::optional<std::map<int, double>> query_gpu_power(const std::string& tool, std::string& error);
 
 // The signal's value for the processes `pids` (a service's): "memory": the MiB they hold;

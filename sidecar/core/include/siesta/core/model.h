@@ -76,7 +76,8 @@ struct ModelRuntime {
   // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
   std::vector<double> idle_gaps{};
   // The last load's duration, measured (a request that paid it, or an admin load): the adaptive
-  // policy's cold start. 0 until one was; not kept in the state file.
+  // policy's cold start. 0 until one was; kept in the state file (the first keep-alive after a
+  // restart is bounded by it as before).
   double load_seconds = 0;
   // The server's own entry for the model in its last model list (vLLM's ModelCard, a JSON
   // object's text); empty when it never listed it. Kept in memory only (not in the state file).

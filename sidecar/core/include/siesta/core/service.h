@@ -196,7 +196,7 @@ struct ServiceRuntime {
   // The idle gaps between its uses, in seconds, oldest first (record_idle_gap; at most
   // kMaxIdleGaps): the adaptive policy's history, kept in the state file.
   std::vector<double> idle_gaps;
-  // The last cold start's duration, measured; 0 until one was.
+  // The last cold start's duration, measured; 0 until one was. Kept in the state file.
   double cold_start_seconds = 0;
   // A service whose GPU memory is measured (gpu_memory_measured): the most its processes were
   // seen to hold while it ran (nvidia-smi), kept in the state file; absent until a sample.

@@ -28,6 +28,12 @@ struct NumberRule {
   bool whole = false;
 };
 
+// "a number of minutes", "a number per kWh", "a number": what a bad value's error asks for.
+inline std::string a_number_of(std::string_view unit) {
+  if (unit.empty()) return "a number";
+  return std::string(unit.starts_with("per ") ? "a number " : "a number of ") + std::string(unit);
+}
+
 inline constexpr NumberRule kTimeoutMinutes{0, true, kMaxMinutes, "minutes"};
 inline constexpr NumberRule kKeepAliveHours{0, false, kMaxHours, "hours"};
 inline constexpr NumberRule kKeepAliveSeconds{0, false, kMaxHours * 3600, "seconds"};
