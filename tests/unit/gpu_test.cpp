@@ -937,6 +937,29 @@ TEST(GpuController, RequestsForAModelLoadedMeanwhileGoOnWithoutRoom) {
   w.controller->end_model_request(llama, false);
 }
 
+// Ollama (100) with m1 (300) and m2 (400), and w (950), on a 1000 MiB card.
+constexpr const char* kOllamaTwoModelsAndW = R"({
+    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
+    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
+                 "w": {"command": ["w"], "gpu_memory_mib": 950}},
+    "models": {"m1": {"provider": "ollama", "gpu_memory_mib": 300},
+               "m2": {"provider": "ollama", "gpu_memory_mib": 400}}})";
+
+// ollama up, and r1 on m1 in flight as the proxy counts it (on its server, then on its model,
+// then its room), loaded. The budget waits 1e9 s: the head's polls advance the fake clock, and
+// never that far.
+void serve_r1_on_m1(testing::World& w) {
+  GpuConfig gpu = w.config.gpu;
+  gpu.wait_seconds = 1e9;
+  w.controller->set_gpu(gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey m1 = w.key("m1");
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  const auto r1 = w.controller->begin_model_request(m1);
+  ASSERT_TRUE(w.controller->make_room_for_model(m1));
+  ASSERT_TRUE(w.controller->model_accepted(m1, {300}, r1));
+}
+
 // A wake that waits for a model server's requests to end does not wait for the ones queued behind
 // it for room (a new user's re-trial, 3 runs in 6: a 950 MiB service's wake, at the head, waited
 // for Ollama's in-flight requests, which were model requests queued behind it, and they for it,
@@ -945,22 +968,9 @@ TEST(GpuController, RequestsForAModelLoadedMeanwhileGoOnWithoutRoom) {
 // beside m1 and ollama), then w stops them all. On the fake clock: before the change r2 never got
 // its room (the head's polls advance fake time, but 1e9 s never pass).
 TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
-  testing::World w(R"({
-    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
-    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
-                 "w": {"command": ["w"], "gpu_memory_mib": 950}},
-    "models": {"m1": {"provider": "ollama", "gpu_memory_mib": 300},
-               "m2": {"provider": "ollama", "gpu_memory_mib": 400}}})");
-  GpuConfig gpu = w.config.gpu;
-  gpu.wait_seconds = 1e9;
-  w.controller->set_gpu(gpu);
-  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  testing::World w(kOllamaTwoModelsAndW);
+  serve_r1_on_m1(w);
   const ModelKey m1 = w.key("m1"), m2 = w.key("m2");
-  // r1, as the proxy counts it: in flight on its server, then on its model, then room.
-  ASSERT_TRUE(w.controller->begin_request("ollama"));
-  const auto r1 = w.controller->begin_model_request(m1);
-  ASSERT_TRUE(w.controller->make_room_for_model(m1));
-  ASSERT_TRUE(w.controller->model_accepted(m1, {300}, r1));
   Status w_woke;
   std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
   while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1
@@ -1001,21 +1011,9 @@ TEST(GpuController, AWakeDoesNotWaitForModelRequestsQueuedBehindIt) {
 // a big wake, each with a model swap, until the wake's 503). As above, but w has waited over half
 // its time (the fake clock moved on) when r2 arrives.
 TEST(GpuController, AModelRequestGivesWayToAWakeThatWaitedHalfItsTime) {
-  testing::World w(R"({
-    "gpu": {"devices": [{"id": 0, "memory_mib": 1000}]},
-    "services": {"ollama": {"command": ["ollama"], "gpu_memory_mib": 100},
-                 "w": {"command": ["w"], "gpu_memory_mib": 950}},
-    "models": {"m1": {"provider": "ollama", "gpu_memory_mib": 300},
-               "m2": {"provider": "ollama", "gpu_memory_mib": 400}}})");
-  GpuConfig gpu = w.config.gpu;
-  gpu.wait_seconds = 1e9;  // the head's polls advance the fake clock: half of it is never reached
-  w.controller->set_gpu(gpu);
-  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  testing::World w(kOllamaTwoModelsAndW);
+  serve_r1_on_m1(w);
   const ModelKey m1 = w.key("m1"), m2 = w.key("m2");
-  ASSERT_TRUE(w.controller->begin_request("ollama"));
-  const auto r1 = w.controller->begin_model_request(m1);
-  ASSERT_TRUE(w.controller->make_room_for_model(m1));
-  ASSERT_TRUE(w.controller->model_accepted(m1, {300}, r1));
   Status w_woke;
   std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
   while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1

@@ -86,20 +86,26 @@ TEST(ProxyWakeGate, TheWakeIsTimedOnTheInjectedClock) {
   EXPECT_DOUBLE_EQ(requests[0].seconds, 2.5);  // the fake clock's time, not the steady clock's
 }
 
+// "web" with a pause tier, held in it when the request arrives (as the fake control says too).
+constexpr const char* kPauseTier = R"(, "sleep_tiers": [{"after_minutes": 1, "action": "pause"}])";
+void hold_paused(ProxyHarness& h) {
+  h.registry->update_service("web", [](const ServiceSpec&, ServiceRuntime& rt) {
+    rt.state = ServiceState::kPaused;
+    rt.paused = true;
+    rt.tier = 1;
+  });
+  h.control.set([](FakeProxyControl& c) { c.state = ServiceState::kPaused; });
+}
+
 // A service held in a light tier when the request arrives: X-Siesta-Wake names the tier, with the
 // wake's time as the runtime timed it (what siesta_service_tier_wake_seconds_total counts), not
 // the request's own wait, which adds the hand-over to the wake thread (CI's stop 31: dur=0.003
 // in the header, 0.0005 counted).
 TEST(ProxyWakeGate, AWakeFromATierCarriesTheTimeTheRuntimeCounted) {
   RecordingUpstream upstream(answer_each(kOk));
-  ProxyHarness h(upstream.port(), R"(, "sleep_tiers": [{"after_minutes": 1, "action": "pause"}])");
-  h.registry->update_service("web", [](const ServiceSpec&, ServiceRuntime& rt) {
-    rt.state = ServiceState::kPaused;
-    rt.paused = true;
-    rt.tier = 1;
-  });
+  ProxyHarness h(upstream.port(), kPauseTier);
+  hold_paused(h);
   h.control.set([&](FakeProxyControl& c) {
-    c.state = ServiceState::kPaused;
     c.told = WakeReport{"pause", Seconds(0.004)};
     c.on_wake = [&] { h.clock.advance(std::chrono::milliseconds(2500)); };
   });
@@ -114,14 +120,9 @@ TEST(ProxyWakeGate, AWakeFromATierCarriesTheTimeTheRuntimeCounted) {
 // warm-from=vllm_sleep).
 TEST(ProxyWakeGate, NothingUndoneIsNoWake) {
   RecordingUpstream upstream(answer_each(kOk));
-  ProxyHarness h(upstream.port(), R"(, "sleep_tiers": [{"after_minutes": 1, "action": "pause"}])");
-  h.registry->update_service("web", [](const ServiceSpec&, ServiceRuntime& rt) {
-    rt.state = ServiceState::kPaused;
-    rt.paused = true;
-    rt.tier = 1;
-  });
-  h.control.set([&](FakeProxyControl& c) {
-    c.state = ServiceState::kPaused;
+  ProxyHarness h(upstream.port(), kPauseTier);
+  hold_paused(h);
+  h.control.set([](FakeProxyControl& c) {
     c.told = WakeReport{};  // up already: nothing undone, nothing timed
   });
   auto res = h.client().Get("/");
