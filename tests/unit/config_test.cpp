@@ -255,7 +255,7 @@ INSTANTIATE_TEST_SUITE_P(
             "command, container, desired, gpu_devices, gpu_memory_mib, health, "
             "idle_power_watts, idle_sleep_enabled, idle_timeout_minutes, listen, max_connections, "
             "model_api, "
-            "model_keep_alive_hours, policy, protocol, "
+            "model_keep_alive_hours, model_policy, policy, protocol, "
             "response_timeout_seconds, schedule, sleep_tiers, "
             "start_timeout_seconds, stop_timeout_seconds, swarm_service, "
             "tcp_idle_timeout_seconds, timezone, "

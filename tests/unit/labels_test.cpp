@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "siesta/core/settings_schema.h"
 
 namespace siesta::testing {
@@ -178,19 +180,32 @@ TEST(Labels, AScheduleItsZoneAndThePolicyAsLabels) {
 
 // The model keep-alive rule is written once (config.h): labels refuse what the config file
 // refuses, a keep-alive on a server whose model is the process included (accepted before).
+// The tiers it names are the server's own (a new user's trial: an openai server was told of
+// vllm_sleep, which is vLLM's alone).
 TEST(Labels, AModelKeepAliveFollowsTheConfigFilesRule) {
-  for (const auto& [api, article] : {std::pair{"vllm", "a"}, std::pair{"openai", "an"}}) {
-    auto sc =
-        service_from_labels("web", {{"siesta.model-api", api}, {"siesta.model-keep-alive", "2h"}});
-    ASSERT_FALSE(sc) << api;
-    EXPECT_EQ(sc.status().message(),
-              std::string("container web: label siesta.model-keep-alive: ") + article + " \"" +
-                  api +
-                  "\" server has no unload API: its model stays while the server runs; free it "
-                  "with the service's sleep_tiers (vllm_sleep, stop) instead");
+  for (const auto& [api, article, tiers] :
+       {std::tuple{"vllm", "a", "vllm_sleep, stop"}, std::tuple{"openai", "an", "stop"}}) {
+    for (const char* label : {"siesta.model-keep-alive", "siesta.model-policy"}) {
+      const std::string value = std::string(label) == "siesta.model-policy" ? "adaptive" : "2h";
+      auto sc = service_from_labels("web", {{"siesta.model-api", api}, {label, value}});
+      ASSERT_FALSE(sc) << api << " " << label;
+      EXPECT_EQ(sc.status().message(),
+                std::string("container web: label ") + label + ": " + article + " \"" + api +
+                    "\" server has no unload API: its model stays while the server runs; free it "
+                    "with the service's sleep_tiers (" +
+                    tiers + ") instead");
+    }
   }
   EXPECT_TRUE(service_from_labels(
       "web", {{"siesta.model-api", "ollama"}, {"siesta.model-keep-alive", "2h"}}));
+  EXPECT_TRUE(service_from_labels(
+      "web", {{"siesta.model-api", "ollama"}, {"siesta.model-policy", "adaptive"}}));
+  // A model policy on a service that serves no model API (a new user's trial: accepted silently).
+  auto plain = service_from_labels("web", {{"siesta.model-policy", "adaptive"}});
+  ASSERT_FALSE(plain);
+  EXPECT_EQ(plain.status().message(),
+            "container web: label siesta.model-policy: is for a model server: add "
+            "siesta.model-api=ollama");
 }
 
 // One unit table (core/units.h): the schema's units, the labels' and Ollama's duration suffixes.

@@ -28,15 +28,18 @@ constexpr const char* kAdaptive = R"({"services": {"ollama": {"command": ["o"],
 // One request on `model` as the proxy makes it: the use begins (recording the gap it ends), the
 // keep-alive comes from the policy (or the client's `asked`), the server accepts, it ends 2 s
 // later. Returns the keep-alive the request gave the model.
-RequestKeepAlive request(World& w, const std::string& model,
+RequestKeepAlive request(World& w, const ModelKey& key,
                          std::optional<double> asked = std::nullopt) {
-  const ModelKey key = w.key(model);
   auto ticket = w.controller->begin_model_request(key);
   RequestKeepAlive keep_alive = request_keep_alive(w.controller->keep_alive_policy(key), asked);
   w.controller->model_accepted(key, keep_alive, ticket);
   w.clock.advance(seconds(2));
   w.controller->end_model_request(key, true);
   return keep_alive;
+}
+RequestKeepAlive request(World& w, const std::string& model,
+                         std::optional<double> asked = std::nullopt) {
+  return request(w, w.key(model), asked);
 }
 
 ModelTimer timer_of(World& w, const std::string& model) {
@@ -121,6 +124,57 @@ TEST(ModelPolicy, UsesEveryFiveMinutesGiveAnAdaptiveKeepAlive) {
   w.monitor->step();
   EXPECT_FALSE(w.model("m").loaded);
   EXPECT_TRUE(w.model("f").loaded);
+}
+
+// Issue 20, a new user's re-trial: a model with no "models" entry (learned from traffic) could
+// not be adaptive. A model server's model_policy is the policy of the models it learns; a
+// configured model keeps its own; the config and the state file's learned models follow it.
+TEST(ModelPolicy, AServersModelPolicyIsThePolicyOfTheModelsItLearns) {
+  World w(R"({"services": {"ollama": {"command": ["o"], "idle_sleep_enabled": false,
+    "model_keep_alive_hours": 1, "model_policy": "adaptive"}},
+    "models": {"f": {"provider": "ollama", "keep_alive_hours": 1}}})");
+  w.run("ollama");
+  EXPECT_EQ(w.controller->keep_alive_policy({"learned", "ollama"}).policy, "fixed");  // too short
+  const ModelKey learned{"learned", "ollama"};
+  for (int i = 0; i < 11; ++i) {  // 10 gaps of 5 minutes
+    request(w, learned);
+    request(w, "f");
+    w.clock.advance(minutes(5) - seconds(2));
+  }
+  ASSERT_TRUE(w.registry->model({"learned", "ollama"})->spec->learned);
+  EXPECT_EQ(w.registry->model({"learned", "ollama"})->spec->policy, "adaptive");
+  EXPECT_EQ(timer_of(w, "learned").policy, "adaptive");
+  EXPECT_EQ(timer_of(w, "learned").policy_reason, "p99 of 10 idle gaps (+margin) is 330 s");
+  EXPECT_EQ(timer_of(w, "f").policy, "fixed");  // its own entry
+  // Learned again from the state file after a restart: adaptive, with its history.
+  World again(R"({"services": {"ollama": {"command": ["o"], "idle_sleep_enabled": false,
+    "model_api": "ollama", "model_keep_alive_hours": 1, "model_policy": "adaptive"}}})");
+  Baseline base;
+  base.services["ollama"] = {false, Desired::kOff};
+  ASSERT_TRUE(restore_state(encode_state(w.registry->snapshot(), Baseline{}, {}), base,
+                            *again.registry, again.clock.wall_now()));
+  auto restored = again.registry->model({"learned", "ollama"});
+  ASSERT_TRUE(restored);
+  EXPECT_EQ(restored->spec->policy, "adaptive");
+  EXPECT_EQ(restored->runtime.idle_gaps.size(), 10u);
+
+  EXPECT_EQ(config_error(R"({"services": {"ollama": {"command": ["o"], "model_api": "ollama",
+                             "model_policy": "lru"}}})"),
+            "config error in bad.json: services.ollama.model_policy: must be one of fixed, "
+            "adaptive, got \"lru\"");
+  for (const char* policy : {"fixed", "adaptive"}) {  // either way, it means nothing there
+    EXPECT_EQ(
+        config_error(std::string(R"({"services": {"web": {"command": ["w"], "model_policy": ")") +
+                     policy + R"("}}})"),
+        "config error in bad.json: services.web.model_policy: is for a model server: set "
+        "\"model_api\": \"ollama\" or name the service as a model's provider")
+        << policy;
+  }
+  EXPECT_EQ(config_error(R"({"services": {"v": {"command": ["v"], "model_api": "vllm",
+                             "upstream": "127.0.0.1:8001", "model_policy": "adaptive"}}})"),
+            "config error in bad.json: services.v.model_policy: a \"vllm\" server has no unload "
+            "API: its model stays while the server runs; free it with the service's sleep_tiers "
+            "(vllm_sleep, stop) instead");
 }
 
 // The break-even: a measured load of 2 s caps the keep-alive at 120 s (2 s x 60); a client's

@@ -390,6 +390,7 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
                "wake_page",
                "sleep_tiers",
                "policy",
+               "model_policy",
                "activity",
                "gpu_devices",
                "schedule",
@@ -600,6 +601,14 @@ ServiceConfig read_service_entry(const std::string& name, const json& value,
              "\"" + *policy + "\" chooses the one idle timeout: not together with sleep_tiers");
     }
     spec.policy = *policy;
+  }
+  if (auto policy = r.read_string("model_policy")) {
+    if (find_policy(*policy) == nullptr) {
+      r.fail(r.key_path("model_policy"),
+             "must be one of " + policy_names() + ", got \"" + *policy + "\"");
+    }
+    spec.model_policy = *policy;
+    sc.model_policy_given = true;
   }
   read_schedule(r, spec, default_timezone);
   if (const json* activity = r.find("activity")) {
@@ -1182,6 +1191,14 @@ Config parse_config(const std::string& text, const std::string& source) {
       top.fail("services." + sc.spec.name + ".model_keep_alive_hours",
                no_unload_reason(sc.spec.model_api));
     }
+    // A policy for learned models chooses their keep-alive: the same servers take one.
+    if (const KeepAliveRefusal r = model_policy_refusal(sc); r != KeepAliveRefusal::kNone) {
+      top.fail("services." + sc.spec.name + ".model_policy",
+               r == KeepAliveRefusal::kNoUnload
+                   ? no_unload_reason(sc.spec.model_api)
+                   : "is for a model server: set \"model_api\": \"ollama\" or name the service "
+                     "as a model's provider");
+    }
     for (const auto& m : config.models) {
       if (m.provider == sc.spec.name && m.keep_alive_hours &&
           !keeps_models_alive(sc.spec.model_api)) {
@@ -1268,10 +1285,20 @@ KeepAliveRefusal model_keep_alive_refusal(const ServiceSpec& spec) {
   return KeepAliveRefusal::kNone;
 }
 
+KeepAliveRefusal model_policy_refusal(const ServiceConfig& sc) {
+  if (!sc.model_policy_given) return KeepAliveRefusal::kNone;
+  if (sc.spec.model_api == ServiceSpec::ModelApi::kNone) return KeepAliveRefusal::kNotAModelServer;
+  if (!keeps_models_alive(sc.spec.model_api) && sc.spec.model_policy != "fixed") {
+    return KeepAliveRefusal::kNoUnload;
+  }
+  return KeepAliveRefusal::kNone;
+}
+
 std::string no_unload_reason(ServiceSpec::ModelApi api) {
   return a_quoted(to_string(api)) +
          " server has no unload API: its model stays while the server runs; free it with the "
-         "service's sleep_tiers (vllm_sleep, stop) instead";
+         "service's sleep_tiers (" +
+         (api == ServiceSpec::ModelApi::kVllm ? "vllm_sleep, stop" : "stop") + ") instead";
 }
 
 bool is_loopback_host(const std::string& host) {

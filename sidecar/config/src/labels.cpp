@@ -41,6 +41,7 @@ constexpr LabelKey kLabels[] = {
     {"protocol", "protocol", LabelKind::kString},
     {"model-api", "model_api", LabelKind::kString},
     {"model-keep-alive", "model_keep_alive_hours", LabelKind::kDuration},
+    {"model-policy", "model_policy", LabelKind::kString},
     {"sleep-tiers", "sleep_tiers", LabelKind::kTiers},
     {"activity", "activity", LabelKind::kJson},
     {"wake-page", "wake_page", LabelKind::kBool},
@@ -285,14 +286,16 @@ Result<ServiceConfig> from_labels(const LabelDialect& d, const std::string& defa
   }
   try {
     ServiceConfig sc = parse_service(name, entry, noun + "s of " + what, b.timezone);
-    switch (model_keep_alive_refusal(sc.spec)) {
-      case KeepAliveRefusal::kNotAModelServer:
-        return bad(prefix + "model-keep-alive",
-                   "is for a model server: add " + prefix + "model-api=ollama");
-      case KeepAliveRefusal::kNoUnload:
-        return bad(prefix + "model-keep-alive", no_unload_reason(sc.spec.model_api));
-      case KeepAliveRefusal::kNone:
-        break;
+    // The config file's rules for a model server's keys (config.h).
+    for (const auto& [refusal, label] :
+         {std::pair{model_keep_alive_refusal(sc.spec), "model-keep-alive"},
+          std::pair{model_policy_refusal(sc), "model-policy"}}) {
+      if (refusal == KeepAliveRefusal::kNotAModelServer) {
+        return bad(prefix + label, "is for a model server: add " + prefix + "model-api=ollama");
+      }
+      if (refusal == KeepAliveRefusal::kNoUnload) {
+        return bad(prefix + label, no_unload_reason(sc.spec.model_api));
+      }
     }
     const ServiceSpec& s = sc.spec;
     if (s.listen_port != 0 || !s.listen_host.empty()) {

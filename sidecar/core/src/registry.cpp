@@ -213,8 +213,9 @@ Registry::Learned Registry::add_learned_model(const ModelSpec& spec, const Model
       --learned;
     }
     if (adding) {
-      ModelSpec learned_spec = with_server_defaults(spec);
+      ModelSpec learned_spec = spec;
       learned_spec.learned = true;
+      learned_spec = with_server_defaults(std::move(learned_spec));
       models_[spec.key()] = {std::make_shared<const ModelSpec>(std::move(learned_spec)), runtime};
       result.added = true;
     }
@@ -246,10 +247,11 @@ void Registry::add_model(const ModelSpec& spec, const ModelRuntime& runtime) {
 }
 
 ModelSpec Registry::with_server_defaults(ModelSpec spec) const {
-  if (spec.keep_alive_hours) return spec;
-  if (auto it = services_.find(spec.provider); it != services_.end()) {
-    spec.keep_alive_hours = it->second.spec->model_keep_alive_hours;
-  }
+  auto it = services_.find(spec.provider);
+  if (it == services_.end()) return spec;
+  if (!spec.keep_alive_hours) spec.keep_alive_hours = it->second.spec->model_keep_alive_hours;
+  // Its server's policy for the models it has no entry for (a configured model has its own).
+  if (spec.learned) spec.policy = it->second.spec->model_policy;
   return spec;
 }
 

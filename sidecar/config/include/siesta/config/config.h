@@ -32,6 +32,7 @@ struct ServiceConfig {
   ServiceSpec spec;
   bool idle_sleep_enabled = true;
   Desired desired = Desired::kOff;
+  bool model_policy_given = false;  // "model_policy" was in its entry (for a model server only)
 };
 
 enum class OnExit { kStop, kLeave };
@@ -138,6 +139,8 @@ bool is_loopback_host(const std::string& host);
 // model and keeps running (Ollama). A vLLM or OpenAI-compatible server's model is the process.
 enum class KeepAliveRefusal { kNone, kNotAModelServer, kNoUnload };
 KeepAliveRefusal model_keep_alive_refusal(const ServiceSpec& spec);
+// The same for "model_policy" (the policy of a server's learned models), when it was given.
+KeepAliveRefusal model_policy_refusal(const ServiceConfig& sc);
 // Whether a server of this API can keep a model for a while and then unload it.
 bool keeps_models_alive(ServiceSpec::ModelApi api);
 // Why kNoUnload, as the config says it ("a \"vllm\" server has no unload API: ...").

@@ -130,7 +130,8 @@ class Registry {
 
   mutable std::mutex mu_;
   Settings settings_;
-  // `spec` with its provider's default keep-alive when it has none. Called under mu_.
+  // `spec` with its provider's default keep-alive when it has none, and (learned) the provider's
+  // model_policy. Called under mu_.
   ModelSpec with_server_defaults(ModelSpec spec) const;
 
   std::map<std::string, ServiceEntry> services_;

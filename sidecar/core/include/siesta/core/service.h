@@ -99,6 +99,9 @@ struct ServiceSpec {
   // For a model server: the keep-alive of the models it serves that have no "models" entry of
   // their own (learned ones); unset: the global model_keep_alive_hours.
   std::optional<double> model_keep_alive_hours;
+  // For a model server: the keep-alive policy (policy.h) of the models it serves that have no
+  // "models" entry of their own (learned ones): "fixed" or "adaptive".
+  std::string model_policy = "fixed";
   HealthCheck health;
   std::optional<double> idle_timeout_minutes;  // overrides the global setting
   // The timeout policy (policy.h): "fixed" (the idle timeout) or "adaptive" (learned from the
