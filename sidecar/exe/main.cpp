@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "siesta/api/admin_server.h"
+#include "siesta/backends/process_backend.h"
 #include "siesta/bootstrap/bootstrap.h"
 #include "siesta/config/config.h"
 #include "siesta/core/registry.h"
@@ -162,6 +163,10 @@ int main(int argc, char** argv) {
   metrics.set_currency(config.currency);
   siesta::ThreadExecutor executor;
   siesta::Monitor monitor(registry, controller, clock, events, executor);
+  // A process that ended on its own is looked at now, not at the next check.
+  backend_set.process->set_exit_listener([&executor, &controller](const std::string& service) {
+    executor.post([&controller, service] { controller.refresh(service); });
+  });
   // Activity signals (docs/activity.md): sampled on the monitor's executor.
   siesta::ActivitySampler activity(
       registry, clock, config.activity,
@@ -227,6 +232,7 @@ int main(int argc, char** argv) {
   discovery.stop();
   admin.stop();
   server.join();
+  backend_set.process->set_exit_listener(nullptr);
   executor.join_all();
   if (config.on_exit == siesta::OnExit::kStop) {
     controller.stop_all();

@@ -618,7 +618,10 @@ TEST_F(Vllm, AnEngineThatCannotTakeItsPortBecauseAnotherHoldsItIsAFailedStartSai
   ASSERT_GT(by_hand, 0);
   const Reaped reaped(by_hand);
   ASSERT_TRUE(eventually([&] { return emulator("/is_sleeping").is_object(); }));
-  SiestaProcess siesta(dir.path(), config(""));
+  // Checks ten minutes apart: the exit is news at once, not at the next check (a new user's
+  // re-trial: it said running, "kept serving", for a whole check interval).
+  SiestaProcess siesta(dir.path(),
+                       config("", {}, "vllm", json{{"idle_check_interval_minutes", 10}}));
   ASSERT_TRUE(siesta.start()) << siesta.log();
   auto res = chat();  // served: by the engine started by hand
   ASSERT_TRUE(res) << siesta.log();

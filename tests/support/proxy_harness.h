@@ -84,6 +84,11 @@ class FakeProxyControl final : public ProxyControl {
     std::lock_guard lock(mu_);
     calls.push_back(call);
   }
+  Status model_request_gives_way(const ModelKey& model) override {
+    std::lock_guard lock(mu_);
+    gives_way_asked.push_back(model.name + "@" + model.service);
+    return gives_way;
+  }
   KeepAlivePolicy keep_alive_policy(const ModelKey& /*model*/) override { return {300, 0, 3600}; }
   ModelProvider* provider_of(const std::string& /*service*/) override { return nullptr; }
 
@@ -116,8 +121,10 @@ class FakeProxyControl final : public ProxyControl {
   ServiceState state = ServiceState::kRunning;
   Status wake_result = Status::ok();
   bool hold_wake = false;
-  std::function<void()> on_wake;   // runs inside wake(), e.g. to advance the fake clock
-  std::optional<WakeReport> told;  // what a wake that starts reports (else: a start, untimed)
+  std::function<void()> on_wake;    // runs inside wake(), e.g. to advance the fake clock
+  std::optional<WakeReport> told;   // what a wake that starts reports (else: a start, untimed)
+  Status gives_way = Status::ok();  // what model_request_gives_way answers
+  std::vector<std::string> gives_way_asked;  // "llama3@web": the models it was asked for
   // Runs inside end_request() and end_model_request() (on the proxy's I/O thread, before the
   // call is recorded), with the call as `calls` will have it.
   std::function<void(const std::string& call)> on_end;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "siesta/core/decide.h"
 #include "world.h"
 
 namespace siesta::testing {
@@ -71,6 +72,67 @@ TEST(Controller, StartFailureSetsErrorCountsAndIsRetriedForDesiredOn) {
   w.monitor->step();
   EXPECT_EQ(w.service("r").state, ServiceState::kRunning);
   EXPECT_EQ(w.backend.count("start r"), 2);
+}
+
+// Issue 24, a new user's re-trial: a command that cannot start was run again at every request.
+// After two failed starts in a row a request waits out a growing backoff (2 s, 4 s, ...), answered
+// at once with when the next try comes; an admin wake tries at once; a good start ends it.
+TEST(Controller, AStartThatKeepsFailingIsTriedAgainAfterABackoffNotAtEveryRequest) {
+  World w(kTwo);
+  w.backend.fail_start.insert("a");
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));  // one failure may pass: tried
+  EXPECT_EQ(w.backend.count("start a"), 2);
+  Status refused = w.controller->wake("a", Reason::kRequest);
+  EXPECT_FALSE(refused);
+  EXPECT_EQ(w.backend.count("start a"), 2);  // not tried
+  EXPECT_EQ(refused.code(), ErrorCode::kUnavailable);
+  EXPECT_TRUE(refused.retry_may_help());
+  EXPECT_EQ(refused.message(),
+            "not started: its last 2 starts failed, the last 0.0 s ago (start failed: start "
+            "refused); a request tries again in 2.0 s (an admin wake, POST "
+            "/admin/services/a/wake, at once)");
+  EXPECT_EQ(refused.retry_after(), 2);  // Retry-After: when a request may try again
+  w.clock.advance(seconds(2));
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_EQ(w.backend.count("start a"), 3);
+  w.clock.advance(seconds(3));  // the third in a row: 4 s
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_EQ(w.backend.count("start a"), 3);
+  EXPECT_NE(w.controller->wake("a", Reason::kRequest).message().find("tries again in 1.0 s"),
+            std::string::npos);
+  EXPECT_FALSE(w.controller->wake("a", Reason::kManual));  // an admin wake: tried
+  EXPECT_EQ(w.backend.count("start a"), 4);
+  w.backend.fail_start.clear();
+  EXPECT_TRUE(w.controller->wake("a", Reason::kManual));
+  EXPECT_EQ(w.backend.count("start a"), 5);
+  // A good start ends the backoff: the next failure may pass again.
+  ASSERT_TRUE(w.controller->sleep("a"));
+  w.backend.fail_start.insert("a");
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_FALSE(w.controller->wake("a", Reason::kRequest));
+  EXPECT_EQ(w.backend.count("start a"), 7);
+  EXPECT_EQ(start_backoff(7), Seconds(60));
+  EXPECT_EQ(start_backoff(30), Seconds(60));
+
+  // A start that passed its readiness probe (another process answered it on the service's port)
+  // and is found failed when its own process exits counts the same (a new user's re-trial: every
+  // request started another process).
+  ASSERT_TRUE(w.controller->wake("b", Reason::kRequest));
+  w.backend.start_failures["b"] = "process 42 exited with code 1 while another process answers";
+  for (int round = 1; round <= 2; ++round) {
+    w.backend.running.erase("b");
+    w.controller->reconcile();
+    ASSERT_EQ(w.service("b").state, ServiceState::kError) << round;
+    if (round == 1) {
+      EXPECT_TRUE(w.controller->wake("b", Reason::kRequest));  // tried again
+    }
+  }
+  EXPECT_EQ(w.backend.count("start b"), 2);
+  Status b = w.controller->wake("b", Reason::kRequest);
+  EXPECT_FALSE(b);
+  EXPECT_NE(b.message().find("its last 2 starts failed"), std::string::npos) << b.message();
+  EXPECT_EQ(w.backend.count("start b"), 2);
 }
 
 TEST(Controller, NotReadyWithinStartTimeoutIsAnErrorAndTheProcessIsStopped) {

@@ -1044,6 +1044,47 @@ TEST(GpuController, AModelRequestGivesWayToAWakeThatWaitedHalfItsTime) {
   EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start ollama", "stop ollama", "start w"}));
 }
 
+// The same for a request for a loaded model, which needs no room and so never queued (a new
+// user's re-trial: 2-3 clients streaming to the loaded model kept Ollama in flight, 125-131
+// requests served, and the big wake got its 503 after gpu.wait_seconds). Before half of w's wait
+// it goes on; past it, it gives way, and once the requests on ollama end, w starts.
+TEST(GpuController, ARequestForALoadedModelGivesWayToAWakeThatWaitedHalfItsTime) {
+  testing::World w(kOllamaTwoModelsAndW);
+  serve_r1_on_m1(w);
+  const ModelKey m1 = w.key("m1");
+  Status w_woke;
+  std::thread wake([&] { w_woke = w.controller->wake("w", Reason::kRequest); });
+  while (w.controller->gpu_waiting() < 1) std::this_thread::yield();  // w waits for r1
+  const auto request = [&] {  // the proxy's calls for a request on m1, loaded
+    EXPECT_TRUE(w.controller->begin_request("ollama"));
+    EXPECT_FALSE(w.controller->begin_model_request(m1).has_value());  // loaded: no room to make
+    return w.controller->model_request_gives_way(m1);
+  };
+  const auto end = [&] {
+    w.controller->end_model_request(m1, false);
+    w.controller->end_request("ollama");
+  };
+  Status early = request();
+  EXPECT_TRUE(early) << early.message();  // w has time to spare
+  end();
+  w.clock.advance(std::chrono::seconds(600'000'000));  // over half its wait
+  for (int i = 0; i < 3; ++i) {
+    Status late = request();
+    EXPECT_FALSE(late);
+    EXPECT_NE(late.message().find("w is first in line"), std::string::npos) << late.message();
+    EXPECT_NE(late.message().find("it gives way"), std::string::npos) << late.message();
+    EXPECT_TRUE(late.retry_may_help());
+    end();
+  }
+  w.controller->end_model_request(m1, true);  // r1 ends: nothing left on ollama
+  w.controller->end_request("ollama");
+  wake.join();
+  EXPECT_TRUE(w_woke) << w_woke.message();
+  EXPECT_EQ(w.backend.calls, (std::vector<std::string>{"start ollama", "stop ollama", "start w"}));
+  // Nobody waits: a request for m1 (on ollama, started again by it) would not give way.
+  EXPECT_TRUE(w.controller->model_request_gives_way(m1));
+}
+
 // A request for a model that is being unloaded (for room, or its keep-alive) loads it again: it
 // makes room first, as for a model not loaded (a new user's re-trial: it was forwarded without a
 // plan, and the budget stayed over, 1400 of 1000 MiB). m (its server reported 500 MiB) unloads
@@ -1128,6 +1169,35 @@ TEST(GpuController, AnAdminLoadInProgressHoldsItsRoom) {
   // Loaded: it holds its size as a loaded model, and is idle (no admin load left counted).
   EXPECT_EQ(w.model("llama").admin_loads, 0);
   EXPECT_FALSE(w.model("llama").load_room);
+  EXPECT_DOUBLE_EQ(
+      gpu_use(w.config.gpu, gpu_holders(w.config.gpu, w.registry->snapshot()))[0].held_mib, 650);
+}
+
+// A new user's re-trial (5 runs in 85): an admin load of llama, already loaded, found it loaded
+// and went on; an eviction for room unloaded it before the load reached Ollama, which loaded it
+// again beside the model the room was made for (1150 of 1000 MiB). The admin load holds the
+// loaded model from its look on, under the lock the eviction's claim takes: qwen finds no room.
+TEST(GpuController, AnAdminLoadOfALoadedModelKeepsItFromAnEvictionForRoom) {
+  testing::World w(ollama_two_models(0));
+  w.controller->set_gpu(w.config.gpu);
+  ASSERT_TRUE(w.controller->wake("ollama", Reason::kRequest));
+  const ModelKey qwen = w.key("qwen"), llama = w.key("llama");
+  ASSERT_TRUE(w.controller->load_model(llama));
+  ASSERT_TRUE(w.model("llama").loaded);
+  Status qwen_room;
+  w.provider.during_load = [&](const std::string& model) {
+    if (model != "llama") return;
+    ASSERT_TRUE(w.controller->begin_request("ollama"));
+    (void)w.controller->begin_model_request(qwen);
+    qwen_room = w.controller->make_room_for_model(qwen);
+    w.controller->end_model_request(qwen, false);
+    w.controller->end_request("ollama");
+  };
+  ASSERT_TRUE(w.controller->load_model(llama));
+  EXPECT_FALSE(qwen_room);  // no wait configured: llama's load is in the way
+  EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"load llama", "load llama"}));
+  EXPECT_TRUE(w.model("llama").loaded);
+  EXPECT_EQ(w.model("llama").admin_loads, 0);
   EXPECT_DOUBLE_EQ(
       gpu_use(w.config.gpu, gpu_holders(w.config.gpu, w.registry->snapshot()))[0].held_mib, 650);
 }

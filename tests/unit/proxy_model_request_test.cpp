@@ -104,6 +104,7 @@ TEST(ProxyModelRequest, AModelRouteIsReadItsKeepAliveWrittenAndItsModelBegunAcce
       h.control.read(h.control.calls),
       ElementsAre("begin_request web", "begin_model llama3@web", "model_accepted llama3@web 300",
                   "end_model llama3@web accepted", "end_request web"));
+  EXPECT_THAT(h.control.read(h.control.gives_way_asked), ElementsAre("llama3@web"));
   ASSERT_EQ(server.seen().size(), 1u);
   auto body = nlohmann::json::parse(server.seen()[0].body);
   EXPECT_EQ(body["model"], "llama3");
@@ -148,6 +149,32 @@ TEST(ProxyModelRequest, OtherRoutesBeginNoModelAndARefusalIsNotAccepted) {
   EXPECT_THAT(h.control.read(h.control.calls),
               ElementsAre("begin_request web", "begin_model nope@web",
                           "end_model nope@web not accepted", "end_request web"));
+}
+
+// A request for a loaded model that must give way to a wake first in line for GPU room
+// (docs/gpu.md) gets a 503 in the JSON error shape with Retry-After, and never reaches its
+// server; its model and its request end all the same.
+TEST(ProxyModelRequest, ARequestThatGivesWayToAWakeIsAnswered503AndNotForwarded) {
+  ModelServer server(json_answer("HTTP/1.1 200 OK", R"({"response":"hi","done":true})"));
+  ProxyHarness h(server.port(), kOllama, with_model_apis());
+  h.control.set([](FakeProxyControl& fake) {
+    fake.gives_way = {ErrorCode::kUnavailable, "not forwarded: big is first in line"};
+  });
+  auto c = h.client();
+  auto res = c.Post("/api/generate", R"({"model":"llama3","prompt":"hi"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->get_header_value("Retry-After"), "5");
+  const auto body = nlohmann::json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << res->body;
+  EXPECT_EQ(body["error"]["code"], "unavailable") << res->body;
+  EXPECT_EQ(body["error"]["message"],
+            "request for model llama3 not forwarded: big is first in line");
+  ASSERT_TRUE(h.control.wait_until([&] { return h.control.ended == 1; }));
+  EXPECT_THAT(h.control.read(h.control.calls),
+              ElementsAre("begin_request web", "begin_model llama3@web",
+                          "end_model llama3@web not accepted", "end_request web"));
+  EXPECT_TRUE(server.seen().empty());
 }
 
 // The request is in flight (and its model begun) before the model server sees it, and stays so

@@ -787,6 +787,18 @@ TEST(VllmSleep, ThePolicyReasonPromisesNoTierWhileNoneCanCome) {
             "sleep_tiers: tier 1 of 3 (pause) comes after 1 minute idle, then tier 3 of 3 (stop) "
             "after 60 minutes idle");
   w.controller->end_request("vllm");
+  // Stopped, with idle sleep off (for it, or globally): no tier after a wake either (a new
+  // user's re-trial: tier 1 was promised).
+  ASSERT_TRUE(w.controller->sleep("vllm"));
+  ASSERT_TRUE(w.controller->set_idle_sleep("vllm", false));
+  EXPECT_EQ(reason(),
+            "sleep_tiers: stopped (its last tier); after a wake, no tier comes while idle sleep is "
+            "disabled for this service");
+  ASSERT_TRUE(w.controller->set_idle_sleep("vllm", true));
+  ASSERT_TRUE(w.controller->update_settings([](Settings& s) { s.idle_sleep_enabled = false; }));
+  EXPECT_EQ(reason(),
+            "sleep_tiers: stopped (its last tier); after a wake, no tier comes while idle sleep is "
+            "disabled globally");
 }
 
 // Issue 24, a new user's trial: a model of a vLLM or OpenAI-compatible server showed a keep-alive

@@ -186,9 +186,9 @@ Reply status_reply(const Status& st, const std::string& failed = "") {
   const int status = http_status(st.code());
   Reply r = error_reply(status, error_code_name(st.code()),
                         (status >= 500 ? failed : std::string()) + st.message());
-  if ((st.code() == ErrorCode::kTimeout || st.code() == ErrorCode::kUnavailable) &&
-      st.retry_may_help()) {
-    r.headers.emplace_back("Retry-After", "5");
+  if (auto after = st.retry_after();
+      (st.code() == ErrorCode::kTimeout || st.code() == ErrorCode::kUnavailable) && after) {
+    r.headers.emplace_back("Retry-After", std::to_string(*after));
   }
   return r;
 }

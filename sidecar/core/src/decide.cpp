@@ -295,11 +295,18 @@ WallTime retry_at(const Settings& settings, WallTime now) {
   return now + to_wall_duration(retry_delay(settings));
 }
 
+Seconds start_backoff(int failed_in_a_row) {
+  if (failed_in_a_row < 2) return Seconds(0);
+  if (failed_in_a_row >= 7) return Seconds(60);
+  return Seconds(static_cast<double>(1 << (failed_in_a_row - 1)));
+}
+
 KeepAlivePolicy keep_alive_policy(const Settings& settings, const ModelSpec* model,
                                   const ServiceSpec* server, const ModelRuntime* runtime) {
   ModelSpec defaults;
-  if (model == nullptr && server != nullptr) {
+  if (model == nullptr && server != nullptr) {  // as it would be learned (registry.h)
     defaults.keep_alive_hours = server->model_keep_alive_hours;
+    defaults.policy = server->model_policy;
   }
   const ModelSpec& spec = model != nullptr ? *model : defaults;
   static const ModelRuntime kNoHistory;
@@ -328,7 +335,7 @@ UnloadBlocker unload_blocker(const Settings& settings, const ModelRuntime& rt, W
   if (!settings.idle_sleep_enabled) return UnloadBlocker::kGlobalDisabled;
   if (!rt.loaded) return UnloadBlocker::kNotLoaded;
   if (rt.unloading) return UnloadBlocker::kUnloading;
-  if (rt.in_flight > 0) return UnloadBlocker::kInFlight;
+  if (rt.in_flight > 0 || rt.admin_loads > 0) return UnloadBlocker::kInFlight;  // or loading
   if (rt.retry_at && now < *rt.retry_at) return UnloadBlocker::kRetryWait;
   return UnloadBlocker::kNone;
 }
@@ -439,7 +446,11 @@ std::string tiers_reason(const ServiceSpec& spec, const ServiceRuntime& rt,
   const std::size_t first = upcoming_tier(spec, rt, 0);
   if (rt.state == ServiceState::kStopped) {
     out += "stopped (its last tier)";
-    if (first < n) {
+    if (blocker != SleepBlocker::kNone && blocker != SleepBlocker::kNotRunning &&
+        blocker != SleepBlocker::kInFlight) {
+      // A new user's re-trial: tier 1 was promised after a wake while idle sleep was off.
+      out += std::string("; after a wake, no tier comes while ") + describe(blocker);
+    } else if (first < n) {
       out += "; after a wake, " + nth(first) + " comes " +
              idle_minutes_text(tiers[first].after_minutes);
     }

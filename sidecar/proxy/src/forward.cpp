@@ -134,8 +134,7 @@ awaitable<std::optional<bool>> Server::wake_asleep(Exchange& x) {
     co_return co_await reply(
         x,
         error_response(http::status::service_unavailable, x.version, error_code_name(st.code()),
-                       wake_failed(service) + st.message(),
-                       st.retry_may_help() ? std::optional(5) : std::nullopt),
+                       wake_failed(service) + st.message(), st.retry_after()),
         false);
   }
   // The wake as siesta timed it, the figure its metrics count; the request's own wait when it
@@ -191,8 +190,18 @@ awaitable<std::optional<bool>> Server::read_model_request(Exchange& x) {
       co_return co_await reply(
           x,
           error_response(http::status::service_unavailable, x.version, error_code_name(room.code()),
-                         load_failed(x.model_use->model.name) + room.message(),
-                         room.retry_may_help() ? std::optional(5) : std::nullopt),
+                         load_failed(x.model_use->model.name) + room.message(), room.retry_after()),
+          x.keep_alive);
+    }
+  } else if (x.model_use) {
+    // Loaded: forwarded at once, unless a wake first in line for GPU room waits for this server's
+    // requests to end and has spent half its wait (docs/gpu.md).
+    if (Status st = control_.model_request_gives_way(x.model_use->model); !st) {
+      co_return co_await reply(
+          x,
+          error_response(http::status::service_unavailable, x.version, error_code_name(st.code()),
+                         "request for model " + x.model_use->model.name + " " + st.message(),
+                         st.retry_after()),
           x.keep_alive);
     }
   }

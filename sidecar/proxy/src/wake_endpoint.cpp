@@ -54,7 +54,7 @@ awaitable<http::response<http::string_body>> Server::wake_endpoint(const std::st
     if (!st) {
       co_return error_response(http::status::service_unavailable, version,
                                error_code_name(st.code()), wake_failed(service) + st.message(),
-                               st.retry_may_help() ? std::optional(5) : std::nullopt);
+                               st.retry_after());
     }
   }
   http::response<http::string_body> res{http::status::no_content, version};

@@ -246,6 +246,7 @@ Status Controller::wake(const std::string& service, Reason reason, WakeReport* r
     }
   });
   if (already_up) {
+    s->failed_starts = 0;  // up after all (started outside siesta, or seen serving)
     // A light tier that left it serving (unload_models): nothing to undo.
     if (!from.empty()) (void)woke_from_tier(from);
     woke = from;
@@ -269,6 +270,25 @@ Status Controller::wake(const std::string& service, Reason reason, WakeReport* r
   if (s->starts.load() != starts_seen) {
     if (s->last_start && is_use(reason)) (void)touch_service(service);
     return s->last_start;
+  }
+
+  // A start that keeps failing is not run again at every request (a command that cannot start,
+  // a broken image): after two in a row, requests wait out a growing backoff, answered at once.
+  if (reason == Reason::kRequest && s->failed_starts >= 2) {
+    const Seconds backoff = start_backoff(s->failed_starts);
+    const Seconds since = clock_.mono_now() - s->last_failed_start;
+    if (since < backoff) {
+      auto failed = registry_.service(service);
+      const std::string last = failed ? failed->runtime.last_error : std::string();
+      const Seconds left = backoff - since;
+      return Status(ErrorCode::kUnavailable,
+                    fmt::format("not started: its last {} starts failed, the last {:.1f} s ago{}; "
+                                "a request tries again in {:.1f} s (an admin wake, POST "
+                                "/admin/services/{}/wake, at once)",
+                                s->failed_starts, since.count(),
+                                last.empty() ? "" : " (" + last + ")", left.count(), service))
+          .with_retry_after(static_cast<int>(std::ceil(left.count())));
+    }
   }
 
   const auto mark_starting = [&] {
@@ -328,6 +348,13 @@ Status Controller::wake(const std::string& service, Reason reason, WakeReport* r
   const Seconds took = clock_.mono_now() - t0;
   s->last_start = st;
   s->starts.fetch_add(1);
+  // Counted until it proves itself (siesta stops it, or finds it up): a start that passed its
+  // readiness probe may still be a failed start, found when its process exits (another process
+  // answered the probe on its port), and those must add up too.
+  if (!st) {
+    ++s->failed_starts;
+    s->last_failed_start = clock_.mono_now();
+  }
   if (st) {
     const WallTime ready_at = clock_.wall_now();
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
@@ -529,6 +556,9 @@ void Controller::finish_light_sleep(const std::string& service, std::size_t tier
     if (holds) recorder_.service_failed(service, ServiceOperation::kPause);
     spdlog::error("Service {}: light sleep ({}) failed: {}", service, to_string(action),
                   st.message());
+    // The failure may be news of the service itself (its process is gone): looked at now, not
+    // at the next check.
+    (void)reconcile_locked(service);
   }
   (void)save();
 }
@@ -654,6 +684,7 @@ Status Controller::stop_locked(const std::string& service, Reason reason) {
     registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
       set_stopped(rt, clock_.wall_now());
     });
+    if (Slot* s = slot(service)) s->failed_starts = 0;  // it ran until siesta stopped it
     recorder_.service_slept(service, reason);
     if (reason == Reason::kIdle)
       recorder_.service_tier_entered(service, to_string(TierAction::kStop));
@@ -737,6 +768,9 @@ void Controller::end_request(const std::string& service, bool use) {
     rt.last_used = now;
     if (idle) deadline = first_tier_at(settings, spec, rt, now);
   });
+  // Its last use is kept in the state file from the monitor's next pass (a new user's trial: it
+  // was written only at the next state change, so a crash lost every use since).
+  if (use) kept_unsaved_.store(true);
   if (idle && !use) {
     // A probe is no use, but it held back a sleep that may be due now.
     registry_.changes().notify_if_before(now);
@@ -780,11 +814,25 @@ void Controller::model_load_measured(const ModelKey& model, Seconds took) {
 }
 void Controller::end_model_request(const ModelKey& model, bool accepted) {
   models_.end_model_request(model, accepted);
+  kept_unsaved_.store(true);  // its use (learned, loaded, last used): saved at the next pass
 }
 Status Controller::room_for_model(const ModelKey& model, bool in_flight, bool* counted) {
   auto m = registry_.model(model);
-  // Loaded: no room to make; being unloaded: loaded again, so room first.
-  if (!m || !gpu_.enabled() || (m->runtime.loaded && !m->runtime.unloading)) return Status::ok();
+  if (!m || !gpu_.enabled()) return Status::ok();
+  // Loaded: no room to make; being unloaded: loaded again, so room first. An admin load of a
+  // loaded model holds it from this look on, under the same lock as an eviction's claim (else an
+  // eviction for room could unload it between this look and the load, which loads it again
+  // without room: a new user's re-trial, the budget over).
+  const bool admin_load = !in_flight && counted != nullptr;
+  bool loaded = false;
+  registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
+    loaded = rt.loaded && !rt.unloading;
+    if (loaded && admin_load) ++rt.admin_loads;
+  });
+  if (loaded) {
+    if (admin_load) *counted = true;
+    return Status::ok();
+  }
   // Being loaded by another request or an admin load, which made its room: this request waits for
   // that load at its server, not in the queue (queued, it held the room a request ahead of it
   // waited for: a new user's re-trial, an admin load then requests for two models at once).
@@ -1042,6 +1090,11 @@ bool Controller::reconcile_locked(const std::string& service) {
     // answered the readiness probe and the requests meanwhile): a failed start, not a stop.
     registry_.update_service(service,
                              [&](const ServiceSpec&, ServiceRuntime& rt) { set_stopped(rt, now); });
+    // A failed start for the backoff too (it passed its readiness probe: counted only now).
+    if (Slot* s = slot(service)) {
+      ++s->failed_starts;
+      s->last_failed_start = clock_.mono_now();
+    }
     // It was taken for running until now: what siesta forwarded meanwhile went to the other.
     fail_service(service, ServiceOperation::kStart,
                  {ErrorCode::kFailed, seen->start_failure +
@@ -1219,6 +1272,11 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
       gpu_waiting_.fetch_sub(1);
       recorder_.gpu_wait(false, outcome);
     }
+    const auto self = std::find_if(gpu_queue_.begin(), gpu_queue_.end(),
+                                   [&](const GpuQueued& q) { return q.ticket == ticket; });
+    if (self != gpu_queue_.end() && self->gave_way > 1) {
+      spdlog::info("GPU: {} requests gave way to {} ({})", self->gave_way, request.name, outcome);
+    }
     std::erase_if(gpu_queue_, [&](const GpuQueued& q) { return q.ticket == ticket; });
     gpu_cv_.notify_all();
   };
@@ -1280,7 +1338,8 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
         }
       }
       if (may_go_ahead(gpu_, holders, request, earlier)) {
-        spdlog::info("GPU: {} fits now and goes ahead of {} waiting", request.name, earlier.size());
+        spdlog::info("GPU: {} fits now and goes ahead of those queued before it: {}", request.name,
+                     queued_ahead());
         for (GpuQueued& q : gpu_queue_) {  // counted on by them: evicted for them last
           if (q.ticket == ticket) break;
           q.went_ahead.emplace_back(request.kind, request.name);
@@ -1312,11 +1371,7 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
         // line, is served before its own wait runs out (a new user's re-trial: a stream of model
         // requests went ahead of a big wake, each with a model swap, until its 503).
         if (head_waited.count() * 2 >= gpu_.wait_seconds) {
-          spdlog::warn(
-              "GPU: {} gives way to {}, which waits for the requests on {} and has "
-              "waited {:.1f} s of its {:g} s",
-              request.name, head.request.name, request.service, head_waited.count(),
-              gpu_.wait_seconds);
+          say_gives_way(gpu_queue_.front(), "a request for " + request.name, request.service);
           const std::string message = fmt::format(
               "no room in the GPU budget now: {} is first in line ({:.1f} s of gpu.wait_seconds "
               "{:g} waited) and waits for the requests on {}, this one among them: it gives way",
@@ -1383,7 +1438,11 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
       begin_wait();
       if (clock_.mono_now() >= deadline) {
         const std::string why = refusal_text(plan);
-        spdlog::warn("GPU: no room for {} {}: {}", request.name, waited, why);
+        // An exclusive partner's work alone: the memory is there, it is not said to be missing.
+        spdlog::warn(
+            "GPU: {} {}: {}",
+            plan.exclusive_only ? request.name + " not started" : "no room for " + request.name,
+            waited, why);
         leave("timed_out");
         // Retry-After: the work in flight it waited for will end. An exclusive partner's work
         // alone: the memory is there, it is not said to be missing.
@@ -1398,6 +1457,62 @@ Status Controller::make_room(const GpuRequest& request, const std::function<void
   }
 }
 
+void Controller::say_gives_way(GpuQueued& head, const std::string& what,
+                               const std::string& server) {
+  const Seconds waited = clock_.mono_now() - head.queued_at;
+  // One warning per head (a new user's re-trial: one per request, hundreds in a stream).
+  const auto level = head.gave_way++ == 0 ? spdlog::level::warn : spdlog::level::debug;
+  spdlog::log(level,
+              "GPU: {} gives way to {}, which waits for the requests on {} and has waited "
+              "{:.1f} s of its {:g} s{}",
+              what, head.request.name, server, waited.count(), gpu_.wait_seconds,
+              head.gave_way == 1 ? " (the next that do are counted, not logged)" : "");
+}
+
+bool Controller::head_waits_only_for(const std::string& server, std::optional<int> requests) const {
+  const GpuQueued& head = gpu_queue_.front();
+  Snapshot snap = registry_.snapshot();
+  const auto plan = [&] {
+    std::vector<GpuHolder> holders = gpu_holders(gpu_, snap, clock_.wall_now());
+    std::erase_if(holders, [&](const GpuHolder& h) {
+      return h.kind == head.request.kind && h.name == head.request.name;
+    });
+    return plan_room(gpu_, holders, head.request).verdict;
+  };
+  if (plan() != RoomVerdict::kWait) return false;
+  // Without those requests' counts, would the head still wait?
+  for (ServiceView& s : snap.services) {
+    if (s.spec->name != server) continue;
+    s.runtime.in_flight = requests ? std::max(0, s.runtime.in_flight - *requests) : 0;
+  }
+  for (ModelView& m : snap.models) {
+    if (!requests && m.spec->provider == server) m.runtime.in_flight = 0;
+  }
+  return plan() != RoomVerdict::kWait;
+}
+
+Status Controller::model_request_gives_way(const ModelKey& model) {
+  if (!gpu_.enabled()) return Status::ok();
+  std::lock_guard lock(gpu_mu_);
+  if (gpu_queue_.empty()) return Status::ok();
+  GpuQueued& head = gpu_queue_.front();
+  const Seconds waited = clock_.mono_now() - head.queued_at;
+  // Served while the head has time to spare (as a queued model request is), and never kept from
+  // a server whose own start or load is the head.
+  if (head.making_room || waited.count() * 2 < gpu_.wait_seconds ||
+      (head.request.kind == GpuHolder::Kind::kModel && head.request.name == model.name &&
+       head.request.service == model.service) ||
+      !head_waits_only_for(model.service, std::nullopt)) {
+    return Status::ok();
+  }
+  say_gives_way(head, "a request for " + model.name, model.service);
+  return {ErrorCode::kUnavailable,
+          fmt::format("not forwarded: {} is first in line for room in the GPU budget ({:.1f} s "
+                      "of gpu.wait_seconds {:g} waited) and waits for the requests on {} to end, "
+                      "this one among them: it gives way",
+                      head.request.name, waited.count(), gpu_.wait_seconds, model.service)};
+}
+
 bool Controller::head_waits_for(const GpuQueued& self) const {
   const GpuQueued& head = gpu_queue_.front();
   if (!self.in_flight || head.making_room || &head == &self) return false;
@@ -1408,20 +1523,7 @@ bool Controller::head_waits_for(const GpuQueued& self) const {
     if (!q.in_flight || q.request.service != server) continue;
     if (queued++ == 0 && q.ticket != self.ticket) return false;
   }
-  Snapshot snap = registry_.snapshot();
-  const auto plan = [&] {
-    std::vector<GpuHolder> holders = gpu_holders(gpu_, snap, clock_.wall_now());
-    std::erase_if(holders, [&](const GpuHolder& h) {
-      return h.kind == head.request.kind && h.name == head.request.name;
-    });
-    return plan_room(gpu_, holders, head.request).verdict;
-  };
-  if (plan() != RoomVerdict::kWait) return false;
-  // Without the queued requests' counts, would the head still wait?
-  for (ServiceView& s : snap.services) {
-    if (s.spec->name == server) s.runtime.in_flight = std::max(0, s.runtime.in_flight - queued);
-  }
-  return plan() != RoomVerdict::kWait;
+  return head_waits_only_for(server, queued);
 }
 
 Status Controller::evict(const GpuHolder& h) {
@@ -1430,8 +1532,10 @@ Status Controller::evict(const GpuHolder& h) {
     auto m = registry_.model(key);
     if (!m || !m->runtime.loaded || m->runtime.in_flight > 0) return Status::ok();
     spdlog::info("GPU: unloading model {} to make room (on {})", h.name, h.service);
-    Status st = models_.unload_now(key, Reason::kMakeRoom);
-    if (st.code() == ErrorCode::kConflict) return Status::ok();  // an unload already runs
+    // A use since the plan (a request, an admin load) wins: planned again.
+    Status st = models_.unload_now(key, Reason::kMakeRoom, /*only_unused=*/true);
+    // An unload already runs, or a use since the plan: planned again (not a failed unload).
+    if (st.code() == ErrorCode::kConflict) return Status::ok();
     if (!st) return st;
     m = registry_.model(key);
     if (m && m->runtime.loaded) {  // not asked: a frozen server answers nothing

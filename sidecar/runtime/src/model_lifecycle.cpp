@@ -242,7 +242,12 @@ Status ModelLifecycle::load_model(const ModelKey& asked) {
   if (Status st = wake_(view->spec->provider); !st) return st;
   const double keep_alive =
       effective_keep_alive(registry_.settings(), *view->spec, view->runtime).count();
-  spdlog::info("Loading model {} on {}...", model, view->spec->provider);
+  // Loaded already (and not being unloaded): the request only renews its keep-alive at its
+  // server. No load happens, so none is counted nor timed (a new user's trial: a 2 ms "load"
+  // became the adaptive keep-alive's cold-start price and the load metrics' sample).
+  const bool was_loaded = view->runtime.loaded && !view->runtime.unloading;
+  spdlog::info("{} model {} on {}...", was_loaded ? "Renewing loaded" : "Loading", model,
+               view->spec->provider);
   const MonoTime t0 = clock_.mono_now();
   Status st = provider->load(model, model_server_keep_alive(keep_alive));
   const Seconds took = clock_.mono_now() - t0;
@@ -255,10 +260,14 @@ Status ModelLifecycle::load_model(const ModelKey& asked) {
   registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
-    rt.load_seconds = took.count();
+    if (!was_loaded) rt.load_seconds = took.count();
   });
-  recorder_.model_loaded(key, Reason::kManual, took);
-  spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
+  if (was_loaded) {
+    spdlog::info("Model {} was loaded already; its keep-alive runs from now", model);
+  } else {
+    recorder_.model_loaded(key, Reason::kManual, took);
+    spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
+  }
   return saved(Status::ok(), save());
 }
 
@@ -337,14 +346,17 @@ Status ModelLifecycle::unload_model(const ModelKey& key) {
   return unload_now(key, Reason::kForced);
 }
 
-Status ModelLifecycle::unload_now(const ModelKey& model, Reason reason) {
+Status ModelLifecycle::unload_now(const ModelKey& model, Reason reason, bool only_unused) {
   bool claimed = false;
   bool busy = false;
+  bool used = false;
   registry_.update_model(model, [&](const ModelSpec&, ModelRuntime& rt) {
     busy = rt.unloading;
-    if (rt.loaded && !rt.unloading) rt.unloading = claimed = true;
+    used = only_unused && rt.loaded && (rt.in_flight > 0 || rt.admin_loads > 0);
+    if (rt.loaded && !rt.unloading && !used) rt.unloading = claimed = true;
   });
   if (busy) return {ErrorCode::kConflict, "an unload of model " + model.name + " is in progress"};
+  if (used) return {ErrorCode::kConflict, "model " + model.name + " is in use"};
   if (!claimed) return Status::ok();  // not loaded (or forgotten): nothing to do
   spdlog::info("Unloading model {} ({})...", model.name, to_string(reason));
   Status st = unload_claimed(model, reason);

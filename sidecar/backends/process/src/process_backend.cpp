@@ -153,11 +153,17 @@ struct ProcessBackend::Child {
 ProcessBackend::ProcessBackend(const Clock& clock) : clock_(clock) {}
 
 ProcessBackend::~ProcessBackend() {
+  set_exit_listener(nullptr);
   // Children are left as they are (on_exit decides); the waiters are only detached from them.
   std::lock_guard lock(mu_);
   for (auto& [name, child] : children_) {
     if (child->waiter.joinable()) child->waiter.detach();
   }
+}
+
+void ProcessBackend::set_exit_listener(ExitListener listener) {
+  std::lock_guard lock(listener_->mu);
+  listener_->call = std::move(listener);
 }
 
 std::optional<double> ProcessBackend::memory_bytes(const ServiceSpec& spec) {
@@ -195,34 +201,37 @@ Status ProcessBackend::start(const ServiceSpec& spec) {
   auto child = std::make_shared<Child>();
   child->pid = pid;
   child->start_ticks = proc_start_ticks(pid);
-  child->waiter =
-      std::thread([child, name = spec.name, host = spec.upstream_host, port = spec.upstream_port] {
-        int status = 0;
-        while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
-        }
-        // Ended on its own, its whole group gone, and its upstream still answers: another process
-        // holds the port (an engine started by hand on it), so the service's own could not bind
-        // it. Only that is known here: whether the other one answered a readiness check or
-        // requests depends on when the exit came (before its readiness: nothing did; the caller
-        // says).
-        std::string note;
-        if (!child->stop_requested.load() && port > 0 && !group_alive(child->pid) &&
-            tcp_connects(host, port, milliseconds(500))) {
-          note = "process " + std::to_string(child->pid) + " " + exit_text(status) +
-                 " while another process answers its upstream " + host + ":" +
-                 std::to_string(port) +
-                 ": the port is taken (a server started by hand on it?), so the service's own "
-                 "process could not listen on it";
-        }
-        {
-          std::lock_guard lock(child->mu);
-          child->taken_upstream = std::move(note);
-          child->exited = true;
-          child->status = status;
-        }
-        child->cv.notify_all();
-        spdlog::info("Service {}: process {} {}", name, child->pid, exit_text(status));
-      });
+  child->waiter = std::thread([child, listener = listener_, name = spec.name,
+                               host = spec.upstream_host, port = spec.upstream_port] {
+    int status = 0;
+    while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    // Ended on its own, its whole group gone, and its upstream still answers: another process
+    // holds the port (an engine started by hand on it), so the service's own could not bind
+    // it. Only that is known here: whether the other one answered a readiness check or
+    // requests depends on when the exit came (before its readiness: nothing did; the caller
+    // says).
+    std::string note;
+    if (!child->stop_requested.load() && port > 0 && !group_alive(child->pid) &&
+        tcp_connects(host, port, milliseconds(500))) {
+      note = "process " + std::to_string(child->pid) + " " + exit_text(status) +
+             " while another process answers its upstream " + host + ":" + std::to_string(port) +
+             ": the port is taken (a server started by hand on it?), so the service's own "
+             "process could not listen on it";
+    }
+    {
+      std::lock_guard lock(child->mu);
+      child->taken_upstream = std::move(note);
+      child->exited = true;
+      child->status = status;
+    }
+    child->cv.notify_all();
+    spdlog::info("Service {}: process {} {}", name, child->pid, exit_text(status));
+    if (!child->stop_requested.load()) {
+      std::lock_guard lock(listener->mu);
+      if (listener->call) listener->call(name);
+    }
+  });
   spdlog::info("Service {}: started process {} ({})", spec.name, pid, spec.command[0]);
 
   std::shared_ptr<Child> previous;

@@ -181,6 +181,11 @@ Seconds retry_delay(const Settings& settings);
 Seconds reconcile_interval(const Settings& settings);
 // When a failure at `now` is retried (retry_at of a service or a model).
 WallTime retry_at(const Settings& settings, WallTime now);
+// How long after its last failed start a request may try a service's start again, after
+// `failed_in_a_row` starts failed in a row: at once after one (a passing fault), then 2, 4, 8, 16,
+// 32 s, then every 60 s (a command that cannot start was run again at every request). An admin
+// wake always tries.
+Seconds start_backoff(int failed_in_a_row);
 // A use of the service ended at `last_used` with nothing else in flight: its first sleep tier
 // (the idle timeout with no sleep_tiers) is due then. The earliest deadline the use creates.
 WallTime first_tier_at(const Settings& settings, const ServiceSpec& spec,

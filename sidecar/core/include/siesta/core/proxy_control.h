@@ -71,6 +71,14 @@ class ProxyControl {
     (void)model;
     return Status::ok();
   }
+  // Before a request for a loaded model (no ticket) is forwarded: not ok when the head of the
+  // GPU budget's queue has waited half of gpu.wait_seconds for the requests on this model's server
+  // to end (a stream of them would keep the server busy past its wait: it gives way; a 503 with
+  // Retry-After). Never blocks: called on an I/O thread.
+  virtual Status model_request_gives_way(const ModelKey& model) {
+    (void)model;
+    return Status::ok();
+  }
   // The request ended; `accepted`: model_accepted() was called for it.
   virtual void end_model_request(const ModelKey& model, bool accepted) = 0;
   // The bounds and default for a request's keep-alive on `model`; for one not known yet, those

@@ -2,6 +2,7 @@
 // Only the config loader throws, and only at start-up.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -43,11 +44,22 @@ class [[nodiscard]] Status {
   const std::string& message() const { return message_; }
   // Retry-After makes sense: a 503 that a later try may not get.
   bool retry_may_help() const { return !final_; }
+  // The Retry-After of its 503, in seconds: none for a final error; else 5, or the time until a
+  // later try can do better when that is known (with_retry_after).
+  std::optional<int> retry_after() const {
+    if (final_) return std::nullopt;
+    return retry_after_;
+  }
+  Status&& with_retry_after(int seconds) && {
+    retry_after_ = std::max(1, seconds);
+    return std::move(*this);
+  }
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
   bool final_ = false;
+  int retry_after_ = 5;
 };
 
 template <typename T>

@@ -93,6 +93,7 @@ class Controller : public ProxyControl,
   // learned; kNotFound when none has it.
   Status load_model(const ModelKey& model) override;
   Status make_room_for_model(const ModelKey& model) override;
+  Status model_request_gives_way(const ModelKey& model) override;
   // A runtime value the state file keeps changed outside a state change (a measurement): the
   // next reconcile pass saves it.
   void save_at_next_pass() { kept_unsaved_.store(true); }
@@ -178,6 +179,11 @@ class Controller : public ProxyControl,
     // of it to undo (no /wake_up to an engine never put to sleep, no unpause of a running one).
     std::atomic<std::size_t> light_pending{0};
     double warned_measured_mib = 0;  // guarded by op: a measured size over a budget, said once
+    // Starts that failed in a row (at once, or found failed when the process exited on a taken
+    // port), and when the last did (guarded by op): a request's wake waits out start_backoff()
+    // (decide.h) before it tries again. Back to 0 once siesta stops it or finds it serving.
+    int failed_starts = 0;
+    MonoTime last_failed_start{};
   };
 
   Slot* slot(const std::string& service);
@@ -264,6 +270,7 @@ class Controller : public ProxyControl,
     MonoTime queued_at{};      // when it asked
     // Requests served before it while it was queued (may_go_ahead): evicted for it last.
     std::vector<std::pair<GpuHolder::Kind, std::string>> went_ahead;
+    int gave_way = 0;  // requests it waited for that gave way to it (logged once, then counted)
   };
   std::mutex gpu_mu_;
   std::condition_variable gpu_cv_;
@@ -274,6 +281,12 @@ class Controller : public ProxyControl,
   // the head waits for: the head's plan waits only because of requests on that server that are
   // queued here. Holds gpu_mu_.
   bool head_waits_for(const GpuQueued& self) const;
+  // Whether the head's plan waits, and would not without `requests` of the requests in flight on
+  // `server` (nullopt: all of them, and those on its models). Holds gpu_mu_.
+  bool head_waits_only_for(const std::string& server, std::optional<int> requests) const;
+  // The warning that `what` gives way to the head, the first time for this head; later ones at
+  // debug level, counted and summed up when the head leaves the queue. Holds gpu_mu_.
+  void say_gives_way(GpuQueued& head, const std::string& what, const std::string& server);
 };
 
 }  // namespace siesta

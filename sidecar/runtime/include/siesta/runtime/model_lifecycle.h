@@ -70,7 +70,10 @@ class ModelLifecycle {
   void finish_unload(const ModelKey& model, Reason reason);
 
   // For the service side. Claims and unloads a loaded model now; OK when it was not loaded.
-  Status unload_now(const ModelKey& model, Reason reason);
+  // `only_unused`: not claimed (kConflict, nothing done) while a request or an admin load uses it,
+  // read under the same lock as the claim (an eviction for room: a new user's re-trial saw one
+  // unload a model an admin load had just found loaded, and the budget went over).
+  Status unload_now(const ModelKey& model, Reason reason, bool only_unused = false);
   // The server stopped or its engine slept: its models are no longer loaded (counted with
   // `reason`, logged as "its service S <what>"; by default what the reason says).
   void mark_models_unloaded(const std::string& provider_service, Reason reason,

@@ -9,10 +9,14 @@
 // from its port by another process (which may have passed the readiness probe): inspect() says so
 // as a failed start (Inspection::start_failure), check_ready() in its error. Grace periods are
 // measured, and polls paced, with the injected Clock. Thread-safe.
+// The exit listener hears of each process that ended on its own (not by a stop siesta asked for),
+// so that the controller looks at once rather than at its next check (a new user's re-trial: a
+// service whose process died on a taken port was shown running for a whole check interval).
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,13 +48,24 @@ class ProcessBackend final : public ServiceBackend {
   // The pid of the service's process, or -1. For tests and the status API.
   pid_t pid_of(const std::string& service) const;
 
+  // Called on the process's waiter thread with the service's name, after its exit is recorded
+  // (inspect() sees it), for an exit siesta did not ask for. It must not block (post the work);
+  // nullptr removes it, and no call is in progress once that returns.
+  using ExitListener = std::function<void(const std::string& service)>;
+  void set_exit_listener(ExitListener listener);
+
  private:
   struct Child;
+  struct Listener {  // shared with the waiters, which may outlive the backend
+    std::mutex mu;
+    ExitListener call;  // guarded by mu
+  };
   std::shared_ptr<Child> find(const std::string& service) const;
 
   const Clock& clock_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Child>> children_;
+  std::shared_ptr<Listener> listener_ = std::make_shared<Listener>();
 };
 
 }  // namespace siesta
