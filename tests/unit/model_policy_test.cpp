@@ -177,6 +177,49 @@ TEST(ModelPolicy, AServersModelPolicyIsThePolicyOfTheModelsItLearns) {
             "(vllm_sleep, stop) instead");
 }
 
+// A new user's trial: an admin load of a model already loaded answered in 2 ms and became its
+// load time, the adaptive keep-alive's cold-start price (capped at 0.13 s x 60). It renews the
+// keep-alive at the server; no load is measured.
+TEST(ModelPolicy, AnAdminLoadOfALoadedModelIsNoLoad) {
+  World w(kAdaptive);
+  w.run("ollama");
+  w.provider.during_load = [&](const std::string&) { w.clock.advance(seconds(3)); };
+  ASSERT_TRUE(w.controller->load_model(w.key("m")));
+  EXPECT_DOUBLE_EQ(w.model("m").load_seconds, 3);
+  w.provider.during_load = [&](const std::string&) {
+    w.clock.advance(std::chrono::milliseconds(2));
+  };
+  ASSERT_TRUE(w.controller->load_model(w.key("m")));
+  EXPECT_DOUBLE_EQ(w.model("m").load_seconds, 3);
+  EXPECT_TRUE(w.model("m").loaded);
+  EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"load m", "load m"}));  // renewed there
+}
+
+// A new user's trial: uses were written to the state file only at the next state change, so a
+// crash lost every use since. A request's end marks the state for the monitor's next pass.
+TEST(ModelPolicy, AUseIsSavedAtTheNextPassNotAtTheRequest) {
+  World w(kAdaptive);
+  w.run("ollama");
+  w.provider.loaded_models = {"f"};  // as its server lists it: no change at a reconcile
+  w.controller->reconcile();
+  const int before = w.saves;
+  ASSERT_TRUE(w.controller->begin_request("ollama"));
+  w.controller->end_request("ollama");
+  EXPECT_EQ(w.saves, before);  // no request waits for the disk
+  w.controller->reconcile();
+  EXPECT_EQ(w.saves, before + 1);
+  w.controller->reconcile();
+  EXPECT_EQ(w.saves, before + 1);
+  request(w, "f");  // loaded by it: a state change, saved at once
+  w.controller->reconcile();
+  const int loaded = w.saves;
+  w.clock.advance(seconds(5));  // under 10 s: part of the same use, no gap
+  request(w, "f");              // a use of the loaded model alone
+  EXPECT_EQ(w.saves, loaded);
+  w.controller->reconcile();
+  EXPECT_EQ(w.saves, loaded + 1);
+}
+
 // The break-even: a measured load of 2 s caps the keep-alive at 120 s (2 s x 60); a client's
 // own keep_alive keeps its precedence over the policy, within the bounds.
 TEST(ModelPolicy, TheLoadTimeCapsItAndAClientsKeepAliveWins) {
