@@ -195,6 +195,29 @@ TEST(ModelPolicy, AnAdminLoadOfALoadedModelIsNoLoad) {
   EXPECT_EQ(w.provider.calls, (std::vector<std::string>{"load m", "load m"}));  // renewed there
 }
 
+// A new user's re-trial: an admin load overlapping a request's load of the same model (one load
+// at the server) counted two loads, and the later finisher's wait became the load time. The
+// first to finish pays it: here the request, inside the admin load's 3 s.
+TEST(ModelPolicy, AnAdminLoadAndARequestLoadingTogetherAreOneLoad) {
+  World w(kAdaptive);
+  w.run("ollama");
+  const ModelKey m = w.key("m");
+  bool request_paid = false;
+  w.provider.during_load = [&](const std::string&) {
+    w.clock.advance(seconds(2));
+    const auto ticket = w.controller->begin_model_request(m);
+    ASSERT_TRUE(ticket.has_value());  // not loaded yet: the request loads it too
+    request_paid = w.controller->model_accepted(m, {300}, ticket);
+    w.controller->model_load_measured(m, Seconds(2));
+    w.controller->end_model_request(m, true);
+    w.clock.advance(seconds(1));
+  };
+  ASSERT_TRUE(w.controller->load_model(m));
+  EXPECT_TRUE(request_paid);
+  EXPECT_DOUBLE_EQ(w.model("m").load_seconds, 2);  // the request's, not the admin load's 3 s
+  EXPECT_TRUE(w.model("m").loaded);
+}
+
 // A new user's trial: uses were written to the state file only at the next state change, so a
 // crash lost every use since. A request's end marks the state for the monitor's next pass.
 TEST(ModelPolicy, AUseIsSavedAtTheNextPassNotAtTheRequest) {

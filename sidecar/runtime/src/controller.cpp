@@ -120,6 +120,9 @@ void Controller::fail_service(const std::string& service, ServiceOperation opera
                               const Status& st, bool schedule_retry) {
   const WallTime now = clock_.wall_now();
   const WallTime retry = retry_at(registry_.settings(), now);
+  // Counted before it shows: whoever sees the service in error sees its failure counted (CI: a
+  // test read the counter between the two).
+  recorder_.service_failed(service, operation);
   registry_.update_service(service, [&](const ServiceSpec&, ServiceRuntime& rt) {
     // Its backend did not answer a read or a stop while it ran (or since): as far as siesta
     // knows it still runs, so it stays reachable through the proxy.
@@ -133,7 +136,6 @@ void Controller::fail_service(const std::string& service, ServiceOperation opera
     rt.failed_operation = operation;
     if (schedule_retry) rt.retry_at = retry;
   });
-  recorder_.service_failed(service, operation);
   spdlog::error("Service {}: {} failed: {}", service, to_string(operation), st.message());
 }
 

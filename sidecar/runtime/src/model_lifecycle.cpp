@@ -246,6 +246,14 @@ Status ModelLifecycle::load_model(const ModelKey& asked) {
   // server. No load happens, so none is counted nor timed (a new user's trial: a 2 ms "load"
   // became the adaptive keep-alive's cold-start price and the load metrics' sample).
   const bool was_loaded = view->runtime.loaded && !view->runtime.unloading;
+  // A load that overlaps a request's (or another admin load's) is one load at the server: the
+  // first to finish pays it, as among requests (request_loads_; a new user's re-trial counted
+  // one load twice, and the later finisher's partial wait became its load time).
+  std::optional<std::uint64_t> ticket;
+  if (!was_loaded) {
+    std::lock_guard lock(loads_mu_);
+    ticket = request_loads_[key];
+  }
   spdlog::info("{} model {} on {}...", was_loaded ? "Renewing loaded" : "Loading", model,
                view->spec->provider);
   const MonoTime t0 = clock_.mono_now();
@@ -256,14 +264,23 @@ Status ModelLifecycle::load_model(const ModelKey& asked) {
     if (forget_if_unused(key)) spdlog::info("Model {} forgotten: it was never loaded", model);
     return st;
   }
+  bool paid = false;
+  if (ticket) {
+    std::lock_guard lock(loads_mu_);
+    auto& loads = request_loads_[key];
+    paid = *ticket == loads;
+    if (paid) ++loads;
+  }
   const WallTime now = clock_.wall_now();
   registry_.update_model(key, [&](const ModelSpec&, ModelRuntime& rt) {
     rt.loaded = true;
     rt.last_used = now;
-    if (!was_loaded) rt.load_seconds = took.count();
+    if (paid) rt.load_seconds = took.count();
   });
   if (was_loaded) {
     spdlog::info("Model {} was loaded already; its keep-alive runs from now", model);
+  } else if (!paid) {
+    spdlog::info("Model {} loaded by a request meanwhile (its load counted there)", model);
   } else {
     recorder_.model_loaded(key, Reason::kManual, took);
     spdlog::info("Model {} loaded in {:.3f} s", model, took.count());
