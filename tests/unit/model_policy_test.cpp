@@ -134,7 +134,8 @@ TEST(ModelPolicy, AServersModelPolicyIsThePolicyOfTheModelsItLearns) {
     "model_keep_alive_hours": 1, "model_policy": "adaptive"}},
     "models": {"f": {"provider": "ollama", "keep_alive_hours": 1}}})");
   w.run("ollama");
-  EXPECT_EQ(w.controller->keep_alive_policy({"learned", "ollama"}).policy, "fixed");  // too short
+  EXPECT_STREQ(w.controller->keep_alive_policy({"learned", "ollama"}).policy,
+               "fixed");  // too short
   const ModelKey learned{"learned", "ollama"};
   for (int i = 0; i < 11; ++i) {  // 10 gaps of 5 minutes
     request(w, learned);
